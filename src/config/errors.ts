@@ -1,0 +1,40 @@
+/** Configuration errors. */
+import type { z } from 'zod';
+import { VmlinkError } from '../errors.js';
+
+/** One problem found in a config document: the field path and what is wrong. */
+export interface ConfigProblem {
+  /** Dotted path of the field, e.g. `ports[0].listen`; empty for the document itself. */
+  path: string;
+  message: string;
+}
+
+export class ConfigError extends VmlinkError {
+  /** Every problem found (the message lists them too). */
+  readonly problems: ConfigProblem[];
+
+  constructor(source: string, problems: ConfigProblem[]) {
+    const lines = problems.map((p) => `  ${p.path || '(document)'}: ${p.message}`);
+    super('ERR_CONFIG_INVALID', `${source} is not a valid vmlink configuration:\n${lines.join('\n')}`);
+    this.problems = problems;
+  }
+}
+
+/** `ports[0].trunk.vlans.10` from a zod issue path. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let s = '';
+  for (const k of path) s += typeof k === 'number' ? `[${k}]` : s ? `.${String(k)}` : String(k);
+  return s;
+}
+
+/** Problems from a zod error, with messages that name the value where zod's do not. */
+export function problemsOf(err: z.ZodError): ConfigProblem[] {
+  return err.issues.map((i) => {
+    let message = i.message;
+    if (i.code === 'unrecognized_keys')
+      message = `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; see README "Configuration")`;
+    else if (i.code === 'invalid_type' && /received undefined/.test(i.message))
+      message = `required field is missing (expected ${i.expected})`;
+    return { path: formatPath(i.path), message };
+  });
+}

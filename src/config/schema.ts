@@ -1,0 +1,190 @@
+/**
+ * The configuration schema (zod). One source of truth for the YAML config
+ * file and for the bodies of the control API: a network or port added over
+ * the API is validated by the same schema as one declared in the file.
+ */
+import { z } from 'zod';
+import { parseMac } from '../net/frame.js';
+import { type Address, parseAddress } from './address.js';
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+const nameSchema = (what: string) =>
+  z.string().regex(NAME_RE, `${what} names are 1-32 characters: letters, digits, '_', '.', '-' (not first)`);
+
+/** A field holding a transport address of the given types, parsed into an {@link Address}. */
+const address = <T extends Address['type']>(...types: T[]) =>
+  z.string().transform((text, ctx): Extract<Address, { type: T }> => {
+    const a = parseAddress(text, types);
+    if (typeof a === 'string') {
+      ctx.addIssue({ code: 'custom', message: a });
+      return z.NEVER;
+    }
+    return a as Extract<Address, { type: T }>;
+  });
+
+const unicastMac = z.string().refine((s) => {
+  const m = parseMac(s);
+  return m !== undefined && Math.floor(m / 2 ** 40) % 2 === 0;
+}, 'must be a unicast MAC like 52:54:00:12:34:56');
+
+export const networkSchema = z.strictObject({
+  /** Unique network name. */
+  name: nameSchema('network'),
+  /** 24-bit virtual network identifier (also the VXLAN VNI). */
+  vni: z.number().int().min(1, 'vni must be 1-16777215').max(0xffffff, 'vni must be 1-16777215'),
+  /** Largest Ethernet payload in bytes; default 1500. */
+  mtu: z.number().int().min(68, 'mtu must be at least 68').max(65535, 'mtu must be at most 65535').default(1500),
+});
+export type NetworkConfig = z.infer<typeof networkSchema>;
+
+const reconnectSchema = z.strictObject({
+  /** First re-dial delay in ms; default 100. */
+  min_ms: z.number().int().min(10).max(60_000).default(100),
+  /** Largest re-dial delay in ms (exponential backoff with jitter); default 5000. */
+  max_ms: z.number().int().min(10).max(600_000).default(5000),
+});
+
+const common = {
+  /** Unique port name on this host. */
+  name: nameSchema('port'),
+  /** Access port: the network it joins (frames untagged). */
+  network: nameSchema('network').optional(),
+  /** Trunk port: 802.1Q VLAN id -> network; `native` takes untagged frames. */
+  trunk: z
+    .strictObject({
+      vlans: z.record(
+        z.string().regex(/^(?:[1-9]\d{0,2}|[1-3]\d{3}|40[0-8]\d|409[0-4])$/, 'VLAN ids are 1-4094'),
+        nameSchema('network'),
+      ),
+      native: nameSchema('network').optional(),
+    })
+    .optional(),
+  /** Only frames from these source MACs are accepted. */
+  allowed_macs: z.array(unicastMac).max(4096).optional(),
+  /** Most MACs learned on this port; default 1024. */
+  max_macs: z.number().int().min(1).max(65536).optional(),
+  /** Broadcast/multicast storm control: frames per second and burst (frames). */
+  storm: z.strictObject({ pps: z.number().positive().max(1e9), burst: z.number().int().min(1).max(1e6) }).optional(),
+  /** Egress queue length in frames (tail drop beyond); default 1024. */
+  queue_len: z
+    .number()
+    .int()
+    .min(1)
+    .max(1 << 20)
+    .optional(),
+  /** MAC the VM should use (for `vmlink qemu-args`); default: first allowed MAC, or one derived from the name. */
+  mac: unicastMac.optional(),
+};
+
+const streamPort = z.strictObject({
+  ...common,
+  kind: z.literal('stream'),
+  /** vmlink listens; QEMU connects (`-netdev stream,server=off`). */
+  listen: address('unix', 'tcp').optional(),
+  /** vmlink dials QEMU's `server=on` socket, and re-dials with backoff. */
+  connect: address('unix', 'tcp').optional(),
+  reconnect: reconnectSchema.optional(),
+});
+
+const socketPort = z.strictObject({
+  ...common,
+  kind: z.literal('socket'),
+  /** vmlink listens; QEMU `-netdev socket,connect=...`. */
+  listen: address('tcp').optional(),
+  /** vmlink dials QEMU `-netdev socket,listen=...`, re-dialling with backoff. */
+  connect: address('tcp').optional(),
+  reconnect: reconnectSchema.optional(),
+});
+
+const dgramPort = z.strictObject({
+  ...common,
+  kind: z.literal('dgram'),
+  /** Where vmlink receives (QEMU's `remote`). */
+  local: address('udp'),
+  /** Where vmlink sends (QEMU's `local`). */
+  remote: address('udp'),
+});
+
+export const portSchema = z
+  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort], {
+    error: (iss) => (iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram` : undefined),
+  })
+  .superRefine((p, ctx) => {
+    if ((p.network === undefined) === (p.trunk === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['network'],
+        message: 'give exactly one of network (access port) or trunk',
+      });
+    }
+    if ((p.kind === 'stream' || p.kind === 'socket') && (p.listen === undefined) === (p.connect === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['listen'], message: 'give exactly one of listen or connect' });
+    }
+  });
+export type PortConfig = z.infer<typeof portSchema>;
+export type PortKindName = PortConfig['kind'];
+
+export const hostSchema = z.strictObject({
+  /** Host id, unique in the fabric. */
+  id: nameSchema('host'),
+  /** Control API unix socket (mode 0600); default /run/vmlink/<id>.sock. */
+  control: z.string().startsWith('/', 'control must be an absolute socket path').optional(),
+  /** Where the embedded state store keeps its file; default /var/lib/vmlink/<id>. */
+  state_dir: z.string().startsWith('/', 'state_dir must be an absolute path').optional(),
+  /** MAC aging time in seconds; default 300. */
+  aging_sec: z.number().int().min(1).max(1_000_000).default(300),
+});
+
+export const configSchema = z
+  .strictObject({
+    host: hostSchema,
+    networks: z.array(networkSchema).default([]),
+    ports: z.array(portSchema).default([]),
+    log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']) }).optional(),
+  })
+  .superRefine((c, ctx) => {
+    const nets = new Map<string, number>();
+    const vnis = new Map<number, string>();
+    c.networks.forEach((n, i) => {
+      if (nets.has(n.name))
+        ctx.addIssue({ code: 'custom', path: ['networks', i, 'name'], message: `duplicate network name "${n.name}"` });
+      const other = vnis.get(n.vni);
+      if (other !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['networks', i, 'vni'],
+          message: `vni ${n.vni} is already used by network "${other}"`,
+        });
+      nets.set(n.name, i);
+      vnis.set(n.vni, n.name);
+    });
+    const names = new Set<string>();
+    c.ports.forEach((p, i) => {
+      if (names.has(p.name))
+        ctx.addIssue({ code: 'custom', path: ['ports', i, 'name'], message: `duplicate port name "${p.name}"` });
+      names.add(p.name);
+      for (const [path, net] of portNetworkRefs(p)) {
+        if (!nets.has(net)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['ports', i, ...path],
+            message: `network "${net}" is not declared under networks (declared: ${[...nets.keys()].join(', ') || 'none'})`,
+          });
+        }
+      }
+    });
+  });
+
+export type Config = z.infer<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;
+
+/** Every network a port refers to, with the field path that names it. */
+export function portNetworkRefs(p: PortConfig): [(string | number)[], string][] {
+  const refs: [(string | number)[], string][] = [];
+  if (p.network !== undefined) refs.push([['network'], p.network]);
+  if (p.trunk) {
+    for (const [vid, net] of Object.entries(p.trunk.vlans)) refs.push([['trunk', 'vlans', vid], net]);
+    if (p.trunk.native !== undefined) refs.push([['trunk', 'native'], p.trunk.native]);
+  }
+  return refs;
+}

@@ -1,0 +1,56 @@
+/** Errors of the switch core and port layer. Each has a stable code. */
+import { VmlinkError } from '../errors.js';
+
+export class NetError extends VmlinkError {}
+
+export class NetworkExistsError extends NetError {
+  constructor(name: string) {
+    super('ERR_NETWORK_EXISTS', `network "${name}" already exists; choose another name or delete it first`);
+  }
+}
+
+export class NetworkNotFoundError extends NetError {
+  constructor(name: string, known: readonly string[]) {
+    super(
+      'ERR_NETWORK_NOT_FOUND',
+      `network "${name}" does not exist (known: ${known.length ? known.join(', ') : 'none'})`,
+    );
+  }
+}
+
+export class NetworkInUseError extends NetError {
+  constructor(name: string, ports: readonly string[]) {
+    super('ERR_NETWORK_IN_USE', `network "${name}" still has ports [${ports.join(', ')}]; delete them first`);
+  }
+}
+
+export class VniInUseError extends NetError {
+  constructor(vni: number, by: string) {
+    super('ERR_VNI_IN_USE', `VNI ${vni} is already used by network "${by}"; each network needs its own VNI`);
+  }
+}
+
+export class PortExistsError extends NetError {
+  constructor(name: string) {
+    super('ERR_PORT_EXISTS', `port "${name}" already exists; choose another name or delete it first`);
+  }
+}
+
+export class PortNotFoundError extends NetError {
+  constructor(name: string) {
+    super('ERR_PORT_NOT_FOUND', `port "${name}" does not exist (see: vmlink port list)`);
+  }
+}
+
+export class PortKindError extends NetError {
+  constructor(kind: string, known: readonly string[]) {
+    super('ERR_PORT_KIND', `port kind "${kind}" is not supported here (supported: ${known.join(', ')})`);
+  }
+}
+
+/** A transport address could not be used (bind/listen/connect set-up). */
+export class PortAddressError extends NetError {
+  constructor(port: string, address: string, reason: string, options?: ErrorOptions) {
+    super('ERR_PORT_ADDRESS', `port "${port}": cannot use ${address}: ${reason}`, options);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The Port contract: where one endpoint (a QEMU VM, a TAP device, a VDE plug,
+ * ...) joins the switch. Every port kind implements it and is built by a
+ * {@link PortFactory}; the switch never knows which kind it talks to, and a
+ * port never knows any other port.
+ */
+import type { Logger } from '../../log.js';
+
+/** Result of {@link Port.write}. Numbers, so the hot path compares Smis. */
+export const WriteResult = {
+  /** The frame was copied into the port's egress queue. */
+  OK: 0,
+  /** The egress queue is full: the frame was dropped (tail drop). */
+  QUEUE_FULL: 1,
+  /** The port has no peer right now (not connected): the frame was dropped. */
+  DOWN: 2,
+} as const;
+export type WriteResult = (typeof WriteResult)[keyof typeof WriteResult];
+
+/** Life-cycle state of a port's transport. */
+export type PortState = 'closed' | 'listening' | 'connecting' | 'up' | 'down';
+
+/**
+ * Receives each frame a port reads from its transport.
+ * `buf[off .. off+len)` is valid only for the duration of the call, and the
+ * callee may modify those bytes in place (e.g. to strip a VLAN tag).
+ */
+export type FrameSink = (buf: Buffer, off: number, len: number) => void;
+
+/** What a factory hands a port: its collaborators. */
+export interface PortContext {
+  /** Where received frames go (the switch's ingress for this port). */
+  sink: FrameSink;
+  /** Called on every state change, with a short human reason. */
+  onState: (state: PortState, reason: string) => void;
+  /** Logger already bound to this port's name. */
+  logger: Logger;
+  /**
+   * Largest frame the transport accepts or sends, in bytes (Ethernet header
+   * included). Default {@link MAX_FRAME_LEN}. Longer input closes a stream
+   * connection or is dropped and counted for datagram transports.
+   */
+  maxFrameLen: number;
+  /** Egress queue bound in frames (tail drop beyond it). Default 1024. */
+  queueLen: number;
+  /** Counts input the transport rejected before it was a frame (bad length prefix, runt datagram). */
+  onMalformed: (reason: string) => void;
+}
+
+/** Largest frame QEMU's stream/socket netdevs send: NET_BUFSIZE (4096 + 65536). */
+export const MAX_FRAME_LEN = 4096 + 65536;
+/** Default egress queue length in frames (like a NIC's txqueuelen). */
+export const DEFAULT_QUEUE_LEN = 1024;
+
+export interface Port {
+  /** Port name, unique on the host. */
+  readonly name: string;
+  /** Port kind, e.g. `stream`. */
+  readonly kind: string;
+  /** Current transport state. */
+  readonly state: PortState;
+
+  /**
+   * Starts the transport: binds/listens, or begins dialling (dialling ports
+   * resolve at once and keep re-dialling with backoff). Rejects with a clear
+   * error when the address cannot be used (in use, bad path, permission).
+   */
+  open(): Promise<void>;
+
+  /**
+   * Queues `buf[off .. off+len)` for sending. The bytes are copied before
+   * this returns: the caller may reuse the buffer at once. Never throws for
+   * transport trouble; reports it in the result.
+   */
+  write(buf: Buffer, off: number, len: number): WriteResult;
+
+  /** Frames currently queued and not yet handed to the kernel. */
+  readonly queued: number;
+
+  /** Transport details for status listings (addresses, peer, reconnects). */
+  describe(): Record<string, unknown>;
+
+  /** Flushes queued frames, then closes the transport and removes listening sockets. Idempotent. */
+  close(): Promise<void>;
+
+  /** Closes at once, dropping anything queued. Idempotent. */
+  destroy(err?: Error): Promise<void>;
+}
+
+/** Builds a port of one kind from its validated spec. */
+export type PortFactory<Spec = unknown> = (spec: Spec, ctx: PortContext) => Port;

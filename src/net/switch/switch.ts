@@ -1,0 +1,450 @@
+/**
+ * The layer-2 switch core: networks (isolated broadcast domains), the ports
+ * joined to them, MAC learning and forwarding.
+ *
+ * It knows no socket: ports are reached only through the {@link Port}
+ * interface. The per-frame path ({@link SwitchPort.ingress} -> #forward ->
+ * #output) reads headers in place and allocates nothing in steady state.
+ */
+import type { Logger } from '../../log.js';
+import {
+  NetworkExistsError,
+  NetworkInUseError,
+  NetworkNotFoundError,
+  PortExistsError,
+  PortNotFoundError,
+  VniInUseError,
+} from '../errors.js';
+import { ETH_HLEN, ETHERTYPE_VLAN, formatMac, VLAN_HLEN } from '../frame.js';
+import { type FrameSink, MAX_FRAME_LEN, type Port, type PortState, WriteResult } from '../ports/port.js';
+import { TokenBucket } from '../qos/token-bucket.js';
+import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
+import { Fdb, LEARN_FULL, LEARN_NEW } from './fdb.js';
+
+/** A network as the switch sees it. */
+export interface NetworkSpec {
+  /** Unique name. */
+  name: string;
+  /** 24-bit VXLAN network identifier, unique per fabric. */
+  vni: number;
+  /** Largest Ethernet payload in bytes (frame minus 14-byte header and tags). */
+  mtu: number;
+}
+
+/** How a port joins networks, and its per-port policies. */
+export interface PortBinding {
+  /** Access port: the one network, frames untagged. */
+  network?: string | undefined;
+  /** Trunk port: 802.1Q VLAN id -> network; `native` carries untagged frames. */
+  trunk?: { vlans: Record<number, string>; native?: string | undefined } | undefined;
+  /** Only these source MACs are accepted (empty or absent: any). */
+  allowedMacs?: readonly number[] | undefined;
+  /** Most MACs learned on this port across its networks; frames from further new MACs are dropped. Default 1024. */
+  maxMacs?: number | undefined;
+  /** Storm control for broadcast+multicast ingress: frames per second and burst in frames. */
+  storm?: { pps: number; burst: number } | undefined;
+}
+
+/** Something watching a port's frames (capture). Called with both directions. */
+export interface FrameTap {
+  /** `dir` is 'rx' for frames the port received, 'tx' for frames it sent. */
+  frame(buf: Buffer, off: number, len: number, dir: 'rx' | 'tx'): void;
+}
+
+export interface SwitchOptions {
+  logger: Logger;
+  /** Milliseconds clock; default `performance.now`-based wall clock. */
+  clock?: () => number;
+  /** MAC aging time in seconds; default 300. */
+  agingSec?: number;
+  /** Most MACs per network; default 65536. */
+  maxMacsPerNetwork?: number;
+}
+
+const DEFAULT_MAX_MACS_PER_PORT = 1024;
+
+class Network {
+  readonly fdb: Fdb;
+  /** Member ports and the VLAN id to tag with on egress (0: untagged). */
+  members: { sp: SwitchPort; vid: number }[] = [];
+  constructor(
+    readonly spec: NetworkSpec,
+    maxMacs: number,
+  ) {
+    this.fdb = new Fdb(maxMacs);
+  }
+}
+
+/** One port attached to the switch: the Port plus the switch's state for it. */
+export class SwitchPort {
+  readonly counters = new PortCounters();
+  /** Bound once: the sink handed to the port. */
+  readonly ingress: FrameSink;
+  /** The transport; set right after construction by {@link Switch.addPort}. */
+  port!: Port;
+  state: PortState = 'closed';
+  /** MACs currently learned on this port, across networks. */
+  learned = 0;
+  taps: FrameTap[] = [];
+  /** Access network, or a trunk's native network. */
+  untagged: Network | undefined;
+  /** Trunk VLAN id -> network. */
+  readonly vlans = new Map<number, Network>();
+  /** Network -> VLAN id to tag with on egress (trunk networks only). */
+  readonly vidByNet = new Map<Network, number>();
+  /** Last time (ms) a malformed-input line was logged for this port (log rate limit). */
+  lastMalformedLog = -Infinity;
+  readonly allowed: Set<number> | undefined;
+  readonly maxMacs: number;
+  readonly storm: TokenBucket | undefined;
+
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    readonly binding: PortBinding,
+    sw: Switch,
+    now: number,
+  ) {
+    this.allowed = binding.allowedMacs?.length ? new Set(binding.allowedMacs) : undefined;
+    this.maxMacs = binding.maxMacs ?? DEFAULT_MAX_MACS_PER_PORT;
+    this.storm = binding.storm ? new TokenBucket(binding.storm.pps, binding.storm.burst, now) : undefined;
+    this.ingress = (buf, off, len) => sw.ingress(this, buf, off, len);
+  }
+
+  /** Networks this port belongs to. */
+  networks(): string[] {
+    const names = new Set<string>();
+    if (this.untagged) names.add(this.untagged.spec.name);
+    for (const n of this.vlans.values()) names.add(n.spec.name);
+    return [...names];
+  }
+
+  counterSnapshot(): CountersSnapshot {
+    return countersSnapshot(this.counters);
+  }
+}
+
+/** One FDB row as listed by {@link Switch.fdb}. */
+export interface FdbRow {
+  network: string;
+  mac: string;
+  port: string;
+  /** Seconds since last seen. */
+  age: number;
+}
+
+export class Switch {
+  readonly #log: Logger;
+  readonly #clock: () => number;
+  readonly #agingMs: number;
+  readonly #maxMacsPerNetwork: number;
+  readonly #networks = new Map<string, Network>();
+  readonly #ports = new Map<string, SwitchPort>();
+  /** Port id -> port, for FDB lookups. Ids are reused after removal. */
+  readonly #byId: (SwitchPort | undefined)[] = [];
+  /** Coarse time (ms) for FDB timestamps; refreshed per ingress batch by the clock tick. */
+  #now: number;
+  #timer: NodeJS.Timeout | undefined;
+  /** Scratch for inserting an 802.1Q tag on egress; ports copy synchronously. */
+  readonly #scratch = Buffer.allocUnsafe(MAX_FRAME_LEN + VLAN_HLEN);
+
+  constructor(opts: SwitchOptions) {
+    this.#log = opts.logger;
+    this.#clock = opts.clock ?? (() => performance.timeOrigin + performance.now());
+    this.#agingMs = (opts.agingSec ?? 300) * 1000;
+    this.#maxMacsPerNetwork = opts.maxMacsPerNetwork ?? 65536;
+    this.#now = this.#clock();
+  }
+
+  /** Starts the one periodic sweep (clock refresh every 250 ms, aging sweep every second). */
+  start(): void {
+    if (this.#timer) return;
+    let n = 0;
+    this.#timer = setInterval(() => {
+      this.#now = this.#clock();
+      if (++n % 4 === 0) this.sweep();
+    }, 250);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Ages out MACs not seen for the aging time. Returns how many were removed. */
+  sweep(): number {
+    this.#now = this.#clock();
+    let removed = 0;
+    for (const net of this.#networks.values()) removed += net.fdb.sweep(this.#now, this.#agingMs, this.#unlearn);
+    return removed;
+  }
+
+  readonly #unlearn = (portId: number): void => {
+    const sp = this.#byId[portId];
+    if (sp) sp.learned--;
+  };
+
+  // ---- networks -------------------------------------------------------------
+
+  addNetwork(spec: NetworkSpec): void {
+    if (this.#networks.has(spec.name)) throw new NetworkExistsError(spec.name);
+    for (const n of this.#networks.values())
+      if (n.spec.vni === spec.vni) throw new VniInUseError(spec.vni, n.spec.name);
+    this.#networks.set(spec.name, new Network({ ...spec }, this.#maxMacsPerNetwork));
+  }
+
+  removeNetwork(name: string): void {
+    const net = this.#network(name);
+    if (net.members.length)
+      throw new NetworkInUseError(
+        name,
+        net.members.map((m) => m.sp.name),
+      );
+    this.#networks.delete(name);
+  }
+
+  networks(): (NetworkSpec & { ports: string[]; macs: number })[] {
+    return [...this.#networks.values()].map((n) => ({
+      ...n.spec,
+      ports: [...new Set(n.members.map((m) => m.sp.name))],
+      macs: n.fdb.size,
+    }));
+  }
+
+  hasNetwork(name: string): boolean {
+    return this.#networks.has(name);
+  }
+
+  #network(name: string): Network {
+    const net = this.#networks.get(name);
+    if (!net) throw new NetworkNotFoundError(name, [...this.#networks.keys()]);
+    return net;
+  }
+
+  // ---- ports ----------------------------------------------------------------
+
+  /**
+   * Attaches a port. `make` builds the transport given the sink that feeds
+   * this switch; the port is not opened here (the caller opens it).
+   */
+  addPort(name: string, binding: PortBinding, make: (sink: FrameSink, sp: SwitchPort) => Port): SwitchPort {
+    if (this.#ports.has(name)) throw new PortExistsError(name);
+    // Resolve every network first, so a bad binding changes nothing.
+    const untagged = binding.network ?? binding.trunk?.native;
+    const untaggedNet = untagged === undefined ? undefined : this.#network(untagged);
+    const vlans: [number, Network][] = Object.entries(binding.trunk?.vlans ?? {}).map(([vid, net]) => [
+      Number(vid),
+      this.#network(net),
+    ]);
+    let id = this.#byId.indexOf(undefined);
+    if (id < 0) id = this.#byId.length;
+    const sp = new SwitchPort(id, name, binding, this, this.#clock());
+    sp.port = make(sp.ingress, sp);
+    this.#byId[id] = sp;
+    this.#ports.set(name, sp);
+    if (untaggedNet) {
+      sp.untagged = untaggedNet;
+      untaggedNet.members.push({ sp, vid: 0 });
+    }
+    for (const [vid, net] of vlans) {
+      sp.vlans.set(vid, net);
+      sp.vidByNet.set(net, vid);
+      net.members.push({ sp, vid });
+    }
+    return sp;
+  }
+
+  /** Detaches a port, forgets its MACs and closes its transport. */
+  async removePort(name: string): Promise<void> {
+    const sp = this.port(name);
+    this.#ports.delete(name);
+    for (const net of this.#networks.values()) {
+      net.members = net.members.filter((m) => m.sp !== sp);
+      net.fdb.sweep(this.#now, 0, undefined, sp.id);
+    }
+    this.#byId[sp.id] = undefined;
+    sp.taps = [];
+    await sp.port.close();
+  }
+
+  port(name: string): SwitchPort {
+    const sp = this.#ports.get(name);
+    if (!sp) throw new PortNotFoundError(name);
+    return sp;
+  }
+
+  ports(): SwitchPort[] {
+    return [...this.#ports.values()];
+  }
+
+  /** Records a port's transport state; a port that is not up forgets its MACs (traffic floods until re-learned). */
+  portState(sp: SwitchPort, state: PortState): void {
+    sp.state = state;
+    if (state !== 'up') this.flushPort(sp);
+  }
+
+  /** Forgets every MAC learned on the port. */
+  flushPort(sp: SwitchPort): void {
+    for (const net of this.#networks.values()) net.fdb.sweep(this.#now, 0, this.#unlearn, sp.id);
+  }
+
+  fdb(network?: string): FdbRow[] {
+    const nets = network === undefined ? [...this.#networks.values()] : [this.#network(network)];
+    const now = this.#clock();
+    const rows: FdbRow[] = [];
+    for (const net of nets) {
+      for (const e of net.fdb.entries()) {
+        rows.push({
+          network: net.spec.name,
+          mac: formatMac(e.mac),
+          port: this.#byId[e.port]?.name ?? '?',
+          age: Math.max(0, Math.round((now - e.seen) / 1000)),
+        });
+      }
+    }
+    return rows;
+  }
+
+  // ---- data path --------------------------------------------------------------
+
+  /**
+   * One frame received on `sp`. Hot path: no allocation, no exceptions for
+   * any input (bad frames are dropped and counted on `sp`).
+   */
+  ingress(sp: SwitchPort, buf: Buffer, off: number, len: number): void {
+    const c = sp.counters;
+    c.rxFrames++;
+    c.rxBytes += len;
+    if (len < ETH_HLEN) {
+      c.runt++;
+      return;
+    }
+    if (sp.taps.length) for (const t of sp.taps) t.frame(buf, off, len, 'rx');
+    let net = sp.untagged;
+    let extra = 0;
+    const type = buf.readUInt16BE(off + 12);
+    if (type === ETHERTYPE_VLAN && sp.vlans.size) {
+      if (len < ETH_HLEN + VLAN_HLEN) {
+        c.runt++;
+        return;
+      }
+      net = sp.vlans.get(buf.readUInt16BE(off + 14) & 0x0fff);
+      if (net) {
+        // Strip the tag in place: move the two MACs forward over it.
+        buf.copyWithin(off + VLAN_HLEN, off, off + 12);
+        off += VLAN_HLEN;
+        len -= VLAN_HLEN;
+      }
+    } else if (type === ETHERTYPE_VLAN) {
+      // An access port passes a guest's own tags through; the tag does not count against the MTU.
+      extra = VLAN_HLEN;
+    }
+    if (!net) {
+      c.vlan++;
+      return;
+    }
+    if (len - ETH_HLEN - extra > net.spec.mtu) {
+      c.mtu++;
+      return;
+    }
+    const srcHi = buf.readUInt16BE(off + 6);
+    const srcLo = buf.readUInt32BE(off + 8);
+    if (srcHi & 0x100) {
+      c.bad_src++;
+      return;
+    }
+    if (sp.allowed !== undefined && !sp.allowed.has(srcHi * 0x1_0000_0000 + srcLo)) {
+      c.mac_locked++;
+      return;
+    }
+    if (!this.#learn(sp, net, srcHi, srcLo)) {
+      c.mac_limit++;
+      return;
+    }
+    if (buf.readUInt8(off) & 1) {
+      if (sp.storm !== undefined && !sp.storm.take(1, this.#clock())) {
+        c.storm++;
+        return;
+      }
+      this.#flood(sp, net, buf, off, len);
+      return;
+    }
+    const dst = net.fdb.lookup(buf.readUInt16BE(off), buf.readUInt32BE(off + 2));
+    if (dst < 0) {
+      this.#flood(sp, net, buf, off, len);
+      return;
+    }
+    if (dst === sp.id) return; // the destination is behind the port it came from: filter
+    const out = this.#byId[dst];
+    if (out === undefined) return;
+    this.#output(out, this.#vidOf(out, net), buf, off, len);
+  }
+
+  /** Learns the source MAC; false when the port's MAC limit forbids it. */
+  #learn(sp: SwitchPort, net: Network, hi: number, lo: number): boolean {
+    const prev = net.fdb.lookup(hi, lo);
+    if (prev === sp.id) {
+      net.fdb.learn(hi, lo, sp.id, this.#now);
+      return true;
+    }
+    if (sp.learned >= sp.maxMacs) return false;
+    const r = net.fdb.learn(hi, lo, sp.id, this.#now);
+    if (r === LEARN_FULL) return true; // table full: forward without learning (floods)
+    sp.learned++;
+    if (r !== LEARN_NEW) {
+      // The MAC moved here from another port (a migrated VM): re-learned at once.
+      const old = this.#byId[r];
+      if (old) old.learned--;
+    }
+    return true;
+  }
+
+  #vidOf(sp: SwitchPort, net: Network): number {
+    return sp.untagged === net ? 0 : (sp.vidByNet.get(net) ?? 0);
+  }
+
+  #flood(from: SwitchPort, net: Network, buf: Buffer, off: number, len: number): void {
+    const members = net.members;
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i] as { sp: SwitchPort; vid: number };
+      if (m.sp !== from) this.#output(m.sp, m.vid, buf, off, len);
+    }
+  }
+
+  #output(sp: SwitchPort, vid: number, buf: Buffer, off: number, len: number): void {
+    let b = buf;
+    let o = off;
+    let l = len;
+    if (vid !== 0) {
+      // Insert an 802.1Q tag (TPID 0x8100, PCP 0) after the MACs.
+      b = this.#scratch;
+      buf.copy(b, 0, off, off + 12);
+      b.writeUInt16BE(ETHERTYPE_VLAN, 12);
+      b.writeUInt16BE(vid, 14);
+      buf.copy(b, 16, off + 12, off + len);
+      o = 0;
+      l = len + VLAN_HLEN;
+    }
+    const r = sp.port.write(b, o, l);
+    const c = sp.counters;
+    if (r === WriteResult.OK) {
+      c.txFrames++;
+      c.txBytes += l;
+      if (sp.taps.length) for (const t of sp.taps) t.frame(b, o, l, 'tx');
+    } else if (r === WriteResult.QUEUE_FULL) {
+      c.queue_full++;
+    } else {
+      c.down++;
+    }
+  }
+
+  /** Counts malformed transport input on a port, and logs it (at most once a second per port). */
+  malformed(sp: SwitchPort, reason: string): void {
+    sp.counters.malformed++;
+    const now = this.#clock();
+    if (now - sp.lastMalformedLog < 1000) return;
+    sp.lastMalformedLog = now;
+    this.#log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
+  }
+}
