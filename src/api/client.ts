@@ -1,0 +1,303 @@
+/**
+ * Typed client for the daemon's control API (docs/api.md): HTTP/1.1 + JSON
+ * over the daemon's unix socket. Used by the `vmlink` command and by tests.
+ *
+ * Every failure is a {@link VmlinkError}: {@link ApiError} when the daemon
+ * answered with an error body, {@link DaemonUnreachableError} when nothing
+ * answers on the socket.
+ */
+import type { Readable } from 'node:stream';
+import { Agent } from 'undici';
+import { VmlinkError } from '../errors.js';
+
+/** Default control socket, also the default of `vmlink daemon`. */
+export const DEFAULT_CONTROL = '/run/vmlink/vmlink.sock';
+
+/** One problem with a request body: the field path and what is wrong. */
+export interface ApiProblem {
+  /** Dotted field path, e.g. `trunk.vlans.10`; empty for the body itself. */
+  path: string;
+  message: string;
+}
+
+/** The daemon refused a request: its `{ error: { code, message, problems } }` body and the HTTP status. */
+export class ApiError extends VmlinkError {
+  /** HTTP status of the answer (400, 404, 409, 422, 500). */
+  readonly status: number;
+  /** Validation problems (400 `ERR_CONFIG_INVALID`); empty otherwise. */
+  readonly problems: ApiProblem[];
+
+  constructor(status: number, code: string, message: string, problems: ApiProblem[] = []) {
+    super(code, message);
+    this.status = status;
+    this.problems = problems;
+  }
+}
+
+/** Nothing answers on the control socket (daemon not running, wrong path, no permission). */
+export class DaemonUnreachableError extends VmlinkError {
+  /** The control socket path that was tried. */
+  readonly socketPath: string;
+  /** The system error code, e.g. `ENOENT`, `ECONNREFUSED`, `EACCES`. */
+  readonly reason: string;
+
+  constructor(socketPath: string, reason: string, options?: ErrorOptions) {
+    super(
+      'ERR_DAEMON_UNREACHABLE',
+      `cannot reach the vmlink daemon at ${socketPath} (${reason}): is it running? start it with: vmlink daemon --config FILE`,
+      options,
+    );
+    this.socketPath = socketPath;
+    this.reason = reason;
+  }
+}
+
+/** `GET /v1/status`. */
+export interface StatusView {
+  host: { id: string; version: string; pid: number; uptime_s: number; control: string; state_dir: string };
+  networks: number;
+  ports: { total: number; up: number };
+}
+
+/** Where an item was declared: the config file, or added through the API. */
+export type Source = 'config' | 'api';
+
+/** One network in `GET /v1/networks`. */
+export interface NetworkView {
+  name: string;
+  vni: number;
+  mtu: number;
+  /** Names of the ports on this network. */
+  ports: string[];
+  /** MACs learned on this network. */
+  macs: number;
+  source: Source;
+}
+
+/** Body of `POST /v1/networks`: a `networks:` entry of the config. */
+export interface NetworkBody {
+  name: string;
+  vni: number;
+  /** Default 1500. */
+  mtu?: number;
+}
+
+/** Per-port counters; `drops` has one entry per drop reason. */
+export interface CountersView {
+  rx_frames: number;
+  rx_bytes: number;
+  tx_frames: number;
+  tx_bytes: number;
+  drops: Record<string, number>;
+}
+
+/** A port as the API describes it. */
+export interface PortView {
+  name: string;
+  kind: string;
+  source: Source;
+  state: 'closed' | 'listening' | 'connecting' | 'up' | 'down';
+  network?: string;
+  trunk?: { vlans: Record<string, string>; native?: string };
+  /** The port as given (config entry or API body). */
+  spec: Record<string, unknown>;
+  /** The transport's own description (addresses, peer, reconnects). */
+  transport: Record<string, unknown>;
+  counters: CountersView;
+  /** Number of MACs learned on the port. */
+  macs: number;
+}
+
+/** Body of `POST /v1/ports`: a `ports:` entry of the config. */
+export type PortBody = Record<string, unknown> & { name: string; kind: string };
+
+/** One row of `GET /v1/fdb`. */
+export interface FdbEntryView {
+  network: string;
+  mac: string;
+  port: string;
+  /** Seconds since the MAC was last seen. */
+  age: number;
+}
+
+/** `GET /v1/ports/:name/qemu-args`. */
+export interface QemuArgsView {
+  /** QEMU arguments, one array element per argv word. */
+  args: string[];
+  /** MAC the guest NIC gets. */
+  mac: string;
+  /** The arguments as one shell-quoted line. */
+  command: string;
+}
+
+export interface ControlClientOptions {
+  /** Control socket path; default {@link DEFAULT_CONTROL}. */
+  socketPath?: string;
+  /** Milliseconds to wait for an answer's headers; default 30000. */
+  timeoutMs?: number;
+}
+
+/** System error codes that mean "no daemon there". */
+const UNREACHABLE_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTSOCK', 'ECONNRESET', 'EPERM']);
+
+/** The system error code behind an undici/net failure, looking through `cause`s. */
+function systemCode(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && UNREACHABLE_CODES.has(code)) return code;
+  }
+  return undefined;
+}
+
+/** Reads an error body into an ApiError; tolerates bodies that are not the documented shape. */
+function apiErrorFrom(status: number, text: string): ApiError {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const e = (parsed as { error?: { code?: unknown; message?: unknown; problems?: unknown } } | undefined)?.error;
+  if (e && typeof e.code === 'string' && typeof e.message === 'string') {
+    const problems = Array.isArray(e.problems)
+      ? e.problems.map((p: { path?: unknown; message?: unknown }) => ({
+          path: typeof p?.path === 'string' ? p.path : '',
+          message: typeof p?.message === 'string' ? p.message : JSON.stringify(p),
+        }))
+      : [];
+    return new ApiError(status, e.code, e.message, problems);
+  }
+  const snippet = text.length > 200 ? `${text.slice(0, 200)}...` : text;
+  return new ApiError(status, 'ERR_API_RESPONSE', `the daemon answered HTTP ${status}: ${snippet || '(empty body)'}`);
+}
+
+export interface CaptureOptions {
+  /** Stop after this many frames (the daemon ends the stream). */
+  count?: number;
+  /** Aborting ends the capture (the stream then ends with an AbortError). */
+  signal?: AbortSignal;
+}
+
+/** Client for one daemon. Call {@link close} when done (it keeps a connection pool). */
+export class ControlClient {
+  /** The control socket this client talks to. */
+  readonly socketPath: string;
+  readonly #agent: Agent;
+  readonly #timeoutMs: number;
+
+  constructor(opts: ControlClientOptions = {}) {
+    this.socketPath = opts.socketPath ?? DEFAULT_CONTROL;
+    this.#timeoutMs = opts.timeoutMs ?? 30_000;
+    this.#agent = new Agent({ connect: { socketPath: this.socketPath } });
+  }
+
+  /** `GET /v1/status`. */
+  status(): Promise<StatusView> {
+    return this.#json('GET', '/v1/status');
+  }
+
+  /** `GET /v1/networks`. */
+  async listNetworks(): Promise<NetworkView[]> {
+    return (await this.#json<{ networks: NetworkView[] }>('GET', '/v1/networks')).networks;
+  }
+
+  /** `POST /v1/networks`; resolves with the created network. */
+  async createNetwork(body: NetworkBody): Promise<NetworkView> {
+    return (await this.#json<{ network: NetworkView }>('POST', '/v1/networks', body)).network;
+  }
+
+  /** `DELETE /v1/networks/:name`. */
+  async deleteNetwork(name: string): Promise<void> {
+    await this.#json('DELETE', `/v1/networks/${encodeURIComponent(name)}`);
+  }
+
+  /** `GET /v1/ports`. */
+  async listPorts(): Promise<PortView[]> {
+    return (await this.#json<{ ports: PortView[] }>('GET', '/v1/ports')).ports;
+  }
+
+  /** `GET /v1/ports/:name`. */
+  async getPort(name: string): Promise<PortView> {
+    return (await this.#json<{ port: PortView }>('GET', `/v1/ports/${encodeURIComponent(name)}`)).port;
+  }
+
+  /** `POST /v1/ports`; resolves with the port, already opened (listening or dialling). */
+  async addPort(body: PortBody): Promise<PortView> {
+    return (await this.#json<{ port: PortView }>('POST', '/v1/ports', body)).port;
+  }
+
+  /** `DELETE /v1/ports/:name`. */
+  async deletePort(name: string): Promise<void> {
+    await this.#json('DELETE', `/v1/ports/${encodeURIComponent(name)}`);
+  }
+
+  /** `GET /v1/fdb`, optionally of one network. */
+  async fdb(network?: string): Promise<FdbEntryView[]> {
+    const q = network === undefined ? '' : `?network=${encodeURIComponent(network)}`;
+    return (await this.#json<{ entries: FdbEntryView[] }>('GET', `/v1/fdb${q}`)).entries;
+  }
+
+  /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default: the port name). */
+  qemuArgs(port: string, id?: string): Promise<QemuArgsView> {
+    const q = id === undefined ? '' : `?id=${encodeURIComponent(id)}`;
+    return this.#json('GET', `/v1/ports/${encodeURIComponent(port)}/qemu-args${q}`);
+  }
+
+  /**
+   * `GET /v1/ports/:name/capture`: resolves, once the daemon accepted, with the
+   * pcap stream (both directions). The stream is not buffered: read it at your pace.
+   */
+  async capture(port: string, opts: CaptureOptions = {}): Promise<Readable> {
+    const q = opts.count === undefined ? '' : `?count=${opts.count}`;
+    const res = await this.#request('GET', `/v1/ports/${encodeURIComponent(port)}/capture${q}`, undefined, {
+      signal: opts.signal,
+      // A quiet port sends nothing for a long time: no body timeout.
+      bodyTimeout: 0,
+    });
+    if (res.statusCode >= 400) throw apiErrorFrom(res.statusCode, await res.body.text());
+    return res.body;
+  }
+
+  /** Closes the connection pool. Idempotent. */
+  async close(): Promise<void> {
+    if (!this.#agent.closed) await this.#agent.close();
+  }
+
+  async #json<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.#request(method, path, body);
+    const text = await res.body.text();
+    if (res.statusCode >= 400) throw apiErrorFrom(res.statusCode, text);
+    if (text === '') return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ApiError(res.statusCode, 'ERR_API_RESPONSE', `the daemon answered ${method} ${path} with invalid JSON`);
+    }
+  }
+
+  async #request(
+    method: string,
+    path: string,
+    body: unknown,
+    extra: { signal?: AbortSignal | undefined; bodyTimeout?: number } = {},
+  ) {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    try {
+      return await this.#agent.request({
+        origin: 'http://vmlink',
+        path,
+        method: method as 'GET',
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+        headersTimeout: this.#timeoutMs,
+        bodyTimeout: extra.bodyTimeout ?? this.#timeoutMs,
+        signal: extra.signal ?? null,
+      });
+    } catch (err) {
+      const code = systemCode(err);
+      if (code) throw new DaemonUnreachableError(this.socketPath, code, { cause: err });
+      throw err;
+    }
+  }
+}

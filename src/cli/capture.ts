@@ -1,0 +1,84 @@
+/**
+ * `vmlink capture PORT -w FILE|- [-c COUNT]`: streams the daemon's pcap of a
+ * port (both directions) to a file or stdout, without holding it in memory.
+ * Ends after COUNT frames, when the daemon ends the stream, or on
+ * SIGINT/SIGTERM; only whole records are written, so the file stays valid.
+ */
+import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import type { Command } from 'commander';
+import { intArg, UsageError } from './args.js';
+import { defineAction } from './context.js';
+import { PcapSplitter } from './pcap.js';
+
+/** Writes `buf`; waits for 'drain' when the stream asks to (backpressure), or until it fails. */
+async function write(out: Writable, buf: Buffer): Promise<void> {
+  if (out.write(buf)) return;
+  await Promise.race([once(out, 'drain'), once(out, 'close')]);
+}
+
+/** Ends a file stream and waits until it is flushed and closed. stdout is not closed. */
+async function finish(out: Writable, isStdout: boolean): Promise<void> {
+  if (isStdout) {
+    if (out.writableNeedDrain && !out.destroyed) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+    return;
+  }
+  if (out.destroyed) return;
+  out.end();
+  await once(out, 'close');
+}
+
+function isAbort(err: unknown): boolean {
+  const name = (err as { name?: unknown } | null)?.name;
+  const code = (err as { code?: unknown } | null)?.code;
+  return name === 'AbortError' || code === 'ABORT_ERR' || code === 'UND_ERR_ABORTED';
+}
+
+export function addCaptureCommand(program: Command, done: (code: number) => void): void {
+  const cmd = program
+    .command('capture')
+    .description('write a pcap of the frames a port receives and sends (stop with Ctrl-C or -c)')
+    .argument('<port>', 'port name')
+    .requiredOption('-w, --write <file>', 'pcap file to write, or - for stdout (e.g. | tshark -r -)')
+    .option('-c, --count <N>', 'stop after N frames');
+  defineAction(cmd, done, async ([port], opts, cli) => {
+    const file = String(opts['write']);
+    if (file === '') throw new UsageError('-w needs a file name, or - for stdout');
+    const count = opts['count'] === undefined ? undefined : intArg('-c', String(opts['count']), 1, 2 ** 32 - 1);
+    const ac = new AbortController();
+    const stop = () => ac.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    const splitter = new PcapSplitter(count);
+    const isStdout = file === '-';
+    let out: Writable | undefined;
+    try {
+      const body = await cli.client.capture(port as string, {
+        ...(count === undefined ? {} : { count }),
+        signal: ac.signal,
+      });
+      // Opened only once the daemon accepted: a refused capture leaves no file behind.
+      out = isStdout ? process.stdout : createWriteStream(file);
+      out.on('error', stop); // EPIPE on stdout, disk full: stop reading, report below
+      try {
+        for await (const chunk of body) {
+          const whole = splitter.push(chunk as Buffer);
+          if (whole) await write(out, whole);
+          if (splitter.full || out.destroyed) break; // leaving the loop closes the request
+        }
+      } catch (err) {
+        if (!isAbort(err)) throw err;
+      }
+      if (!isStdout && out.errored) throw out.errored;
+    } catch (err) {
+      if (!isAbort(err)) throw err;
+    } finally {
+      process.removeListener('SIGINT', stop);
+      process.removeListener('SIGTERM', stop);
+      if (out) await finish(out, isStdout);
+    }
+    if (out) process.stderr.write(`${splitter.records} frames captured to ${isStdout ? 'stdout' : file}\n`);
+    return 0;
+  });
+}

@@ -1,0 +1,90 @@
+/** `vmlink network create|list|delete` and `vmlink status`. */
+import type { Command } from 'commander';
+import type { NetworkBody, NetworkView, StatusView } from '../api/client.js';
+import { intArg } from './args.js';
+import { defineAction } from './context.js';
+import { formatDuration, formatJson, formatPairs, formatTable, print } from './output.js';
+
+/** The network table: one row per network. */
+export function formatNetworks(networks: readonly NetworkView[]): string {
+  return formatTable(
+    [
+      { header: 'NAME' },
+      { header: 'VNI', align: 'right' },
+      { header: 'MTU', align: 'right' },
+      { header: 'PORTS' },
+      { header: 'MACS', align: 'right' },
+      { header: 'SOURCE' },
+    ],
+    networks.map((n) => [
+      n.name,
+      String(n.vni),
+      String(n.mtu),
+      n.ports.length ? n.ports.join(',') : '-',
+      String(n.macs),
+      n.source,
+    ]),
+  );
+}
+
+/** The status block. */
+export function formatStatus(s: StatusView): string {
+  return formatPairs([
+    ['host', s.host.id],
+    ['version', s.host.version],
+    ['pid', String(s.host.pid)],
+    ['uptime', formatDuration(s.host.uptime_s)],
+    ['control', s.host.control],
+    ['state dir', s.host.state_dir],
+    ['networks', String(s.networks)],
+    ['ports', `${s.ports.total} (${s.ports.up} up)`],
+  ]);
+}
+
+export function addStatusCommand(program: Command, done: (code: number) => void): void {
+  const cmd = program
+    .command('status')
+    .description("show the daemon's host id, version, uptime and totals")
+    .option('--json', 'print the API answer as JSON');
+  defineAction(cmd, done, async (_args, opts, cli) => {
+    const s = await cli.client.status();
+    print(opts['json'] ? formatJson(s) : formatStatus(s));
+    return 0;
+  });
+}
+
+export function addNetworkCommands(program: Command, done: (code: number) => void): void {
+  const net = program.command('network').description('create, list and delete virtual networks');
+
+  const create = net
+    .command('create')
+    .description('create a network (a layer-2 broadcast domain with its own VNI)')
+    .argument('<name>', 'network name (letters, digits, _ . -)')
+    .requiredOption('--vni <N>', 'virtual network identifier, 1-16777215 (unique)')
+    .option('--mtu <M>', 'largest Ethernet payload in bytes, 68-65535 (default 1500)')
+    .option('--json', 'print the created network as JSON');
+  defineAction(create, done, async ([name], opts, cli) => {
+    const body: NetworkBody = { name: name as string, vni: intArg('--vni', String(opts['vni']), 1, 0xffffff) };
+    if (opts['mtu'] !== undefined) body.mtu = intArg('--mtu', String(opts['mtu']), 68, 65535);
+    const n = await cli.client.createNetwork(body);
+    print(opts['json'] ? formatJson(n) : `network "${n.name}" created (vni ${n.vni}, mtu ${n.mtu})\n`);
+    return 0;
+  });
+
+  const list = net.command('list').description('list networks').option('--json', 'print the API answer as JSON');
+  defineAction(list, done, async (_args, opts, cli) => {
+    const networks = await cli.client.listNetworks();
+    print(opts['json'] ? formatJson({ networks }) : formatNetworks(networks));
+    return 0;
+  });
+
+  const del = net
+    .command('delete')
+    .description('delete a network that no port uses (networks from the config file stay)')
+    .argument('<name>', 'network name');
+  defineAction(del, done, async ([name], _opts, cli) => {
+    await cli.client.deleteNetwork(name as string);
+    print(`network "${name}" deleted\n`);
+    return 0;
+  });
+}

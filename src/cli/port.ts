@@ -1,0 +1,191 @@
+/** `vmlink port add|list|show|delete`. */
+import type { Command } from 'commander';
+import type { PortBody, PortView } from '../api/client.js';
+import { addressArg, choiceArg, intArg, macArg, stormArg, trunkArg, UsageError } from './args.js';
+import { defineAction, type Opts } from './context.js';
+import { displayValue, flatten, formatJson, formatPairs, formatTable, print, styleState } from './output.js';
+
+/** Port kinds the CLI can add. */
+export const PORT_KINDS = ['stream', 'socket', 'dgram'] as const;
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** The transport fields of a kind: which flags it takes and which address types each accepts. */
+function transportFields(kind: (typeof PORT_KINDS)[number], opts: Opts): Record<string, string> {
+  const given = (f: string) => typeof opts[f] === 'string';
+  const out: Record<string, string> = {};
+  if (kind === 'dgram') {
+    for (const f of ['listen', 'connect']) {
+      if (given(f)) throw new UsageError(`--${f} is not for --kind dgram; give --local and --remote`);
+    }
+    for (const f of ['local', 'remote']) {
+      if (!given(f)) throw new UsageError(`--kind dgram needs --${f} udp:HOST:PORT`);
+      out[f] = addressArg(`--${f}`, opts[f] as string, ['udp']);
+    }
+    return out;
+  }
+  for (const f of ['local', 'remote']) {
+    if (given(f)) throw new UsageError(`--${f} is only for --kind dgram; give --listen or --connect`);
+  }
+  if (given('listen') === given('connect')) {
+    throw new UsageError(`--kind ${kind} needs exactly one of --listen ADDR (QEMU connects) or --connect ADDR`);
+  }
+  const f = given('listen') ? 'listen' : 'connect';
+  out[f] = addressArg(`--${f}`, opts[f] as string, kind === 'stream' ? ['unix', 'tcp'] : ['tcp']);
+  return out;
+}
+
+/** Builds the `POST /v1/ports` body from `port add` options; throws UsageError for bad values. */
+export function portBody(name: string, opts: Opts): PortBody {
+  const kind = choiceArg('--kind', String(opts['kind']), PORT_KINDS);
+  const body: PortBody = { name, kind };
+  const network = opts['network'] as string | undefined;
+  const trunk = opts['trunk'] as string | undefined;
+  if ((network === undefined) === (trunk === undefined)) {
+    throw new UsageError('give exactly one of --network NET (access port) or --trunk VID=NET[,VID=NET...]');
+  }
+  if (network !== undefined) {
+    if (opts['native'] !== undefined) throw new UsageError('--native is only for trunk ports (with --trunk)');
+    body['network'] = network;
+  } else {
+    const t: { vlans: Record<string, string>; native?: string } = { vlans: trunkArg('--trunk', trunk as string) };
+    if (opts['native'] !== undefined) t.native = opts['native'] as string;
+    body['trunk'] = t;
+  }
+  Object.assign(body, transportFields(kind, opts));
+  const allowed = (opts['allowedMac'] as string[] | undefined) ?? [];
+  if (allowed.length) body['allowed_macs'] = allowed.map((m) => macArg('--allowed-mac', m));
+  if (opts['maxMacs'] !== undefined) body['max_macs'] = intArg('--max-macs', String(opts['maxMacs']), 1, 65536);
+  if (opts['storm'] !== undefined) body['storm'] = stormArg('--storm', String(opts['storm']));
+  if (opts['queueLen'] !== undefined) body['queue_len'] = intArg('--queue-len', String(opts['queueLen']), 1, 1 << 20);
+  if (opts['mac'] !== undefined) body['mac'] = macArg('--mac', String(opts['mac']));
+  return body;
+}
+
+/** `lab` for an access port, `10=lab,20=dmz native=x` for a trunk. */
+export function portNetworks(p: PortView): string {
+  if (p.network) return p.network;
+  if (!p.trunk) return '-';
+  const vlans = Object.entries(p.trunk.vlans)
+    .map(([vid, net]) => `${vid}=${net}`)
+    .join(',');
+  return p.trunk.native ? `${vlans} native=${p.trunk.native}` : vlans;
+}
+
+function totalDrops(p: PortView): number {
+  return Object.values(p.counters.drops).reduce((a, b) => a + b, 0);
+}
+
+/** The port table: one row per port. */
+export function formatPorts(ports: readonly PortView[]): string {
+  return formatTable(
+    [
+      { header: 'NAME' },
+      { header: 'KIND' },
+      { header: 'NETWORK' },
+      { header: 'STATE' },
+      { header: 'RX', align: 'right' },
+      { header: 'TX', align: 'right' },
+      { header: 'DROPS', align: 'right' },
+      { header: 'MACS', align: 'right' },
+    ],
+    ports.map((p) => [
+      p.name,
+      p.kind,
+      portNetworks(p),
+      styleState(p.state),
+      String(p.counters.rx_frames),
+      String(p.counters.tx_frames),
+      String(totalDrops(p)),
+      String(p.macs),
+    ]),
+  );
+}
+
+/** Everything about one port: identity, transport, spec, counters and drops by reason. */
+export function formatPort(p: PortView): string {
+  const pairs: [string, string][] = [
+    ['name', p.name],
+    ['kind', p.kind],
+    ['source', p.source],
+    ['state', styleState(p.state)],
+    ['network', portNetworks(p)],
+    ['macs', String(p.macs)],
+    ['transport', ''],
+    ...flatten(p.transport).map(([k, v]): [string, string] => [`  ${k}`, v]),
+    ['counters', ''],
+    ['  rx', `${p.counters.rx_frames} frames, ${p.counters.rx_bytes} bytes`],
+    ['  tx', `${p.counters.tx_frames} frames, ${p.counters.tx_bytes} bytes`],
+    ['drops', ''],
+    ...Object.entries(p.counters.drops).map(([k, v]): [string, string] => [`  ${k}`, String(v)]),
+    ['spec', ''],
+    ...flatten(p.spec).map(([k, v]): [string, string] => [`  ${k}`, v]),
+  ];
+  return formatPairs(pairs);
+}
+
+/** `listening on unix:/x`, for the line `port add` prints. */
+function summary(p: PortView): string {
+  const t = p.transport;
+  const where = ['listen', 'connect', 'local']
+    .filter((k) => t[k] !== undefined || p.spec[k] !== undefined)
+    .map((k) => `${k} ${displayValue(p.spec[k] ?? t[k])}`);
+  return [p.kind, p.state, ...where].join(', ');
+}
+
+export function addPortCommands(program: Command, done: (code: number) => void): void {
+  const port = program.command('port').description('add, list, show and delete ports (where VMs join networks)');
+
+  const add = port
+    .command('add')
+    .description('add a port and open it (listen, or dial with retries)')
+    .argument('<name>', 'port name (letters, digits, _ . -)')
+    .requiredOption('--kind <kind>', `transport: ${PORT_KINDS.join('|')}`)
+    .option('--network <net>', 'access port: the network it joins')
+    .option('--trunk <vid=net,...>', 'trunk port: 802.1Q VLAN id to network, e.g. 10=lab,20=dmz')
+    .option('--native <net>', 'trunk port: network for untagged frames')
+    .option('--listen <addr>', 'stream/socket: vmlink listens, QEMU connects (unix:/path.sock, tcp:HOST:PORT)')
+    .option('--connect <addr>', 'stream/socket: vmlink dials QEMU (server=on / listen=), and re-dials')
+    .option('--local <addr>', 'dgram: where vmlink receives (udp:HOST:PORT; QEMU remote=)')
+    .option('--remote <addr>', 'dgram: where vmlink sends (udp:HOST:PORT; QEMU local=)')
+    .option('--allowed-mac <mac>', 'accept only frames from this source MAC (repeatable)', collect)
+    .option('--max-macs <N>', 'most MACs learned on the port, 1-65536 (default 1024)')
+    .option('--storm <pps[/burst]>', 'broadcast/multicast limit: frames per second [/burst frames]')
+    .option('--queue-len <N>', 'egress queue length in frames, 1-1048576 (default 1024)')
+    .option('--mac <mac>', 'MAC the VM gets from `vmlink qemu-args`')
+    .option('--json', 'print the added port as JSON');
+  defineAction(add, done, async ([name], opts, cli) => {
+    const body = portBody(name as string, opts);
+    const p = await cli.client.addPort(body);
+    print(opts['json'] ? formatJson(p) : `port "${p.name}" added (${summary(p)})\n`);
+    return 0;
+  });
+
+  const list = port.command('list').description('list ports').option('--json', 'print the API answer as JSON');
+  defineAction(list, done, async (_args, opts, cli) => {
+    const ports = await cli.client.listPorts();
+    print(opts['json'] ? formatJson({ ports }) : formatPorts(ports));
+    return 0;
+  });
+
+  const show = port
+    .command('show')
+    .description('show one port: transport, counters, drops by reason, spec')
+    .argument('<name>', 'port name')
+    .option('--json', 'print the API answer as JSON');
+  defineAction(show, done, async ([name], opts, cli) => {
+    const p = await cli.client.getPort(name as string);
+    print(opts['json'] ? formatJson({ port: p }) : formatPort(p));
+    return 0;
+  });
+
+  const del = port
+    .command('delete')
+    .description('close and delete a port (ports from the config file stay)')
+    .argument('<name>', 'port name');
+  defineAction(del, done, async ([name], _opts, cli) => {
+    await cli.client.deletePort(name as string);
+    print(`port "${name}" deleted\n`);
+    return 0;
+  });
+}
