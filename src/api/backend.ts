@@ -1,0 +1,46 @@
+/**
+ * What the control API serves: the daemon implements {@link ControlBackend}
+ * and the HTTP server (server.ts) only translates. The view types are the
+ * JSON bodies of docs/api.md, shared with the client (client.ts).
+ */
+import type { FdbRow, FrameTap } from '../net/switch/switch.js';
+import type { NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
+
+export type { NetworkView, PortView, QemuArgsView, StatusView };
+
+/** A port as the API shows it: the client's view plus the reason of the last state change. */
+export type PortViewOut = PortView & {
+  /** Why the port is in its state, e.g. `listening on unix:/run/vm1.sock` or the error that kept it down. */
+  reason: string;
+};
+
+/** A capture tap: sees every frame of a port, and is told when the port goes away. */
+export interface CaptureTap extends FrameTap {
+  /** The port was deleted or the daemon is stopping: finish the capture. Called at most once. */
+  end(reason: string): void;
+}
+
+export interface ControlBackend {
+  /** `GET /v1/status`. */
+  status(): StatusView;
+  /** `GET /v1/networks`. */
+  networks(): NetworkView[];
+  /** `POST /v1/networks`: validates, creates, persists. */
+  addNetwork(body: unknown): Promise<NetworkView>;
+  /** `DELETE /v1/networks/:name`. */
+  deleteNetwork(name: string): Promise<void>;
+  /** `GET /v1/ports`. */
+  ports(): PortViewOut[];
+  /** `GET /v1/ports/:name`. */
+  port(name: string): PortViewOut;
+  /** `POST /v1/ports`: validates, creates, opens, persists; nothing changes when the port cannot open. */
+  addPort(body: unknown): Promise<PortViewOut>;
+  /** `DELETE /v1/ports/:name`. */
+  deletePort(name: string): Promise<void>;
+  /** `GET /v1/fdb`. */
+  fdb(network?: string): FdbRow[];
+  /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default the port name). */
+  qemuArgs(name: string, id?: string): QemuArgsView;
+  /** Attaches a capture tap to a port; returns the function that detaches it. Throws when the port does not exist. */
+  capture(name: string, tap: CaptureTap): () => void;
+}

@@ -1,0 +1,41 @@
+/** Errors of the control API server. Each has a stable code. */
+import { VmlinkError } from '../errors.js';
+
+export class ApiServerError extends VmlinkError {}
+
+/** A request the API cannot serve as given (bad query value, bad JSON). HTTP 400 unless `status` says otherwise. */
+export class BadRequestError extends ApiServerError {
+  readonly status: number;
+  constructor(message: string, status = 400) {
+    super('ERR_BAD_REQUEST', message);
+    this.status = status;
+  }
+}
+
+/** No such route. */
+export class RouteNotFoundError extends ApiServerError {
+  constructor(method: string, url: string) {
+    super('ERR_ROUTE_NOT_FOUND', `there is no ${method} ${url} in the control API (see docs/api.md)`);
+  }
+}
+
+/** Another daemon already answers on the control socket. */
+export class ControlInUseError extends ApiServerError {
+  constructor(path: string) {
+    super(
+      'ERR_CONTROL_IN_USE',
+      `another vmlink daemon is already answering on ${path}; stop it first, or give this one another control socket (host.control or --control)`,
+    );
+  }
+}
+
+/** The control socket path cannot be used (not a socket, no permission, bad directory). */
+export class ControlPathError extends ApiServerError {
+  constructor(path: string, reason: string, options?: ErrorOptions) {
+    super(
+      'ERR_CONTROL_PATH',
+      `cannot use ${path} as the control socket: ${reason}; choose another path (host.control or --control)`,
+      options,
+    );
+  }
+}

@@ -1,0 +1,239 @@
+/**
+ * The control API server: HTTP/1.1 + JSON on a unix socket (docs/api.md).
+ * It translates requests into {@link ControlBackend} calls and errors into
+ * `{ error: { code, message, problems? } }` bodies with the documented status.
+ *
+ * The socket is created with mode 0600 (umask around bind, then chmod) before
+ * any request is served; a stale socket file is removed, a live one (another
+ * daemon answering) is refused.
+ */
+import { once } from 'node:events';
+import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { ConfigError } from '../config/errors.js';
+import { describeError, VmlinkError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { ControlBackend } from './backend.js';
+import { PcapCapture } from './capture.js';
+import { BadRequestError, ControlInUseError, ControlPathError, RouteNotFoundError } from './errors.js';
+
+/** HTTP status of each error code (docs/api.md "Errors"); anything else is 500. */
+const STATUS_OF: Record<string, number> = {
+  ERR_CONFIG_INVALID: 400,
+  ERR_BAD_REQUEST: 400,
+  ERR_PORT_KIND: 400,
+  ERR_NETWORK_NOT_FOUND: 404,
+  ERR_PORT_NOT_FOUND: 404,
+  ERR_ROUTE_NOT_FOUND: 404,
+  ERR_NETWORK_EXISTS: 409,
+  ERR_PORT_EXISTS: 409,
+  ERR_VNI_IN_USE: 409,
+  ERR_NETWORK_IN_USE: 409,
+  ERR_DECLARED_IN_CONFIG: 409,
+  ERR_PORT_ADDRESS: 422,
+  ERR_QEMU_ARGS: 422,
+};
+
+export interface ApiServerOptions {
+  backend: ControlBackend;
+  logger: Logger;
+  /** Unix socket path (absolute). */
+  path: string;
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; problems?: { path: string; message: string }[] };
+}
+
+/** The status and body answering `err`. */
+export function errorReply(err: unknown): { status: number; body: ErrorBody } {
+  if (err instanceof ConfigError) {
+    return { status: 400, body: { error: { code: err.code, message: err.message, problems: err.problems } } };
+  }
+  if (err instanceof BadRequestError)
+    return { status: err.status, body: { error: { code: err.code, message: err.message } } };
+  if (err instanceof VmlinkError) {
+    return { status: STATUS_OF[err.code] ?? 500, body: { error: { code: err.code, message: err.message } } };
+  }
+  // fastify's own client errors (bad JSON, wrong content type, body too large) keep their 4xx status.
+  const status = (err as { statusCode?: unknown }).statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return { status, body: { error: { code: 'ERR_BAD_REQUEST', message: describeError(err) } } };
+  }
+  return { status: 500, body: { error: { code: 'ERR_INTERNAL', message: describeError(err) } } };
+}
+
+/** A single string query parameter, or undefined; repeated parameters are refused. */
+function queryParam(req: FastifyRequest, key: string): string | undefined {
+  const v = (req.query as Record<string, unknown>)[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw new BadRequestError(`query parameter "${key}" must be given once`);
+  return v;
+}
+
+function countParam(req: FastifyRequest): number | undefined {
+  const text = queryParam(req, 'count');
+  if (text === undefined) return undefined;
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(n >= 1 && n <= 2 ** 32 - 1)) {
+    throw new BadRequestError(`count must be a whole number of frames from 1 to 4294967295, not "${text}"`);
+  }
+  return n;
+}
+
+const NETDEV_ID_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
+
+/** The control API on a unix socket. */
+export class ApiServer {
+  readonly path: string;
+  readonly #backend: ControlBackend;
+  readonly #log: Logger;
+  readonly #app: FastifyInstance;
+  #server: Server | undefined;
+  #listening = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(opts: ApiServerOptions) {
+    this.path = opts.path;
+    this.#backend = opts.backend;
+    this.#log = opts.logger;
+    this.#app = fastify({
+      logger: false,
+      serverFactory: (handler) => {
+        this.#server = createServer(handler);
+        return this.#server;
+      },
+    });
+    this.#routes(this.#app);
+  }
+
+  /**
+   * Makes sure the socket path is free: creates its directory, removes a stale
+   * socket file, and refuses (ERR_CONTROL_IN_USE) when another daemon answers.
+   * Call it before anything else claims resources, so a second daemon stops early.
+   */
+  async checkPath(): Promise<void> {
+    const path = this.path;
+    try {
+      await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    } catch (err) {
+      throw new ControlPathError(path, `cannot create its directory: ${describeError(err)}`, { cause: err });
+    }
+    let isSocket: boolean;
+    try {
+      isSocket = (await lstat(path)).isSocket();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new ControlPathError(path, describeError(err), { cause: err });
+    }
+    if (!isSocket) throw new ControlPathError(path, 'a file that is not a socket is in the way');
+    if (await answers(path)) throw new ControlInUseError(path);
+    await unlink(path).catch(() => undefined);
+    this.#log.info({ control: path }, 'removed a stale control socket');
+  }
+
+  /** Starts serving. The socket is mode 0600 before the first request can arrive. */
+  async listen(): Promise<void> {
+    await this.checkPath();
+    await this.#app.ready();
+    const server = this.#server as Server;
+    // bind(2) creates the socket file; the umask makes it 0600 from the start.
+    const old = process.umask(0o177);
+    try {
+      server.listen(this.path);
+    } finally {
+      process.umask(old);
+    }
+    try {
+      await once(server, 'listening');
+    } catch (err) {
+      throw new ControlPathError(this.path, describeError(err), { cause: err });
+    }
+    this.#listening = true;
+    await chmod(this.path, 0o600);
+    this.#log.info({ control: this.path }, 'control API listening');
+  }
+
+  /** Stops serving, drops open connections, removes the socket file. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    const server = this.#server;
+    if (server && this.#listening) {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
+      await closed;
+      await unlink(this.path).catch(() => undefined);
+    }
+    await this.#app.close();
+  }
+
+  #routes(app: FastifyInstance): void {
+    const b = this.#backend;
+    const name = (req: FastifyRequest): string => (req.params as { name: string }).name;
+
+    app.setErrorHandler((err, req, reply) => this.#fail(err, req, reply));
+    app.setNotFoundHandler((req, reply) => this.#fail(new RouteNotFoundError(req.method, req.url), req, reply));
+
+    app.get('/v1/status', async () => b.status());
+    app.get('/v1/networks', async () => ({ networks: b.networks() }));
+    app.post('/v1/networks', async (req, reply) => reply.code(201).send({ network: await b.addNetwork(req.body) }));
+    app.delete('/v1/networks/:name', async (req, reply) => {
+      await b.deleteNetwork(name(req));
+      return reply.code(204).send();
+    });
+    app.get('/v1/ports', async () => ({ ports: b.ports() }));
+    app.post('/v1/ports', async (req, reply) => reply.code(201).send({ port: await b.addPort(req.body) }));
+    app.get('/v1/ports/:name', async (req) => ({ port: b.port(name(req)) }));
+    app.delete('/v1/ports/:name', async (req, reply) => {
+      await b.deletePort(name(req));
+      return reply.code(204).send();
+    });
+    app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
+    app.get('/v1/ports/:name/qemu-args', async (req) => {
+      const id = queryParam(req, 'id');
+      if (id !== undefined && !NETDEV_ID_RE.test(id)) {
+        throw new BadRequestError(
+          `id "${id}" is not a valid QEMU netdev id: start with a letter, then letters, digits, '_', '.', '-' (at most 128)`,
+        );
+      }
+      return b.qemuArgs(name(req), id);
+    });
+    app.get('/v1/ports/:name/capture', async (req, reply) => {
+      const port = name(req);
+      const cap = new PcapCapture(reply.raw, { port, count: countParam(req), logger: this.#log });
+      const detach = b.capture(port, cap); // throws (404) before anything is sent
+      reply.hijack();
+      cap.start(detach);
+      this.#log.info({ port, count: countParam(req) }, 'capture started');
+      return reply;
+    });
+  }
+
+  /** Answers a failed request: one log line, the documented status and error body. */
+  #fail(err: unknown, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const { status, body } = errorReply(err);
+    const fields = { method: req.method, url: req.url, status, code: body.error.code };
+    if (status >= 500) this.#log.error({ ...fields, err }, body.error.message);
+    else this.#log.warn(fields, body.error.message);
+    return reply.code(status).type('application/json').send(body);
+  }
+}
+
+/** True when something accepts connections on the unix socket `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

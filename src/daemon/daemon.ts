@@ -1,0 +1,426 @@
+/**
+ * The daemon: wires the switch, the ports, the state store and the control
+ * API together, and implements the API's operations ({@link ControlBackend}).
+ *
+ * Start order: check the control socket is free (so a second daemon stops
+ * before touching anyone's sockets), load the state store, build networks and
+ * ports from the config (source "config") then from the store (source "api"),
+ * open every port, then serve the API. A port that cannot open is logged and
+ * shown as `down` with the reason; it does not stop the daemon.
+ */
+import { readFileSync } from 'node:fs';
+import type { z } from 'zod';
+import type { CaptureTap, ControlBackend, NetworkView, PortViewOut, QemuArgsView, StatusView } from '../api/backend.js';
+import { ApiServer } from '../api/server.js';
+import { formatAddress } from '../config/address.js';
+import { ConfigError, problemsOf } from '../config/errors.js';
+import { type Config, type NetworkConfig, networkSchema, type PortConfig, portSchema } from '../config/schema.js';
+import { createEmbeddedStore } from '../control/embedded-store.js';
+import type { StateStore, StoredItem } from '../control/store.js';
+import { describeError, hasCode } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import {
+  NetworkExistsError,
+  NetworkInUseError,
+  NetworkNotFoundError,
+  PortAddressError,
+  PortExistsError,
+  PortNotFoundError,
+} from '../net/errors.js';
+import { parseMac } from '../net/frame.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortState } from '../net/ports/port.js';
+import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
+import { createPort } from '../net/ports/registry.js';
+import { type FdbRow, type PortBinding, Switch, type SwitchPort } from '../net/switch/switch.js';
+import { DeclaredInConfigError } from './errors.js';
+
+export type Source = 'config' | 'api';
+
+export interface DaemonOptions {
+  /** The validated configuration. */
+  config: Config;
+  /** Path of the config file, named in messages; optional. */
+  configPath?: string | undefined;
+  /** Control socket path; overrides `host.control`. */
+  control?: string | undefined;
+  /** Root logger; default a new one at `log.level` with the host id on every line. */
+  logger?: Logger | undefined;
+  /** State store; default the embedded store in `host.state_dir`. */
+  store?: StateStore | undefined;
+}
+
+interface PortEntry {
+  sp: SwitchPort;
+  source: Source;
+  spec: PortConfig;
+  /** The port as given: the API body, or the config entry with addresses in text form. */
+  raw: Record<string, unknown>;
+  /** Reason of the last state change. */
+  reason: string;
+  taps: Set<CaptureTap>;
+}
+
+/** The version in package.json, found by walking up from this module. */
+function packageVersion(): string {
+  for (let url = new URL('.', import.meta.url); url.pathname !== '/'; url = new URL('..', url)) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL('package.json', url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'vmlink' && pkg.version) return pkg.version;
+    } catch {
+      // not here: look one directory up
+    }
+  }
+  return '0.0.0';
+}
+
+/** The switch's binding for a port spec: MAC strings become numbers. */
+export function portBinding(spec: PortConfig): PortBinding {
+  return {
+    network: spec.network,
+    trunk: spec.trunk && { vlans: spec.trunk.vlans, native: spec.trunk.native },
+    allowedMacs: spec.allowed_macs?.map((m) => parseMac(m) as number),
+    maxMacs: spec.max_macs,
+    storm: spec.storm,
+  };
+}
+
+/** A parsed spec back in the text form of the config (addresses as `unix:/path`). */
+function rawOf(spec: PortConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(spec)) {
+    out[k] =
+      typeof v === 'object' && v !== null && 'type' in v ? formatAddress(v as Parameters<typeof formatAddress>[0]) : v;
+  }
+  return out;
+}
+
+/** The address a port binds or dials, for messages. */
+function addressOf(spec: PortConfig): string {
+  const a = spec.kind === 'dgram' ? spec.local : (spec.listen ?? spec.connect);
+  return a ? formatAddress(a) : '(no address)';
+}
+
+/** Validates an API body or stored item with a config schema; ConfigError (400 with problems) when it does not fit. */
+function parse<S extends z.ZodType>(schema: S, body: unknown, what: string): z.output<S> {
+  const r = schema.safeParse(body);
+  if (!r.success) throw new ConfigError(what, problemsOf(r.error));
+  return r.data;
+}
+
+export class Daemon implements ControlBackend {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** Control socket path in use. */
+  readonly controlPath: string;
+  readonly #configPath: string | undefined;
+  readonly #store: StateStore;
+  readonly #switch: Switch;
+  readonly #api: ApiServer;
+  readonly #networkSource = new Map<string, Source>();
+  readonly #ports = new Map<string, PortEntry>();
+  readonly #version = packageVersion();
+  readonly #startedAt = performance.now();
+  /** Tail of the chain that serializes changes (API calls). */
+  #chain: Promise<unknown> = Promise.resolve();
+  #started = false;
+  #stopping: Promise<void> | undefined;
+
+  constructor(opts: DaemonOptions) {
+    this.config = opts.config;
+    this.#configPath = opts.configPath;
+    this.controlPath = opts.control ?? opts.config.host.control;
+    this.logger = opts.logger ?? createLogger({ level: opts.config.log?.level, base: { host: opts.config.host.id } });
+    this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir });
+    this.#switch = new Switch({ logger: this.logger, agingSec: opts.config.host.aging_sec });
+    this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
+  }
+
+  /** Brings everything up; rejects (after undoing what it did) when the control socket or the store is unusable. */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    try {
+      await this.#api.checkPath();
+      const stored = await this.#store.load();
+      this.#switch.start();
+      for (const n of this.config.networks) this.#addNetwork(n, 'config');
+      for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config');
+      this.#restore(stored.networks, stored.ports);
+      await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
+      await this.#api.listen();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    const ports = [...this.#ports.values()];
+    this.logger.info(
+      {
+        control: this.controlPath,
+        networks: this.#networkSource.size,
+        ports: ports.length,
+        down: ports.filter((e) => e.sp.state === 'down').length,
+        version: this.#version,
+      },
+      'vmlink daemon started',
+    );
+  }
+
+  /** Closes the API, flushes and closes every port, stops the switch, closes the store. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    for (const e of this.#ports.values()) for (const t of e.taps) t.end('the daemon is stopping');
+    await this.#api
+      .close()
+      .catch((err) => this.logger.error({ err }, `closing the control API: ${describeError(err)}`));
+    await Promise.all(
+      [...this.#ports.values()].map((e) =>
+        e.sp.port
+          .close()
+          .catch((err) => this.logger.warn({ port: e.sp.name, err }, `closing port: ${describeError(err)}`)),
+      ),
+    );
+    this.#switch.stop();
+    await this.#chain.catch(() => undefined);
+    await this.#store.close().catch((err) => this.logger.error({ err }, describeError(err)));
+    if (this.#started) this.logger.info('vmlink daemon stopped');
+  }
+
+  // ---- building -------------------------------------------------------------------
+
+  #addNetwork(n: NetworkConfig, source: Source): void {
+    this.#switch.addNetwork({ name: n.name, vni: n.vni, mtu: n.mtu });
+    this.#networkSource.set(n.name, source);
+  }
+
+  /** Creates the port on the switch (not opened). Throws when a network is missing or the name is taken. */
+  #addPort(spec: PortConfig, raw: Record<string, unknown>, source: Source): PortEntry {
+    const log = this.logger.child({ port: spec.name });
+    const entry = { source, spec, raw, reason: 'not opened yet', taps: new Set<CaptureTap>() } as PortEntry;
+    entry.sp = this.#switch.addPort(spec.name, portBinding(spec), (sink, sp) =>
+      createPort(spec, {
+        sink,
+        onState: (state: PortState, reason: string) => {
+          this.#switch.portState(sp, state);
+          entry.reason = reason;
+          log.info({ state, reason }, `port ${state}: ${reason}`);
+        },
+        onMalformed: (reason) => this.#switch.malformed(sp, reason),
+        logger: log,
+        maxFrameLen: MAX_FRAME_LEN,
+        queueLen: spec.queue_len ?? DEFAULT_QUEUE_LEN,
+      }),
+    );
+    this.#ports.set(spec.name, entry);
+    return entry;
+  }
+
+  /** Re-creates what the API added before; an item that no longer fits is logged and skipped (kept in the store). */
+  #restore(networks: StoredItem[], ports: StoredItem[]): void {
+    const skip = (what: string, name: unknown, err: unknown): void => {
+      this.logger.error(
+        { [what]: name, code: (err as { code?: unknown }).code },
+        `${what} "${String(name)}" from the state store was not restored: ${describeError(err)}`,
+      );
+    };
+    for (const raw of networks) {
+      try {
+        const n = parse(networkSchema, raw, `stored network "${raw.name}"`);
+        if (this.#networkSource.get(n.name) === 'config')
+          throw new DeclaredInConfigError('network', n.name, this.#configPath);
+        this.#addNetwork(n, 'api');
+      } catch (err) {
+        skip('network', raw.name, err);
+      }
+    }
+    for (const raw of ports) {
+      try {
+        const p = parse(portSchema, raw, `stored port "${raw.name}"`);
+        if (this.#ports.get(p.name)?.source === 'config')
+          throw new DeclaredInConfigError('port', p.name, this.#configPath);
+        this.#addPort(p, raw, 'api');
+      } catch (err) {
+        skip('port', raw.name, err);
+      }
+    }
+  }
+
+  async #openAtStart(e: PortEntry): Promise<void> {
+    try {
+      await e.sp.port.open();
+    } catch (err) {
+      e.reason = `cannot open: ${describeError(err)}`;
+      this.#switch.portState(e.sp, 'down');
+      this.logger.error({ port: e.sp.name, code: (err as { code?: unknown }).code }, `port "${e.sp.name}" ${e.reason}`);
+    }
+  }
+
+  /** Runs API changes one at a time, so each sees the state the previous one left. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.#chain.then(fn);
+    this.#chain = p.catch(() => undefined);
+    return p;
+  }
+
+  // ---- ControlBackend ------------------------------------------------------------
+
+  status(): StatusView {
+    const ports = [...this.#ports.values()];
+    return {
+      host: {
+        id: this.config.host.id,
+        version: this.#version,
+        pid: process.pid,
+        uptime_s: Math.floor((performance.now() - this.#startedAt) / 1000),
+        control: this.controlPath,
+        state_dir: this.config.host.state_dir,
+      },
+      networks: this.#networkSource.size,
+      ports: { total: ports.length, up: ports.filter((e) => e.sp.state === 'up').length },
+    };
+  }
+
+  networks(): NetworkView[] {
+    return this.#switch.networks().map((n) => ({ ...n, source: this.#networkSource.get(n.name) ?? 'api' }));
+  }
+
+  #networkView(name: string): NetworkView {
+    const n = this.networks().find((x) => x.name === name);
+    if (!n) throw new NetworkNotFoundError(name, [...this.#networkSource.keys()]);
+    return n;
+  }
+
+  addNetwork(body: unknown): Promise<NetworkView> {
+    return this.#serial(async () => {
+      const n = parse(networkSchema, body, 'the network in the request body');
+      const source = this.#networkSource.get(n.name);
+      if (source === 'config') throw new DeclaredInConfigError('network', n.name, this.#configPath);
+      if (source) throw new NetworkExistsError(n.name);
+      this.#addNetwork(n, 'api');
+      try {
+        await this.#store.putNetwork(body as StoredItem);
+      } catch (err) {
+        this.#switch.removeNetwork(n.name);
+        this.#networkSource.delete(n.name);
+        throw err;
+      }
+      this.logger.info({ network: n.name, vni: n.vni, mtu: n.mtu }, `network "${n.name}" created`);
+      return this.#networkView(n.name);
+    });
+  }
+
+  deleteNetwork(name: string): Promise<void> {
+    return this.#serial(async () => {
+      const source = this.#networkSource.get(name);
+      if (!source) throw new NetworkNotFoundError(name, [...this.#networkSource.keys()]);
+      if (source === 'config') throw new DeclaredInConfigError('network', name, this.#configPath);
+      const users = this.#networkView(name).ports;
+      if (users.length) throw new NetworkInUseError(name, users);
+      // Store first: if it fails, nothing changed.
+      await this.#store.deleteNetwork(name);
+      this.#switch.removeNetwork(name);
+      this.#networkSource.delete(name);
+      this.logger.info({ network: name }, `network "${name}" deleted`);
+    });
+  }
+
+  ports(): PortViewOut[] {
+    return [...this.#ports.values()].map((e) => this.#portView(e));
+  }
+
+  port(name: string): PortViewOut {
+    return this.#portView(this.#entry(name));
+  }
+
+  #entry(name: string): PortEntry {
+    const e = this.#ports.get(name);
+    if (!e) throw new PortNotFoundError(name);
+    return e;
+  }
+
+  #portView(e: PortEntry): PortViewOut {
+    const sp = e.sp;
+    return {
+      name: sp.name,
+      kind: e.spec.kind,
+      source: e.source,
+      state: sp.state,
+      reason: e.reason,
+      ...(e.spec.network === undefined ? {} : { network: e.spec.network }),
+      ...(e.spec.trunk === undefined ? {} : { trunk: e.spec.trunk }),
+      spec: e.raw,
+      transport: sp.port.describe(),
+      counters: sp.counterSnapshot(),
+      macs: sp.learned,
+    };
+  }
+
+  addPort(body: unknown): Promise<PortViewOut> {
+    return this.#serial(async () => {
+      const spec = parse(portSchema, body, 'the port in the request body');
+      const existing = this.#ports.get(spec.name);
+      if (existing?.source === 'config') throw new DeclaredInConfigError('port', spec.name, this.#configPath);
+      if (existing) throw new PortExistsError(spec.name);
+      const e = this.#addPort(spec, body as Record<string, unknown>, 'api');
+      try {
+        await e.sp.port.open();
+      } catch (err) {
+        await this.#removePort(spec.name);
+        if (hasCode(err, 'ERR_PORT_ADDRESS')) throw err;
+        throw new PortAddressError(spec.name, addressOf(spec), describeError(err), { cause: err });
+      }
+      try {
+        await this.#store.putPort(body as StoredItem);
+      } catch (err) {
+        await this.#removePort(spec.name);
+        throw err;
+      }
+      this.logger.info({ port: spec.name, kind: spec.kind }, `port "${spec.name}" created`);
+      return this.#portView(e);
+    });
+  }
+
+  deletePort(name: string): Promise<void> {
+    return this.#serial(async () => {
+      const e = this.#entry(name);
+      if (e.source === 'config') throw new DeclaredInConfigError('port', name, this.#configPath);
+      await this.#store.deletePort(name);
+      await this.#removePort(name);
+      this.logger.info({ port: name }, `port "${name}" deleted`);
+    });
+  }
+
+  async #removePort(name: string): Promise<void> {
+    const e = this.#ports.get(name);
+    if (!e) return;
+    this.#ports.delete(name);
+    for (const t of e.taps) t.end('the port was deleted');
+    await this.#switch.removePort(name);
+  }
+
+  fdb(network?: string): FdbRow[] {
+    return this.#switch.fdb(network);
+  }
+
+  qemuArgs(name: string, id?: string): QemuArgsView {
+    const { spec } = this.#entry(name);
+    const mac = spec.mac ?? spec.allowed_macs?.[0] ?? defaultMac(name);
+    const args = qemuArgs(spec, { mac, id: id ?? name });
+    return { args, mac, command: shellQuote(args) };
+  }
+
+  capture(name: string, tap: CaptureTap): () => void {
+    const e = this.#entry(name);
+    const sp = e.sp;
+    sp.taps.push(tap);
+    e.taps.add(tap);
+    return () => {
+      e.taps.delete(tap);
+      const i = sp.taps.indexOf(tap);
+      if (i >= 0) sp.taps.splice(i, 1);
+    };
+  }
+}
