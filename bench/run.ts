@@ -1,0 +1,58 @@
+/**
+ * `npm run bench`: runs the benchmark scenarios, each side by side with its
+ * peer in the same run, writes bench/results/<scenario>-<time>.json and the
+ * summary table in BENCHMARKS.md.
+ *
+ *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin]
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { streamScenario } from './stream.js';
+import type { ScenarioResult } from './types.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '3' },
+    repeat: { type: 'string', default: '3' },
+    pin: { type: 'boolean', default: false },
+  },
+});
+const seconds = Number(values.seconds);
+const repeat = Number(values.repeat);
+if (!(seconds > 0) || !Number.isInteger(repeat) || repeat < 1) {
+  console.error('usage: run.js [--seconds S>0] [--repeat N>=1] [--pin]');
+  process.exit(2);
+}
+
+const results: ScenarioResult[] = [];
+results.push(await streamScenario({ root, seconds, repeat, pin: values.pin === true }));
+
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+for (const r of results) {
+  const file = join(root, 'bench', 'results', `${r.scenario}-${stamp}.json`);
+  writeFileSync(file, `${JSON.stringify(r, null, 2)}\n`);
+  console.log(`wrote ${file}`);
+  updateBenchmarksMd(r);
+}
+
+function updateBenchmarksMd(r: ScenarioResult): void {
+  const file = join(root, 'BENCHMARKS.md');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    text = '# Benchmarks\n\nProduced by `npm run bench`; raw results are in bench/results/.\n';
+  }
+  const begin = `<!-- bench:${r.scenario}:begin -->`;
+  const end = `<!-- bench:${r.scenario}:end -->`;
+  const section = `${begin}\n${r.markdown}\n${end}`;
+  const i = text.indexOf(begin);
+  const j = text.indexOf(end);
+  text =
+    i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
+  writeFileSync(file, text);
+}
