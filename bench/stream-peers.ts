@@ -88,7 +88,7 @@ function sink(): void {
     const n = chunk.length;
     while (i < n) {
       if (need > 0) {
-        const take = need < n - i ? need : n - i;
+        const take = Math.min(need, n - i);
         need -= take;
         i += take;
         continue;
