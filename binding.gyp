@@ -1,0 +1,17 @@
+{
+  "targets": [
+    {
+      "target_name": "vmlink_native",
+      "sources": [
+        "src/native/c/addon.c",
+        "src/native/c/io.c",
+        "src/native/c/mem.c",
+        "src/native/c/poll.c",
+        "src/native/c/tap.c",
+        "src/native/c/unix.c"
+      ],
+      "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-fvisibility=hidden"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]
+    }
+  ]
+}

@@ -1,0 +1,301 @@
+/*
+ * Unix domain sockets as Node lacks them: datagram sockets with batched
+ * recvmmsg/sendmmsg (one syscall for many frames), and SCM_RIGHTS fd passing
+ * on stream sockets (vhost-user hands its memory and eventfds this way).
+ */
+#include "common.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define MMSG_MAX 64 /* messages per recvmmsg/sendmmsg call */
+#define FDS_MAX 32  /* most fds in one SCM_RIGHTS message */
+
+/* Fills a sockaddr_un from a JS path string; false after throwing. */
+static bool get_sun(napi_env env, napi_value v, struct sockaddr_un *sun, socklen_t *len) {
+  memset(sun, 0, sizeof *sun);
+  sun->sun_family = AF_UNIX;
+  char path[4096];
+  if (!vl_get_string(env, v, "path", path, sizeof path)) return false;
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof sun->sun_path) {
+    vl_throw_errno(env, n == 0 ? EINVAL : ENAMETOOLONG, "sockaddr_un", path);
+    return false;
+  }
+  memcpy(sun->sun_path, path, n);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  return true;
+}
+
+/* socket(type) -> fd: an AF_UNIX socket, non-blocking and close-on-exec. */
+static napi_value unix_socket(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int32_t type;
+  if (!vl_get_int32(env, argv[0], "type", &type)) return NULL;
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return vl_throw_errno(env, errno, "socket", NULL);
+  napi_value res;
+  NAPI_CALL(env, napi_create_int32(env, fd, &res));
+  return res;
+}
+
+/* socketpair(type) -> [fd, fd]: connected AF_UNIX sockets, non-blocking and close-on-exec. */
+static napi_value unix_socketpair(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int32_t type;
+  if (!vl_get_int32(env, argv[0], "type", &type)) return NULL;
+  int sv[2];
+  if (socketpair(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
+    return vl_throw_errno(env, errno, "socketpair", NULL);
+  napi_value res, a, b;
+  NAPI_CALL(env, napi_create_array_with_length(env, 2, &res));
+  NAPI_CALL(env, napi_create_int32(env, sv[0], &a));
+  NAPI_CALL(env, napi_create_int32(env, sv[1], &b));
+  NAPI_CALL(env, napi_set_element(env, res, 0, a));
+  NAPI_CALL(env, napi_set_element(env, res, 1, b));
+  return res;
+}
+
+/* bind(fd, path) and connect(fd, path) for AF_UNIX sockets. */
+static napi_value unix_addr_call(napi_env env, napi_callback_info info, bool is_bind) {
+  GET_ARGS(env, info, 2);
+  int32_t fd;
+  struct sockaddr_un sun;
+  socklen_t len;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !get_sun(env, argv[1], &sun, &len)) return NULL;
+  int r = is_bind ? bind(fd, (struct sockaddr *)&sun, len) : connect(fd, (struct sockaddr *)&sun, len);
+  if (r < 0) return vl_throw_errno(env, errno, is_bind ? "bind" : "connect", sun.sun_path);
+  return NULL;
+}
+static napi_value unix_bind(napi_env env, napi_callback_info info) { return unix_addr_call(env, info, true); }
+static napi_value unix_connect(napi_env env, napi_callback_info info) { return unix_addr_call(env, info, false); }
+
+/*
+ * sendBatch(fd, buf, offs, lens, start, end, dest: string|null) -> next
+ * Sends datagrams start..end-1 with sendmmsg (up to 64 per syscall), to
+ * `dest` or to the connected peer. Returns the index of the first datagram
+ * not sent (end when all were); stops when the socket would block. Throws
+ * only when the first datagram fails with another error.
+ */
+static napi_value send_batch(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 7);
+  int32_t fd;
+  uint32_t start, end, *offs, *lens;
+  uint8_t *buf;
+  size_t buf_len, n_offs, n_lens;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "buf", &buf, &buf_len) ||
+      !vl_get_u32s(env, argv[2], "offs", false, &offs, &n_offs) ||
+      !vl_get_u32s(env, argv[3], "lens", false, &lens, &n_lens) || !vl_get_uint32(env, argv[4], "start", &start) ||
+      !vl_get_uint32(env, argv[5], "end", &end))
+    return NULL;
+  struct sockaddr_un sun;
+  socklen_t sun_len = 0;
+  bool to = !vl_is_nullish(env, argv[6]);
+  if (to && !get_sun(env, argv[6], &sun, &sun_len)) return NULL;
+  if (end > n_offs || end > n_lens || start > end)
+    return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "start/end must lie within offs and lens");
+  struct mmsghdr msgs[MMSG_MAX];
+  struct iovec iov[MMSG_MAX];
+  uint32_t i = start;
+  while (i < end) {
+    unsigned n = end - i < MMSG_MAX ? end - i : MMSG_MAX;
+    memset(msgs, 0, sizeof(struct mmsghdr) * n);
+    for (unsigned k = 0; k < n; k++) {
+      uint32_t j = i + k;
+      if ((uint64_t)offs[j] + lens[j] > buf_len)
+        return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "a datagram lies outside buf (offs[i] + lens[i] > buf.length)");
+      iov[k].iov_base = buf + offs[j];
+      iov[k].iov_len = lens[j];
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+      if (to) {
+        msgs[k].msg_hdr.msg_name = &sun;
+        msgs[k].msg_hdr.msg_namelen = sun_len;
+      }
+    }
+    int r;
+    do r = sendmmsg(fd, msgs, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || i > start) break;
+      return vl_throw_errno(env, errno, "sendmmsg", to ? sun.sun_path : NULL);
+    }
+    i += (uint32_t)r;
+    if ((unsigned)r < n) break;
+  }
+  napi_value res;
+  NAPI_CALL(env, napi_create_uint32(env, i, &res));
+  return res;
+}
+
+/*
+ * recvBatch(fd, buf, slot, lens: Uint32Array, addrs: string[]|null) -> n
+ * Receives up to lens.length datagrams with recvmmsg; datagram i lands at
+ * buf[i*slot ..] and lens[i] is its full length: lens[i] > slot means it was
+ * truncated (drop it). With `addrs`, addrs[i] is the sender's path ('' when
+ * unnamed). Returns 0 when nothing is ready.
+ */
+static napi_value recv_batch(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 5);
+  int32_t fd;
+  uint32_t slot, *lens;
+  uint8_t *buf;
+  size_t buf_len, n_lens;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "buf", &buf, &buf_len) ||
+      !vl_get_uint32(env, argv[2], "slot", &slot) || !vl_get_u32s(env, argv[3], "lens", false, &lens, &n_lens))
+    return NULL;
+  bool want_addr = !vl_is_nullish(env, argv[4]);
+  if (slot == 0) return vl_throw_arg(env, "ERR_INVALID_ARG_VALUE", "slot must be > 0");
+  size_t max = buf_len / slot < n_lens ? buf_len / slot : n_lens;
+  struct mmsghdr msgs[MMSG_MAX];
+  struct iovec iov[MMSG_MAX];
+  struct sockaddr_un from[MMSG_MAX];
+  uint32_t total = 0;
+  while (total < max) {
+    unsigned n = max - total < MMSG_MAX ? (unsigned)(max - total) : MMSG_MAX;
+    memset(msgs, 0, sizeof(struct mmsghdr) * n);
+    for (unsigned k = 0; k < n; k++) {
+      iov[k].iov_base = buf + (size_t)(total + k) * slot;
+      iov[k].iov_len = slot;
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+      if (want_addr) {
+        msgs[k].msg_hdr.msg_name = &from[k];
+        msgs[k].msg_hdr.msg_namelen = sizeof from[k];
+      }
+    }
+    int r;
+    do r = recvmmsg(fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || total > 0) break;
+      return vl_throw_errno(env, errno, "recvmmsg", NULL);
+    }
+    for (int k = 0; k < r; k++) {
+      lens[total + k] = msgs[k].msg_len;
+      if (!want_addr) continue;
+      socklen_t al = msgs[k].msg_hdr.msg_namelen;
+      size_t plen = al > offsetof(struct sockaddr_un, sun_path) ? strnlen(from[k].sun_path, sizeof from[k].sun_path) : 0;
+      napi_value s;
+      NAPI_CALL(env, napi_create_string_utf8(env, from[k].sun_path, plen, &s));
+      NAPI_CALL(env, napi_set_element(env, argv[4], total + k, s));
+    }
+    total += (uint32_t)r;
+    if ((unsigned)r < n) break;
+  }
+  napi_value res;
+  NAPI_CALL(env, napi_create_uint32(env, total, &res));
+  return res;
+}
+
+/* sendFds(fd, data, fds: number[]) -> bytes sent (data must be non-empty): one sendmsg with SCM_RIGHTS. */
+static napi_value send_fds(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  int32_t fd;
+  uint8_t *data;
+  size_t len;
+  uint32_t nfds;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "data", &data, &len)) return NULL;
+  if (napi_get_array_length(env, argv[2], &nfds) != napi_ok)
+    return vl_throw_arg(env, "ERR_INVALID_ARG_TYPE", "the \"fds\" argument must be an array of fds");
+  if (nfds > FDS_MAX || len == 0)
+    return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "send 1 or more bytes with at most 32 fds");
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * FDS_MAX)];
+    struct cmsghdr align;
+  } ctl;
+  memset(&ctl, 0, sizeof ctl);
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    int *out = (int *)CMSG_DATA(c);
+    for (uint32_t k = 0; k < nfds; k++) {
+      napi_value e;
+      int32_t v;
+      NAPI_CALL(env, napi_get_element(env, argv[2], k, &e));
+      if (!vl_get_int32(env, e, "fds[i]", &v)) return NULL;
+      memcpy(out + k, &v, sizeof v);
+    }
+  }
+  ssize_t r;
+  do r = sendmsg(fd, &msg, MSG_NOSIGNAL);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return vl_throw_errno(env, errno, "sendmsg", NULL);
+  napi_value res;
+  NAPI_CALL(env, napi_create_int64(env, r, &res));
+  return res;
+}
+
+/*
+ * recvFds(fd, buf) -> { bytes, fds, truncated } | null
+ * One recvmsg into buf taking up to 32 fds (close-on-exec); null when nothing
+ * is ready, bytes 0 at end of stream. truncated: the sender sent more fds
+ * than fit (the kernel closed the rest).
+ */
+static napi_value recv_fds(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  int32_t fd;
+  uint8_t *data;
+  size_t len;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "buf", &data, &len)) return NULL;
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * FDS_MAX)];
+    struct cmsghdr align;
+  } ctl;
+  struct iovec iov = {.iov_base = data, .iov_len = len};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+  ssize_t r;
+  do r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  while (r < 0 && errno == EINTR);
+  napi_value res, arr, v;
+  if (r < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      NAPI_CALL(env, napi_get_null(env, &res));
+      return res;
+    }
+    return vl_throw_errno(env, errno, "recvmsg", NULL);
+  }
+  NAPI_CALL(env, napi_create_object(env, &res));
+  NAPI_CALL(env, napi_create_array(env, &arr));
+  uint32_t n = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t j = 0; j < k; j++) {
+      int got;
+      memcpy(&got, CMSG_DATA(c) + j * sizeof(int), sizeof got);
+      NAPI_CALL(env, napi_create_int32(env, got, &v));
+      NAPI_CALL(env, napi_set_element(env, arr, n++, v));
+    }
+  }
+  NAPI_CALL(env, napi_create_int64(env, r, &v));
+  NAPI_CALL(env, napi_set_named_property(env, res, "bytes", v));
+  NAPI_CALL(env, napi_set_named_property(env, res, "fds", arr));
+  NAPI_CALL(env, napi_get_boolean(env, (msg.msg_flags & MSG_CTRUNC) != 0, &v));
+  NAPI_CALL(env, napi_set_named_property(env, res, "truncated", v));
+  return res;
+}
+
+napi_status vl_init_unix(napi_env env, napi_value exports) {
+  napi_status s;
+  if ((s = vl_export(env, exports, "socket", unix_socket)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "socketpair", unix_socketpair)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "bind", unix_bind)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "connect", unix_connect)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "sendBatch", send_batch)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "recvBatch", recv_batch)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "sendFds", send_fds)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "recvFds", recv_fds)) != napi_ok) return s;
+  if ((s = vl_export_int(env, exports, "SOCK_STREAM", SOCK_STREAM)) != napi_ok) return s;
+  if ((s = vl_export_int(env, exports, "SOCK_DGRAM", SOCK_DGRAM)) != napi_ok) return s;
+  return vl_export_int(env, exports, "SOCK_SEQPACKET", SOCK_SEQPACKET);
+}

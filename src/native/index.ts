@@ -1,0 +1,179 @@
+/**
+ * The native addon (src/native/c, built by node-gyp into
+ * build/Release/vmlink_native.node): only the syscalls Node lacks. Loaded
+ * lazily on first use, so modules that merely import a port kind work on a
+ * machine where the addon was not built.
+ *
+ * Errors of a failed syscall are thrown like Node's own: an Error with `code`
+ * (the errno name, e.g. `ENOENT`), `errno` (negative errno) and `syscall`
+ * (the call that failed, e.g. `ioctl TUNSETIFF`), and `path` when one applies.
+ * Every fd the addon creates is non-blocking and close-on-exec; close fds with
+ * `fs.closeSync` (close a {@link Poller} on an fd first).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { VmlinkError } from '../errors.js';
+
+/** A syscall failure as the addon throws it (the shape of Node's own errno errors). */
+export interface SyscallError extends Error {
+  /** errno name, e.g. `EACCES`. */
+  code: string;
+  /** Negative errno, as in Node's errors. */
+  errno: number;
+  /** The call that failed, e.g. `open`, `ioctl TUNSETIFF`, `recvmmsg`. */
+  syscall: string;
+  /** The path or interface name involved, when there is one. */
+  path?: string;
+}
+
+/** True when `err` is a syscall error with the given errno name. */
+export function isSyscallError(err: unknown, code?: string): err is SyscallError {
+  return (
+    err instanceof Error &&
+    typeof (err as Partial<SyscallError>).syscall === 'string' &&
+    (code === undefined || (err as Partial<SyscallError>).code === code)
+  );
+}
+
+/** fd readiness watcher on the libuv loop (uv_poll). */
+export interface Poller {
+  /** Watches for `events` (READABLE | WRITABLE), replacing the previous mask. While started, the poller stays alive. */
+  start(events: number): void;
+  /** No more callbacks until the next start(). */
+  stop(): void;
+  /** Stops for good and releases the handle. Call before closing the fd. Idempotent. */
+  close(): void;
+}
+
+/** The addon's functions, one per syscall family. */
+export interface NativeAddon {
+  /**
+   * Opens /dev/net/tun as IFF_TAP|IFF_NO_PI, non-blocking.
+   * @param name interface name (at most 15 bytes; may hold `%d`)
+   * @param attach true: the interface must exist (ENODEV from `if_nametoindex` otherwise); false: created, or attached to when it exists
+   * @param vnetHdrSize 0: no virtio_net_hdr; else IFF_VNET_HDR with TUNSETVNETHDRSZ of this many bytes (10 or 12)
+   * @param offload TUNSETOFFLOAD flags (TUN_F_*), or -1 to leave them alone
+   * @returns the fd and the actual interface name
+   */
+  tapOpen(name: string, attach: boolean, vnetHdrSize: number, offload: number): { fd: number; name: string };
+  /** Sets an interface's MTU (SIOCSIFMTU) in this process's network namespace. */
+  ifSetMtu(name: string, mtu: number): void;
+  /** Sets or clears IFF_UP (SIOCSIFFLAGS). */
+  ifSetUp(name: string, up: boolean): void;
+  /** Interface index, 0 when no such interface exists in this namespace. */
+  ifIndex(name: string): number;
+
+  /**
+   * Reads frames (one per read(2)) until the fd would block, offs.length
+   * frames were read, or fewer than maxLen bytes of buf remain. Frame i is at
+   * buf[offs[i] .. offs[i]+lens[i]) (packed, 8-byte aligned).
+   * @returns frames read (0: none ready), or -1 at end of file
+   */
+  readBatch(fd: number, buf: Uint8Array, maxLen: number, offs: Uint32Array, lens: Uint32Array): number;
+  /**
+   * Writes frames start..end-1, one writev(prefix, frame) each. Stops when
+   * the fd would block. Frames refused with another errno are skipped:
+   * errs[0] += 1 and errs[1] = errno for each.
+   * @returns index of the first frame not consumed (end when all were)
+   */
+  writeBatch(
+    fd: number,
+    buf: Uint8Array,
+    offs: Uint32Array,
+    lens: Uint32Array,
+    start: number,
+    end: number,
+    prefix: Uint8Array | null,
+    errs: Int32Array,
+  ): number;
+
+  /** An AF_UNIX socket of the given type (SOCK_DGRAM, SOCK_STREAM, SOCK_SEQPACKET). */
+  socket(type: number): number;
+  /** A connected pair of AF_UNIX sockets. */
+  socketpair(type: number): [number, number];
+  bind(fd: number, path: string): void;
+  connect(fd: number, path: string): void;
+  /**
+   * sendmmsg of datagrams start..end-1 (to `dest`, or the connected peer).
+   * @returns index of the first datagram not sent; throws only if the first fails (not for EAGAIN)
+   */
+  sendBatch(
+    fd: number,
+    buf: Uint8Array,
+    offs: Uint32Array,
+    lens: Uint32Array,
+    start: number,
+    end: number,
+    dest: string | null,
+  ): number;
+  /**
+   * recvmmsg of up to min(lens.length, buf.length / slot) datagrams; datagram i
+   * at buf[i*slot ..], lens[i] its full length (> slot: truncated). With
+   * `addrs`, addrs[i] is the sender's path ('' when unnamed).
+   * @returns datagrams received (0: none ready)
+   */
+  recvBatch(fd: number, buf: Uint8Array, slot: number, lens: Uint32Array, addrs: string[] | null): number;
+  /** sendmsg of `data` (non-empty) with up to 32 fds as SCM_RIGHTS. Returns bytes sent. */
+  sendFds(fd: number, data: Uint8Array, fds: readonly number[]): number;
+  /** recvmsg into buf taking SCM_RIGHTS fds (close-on-exec). null when nothing is ready; bytes 0 at end of stream. */
+  recvFds(fd: number, buf: Uint8Array): { bytes: number; fds: number[]; truncated: boolean } | null;
+
+  /** MAP_SHARED mapping of fd[offset .. offset+length) as an external ArrayBuffer; unmapped on GC or by munmap(). */
+  mmap(fd: number, length: number, offset: number, writable: boolean): ArrayBuffer;
+  /** Unmaps now and detaches the ArrayBuffer (byteLength becomes 0). Idempotent. */
+  munmap(ab: ArrayBuffer): void;
+  /** memfd_create(name, MFD_CLOEXEC). */
+  memfdCreate(name: string): number;
+  /** A non-blocking eventfd. */
+  eventfd(initval: number, semaphore: boolean): number;
+  /** Reads (and resets) the counter; null when it is 0. */
+  eventfdRead(fd: number): number | null;
+  /** Adds n to the counter; false when that would overflow. */
+  eventfdWrite(fd: number, n: number): boolean;
+
+  Poller: new (fd: number, callback: (status: number, events: number) => void) => Poller;
+
+  readonly READABLE: number;
+  readonly WRITABLE: number;
+  readonly DISCONNECT: number;
+  readonly SOCK_STREAM: number;
+  readonly SOCK_DGRAM: number;
+  readonly SOCK_SEQPACKET: number;
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_TSO_ECN: number;
+  readonly IFNAMSIZ: number;
+}
+
+/** The addon was not built (or cannot be loaded on this machine). */
+export class NativeMissingError extends VmlinkError {
+  constructor(tried: readonly string[], options?: ErrorOptions) {
+    super(
+      'ERR_NATIVE_MISSING',
+      `the vmlink native addon could not be loaded (looked for ${tried.join(', ')}); build it with: sh scripts/build-native.sh`,
+      options,
+    );
+  }
+}
+
+/** Where the built addon may be: from dist/src/native (compiled) or src/native (sources). */
+const CANDIDATES = ['../../../build/Release/vmlink_native.node', '../../build/Release/vmlink_native.node'];
+
+let addon: NativeAddon | undefined;
+
+/** The addon, loaded on first call. Throws {@link NativeMissingError} when it was not built. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  const require = createRequire(import.meta.url);
+  const paths = CANDIDATES.map((c) => fileURLToPath(new URL(c, import.meta.url)));
+  const found = paths.find((p) => existsSync(p));
+  if (found === undefined) throw new NativeMissingError(paths);
+  try {
+    addon = require(found) as NativeAddon;
+  } catch (err) {
+    throw new NativeMissingError([found], { cause: err });
+  }
+  return addon;
+}

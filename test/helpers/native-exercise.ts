@@ -1,0 +1,93 @@
+/**
+ * Calls every function of the native addon once or twice, including its
+ * error paths and its finalizers, then prints "native-exercise: ok". Run
+ * under valgrind by test/unit/native.test.ts, so it stays small.
+ */
+import { closeSync, ftruncateSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { native } from '../../src/native/index.js';
+
+const n = native();
+const check = (ok: unknown, what: string): void => {
+  if (!ok) throw new Error(`native-exercise: ${what}`);
+};
+const throwsCode = (fn: () => unknown, code: string): void => {
+  try {
+    fn();
+  } catch (err) {
+    check((err as { code?: string }).code === code, `expected ${code}, got ${String(err)}`);
+    return;
+  }
+  throw new Error(`native-exercise: expected ${code}`);
+};
+const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
+// TAP and interface ioctls, with errors.
+throwsCode(() => n.tapOpen('vlnosuch9', true, 0, -1), 'ENODEV');
+throwsCode(() => n.tapOpen('bad/name', false, 0, -1), 'EINVAL');
+const tap = n.tapOpen('vlvg%d', false, 12, 0);
+n.ifSetMtu(tap.name, 1400);
+n.ifSetUp(tap.name, false);
+check(n.ifIndex(tap.name) > 0, 'ifIndex');
+const errs = new Int32Array(2);
+const frames = Buffer.alloc(128);
+check(n.writeBatch(tap.fd, frames, Uint32Array.of(0), Uint32Array.of(60), 0, 1, Buffer.alloc(12), errs) === 1, 'write');
+check(n.readBatch(tap.fd, frames, 64, new Uint32Array(2), new Uint32Array(2)) === 0, 'readBatch');
+closeSync(tap.fd);
+
+// eventfd, and a poller that fires, then one dropped without close() (finalizer path).
+const efd = n.eventfd(0, false);
+n.eventfdWrite(efd, 2);
+check(n.eventfdRead(efd) === 2 && n.eventfdRead(efd) === null, 'eventfd');
+await new Promise<void>((resolve) => {
+  const p = new n.Poller(efd, (status) => {
+    check(status === 0, 'poll status');
+    p.stop();
+    p.close();
+    resolve();
+  });
+  p.start(n.READABLE | n.WRITABLE);
+  n.eventfdWrite(efd, 1);
+});
+(() => {
+  new n.Poller(efd, () => {}).stop();
+})();
+
+// mmap: one unmapped explicitly, one left to the finalizer.
+const mfd = n.memfdCreate('vg');
+ftruncateSync(mfd, 8192);
+const ab = n.mmap(mfd, 8192, 0, true);
+new Uint8Array(ab)[1] = 1;
+n.munmap(ab);
+n.munmap(ab);
+(() => {
+  new Uint8Array(n.mmap(mfd, 4096, 4096, false))[0];
+})();
+throwsCode(() => n.mmap(-1, 4096, 0, false), 'EBADF');
+
+// SCM_RIGHTS and unix datagrams.
+const [a, b] = n.socketpair(n.SOCK_STREAM);
+n.sendFds(a, Buffer.from('x'), [efd, mfd]);
+const got = n.recvFds(b, Buffer.alloc(8));
+check(got?.fds.length === 2, 'recvFds');
+for (const fd of got?.fds ?? []) closeSync(fd);
+const path = join(tmpdir(), `vmlink-vg-${process.pid}.sock`);
+const rx = n.socket(n.SOCK_DGRAM);
+n.bind(rx, path);
+const tx = n.socket(n.SOCK_DGRAM);
+n.connect(tx, path);
+check(n.sendBatch(tx, Buffer.from('abc'), Uint32Array.of(0, 1), Uint32Array.of(1, 2), 0, 2, null) === 2, 'send');
+check(n.sendBatch(tx, Buffer.from('d'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, path) === 1, 'sendto');
+const addrs: string[] = [];
+check(n.recvBatch(rx, Buffer.alloc(256), 64, new Uint32Array(4), addrs) === 3, 'recvBatch');
+throwsCode(() => n.connect(n.socket(n.SOCK_SEQPACKET), join(tmpdir(), 'vmlink-vg-none')), 'ENOENT');
+for (const fd of [a, b, rx, tx, efd, mfd]) closeSync(fd);
+
+gc();
+await new Promise((r) => setImmediate(r));
+gc();
+await new Promise((r) => setImmediate(r));
+const { unlinkSync } = await import('node:fs');
+unlinkSync(path);
+console.log('native-exercise: ok');

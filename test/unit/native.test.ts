@@ -1,0 +1,336 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { isSyscallError, type NativeAddon, native, type Poller } from '../../src/native/index.js';
+import { Netns, uniqueIfname } from '../helpers/netns.js';
+
+let n: NativeAddon;
+const fds: number[] = [];
+const pollers: Poller[] = [];
+let dir: string;
+
+/** Tracks an fd for after(). */
+function own(fd: number): number {
+  fds.push(fd);
+  return fd;
+}
+
+/** Resolves with the first readiness callback of `fd` for `events`. */
+function ready(fd: number, events: number): Promise<{ status: number; events: number }> {
+  return new Promise((resolve) => {
+    const p = new n.Poller(fd, (status, ev) => {
+      p.close();
+      resolve({ status, events: ev });
+    });
+    pollers.push(p);
+    p.start(events);
+  });
+}
+
+before(() => {
+  n = native();
+  dir = mkdtempSync(join(tmpdir(), 'vmlink-native-'));
+});
+
+after(() => {
+  for (const p of pollers) p.close();
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed by the test
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('errors', () => {
+  test('a failed syscall throws an Error carrying the errno name, negative errno and the syscall, like Node', () => {
+    const err = catchErr(() => n.connect(own(n.socket(n.SOCK_DGRAM)), join(dir, 'nobody-listens')));
+    assert.ok(isSyscallError(err, 'ENOENT'));
+    assert.equal(err.errno, -2);
+    assert.equal(err.syscall, 'connect');
+    assert.equal(err.path, join(dir, 'nobody-listens'));
+    assert.match(err.message, /^ENOENT: no such file or directory, connect '/);
+  });
+
+  test('a wrongly typed argument throws a TypeError with ERR_INVALID_ARG_TYPE', () => {
+    const err = catchErr(() => n.eventfdRead('3' as unknown as number)) as Error & { code?: string };
+    assert.ok(err instanceof TypeError);
+    assert.equal(err.code, 'ERR_INVALID_ARG_TYPE');
+  });
+});
+
+describe('TAP', () => {
+  let ns: Netns;
+  before(async () => {
+    ns = await Netns.create('native');
+  });
+  after(async () => {
+    await ns.delete();
+  });
+
+  test('attaching to an interface that does not exist fails with ENODEV from if_nametoindex', () => {
+    const err = catchErr(() => n.tapOpen('vlnosuch0', true, 0, -1));
+    assert.ok(isSyscallError(err, 'ENODEV'));
+    assert.equal(err.syscall, 'if_nametoindex');
+    assert.equal(err.path, 'vlnosuch0');
+  });
+
+  test('an invalid interface name fails with EINVAL from TUNSETIFF, and an over-long one with a RangeError', () => {
+    const err = catchErr(() => n.tapOpen('bad/name', false, 0, -1));
+    assert.ok(isSyscallError(err, 'EINVAL'));
+    assert.equal(err.syscall, 'ioctl TUNSETIFF');
+    const long = catchErr(() => n.tapOpen('a-name-that-is-far-too-long', false, 0, -1)) as Error & { code?: string };
+    assert.ok(long instanceof RangeError);
+    assert.equal(long.code, 'ERR_INVALID_ARG_VALUE');
+  });
+
+  test('creates a TAP from a %d pattern, reports its name, and removes it when the fd closes', () => {
+    const { fd, name } = n.tapOpen('vlnat%d', false, 12, 0);
+    assert.match(name, /^vlnat\d+$/);
+    assert.ok(n.ifIndex(name) > 0);
+    n.ifSetMtu(name, 1400);
+    n.ifSetUp(name, true);
+    n.ifSetUp(name, false);
+    assert.equal(n.readBatch(fd, Buffer.alloc(4096), 2048, new Uint32Array(4), new Uint32Array(4)), 0);
+    closeSync(fd);
+    assert.equal(n.ifIndex(name), 0);
+  });
+
+  test('writes a batch into a down TAP counting each refused frame (EIO) without throwing', () => {
+    const { fd } = n.tapOpen(uniqueIfname('vln'), false, 0, -1);
+    own(fd);
+    const frames = Buffer.alloc(128);
+    const errs = new Int32Array(2);
+    const next = n.writeBatch(fd, frames, Uint32Array.of(0, 64), Uint32Array.of(60, 60), 0, 2, null, errs);
+    assert.equal(next, 2);
+    assert.equal(errs[0], 2);
+    assert.equal(errs[1], 5); // EIO
+  });
+
+  test('a batch written into a TAP reaches the kernel, and its reply is read back after the poller reports readable', async () => {
+    const ifname = uniqueIfname('vln');
+    const { fd } = n.tapOpen(ifname, false, 0, -1);
+    own(fd);
+    await ns.adopt(ifname, '10.77.0.1/24');
+    // Two frames in one batch: a runt the kernel drops, then an ARP request for 10.77.0.1 from 02:00:00:00:00:02.
+    const buf = Buffer.alloc(128);
+    const arp = Buffer.from(
+      'ffffffffffff020000000002080600010800060400010200000000020a4d0002000000000000' + '0a4d0001',
+      'hex',
+    );
+    arp.copy(buf, 64);
+    const errs = new Int32Array(2);
+    const readable = ready(fd, n.READABLE);
+    assert.equal(n.writeBatch(fd, buf, Uint32Array.of(0, 64), Uint32Array.of(20, arp.length), 0, 2, null, errs), 2);
+    const ev = await readable;
+    assert.equal(ev.status, 0);
+    assert.ok(ev.events & n.READABLE);
+    const rx = Buffer.alloc(1 << 16);
+    const offs = new Uint32Array(64);
+    const lens = new Uint32Array(64);
+    let reply: Buffer | undefined;
+    // IPv6 housekeeping frames may come too: look for the ARP reply (op 2) among what is ready.
+    for (let tries = 0; tries < 50 && !reply; tries++) {
+      const count = n.readBatch(fd, rx, 2048, offs, lens);
+      for (let i = 0; i < count; i++) {
+        const f = rx.subarray(offs[i], (offs[i] as number) + (lens[i] as number));
+        if (f.readUInt16BE(12) === 0x0806 && f.readUInt16BE(20) === 2) reply = Buffer.from(f);
+      }
+      if (!reply && count === 0) await ready(fd, n.READABLE);
+    }
+    assert.ok(reply, 'no ARP reply read from the TAP');
+    assert.equal(reply.subarray(0, 6).toString('hex'), '020000000002');
+    assert.equal(reply.subarray(28, 32).toString('hex'), '0a4d0001');
+  });
+});
+
+describe('eventfd', () => {
+  test('counts writes, reads and resets the counter, and reads null when it is zero', () => {
+    const fd = own(n.eventfd(0, false));
+    assert.equal(n.eventfdRead(fd), null);
+    assert.equal(n.eventfdWrite(fd, 3), true);
+    assert.equal(n.eventfdWrite(fd, 4), true);
+    assert.equal(n.eventfdRead(fd), 7);
+    assert.equal(n.eventfdRead(fd), null);
+  });
+
+  test('in semaphore mode each read takes one', () => {
+    const fd = own(n.eventfd(2, true));
+    assert.equal(n.eventfdRead(fd), 1);
+    assert.equal(n.eventfdRead(fd), 1);
+    assert.equal(n.eventfdRead(fd), null);
+  });
+
+  test('a poller reports an eventfd readable after a write, and not after stop()', async () => {
+    const fd = own(n.eventfd(0, false));
+    let calls = 0;
+    const p = new n.Poller(fd, () => {
+      calls++;
+    });
+    pollers.push(p);
+    p.start(n.READABLE);
+    p.stop();
+    n.eventfdWrite(fd, 1);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(calls, 0);
+    const ev = await ready(fd, n.READABLE);
+    assert.equal(ev.status, 0);
+    assert.ok(ev.events & n.READABLE);
+    p.close();
+    p.close();
+  });
+});
+
+describe('mmap', () => {
+  test('maps a file shared and writable: bytes written through the ArrayBuffer are in the file', () => {
+    const path = join(dir, 'map');
+    writeFileSync(path, Buffer.alloc(8192));
+    const fd = own(openSync(path, 'r+'));
+    const ab = n.mmap(fd, 8192, 4096, true);
+    assert.equal(ab.byteLength, 8192);
+    new Uint8Array(ab).set([1, 2, 3], 10);
+    const back = Buffer.alloc(3);
+    readSync(fd, back, 0, 3, 4096 + 10);
+    assert.deepEqual([...back], [1, 2, 3]);
+    n.munmap(ab);
+    assert.equal(ab.byteLength, 0);
+    n.munmap(ab); // idempotent
+  });
+
+  test('two mappings of one memfd share memory', () => {
+    const fd = own(n.memfdCreate('vmlink-test'));
+    ftruncateSync(fd, 4096);
+    const a = new Uint32Array(n.mmap(fd, 4096, 0, true));
+    const b = new Uint32Array(n.mmap(fd, 4096, 0, false));
+    a[5] = 0xdeadbeef;
+    assert.equal(b[5], 0xdeadbeef);
+    n.munmap(a.buffer as ArrayBuffer);
+    n.munmap(b.buffer as ArrayBuffer);
+  });
+
+  test('mapping a bad fd fails with EBADF from mmap, and munmap refuses a foreign ArrayBuffer', () => {
+    const err = catchErr(() => n.mmap(987654, 4096, 0, false));
+    assert.ok(isSyscallError(err, 'EBADF'));
+    assert.equal(err.syscall, 'mmap');
+    assert.throws(() => n.munmap(new ArrayBuffer(8)), { code: 'ERR_INVALID_ARG_TYPE' });
+  });
+});
+
+describe('SCM_RIGHTS', () => {
+  test('passes an eventfd across a socketpair: the received fd is the same eventfd', () => {
+    const [a, b] = n.socketpair(n.SOCK_STREAM);
+    own(a);
+    own(b);
+    const efd = own(n.eventfd(0, false));
+    assert.equal(n.recvFds(b, Buffer.alloc(16)), null);
+    assert.equal(n.sendFds(a, Buffer.from('hi'), [efd]), 2);
+    const got = n.recvFds(b, Buffer.alloc(16));
+    assert.ok(got);
+    assert.equal(got.bytes, 2);
+    assert.equal(got.fds.length, 1);
+    assert.equal(got.truncated, false);
+    const copy = own(got.fds[0] as number);
+    assert.notEqual(copy, efd);
+    n.eventfdWrite(efd, 5);
+    assert.equal(n.eventfdRead(copy), 5);
+  });
+
+  test('reports end of stream as 0 bytes', () => {
+    const [a, b] = n.socketpair(n.SOCK_STREAM);
+    own(b);
+    closeSync(a);
+    assert.deepEqual(n.recvFds(b, Buffer.alloc(4)), { bytes: 0, fds: [], truncated: false });
+  });
+});
+
+describe('unix datagrams', () => {
+  test('sends a batch with sendmmsg and receives it with recvmmsg, with the sender address and truncation', async () => {
+    const rx = own(n.socket(n.SOCK_DGRAM));
+    const tx = own(n.socket(n.SOCK_DGRAM));
+    const rxPath = join(dir, 'rx.sock');
+    const txPath = join(dir, 'tx.sock');
+    n.bind(rx, rxPath);
+    n.bind(tx, txPath);
+    const out = Buffer.alloc(600);
+    out.write('one', 0);
+    out.write('second', 100);
+    out.fill(7, 200, 600);
+    const readable = ready(rx, n.READABLE);
+    assert.equal(n.sendBatch(tx, out, Uint32Array.of(0, 100, 200), Uint32Array.of(3, 6, 400), 0, 3, rxPath), 3);
+    assert.equal((await readable).status, 0);
+    const buf = Buffer.alloc(256 * 4);
+    const lens = new Uint32Array(4);
+    const addrs: string[] = [];
+    assert.equal(n.recvBatch(rx, buf, 256, lens, addrs), 3);
+    assert.deepEqual([...lens.subarray(0, 3)], [3, 6, 400]); // 400 > slot: truncated
+    assert.equal(buf.toString('latin1', 0, 3), 'one');
+    assert.equal(buf.toString('latin1', 256, 262), 'second');
+    assert.deepEqual(addrs, [txPath, txPath, txPath]);
+    assert.equal(n.recvBatch(rx, buf, 256, lens, null), 0);
+  });
+
+  test('sends to the connected peer when no destination is given, and a poller reports the socket writable', async () => {
+    const [a, b] = n.socketpair(n.SOCK_DGRAM);
+    own(a);
+    own(b);
+    const ev = await ready(a, n.WRITABLE);
+    assert.ok(ev.events & n.WRITABLE);
+    assert.equal(n.sendBatch(a, Buffer.from('xy'), Uint32Array.of(0, 1), Uint32Array.of(1, 1), 0, 2, null), 2);
+    const lens = new Uint32Array(8);
+    const buf = Buffer.alloc(64 * 8);
+    assert.equal(n.recvBatch(b, buf, 64, lens, null), 2);
+    assert.equal(buf[0], 0x78);
+    assert.equal(buf[64], 0x79);
+  });
+
+  test('sending to a path nobody bound fails with ENOENT naming the path', () => {
+    const tx = own(n.socket(n.SOCK_DGRAM));
+    const err = catchErr(() =>
+      n.sendBatch(tx, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), 0, 1, join(dir, 'void')),
+    );
+    assert.ok(isSyscallError(err, 'ENOENT'));
+    assert.equal(err.syscall, 'sendmmsg');
+  });
+});
+
+describe('under valgrind', () => {
+  test('a script using every addon function runs without memory errors or definite leaks', async () => {
+    const script = fileURLToPath(new URL('../helpers/native-exercise.js', import.meta.url));
+    const supp = fileURLToPath(new URL('../../../test/helpers/node-valgrind.supp', import.meta.url));
+    const args = [
+      '--error-exitcode=99',
+      '--leak-check=full',
+      '--errors-for-leak-kinds=definite',
+      `--suppressions=${supp}`,
+      process.execPath,
+      '--expose-gc',
+      script,
+    ];
+    const child = spawn('valgrind', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.match(out, /native-exercise: ok/, out.slice(-4000));
+    assert.equal(code, 0, out.slice(-4000));
+  });
+});
+
+function catchErr(fn: () => unknown): Error & Partial<{ code: string; errno: number; syscall: string; path: string }> {
+  try {
+    fn();
+  } catch (err) {
+    return err as Error;
+  }
+  assert.fail('expected an exception');
+}
