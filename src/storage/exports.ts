@@ -1,0 +1,98 @@
+/**
+ * The exports a server offers: name -> backend, description, read-only flag
+ * and QoS weight. The daemon fills it from config; the NBD server only reads.
+ */
+import type { BlockBackend } from './backend.js';
+import { ExportError } from './errors.js';
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export interface ExportSpec {
+  /** Export name as clients ask for it (1-64 characters: letters, digits, '_', '.', '-'). */
+  name: string;
+  /** Where the bytes live. */
+  backend: BlockBackend;
+  /** Shown by NBD_OPT_LIST and NBD_INFO_DESCRIPTION; default empty. */
+  description?: string;
+  /** Serve read-only even if the backend is writable; default: the backend's own flag. */
+  readOnly?: boolean;
+  /** DWRR weight (share of backend service relative to other exports); default 1. */
+  weight?: number;
+}
+
+export interface NbdExport {
+  readonly name: string;
+  readonly backend: BlockBackend;
+  readonly description: string;
+  readonly readOnly: boolean;
+  readonly weight: number;
+}
+
+export interface ExportRegistryOptions {
+  /** Export served for the empty name (the NBD "default export"); default: the only export, if there is one. */
+  defaultExport?: string;
+}
+
+export class ExportRegistry {
+  #exports = new Map<string, NbdExport>();
+  #default: string | undefined;
+
+  constructor(opts: ExportRegistryOptions = {}) {
+    this.#default = opts.defaultExport;
+  }
+
+  /** Adds an export; throws ExportError (ERR_EXPORT_EXISTS, ERR_EXPORT_INVALID) on a bad spec. */
+  add(spec: ExportSpec): NbdExport {
+    if (!NAME_RE.test(spec.name))
+      throw new ExportError(
+        'ERR_EXPORT_INVALID',
+        `export name "${spec.name}" is invalid: use 1-64 letters, digits, '_', '.', '-' (not first)`,
+      );
+    if (this.#exports.has(spec.name))
+      throw new ExportError('ERR_EXPORT_EXISTS', `export "${spec.name}" already exists; remove it first`);
+    const weight = spec.weight ?? 1;
+    if (!(weight > 0) || !Number.isFinite(weight))
+      throw new ExportError('ERR_EXPORT_INVALID', `export "${spec.name}": weight ${weight} must be a positive number`);
+    const exp: NbdExport = {
+      name: spec.name,
+      backend: spec.backend,
+      description: spec.description ?? '',
+      readOnly: (spec.readOnly ?? false) || spec.backend.readOnly,
+      weight,
+    };
+    this.#exports.set(spec.name, exp);
+    return exp;
+  }
+
+  /** Removes an export (open connections keep using its backend until they close). */
+  remove(name: string): NbdExport {
+    const exp = this.#exports.get(name);
+    if (!exp) throw new ExportError('ERR_EXPORT_NOT_FOUND', `export "${name}" does not exist (known: ${this.names()})`);
+    this.#exports.delete(name);
+    return exp;
+  }
+
+  get(name: string): NbdExport | undefined {
+    return this.#exports.get(name);
+  }
+
+  /** The export a client means by `name`; the empty name is the default export. */
+  resolve(name: string): NbdExport | undefined {
+    if (name !== '') return this.#exports.get(name);
+    if (this.#default !== undefined) return this.#exports.get(this.#default);
+    return this.#exports.size === 1 ? this.#exports.values().next().value : undefined;
+  }
+
+  list(): NbdExport[] {
+    return [...this.#exports.values()];
+  }
+
+  /** Closes every export's backend (persisting their data). */
+  async close(): Promise<void> {
+    await Promise.allSettled(this.list().map((e) => e.backend.close()));
+  }
+
+  private names(): string {
+    return this.#exports.size ? [...this.#exports.keys()].join(', ') : 'none';
+  }
+}

@@ -1,0 +1,353 @@
+/**
+ * One NBD client connection: socket wiring for the handshake and
+ * transmission state machines, request validation, dispatch through the
+ * IoScheduler, replies (simple or structured) written as requests complete
+ * (out of order), and backpressure: the socket is paused while the client has
+ * `maxInFlight` requests outstanding or while our replies are not draining.
+ */
+import type { Socket } from 'node:net';
+import type { Logger } from '../../log.js';
+import type { Extent } from '../backend.js';
+import { errnoOf } from '../errors.js';
+import type { ExportRegistry, NbdExport } from '../exports.js';
+import type { IoScheduler } from '../scheduler.js';
+import { BASE_ALLOCATION_ID, CMD, CMD_FLAG, MAX_PAYLOAD, NBD_ERR, STATE_ZERO } from './constants.js';
+import { type Negotiated, ServerHandshake } from './handshake.js';
+import {
+  blockStatusChunk,
+  errorChunk,
+  type NbdRequest,
+  noneChunk,
+  offsetDataHeader,
+  offsetHoleChunk,
+  RequestParser,
+  simpleReply,
+} from './transmission.js';
+
+/** Counters shared by all connections of a server. */
+export interface NbdStats {
+  connections: number;
+  requests: number;
+  /** Requests answered with an error. */
+  errors: number;
+  /** Connections closed because the peer broke the protocol. */
+  protocolErrors: number;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+export interface ConnectionOptions {
+  socket: Socket;
+  exports: ExportRegistry;
+  scheduler: IoScheduler;
+  logger: Logger;
+  stats: NbdStats;
+  /** Requests in flight per client before its socket is paused. */
+  maxInFlight: number;
+  /** Handshake must finish within this many ms. */
+  handshakeTimeoutMs: number;
+}
+
+/** Flags each command accepts (proto.md "Command flags"); FUA is valid everywhere. */
+const ALLOWED_FLAGS: Record<number, number> = {
+  [CMD.READ]: CMD_FLAG.FUA | CMD_FLAG.DF,
+  [CMD.WRITE]: CMD_FLAG.FUA,
+  [CMD.DISC]: CMD_FLAG.FUA,
+  [CMD.FLUSH]: CMD_FLAG.FUA,
+  [CMD.TRIM]: CMD_FLAG.FUA,
+  [CMD.CACHE]: CMD_FLAG.FUA,
+  [CMD.WRITE_ZEROES]: CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.FAST_ZERO,
+  [CMD.BLOCK_STATUS]: CMD_FLAG.FUA | CMD_FLAG.REQ_ONE,
+};
+
+/** Most extents in one block status reply (proto.md: SHOULD NOT exceed 2^20). */
+const MAX_EXTENTS = 1 << 20;
+
+export class NbdConnection {
+  readonly socket: Socket;
+  readonly peer: string;
+  #o: ConnectionOptions;
+  #hs: ServerHandshake | undefined;
+  #parser: RequestParser | undefined;
+  #neg: Negotiated | undefined;
+  #exp: NbdExport | undefined;
+  #inFlight = 0;
+  #writeBlocked = false;
+  #paused = false;
+  /** No more requests are read (DISC, protocol error, server close); end once in-flight is zero. */
+  #ending = false;
+  #closed: Promise<void>;
+
+  constructor(o: ConnectionOptions) {
+    this.#o = o;
+    this.socket = o.socket;
+    this.peer = o.socket.remoteAddress ? `${o.socket.remoteAddress}:${o.socket.remotePort}` : 'unix';
+    this.#closed = new Promise((resolve) => o.socket.once('close', () => resolve()));
+    const s = o.socket;
+    s.setNoDelay?.(true);
+    s.on('error', (err) => o.logger.debug({ peer: this.peer, err: err.message }, 'NBD connection error'));
+    s.on('drain', () => {
+      this.#writeBlocked = false;
+      this.#updateFlow();
+    });
+    s.setTimeout(o.handshakeTimeoutMs, () => {
+      o.logger.warn({ peer: this.peer }, `closing NBD connection: no handshake within ${o.handshakeTimeoutMs} ms`);
+      s.destroy();
+    });
+    this.#hs = new ServerHandshake(o.exports);
+    this.#flushHandshake();
+    s.on('data', (chunk: Buffer) => this.#onData(chunk));
+    s.on('end', () => this.#end());
+  }
+
+  /** Resolves when the socket has closed. */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  /** Stops reading requests, answers those in flight, then closes the socket. */
+  async shutdown(): Promise<void> {
+    this.#end();
+    await this.#closed;
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#parser) {
+      this.#parser.feed(chunk);
+      return;
+    }
+    const hs = this.#hs;
+    if (!hs) return;
+    hs.feed(chunk);
+    this.#flushHandshake();
+    if (hs.state === 'closed') {
+      if (hs.clean) this.#o.logger.debug({ peer: this.peer }, hs.closeReason);
+      else this.#o.logger.warn({ peer: this.peer }, `closing NBD connection: ${hs.closeReason}`);
+      this.#hs = undefined;
+      this.#closeSocket();
+    } else if (hs.state === 'done' && hs.result) {
+      this.socket.setTimeout(0);
+      this.#neg = hs.result;
+      this.#exp = hs.result.export;
+      this.#hs = undefined;
+      this.#o.logger.debug({ peer: this.peer, export: this.#exp.name }, 'NBD client entered transmission');
+      this.#parser = new RequestParser(
+        (r) => this.#onRequest(r),
+        (reason) => this.#protocolError(reason),
+      );
+      if (hs.rest.length) this.#parser.feed(hs.rest);
+    }
+  }
+
+  #flushHandshake(): void {
+    const hs = this.#hs;
+    if (!hs || hs.out.length === 0) return;
+    for (const b of hs.out) this.socket.write(b);
+    hs.out = [];
+  }
+
+  #protocolError(reason: string): void {
+    this.#o.stats.protocolErrors++;
+    this.#o.logger.warn({ peer: this.peer, export: this.#exp?.name }, `closing NBD connection: ${reason}`);
+    this.#end();
+  }
+
+  #end(): void {
+    if (this.#ending) return;
+    this.#ending = true;
+    this.#parser?.stop();
+    this.#hs = undefined;
+    this.#updateFlow();
+    if (this.#inFlight === 0) this.#closeSocket();
+  }
+
+  /** Sends what is queued, then closes (the peer's half is not waited for). */
+  #closeSocket(): void {
+    const s = this.socket;
+    if (s.destroyed) return;
+    s.end(() => s.destroy());
+  }
+
+  #onRequest(r: NbdRequest): void {
+    const exp = this.#exp as NbdExport;
+    this.#o.stats.requests++;
+    if (r.type === CMD.DISC) {
+      this.#end();
+      return;
+    }
+    const bad = this.#validate(r, exp);
+    if (bad !== 0) {
+      this.#replyError(r, bad, `request refused (NBD error ${bad})`);
+      return;
+    }
+    this.#inFlight++;
+    this.#updateFlow();
+    const cost = r.type === CMD.READ || r.type === CMD.WRITE ? r.length : 0;
+    this.#o.scheduler.submit(exp, { run: () => this.#execute(r, exp) }, cost);
+  }
+
+  /** 0 when the request may go to the backend, else the NBD error to reply with. */
+  #validate(r: NbdRequest, exp: NbdExport): number {
+    const allowed = ALLOWED_FLAGS[r.type];
+    if (allowed === undefined) return NBD_ERR.EINVAL;
+    if ((r.flags & ~allowed) !== 0) return NBD_ERR.EINVAL;
+    if ((r.flags & CMD_FLAG.DF) !== 0 && !this.#neg?.structuredReplies) return NBD_ERR.EINVAL;
+    const size = exp.backend.size;
+    const inRange = r.offset + r.length <= size;
+    switch (r.type) {
+      case CMD.READ:
+        if (r.length > MAX_PAYLOAD) return NBD_ERR.EINVAL;
+        return inRange ? 0 : NBD_ERR.EINVAL;
+      case CMD.WRITE:
+      case CMD.WRITE_ZEROES:
+        if (exp.readOnly) return NBD_ERR.EPERM;
+        return inRange ? 0 : NBD_ERR.ENOSPC;
+      case CMD.TRIM:
+        if (exp.readOnly) return NBD_ERR.EPERM;
+        return inRange ? 0 : NBD_ERR.EINVAL;
+      case CMD.CACHE:
+        return inRange ? 0 : NBD_ERR.EINVAL;
+      case CMD.BLOCK_STATUS:
+        if (!this.#neg?.baseAllocation) return NBD_ERR.EINVAL;
+        return inRange && r.length > 0 ? 0 : NBD_ERR.EINVAL;
+      default:
+        return 0;
+    }
+  }
+
+  /** Runs one request against the backend and replies. Never rejects. */
+  async #execute(r: NbdRequest, exp: NbdExport): Promise<void> {
+    const b = exp.backend;
+    const fua = (r.flags & CMD_FLAG.FUA) !== 0;
+    try {
+      switch (r.type) {
+        case CMD.READ:
+          await this.#read(r, exp);
+          break;
+        case CMD.WRITE:
+          await b.write(r.offset, r.data as Buffer, fua);
+          this.#o.stats.bytesWritten += r.length;
+          this.#send(simpleReply(r.cookie, 0));
+          break;
+        case CMD.FLUSH:
+          await b.flush();
+          this.#send(simpleReply(r.cookie, 0));
+          break;
+        case CMD.TRIM:
+          await b.trim(r.offset, r.length, fua);
+          this.#send(simpleReply(r.cookie, 0));
+          break;
+        case CMD.CACHE:
+          await b.cache(r.offset, r.length);
+          this.#send(simpleReply(r.cookie, 0));
+          break;
+        case CMD.WRITE_ZEROES:
+          await b.writeZeroes(r.offset, r.length, {
+            noHole: (r.flags & CMD_FLAG.NO_HOLE) !== 0,
+            fastZero: (r.flags & CMD_FLAG.FAST_ZERO) !== 0,
+            fua,
+          });
+          this.#send(simpleReply(r.cookie, 0));
+          break;
+        case CMD.BLOCK_STATUS:
+          await this.#blockStatus(r, exp);
+          break;
+      }
+    } catch (err) {
+      const errno = errnoOf(err);
+      if (errno !== NBD_ERR.ENOTSUP)
+        this.#o.logger.debug({ peer: this.peer, export: exp.name, err }, 'NBD request failed');
+      this.#replyError(r, errno, err instanceof Error ? err.message : String(err));
+    } finally {
+      this.#inFlight--;
+      if (this.#ending && this.#inFlight === 0) this.#closeSocket();
+      else this.#updateFlow();
+    }
+  }
+
+  async #read(r: NbdRequest, exp: NbdExport): Promise<void> {
+    const b = exp.backend;
+    if (!this.#neg?.structuredReplies) {
+      const data = await b.read(r.offset, r.length);
+      this.#o.stats.bytesRead += r.length;
+      this.#send(simpleReply(r.cookie, 0), data);
+      return;
+    }
+    if (r.length === 0) {
+      this.#send(noneChunk(r.cookie));
+      return;
+    }
+    if ((r.flags & CMD_FLAG.DF) !== 0 || !b.cheapExtents) {
+      const data = await b.read(r.offset, r.length);
+      this.#o.stats.bytesRead += r.length;
+      this.#send(offsetDataHeader(r.cookie, true, r.offset, r.length), data);
+      return;
+    }
+    // Holes go out as OFFSET_HOLE chunks; data ranges are read and sent as OFFSET_DATA.
+    const out: Buffer[] = [];
+    let pos = r.offset;
+    const end = r.offset + r.length;
+    while (pos < end) {
+      const ext = await b.extents(pos, end - pos);
+      for (const e of ext) {
+        const len = Math.min(e.length, end - pos);
+        if ((e.flags & STATE_ZERO) !== 0) out.push(offsetHoleChunk(r.cookie, false, pos, len));
+        else {
+          const data = await b.read(pos, len);
+          out.push(offsetDataHeader(r.cookie, false, pos, len), data);
+        }
+        pos += len;
+        if (pos >= end) break;
+      }
+    }
+    out.push(noneChunk(r.cookie));
+    this.#o.stats.bytesRead += r.length;
+    this.#send(...out);
+  }
+
+  async #blockStatus(r: NbdRequest, exp: NbdExport): Promise<void> {
+    const reqOne = (r.flags & CMD_FLAG.REQ_ONE) !== 0;
+    let ext: Extent[] = await exp.backend.extents(r.offset, r.length);
+    if (reqOne) {
+      const first = ext[0] as Extent;
+      ext = [{ length: Math.min(first.length, r.length), flags: first.flags }];
+    } else if (ext.length > MAX_EXTENTS) ext = ext.slice(0, MAX_EXTENTS);
+    this.#send(blockStatusChunk(r.cookie, BASE_ALLOCATION_ID, ext));
+  }
+
+  #replyError(r: NbdRequest, errno: number, message: string): void {
+    this.#o.stats.errors++;
+    const structured = this.#neg?.structuredReplies && (r.type === CMD.READ || r.type === CMD.BLOCK_STATUS);
+    this.#send(structured ? errorChunk(r.cookie, errno, message) : simpleReply(r.cookie, errno));
+  }
+
+  /** Writes one reply's buffers contiguously; notes socket backpressure. */
+  #send(...bufs: Buffer[]): void {
+    const s = this.socket;
+    if (s.destroyed || !s.writable) return;
+    let ok = true;
+    if (bufs.length > 1) s.cork();
+    for (const b of bufs) ok = s.write(b);
+    if (bufs.length > 1) s.uncork();
+    if (!ok && !this.#writeBlocked) {
+      this.#writeBlocked = true;
+      this.#updateFlow();
+    }
+  }
+
+  /**
+   * Pauses reading while over the in-flight bound or while replies are not
+   * draining. Once ending, input is read and discarded (the parser is stopped)
+   * so the peer's FIN is seen and the socket can close.
+   */
+  #updateFlow(): void {
+    const stop = !this.#ending && (this.#writeBlocked || this.#inFlight >= this.#o.maxInFlight);
+    if (stop && !this.#paused) {
+      this.#paused = true;
+      this.socket.pause();
+    } else if (!stop && this.#paused) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+  }
+}

@@ -1,0 +1,366 @@
+/**
+ * Server side of the fixed newstyle handshake (proto.md "Newstyle
+ * negotiation", "Option haggling"). A state machine fed Buffers: it queues
+ * the bytes to send in {@link ServerHandshake.out} and ends in `done` (with
+ * the negotiated result and any bytes that already belong to the
+ * transmission phase) or `closed` (with a reason). No sockets: the unit
+ * tests drive it with hex fixtures.
+ */
+import type { ExportRegistry, NbdExport } from '../exports.js';
+import {
+  BASE_ALLOCATION,
+  BASE_ALLOCATION_ID,
+  FLAG_C_FIXED_NEWSTYLE,
+  FLAG_C_NO_ZEROES,
+  FLAG_FIXED_NEWSTYLE,
+  FLAG_NO_ZEROES,
+  IHAVEOPT,
+  INFO,
+  MAX_PAYLOAD,
+  NBDMAGIC,
+  OPT,
+  OPT_REPLY_MAGIC,
+  REP,
+  TF,
+} from './constants.js';
+
+/** Largest option payload we read; longer ones are skipped and answered NBD_REP_ERR_TOO_BIG. */
+export const MAX_OPTION_LEN = 64 * 1024;
+/** Most options one client may send before we give up on it. */
+export const MAX_OPTIONS = 1024;
+/** Preferred block size we advertise in NBD_INFO_BLOCK_SIZE. */
+export const PREFERRED_BLOCK = 4096;
+
+/** What the handshake settled. */
+export interface Negotiated {
+  export: NbdExport;
+  /** NBD_OPT_STRUCTURED_REPLY was acknowledged. */
+  structuredReplies: boolean;
+  /** base:allocation was selected for this export (NBD_CMD_BLOCK_STATUS allowed). */
+  baseAllocation: boolean;
+  /** Transmission flags sent to the client. */
+  flags: number;
+}
+
+type State = 'client-flags' | 'option-header' | 'option-data' | 'option-skip' | 'done' | 'closed';
+
+/** Transmission flags for an export, given what was negotiated. */
+export function transmissionFlags(exp: NbdExport, structured: boolean): number {
+  let f = TF.HAS_FLAGS | TF.SEND_FLUSH | TF.SEND_FUA | TF.SEND_CACHE;
+  if (exp.readOnly) f |= TF.READ_ONLY;
+  else f |= TF.SEND_TRIM | TF.SEND_WRITE_ZEROES | TF.SEND_FAST_ZERO;
+  if (structured) f |= TF.SEND_DF;
+  if (exp.backend.canMultiConn) f |= TF.CAN_MULTI_CONN;
+  return f;
+}
+
+export class ServerHandshake {
+  /** Bytes to send to the client, in order; the caller drains it after each feed. */
+  out: Buffer[] = [];
+  state: State = 'client-flags';
+  /** Set when state is `done`. */
+  result: Negotiated | undefined;
+  /** Set when state is `closed`: why (for one log line). `clean` when the client aborted politely. */
+  closeReason = '';
+  clean = false;
+  /** Bytes received after the handshake ended (the first transmission requests). */
+  rest: Buffer = Buffer.alloc(0);
+
+  #exports: ExportRegistry;
+  #buf: Buffer = Buffer.alloc(0);
+  #noZeroes = false;
+  #structured = false;
+  #metaExport: string | undefined;
+  #opt = 0;
+  #optLen = 0;
+  #options = 0;
+
+  constructor(exports: ExportRegistry) {
+    this.#exports = exports;
+    const g = Buffer.alloc(18);
+    g.writeBigUInt64BE(NBDMAGIC, 0);
+    g.writeBigUInt64BE(IHAVEOPT, 8);
+    g.writeUInt16BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 16);
+    this.out.push(g);
+  }
+
+  /** Feeds received bytes. Never throws for anything the peer sends. */
+  feed(chunk: Buffer): void {
+    if (this.state === 'done' || this.state === 'closed') {
+      if (this.state === 'done') this.rest = Buffer.concat([this.rest, chunk]);
+      return;
+    }
+    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk;
+    for (;;) {
+      const s = this.state as State;
+      if (s === 'done') {
+        this.rest = this.#buf;
+        this.#buf = Buffer.alloc(0);
+        return;
+      }
+      if (s === 'closed') return;
+      if (!this.#step()) return;
+    }
+  }
+
+  /** Runs one state; returns false when more bytes are needed. */
+  #step(): boolean {
+    const b = this.#buf;
+    switch (this.state) {
+      case 'client-flags': {
+        if (b.length < 4) return false;
+        const flags = b.readUInt32BE(0);
+        this.#consume(4);
+        // proto.md: the server MUST drop the connection on unknown client flags.
+        if ((flags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) !== 0)
+          return this.#close(`client flags 0x${flags.toString(16)} include bits the server did not offer`);
+        this.#noZeroes = (flags & FLAG_C_NO_ZEROES) !== 0;
+        this.state = 'option-header';
+        return true;
+      }
+      case 'option-header': {
+        if (b.length < 16) return false;
+        if (b.readBigUInt64BE(0) !== IHAVEOPT)
+          return this.#close(`bad option magic 0x${b.readBigUInt64BE(0).toString(16)} (expected IHAVEOPT)`);
+        this.#opt = b.readUInt32BE(8);
+        this.#optLen = b.readUInt32BE(12);
+        this.#consume(16);
+        if (++this.#options > MAX_OPTIONS) return this.#close(`more than ${MAX_OPTIONS} options in one handshake`);
+        if (this.#optLen > MAX_OPTION_LEN) {
+          if (this.#opt === OPT.EXPORT_NAME) return this.#close(`export name of ${this.#optLen} bytes is too long`);
+          this.state = 'option-skip';
+          return true;
+        }
+        this.state = 'option-data';
+        return true;
+      }
+      case 'option-skip': {
+        const n = Math.min(b.length, this.#optLen);
+        this.#consume(n);
+        this.#optLen -= n;
+        if (this.#optLen > 0) return false;
+        this.#reply(this.#opt, REP.ERR_TOO_BIG, `option data longer than ${MAX_OPTION_LEN} bytes`);
+        this.state = 'option-header';
+        return true;
+      }
+      case 'option-data': {
+        if (b.length < this.#optLen) return false;
+        const data = b.subarray(0, this.#optLen);
+        this.#consume(this.#optLen);
+        this.state = 'option-header';
+        this.#option(this.#opt, data);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  #option(opt: number, data: Buffer): void {
+    switch (opt) {
+      case OPT.EXPORT_NAME:
+        this.#exportName(data);
+        return;
+      case OPT.ABORT:
+        this.#reply(opt, REP.ACK);
+        this.clean = true;
+        this.#close('client aborted the handshake');
+        return;
+      case OPT.LIST:
+        this.#list(data);
+        return;
+      case OPT.STARTTLS:
+        this.#reply(opt, REP.ERR_POLICY, 'TLS is not supported by this server yet');
+        return;
+      case OPT.INFO:
+      case OPT.GO:
+        this.#infoGo(opt, data);
+        return;
+      case OPT.STRUCTURED_REPLY:
+        if (data.length !== 0) {
+          this.#reply(opt, REP.ERR_INVALID, 'NBD_OPT_STRUCTURED_REPLY takes no data');
+          return;
+        }
+        this.#structured = true;
+        this.#reply(opt, REP.ACK);
+        return;
+      case OPT.LIST_META_CONTEXT:
+      case OPT.SET_META_CONTEXT:
+        this.#metaContext(opt, data);
+        return;
+      default:
+        // Unknown options (EXTENDED_HEADERS included) are refused, never a hang-up.
+        this.#reply(opt, REP.ERR_UNSUP, `option ${opt} is not supported`);
+        return;
+    }
+  }
+
+  #exportName(data: Buffer): void {
+    const name = data.toString('utf8');
+    const exp = this.#exports.resolve(name);
+    // proto.md: an unknown export after EXPORT_NAME MUST terminate the session.
+    if (!exp) {
+      this.#close(`client asked for unknown export "${name}" with NBD_OPT_EXPORT_NAME`);
+      return;
+    }
+    const flags = transmissionFlags(exp, this.#structured);
+    const b = Buffer.alloc(this.#noZeroes ? 10 : 134);
+    b.writeBigUInt64BE(BigInt(exp.backend.size), 0);
+    b.writeUInt16BE(flags, 8);
+    this.out.push(b);
+    this.#finish(exp, flags);
+  }
+
+  #list(data: Buffer): void {
+    if (data.length !== 0) {
+      this.#reply(OPT.LIST, REP.ERR_INVALID, 'NBD_OPT_LIST takes no data');
+      return;
+    }
+    for (const exp of this.#exports.list()) {
+      const name = Buffer.from(exp.name);
+      const desc = Buffer.from(exp.description);
+      const p = Buffer.alloc(4 + name.length + desc.length);
+      p.writeUInt32BE(name.length, 0);
+      name.copy(p, 4);
+      desc.copy(p, 4 + name.length);
+      this.#reply(OPT.LIST, REP.SERVER, p);
+    }
+    this.#reply(OPT.LIST, REP.ACK);
+  }
+
+  #infoGo(opt: number, data: Buffer): void {
+    if (data.length < 6) {
+      this.#reply(opt, REP.ERR_INVALID, 'option data shorter than 6 bytes');
+      return;
+    }
+    const nameLen = data.readUInt32BE(0);
+    if (nameLen > data.length - 6) {
+      this.#reply(opt, REP.ERR_INVALID, `export name length ${nameLen} exceeds the option data`);
+      return;
+    }
+    const name = data.toString('utf8', 4, 4 + nameLen);
+    const nreq = data.readUInt16BE(4 + nameLen);
+    if (6 + nameLen + 2 * nreq !== data.length) {
+      this.#reply(opt, REP.ERR_INVALID, `${nreq} information requests do not match the option length`);
+      return;
+    }
+    const reqs = new Set<number>();
+    for (let i = 0; i < nreq; i++) reqs.add(data.readUInt16BE(6 + nameLen + 2 * i));
+    const exp = this.#exports.resolve(name);
+    if (!exp) {
+      this.#reply(opt, REP.ERR_UNKNOWN, `export "${name}" does not exist`);
+      return;
+    }
+    const flags = transmissionFlags(exp, this.#structured);
+    const info = Buffer.alloc(12);
+    info.writeUInt16BE(INFO.EXPORT, 0);
+    info.writeBigUInt64BE(BigInt(exp.backend.size), 2);
+    info.writeUInt16BE(flags, 10);
+    this.#reply(opt, REP.INFO, info);
+    if (reqs.has(INFO.NAME)) this.#reply(opt, REP.INFO, infoString(INFO.NAME, exp.name));
+    if (reqs.has(INFO.DESCRIPTION) && exp.description)
+      this.#reply(opt, REP.INFO, infoString(INFO.DESCRIPTION, exp.description));
+    // Our constraints are the defaults (min 1, preferred 4096) plus a 32 MiB payload cap; always send them.
+    const bs = Buffer.alloc(14);
+    bs.writeUInt16BE(INFO.BLOCK_SIZE, 0);
+    bs.writeUInt32BE(1, 2);
+    bs.writeUInt32BE(PREFERRED_BLOCK, 6);
+    bs.writeUInt32BE(MAX_PAYLOAD, 10);
+    this.#reply(opt, REP.INFO, bs);
+    this.#reply(opt, REP.ACK);
+    if (opt === OPT.GO) this.#finish(exp, flags);
+  }
+
+  #metaContext(opt: number, data: Buffer): void {
+    const set = opt === OPT.SET_META_CONTEXT;
+    // SET replaces the previous selection even when it fails (proto.md).
+    if (set) this.#metaExport = undefined;
+    if (!this.#structured) {
+      this.#reply(opt, REP.ERR_INVALID, 'negotiate NBD_OPT_STRUCTURED_REPLY before metadata contexts');
+      return;
+    }
+    const parsed = parseMetaRequest(data);
+    if (typeof parsed === 'string') {
+      this.#reply(opt, REP.ERR_INVALID, parsed);
+      return;
+    }
+    const exp = this.#exports.resolve(parsed.name);
+    if (!exp) {
+      this.#reply(opt, REP.ERR_UNKNOWN, `export "${parsed.name}" does not exist`);
+      return;
+    }
+    let match: boolean;
+    if (set) match = parsed.queries.includes(BASE_ALLOCATION);
+    else match = parsed.queries.length === 0 || parsed.queries.some((q) => q === 'base:' || q === BASE_ALLOCATION);
+    if (match) {
+      const name = Buffer.from(BASE_ALLOCATION);
+      const p = Buffer.alloc(4 + name.length);
+      p.writeUInt32BE(set ? BASE_ALLOCATION_ID : 0, 0);
+      name.copy(p, 4);
+      this.#reply(opt, REP.META_CONTEXT, p);
+      if (set) this.#metaExport = exp.name;
+    }
+    this.#reply(opt, REP.ACK);
+  }
+
+  #finish(exp: NbdExport, flags: number): void {
+    this.result = {
+      export: exp,
+      structuredReplies: this.#structured,
+      baseAllocation: this.#structured && this.#metaExport === exp.name,
+      flags,
+    };
+    this.state = 'done';
+  }
+
+  #reply(opt: number, type: number, data?: Buffer | string): void {
+    const payload = typeof data === 'string' ? Buffer.from(data) : (data ?? Buffer.alloc(0));
+    const h = Buffer.alloc(20);
+    h.writeBigUInt64BE(OPT_REPLY_MAGIC, 0);
+    h.writeUInt32BE(opt, 8);
+    h.writeUInt32BE(type, 12);
+    h.writeUInt32BE(payload.length, 16);
+    this.out.push(h);
+    if (payload.length) this.out.push(payload);
+  }
+
+  #consume(n: number): void {
+    this.#buf = this.#buf.subarray(n);
+  }
+
+  #close(reason: string): false {
+    this.state = 'closed';
+    this.closeReason = reason;
+    return false;
+  }
+}
+
+function infoString(type: number, s: string): Buffer {
+  const b = Buffer.from(s);
+  const p = Buffer.alloc(2 + b.length);
+  p.writeUInt16BE(type, 0);
+  b.copy(p, 2);
+  return p;
+}
+
+/** Parses LIST/SET_META_CONTEXT data; returns a reason string when it is malformed. */
+export function parseMetaRequest(data: Buffer): { name: string; queries: string[] } | string {
+  if (data.length < 8) return 'metadata context request shorter than 8 bytes';
+  const nameLen = data.readUInt32BE(0);
+  if (nameLen > data.length - 8) return `export name length ${nameLen} exceeds the option data`;
+  const name = data.toString('utf8', 4, 4 + nameLen);
+  let p = 4 + nameLen;
+  const n = data.readUInt32BE(p);
+  p += 4;
+  const queries: string[] = [];
+  for (let i = 0; i < n; i++) {
+    if (p + 4 > data.length) return `query ${i} of ${n} lies beyond the option data`;
+    const len = data.readUInt32BE(p);
+    p += 4;
+    if (len > data.length - p) return `query ${i} length ${len} exceeds the option data`;
+    queries.push(data.toString('utf8', p, p + len));
+    p += len;
+  }
+  if (p !== data.length) return `${data.length - p} stray bytes after the queries`;
+  return { name, queries };
+}

@@ -1,0 +1,167 @@
+/**
+ * The NBD server: listens on TCP and unix sockets, runs one
+ * {@link NbdConnection} per client, and sends every client's requests to the
+ * backends through one shared {@link IoScheduler} (DWRR by export weight).
+ */
+import { lstat, unlink } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { type Address, formatAddress } from '../../config/address.js';
+import type { Logger } from '../../log.js';
+import { StorageError } from '../errors.js';
+import type { ExportRegistry } from '../exports.js';
+import { IoScheduler } from '../scheduler.js';
+import { NbdConnection, type NbdStats } from './connection.js';
+
+export interface NbdServerOptions {
+  logger: Logger;
+  exports: ExportRegistry;
+  /** Where to listen: `tcp` (port 0 picks a free port) and `unix` addresses. */
+  listen: Address[];
+  /** Requests in flight per client before its socket is paused (backpressure); default 64. */
+  maxInFlightPerClient?: number;
+  /** Requests executing in backends at once, over all clients; default 64. */
+  concurrency?: number;
+  /** Connections at once per server; more are closed at accept with a log line; default 1024. */
+  maxConnections?: number;
+  /** A client must finish the handshake within this many ms; default 30000. */
+  handshakeTimeoutMs?: number;
+}
+
+export interface NbdServer {
+  /** Binds every listen address; rejects with ERR_NBD_LISTEN naming the address that failed. */
+  open(): Promise<void>;
+  /** Bound addresses (TCP ports resolved), valid after open(). */
+  addresses(): Address[];
+  /** Live counters. */
+  readonly stats: Readonly<NbdStats>;
+  /** Connected clients. */
+  readonly connections: number;
+  /**
+   * Stops listening, stops reading requests, answers those in flight, closes
+   * connections, then flushes every export's backend. Idempotent.
+   */
+  close(): Promise<void>;
+  /** Closes listeners and connections at once. Idempotent. */
+  destroy(err?: Error): Promise<void>;
+}
+
+/** A listen address could not be used. */
+export class NbdListenError extends StorageError {
+  constructor(address: string, reason: string, options?: ErrorOptions) {
+    super('ERR_NBD_LISTEN', `NBD server cannot listen on ${address}: ${reason}`, options);
+  }
+}
+
+export function createNbdServer(opts: NbdServerOptions): NbdServer {
+  const logger = opts.logger;
+  const scheduler = new IoScheduler({ concurrency: opts.concurrency ?? 64 });
+  const stats: NbdStats = {
+    connections: 0,
+    requests: 0,
+    errors: 0,
+    protocolErrors: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+  };
+  const maxConnections = opts.maxConnections ?? 1024;
+  const conns = new Set<NbdConnection>();
+  const servers: { server: Server; address: Address }[] = [];
+  let closing: Promise<void> | undefined;
+  let destroyed = false;
+
+  const onSocket = (socket: Socket): void => {
+    if (closing || destroyed || conns.size >= maxConnections) {
+      logger.warn(
+        { peer: socket.remoteAddress },
+        closing || destroyed
+          ? 'refusing NBD connection: server is shutting down'
+          : `refusing NBD connection: ${maxConnections} connections already open (raise maxConnections)`,
+      );
+      socket.destroy();
+      return;
+    }
+    stats.connections++;
+    const c = new NbdConnection({
+      socket,
+      exports: opts.exports,
+      scheduler,
+      logger,
+      stats,
+      maxInFlight: opts.maxInFlightPerClient ?? 64,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
+    });
+    conns.add(c);
+    void c.closed.then(() => conns.delete(c));
+  };
+
+  const listenOne = async (a: Address): Promise<void> => {
+    if (a.type === 'udp') throw new NbdListenError(formatAddress(a), 'NBD runs over TCP or unix sockets, not UDP');
+    const server = createServer({ noDelay: true }, onSocket);
+    if (a.type === 'unix') await removeStaleSocket(a.path);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new NbdListenError(formatAddress(a), err.message, { cause: err })));
+      if (a.type === 'unix') server.listen(a.path, resolve);
+      else server.listen(a.port, a.host, resolve);
+    });
+    server.on('error', (err) => logger.error({ err, address: formatAddress(a) }, 'NBD listener error'));
+    const bound = server.address();
+    const address: Address =
+      a.type === 'tcp' && bound && typeof bound === 'object' ? { type: 'tcp', host: a.host, port: bound.port } : a;
+    servers.push({ server, address });
+    logger.info({ address: formatAddress(address) }, 'NBD server listening');
+  };
+
+  const closeListeners = async (): Promise<void> => {
+    await Promise.all(
+      servers.map(
+        ({ server, address }) =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            if (address.type === 'unix') void unlink(address.path).catch(() => {});
+          }),
+      ),
+    );
+    servers.length = 0;
+  };
+
+  return {
+    async open() {
+      try {
+        for (const a of opts.listen) await listenOne(a);
+      } catch (err) {
+        await closeListeners();
+        throw err;
+      }
+    },
+    addresses: () => servers.map((s) => s.address),
+    stats,
+    get connections() {
+      return conns.size;
+    },
+    close() {
+      closing ??= (async () => {
+        const listeners = closeListeners();
+        await Promise.all([...conns].map((c) => c.shutdown()));
+        await listeners;
+        await scheduler.idle();
+        await Promise.allSettled(opts.exports.list().map((e) => e.backend.flush()));
+      })();
+      return closing;
+    },
+    async destroy() {
+      destroyed = true;
+      for (const c of conns) c.socket.destroy();
+      await closeListeners();
+    },
+  };
+}
+
+/** Removes a leftover unix socket file from an earlier run (never a regular file). */
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    const st = await lstat(path);
+    if (st.isSocket()) await unlink(path);
+  } catch {
+    // Absent: nothing to remove.
+  }
+}
