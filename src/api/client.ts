@@ -52,6 +52,17 @@ export class DaemonUnreachableError extends VmlinkError {
   }
 }
 
+/** The daemon accepted the connection but did not answer in time. */
+export class DaemonTimeoutError extends VmlinkError {
+  constructor(socketPath: string, what: string, ms: number, options?: ErrorOptions) {
+    super(
+      'ERR_DAEMON_TIMEOUT',
+      `the vmlink daemon at ${socketPath} did not answer ${what} within ${ms / 1000}s; check its log`,
+      options,
+    );
+  }
+}
+
 /** `GET /v1/status`. */
 export interface StatusView {
   host: { id: string; version: string; pid: number; uptime_s: number; control: string; state_dir: string };
@@ -297,6 +308,9 @@ export class ControlClient {
     } catch (err) {
       const code = systemCode(err);
       if (code) throw new DaemonUnreachableError(this.socketPath, code, { cause: err });
+      if ((err as { code?: unknown }).code === 'UND_ERR_HEADERS_TIMEOUT') {
+        throw new DaemonTimeoutError(this.socketPath, `${method} ${path}`, this.#timeoutMs, { cause: err });
+      }
       throw err;
     }
   }

@@ -50,7 +50,11 @@ export function formatTable(
   const widths = columns.map((c, i) => Math.max(c.header.length, ...rows.map((r) => width(r[i] ?? ''))));
   const line = (cells: readonly string[]) =>
     cells
-      .map((cell, i) => pad(cell, i === cells.length - 1 ? 0 : (widths[i] ?? 0), columns[i]?.align ?? 'left'))
+      .map((cell, i) => {
+        const align = columns[i]?.align ?? 'left';
+        // A left-aligned last column needs no padding (no trailing spaces).
+        return pad(cell, i === cells.length - 1 && align === 'left' ? 0 : (widths[i] ?? 0), align);
+      })
       .join('  ')
       .trimEnd();
   const head = line(columns.map((c, i) => pad(c.header, widths[i] ?? 0, c.align ?? 'left')));

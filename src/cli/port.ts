@@ -126,10 +126,9 @@ export function formatPort(p: PortView): string {
 
 /** `listening on unix:/x`, for the line `port add` prints. */
 function summary(p: PortView): string {
-  const t = p.transport;
-  const where = ['listen', 'connect', 'local']
-    .filter((k) => t[k] !== undefined || p.spec[k] !== undefined)
-    .map((k) => `${k} ${displayValue(p.spec[k] ?? t[k])}`);
+  const where = ['listen', 'connect', 'local', 'remote']
+    .filter((k) => p.spec[k] !== undefined)
+    .map((k) => `${k} ${displayValue(p.spec[k])}`);
   return [p.kind, p.state, ...where].join(', ');
 }
 
