@@ -65,7 +65,7 @@ export function formatTable(
 
 /** `key  value` lines with the keys aligned; nested items are indented under a key with an empty value. */
 export function formatPairs(pairs: readonly (readonly [string, string])[], colour = useColour()): string {
-  const w = Math.max(0, ...pairs.map(([k]) => k.length));
+  const w = Math.max(0, ...pairs.filter(([, v]) => v !== '').map(([k]) => k.length));
   return `${pairs.map(([k, v]) => (v === '' ? style(k, 'bold', colour) : `${k.padEnd(w)}  ${v}`).trimEnd()).join('\n')}\n`;
 }
 
