@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MemoryBackend } from '../../src/storage/backends/memory.js';
+import { ExportRegistry } from '../../src/storage/exports.js';
+import { IoScheduler } from '../../src/storage/scheduler.js';
+
+describe('NBD I/O scheduler', () => {
+  it('serves backlogged exports in proportion to their weights, never running more than its concurrency', async () => {
+    const reg = new ExportRegistry();
+    const light = reg.add({ name: 'light', backend: new MemoryBackend({ size: 1 }), weight: 1 });
+    const heavy = reg.add({ name: 'heavy', backend: new MemoryBackend({ size: 1 }), weight: 3 });
+    const s = new IoScheduler({ concurrency: 2 });
+    const order: string[] = [];
+    let running = 0;
+    let most = 0;
+    const job = (name: string) => ({
+      run: async () => {
+        running++;
+        most = Math.max(most, running);
+        order.push(name);
+        await new Promise<void>((r) => setImmediate(r));
+        running--;
+      },
+    });
+    for (let i = 0; i < 400; i++) {
+      s.submit(light, job('light'), 65536);
+      s.submit(heavy, job('heavy'), 65536);
+    }
+    await s.idle();
+    assert.equal(most, 2);
+    assert.equal(order.length, 800);
+    // While both are backlogged (the first 400 dispatches), heavy gets three of every four.
+    const first = order.slice(0, 400);
+    const heavyShare = first.filter((x) => x === 'heavy').length / first.length;
+    assert.ok(Math.abs(heavyShare - 0.75) < 0.03, `heavy share ${heavyShare}`);
+  });
+
+  it('resolves idle() at once when nothing is queued', async () => {
+    await new IoScheduler().idle();
+  });
+});
