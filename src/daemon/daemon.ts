@@ -96,8 +96,9 @@ function rawOf(spec: PortConfig): Record<string, unknown> {
 
 /** The address a port binds or dials, for messages. */
 function addressOf(spec: PortConfig): string {
-  const a = spec.kind === 'dgram' ? spec.local : (spec.listen ?? spec.connect);
-  return a ? formatAddress(a) : '(no address)';
+  const raw = rawOf(spec);
+  for (const key of ['listen', 'connect', 'local', 'ifname']) if (typeof raw[key] === 'string') return raw[key];
+  return `its ${spec.kind} transport`;
 }
 
 /** Validates an API body or stored item with a config schema; ConfigError (400 with problems) when it does not fit. */

@@ -695,4 +695,62 @@ describe('runDaemon', () => {
     await assert.rejects(stat(control), { code: 'ENOENT' });
     assert.match(c.stderr(), /vmlink daemon stopped/);
   });
+
+  test('exits 1 at once on a second SIGTERM while the graceful stop waits for a peer', async () => {
+    const dir = dirFor();
+    await mkdir(dir, { recursive: true });
+    const control = join(dir, 'run', 'vmlink.sock');
+    const file = join(dir, 'slow.yaml');
+    await writeFile(
+      file,
+      [
+        'host:',
+        '  id: h8',
+        `  control: ${control}`,
+        `  state_dir: ${join(dir, 'state')}`,
+        'networks: [{ name: lan, vni: 1, mtu: 9000 }]',
+        'ports:',
+        `  - { name: a, kind: stream, network: lan, listen: "unix:${join(dir, 'a.sock')}" }`,
+        `  - { name: b, kind: stream, network: lan, listen: "unix:${join(dir, 'b.sock')}" }`,
+        '',
+      ].join('\n'),
+    );
+    const c = child(file);
+    const exited = once(c.proc, 'exit');
+    const stderrHas = (text: string): Promise<void> =>
+      new Promise((resolve) => {
+        const on = (): void => {
+          if (!c.stderr().includes(text)) return;
+          c.proc.stderr?.off('data', on);
+          resolve();
+        };
+        c.proc.stderr?.on('data', on);
+        on();
+      });
+    await stderrHas('vmlink daemon started');
+    // b's peer never reads: its egress queue fills, and close() waits to flush it.
+    const b = connect(join(dir, 'b.sock'));
+    await once(b, 'connect');
+    b.pause();
+    const a = connect(join(dir, 'a.sock'));
+    await once(a, 'connect');
+    const client = new ControlClient({ socketPath: control });
+    while ((await client.getPort('b')).state !== 'up') await new Promise(setImmediate);
+    const frame = Buffer.alloc(9014, 0x11);
+    BCAST_FROM_A.copy(frame, 0, 0, 14);
+    while ((await client.getPort('b')).counters.drops.queue_full === 0) {
+      for (let i = 0; i < 200; i++) a.write(framed(frame));
+      if (a.writableNeedDrain) await once(a, 'drain');
+      else await new Promise(setImmediate);
+    }
+    await client.close();
+    c.proc.kill('SIGTERM');
+    await stderrHas('SIGTERM received: stopping');
+    c.proc.kill('SIGTERM');
+    const [code] = await exited;
+    assert.equal(code, 1);
+    assert.match(c.stderr(), /exiting at once/);
+    a.destroy();
+    b.destroy();
+  });
 });
