@@ -344,10 +344,13 @@ export class NbdConnection {
     const stop = !this.#ending && (this.#writeBlocked || this.#inFlight >= this.#o.maxInFlight);
     if (stop && !this.#paused) {
       this.#paused = true;
+      this.#parser?.pause();
       this.socket.pause();
     } else if (!stop && this.#paused) {
       this.#paused = false;
       this.socket.resume();
+      // May deliver buffered requests and re-enter here to pause again: state is already updated.
+      this.#parser?.resume();
     }
   }
 }

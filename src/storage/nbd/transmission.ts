@@ -41,6 +41,7 @@ export class RequestParser {
   #payload: Buffer | undefined;
   #filled = 0;
   #failed = false;
+  #paused = false;
   #onRequest: (r: NbdRequest) => void;
   #onError: (reason: string) => void;
 
@@ -54,11 +55,28 @@ export class RequestParser {
     return this.#buf.length + this.#filled;
   }
 
+  /**
+   * Stops delivering requests (the caller's in-flight bound is reached):
+   * bytes already received stay buffered until {@link resume}, so the bound
+   * is exact, and the caller pauses its socket so the buffer stays bounded.
+   */
+  pause(): void {
+    this.#paused = true;
+  }
+
+  /** Delivers the buffered requests, then keeps parsing. */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.feed(Buffer.alloc(0));
+  }
+
   feed(chunk: Buffer): void {
     if (this.#failed) return;
-    let b = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : chunk;
+    let b = this.#buf.length ? (chunk.length ? Buffer.concat([this.#buf, chunk]) : this.#buf) : chunk;
     let p = 0;
     for (;;) {
+      if (this.#paused || this.#failed) break;
       if (this.#pending) {
         // Assembling a write payload that spans chunks.
         const req = this.#pending;
@@ -112,9 +130,10 @@ export class RequestParser {
       this.#payload = Buffer.allocUnsafe(req.length);
       this.#filled = 0;
     }
+    if (this.#failed) return;
     b = b.subarray(p);
-    // Keep only the unparsed tail (less than one header) and drop the reference to the big chunk.
-    this.#buf = b.length ? Buffer.from(b) : Buffer.alloc(0);
+    // Keep the unparsed tail. A short tail (part of a header) is copied so the big chunk can be freed.
+    this.#buf = b.length === 0 ? Buffer.alloc(0) : b.length < REQUEST_LEN ? Buffer.from(b) : b;
   }
 
   /** Stops parsing (after DISC or when the connection is going away). */
