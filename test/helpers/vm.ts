@@ -287,6 +287,11 @@ export class Vm {
     return this.#proc.pid;
   }
 
+  /** True until QEMU has exited. */
+  get running(): boolean {
+    return this.#exitCode === undefined;
+  }
+
   /** Everything the guest printed on its console so far. */
   get consoleLog(): string {
     return this.#console;
