@@ -8,12 +8,8 @@
  * open every port, then serve the API. A port that cannot open is logged and
  * shown as `down` with the reason; it does not stop the daemon.
  */
-import { readFileSync } from 'node:fs';
-import type { z } from 'zod';
 import type { CaptureTap, ControlBackend, NetworkView, PortViewOut, QemuArgsView, StatusView } from '../api/backend.js';
 import { ApiServer } from '../api/server.js';
-import { formatAddress } from '../config/address.js';
-import { ConfigError, problemsOf } from '../config/errors.js';
 import { type Config, type NetworkConfig, networkSchema, type PortConfig, portSchema } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
 import type { StateStore, StoredItem } from '../control/store.js';
@@ -27,12 +23,13 @@ import {
   PortExistsError,
   PortNotFoundError,
 } from '../net/errors.js';
-import { parseMac } from '../net/frame.js';
-import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortState } from '../net/ports/port.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
-import { type FdbRow, type PortBinding, Switch, type SwitchPort } from '../net/switch/switch.js';
+import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
+import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
+import { UnavailablePort } from './unavailable-port.js';
 
 export type Source = 'config' | 'api';
 
@@ -58,54 +55,6 @@ interface PortEntry {
   /** Reason of the last state change. */
   reason: string;
   taps: Set<CaptureTap>;
-}
-
-/** The version in package.json, found by walking up from this module. */
-function packageVersion(): string {
-  for (let url = new URL('.', import.meta.url); url.pathname !== '/'; url = new URL('..', url)) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL('package.json', url), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'vmlink' && pkg.version) return pkg.version;
-    } catch {
-      // not here: look one directory up
-    }
-  }
-  return '0.0.0';
-}
-
-/** The switch's binding for a port spec: MAC strings become numbers. */
-export function portBinding(spec: PortConfig): PortBinding {
-  return {
-    network: spec.network,
-    trunk: spec.trunk && { vlans: spec.trunk.vlans, native: spec.trunk.native },
-    allowedMacs: spec.allowed_macs?.map((m) => parseMac(m) as number),
-    maxMacs: spec.max_macs,
-    storm: spec.storm,
-  };
-}
-
-/** A parsed spec back in the text form of the config (addresses as `unix:/path`). */
-function rawOf(spec: PortConfig): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(spec)) {
-    out[k] =
-      typeof v === 'object' && v !== null && 'type' in v ? formatAddress(v as Parameters<typeof formatAddress>[0]) : v;
-  }
-  return out;
-}
-
-/** The address a port binds or dials, for messages. */
-function addressOf(spec: PortConfig): string {
-  const raw = rawOf(spec);
-  for (const key of ['listen', 'connect', 'local', 'ifname']) if (typeof raw[key] === 'string') return raw[key];
-  return `its ${spec.kind} transport`;
-}
-
-/** Validates an API body or stored item with a config schema; ConfigError (400 with problems) when it does not fit. */
-function parse<S extends z.ZodType>(schema: S, body: unknown, what: string): z.output<S> {
-  const r = schema.safeParse(body);
-  if (!r.success) throw new ConfigError(what, problemsOf(r.error));
-  return r.data;
 }
 
 export class Daemon implements ControlBackend {
@@ -145,7 +94,7 @@ export class Daemon implements ControlBackend {
       const stored = await this.#store.load();
       this.#switch.start();
       for (const n of this.config.networks) this.#addNetwork(n, 'config');
-      for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config');
+      for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config', true);
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
       await this.#api.listen();
@@ -197,24 +146,35 @@ export class Daemon implements ControlBackend {
     this.#networkSource.set(n.name, source);
   }
 
-  /** Creates the port on the switch (not opened). Throws when a network is missing or the name is taken. */
-  #addPort(spec: PortConfig, raw: Record<string, unknown>, source: Source): PortEntry {
+  /**
+   * Creates the port on the switch (not opened). Throws when a network is
+   * missing or the name is taken. With `tolerant` (config and stored ports) a
+   * transport that cannot be built becomes an {@link UnavailablePort}, shown
+   * down with the reason; otherwise (API) the error is thrown.
+   */
+  #addPort(spec: PortConfig, raw: Record<string, unknown>, source: Source, tolerant: boolean): PortEntry {
     const log = this.logger.child({ port: spec.name });
     const entry = { source, spec, raw, reason: 'not opened yet', taps: new Set<CaptureTap>() } as PortEntry;
-    entry.sp = this.#switch.addPort(spec.name, portBinding(spec), (sink, sp) =>
-      createPort(spec, {
+    entry.sp = this.#switch.addPort(spec.name, portBinding(spec), (sink, sp) => {
+      const ctx: PortContext = {
         sink,
         onState: (state: PortState, reason: string) => {
           this.#switch.portState(sp, state);
           entry.reason = reason;
           log.info({ state, reason }, `port ${state}: ${reason}`);
         },
-        onMalformed: (reason) => this.#switch.malformed(sp, reason),
+        onMalformed: (reason: string) => this.#switch.malformed(sp, reason),
         logger: log,
         maxFrameLen: MAX_FRAME_LEN,
         queueLen: spec.queue_len ?? DEFAULT_QUEUE_LEN,
-      }),
-    );
+      };
+      if (!tolerant) return createPort(spec, ctx);
+      try {
+        return createPort(spec, ctx);
+      } catch (err) {
+        return new UnavailablePort(spec.name, spec.kind, err);
+      }
+    });
     this.#ports.set(spec.name, entry);
     return entry;
   }
@@ -229,7 +189,7 @@ export class Daemon implements ControlBackend {
     };
     for (const raw of networks) {
       try {
-        const n = parse(networkSchema, raw, `stored network "${raw.name}"`);
+        const n = parseWith(networkSchema, raw, `stored network "${raw.name}"`);
         if (this.#networkSource.get(n.name) === 'config')
           throw new DeclaredInConfigError('network', n.name, this.#configPath);
         this.#addNetwork(n, 'api');
@@ -239,10 +199,10 @@ export class Daemon implements ControlBackend {
     }
     for (const raw of ports) {
       try {
-        const p = parse(portSchema, raw, `stored port "${raw.name}"`);
+        const p = parseWith(portSchema, raw, `stored port "${raw.name}"`);
         if (this.#ports.get(p.name)?.source === 'config')
           throw new DeclaredInConfigError('port', p.name, this.#configPath);
-        this.#addPort(p, raw, 'api');
+        this.#addPort(p, raw, 'api', true);
       } catch (err) {
         skip('port', raw.name, err);
       }
@@ -296,7 +256,7 @@ export class Daemon implements ControlBackend {
 
   addNetwork(body: unknown): Promise<NetworkView> {
     return this.#serial(async () => {
-      const n = parse(networkSchema, body, 'the network in the request body');
+      const n = parseWith(networkSchema, body, 'the network in the request body');
       const source = this.#networkSource.get(n.name);
       if (source === 'config') throw new DeclaredInConfigError('network', n.name, this.#configPath);
       if (source) throw new NetworkExistsError(n.name);
@@ -361,11 +321,11 @@ export class Daemon implements ControlBackend {
 
   addPort(body: unknown): Promise<PortViewOut> {
     return this.#serial(async () => {
-      const spec = parse(portSchema, body, 'the port in the request body');
+      const spec = parseWith(portSchema, body, 'the port in the request body');
       const existing = this.#ports.get(spec.name);
       if (existing?.source === 'config') throw new DeclaredInConfigError('port', spec.name, this.#configPath);
       if (existing) throw new PortExistsError(spec.name);
-      const e = this.#addPort(spec, body as Record<string, unknown>, 'api');
+      const e = this.#addPort(spec, body as Record<string, unknown>, 'api', false);
       try {
         await e.sp.port.open();
       } catch (err) {

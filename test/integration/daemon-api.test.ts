@@ -621,6 +621,44 @@ describe('daemon life cycle', () => {
     await stopDaemon(r2);
   });
 
+  test('skips stored items that no longer fit, logs why, and keeps them in the store', async () => {
+    const dir = dirFor();
+    const doc = hostConfig(dir, { networks: [{ name: 'lan', vni: 1 }] });
+    const stored = {
+      version: 1,
+      networks: [
+        { name: 'lan', vni: 2 },
+        { name: 'ok', vni: 3 },
+      ],
+      ports: [
+        { name: 'orphan', kind: 'stream', network: 'gone', listen: `unix:${join(dir, 'o.sock')}` },
+        { name: 'invalid', kind: 'stream', network: 'ok' },
+      ],
+    };
+    await mkdir(join(dir, 'state'), { recursive: true });
+    await writeFile(join(dir, 'state', 'state.json'), JSON.stringify(stored));
+    const r = await startDaemon(doc, dir);
+    try {
+      assert.deepEqual(
+        (await r.client.listNetworks()).map((n) => [n.name, n.vni, n.source]),
+        [
+          ['lan', 1, 'config'],
+          ['ok', 3, 'api'],
+        ],
+      );
+      assert.deepEqual(await r.client.listPorts(), []);
+      const errors = r.log.lines.filter((l) => l['level'] === 50).map((l) => String(l['msg']));
+      assert.equal(errors.length, 3, errors.join('\n'));
+      assert.match(errors[0] ?? '', /network "lan" from the state store was not restored: .*declared in the config/);
+      assert.match(errors[1] ?? '', /port "orphan" .*network "gone" does not exist/);
+      assert.match(errors[2] ?? '', /port "invalid" .*listen: give exactly one of listen or connect/s);
+    } finally {
+      await stopDaemon(r);
+    }
+    const after = JSON.parse(await readFile(join(dir, 'state', 'state.json'), 'utf8'));
+    assert.deepEqual(after, stored);
+  });
+
   test('refuses to start on a corrupt state file, naming the file', async () => {
     const dir = dirFor();
     const doc = hostConfig(dir);
