@@ -27,7 +27,7 @@ export class UnavailablePort implements Port {
     return Promise.reject(this.#err);
   }
 
-  write(): WriteResult {
+  write(_buf: Buffer, _off: number, _len: number): WriteResult {
     return WriteResult.DOWN;
   }
 
