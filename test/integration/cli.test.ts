@@ -249,28 +249,27 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
     assert.match(vni.stderr, /^error: --vni "abc" is not an integer 1-16777215$/m);
     assert.match(vni.stderr, /vmlink network create --help/);
 
-    const big = await cli('network', 'create', 'x', '--vni', '16777216');
-    assert.equal(big.code, 2);
-    assert.match(big.stderr, /--vni "16777216"/);
-
-    const mtu = await cli('network', 'create', 'x', '--vni', '5', '--mtu', '12');
-    assert.equal(mtu.code, 2);
-    assert.match(mtu.stderr, /--mtu "12" is not an integer 68-65535/);
-
-    const missing = await cli('network', 'create', 'x');
-    assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /--vni/);
-
-    const noKind = await cli('port', 'add', 'p', '--network', 'lab', '--listen', 'unix:/tmp/x.sock');
-    assert.equal(noKind.code, 2);
-    assert.match(noKind.stderr, /--kind/);
-
-    const badQueue = await cli('port', 'add', 'p', '--kind', 'dgram', '--network', 'lab', '--queue-len', '0');
-    assert.equal(badQueue.code, 2);
-
-    const unknownCmd = await cli('netwrk', 'list');
-    assert.equal(unknownCmd.code, 2);
-    assert.match(unknownCmd.stderr, /netwrk/);
+    const dgram = ['--kind', 'dgram', '--network', 'lab', '--local', 'udp:127.0.0.1:1', '--remote', 'udp:127.0.0.1:2'];
+    const cases: [string[], RegExp][] = [
+      [['network', 'create', 'x', '--vni', '16777216'], /--vni "16777216" is not an integer 1-16777215/],
+      [['network', 'create', 'x', '--vni', '5', '--mtu', '12'], /--mtu "12" is not an integer 68-65535/],
+      [['network', 'create', 'x'], /required option '--vni/],
+      [['port', 'add', 'p', '--network', 'lab', '--listen', 'unix:/tmp/x.sock'], /required option '--kind/],
+      [['port', 'add', 'p', ...dgram, '--queue-len', '0'], /--queue-len "0" is not an integer 1-1048576/],
+      [['port', 'add', 'p', ...dgram, '--max-macs', 'many'], /--max-macs "many"/],
+      [['capture', 'p', '-w', '/tmp/x.pcap', '-c', 'ten'], /-c "ten"/],
+      [['capture', 'p'], /required option '-w/],
+      [['netwrk', 'list'], /unknown command 'netwrk'/],
+      [['network', 'list', 'extra'], /too many arguments|unknown/],
+    ];
+    // Independent invocations: run them side by side.
+    const results = await Promise.all(cases.map(([args]) => cli(...args)));
+    results.forEach((r, i) => {
+      const [args, re] = cases[i] as [string[], RegExp];
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, re, args.join(' '));
+      assert.match(r.stderr, /--help\)/, `${args.join(' ')}: a hint follows the error`);
+    });
   });
 
   test('rejects bad addresses, MACs, kinds and option mixes with exit 2 naming the value', async () => {
@@ -288,12 +287,13 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
       [['--kind', 'stream', '--network', 'lab', '--listen', 'unix:/a', '--connect', 'unix:/b'], /--listen/],
       [['--kind', 'stream', '--network', 'lab', '--listen', 'unix:/a', '--storm', 'fast'], /--storm "fast"/],
     ];
-    for (const [opts, re] of cases) {
-      const r = await cli('port', 'add', 'bad', ...opts);
+    const results = await Promise.all(cases.map(([opts]) => cli('port', 'add', 'bad', ...opts)));
+    results.forEach((r, i) => {
+      const [opts, re] = cases[i] as [string[], RegExp];
       assert.equal(r.code, 2, `${opts.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, re, opts.join(' '));
       assert.match(r.stderr, /vmlink port add --help/);
-    }
+    });
   });
 
   test("prints the daemon's refusals with exit 1: unknown network, unknown port, config items, invalid names", async () => {
@@ -376,7 +376,19 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
       assert.match(r.stdout, new RegExp(`"${a[0]}"`));
     }
 
-    const list = JSON.parse((await cli('port', 'list', '--json')).stdout);
+    // Read-only commands are independent: run them side by side.
+    const [listJson, table, show, showJsonRun, qs, qsJsonRun, qt, qd, qGhost] = await Promise.all([
+      cli('port', 'list', '--json'),
+      cli('port', 'list'),
+      cli('port', 'show', 'kd'),
+      cli('port', 'show', 'kd', '--json'),
+      cli('qemu-args', 'ks'),
+      cli('qemu-args', 'ks', '--json', '--id', 'net0'),
+      cli('qemu-args', 'kt'),
+      cli('qemu-args', 'kd'),
+      cli('qemu-args', 'ghost'),
+    ]);
+    const list = JSON.parse(listJson.stdout);
     const byName = new Map(list.ports.map((p: { name: string }) => [p.name, p]));
     assert.equal((byName.get('ks') as { kind: string }).kind, 'stream');
     assert.equal((byName.get('kt') as { kind: string }).kind, 'socket');
@@ -386,29 +398,26 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
     assert.deepEqual(kd.spec['allowed_macs'], ['52:54:00:aa:00:03']);
     assert.deepEqual(kd.spec['storm'], { pps: 100, burst: 10 });
 
-    const table = await cli('port', 'list');
     assert.equal(table.code, 0, table.stderr);
     const lines = table.stdout.trimEnd().split('\n');
     assert.match(lines[0] ?? '', /^NAME\s+KIND\s+NETWORK\s+STATE\s+RX\s+TX\s+DROPS\s+MACS$/);
     assert.match(lines.find((l) => l.startsWith('ks ')) ?? '', /^ks\s+stream\s+lab\s+listening\s+0\s+0\s+0\s+0$/);
 
-    const show = await cli('port', 'show', 'kd');
     assert.equal(show.code, 0, show.stderr);
     for (const reason of ['runt', 'mtu', 'mac_locked', 'mac_limit', 'storm', 'queue_full', 'down', 'malformed']) {
       assert.match(show.stdout, new RegExp(`^ {2}${reason}\\s+0$`, 'm'), reason);
     }
     assert.match(show.stdout, new RegExp(`${udpLocal}`), 'transport details name the local address');
-    const showJson = JSON.parse((await cli('port', 'show', 'kd', '--json')).stdout);
+    const showJson = JSON.parse(showJsonRun.stdout);
     assert.equal(showJson.port.name, 'kd');
     assert.equal(showJson.port.counters.drops.mac_locked, 0);
 
-    const qs = await cli('qemu-args', 'ks');
     assert.equal(qs.code, 0, qs.stderr);
     assert.match(qs.stdout, /-netdev\s+'?stream,/);
     assert.ok(qs.stdout.includes(vmSock), qs.stdout);
     assert.ok(qs.stdout.includes('52:54:00:aa:00:01'), qs.stdout);
     assert.equal(qs.stdout.trimEnd().split('\n').length, 1, 'one line');
-    const qsJson = JSON.parse((await cli('qemu-args', 'ks', '--json', '--id', 'net0')).stdout);
+    const qsJson = JSON.parse(qsJsonRun.stdout);
     assert.equal(qsJson.mac, '52:54:00:aa:00:01');
     assert.ok(Array.isArray(qsJson.args));
     assert.ok(
@@ -417,22 +426,18 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
     );
     assert.equal(typeof qsJson.command, 'string');
 
-    const qt = await cli('qemu-args', 'kt');
     assert.equal(qt.code, 0, qt.stderr);
     assert.match(qt.stdout, /socket,/);
     assert.match(qt.stdout, /listen=127\.0\.0\.1:9/);
 
-    const qd = await cli('qemu-args', 'kd');
     assert.equal(qd.code, 0, qd.stderr);
     assert.match(qd.stdout, /dgram|socket,udp=/);
     assert.ok(qd.stdout.includes(String(udpLocal)) && qd.stdout.includes(String(udpRemote)), qd.stdout);
     assert.ok(qd.stdout.includes('52:54:00:aa:00:03'), 'the MAC defaults to the first allowed MAC');
 
-    const qGhost = await cli('qemu-args', 'ghost');
     assert.equal(qGhost.code, 1);
 
-    for (const name of ['ks', 'kt', 'kd']) {
-      const r = await cli('port', 'delete', name);
+    for (const r of await Promise.all(['ks', 'kt', 'kd'].map((n) => cli('port', 'delete', n)))) {
       assert.equal(r.code, 0, r.stderr);
     }
     const after = JSON.parse((await cli('port', 'list', '--json')).stdout);
