@@ -53,6 +53,14 @@ describe('VM harness (two guests linked directly by QEMU)', () => {
     assert.equal(exitCode.code, 7);
   });
 
+  test('interrupts a command that outlives its timeout and keeps the shell usable', async () => {
+    const vm = a!;
+    await assert.rejects(vm.run('sleep 600', { timeoutMs: 1000 }), /timed out after 1000 ms/);
+    const after = await vm.run('echo still-here');
+    assert.equal(after.code, 0);
+    assert.equal(after.output, 'still-here\n');
+  });
+
   test('configures eth0 from the kernel command line', async () => {
     const out = await b!.sh('ip -o -4 addr show dev eth0; cat /sys/class/net/eth0/address');
     assert.match(out, /inet 10\.0\.0\.2\/24/);

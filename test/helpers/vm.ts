@@ -379,7 +379,12 @@ export class Vm {
       if (echoEnd >= 0) output = output.slice(echoEnd + 7);
       return { output, code: Number(m[1]) };
     } catch (err) {
+      // Interrupt the command (the shell owns ttyS0 as its controlling tty), then wait
+      // until the shell answers again so the next command's output starts clean.
       this.#proc.stdin?.write('\x03');
+      const at = this.#console.length;
+      this.#proc.stdin?.write(`echo "__VMLINK_S""YNC_${id}__"\n`);
+      await this.#waitFor(new RegExp(`__VMLINK_SYNC_${id}__\\n`), at, 10_000, 'the shell after Ctrl-C').catch(() => {});
       throw err;
     }
   }
