@@ -21,7 +21,7 @@ export class MemoryBackend implements BlockBackend {
   readonly size: number;
   readonly readOnly: boolean;
   readonly canMultiConn = true;
-  readonly cheapExtents = true;
+  readonly cheapExtents: boolean = true;
   #chunks = new Map<number, Buffer>();
 
   constructor(opts: MemoryBackendOptions) {

@@ -1,0 +1,260 @@
+/**
+ * Server behaviour over real sockets with our client and raw bytes: error
+ * replies per spec, malformed requests, out-of-order replies, the per-client
+ * in-flight bound (backpressure, nothing dropped), DISC and graceful close.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { BlockBackend } from '../../src/storage/backend.js';
+import { MemoryBackend } from '../../src/storage/backends/memory.js';
+import { NbdClientError } from '../../src/storage/errors.js';
+import { NbdClient } from '../../src/storage/nbd/client.js';
+import { NBD_ERR } from '../../src/storage/nbd/constants.js';
+import { type RunningServer, startServer } from '../helpers/nbd-peer.js';
+
+const SIZE = 1 << 20;
+
+/** A memory backend whose writes and reads wait at a gate the test opens one request at a time. */
+class GatedBackend extends MemoryBackend {
+  /** Reads go to read() (not answered from extents as holes), so they reach the gate. */
+  override readonly cheapExtents = false;
+  waiting: (() => void)[] = [];
+  most = 0;
+  #arrived: (() => void) | undefined;
+  #want = 0;
+  gateReads = false;
+
+  /** Resolves once `n` requests wait at the gate. */
+  arrivals(n: number): Promise<void> {
+    if (this.waiting.length >= n) return Promise.resolve();
+    this.#want = n;
+    return new Promise((r) => (this.#arrived = r));
+  }
+
+  release(): void {
+    this.waiting.shift()?.();
+  }
+
+  async #gate(): Promise<void> {
+    await new Promise<void>((r) => {
+      this.waiting.push(r);
+      this.most = Math.max(this.most, this.waiting.length);
+      if (this.#arrived && this.waiting.length >= this.#want) {
+        const f = this.#arrived;
+        this.#arrived = undefined;
+        f();
+      }
+    });
+  }
+
+  override async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+    await this.#gate();
+    return super.write(offset, data, fua);
+  }
+
+  override async read(offset: number, length: number): Promise<Buffer> {
+    if (this.gateReads && offset === 0) await this.#gate();
+    return super.read(offset, length);
+  }
+}
+
+const errno = (n: number) => (err: unknown) => {
+  assert.ok(err instanceof NbdClientError, String(err));
+  assert.equal(err.errno, n, err.message);
+  return true;
+};
+
+/** Raw connection through NBD_OPT_EXPORT_NAME (no zeroes); resolves once in transmission. */
+async function rawConnect(
+  socketPath: string,
+  name: string,
+): Promise<{ s: Socket; read: (n: number) => Promise<Buffer> }> {
+  const s = connect(socketPath);
+  let buf = Buffer.alloc(0);
+  let wake: (() => void) | undefined;
+  s.on('data', (b: Buffer) => {
+    buf = Buffer.concat([buf, b]);
+    wake?.();
+  });
+  s.on('close', () => wake?.());
+  const read = async (n: number): Promise<Buffer> => {
+    while (buf.length < n) {
+      if (s.destroyed) throw new Error('closed');
+      await new Promise<void>((r) => (wake = r));
+    }
+    const out = buf.subarray(0, n);
+    buf = buf.subarray(n);
+    return out;
+  };
+  await once(s, 'connect');
+  const nb = Buffer.from(name);
+  const h = Buffer.alloc(20);
+  h.writeUInt32BE(3, 0);
+  h.write('IHAVEOPT', 4, 'latin1');
+  h.writeUInt32BE(1, 12);
+  h.writeUInt32BE(nb.length, 16);
+  s.write(Buffer.concat([h, nb]));
+  await read(18 + 10);
+  return { s, read };
+}
+
+function request(type: number, flags: number, cookie: number, offset: number, length: number, magic = 0x25609513) {
+  const b = Buffer.alloc(28);
+  b.writeUInt32BE(magic, 0);
+  b.writeUInt16BE(flags, 4);
+  b.writeUInt16BE(type, 6);
+  b.writeBigUInt64BE(BigInt(cookie), 8);
+  b.writeBigUInt64BE(BigInt(offset), 16);
+  b.writeUInt32BE(length, 24);
+  return b;
+}
+
+describe('NBD server over sockets', () => {
+  let dir = '';
+  let srv: RunningServer;
+  let gated: GatedBackend;
+  const clients: NbdClient[] = [];
+  const client = async (name: string, opts: { structured?: boolean; meta?: boolean } = {}) => {
+    const c = await NbdClient.connect({
+      address: srv.address,
+      export: name,
+      structuredReplies: opts.structured ?? true,
+      baseAllocation: opts.meta ?? true,
+    });
+    clients.push(c);
+    return c;
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'vmlink-nbd-server-'));
+    gated = new GatedBackend({ size: SIZE });
+    srv = await startServer(
+      dir,
+      's',
+      [
+        { name: 'mem', backend: new MemoryBackend({ size: SIZE }) },
+        { name: 'ro', backend: new MemoryBackend({ size: SIZE }), readOnly: true },
+        { name: 'gated', backend: gated as BlockBackend },
+      ],
+      { maxInFlightPerClient: 4 },
+    );
+  });
+  after(async () => {
+    for (const c of clients) c.destroy();
+    await srv.server.destroy();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('answers errors per spec: EPERM read-only, EINVAL reads beyond the end, ENOSPC writes beyond the end', async () => {
+    const ro = await client('ro');
+    await assert.rejects(ro.write(0, Buffer.alloc(512)), errno(NBD_ERR.EPERM));
+    await assert.rejects(ro.trim(0, 512), errno(NBD_ERR.EPERM));
+    assert.equal((await ro.read(0, 512)).length, 512, 'reads still work after errors');
+    const c = await client('mem');
+    await assert.rejects(c.read(SIZE - 1, 2), errno(NBD_ERR.EINVAL));
+    await assert.rejects(c.write(SIZE - 1, Buffer.alloc(2)), errno(NBD_ERR.ENOSPC));
+    await assert.rejects(c.writeZeroes(SIZE, 1), errno(NBD_ERR.ENOSPC));
+    await assert.rejects(c.trim(SIZE, 1), errno(NBD_ERR.EINVAL));
+    await assert.rejects(c.blockStatus(SIZE, 1), errno(NBD_ERR.EINVAL));
+    await assert.rejects(c.read(0, 64 << 20), errno(NBD_ERR.EINVAL));
+  });
+
+  it('refuses BLOCK_STATUS with EINVAL when base:allocation was not negotiated', async () => {
+    const c = await client('mem', { meta: false });
+    await assert.rejects(c.blockStatus(0, 4096), errno(NBD_ERR.EINVAL));
+    const simple = await client('mem', { structured: false });
+    await simple.write(0, Buffer.from('simple'));
+    assert.equal((await simple.read(0, 6)).toString(), 'simple');
+  });
+
+  it('answers an unknown command and an unknown flag with EINVAL and keeps the connection', async () => {
+    const { s, read } = await rawConnect(srv.socket, 'mem');
+    s.write(request(99, 0, 1, 0, 0));
+    s.write(request(0, 0x80, 2, 0, 16));
+    s.write(request(0, 0, 3, 0, 4));
+    assert.equal((await read(16)).toString('hex'), '67446698' + '00000016' + '0000000000000001');
+    assert.equal((await read(16)).toString('hex'), '67446698' + '00000016' + '0000000000000002');
+    assert.equal((await read(16)).toString('hex'), '67446698' + '00000000' + '0000000000000003');
+    assert.equal((await read(4)).length, 4);
+    s.destroy();
+  });
+
+  it('closes a connection that sends a bad magic, and keeps serving others', async () => {
+    const before = srv.server.stats.protocolErrors;
+    const { s } = await rawConnect(srv.socket, 'mem');
+    s.write(request(0, 0, 1, 0, 4, 0xdeadbeef));
+    await once(s, 'close');
+    assert.equal(srv.server.stats.protocolErrors, before + 1);
+    const c = await client('mem');
+    await c.write(0, Buffer.from('alive'));
+    assert.equal((await c.read(0, 5)).toString(), 'alive');
+  });
+
+  it('closes a connection that announces a write payload beyond 32 MiB', async () => {
+    const { s } = await rawConnect(srv.socket, 'mem');
+    s.write(request(1, 0, 1, 0, 0xffffffff));
+    await once(s, 'close');
+  });
+
+  it('answers requests out of order as they complete', async () => {
+    gated.gateReads = true;
+    try {
+      const c = await client('gated');
+      const order: string[] = [];
+      const slow = c.read(0, 4096).then(() => order.push('slow'));
+      await gated.arrivals(1);
+      await c.read(8192, 4096).then(() => order.push('fast'));
+      assert.deepEqual(order, ['fast']);
+      gated.release();
+      await slow;
+      assert.deepEqual(order, ['fast', 'slow']);
+    } finally {
+      gated.gateReads = false;
+    }
+  });
+
+  it('never has more than maxInFlightPerClient requests of one client in the backend, and answers them all', async () => {
+    gated.most = 0;
+    const c = await client('gated');
+    const writes = Array.from({ length: 40 }, (_, i) => c.write(i * 4096, Buffer.alloc(4096, i + 1)));
+    for (let i = 0; i < 40; i++) {
+      await gated.arrivals(Math.min(4, 40 - i));
+      gated.release();
+    }
+    await Promise.all(writes);
+    assert.equal(gated.most, 4);
+    const back = await c.read(0, 40 * 4096);
+    for (let i = 0; i < 40; i++) assert.equal(back[i * 4096], i + 1);
+  });
+
+  it('answers in-flight requests before closing on NBD_CMD_DISC', async () => {
+    const { s, read } = await rawConnect(srv.socket, 'mem');
+    const w = request(1, 0, 7, 4096, 4);
+    s.write(Buffer.concat([w, Buffer.from('disc'), request(2, 0, 8, 0, 0)]));
+    assert.equal((await read(16)).toString('hex'), '67446698' + '00000000' + '0000000000000007');
+    await once(s, 'close');
+    const c = await client('mem');
+    assert.equal((await c.read(4096, 4)).toString(), 'disc');
+  });
+
+  it('close() answers in-flight requests, then closes connections and listeners', async () => {
+    const g = new GatedBackend({ size: SIZE });
+    const s2 = await startServer(dir, 'closing', [{ name: 'g', backend: g as BlockBackend }]);
+    const c = await NbdClient.connect({ address: s2.address, export: 'g' });
+    const w = c.write(0, Buffer.from('kept'));
+    await g.arrivals(1);
+    const closing = s2.server.close();
+    g.release();
+    await w;
+    await closing;
+    assert.equal(s2.server.connections, 0);
+    await assert.rejects(NbdClient.connect({ address: s2.address, export: 'g' }), /cannot connect/);
+    assert.equal((await g.read(0, 4)).toString(), 'kept');
+    c.destroy();
+  });
+});
