@@ -5,12 +5,21 @@
  */
 import type { PortConfig } from '../../config/schema.js';
 import { PortKindError } from '../errors.js';
+import { dgramPort } from './dgram.js';
 import type { Port, PortContext, PortFactory } from './port.js';
+import { socketPort } from './socket.js';
+import { streamPort } from './stream.js';
+import { tapPort } from './tap.js';
 
 type FactoryMap = { [K in PortConfig['kind']]?: PortFactory<Extract<PortConfig, { kind: K }>> };
 
 /** Registered factories. Filled in by the port modules' entries below. */
-const factories: FactoryMap = {};
+const factories: FactoryMap = {
+  stream: streamPort,
+  socket: socketPort,
+  dgram: dgramPort,
+  tap: tapPort,
+};
 
 /** Builds (but does not open) a port for a validated spec. */
 export function createPort(spec: PortConfig, ctx: PortContext): Port {
