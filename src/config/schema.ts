@@ -105,9 +105,27 @@ const dgramPort = z.strictObject({
   remote: address('udp'),
 });
 
+const tapPort = z.strictObject({
+  ...common,
+  kind: z.literal('tap'),
+  /** Interface name, 1-15 bytes; `%d` lets the kernel number it (e.g. `vmtap%d`). */
+  ifname: z
+    .string()
+    .regex(/^(?!\.{1,2}$)[^\s/:%]*(?:%d)?[^\s/:%]*$/, "ifname must not contain '/', ':', spaces or '%' (except one %d)")
+    .refine((s) => s.length > 0 && Buffer.byteLength(s) <= 15, 'ifname must be 1-15 bytes'),
+  /** true: create the TAP (attach if it exists); false: attach to an existing persistent TAP. Default true. */
+  create: z.boolean().default(true),
+  /** Interface MTU in bytes, set at open; default: the kernel's (1500). */
+  mtu: z.number().int().min(68, 'mtu must be at least 68').max(65521, 'mtu must be at most 65521').optional(),
+  /** Bring the interface up at open; default true. */
+  up: z.boolean().default(true),
+  /** Carry a virtio_net_hdr per frame (IFF_VNET_HDR); default false. */
+  vnet_hdr: z.boolean().default(false),
+});
+
 export const portSchema = z
-  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort], {
-    error: (iss) => (iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram` : undefined),
+  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort], {
+    error: (iss) => (iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram, tap` : undefined),
   })
   .superRefine((p, ctx) => {
     if ((p.network === undefined) === (p.trunk === undefined)) {
