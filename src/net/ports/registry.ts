@@ -7,7 +7,6 @@ import type { PortConfig } from '../../config/schema.js';
 import { PortKindError } from '../errors.js';
 import { dgramPort } from './dgram.js';
 import type { Port, PortContext, PortFactory } from './port.js';
-import { tapPort } from './tap.js';
 import { socketPort } from './socket.js';
 import { streamPort } from './stream.js';
 import { tapPort } from './tap.js';
