@@ -175,10 +175,11 @@ class Qemu {
     }
     return this.#out.slice(start);
   }
-  /** Asks `info network` (a bounded number of times) until the netdev shows a connection to `path`. */
-  async connected(path: string): Promise<boolean> {
-    for (let i = 0; i < 200; i++)
-      if ((await this.hmp('info network')).includes(`type=stream,unix:${path}`)) return true;
+  /** Asks `info network` (a bounded number of times) until the netdev shows a connection to `path` (or none, for want=false). */
+  async connected(path: string, want = true): Promise<boolean> {
+    for (let i = 0; i < 200; i++) {
+      if ((await this.hmp('info network')).includes(`type=stream,unix:${path}`) === want) return true;
+    }
     return false;
   }
   async quit(): Promise<number | null> {
@@ -285,6 +286,7 @@ describe('real QEMU 7.2 accepts the generated arguments', () => {
       assert.ok(await q.connected(path), 'QEMU did not accept the first connection');
       // A daemon restart: QEMU 7.2 listens again once its client went away.
       await first.port.close();
+      assert.ok(await q.connected(path, false), 'QEMU did not see the first connection go away');
       const second = await openPort(s);
       await second.up();
       assert.ok(await q.connected(path), 'QEMU did not accept the connection after the first one went away');
