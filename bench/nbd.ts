@@ -5,6 +5,8 @@
  *
  *   node dist/bench/nbd.js [--size-mib 256] [--out results.json]
  *
+ *   [--peers vmlink,nbdkit-file,qemu-nbd] [--uv-threads 16]
+ *
  * qemu-img bench has no random mode: "4k stride" uses a step of 1 MiB + 4 KiB
  * so consecutive requests land far apart (no merging, no readahead help).
  */
@@ -29,6 +31,10 @@ const opt = (name: string, def: string): string => {
 };
 const SIZE = Number(opt('--size-mib', '256')) * 1024 * 1024;
 const OUT = opt('--out', '');
+/** Comma-separated peers to run; default all. */
+const ONLY = opt('--peers', 'vmlink,nbdkit-file,qemu-nbd').split(',');
+/** libuv thread pool size for vmlink's server (file I/O threads); default 16, like nbdkit's thread count. */
+const UV_THREADS = opt('--uv-threads', '16');
 
 const STRIDE = String(1024 * 1024 + 4096);
 const scenarios: Scenario[] = [
@@ -69,7 +75,10 @@ const peers: Peer[] = [
     name: 'vmlink',
     async start(image, sock) {
       const cfg = { listen: [`unix:${sock}`], exports: [{ name: 'disk', backend: { kind: 'file', path: image } }] };
-      const p = spawn(process.execPath, [MAIN, JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawn(process.execPath, [MAIN, JSON.stringify(cfg)], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: { ...process.env, UV_THREADPOOL_SIZE: UV_THREADS, VMLINK_LOG_LEVEL: 'warn' },
+      });
       const lines = createInterface({ input: p.stdout as NodeJS.ReadableStream });
       await new Promise<void>((resolve, reject) => {
         lines.on('line', (l) => l.startsWith('READY') && resolve());
@@ -105,7 +114,7 @@ async function main(): Promise<void> {
   await fh.close();
   const results: Record<string, Record<string, { seconds: number; opsPerSec: number; mibPerSec: number }>> = {};
   try {
-    for (const peer of peers) {
+    for (const peer of peers.filter((p) => ONLY.includes(p.name))) {
       const sock = join(dir, `${peer.name}.sock`);
       const proc = await peer.start(image, sock);
       const uri = `nbd+unix:///${peer.name === 'vmlink' ? 'disk' : ''}?socket=${sock}`;

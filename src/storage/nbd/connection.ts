@@ -74,6 +74,7 @@ export class NbdConnection {
   #inFlight = 0;
   #writeBlocked = false;
   #paused = false;
+  #corked = false;
   /** No more requests are read (DISC, protocol error, server close); end once in-flight is zero. */
   #ending = false;
   #closed: Promise<void>;
@@ -321,19 +322,33 @@ export class NbdConnection {
     this.#send(structured ? errorChunk(r.cookie, errno, message) : simpleReply(r.cookie, errno));
   }
 
-  /** Writes one reply's buffers contiguously; notes socket backpressure. */
+  /**
+   * Writes one reply's buffers contiguously; notes socket backpressure. The
+   * socket stays corked until the current callback's nextTick queue runs, so
+   * a reply's header and data (and replies completed in the same callback)
+   * leave in one writev. Uncorking later (setImmediate) batched more but
+   * halved 4 KiB ops/s: the added latency cost more than the syscalls saved.
+   */
   #send(...bufs: Buffer[]): void {
     const s = this.socket;
     if (s.destroyed || !s.writable) return;
+    if (!this.#corked) {
+      this.#corked = true;
+      s.cork();
+      process.nextTick(this.#uncork);
+    }
     let ok = true;
-    if (bufs.length > 1) s.cork();
     for (const b of bufs) ok = s.write(b);
-    if (bufs.length > 1) s.uncork();
     if (!ok && !this.#writeBlocked) {
       this.#writeBlocked = true;
       this.#updateFlow();
     }
   }
+
+  #uncork = (): void => {
+    this.#corked = false;
+    this.socket.uncork();
+  };
 
   /**
    * Pauses reading while over the in-flight bound or while replies are not

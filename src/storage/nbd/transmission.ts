@@ -104,7 +104,8 @@ export class RequestParser {
         flags: b.readUInt16BE(p + 4),
         type: b.readUInt16BE(p + 6),
         cookie: b.readBigUInt64BE(p + 8),
-        offset: Number(b.readBigUInt64BE(p + 16)),
+        // Two 32-bit halves: no BigInt on the hot path; exact below 2^53, huge (out of range) above.
+        offset: b.readUInt32BE(p + 16) * 0x100000000 + b.readUInt32BE(p + 20),
         length: b.readUInt32BE(p + 24),
         data: undefined,
       };
