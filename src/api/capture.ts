@@ -3,9 +3,9 @@
  * (`GET /v1/ports/:name/capture`).
  *
  * Bounded: records are gathered in a {@link PcapWriter} and written once per
- * event-loop turn; while the response is not draining (write() returned
- * false, or more than {@link MAX_BUFFERED} bytes are waiting) new frames are
- * dropped and counted, never queued. The switch never waits for a capture.
+ * event-loop turn; once more than {@link MAX_BUFFERED} bytes wait in the
+ * response (the client does not keep up), new frames are dropped and counted,
+ * never queued, until the response drains. The switch never waits for a capture.
  */
 import type { ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
@@ -86,7 +86,10 @@ export class PcapCapture implements CaptureTap {
     const chunk = this.#writer.take();
     if (chunk === undefined || this.#done) return;
     const res = this.#res;
-    if (!res.write(chunk) || res.writableLength > MAX_BUFFERED) this.#congested = true;
+    // write() returns false past the 16 KiB high-water mark; allow bursts up to MAX_BUFFERED before dropping.
+    // Once congested, 'drain' (the buffer emptied) lets frames through again.
+    res.write(chunk);
+    if (res.writableLength > MAX_BUFFERED) this.#congested = true;
   };
 
   #finish(reason: string): void {
