@@ -232,6 +232,24 @@ describe('NBD server over sockets', () => {
     for (let i = 0; i < 40; i++) assert.equal(back[i * 4096], i + 1);
   });
 
+  it('also bounds the payload bytes a client has in flight', async () => {
+    const g = new GatedBackend({ size: SIZE });
+    const s2 = await startServer(dir, 'bytes', [{ name: 'g', backend: g as BlockBackend }], {
+      maxInFlightPerClient: 64,
+      maxInFlightBytesPerClient: 64 * 1024,
+    });
+    const c = await NbdClient.connect({ address: s2.address, export: 'g' });
+    const writes = Array.from({ length: 20 }, (_, i) => c.write(i * 16384, Buffer.alloc(16384, i + 1)));
+    for (let i = 0; i < 20; i++) {
+      await g.arrivals(Math.min(4, 20 - i));
+      g.release();
+    }
+    await Promise.all(writes);
+    assert.equal(g.most, 4, '64 KiB of 16 KiB writes');
+    c.destroy();
+    await s2.server.destroy();
+  });
+
   it('answers in-flight requests before closing on NBD_CMD_DISC', async () => {
     const { s, read } = await rawConnect(srv.socket, 'mem');
     const w = request(1, 0, 7, 4096, 4);

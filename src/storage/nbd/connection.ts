@@ -44,6 +44,8 @@ export interface ConnectionOptions {
   stats: NbdStats;
   /** Requests in flight per client before its socket is paused. */
   maxInFlight: number;
+  /** READ/WRITE payload bytes in flight per client before its socket is paused (one request may exceed it). */
+  maxInFlightBytes: number;
   /** Handshake must finish within this many ms. */
   handshakeTimeoutMs: number;
 }
@@ -72,6 +74,7 @@ export class NbdConnection {
   #neg: Negotiated | undefined;
   #exp: NbdExport | undefined;
   #inFlight = 0;
+  #inFlightBytes = 0;
   #writeBlocked = false;
   #paused = false;
   #corked = false;
@@ -181,10 +184,11 @@ export class NbdConnection {
       this.#replyError(r, bad, `request refused (NBD error ${bad})`);
       return;
     }
-    this.#inFlight++;
-    this.#updateFlow();
     const cost = r.type === CMD.READ || r.type === CMD.WRITE ? r.length : 0;
-    this.#o.scheduler.submit(exp, { run: () => this.#execute(r, exp) }, cost);
+    this.#inFlight++;
+    this.#inFlightBytes += cost;
+    this.#updateFlow();
+    this.#o.scheduler.submit(exp, { run: () => this.#execute(r, exp, cost) }, cost);
   }
 
   /** 0 when the request may go to the backend, else the NBD error to reply with. */
@@ -217,7 +221,7 @@ export class NbdConnection {
   }
 
   /** Runs one request against the backend and replies. Never rejects. */
-  async #execute(r: NbdRequest, exp: NbdExport): Promise<void> {
+  async #execute(r: NbdRequest, exp: NbdExport, cost: number): Promise<void> {
     const b = exp.backend;
     const fua = (r.flags & CMD_FLAG.FUA) !== 0;
     try {
@@ -261,6 +265,7 @@ export class NbdConnection {
       this.#replyError(r, errno, err instanceof Error ? err.message : String(err));
     } finally {
       this.#inFlight--;
+      this.#inFlightBytes -= cost;
       if (this.#ending && this.#inFlight === 0) this.#closeSocket();
       else this.#updateFlow();
     }
@@ -351,12 +356,15 @@ export class NbdConnection {
   };
 
   /**
-   * Pauses reading while over the in-flight bound or while replies are not
+   * Pauses reading while over the in-flight bounds (requests, bytes) or while replies are not
    * draining. Once ending, input is read and discarded (the parser is stopped)
    * so the peer's FIN is seen and the socket can close.
    */
   #updateFlow(): void {
-    const stop = !this.#ending && (this.#writeBlocked || this.#inFlight >= this.#o.maxInFlight);
+    const o = this.#o;
+    const stop =
+      !this.#ending &&
+      (this.#writeBlocked || this.#inFlight >= o.maxInFlight || this.#inFlightBytes >= o.maxInFlightBytes);
     if (stop && !this.#paused) {
       this.#paused = true;
       this.#parser?.pause();

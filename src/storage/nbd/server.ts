@@ -19,6 +19,11 @@ export interface NbdServerOptions {
   listen: Address[];
   /** Requests in flight per client before its socket is paused (backpressure); default 64. */
   maxInFlightPerClient?: number;
+  /**
+   * READ/WRITE payload bytes in flight per client before its socket is paused;
+   * default 64 MiB (bounds memory per client: replies and write payloads held).
+   */
+  maxInFlightBytesPerClient?: number;
   /** Requests executing in backends at once, over all clients; default 64. */
   concurrency?: number;
   /** Connections at once per server; more are closed at accept with a log line; default 1024. */
@@ -88,6 +93,7 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       logger,
       stats,
       maxInFlight: opts.maxInFlightPerClient ?? 64,
+      maxInFlightBytes: opts.maxInFlightBytesPerClient ?? 64 * 1024 * 1024,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
     });
     conns.add(c);
