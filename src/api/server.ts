@@ -207,11 +207,12 @@ export class ApiServer {
     });
     app.get('/v1/ports/:name/capture', async (req, reply) => {
       const port = name(req);
-      const cap = new PcapCapture(reply.raw, { port, count: countParam(req), logger: this.#log });
+      const count = countParam(req);
+      const cap = new PcapCapture(reply.raw, { port, count, logger: this.#log });
       const detach = b.capture(port, cap); // throws (404) before anything is sent
       reply.hijack();
       cap.start(detach);
-      this.#log.info({ port, count: countParam(req) }, 'capture started');
+      this.#log.info({ port, count }, 'capture started');
       return reply;
     });
   }
