@@ -123,9 +123,19 @@ const tapPort = z.strictObject({
   vnet_hdr: z.boolean().default(false),
 });
 
+const vdePort = z.strictObject({
+  ...common,
+  kind: z.literal('vde'),
+  /** Directory vmlink serves as a VDE switch (`vde_plug DIR`, QEMU `-netdev vde,sock=DIR`); created when missing. */
+  dir: z
+    .string()
+    .startsWith('/', 'dir must be an absolute path')
+    .refine((s) => Buffer.byteLength(s) <= 96, 'dir must be at most 96 bytes (unix socket paths are short)'),
+});
+
 export const portSchema = z
-  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort], {
-    error: (iss) => (iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram, tap` : undefined),
+  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort, vdePort], {
+    error: (iss) => (iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram, tap, vde` : undefined),
   })
   .superRefine((p, ctx) => {
     if ((p.network === undefined) === (p.trunk === undefined)) {

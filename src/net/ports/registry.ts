@@ -10,6 +10,7 @@ import type { Port, PortContext, PortFactory } from './port.js';
 import { socketPort } from './socket.js';
 import { streamPort } from './stream.js';
 import { tapPort } from './tap.js';
+import { vdePort } from './vde.js';
 
 type FactoryMap = { [K in PortConfig['kind']]?: PortFactory<Extract<PortConfig, { kind: K }>> };
 
@@ -19,6 +20,7 @@ const factories: FactoryMap = {
   socket: socketPort,
   dgram: dgramPort,
   tap: tapPort,
+  vde: vdePort,
 };
 
 /** Builds (but does not open) a port for a validated spec. */
