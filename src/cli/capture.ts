@@ -4,7 +4,6 @@
  * Ends after COUNT frames, when the daemon ends the stream, or on
  * SIGINT/SIGTERM; only whole records are written, so the file stays valid.
  */
-import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Command } from 'commander';
@@ -12,21 +11,42 @@ import { intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { PcapSplitter } from './pcap.js';
 
-/** Writes `buf`; waits for 'drain' when the stream asks to (backpressure), or until it fails. */
-async function write(out: Writable, buf: Buffer): Promise<void> {
-  if (out.write(buf)) return;
-  await Promise.race([once(out, 'drain'), once(out, 'close')]);
+/** Resolves on the stream's 'drain', 'close' or 'error', whichever comes first (at once if it is gone). */
+function drained(out: Writable): Promise<void> {
+  if (out.destroyed || out.writableFinished) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      out.off('drain', done);
+      out.off('close', done);
+      out.off('error', done);
+      resolve();
+    };
+    out.on('drain', done);
+    out.on('close', done);
+    out.on('error', done);
+  });
 }
 
-/** Ends a file stream and waits until it is flushed and closed. stdout is not closed. */
+/** True when bytes wait in the stream's buffer (a pipe on stdout that failed with EPIPE never drains). */
+function pending(out: Writable): boolean {
+  return out.writableLength > 0 && !out.destroyed && !out.errored;
+}
+
+/** Writes `buf`; waits for 'drain' when the stream asks to (backpressure), or until it fails. */
+async function write(out: Writable, buf: Buffer): Promise<void> {
+  if (!out.write(buf) && pending(out)) await drained(out);
+}
+
+/** Ends a file stream and waits until it is flushed and closed; stdout is only drained, not closed. */
 async function finish(out: Writable, isStdout: boolean): Promise<void> {
   if (isStdout) {
-    if (out.writableNeedDrain && !out.destroyed) await Promise.race([once(out, 'drain'), once(out, 'close')]);
+    if (pending(out)) await drained(out);
     return;
   }
   if (out.destroyed) return;
+  const closed = new Promise((resolve) => out.once('close', resolve));
   out.end();
-  await once(out, 'close');
+  await closed;
 }
 
 function isAbort(err: unknown): boolean {
