@@ -8,8 +8,10 @@ import { after, before, describe, test } from 'node:test';
 import { portSchema } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';
 import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/ports/port.js';
+import { tapPort } from '../../src/net/ports/tap.js';
 import { VDE_REQUEST_LEN, vdePort } from '../../src/net/ports/vde.js';
 import { Switch } from '../../src/net/switch/switch.js';
+import { Netns, uniqueIfname } from '../helpers/netns.js';
 
 const logger = silentLogger();
 
@@ -131,16 +133,21 @@ describe('VDE port', { timeout: 60_000 }, () => {
     assert.equal(sw.port('a').counters.txFrames, 1);
   });
 
-  test('a control connection with a bad magic is closed and counted, and the port keeps working', async () => {
-    const bad = Buffer.alloc(VDE_REQUEST_LEN);
-    bad.writeUInt32LE(0xdeadbeef, 0);
-    const s = connect(join(dir, 'a', 'ctl'));
-    await new Promise<void>((resolve) => s.once('connect', () => resolve()));
-    const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
-    s.on('error', () => undefined);
-    s.write(bad);
-    await closed;
-    assert.equal(sw.port('a').counters.malformed, 1);
+  test('a control connection with a bad magic or version is closed and counted, and the port keeps working', async () => {
+    const badMagic = Buffer.alloc(VDE_REQUEST_LEN);
+    badMagic.writeUInt32LE(0xdeadbeef, 0);
+    const badVersion = Buffer.alloc(VDE_REQUEST_LEN);
+    badVersion.writeUInt32LE(0xfeedface, 0);
+    badVersion.writeUInt32LE(2, 4);
+    for (const bad of [badMagic, badVersion]) {
+      const s = connect(join(dir, 'a', 'ctl'));
+      await new Promise<void>((resolve) => s.once('connect', () => resolve()));
+      const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+      s.on('error', () => undefined);
+      s.write(bad);
+      await closed;
+    }
+    assert.equal(sw.port('a').counters.malformed, 2);
     const [pa, pb] = plugs as [Plug, Plug];
     const f = frame('020000000002', '020000000001', 0xc3);
     pa.send(f);
@@ -159,6 +166,48 @@ describe('VDE port', { timeout: 60_000 }, () => {
     (plugs[0] as Plug).send(frame('ffffffffffff', '020000000001', 0xd4));
     await received;
     assert.equal(sw.port('b').counters.down, 1);
+  });
+
+  test("a namespace behind a vmlink TAP port pings one behind vde_plug's own TAP through the VDE port", async () => {
+    const ns1 = await Netns.create('vde1');
+    const ns2 = await Netns.create('vde2');
+    const vmTap = uniqueIfname('vlv');
+    const plugTap = uniqueIfname('vlp');
+    try {
+      const sp = sw.addPort('t', { network: 'lan' }, (sink, p) =>
+        tapPort(
+          { name: 't', ifname: vmTap },
+          {
+            sink,
+            onState: (st) => sw.portState(p, st),
+            logger,
+            maxFrameLen: MAX_FRAME_LEN,
+            queueLen: DEFAULT_QUEUE_LEN,
+            onMalformed: (r) => sw.malformed(p, r),
+          },
+        ),
+      );
+      await sp.port.open();
+      await ns1.adopt(vmTap, '10.89.0.1/24');
+      await addVde('c').open();
+      // tap:// first: vde_plug opens its ends in order, so once port c is up the TAP exists.
+      const up = reach('c', 'up');
+      const child = spawn('vde_plug', [`tap://${plugTap}`, `vde://${join(dir, 'c')}`], { stdio: 'ignore' });
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      try {
+        await up;
+        await ns2.adopt(plugTap, '10.89.0.2/24');
+        const { stdout } = await ns1.exec('ping', '-c', '3', '-i', '0.2', '-W', '5', '10.89.0.2');
+        assert.match(stdout, / 0% packet loss/);
+        assert.ok(sw.port('c').counters.rxFrames >= 3);
+      } finally {
+        child.kill();
+        await exited;
+      }
+    } finally {
+      await ns1.delete();
+      await ns2.delete();
+    }
   });
 
   test('the config schema accepts a vde port with an absolute dir and refuses a relative one', () => {
