@@ -61,6 +61,17 @@ describe('VM harness (two guests linked directly by QEMU)', () => {
     assert.equal(after.output, 'still-here\n');
   });
 
+  test('keeps the shell alive when a background job or an orphan exits while it waits for input', async () => {
+    const vm = a!;
+    const done = vm.waitForConsole(/bg-done\n[\s\S]*orphan-done\n|orphan-done\n[\s\S]*bg-done\n/);
+    // The first is the shell's own child; the second is re-parented to PID 1 when its parent exits.
+    await vm.sh("(sleep 1; echo bg-done >/dev/ttyS0) & sh -c '(sleep 1; echo orphan-done >/dev/ttyS0) &'");
+    await done;
+    const r = await vm.run('echo alive');
+    assert.equal(r.output, 'alive\n');
+    assert.ok(vm.running);
+  });
+
   test('configures eth0 from the kernel command line', async () => {
     const out = await b!.sh('ip -o -4 addr show dev eth0; cat /sys/class/net/eth0/address');
     assert.match(out, /inet 10\.0\.0\.2\/24/);

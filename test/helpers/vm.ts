@@ -53,11 +53,13 @@ for m in ${VIRTIO_MODULES.join(' ')}; do
 done
 IP=
 MAC=
+INTERACTIVE=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     vmlink.ip=*) IP="\${arg#vmlink.ip=}" ;;
     vmlink.mac=*) MAC="\${arg#vmlink.mac=}" ;;
     vmlink.name=*) hostname "\${arg#vmlink.name=}" ;;
+    vmlink.interactive=1) INTERACTIVE=1 ;;
   esac
 done
 ip link set lo up
@@ -70,9 +72,22 @@ if [ -e /sys/class/net/eth0 ]; then
 else
   echo "vmlink-init: no eth0 (is a virtio-net-pci device attached?)"
 fi
+export HOME=/root
+if [ -n "$INTERACTIVE" ]; then
+  echo "${READY_LINE}"
+  exec setsid cttyhack sh
+fi
+# The harness's shell reads the console as a script: no echo, no prompt, no
+# line editing, and its reads retry after signals (an interactive busybox ash
+# with echo off reads with fgets, which ends the shell on the EINTR of a
+# SIGCHLD). PID 1 stays this script: it reaps orphans and restarts the shell
+# when Ctrl-C (the console is its controlling tty) or a syntax error ends it.
+stty -echo
 echo "${READY_LINE}"
-export PS1= PS2= HOME=/root
-exec setsid cttyhack sh
+while :; do
+  setsid cttyhack sh /dev/ttyS0
+  echo "vmlink-init: shell exited with status $?; restarting it"
+done
 `;
 
 export interface GuestImage {
@@ -256,8 +271,14 @@ export class Vm {
     this.#proc.stdout?.setEncoding('latin1');
     this.#proc.stdout?.on('data', (s: string) => {
       const text = s.replaceAll('\r', '');
+      if (echo) {
+        // Whole lines only, so the consoles of parallel VMs do not interleave mid-line.
+        const start = this.#console.lastIndexOf('\n') + 1;
+        const lines = (this.#console.slice(start) + text).split('\n');
+        lines.pop();
+        for (const line of lines) process.stderr.write(`[${this.name}] ${line}\n`);
+      }
       this.#console += text;
-      if (echo) process.stderr.write(text.replace(/^/gm, `[${this.name}] `));
       this.#wake();
     });
     this.#proc.stderr?.setEncoding('utf8');
@@ -339,12 +360,17 @@ export class Vm {
     });
   }
 
+  /** Resolves with the match once `re` matches console output printed after the call. */
+  waitForConsole(re: RegExp, timeoutMs = 60_000): Promise<RegExpExecArray> {
+    return this.#waitFor(re, this.#console.length, timeoutMs, `console output ${re}`);
+  }
+
   /** Waits until the guest's shell is up (eth0 configured, echo off). Idempotent. */
   waitReady(timeoutMs = 120_000): Promise<void> {
     this.#ready ??= (async () => {
-      await this.#waitFor(new RegExp(READY_LINE), 0, timeoutMs, 'the guest to boot');
-      // Inside run() stdin is /dev/null: point stty at the console itself.
-      await this.sh('stty -echo </dev/ttyS0', { timeoutMs });
+      await this.#waitFor(new RegExp(`${READY_LINE}\\n`), 0, timeoutMs, 'the guest to boot');
+      // The first command proves the shell reads the console (echo is already off: /init did it).
+      await this.sh('true', { timeoutMs });
     })();
     return this.#ready;
   }
@@ -373,11 +399,7 @@ export class Vm {
         timeoutMs,
         `command "${cmd}" to finish`,
       );
-      let output = this.#console.slice(from, from + m.index);
-      // With echo still on (before waitReady's stty -echo), drop the echoed command lines.
-      const echoEnd = output.lastIndexOf(`:$?__"\n`);
-      if (echoEnd >= 0) output = output.slice(echoEnd + 7);
-      return { output, code: Number(m[1]) };
+      return { output: this.#console.slice(from, from + m.index), code: Number(m[1]) };
     } catch (err) {
       // Interrupt the command (the shell owns ttyS0 as its controlling tty), then wait
       // until the shell answers again so the next command's output starts clean.
