@@ -1,9 +1,11 @@
 /**
  * The NBD server against real clients: nbdinfo, nbdcopy (libnbd), qemu-img
  * and qemu-io, over every backend kind (memory, file, copy-on-write, remote
- * chained to a second server) plus a read-only export.
+ * chained to a second vmlink server, remote in front of nbdkit's memory
+ * plugin) plus a read-only export.
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,6 +22,17 @@ let dir = '';
 let main: RunningServer;
 let second: RunningServer;
 let image = '';
+let nbdkit: ChildProcess | undefined;
+
+/** nbdkit's memory plugin on a unix socket: a foreign server behind our remote backend (nbdkit 1.32 cannot announce readiness, so poll it). */
+async function startNbdkit(sock: string): Promise<ChildProcess> {
+  const p = spawn('nbdkit', ['-f', '--exit-with-parent', '-U', sock, 'memory', String(SIZE)], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    if ((await run('nbdinfo', ['--size', `nbd+unix:///?socket=${sock}`])).code === 0) return p;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('nbdkit did not start');
+}
 
 /** A raw image: random data at 0 (8 MiB) and at 20 MiB (4 MiB), zeroes elsewhere. */
 async function makeImage(path: string): Promise<void> {
@@ -35,6 +48,8 @@ before(async () => {
   image = join(dir, 'source.img');
   await makeImage(image);
   second = await startServer(dir, 'second', [{ name: 'backing', backend: new MemoryBackend({ size: SIZE }) }]);
+  const kitSock = join(dir, 'nbdkit.sock');
+  nbdkit = await startNbdkit(kitSock);
   const baseFile = join(dir, 'base.img');
   await makeImage(baseFile);
   main = await startServer(dir, 'main', [
@@ -48,6 +63,7 @@ before(async () => {
       }),
     },
     { name: 'remote', backend: await RemoteBackend.connect({ address: second.address, export: 'backing' }) },
+    { name: 'nbdkit', backend: await RemoteBackend.connect({ address: { type: 'unix', path: kitSock } }) },
     { name: 'ro', backend: new MemoryBackend({ size: SIZE }), readOnly: true },
   ]);
 });
@@ -55,6 +71,7 @@ before(async () => {
 after(async () => {
   await main?.close();
   await second?.close();
+  nbdkit?.kill();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -62,10 +79,10 @@ describe('NBD server with real clients', () => {
   it('lists every export with nbdinfo --list', async () => {
     const out = await runOk('nbdinfo', ['--list', '--json', `nbd+unix:///?socket=${main.socket}`]);
     const names = (JSON.parse(out) as { exports: { 'export-name': string }[] }).exports.map((e) => e['export-name']);
-    assert.deepEqual(names.sort(), ['cow', 'file', 'mem', 'remote', 'ro']);
+    assert.deepEqual(names.sort(), ['cow', 'file', 'mem', 'nbdkit', 'remote', 'ro']);
   });
 
-  for (const name of ['mem', 'file', 'cow', 'remote']) {
+  for (const name of ['mem', 'file', 'cow', 'remote', 'nbdkit']) {
     describe(`${name} backend`, () => {
       it('advertises flush, fua, trim, zero and multi-conn to nbdinfo --can', async () => {
         for (const cap of ['flush', 'fua', 'trim', 'zero', 'multi-conn', 'cache']) {
