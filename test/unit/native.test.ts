@@ -150,6 +150,47 @@ describe('TAP', () => {
   });
 });
 
+describe('batched frame I/O', () => {
+  test('readBatch packs frames 8-byte aligned and stops when less than maxLen bytes remain', () => {
+    const [a, b] = n.socketpair(n.SOCK_DGRAM);
+    own(a);
+    own(b);
+    const out = Buffer.alloc(4090, 0x5a);
+    const errs = new Int32Array(2);
+    assert.equal(n.writeBatch(a, out, Uint32Array.of(0, 0, 0), Uint32Array.of(10, 13, 4090), 0, 3, null, errs), 3);
+    assert.equal(errs[0], 0);
+    const offs = new Uint32Array(8);
+    const lens = new Uint32Array(8);
+    // Room for the two small frames (at 0 and 16), then 8192-32 bytes left: the 4090-byte one fits too.
+    assert.equal(n.readBatch(b, Buffer.alloc(8192), 4090, offs, lens), 3);
+    assert.deepEqual([...offs.subarray(0, 3)], [0, 16, 32]);
+    assert.deepEqual([...lens.subarray(0, 3)], [10, 13, 4090]);
+    // A buffer with room for exactly one maxLen read takes one frame and leaves the rest queued.
+    n.writeBatch(a, out, Uint32Array.of(0, 0), Uint32Array.of(4090, 4090), 0, 2, null, errs);
+    assert.equal(n.readBatch(b, Buffer.alloc(4095), 4090, offs, lens), 1);
+    assert.equal(n.readBatch(b, Buffer.alloc(4095), 4090, offs, lens), 1);
+    assert.equal(n.readBatch(b, Buffer.alloc(4095), 4090, offs, lens), 0);
+  });
+
+  test('writeBatch writes the prefix before each frame, and refuses a frame outside the buffer', () => {
+    const [a, b] = n.socketpair(n.SOCK_DGRAM);
+    own(a);
+    own(b);
+    const errs = new Int32Array(2);
+    const prefix = Buffer.from('hdr:');
+    assert.equal(n.writeBatch(a, Buffer.from('xy'), Uint32Array.of(0, 1), Uint32Array.of(1, 1), 0, 2, prefix, errs), 2);
+    const rx = Buffer.alloc(64);
+    const offs = new Uint32Array(4);
+    const lens = new Uint32Array(4);
+    assert.equal(n.readBatch(b, rx, 16, offs, lens), 2);
+    assert.equal(rx.toString('latin1', 0, 5), 'hdr:x');
+    assert.equal(rx.toString('latin1', 8, 13), 'hdr:y');
+    assert.throws(() => n.writeBatch(a, Buffer.alloc(4), Uint32Array.of(2), Uint32Array.of(4), 0, 1, null, errs), {
+      code: 'ERR_OUT_OF_RANGE',
+    });
+  });
+});
+
 describe('eventfd', () => {
   test('counts writes, reads and resets the counter, and reads null when it is zero', () => {
     const fd = own(n.eventfd(0, false));

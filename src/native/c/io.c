@@ -32,7 +32,7 @@ static napi_value read_batch(napi_env env, napi_callback_info info) {
   size_t max = n_offs < n_lens ? n_offs : n_lens;
   size_t cur = 0;
   int32_t n = 0;
-  while ((size_t)n < max && buf_len - cur >= max_len) {
+  while ((size_t)n < max && cur <= buf_len && buf_len - cur >= max_len) {
     ssize_t r = read(fd, buf + cur, max_len);
     if (r < 0) {
       if (errno == EINTR) continue;

@@ -50,6 +50,7 @@ static void poller_finalize(napi_env env, void *data, void *hint) {
   napi_delete_reference(env, p->self);
   p->self = NULL;
   p->wrapper_gone = true;
+  p->active = false; /* only at environment teardown can a started poller be collected */
   if (!p->closing) poller_release(p);
   else if (p->closed) free(p);
 }
