@@ -88,6 +88,10 @@ export class TapPort implements Port {
   readonly #flushBound = (): void => this.#flush();
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
+  #rxFrames = 0;
+  #rxBatches = 0;
+  #txFrames = 0;
+  #txBatches = 0;
   #txErrors = 0;
   #lastTxErrno = 0;
   #lastTxLog = -Infinity;
@@ -220,6 +224,8 @@ export class TapPort implements Port {
       this.#zeroHdr,
       errs,
     );
+    this.#txBatches++;
+    this.#txFrames += next - this.#head;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
     if (next === this.#count) {
       this.#head = this.#count = this.#cursor = 0;
@@ -277,6 +283,8 @@ export class TapPort implements Port {
       this.#down('end of file on the TAP fd');
       return;
     }
+    this.#rxBatches++;
+    this.#rxFrames += count;
     const sink = this.#ctx.sink;
     try {
       for (let i = 0; i < count; i++) {
@@ -338,6 +346,10 @@ export class TapPort implements Port {
       vnet_hdr: this.#hdr > 0,
       offloads: 'off',
       mtu: this.#spec.mtu,
+      rx_frames: this.#rxFrames,
+      rx_batches: this.#rxBatches,
+      tx_frames: this.#txFrames,
+      tx_batches: this.#txBatches,
       tx_errors: this.#txErrors,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
