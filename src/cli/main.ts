@@ -64,7 +64,7 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       // commander already printed its message (and the hint); help and --version are not errors.
-      return err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? EXIT_OK : EXIT_USAGE;
+      return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     return reportError(err, program) || EXIT_FAILED;
   }

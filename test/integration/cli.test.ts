@@ -632,6 +632,18 @@ describe('vmlink without a daemon', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  test('prints help with exit 0, and exits 2 when no command is given', async () => {
+    const [help, sub, none] = await Promise.all([run(['--help']), run(['help', 'port']), run([])]);
+    assert.equal(help.code, 0);
+    for (const c of ['daemon', 'status', 'network', 'port', 'fdb', 'qemu-args', 'capture']) {
+      assert.match(help.stdout, new RegExp(`^ {2}${c}\\b`, 'm'), c);
+    }
+    assert.equal(sub.code, 0);
+    assert.match(sub.stdout, /add \[options\] <name>/);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /Usage: vmlink/);
+  });
+
   test('reports an unreachable daemon (no socket file) with exit 1 and how to start it', async () => {
     const sock = join(dir, 'missing.sock');
     const r = await run(['--control', sock, 'network', 'list']);
