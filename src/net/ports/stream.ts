@@ -199,9 +199,9 @@ export class StreamPort implements Port {
     return formatAddress(this.#opts.address);
   }
 
-  #setState(state: PortState, reason: string): void {
-    // Repeats are reported only for a new peer (one connection replacing another).
-    if (this.#state === state && state !== 'up') return;
+  #setState(state: PortState, reason: string, force = false): void {
+    // Repeats are reported only when forced, or for a new peer (one connection replacing another).
+    if (this.#state === state && state !== 'up' && !force) return;
     this.#state = state;
     this.#ctx.onState(state, reason);
   }
@@ -297,7 +297,8 @@ export class StreamPort implements Port {
     const delay = this.#backoff.next();
     // One info line when a streak of failures starts; the rest at debug level.
     (first ? this.#ctx.logger.info : this.#ctx.logger.debug).call(this.#ctx.logger, { delay_ms: delay }, why);
-    this.#setState('connecting', `${why}; re-dialling in ${delay} ms`);
+    // The first failure of a streak is reported (the reason says why); later retries are not, to keep logs quiet.
+    this.#setState('connecting', `${why}; re-dialling in ${delay} ms`, first);
     this.#timer = setTimeout(() => this.#dial(), delay);
     this.#timer.unref();
   }
