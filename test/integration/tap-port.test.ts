@@ -163,6 +163,10 @@ describe('TAP port', { timeout: 120_000 }, () => {
       assert.match(stdout, /mtu 1400/);
       assert.match(stdout, /[<,]UP[,>]/);
       assert.equal(port.describe()['ifname'], ifname);
+      // A TAP without multi-queue takes one fd: a second port on it is refused, clearly.
+      const second = addTap(sw, { ifname, name: 'second' });
+      await assert.rejects(second.open(), (err: Error) => hasCode(err, 'ERR_TAP_BUSY') && err.message.includes(ifname));
+      await sw.removePort('second');
       await sw.removePort('persist');
       assert.equal(port.state, 'closed');
       await ip('link', 'show', 'dev', ifname); // still there
