@@ -6,32 +6,62 @@ import { defineAction, type Opts } from './context.js';
 import { displayValue, flatten, formatJson, formatPairs, formatTable, print, styleState } from './output.js';
 
 /** Port kinds the CLI can add. */
-export const PORT_KINDS = ['stream', 'socket', 'dgram'] as const;
+export const PORT_KINDS = ['stream', 'socket', 'dgram', 'tap', 'vde'] as const;
+type Kind = (typeof PORT_KINDS)[number];
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-/** The transport fields of a kind: which flags it takes and which address types each accepts. */
-function transportFields(kind: (typeof PORT_KINDS)[number], opts: Opts): Record<string, string> {
-  const given = (f: string) => typeof opts[f] === 'string';
-  const out: Record<string, string> = {};
-  if (kind === 'dgram') {
-    for (const f of ['listen', 'connect']) {
-      if (given(f)) throw new UsageError(`--${f} is not for --kind dgram; give --local and --remote`);
+/** Transport flags (commander's camelCase key -> the flag as typed). */
+const TRANSPORT_FLAGS: Record<string, string> = {
+  listen: '--listen',
+  connect: '--connect',
+  local: '--local',
+  remote: '--remote',
+  ifname: '--ifname',
+  vnetHdr: '--vnet-hdr',
+  dir: '--dir',
+};
+
+/** The transport flags each kind takes. */
+const KIND_FLAGS: Record<Kind, readonly string[]> = {
+  stream: ['listen', 'connect'],
+  socket: ['listen', 'connect'],
+  dgram: ['local', 'remote'],
+  tap: ['ifname', 'vnetHdr'],
+  vde: ['dir'],
+};
+
+/** The transport fields of the body for a kind; refuses flags the kind does not take. */
+function transportFields(kind: Kind, opts: Opts): Record<string, unknown> {
+  const given = (f: string) => opts[f] !== undefined;
+  const takes = KIND_FLAGS[kind];
+  for (const f of Object.keys(TRANSPORT_FLAGS)) {
+    if (given(f) && !takes.includes(f)) {
+      const flags = takes.map((t) => TRANSPORT_FLAGS[t]).join(', ');
+      throw new UsageError(`${TRANSPORT_FLAGS[f]} is not for --kind ${kind} (it takes ${flags})`);
     }
+  }
+  const out: Record<string, unknown> = {};
+  if (kind === 'dgram') {
     for (const f of ['local', 'remote']) {
       if (!given(f)) throw new UsageError(`--kind dgram needs --${f} udp:HOST:PORT`);
-      out[f] = addressArg(`--${f}`, opts[f] as string, ['udp']);
+      out[f] = addressArg(`--${f}`, String(opts[f]), ['udp']);
     }
-    return out;
+  } else if (kind === 'tap') {
+    if (!given('ifname')) throw new UsageError('--kind tap needs --ifname NAME (e.g. vmtap0, or vmtap%d)');
+    out['ifname'] = String(opts['ifname']);
+    if (opts['vnetHdr'] === true) out['vnet_hdr'] = true;
+  } else if (kind === 'vde') {
+    const dir = String(opts['dir'] ?? '');
+    if (!dir.startsWith('/')) throw new UsageError(`--kind vde needs --dir /absolute/dir (got "${dir}")`);
+    out['dir'] = dir;
+  } else {
+    if (given('listen') === given('connect')) {
+      throw new UsageError(`--kind ${kind} needs exactly one of --listen ADDR (QEMU connects) or --connect ADDR`);
+    }
+    const f = given('listen') ? 'listen' : 'connect';
+    out[f] = addressArg(`--${f}`, String(opts[f]), kind === 'stream' ? ['unix', 'tcp'] : ['tcp']);
   }
-  for (const f of ['local', 'remote']) {
-    if (given(f)) throw new UsageError(`--${f} is only for --kind dgram; give --listen or --connect`);
-  }
-  if (given('listen') === given('connect')) {
-    throw new UsageError(`--kind ${kind} needs exactly one of --listen ADDR (QEMU connects) or --connect ADDR`);
-  }
-  const f = given('listen') ? 'listen' : 'connect';
-  out[f] = addressArg(`--${f}`, opts[f] as string, kind === 'stream' ? ['unix', 'tcp'] : ['tcp']);
   return out;
 }
 
@@ -126,9 +156,13 @@ export function formatPort(p: PortView): string {
 
 /** `listening on unix:/x`, for the line `port add` prints. */
 function summary(p: PortView): string {
-  const where = ['listen', 'connect', 'local', 'remote']
+  const where = ['listen', 'connect', 'local', 'remote', 'ifname', 'dir']
     .filter((k) => p.spec[k] !== undefined)
-    .map((k) => `${k} ${displayValue(p.spec[k])}`);
+    .map((k) => {
+      // The transport knows the actual value (a TAP named vmtap%d in the spec is vmtap0 here).
+      const actual = p.transport[k];
+      return `${k} ${displayValue(typeof actual === 'string' ? actual : p.spec[k])}`;
+    });
   return [p.kind, p.state, ...where].join(', ');
 }
 
@@ -147,6 +181,9 @@ export function addPortCommands(program: Command, done: (code: number) => void):
     .option('--connect <addr>', 'stream/socket: vmlink dials QEMU (server=on / listen=), and re-dials')
     .option('--local <addr>', 'dgram: where vmlink receives (udp:HOST:PORT; QEMU remote=)')
     .option('--remote <addr>', 'dgram: where vmlink sends (udp:HOST:PORT; QEMU local=)')
+    .option('--ifname <name>', 'tap: interface name (created if missing; vmtap%d lets the kernel number it)')
+    .option('--vnet-hdr', 'tap: carry a virtio_net_hdr per frame')
+    .option('--dir <path>', 'vde: directory served as a VDE switch (vde_plug DIR, QEMU -netdev vde,sock=DIR)')
     .option('--allowed-mac <mac>', 'accept only frames from this source MAC (repeatable)', collect)
     .option('--max-macs <N>', 'most MACs learned on the port, 1-65536 (default 1024)')
     .option('--storm <pps[/burst]>', 'broadcast/multicast limit: frames per second [/burst frames]')

@@ -40,6 +40,15 @@ function run(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): P
   });
 }
 
+/** Runs a system tool; resolves with its exit status and output. */
+function runTool(cmd: string, args: readonly string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
 /** Resolves when `path` exists (watching its directory, not polling), or rejects when the child exits first. */
 async function waitForFile(path: string, child: ChildProcess, stderr: () => string): Promise<void> {
   const dir = join(path, '..');
@@ -281,7 +290,11 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
       [['--kind', 'dgram', '--network', 'lab', '--local', 'tcp:1.2.3.4:5', '--remote', 'udp:1.2.3.4:5'], /tcp:1/],
       [['--kind', 'stream', '--network', 'lab', '--listen', 'unix:/tmp/a.sock', '--mac', 'zz'], /--mac "zz"/],
       [['--kind', 'stream', '--network', 'lab', '--connect', 'unix:/a', '--allowed-mac', '01:00:5e:00:00:01'], /01:00/],
-      [['--kind', 'vde', '--network', 'lab'], /--kind "vde"/],
+      [['--kind', 'vhost', '--network', 'lab'], /--kind "vhost"/],
+      [
+        ['--kind', 'vde', '--network', 'lab', '--dir', '/tmp/v', '--listen', 'unix:/a'],
+        /--listen is not for --kind vde/,
+      ],
       [['--kind', 'stream', '--listen', 'unix:/tmp/a.sock'], /--network/],
       [['--kind', 'stream', '--trunk', '5000=lab', '--listen', 'unix:/tmp/a.sock'], /"5000"/],
       [['--kind', 'stream', '--network', 'lab', '--listen', 'unix:/a', '--connect', 'unix:/b'], /--listen/],
@@ -445,6 +458,32 @@ describe('vmlink command line against a running daemon', { timeout: 120_000 }, (
       after.ports.map((p: { name: string }) => p.name).filter((n: string) => ['ks', 'kt', 'kd'].includes(n)),
       [],
     );
+  });
+
+  test('adds tap and vde ports, shows their transport, and deletes them (the TAP interface goes away)', async () => {
+    const ifname = `vlcli${process.pid % 100000}`;
+    const vdeDir = join(d.dir, 'vde1');
+    const [tap, vde] = await Promise.all([
+      cli('port', 'add', 'kt1', '--kind', 'tap', '--network', 'lab', '--ifname', ifname),
+      cli('port', 'add', 'kv1', '--kind', 'vde', '--network', 'lab', '--dir', vdeDir),
+    ]);
+    assert.equal(tap.code, 0, tap.stderr);
+    assert.match(tap.stdout, new RegExp(`port "kt1" added \\(tap, .*ifname ${ifname}\\)`));
+    assert.equal(vde.code, 0, vde.stderr);
+    assert.ok(vde.stdout.includes(`dir ${vdeDir}`), vde.stdout);
+    const [link, show, list] = await Promise.all([
+      runTool('ip', ['-o', 'link', 'show', 'dev', ifname]),
+      cli('port', 'show', 'kt1'),
+      cli('port', 'list'),
+    ]);
+    assert.equal(link.code, 0, `the TAP ${ifname} exists: ${link.stderr}`);
+    assert.match(show.stdout, new RegExp(`^ {2}ifname\\s+${ifname}$`, 'm'));
+    assert.match(list.stdout, /^kt1\s+tap\s+lab\s+/m);
+    assert.match(list.stdout, /^kv1\s+vde\s+lab\s+/m);
+    for (const r of await Promise.all(['kt1', 'kv1'].map((n) => cli('port', 'delete', n)))) {
+      assert.equal(r.code, 0, r.stderr);
+    }
+    assert.notEqual((await runTool('ip', ['-o', 'link', 'show', 'dev', ifname])).code, 0, 'the TAP is gone');
   });
 
   test('lists a trunk port with its VLAN map and native network', async () => {

@@ -85,6 +85,25 @@ describe('command-line value checks', () => {
     assert.throws(() => portBody('p', { ...base, listen: 'unix:/a', local: 'udp:1.1.1.1:1' }), usage(/--local/));
     assert.throws(() => portBody('p', { ...base, listen: 'unix:/a', native: 'x' }), usage(/--native/));
     assert.throws(() => portBody('p', { kind: 'dgram', network: 'lab', listen: 'udp:1.1.1.1:1' }), usage(/--listen/));
-    assert.throws(() => portBody('p', { kind: 'tap', network: 'lab' }), usage(/--kind "tap"/));
+    assert.throws(() => portBody('p', { kind: 'vhost', network: 'lab' }), usage(/--kind "vhost" is not one of/));
+    assert.throws(() => portBody('p', { kind: 'tap', network: 'lab' }), usage(/--kind tap needs --ifname/));
+    assert.throws(() => portBody('p', { kind: 'tap', network: 'lab', ifname: 't0', dir: '/x' }), usage(/--dir is not/));
+    assert.throws(() => portBody('p', { kind: 'vde', network: 'lab', dir: 'rel' }), usage(/--dir \/absolute\/dir/));
+  });
+
+  test('builds tap and vde port bodies', () => {
+    assert.deepEqual(portBody('t', { kind: 'tap', network: 'lab', ifname: 'vmtap%d', vnetHdr: true }), {
+      name: 't',
+      kind: 'tap',
+      network: 'lab',
+      ifname: 'vmtap%d',
+      vnet_hdr: true,
+    });
+    assert.deepEqual(portBody('v', { kind: 'vde', network: 'lab', dir: '/run/vde1' }), {
+      name: 'v',
+      kind: 'vde',
+      network: 'lab',
+      dir: '/run/vde1',
+    });
   });
 });
