@@ -147,6 +147,8 @@ export class StreamPort implements Port {
       connections: this.#connections,
       reconnects: this.#reconnects,
       queued: this.queued,
+      /** Socket writes on the current connection (each carries a batch of frames). */
+      writes: this.#conn?.egress.batches ?? 0,
       malformed: this.#malformed,
       lost_on_disconnect: this.#lost + (this.#conn?.egress.lost ?? 0),
     };
