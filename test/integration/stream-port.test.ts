@@ -122,17 +122,22 @@ describe('stream port', () => {
     await assert.rejects(make({ listen: `unix:${file}` }).port.open(), { code: 'ERR_PORT_ADDRESS' });
   });
 
-  test('refuses a TCP address in use with ERR_PORT_ADDRESS', T, async () => {
+  test('refuses a TCP address in use with ERR_PORT_ADDRESS, and opens once it is free', T, async () => {
     const s = createServer();
     s.listen(0, '127.0.0.1');
     await once(s, 'listening');
     cleanups.push(() => new Promise((r) => s.close(r)));
     const busy = (s.address() as { port: number }).port;
-    await assert.rejects(make({ listen: `tcp:127.0.0.1:${busy}` }).port.open(), (err: Error & { code?: string }) => {
+    const m = make({ listen: `tcp:127.0.0.1:${busy}` });
+    await assert.rejects(m.port.open(), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ERR_PORT_ADDRESS');
       assert.match(err.message, /already in use/);
       return true;
     });
+    // Once the address is free, the same port object opens.
+    await new Promise((r) => s.close(r));
+    await m.port.open();
+    assert.equal(m.port.state, 'listening');
   });
 
   test(

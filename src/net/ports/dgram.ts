@@ -112,6 +112,16 @@ export class DgramPort implements Port {
     const where = formatAddress(this.#spec.local);
     if (this.#opened) throw new PortAddressError(this.name, where, 'the port was already opened');
     this.#opened = true;
+    try {
+      await this.#bind(where);
+    } catch (err) {
+      // Nothing was bound: the caller may fix the cause and open again.
+      this.#opened = false;
+      throw err;
+    }
+  }
+
+  async #bind(where: string): Promise<void> {
     const localHost = await this.#resolve(this.#spec.local.host, 0, where);
     const family = isIP(localHost) === 6 ? 6 : 4;
     const remoteWhere = formatAddress(this.#spec.remote);

@@ -130,7 +130,13 @@ export class StreamPort implements Port {
       this.#dial();
       return;
     }
-    await this.#listen();
+    try {
+      await this.#listen();
+    } catch (err) {
+      // Nothing was bound: the caller may fix the cause and open again.
+      this.#opened = false;
+      throw err;
+    }
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
