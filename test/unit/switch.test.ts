@@ -259,6 +259,19 @@ describe('Switch', () => {
     assert.deepEqual(r.take(), []);
   });
 
+  test('takes a priority-tagged frame (VID 0) on a trunk as native, without the tag', () => {
+    const { add, sps } = rig();
+    const t = add('t', { trunk: { vlans: { 10: 'red' }, native: 'green' } });
+    const g = add('g', { network: 'green' });
+    const r = add('r', { network: 'red' });
+    t.rx(tagged(BCAST, MAC(1), 0));
+    assert.deepEqual(g.take(), [eth(BCAST, MAC(1))]);
+    assert.deepEqual(r.take(), []);
+    const n = add('n', { trunk: { vlans: { 10: 'red' } } });
+    n.rx(tagged(BCAST, MAC(2), 0));
+    assert.equal(sps['n']?.counters.vlan, 1);
+  });
+
   test('counts queue_full and down results of a port write as drops', () => {
     const { add, sps } = rig();
     const a = add('a', { network: 'red' });

@@ -329,7 +329,9 @@ export class Switch {
         c.runt++;
         return;
       }
-      net = sp.vlans.get(buf.readUInt16BE(off + 14) & 0x0fff);
+      const vid = buf.readUInt16BE(off + 14) & 0x0fff;
+      // IEEE 802.1Q §6.9.1: VID 0 is a priority tag on a frame of the port's native (untagged) VLAN.
+      net = vid === 0 ? sp.untagged : sp.vlans.get(vid);
       if (net) {
         // Strip the tag in place: move the two MACs forward over it.
         buf.copyWithin(off + VLAN_HLEN, off, off + 12);
