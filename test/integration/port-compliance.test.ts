@@ -97,6 +97,20 @@ function portCompliance(h: Harness): void {
       assert.deepEqual(await pd.next(), marker, 'a red frame reached a blue port');
     });
 
+    test('a frame over the network MTU is dropped and counted, and the connection stays', T, async (t) => {
+      const rig = new Rig(h);
+      t.after(() => rig.close());
+      const a = await rig.add('a', 1, 'red');
+      const b = await rig.add('b', 2, 'red');
+      const [pa, pb] = [await rig.connect(a), await rig.connect(b)];
+      // MTU 1500: a 1501-byte payload is one too many; the transport carries it fine.
+      pa.send(frame(BROADCAST, a.mac, 'too long', 14 + 1501));
+      await flows(pa, a.mac, pb, 'after the long one');
+      assert.equal(a.sp.counters.mtu, 1);
+      assert.equal(a.sp.counters.malformed, 0);
+      await flows(pb, b.mac, pa, 'back');
+    });
+
     test('garbage bytes on one port leave the other ports working', T, async (t) => {
       const rig = new Rig(h);
       t.after(() => rig.close());
