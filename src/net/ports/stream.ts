@@ -27,6 +27,8 @@ import { WriteResult } from './port.js';
 import { StreamEgress } from './stream-egress.js';
 import { prepareUnixPath, removeUnixPath } from './unix-path.js';
 
+/** Idle time before TCP keepalive probes start, ms. */
+const KEEPALIVE_MS = 15_000;
 /** How long close() waits for queued frames to reach a slow peer before dropping them, ms. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -221,7 +223,11 @@ export class StreamPort implements Port {
   }
 
   #attach(sock: Socket, peer: string): void {
-    if (this.#opts.address.type === 'tcp') sock.setNoDelay(true);
+    if (this.#opts.address.type === 'tcp') {
+      // We batch ourselves: Nagle would only add latency. Keepalive finds a peer host that vanished.
+      sock.setNoDelay(true);
+      sock.setKeepAlive(true, KEEPALIVE_MS);
+    }
     const old = this.#conn;
     const c = new Conn(sock, peer, this, this.#ctx);
     this.#conn = c;
