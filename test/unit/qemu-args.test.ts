@@ -62,6 +62,14 @@ describe('qemuArgs', () => {
     );
   });
 
+  test('plugs into a vde port directory, and refuses a tap port', () => {
+    assert.equal(
+      qemuArgs(spec({ kind: 'vde', dir: '/run/vmlink/vde,1' }), { mac: MAC })[1],
+      'vde,id=vm1,sock=/run/vmlink/vde,,1',
+    );
+    assert.throws(() => qemuArgs(spec({ kind: 'tap', ifname: 'vmtap0' }), { mac: MAC }), { code: 'ERR_QEMU_ARGS' });
+  });
+
   test('doubles commas in a socket path (QEMU option syntax)', () => {
     assert.equal(
       qemuArgs(spec({ kind: 'stream', listen: 'unix:/tmp/a,b.sock' }), { mac: MAC })[1],
@@ -302,6 +310,15 @@ describe('real QEMU 7.2 accepts the generated arguments', () => {
       await up();
       assert.equal(await q.quit(), 0, kind);
     }
+  });
+
+  test('QEMU plugs into a vde port', T, async () => {
+    const s = spec({ kind: 'vde', dir: join(dir, 'vde') });
+    const { port } = await openPort(s);
+    const q = startQemu(qemuArgs(s, { mac: MAC }));
+    assert.match(await q.hmp('info network'), /type=vde/);
+    assert.equal(await q.quit(), 0);
+    await port.close();
   });
 
   test('QEMU starts with the arguments of a dgram port', T, async () => {

@@ -2,6 +2,8 @@
  * The QEMU 7.2 command-line arguments that attach a VM to a vmlink port:
  * a `-netdev` that mirrors the port's transport and a virtio-net NIC on it.
  *
+ * A `vde` port is a VDE switch directory QEMU plugs into (`-netdev vde,sock=DIR`).
+ *
  * The VM's side is the port's opposite: a port that listens gets a netdev
  * that connects (`server=off`, `connect=`), a port that dials gets a netdev
  * that listens (`server=on`, `listen=`), and a dgram port's `local` is the
@@ -42,6 +44,7 @@ export function qemuArgs(spec: PortConfig, opts: QemuArgsOptions): string[] {
 
 function netdev(spec: PortConfig, id: string): string {
   const kind: string = spec.kind;
+  const name: string = spec.name;
   switch (spec.kind) {
     case 'stream': {
       const listening = spec.listen !== undefined;
@@ -80,7 +83,13 @@ function netdev(spec: PortConfig, id: string): string {
       );
     }
   }
-  throw new QemuArgsError(spec.name, `kind "${kind}" has no QEMU netdev; use stream, socket or dgram`);
+  if (spec.kind === 'vde') return `vde,id=${id},sock=${qemuValue(spec.dir)}`;
+  if (spec.kind === 'tap')
+    throw new QemuArgsError(
+      spec.name,
+      'a tap port joins the host kernel (a namespace or container) to the switch, not a VM; give the VM a stream, socket, dgram or vde port',
+    );
+  throw new QemuArgsError(name, `kind "${kind}" has no QEMU netdev; use stream, socket, dgram or vde`);
 }
 
 /** An address vmlink binds, as a peer should dial it: the unspecified address means this host. */
