@@ -119,6 +119,8 @@ describe('NBD server over sockets', () => {
   let srv: RunningServer;
   let gated: GatedBackend;
   const clients: NbdClient[] = [];
+  /** Servers a test starts for itself; destroyed here too, so a failed assertion cannot leave one listening. */
+  const extra: RunningServer[] = [];
   const client = async (name: string, opts: { structured?: boolean; meta?: boolean } = {}) => {
     const c = await NbdClient.connect({
       address: srv.address,
@@ -146,6 +148,7 @@ describe('NBD server over sockets', () => {
   });
   after(async () => {
     for (const c of clients) c.destroy();
+    await Promise.all(extra.map((x) => x.server.destroy()));
     await srv.server.destroy();
     await rm(dir, { recursive: true, force: true });
   });
@@ -238,6 +241,7 @@ describe('NBD server over sockets', () => {
       maxInFlightPerClient: 64,
       maxInFlightBytesPerClient: 64 * 1024,
     });
+    extra.push(s2);
     const c = await NbdClient.connect({ address: s2.address, export: 'g' });
     const writes = Array.from({ length: 20 }, (_, i) => c.write(i * 16384, Buffer.alloc(16384, i + 1)));
     for (let i = 0; i < 20; i++) {
@@ -248,6 +252,48 @@ describe('NBD server over sockets', () => {
     assert.equal(g.most, 4, '64 KiB of 16 KiB writes');
     c.destroy();
     await s2.server.destroy();
+  });
+
+  it('shares backend service between exports by weight when clients of both keep it busy', async () => {
+    // Writes (tiny replies, so no client is slowed by its own socket) into a backend that takes
+    // one event-loop turn per request: the backend is the bottleneck and both exports stay backlogged.
+    const log: string[] = [];
+    class Recording extends MemoryBackend {
+      constructor(readonly tag: string) {
+        super({ size: SIZE });
+      }
+      override async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
+        log.push(this.tag);
+        await new Promise<void>((r) => setImmediate(r));
+        return super.write(offset, data, fua);
+      }
+    }
+    const s3 = await startServer(
+      dir,
+      'fair',
+      [
+        { name: 'light', backend: new Recording('light') as BlockBackend, weight: 1 },
+        { name: 'heavy', backend: new Recording('heavy') as BlockBackend, weight: 3 },
+      ],
+      { concurrency: 1, maxInFlightPerClient: 32 },
+    );
+    extra.push(s3);
+    const a = await NbdClient.connect({ address: s3.address, export: 'light' });
+    const b = await NbdClient.connect({ address: s3.address, export: 'heavy' });
+    try {
+      const data = Buffer.alloc(65536, 1);
+      const writes: Promise<void>[] = [];
+      for (let i = 0; i < 200; i++) writes.push(a.write(0, data), b.write(0, data));
+      await Promise.all(writes);
+      // While both are backlogged (heavy runs out after ~267 dispatches), heavy gets three of every four.
+      const first = log.slice(0, 200);
+      const heavyShare = first.filter((t) => t === 'heavy').length / first.length;
+      assert.ok(Math.abs(heavyShare - 0.75) < 0.05, `heavy share ${heavyShare}`);
+    } finally {
+      a.destroy();
+      b.destroy();
+      await s3.server.destroy();
+    }
   });
 
   it('answers in-flight requests before closing on NBD_CMD_DISC', async () => {
@@ -263,6 +309,7 @@ describe('NBD server over sockets', () => {
   it('close() answers in-flight requests, then closes connections and listeners', async () => {
     const g = new GatedBackend({ size: SIZE });
     const s2 = await startServer(dir, 'closing', [{ name: 'g', backend: g as BlockBackend }]);
+    extra.push(s2);
     const c = await NbdClient.connect({ address: s2.address, export: 'g' });
     const w = c.write(0, Buffer.from('kept'));
     await g.arrivals(1);
