@@ -15,7 +15,7 @@ import { type ChildServer, exited, runOk, spawnServer } from '../helpers/nbd-pee
 
 const SIZE = 16 * 1024 * 1024;
 
-describe('NBD durability across SIGKILL', () => {
+describe('NBD durability across SIGKILL', { timeout: 120_000 }, () => {
   let dir = '';
   const children: ChildServer[] = [];
   before(async () => {

@@ -156,7 +156,7 @@ async function apply(c: NbdClient, m: Model, op: Op): Promise<void> {
   }
 }
 
-describe('NBD randomized model and fuzzing', () => {
+describe('NBD randomized model and fuzzing', { timeout: 180_000 }, () => {
   let dir = '';
   let srv: RunningServer;
   const clients: NbdClient[] = [];

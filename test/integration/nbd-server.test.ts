@@ -114,7 +114,7 @@ function request(type: number, flags: number, cookie: number, offset: number, le
   return b;
 }
 
-describe('NBD server over sockets', () => {
+describe('NBD server over sockets', { timeout: 120_000 }, () => {
   let dir = '';
   let srv: RunningServer;
   let gated: GatedBackend;

@@ -75,7 +75,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('NBD server with real clients', () => {
+describe('NBD server with real clients', { timeout: 300_000 }, () => {
   it('lists every export with nbdinfo --list', async () => {
     const out = await runOk('nbdinfo', ['--list', '--json', `nbd+unix:///?socket=${main.socket}`]);
     const names = (JSON.parse(out) as { exports: { 'export-name': string }[] }).exports.map((e) => e['export-name']);
