@@ -296,6 +296,30 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     }
   });
 
+  it('closes a client that does not finish the handshake in time', async () => {
+    const s4 = await startServer(dir, 'slow', [{ name: 'm', backend: new MemoryBackend({ size: SIZE }) }], {
+      handshakeTimeoutMs: 50,
+    });
+    extra.push(s4);
+    const idle = connect(s4.socket);
+    idle.on('data', () => {});
+    await once(idle, 'close');
+  });
+
+  it('refuses connections beyond maxConnections and keeps serving the ones it has', async () => {
+    const s5 = await startServer(dir, 'limit', [{ name: 'm', backend: new MemoryBackend({ size: SIZE }) }], {
+      maxConnections: 1,
+    });
+    extra.push(s5);
+    const c = await NbdClient.connect({ address: s5.address, export: 'm' });
+    const over = connect(s5.socket);
+    over.on('error', () => {});
+    await once(over, 'close');
+    await c.write(0, Buffer.from('ok'));
+    assert.equal((await c.read(0, 2)).toString(), 'ok');
+    c.destroy();
+  });
+
   it('answers in-flight requests before closing on NBD_CMD_DISC', async () => {
     const { s, read } = await rawConnect(srv.socket, 'mem');
     const w = request(1, 0, 7, 4096, 4);
