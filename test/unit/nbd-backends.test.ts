@@ -167,6 +167,33 @@ describe('remote backend (NBD client to a second server)', () => {
   };
   backendCompliance({ writable: (size) => remote(size), readOnly: (size) => remote(size, true) });
 
+  it('re-dials a restarted remote, retries the request, and fails the next flush once if unflushed writes may be lost', async () => {
+    const store = new MemoryBackend({ size: 1 << 20 });
+    const start = async () => {
+      const exports = new ExportRegistry();
+      exports.add({ name: 'r', backend: store });
+      const srv = createNbdServer({
+        logger: silentLogger(),
+        exports,
+        listen: [{ type: 'unix', path: join(dir, 'restart.sock') }],
+      });
+      await srv.open();
+      servers.push(srv);
+      return srv;
+    };
+    const first = await start();
+    const b = await RemoteBackend.connect({ address: first.addresses()[0]!, export: 'r' });
+    await b.write(0, Buffer.from('flushed'), false);
+    await b.flush();
+    await b.write(100, Buffer.from('maybe'), false);
+    await first.destroy();
+    await start();
+    assert.equal((await b.read(0, 7)).toString(), 'flushed');
+    await assert.rejects(b.flush(), (err: Error & { code?: string }) => err.code === 'ERR_NBD_REMOTE_LOST');
+    await b.flush();
+    await b.close();
+  });
+
   it('passes the remote holes through as extents', async () => {
     const b = await remote(1 << 20);
     await b.write(0, Buffer.alloc(65536, 1), false);

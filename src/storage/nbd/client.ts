@@ -140,6 +140,11 @@ export class NbdClient {
     return c;
   }
 
+  /** The connection is gone (closed by either side or failed); requests reject at once. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   get readOnly(): boolean {
     return (this.flags & TF.READ_ONLY) !== 0;
   }
