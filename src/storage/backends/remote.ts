@@ -122,6 +122,7 @@ export class RemoteBackend implements BlockBackend {
     let left = length;
     for (const e of ext) {
       if (left === 0) break;
+      if (!(e.length > 0)) continue; // a peer's zero-length descriptor carries nothing
       const n = Math.min(e.length, left);
       out.push({ length: n, flags: e.flags });
       left -= n;

@@ -297,6 +297,8 @@ export class NbdConnection {
       const ext = await b.extents(pos, end - pos);
       for (const e of ext) {
         const len = Math.min(e.length, end - pos);
+        // A backend bug must not spin this loop forever: fail the request (EIO) instead.
+        if (!(len > 0)) throw new Error(`backend returned an empty extent at offset ${pos}`);
         if ((e.flags & STATE_ZERO) !== 0) out.push(offsetHoleChunk(r.cookie, false, pos, len));
         else {
           const data = await b.read(pos, len);
