@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import type { BlockBackend } from '../../src/storage/backend.js';
 import { MemoryBackend } from '../../src/storage/backends/memory.js';
 import { NbdClientError } from '../../src/storage/errors.js';
@@ -196,6 +197,21 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     const c = await client('mem');
     await c.write(0, Buffer.from('alive'));
     assert.equal((await c.read(0, 5)).toString(), 'alive');
+  });
+
+  it('logs exactly one line naming the bad value when it drops a connection for a bad magic', async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const logger = pino({ level: 'debug' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const s6 = await startServer(dir, 'logged', [{ name: 'm', backend: new MemoryBackend({ size: SIZE }) }], {
+      logger,
+    });
+    extra.push(s6);
+    const { s } = await rawConnect(s6.socket, 'm');
+    s.write(request(0, 0, 1, 0, 4, 0xdeadbeef));
+    await once(s, 'close');
+    const warnings = lines.filter((l) => l.level >= 40);
+    assert.equal(warnings.length, 1, JSON.stringify(lines));
+    assert.match(warnings[0]?.msg ?? '', /closing NBD connection: bad request magic 0xdeadbeef/);
   });
 
   it('closes a connection that announces a write payload beyond 32 MiB', async () => {
