@@ -53,12 +53,17 @@ fi
 if [ ! -d node_modules ] || { [ -f package-lock.json ] && [ package-lock.json -nt node_modules ]; }; then
   if [ -f package-lock.json ]; then
     say "installing npm packages (npm ci)"
-    if ! npm ci --no-audit --no-fund; then
+    ci_log="$(mktemp)"
+    if ! npm ci --no-audit --no-fund >"$ci_log" 2>&1; then
       # A lock file out of step with package.json (e.g. written by another npm) makes npm ci refuse;
       # install from package.json instead, without rewriting the lock file.
-      say "npm ci refused; falling back to npm install --no-save"
+      say "npm ci refused: $(grep -E '^npm error .' "$ci_log" | grep -v '^npm error code' | head -n1)"
+      say "falling back to npm install --no-save"
       npm install --no-audit --no-fund --no-save
+    else
+      tail -n 3 "$ci_log"
     fi
+    rm -f "$ci_log"
   else
     say "installing npm packages (npm install: no package-lock.json)"
     npm install --no-audit --no-fund
