@@ -78,17 +78,16 @@ export class Deframer {
   }
 
   /**
-   * Feeds one chunk. Calls the sink for every frame completed by it. Returns
+   * Feeds `chunk[0 .. end)`. Calls the sink for every frame completed by it. Returns
    * {@link PushResult.OVERSIZED} (and consumes nothing more) when a prefix
    * announces a frame longer than the maximum. Never throws for any input.
    */
-  push(chunk: Buffer): PushResult {
+  push(chunk: Buffer, end = chunk.length): PushResult {
     if (this.#broken) return PushResult.OVERSIZED;
-    const end = chunk.length;
     let p = 0;
     // Finish a frame or prefix left over from earlier chunks.
     if (this.#hdrHave !== 0 || this.#need >= 0) {
-      p = this.#resume(chunk, 0);
+      p = this.#resume(chunk, 0, end);
       if (p < 0) return PushResult.OVERSIZED;
     }
     // Fast path: whole frames inside this chunk go to the sink in place.
@@ -112,8 +111,7 @@ export class Deframer {
   }
 
   /** Continues a split prefix/frame from chunk[p]; returns the next offset, or -1 when broken. */
-  #resume(chunk: Buffer, p: number): number {
-    const end = chunk.length;
+  #resume(chunk: Buffer, p: number, end: number): number {
     if (this.#need < 0) {
       while (this.#hdrHave < PREFIX_LEN && p < end) {
         this.#hdr = this.#hdr * 256 + (chunk[p++] as number);

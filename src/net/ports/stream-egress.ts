@@ -12,6 +12,13 @@
  * socket whose write has not completed. Completed writes are tracked with a
  * FIFO of batch sizes and one pre-bound write callback (socket write
  * callbacks run in order), so no closure is allocated per frame or batch.
+ * Write callbacks run a tick after the write; a burst of reads (libuv reads
+ * up to 32 chunks per poll) would hit the bound before any ran, so at the
+ * bound the FIFO is first reclaimed from `socket.writableLength`, which
+ * Node updates as soon as bytes reach the kernel.
+ *
+ * A batch is handed to the socket as soon as it holds FLUSH_BYTES, so the
+ * reader on the other side works in parallel with a long burst.
  *
  * One object per connection: callbacks of a dead connection cannot disturb
  * the counters of the next one.
@@ -24,6 +31,8 @@ import { WriteResult } from './port.js';
 const BATCH_BYTES = 256 * 1024;
 /** Batch buffers kept for reuse after their write completes. */
 const POOL_MAX = 4;
+/** A batch this large is written at once instead of at the end of the turn. */
+const FLUSH_BYTES = 64 * 1024;
 
 export class StreamEgress {
   readonly #socket: Socket;
@@ -35,7 +44,11 @@ export class StreamEgress {
   /** Frames and buffers handed to the socket, oldest first (parallel FIFOs). */
   readonly #flightFrames: number[] = [];
   readonly #flightBufs: Buffer[] = [];
+  readonly #flightBytes: number[] = [];
+  #flightTotalBytes = 0;
   #inflight = 0;
+  /** Write callbacks still to come for batches already reclaimed by #reclaim. */
+  #skip = 0;
   readonly #pool: Buffer[] = [];
   #scheduled = false;
   #blocked = false;
@@ -51,15 +64,19 @@ export class StreamEgress {
   };
 
   readonly #onWritten = (err?: Error | null): void => {
+    if (this.#skip > 0) {
+      this.#skip--;
+      return;
+    }
     const n = this.#flightFrames.shift() ?? 0;
     const buf = this.#flightBufs.shift();
+    this.#flightTotalBytes -= this.#flightBytes.shift() ?? 0;
     this.#inflight -= n;
     if (err) {
       this.lost += n;
       return;
     }
-    // Keep normal-sized buffers only: a batch grown while blocked is let go.
-    if (buf !== undefined && buf.length === BATCH_BYTES && this.#pool.length < POOL_MAX) this.#pool.push(buf);
+    this.#recycle(buf);
   };
 
   readonly #onDrain = (): void => {
@@ -91,7 +108,10 @@ export class StreamEgress {
   /** Copies `buf[off .. off+len)` with its length prefix into the pending batch. */
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#dead) return WriteResult.DOWN;
-    if (this.#pendingFrames + this.#inflight >= this.#queueLen) return WriteResult.QUEUE_FULL;
+    if (this.#pendingFrames + this.#inflight >= this.#queueLen) {
+      this.#reclaim();
+      if (this.#pendingFrames + this.#inflight >= this.#queueLen) return WriteResult.QUEUE_FULL;
+    }
     const need = PREFIX_LEN + len;
     if (this.#batch.length - this.#used < need) this.#makeRoom(need);
     const b = this.#batch;
@@ -99,6 +119,10 @@ export class StreamEgress {
     buf.copy(b, this.#used + PREFIX_LEN, off, off + len);
     this.#used += need;
     this.#pendingFrames++;
+    if (this.#used >= FLUSH_BYTES && !this.#blocked) {
+      this.flush();
+      return WriteResult.OK;
+    }
     if (!this.#scheduled && !this.#blocked) {
       this.#scheduled = true;
       setImmediate(this.#flushBound);
@@ -117,6 +141,8 @@ export class StreamEgress {
     this.#pendingFrames = 0;
     this.#flightFrames.push(frames);
     this.#flightBufs.push(batch);
+    this.#flightBytes.push(bytes);
+    this.#flightTotalBytes += bytes;
     this.#inflight += frames;
     this.batches++;
     // One subarray per batch (not per frame): the socket keeps it until written.
@@ -131,6 +157,27 @@ export class StreamEgress {
     this.#pendingFrames = 0;
     this.#used = 0;
     this.#socket.off('drain', this.#onDrain);
+  }
+
+  /**
+   * Releases batches the kernel already took: Node's writableLength counts
+   * only bytes not yet written, and batches complete in order, so every
+   * batch older than the newest `writableLength` bytes is done. Their write
+   * callbacks, still to come, are skipped.
+   */
+  #reclaim(): void {
+    const outstanding = this.#socket.writableLength;
+    while (this.#flightFrames.length > 0 && this.#flightTotalBytes - (this.#flightBytes[0] as number) >= outstanding) {
+      this.#inflight -= this.#flightFrames.shift() as number;
+      this.#flightTotalBytes -= this.#flightBytes.shift() as number;
+      this.#recycle(this.#flightBufs.shift());
+      this.#skip++;
+    }
+  }
+
+  /** Keeps normal-sized buffers for reuse; a batch grown while blocked is let go. */
+  #recycle(buf: Buffer | undefined): void {
+    if (buf !== undefined && buf.length === BATCH_BYTES && this.#pool.length < POOL_MAX) this.#pool.push(buf);
   }
 
   /** Makes room for `need` more bytes: write the batch now, or grow it while blocked. */

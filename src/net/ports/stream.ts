@@ -14,7 +14,7 @@
  * disconnected with one log line and counted through ctx.onMalformed; the
  * port keeps listening (or re-dials).
  */
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, Socket } from 'node:net';
 import type { Address } from '../../config/address.js';
 import { formatAddress } from '../../config/address.js';
 import type { PortConfig } from '../../config/schema.js';
@@ -31,6 +31,39 @@ import { prepareUnixPath, removeUnixPath } from './unix-path.js';
 const KEEPALIVE_MS = 15_000;
 /** How long close() waits for queued frames to reach a slow peer before dropping them, ms. */
 const CLOSE_GRACE_MS = 2000;
+/** Size of a connection's read buffer: many frames per read syscall. */
+const READ_BYTES = 256 * 1024;
+
+/**
+ * Node's `onread` socket option: every read lands in one reusable buffer and
+ * is handed to the connection's deframer at once, so reading allocates
+ * nothing per chunk (a 'data' event allocates a Buffer per read, and at
+ * gigabits per second that garbage dominates). The connection is bound right
+ * after the socket is made; no read completes before that (reads complete in
+ * later event-loop turns).
+ */
+class Reader {
+  conn: Conn | undefined;
+  readonly onread = {
+    buffer: Buffer.allocUnsafe(READ_BYTES),
+    callback: (nread: number, buf: Buffer): boolean => (this.conn ? this.conn.onRead(nread, buf) : true),
+  };
+}
+
+/**
+ * Re-wraps an accepted socket (accepted with pauseOnConnect, so nothing was
+ * read yet) around the same handle with the `onread` option, which
+ * net.Server cannot pass to the sockets it accepts. The original socket
+ * object is destroyed without its handle, which only releases the server's
+ * connection count.
+ */
+function adoptWithReader(accepted: Socket, reader: Reader): Socket {
+  const holder = accepted as unknown as { _handle: unknown };
+  const handle = holder._handle;
+  holder._handle = null;
+  accepted.destroy();
+  return new Socket({ handle, onread: reader.onread } as ConstructorParameters<typeof Socket>[0]);
+}
 
 export interface StreamPortOptions {
   name: string;
@@ -53,6 +86,8 @@ class Conn {
   dropReason = '';
   /** Set once {@link StreamPort.lost} handled it. */
   gone = false;
+  /** Socket `onread` callback: each read lands in one reusable buffer and is parsed at once. */
+  readonly onRead: (nread: number, buf: Buffer) => boolean;
 
   constructor(
     readonly sock: Socket,
@@ -62,14 +97,15 @@ class Conn {
   ) {
     this.deframer = new Deframer(ctx.sink, ctx.maxFrameLen);
     this.egress = new StreamEgress(sock, ctx.queueLen);
-    sock.on('data', (chunk: Buffer) => {
-      if (this.deframer.push(chunk) !== PushResult.OK) {
+    this.onRead = (nread: number, buf: Buffer): boolean => {
+      if (this.deframer.push(buf, nread) !== PushResult.OK) {
         port.malformed(
           this,
           `length prefix ${this.deframer.badLength} exceeds the largest frame of ${ctx.maxFrameLen} bytes`,
         );
       }
-    });
+      return true;
+    };
     sock.on('end', () => {
       if (this.deframer.partial && !this.dropReason) {
         const want = this.deframer.partialLength;
@@ -222,7 +258,7 @@ export class StreamPort implements Port {
     c.sock.destroy();
   }
 
-  #attach(sock: Socket, peer: string): void {
+  #attach(sock: Socket, peer: string): Conn {
     if (this.#opts.address.type === 'tcp') {
       // We batch ourselves: Nagle would only add latency. Keepalive finds a peer host that vanished.
       sock.setNoDelay(true);
@@ -237,20 +273,23 @@ export class StreamPort implements Port {
       this.#drop(old, `replaced by ${peer}`);
     }
     this.#setState('up', `peer ${peer} connected`);
+    return c;
   }
 
   async #listen(): Promise<void> {
     const a = this.#opts.address;
     if (a.type === 'unix' && (await prepareUnixPath(this.name, a.path)))
       this.#ctx.logger.info({ path: a.path }, 'removed a stale socket file nobody was listening on');
-    const server = createServer();
-    server.on('connection', (sock) => {
+    const server = createServer({ pauseOnConnect: true });
+    server.on('connection', (accepted) => {
       if (this.#closing) {
-        sock.destroy();
+        accepted.destroy();
         return;
       }
+      const reader = new Reader();
+      const sock = adoptWithReader(accepted, reader);
       const peer = a.type === 'unix' ? formatAddress(a) : `tcp:${sock.remoteAddress}:${sock.remotePort}`;
-      this.#attach(sock, peer);
+      reader.conn = this.#attach(sock, peer);
     });
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException) => {
@@ -282,7 +321,11 @@ export class StreamPort implements Port {
     this.#timer = undefined;
     if (this.#closing) return;
     const a = this.#opts.address;
-    const sock = a.type === 'unix' ? connect(a.path) : connect({ host: a.host, port: a.port });
+    const reader = new Reader();
+    const sock =
+      a.type === 'unix'
+        ? connect({ path: a.path, onread: reader.onread })
+        : connect({ host: a.host, port: a.port, onread: reader.onread });
     this.#dialing = sock;
     const onError = (err: Error) => {
       sock.destroy();
@@ -301,7 +344,7 @@ export class StreamPort implements Port {
       if (this.#connections > 0) this.#reconnects++;
       this.#backoff.reset();
       this.#local = a.type === 'unix' ? '' : `tcp:${sock.localAddress}:${sock.localPort}`;
-      this.#attach(sock, this.#where());
+      reader.conn = this.#attach(sock, this.#where());
     });
   }
 

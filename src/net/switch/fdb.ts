@@ -56,6 +56,19 @@ export class Fdb {
   }
 
   /**
+   * The common case of learning in one probe: when the MAC is already on
+   * `port`, refreshes its time. Returns the port id the MAC is on (unchanged
+   * when it is another port), or -1 when it is not known.
+   */
+  touch(hi: number, lo: number, port: number, now: number): number {
+    const slot = this.#find(hi, lo | 0);
+    if (slot < 0) return -1;
+    const p = this.#port[slot] as number;
+    if (p === port) this.#seen[slot] = now;
+    return p;
+  }
+
+  /**
    * Records that the MAC was seen on `port` at `now`.
    * Returns {@link LEARN_NEW} for a new entry, {@link LEARN_FULL} when a new
    * MAC could not be stored, or the port id the MAC was on before (equal to

@@ -385,11 +385,7 @@ export class Switch {
 
   /** Learns the source MAC; false when the port's MAC limit forbids it. */
   #learn(sp: SwitchPort, net: Network, hi: number, lo: number): boolean {
-    const prev = net.fdb.lookup(hi, lo);
-    if (prev === sp.id) {
-      net.fdb.learn(hi, lo, sp.id, this.#now);
-      return true;
-    }
+    if (net.fdb.touch(hi, lo, sp.id, this.#now) === sp.id) return true;
     if (sp.learned >= sp.maxMacs) return false;
     const r = net.fdb.learn(hi, lo, sp.id, this.#now);
     if (r === LEARN_FULL) return true; // table full: forward without learning (floods)
