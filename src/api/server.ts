@@ -8,7 +8,7 @@
  * daemon answering) is refused.
  */
 import { once } from 'node:events';
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { chmod, lstat, unlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
@@ -16,6 +16,7 @@ import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { ConfigError } from '../config/errors.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { mkdirp } from '../util/fs.js';
 import type { ControlBackend } from './backend.js';
 import { PcapCapture } from './capture.js';
 import { BadRequestError, ControlInUseError, ControlPathError, RouteNotFoundError } from './errors.js';
@@ -118,7 +119,7 @@ export class ApiServer {
   async checkPath(): Promise<void> {
     const path = this.path;
     try {
-      await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+      await mkdirp(dirname(path), 0o755);
     } catch (err) {
       throw new ControlPathError(path, `cannot create its directory: ${describeError(err)}`, { cause: err });
     }

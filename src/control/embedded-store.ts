@@ -9,9 +9,10 @@
  * `{ "version": 1, "networks": [ {raw network} ], "ports": [ {raw port} ] }`
  */
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeError } from '../errors.js';
+import { mkdirp } from '../util/fs.js';
 import { StateCorruptError, StateIoError } from './errors.js';
 import type { StateStore, StoredItem, StoredState } from './store.js';
 
@@ -107,7 +108,7 @@ class EmbeddedStore implements StateStore {
     const tmp = `${this.#file}.tmp-${process.pid}`;
     const text = `${JSON.stringify({ version: STATE_VERSION, networks: s.networks, ports: s.ports }, null, 2)}\n`;
     try {
-      await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+      await mkdirp(this.#dir, 0o700);
       const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
       try {
         await fh.writeFile(text, 'utf8');

@@ -2,10 +2,11 @@
  * Preparing a unix socket path for listening: create the parent directory,
  * remove a stale socket file (one nobody answers on), refuse a live one.
  */
-import { lstat, mkdir, unlink } from 'node:fs/promises';
+import { lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { describeError } from '../../errors.js';
+import { mkdirp } from '../../util/fs.js';
 import { PortAddressError } from '../errors.js';
 
 /** How long a probe of an existing socket file may take before it counts as stale, ms. */
@@ -42,7 +43,7 @@ function probe(path: string): Promise<Probe> {
 export async function prepareUnixPath(port: string, path: string): Promise<boolean> {
   const where = `unix:${path}`;
   try {
-    await mkdir(dirname(path), { recursive: true });
+    await mkdirp(dirname(path));
   } catch (err) {
     throw new PortAddressError(port, where, `cannot create directory ${dirname(path)}: ${describeError(err)}`, {
       cause: err,

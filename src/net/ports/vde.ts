@@ -20,12 +20,13 @@
  * (its queue is full) misses it, counted in describe().tx_dropped.
  */
 import { closeSync, unlinkSync } from 'node:fs';
-import { mkdir, rmdir } from 'node:fs/promises';
+import { rmdir } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { describeError } from '../../errors.js';
 import { type NativeAddon, native, type Poller } from '../../native/index.js';
+import { mkdirp } from '../../util/fs.js';
 import { PortAddressError } from '../errors.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 import { prepareUnixPath } from './unix-path.js';
@@ -114,7 +115,7 @@ export class VdePort implements Port {
       throw new PortAddressError(this.name, this.#dir, 'a VDE directory must be an absolute path of at most 96 bytes');
     this.#n = native();
     try {
-      this.#createdDir = (await mkdir(this.#dir, { recursive: true, mode: 0o700 })) !== undefined;
+      this.#createdDir = (await mkdirp(this.#dir, 0o700)) !== undefined;
     } catch (err) {
       throw new PortAddressError(this.name, this.#dir, `cannot create the directory: ${describeError(err)}`, {
         cause: err,
