@@ -63,13 +63,14 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 ip link set lo up
+# virtio_net probes asynchronously: wait for eth0 (up to 10 s) when it is to be configured.
 i=0
-while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+while [ -n "$IP$MAC" ] && [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 if [ -e /sys/class/net/eth0 ]; then
   [ -n "$MAC" ] && ip link set eth0 address "$MAC"
   [ -n "$IP" ] && ip addr add "$IP" dev eth0
   ip link set eth0 up
-else
+elif [ -n "$IP$MAC" ]; then
   echo "vmlink-init: no eth0 (is a virtio-net-pci device attached?)"
 fi
 export HOME=/root
