@@ -73,7 +73,14 @@ else
   say "npm packages up to date"
 fi
 
-# 4. Build.
+# 4. Build: the native addon (when missing or older than its sources), then the TypeScript.
+addon=build/Release/vmlink_native.node
+if [ ! -f "$addon" ] || [ -n "$(find src/native/c binding.gyp -newer "$addon" 2>/dev/null | head -n1)" ]; then
+  say "building the native addon (scripts/build-native.sh)"
+  sh scripts/build-native.sh >/dev/null
+else
+  say "native addon up to date"
+fi
 say "building (npm run build)"
 npm run build --silent
 say "done"
