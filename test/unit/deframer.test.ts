@@ -2,24 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Deframer, PushResult } from '../../src/net/ports/deframer.js';
 import { MAX_FRAME_LEN } from '../../src/net/ports/port.js';
+import { prng } from '../helpers/prng.js';
 
 /** A deframer that records copies of the frames it delivers. */
 function recorder(max = MAX_FRAME_LEN) {
   const frames: string[] = [];
   const d = new Deframer((buf, off, len) => frames.push(buf.toString('hex', off, off + len)), max);
   return { d, frames };
-}
-
-/** A seeded PRNG (mulberry32): the same inputs on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function encode(frames: Buffer[]): Buffer {

@@ -1,22 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Fdb, LEARN_FULL, LEARN_NEW } from '../../src/net/switch/fdb.js';
+import { prng } from '../helpers/prng.js';
 
 const TWO32 = 0x1_0000_0000;
 const hiOf = (mac: number) => Math.floor(mac / TWO32);
 const loOf = (mac: number) => mac % TWO32;
-
-/** mulberry32: a seeded PRNG so every run sees the same inputs. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('Fdb', () => {
   test('learns a MAC, finds it, and reports a refresh with the same port', () => {
