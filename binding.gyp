@@ -6,6 +6,7 @@
         "src/native/c/addon.c",
         "src/native/c/io.c",
         "src/native/c/mem.c",
+        "src/native/c/packet.c",
         "src/native/c/poll.c",
         "src/native/c/tap.c",
         "src/native/c/unix.c"

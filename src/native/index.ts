@@ -114,6 +114,28 @@ export interface NativeAddon {
    * @returns datagrams received (0: none ready)
    */
   recvBatch(fd: number, buf: Uint8Array, slot: number, lens: Uint32Array, addrs: string[] | null): number;
+  /**
+   * recvBatch for an unconnected datagram socket that serves one peer:
+   * strangers[i] = 1 when datagram i came from a path other than `peer`
+   * (drop and count it), else 0. No string is made per datagram.
+   * @returns datagrams received (0: none ready)
+   */
+  recvBatchFrom(
+    fd: number,
+    buf: Uint8Array,
+    slot: number,
+    lens: Uint32Array,
+    peer: string,
+    strangers: Uint8Array,
+  ): number;
+  /**
+   * A raw AF_PACKET socket bound to an existing interface (ETH_P_ALL),
+   * non-blocking, with PACKET_IGNORE_OUTGOING (frames sent out of the
+   * interface are not read back) and, with `promisc`, PACKET_MR_PROMISC.
+   * Read and write it with recvBatch / sendBatch (dest null).
+   * Throws ENODEV (syscall `if_nametoindex`, path = ifname) for a missing interface.
+   */
+  packetOpen(ifname: string, promisc: boolean): { fd: number; ifindex: number };
   /** sendmsg of `data` (non-empty) with up to 32 fds as SCM_RIGHTS. Returns bytes sent. */
   sendFds(fd: number, data: Uint8Array, fds: readonly number[]): number;
   /** recvmsg into buf taking SCM_RIGHTS fds (close-on-exec). null when nothing is ready; bytes 0 at end of stream. */

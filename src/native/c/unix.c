@@ -191,6 +191,66 @@ static napi_value recv_batch(napi_env env, napi_callback_info info) {
   return res;
 }
 
+/*
+ * recvBatchFrom(fd, buf, slot, lens, peer: string, strangers: Uint8Array) -> n
+ * recvBatch for an unconnected datagram socket that takes frames from one
+ * peer only: strangers[i] = 1 when datagram i came from a path other than
+ * `peer` (the caller drops and counts it), else 0. Compared here, so no
+ * string is made per datagram.
+ */
+static napi_value recv_batch_from(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 6);
+  int32_t fd;
+  uint32_t slot, *lens;
+  uint8_t *buf, *strangers;
+  size_t buf_len, n_lens, n_str;
+  char peer[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "buf", &buf, &buf_len) ||
+      !vl_get_uint32(env, argv[2], "slot", &slot) || !vl_get_u32s(env, argv[3], "lens", false, &lens, &n_lens) ||
+      !vl_get_string(env, argv[4], "peer", peer, sizeof peer) ||
+      !vl_get_bytes(env, argv[5], "strangers", &strangers, &n_str))
+    return NULL;
+  if (slot == 0) return vl_throw_arg(env, "ERR_INVALID_ARG_VALUE", "slot must be > 0");
+  size_t peer_len = strlen(peer);
+  size_t max = buf_len / slot < n_lens ? buf_len / slot : n_lens;
+  if (n_str < max) max = n_str;
+  struct mmsghdr msgs[MMSG_MAX];
+  struct iovec iov[MMSG_MAX];
+  struct sockaddr_un from[MMSG_MAX];
+  uint32_t total = 0;
+  while (total < max) {
+    unsigned n = max - total < MMSG_MAX ? (unsigned)(max - total) : MMSG_MAX;
+    memset(msgs, 0, sizeof(struct mmsghdr) * n);
+    for (unsigned k = 0; k < n; k++) {
+      iov[k].iov_base = buf + (size_t)(total + k) * slot;
+      iov[k].iov_len = slot;
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+      msgs[k].msg_hdr.msg_name = &from[k];
+      msgs[k].msg_hdr.msg_namelen = sizeof from[k];
+    }
+    int r;
+    do r = recvmmsg(fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || total > 0) break;
+      return vl_throw_errno(env, errno, "recvmmsg", NULL);
+    }
+    for (int k = 0; k < r; k++) {
+      lens[total + k] = msgs[k].msg_len;
+      socklen_t al = msgs[k].msg_hdr.msg_namelen;
+      size_t off = offsetof(struct sockaddr_un, sun_path);
+      size_t plen = al > off ? strnlen(from[k].sun_path, al - off) : 0;
+      strangers[total + k] = !(plen == peer_len && memcmp(from[k].sun_path, peer, plen) == 0);
+    }
+    total += (uint32_t)r;
+    if ((unsigned)r < n) break;
+  }
+  napi_value res;
+  NAPI_CALL(env, napi_create_uint32(env, total, &res));
+  return res;
+}
+
 /* sendFds(fd, data, fds: number[]) -> bytes sent (data must be non-empty): one sendmsg with SCM_RIGHTS. */
 static napi_value send_fds(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
@@ -293,6 +353,7 @@ napi_status vl_init_unix(napi_env env, napi_value exports) {
   if ((s = vl_export(env, exports, "connect", unix_connect)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "sendBatch", send_batch)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvBatch", recv_batch)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "recvBatchFrom", recv_batch_from)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "sendFds", send_fds)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvFds", recv_fds)) != napi_ok) return s;
   if ((s = vl_export_int(env, exports, "SOCK_STREAM", SOCK_STREAM)) != napi_ok) return s;
