@@ -99,10 +99,20 @@ const socketPort = z.strictObject({
 const dgramPort = z.strictObject({
   ...common,
   kind: z.literal('dgram'),
-  /** Where vmlink receives (QEMU's `remote`). */
-  local: address('udp'),
-  /** Where vmlink sends (QEMU's `local`). */
-  remote: address('udp'),
+  /** Where vmlink receives (QEMU's `remote`): `udp:HOST:PORT`, or `unix:/path` (a unix datagram socket vmlink binds). */
+  local: address('udp', 'unix'),
+  /** Where vmlink sends (QEMU's `local`): the same type as `local`. */
+  remote: address('udp', 'unix'),
+});
+
+const hostPort = z.strictObject({
+  ...common,
+  kind: z.literal('host'),
+  /** An existing host interface (e.g. eth0) bridged to the network with an AF_PACKET socket (promiscuous). */
+  ifname: z
+    .string()
+    .regex(/^(?!\.{1,2}$)[^\s/:%]+$/, "ifname must not contain '/', ':', '%' or spaces")
+    .refine((s) => Buffer.byteLength(s) <= 15, 'ifname must be 1-15 bytes'),
 });
 
 const tapPort = z.strictObject({
@@ -134,8 +144,9 @@ const vdePort = z.strictObject({
 });
 
 export const portSchema = z
-  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort, vdePort], {
-    error: (iss) => (iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram, tap, vde` : undefined),
+  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort, vdePort, hostPort], {
+    error: (iss) =>
+      iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram, tap, vde, host` : undefined,
   })
   .superRefine((p, ctx) => {
     if ((p.network === undefined) === (p.trunk === undefined)) {
@@ -147,6 +158,13 @@ export const portSchema = z
     }
     if ((p.kind === 'stream' || p.kind === 'socket') && (p.listen === undefined) === (p.connect === undefined)) {
       ctx.addIssue({ code: 'custom', path: ['listen'], message: 'give exactly one of listen or connect' });
+    }
+    if (p.kind === 'dgram' && p.local.type !== p.remote.type) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['remote'],
+        message: `local is ${p.local.type}: and remote is ${p.remote.type}:; give both as udp: or both as unix:`,
+      });
     }
   });
 export type PortConfig = z.infer<typeof portSchema>;

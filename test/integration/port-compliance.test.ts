@@ -11,7 +11,14 @@ import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
 import { type Address, parseAddress } from '../../src/config/address.js';
 import { WriteResult } from '../../src/net/ports/port.js';
-import { connectHarness, dgramHarness, type Harness, listenHarness, type Peer } from '../helpers/port-peers.js';
+import {
+  connectHarness,
+  dgramHarness,
+  type Harness,
+  listenHarness,
+  type Peer,
+  unixDgramHarness,
+} from '../helpers/port-peers.js';
 import { BROADCAST, frame, macOf, Rig, until } from '../helpers/port-rig.js';
 
 const T = { timeout: 60_000 };
@@ -220,7 +227,8 @@ function portCompliance(h: Harness): void {
       for (const f of fs) assert.deepEqual(await pa.next(), f);
       if (streamy) await pa.closed;
       assert.equal(a.port.write(fs[0] as Buffer, 0, 10), WriteResult.DOWN);
-      const listen = (a.ep.spec as { listen?: Address }).listen;
+      const spec = a.ep.spec as { listen?: Address; local?: Address };
+      const listen = spec.listen ?? spec.local;
       if (listen?.type === 'unix') {
         assert.equal(existsSync(listen.path), false, 'the socket file is still there');
       } else if (h.mode === 'listen') {
@@ -323,5 +331,6 @@ for (const h of [
   listenHarness('socket', 'tcp'),
   connectHarness('socket', 'tcp'),
   dgramHarness(),
+  unixDgramHarness(),
 ])
   portCompliance(h);

@@ -1,5 +1,6 @@
 /**
- * The `dgram` port kind: QEMU's `-netdev dgram` over UDP (QEMU net/dgram.c):
+ * The `dgram` port kind: QEMU's `-netdev dgram` over UDP (QEMU net/dgram.c;
+ * over unix datagram sockets see unix-dgram.ts):
  * one Ethernet frame per datagram, no length prefix. vmlink binds `local`
  * and sends to `remote`; the VM's netdev has them the other way round.
  *
@@ -14,14 +15,18 @@
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { formatAddress } from '../../config/address.js';
+import { type Address, formatAddress } from '../../config/address.js';
 import type { PortConfig } from '../../config/schema.js';
 import { describeError } from '../../errors.js';
 import { PortAddressError } from '../errors.js';
 import type { Port, PortContext, PortState } from './port.js';
 import { WriteResult } from './port.js';
+import { UnixDgramPort, type UnixDgramSpec } from './unix-dgram.js';
 
 type DgramSpec = Extract<PortConfig, { kind: 'dgram' }>;
+type UdpAddress = Extract<Address, { type: 'udp' }>;
+/** A dgram spec over UDP (the unix variant lives in unix-dgram.ts). */
+type UdpSpec = Omit<DgramSpec, 'local' | 'remote'> & { local: UdpAddress; remote: UdpAddress };
 
 const BATCH_BYTES = 256 * 1024;
 const CLOSE_GRACE_MS = 2000;
@@ -34,7 +39,7 @@ function canonicalIpv6(host: string): string {
 export class DgramPort implements Port {
   readonly name: string;
   readonly kind = 'dgram';
-  readonly #spec: DgramSpec;
+  readonly #spec: UdpSpec;
   readonly #ctx: PortContext;
   #state: PortState = 'closed';
   #sock: Socket | undefined;
@@ -94,7 +99,7 @@ export class DgramPort implements Port {
     this.#ctx.sink(msg, 0, msg.length);
   };
 
-  constructor(spec: DgramSpec, ctx: PortContext) {
+  constructor(spec: UdpSpec, ctx: PortContext) {
     this.name = spec.name;
     this.#spec = spec;
     this.#ctx = ctx;
@@ -263,7 +268,8 @@ export class DgramPort implements Port {
   }
 }
 
-/** Factory for `kind: dgram` ports. */
+/** Factory for `kind: dgram` ports: UDP, or unix datagram sockets when the addresses are `unix:`. */
 export function dgramPort(spec: DgramSpec, ctx: PortContext): Port {
-  return new DgramPort(spec, ctx);
+  if (spec.local.type === 'unix' || spec.remote.type === 'unix') return new UnixDgramPort(spec as UnixDgramSpec, ctx);
+  return new DgramPort(spec as UdpSpec, ctx);
 }

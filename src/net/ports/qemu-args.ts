@@ -3,6 +3,7 @@
  * a `-netdev` that mirrors the port's transport and a virtio-net NIC on it.
  *
  * A `vde` port is a VDE switch directory QEMU plugs into (`-netdev vde,sock=DIR`).
+ * A `dgram` port over unix datagram sockets gets `local.type=unix,...,remote.type=unix`.
  *
  * The VM's side is the port's opposite: a port that listens gets a netdev
  * that connects (`server=off`, `connect=`), a port that dials gets a netdev
@@ -71,6 +72,14 @@ function netdev(spec: PortConfig, id: string): string {
       // The VM sends to where vmlink receives, and receives where vmlink sends.
       const vmLocal = spec.remote;
       const vmRemote = spec.local;
+      if (vmLocal.type === 'unix' || vmRemote.type === 'unix') {
+        // The schema makes both unix when one is: QEMU binds its local path (unlinking a stale file) and sends to remote.
+        const path = (x: Address) => (x.type === 'unix' ? x.path : '');
+        return (
+          `dgram,id=${id},local.type=unix,local.path=${qemuValue(path(vmLocal))},` +
+          `remote.type=unix,remote.path=${qemuValue(path(vmRemote))}`
+        );
+      }
       // QEMU 7.2 net/dgram.c resolves inet hosts into a sockaddr_in: IPv4 (or a name) only.
       if (vmLocal.host.includes(':') || vmRemote.host.includes(':'))
         throw new QemuArgsError(
@@ -84,6 +93,11 @@ function netdev(spec: PortConfig, id: string): string {
     }
   }
   if (spec.kind === 'vde') return `vde,id=${id},sock=${qemuValue(spec.dir)}`;
+  if (spec.kind === 'host')
+    throw new QemuArgsError(
+      spec.name,
+      `a host port bridges the interface ${spec.ifname} to the switch, not a VM; give the VM a stream, socket, dgram or vde port`,
+    );
   if (spec.kind === 'tap')
     throw new QemuArgsError(
       spec.name,

@@ -1,0 +1,422 @@
+/**
+ * The `dgram` port kind over unix datagram sockets: QEMU's
+ * `-netdev dgram,local.type=unix,...,remote.type=unix,...` (QEMU net/dgram.c),
+ * one Ethernet frame per datagram, no prefix. vmlink binds `local` and sends
+ * to `remote`; the VM's netdev has them the other way round.
+ *
+ * Two sockets, because the kernel treats unix datagram senders differently
+ * from receivers (net/unix/af_unix.c):
+ * - receive: a socket bound to `local`, unconnected, read with recvmmsg
+ *   (recvBatchFrom). Datagrams whose sender path is not `remote` are dropped
+ *   and counted (ctx.onMalformed): a VM's port takes no frames from strangers.
+ *   (Connecting this socket would make the kernel refuse strangers with
+ *   EPERM, uncounted.)
+ * - send: an unnamed socket connected to `remote`, written with sendmmsg. An
+ *   unconnected sender whose peer's queue is full (net.unix.max_dgram_qlen,
+ *   10 by default) gets EAGAIN and no wake-up; a connected one is woken by
+ *   poll when the peer has room. So egress is real backpressure: frames the
+ *   peer cannot take stay queued (at most ctx.queueLen, then QUEUE_FULL)
+ *   until the socket is writable. When the peer is gone (no file, or the
+ *   socket died: ECONNREFUSED), the next flush re-connects; frames that find
+ *   no peer are dropped and counted (`no_peer`), as on a wire.
+ *
+ * Frames reach the sink in place, in a receive buffer shared by all unix
+ * dgram ports (the sink runs synchronously, so one buffer serves them all).
+ * Egress is copied into one arena and flushed once per event-loop turn.
+ */
+import { closeSync, lstatSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Address } from '../../config/address.js';
+import { describeError } from '../../errors.js';
+import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import { mkdirp } from '../../util/fs.js';
+import { PortAddressError } from '../errors.js';
+import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
+
+type UnixAddress = Extract<Address, { type: 'unix' }>;
+
+/** A unix dgram port's validated config (a `kind: dgram` spec whose addresses are `unix:`). */
+export interface UnixDgramSpec {
+  name: string;
+  /** Where vmlink binds and receives (QEMU's `remote.path`). */
+  local: UnixAddress;
+  /** Where vmlink sends (QEMU's `local.path`). */
+  remote: UnixAddress;
+}
+
+/** Datagrams per recvmmsg batch at most. */
+const RX_BATCH = 64;
+/** The shared receive buffer: RX_BATCH slots of up to 32 KiB, fewer for larger frames. */
+const RX_BYTES = 2 << 20;
+/** Egress arena (frames queued and not yet taken by the peer). */
+const TX_BYTES = 1 << 20;
+const CLOSE_GRACE_MS = 2000;
+
+let sharedRx: Buffer | undefined;
+
+export class UnixDgramPort implements Port {
+  readonly name: string;
+  readonly kind = 'dgram';
+  readonly #local: string;
+  readonly #remote: string;
+  readonly #ctx: PortContext;
+  /** Receive slot: the largest frame rounded up to 8 bytes (a longer datagram is truncated, then dropped). */
+  readonly #slot: number;
+  #n: NativeAddon | undefined;
+  #state: PortState = 'closed';
+  #opened = false;
+  #closed = false;
+  #rxFd = -1;
+  #txFd = -1;
+  #rxPoller: Poller | undefined;
+  #txPoller: Poller | undefined;
+  #connected = false;
+  readonly #rxLens = new Uint32Array(RX_BATCH);
+  readonly #rxStrangers = new Uint8Array(RX_BATCH);
+  // egress: frames [#head, #count) of the arena are queued
+  readonly #tx: Buffer;
+  readonly #txOffs: Uint32Array;
+  readonly #txLens: Uint32Array;
+  #head = 0;
+  #count = 0;
+  #cursor = 0;
+  #scheduled: NodeJS.Immediate | undefined;
+  #waitingWritable = false;
+  #drained: (() => void) | undefined;
+  #closing: Promise<void> | undefined;
+  readonly #flushBound = (): void => this.#flush();
+  readonly #onRx = (status: number): void => this.#read(status);
+  readonly #onTx = (status: number): void => this.#writable(status);
+  // counters for describe()
+  #strangers = 0;
+  #sendErrors = 0;
+  #noPeer = 0;
+  #lastError = '';
+  #rxFrames = 0;
+  #rxBatches = 0;
+  #txFrames = 0;
+  #txBatches = 0;
+
+  constructor(spec: UnixDgramSpec, ctx: PortContext) {
+    this.name = spec.name;
+    this.#local = spec.local.path;
+    this.#remote = spec.remote.path;
+    this.#ctx = ctx;
+    this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
+    this.#tx = Buffer.allocUnsafe(Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#txOffs = new Uint32Array(ctx.queueLen);
+    this.#txLens = new Uint32Array(ctx.queueLen);
+  }
+
+  get state(): PortState {
+    return this.#state;
+  }
+
+  get queued(): number {
+    return this.#count - this.#head;
+  }
+
+  async open(): Promise<void> {
+    const where = `unix:${this.#local}`;
+    if (this.#opened || this.#closed) throw new PortAddressError(this.name, where, 'the port was already opened');
+    const n = native();
+    try {
+      await mkdirp(dirname(this.#local));
+    } catch (err) {
+      throw new PortAddressError(
+        this.name,
+        where,
+        `cannot create directory ${dirname(this.#local)}: ${describeError(err)}`,
+        {
+          cause: err,
+        },
+      );
+    }
+    this.#clearStale(n, where);
+    let rx = -1;
+    let tx = -1;
+    try {
+      rx = n.socket(n.SOCK_DGRAM);
+      n.bind(rx, this.#local);
+      tx = n.socket(n.SOCK_DGRAM);
+    } catch (err) {
+      if (rx >= 0) closeSync(rx);
+      const why = isSyscallError(err, 'EADDRINUSE') ? 'the path is in use; choose another' : describeError(err);
+      throw new PortAddressError(this.name, where, why, { cause: err });
+    }
+    this.#opened = true;
+    this.#n = n;
+    this.#rxFd = rx;
+    this.#txFd = tx;
+    sharedRx ??= Buffer.allocUnsafe(RX_BYTES);
+    this.#rxPoller = new n.Poller(rx, this.#onRx);
+    this.#rxPoller.start(n.READABLE);
+    this.#txPoller = new n.Poller(tx, this.#onTx);
+    this.#connect(n);
+    this.#setState('up', `bound ${where}, sending to unix:${this.#remote}`);
+  }
+
+  /**
+   * Like stream ports: a socket file nobody has bound any more is removed; a
+   * live socket or a file that is not a socket refuses the port. Probed with
+   * a datagram connect: ECONNREFUSED means stale, success or EPROTOTYPE (a
+   * live socket of another type) means someone is there.
+   */
+  #clearStale(n: NativeAddon, where: string): void {
+    try {
+      if (!lstatSync(this.#local).isSocket())
+        throw new PortAddressError(
+          this.name,
+          where,
+          'a file that is not a socket is in the way; move it or choose another path',
+        );
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err instanceof PortAddressError
+        ? err
+        : new PortAddressError(this.name, where, describeError(err), { cause: err });
+    }
+    const probe = n.socket(n.SOCK_DGRAM);
+    let live = true;
+    try {
+      n.connect(probe, this.#local);
+    } catch (err) {
+      live = !isSyscallError(err, 'ECONNREFUSED') && !isSyscallError(err, 'ENOENT');
+    } finally {
+      closeSync(probe);
+    }
+    if (live)
+      throw new PortAddressError(
+        this.name,
+        where,
+        'another process has this socket bound (a second vmlink, or a QEMU whose local.path it is?); stop it or choose another path',
+      );
+    try {
+      unlinkSync(this.#local);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        throw new PortAddressError(this.name, where, `cannot remove the stale socket: ${describeError(err)}`, {
+          cause: err,
+        });
+    }
+  }
+
+  /** Connects the send socket to `remote`; false when nobody is bound there now. */
+  #connect(n: NativeAddon): boolean {
+    try {
+      n.connect(this.#txFd, this.#remote);
+      this.#connected = true;
+    } catch (err) {
+      this.#connected = false;
+      this.#lastError = describeError(err);
+    }
+    return this.#connected;
+  }
+
+  /** One batch from the bound socket into the sink. Hot path: nothing allocated per frame. */
+  #read(status: number): void {
+    const n = this.#n;
+    if (n === undefined || this.#rxFd < 0) return;
+    if (status < 0) {
+      this.#ctx.logger.warn({ status }, 'poll error on the unix datagram socket');
+      return;
+    }
+    const rx = sharedRx as Buffer;
+    const slot = this.#slot;
+    const lens = this.#rxLens;
+    const strangers = this.#rxStrangers;
+    let count: number;
+    try {
+      count = n.recvBatchFrom(this.#rxFd, rx, slot, lens, this.#remote, strangers);
+    } catch (err) {
+      this.#lastError = describeError(err);
+      this.#ctx.logger.warn({ err: this.#lastError }, 'receive failed on the unix datagram socket');
+      return;
+    }
+    this.#rxBatches++;
+    this.#rxFrames += count;
+    const sink = this.#ctx.sink;
+    const max = this.#ctx.maxFrameLen;
+    for (let i = 0; i < count; i++) {
+      const len = lens[i] as number;
+      if (strangers[i] === 1) {
+        this.#strangers++;
+        this.#ctx.onMalformed(`datagram from a socket other than the port's remote unix:${this.#remote}`);
+      } else if (len > max || len > slot) {
+        this.#ctx.onMalformed(`datagram of ${len} bytes exceeds the largest frame of ${max}`);
+      } else {
+        sink(rx, i * slot, len);
+      }
+    }
+  }
+
+  write(buf: Buffer, off: number, len: number): WriteResult {
+    if (this.#state !== 'up' || this.#closing) return WriteResult.DOWN;
+    if (this.#count >= this.#txOffs.length) return WriteResult.QUEUE_FULL;
+    if (this.#cursor + len > this.#tx.length && !this.#compact(len)) return WriteResult.QUEUE_FULL;
+    buf.copy(this.#tx, this.#cursor, off, off + len);
+    this.#txOffs[this.#count] = this.#cursor;
+    this.#txLens[this.#count] = len;
+    this.#count++;
+    this.#cursor += len;
+    if (this.#scheduled === undefined && !this.#waitingWritable) this.#scheduled = setImmediate(this.#flushBound);
+    return WriteResult.OK;
+  }
+
+  /** Moves the queued frames to the front of the arena and their offsets to index 0; true when `len` more bytes then fit. */
+  #compact(len: number): boolean {
+    const head = this.#head;
+    if (head === 0) return false;
+    const from = this.#txOffs[head] as number;
+    this.#tx.copy(this.#tx, 0, from, this.#cursor);
+    for (let i = head; i < this.#count; i++) this.#txOffs[i - head] = (this.#txOffs[i] as number) - from;
+    this.#txLens.copyWithin(0, head, this.#count);
+    this.#count -= head;
+    this.#cursor -= from;
+    this.#head = 0;
+    return this.#cursor + len <= this.#tx.length;
+  }
+
+  /** Sends the queue with sendmmsg; keeps what the peer cannot take now and waits for POLLOUT. */
+  #flush(): void {
+    this.#scheduled = undefined;
+    const n = this.#n;
+    if (n === undefined || this.#txFd < 0 || this.#head === this.#count) return;
+    if (!this.#connected && !this.#connect(n)) {
+      this.#dropQueue();
+      return;
+    }
+    let reconnected = false;
+    while (this.#head < this.#count) {
+      let next: number;
+      try {
+        next = n.sendBatch(this.#txFd, this.#tx, this.#txOffs, this.#txLens, this.#head, this.#count, null);
+      } catch (err) {
+        // The peer's socket died (QEMU restarted): the kernel disconnected us; dial the path again once.
+        if (isSyscallError(err, 'ECONNREFUSED') || isSyscallError(err, 'ENOTCONN')) {
+          this.#connected = false;
+          if (!reconnected && this.#connect(n)) {
+            reconnected = true;
+            continue;
+          }
+          this.#lastError = describeError(err);
+          this.#dropQueue();
+          return;
+        }
+        // Any other error belongs to the first datagram: skip it and go on.
+        this.#sendErrors++;
+        this.#lastError = describeError(err);
+        this.#head++;
+        continue;
+      }
+      this.#txBatches++;
+      this.#txFrames += next - this.#head;
+      if (next === this.#head) break; // EAGAIN: the peer's queue is full
+      this.#head = next;
+    }
+    if (this.#head === this.#count) {
+      this.#head = this.#count = this.#cursor = 0;
+      this.#watchWritable(false);
+      this.#drained?.();
+    } else {
+      this.#watchWritable(true);
+    }
+  }
+
+  #watchWritable(on: boolean): void {
+    if (on === this.#waitingWritable) return;
+    this.#waitingWritable = on;
+    const n = this.#n as NativeAddon;
+    if (on) this.#txPoller?.start(n.WRITABLE);
+    else this.#txPoller?.stop();
+  }
+
+  #writable(status: number): void {
+    if (status < 0) {
+      // The connected peer went away under us; the next flush finds out and re-connects.
+      this.#connected = false;
+    }
+    this.#flush();
+  }
+
+  #dropQueue(): void {
+    this.#noPeer += this.#count - this.#head;
+    this.#head = this.#count = this.#cursor = 0;
+    this.#watchWritable(false);
+    this.#drained?.();
+  }
+
+  #setState(state: PortState, reason: string): void {
+    this.#state = state;
+    this.#ctx.onState(state, reason);
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      local: `unix:${this.#local}`,
+      remote: `unix:${this.#remote}`,
+      peer: this.#connected ? 'connected' : 'absent',
+      queued: this.queued,
+      strangers: this.#strangers,
+      send_errors: this.#sendErrors,
+      no_peer: this.#noPeer,
+      rx_frames: this.#rxFrames,
+      rx_batches: this.#rxBatches,
+      tx_frames: this.#txFrames,
+      tx_batches: this.#txBatches,
+      last_error: this.#lastError || undefined,
+    };
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    if (!this.#closed && this.#txFd >= 0) {
+      if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+      this.#flush();
+      if (this.queued > 0) {
+        // A slow peer gets a grace period to take the rest.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, CLOSE_GRACE_MS);
+          this.#drained = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.#drained = undefined;
+      }
+    }
+    this.#teardown('closed');
+  }
+
+  async destroy(err?: Error): Promise<void> {
+    this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+  }
+
+  /** Releases both sockets and removes the bound socket file. Idempotent. */
+  #teardown(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    this.#head = this.#count = this.#cursor = 0;
+    this.#drained?.();
+    this.#rxPoller?.close();
+    this.#txPoller?.close();
+    this.#rxPoller = this.#txPoller = undefined;
+    if (this.#rxFd >= 0) {
+      closeSync(this.#rxFd);
+      closeSync(this.#txFd);
+      this.#rxFd = this.#txFd = -1;
+      try {
+        unlinkSync(this.#local);
+      } catch {
+        // already gone
+      }
+    }
+    if (this.#state !== 'closed') this.#setState('closed', reason);
+  }
+}
