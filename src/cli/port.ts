@@ -6,7 +6,7 @@ import { defineAction, type Opts } from './context.js';
 import { displayValue, flatten, formatJson, formatPairs, formatTable, print, styleState } from './output.js';
 
 /** Port kinds the CLI can add. */
-export const PORT_KINDS = ['stream', 'socket', 'dgram', 'tap', 'vde'] as const;
+export const PORT_KINDS = ['stream', 'socket', 'dgram', 'tap', 'vde', 'host'] as const;
 type Kind = (typeof PORT_KINDS)[number];
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -29,6 +29,7 @@ const KIND_FLAGS: Record<Kind, readonly string[]> = {
   dgram: ['local', 'remote'],
   tap: ['ifname', 'vnetHdr'],
   vde: ['dir'],
+  host: ['ifname'],
 };
 
 /** The transport fields of the body for a kind; refuses flags the kind does not take. */
@@ -44,13 +45,16 @@ function transportFields(kind: Kind, opts: Opts): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (kind === 'dgram') {
     for (const f of ['local', 'remote']) {
-      if (!given(f)) throw new UsageError(`--kind dgram needs --${f} udp:HOST:PORT`);
-      out[f] = addressArg(`--${f}`, String(opts[f]), ['udp']);
+      if (!given(f)) throw new UsageError(`--kind dgram needs --${f} udp:HOST:PORT or unix:/path`);
+      out[f] = addressArg(`--${f}`, String(opts[f]), ['udp', 'unix']);
     }
   } else if (kind === 'tap') {
     if (!given('ifname')) throw new UsageError('--kind tap needs --ifname NAME (e.g. vmtap0, or vmtap%d)');
     out['ifname'] = String(opts['ifname']);
     if (opts['vnetHdr'] === true) out['vnet_hdr'] = true;
+  } else if (kind === 'host') {
+    if (!given('ifname')) throw new UsageError('--kind host needs --ifname NAME (an existing interface, e.g. eth1)');
+    out['ifname'] = String(opts['ifname']);
   } else if (kind === 'vde') {
     const dir = String(opts['dir'] ?? '');
     if (!dir.startsWith('/')) throw new UsageError(`--kind vde needs --dir /absolute/dir (got "${dir}")`);
@@ -179,9 +183,12 @@ export function addPortCommands(program: Command, done: (code: number) => void):
     .option('--native <net>', 'trunk port: network for untagged frames')
     .option('--listen <addr>', 'stream/socket: vmlink listens, QEMU connects (unix:/path.sock, tcp:HOST:PORT)')
     .option('--connect <addr>', 'stream/socket: vmlink dials QEMU (server=on / listen=), and re-dials')
-    .option('--local <addr>', 'dgram: where vmlink receives (udp:HOST:PORT; QEMU remote=)')
-    .option('--remote <addr>', 'dgram: where vmlink sends (udp:HOST:PORT; QEMU local=)')
-    .option('--ifname <name>', 'tap: interface name (created if missing; vmtap%d lets the kernel number it)')
+    .option('--local <addr>', 'dgram: where vmlink receives (udp:HOST:PORT or unix:/path; QEMU remote)')
+    .option('--remote <addr>', 'dgram: where vmlink sends (udp:HOST:PORT or unix:/path; QEMU local)')
+    .option(
+      '--ifname <name>',
+      'tap: interface name (created if missing; vmtap%d lets the kernel number it); host: an existing interface to bridge',
+    )
     .option('--vnet-hdr', 'tap: carry a virtio_net_hdr per frame')
     .option('--dir <path>', 'vde: directory served as a VDE switch (vde_plug DIR, QEMU -netdev vde,sock=DIR)')
     .option('--allowed-mac <mac>', 'accept only frames from this source MAC (repeatable)', collect)

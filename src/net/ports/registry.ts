@@ -6,6 +6,7 @@
 import type { PortConfig } from '../../config/schema.js';
 import { PortKindError } from '../errors.js';
 import { dgramPort } from './dgram.js';
+import { hostPort } from './host.js';
 import type { Port, PortContext, PortFactory } from './port.js';
 import { socketPort } from './socket.js';
 import { streamPort } from './stream.js';
@@ -21,6 +22,7 @@ const factories: FactoryMap = {
   dgram: dgramPort,
   tap: tapPort,
   vde: vdePort,
+  host: hostPort,
 };
 
 /** Builds (but does not open) a port for a validated spec. */

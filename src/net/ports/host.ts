@@ -1,0 +1,242 @@
+/**
+ * The `host` port kind: bridges an existing host interface (a NIC, a veth,
+ * a VLAN device) and a vmlink network into one Ethernet segment, like VNET's
+ * proxy on the home network.
+ *
+ * Transport: an AF_PACKET raw socket (packet(7)) bound to the interface,
+ * promiscuous (PACKET_MR_PROMISC, undone by the kernel when the socket
+ * closes), with PACKET_IGNORE_OUTGOING so the frames it sends (and the
+ * host's own) are not read back: the port never loops its transmissions
+ * into the switch. Receive: recvmmsg batches into one buffer, each frame to
+ * the sink in place. Egress: copied into one arena, sent with sendmmsg once
+ * per event-loop turn, at most ctx.queueLen frames queued; when the device
+ * queue is full (EAGAIN) the rest waits for POLLOUT.
+ *
+ * Caveats (docs/ports.md): the host's own traffic on the interface is not
+ * seen (use another interface, or a TAP port, for host <-> VM traffic);
+ * GRO/LRO on the interface must be off (they merge frames beyond the MTU
+ * before a packet socket sees them; such frames are dropped by the switch as
+ * mtu); VLAN tags the NIC strips (rx-vlan-offload) do not reach vmlink.
+ */
+import { closeSync } from 'node:fs';
+import { describeError } from '../../errors.js';
+import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import { NetError } from '../errors.js';
+import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
+
+/** A host port's validated config (see config/schema.ts). */
+export interface HostSpec {
+  name: string;
+  /** The existing interface to bridge (at most 15 bytes). */
+  ifname: string;
+}
+
+/** The interface could not be used (missing, no permission). */
+export class HostPortError extends NetError {}
+
+const RX_BYTES = 2 << 20;
+const RX_BATCH_MAX = 64;
+const TX_BYTES = 2 << 20;
+
+export class HostPort implements Port {
+  readonly kind = 'host';
+  readonly name: string;
+  readonly #ifname: string;
+  readonly #ctx: PortContext;
+  readonly #slot: number;
+  #n: NativeAddon | undefined;
+  #state: PortState = 'closed';
+  #fd = -1;
+  #closed = false;
+  #poller: Poller | undefined;
+  #rx: Buffer | undefined;
+  readonly #rxLens: Uint32Array;
+  // egress: frames [#head, #count) of the arena are queued
+  readonly #tx: Buffer;
+  readonly #txOffs: Uint32Array;
+  readonly #txLens: Uint32Array;
+  #head = 0;
+  #count = 0;
+  #cursor = 0;
+  #scheduled: NodeJS.Immediate | undefined;
+  #watchingWrite = false;
+  readonly #flushBound = (): void => this.#flush();
+  readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
+  #rxFrames = 0;
+  #rxBatches = 0;
+  #txFrames = 0;
+  #txBatches = 0;
+  #txErrors = 0;
+  #lastError = '';
+
+  constructor(spec: HostSpec, ctx: PortContext) {
+    this.name = spec.name;
+    this.#ifname = spec.ifname;
+    this.#ctx = ctx;
+    this.#slot = (Math.min(ctx.maxFrameLen, 65536) + 7) & ~7;
+    this.#rxLens = new Uint32Array(Math.max(4, Math.min(RX_BATCH_MAX, Math.floor(RX_BYTES / this.#slot))));
+    this.#tx = Buffer.allocUnsafe(Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#txOffs = new Uint32Array(ctx.queueLen);
+    this.#txLens = new Uint32Array(ctx.queueLen);
+  }
+
+  get state(): PortState {
+    return this.#state;
+  }
+
+  get queued(): number {
+    return this.#count - this.#head;
+  }
+
+  async open(): Promise<void> {
+    if (this.#fd >= 0) return;
+    const p = `port "${this.name}"`;
+    if (this.#closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
+    const n = native();
+    let fd: number;
+    try {
+      ({ fd } = n.packetOpen(this.#ifname, true));
+    } catch (err) {
+      if (isSyscallError(err, 'ENODEV'))
+        throw new HostPortError(
+          'ERR_HOST_IF_NOT_FOUND',
+          `${p}: host interface "${this.#ifname}" does not exist in this network namespace; check the name with \`ip link\``,
+          { cause: err },
+        );
+      if (isSyscallError(err, 'EPERM') || isSyscallError(err, 'EACCES'))
+        throw new HostPortError(
+          'ERR_HOST_PERMISSION',
+          `${p}: not allowed to open a packet socket on "${this.#ifname}"; run vmlink as root or with CAP_NET_RAW`,
+          { cause: err },
+        );
+      throw new HostPortError('ERR_HOST_OPEN', `${p}: cannot bridge "${this.#ifname}": ${describeError(err)}`, {
+        cause: err,
+      });
+    }
+    this.#n = n;
+    this.#fd = fd;
+    this.#rx ??= Buffer.allocUnsafe(this.#rxLens.length * this.#slot);
+    this.#poller = new n.Poller(fd, this.#onPoll);
+    this.#poller.start(n.READABLE);
+    this.#setState('up', `bridged to host interface ${this.#ifname}`);
+  }
+
+  write(buf: Buffer, off: number, len: number): WriteResult {
+    if (this.#fd < 0) return WriteResult.DOWN;
+    if (this.#count >= this.#txOffs.length || this.#cursor + len > this.#tx.length) return WriteResult.QUEUE_FULL;
+    buf.copy(this.#tx, this.#cursor, off, off + len);
+    this.#txOffs[this.#count] = this.#cursor;
+    this.#txLens[this.#count] = len;
+    this.#count++;
+    this.#cursor += len;
+    if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
+    return WriteResult.OK;
+  }
+
+  /** sendmmsg of the queue; a frame the kernel refuses (too big, device down) is skipped and counted. */
+  #flush(): void {
+    this.#scheduled = undefined;
+    const n = this.#n;
+    if (n === undefined || this.#fd < 0) return;
+    while (this.#head < this.#count) {
+      let next: number;
+      try {
+        next = n.sendBatch(this.#fd, this.#tx, this.#txOffs, this.#txLens, this.#head, this.#count, null);
+      } catch (err) {
+        this.#txErrors++;
+        this.#lastError = describeError(err);
+        this.#head++;
+        continue;
+      }
+      this.#txBatches++;
+      this.#txFrames += next - this.#head;
+      if (next === this.#head) break; // EAGAIN
+      this.#head = next;
+    }
+    const done = this.#head === this.#count;
+    if (done) this.#head = this.#count = this.#cursor = 0;
+    if (done === this.#watchingWrite) {
+      this.#watchingWrite = !done;
+      this.#poller?.start(done ? n.READABLE : n.READABLE | n.WRITABLE);
+    }
+  }
+
+  #ready(status: number, events: number): void {
+    const n = this.#n;
+    if (n === undefined || this.#fd < 0) return;
+    if (status < 0) {
+      this.#poller?.stop();
+      this.#setState('down', `poll error ${status} (was ${this.#ifname} deleted?)`);
+      return;
+    }
+    if (events & n.WRITABLE) this.#flush();
+    if (events & n.READABLE) this.#read(n);
+  }
+
+  /** One recvmmsg batch into the sink. Hot path: nothing allocated per frame. */
+  #read(n: NativeAddon): void {
+    const rx = this.#rx as Buffer;
+    const lens = this.#rxLens;
+    const slot = this.#slot;
+    let count: number;
+    try {
+      count = n.recvBatch(this.#fd, rx, slot, lens, null);
+    } catch (err) {
+      // ENETDOWN while the interface is down: nothing to read, the port stays.
+      this.#lastError = describeError(err);
+      return;
+    }
+    this.#rxBatches++;
+    this.#rxFrames += count;
+    const sink = this.#ctx.sink;
+    for (let i = 0; i < count; i++) {
+      const len = lens[i] as number;
+      if (len > slot) this.#ctx.onMalformed(`frame of ${len} bytes from ${this.#ifname} (GRO/LRO on?)`);
+      else sink(rx, i * slot, len);
+    }
+  }
+
+  #setState(state: PortState, reason: string): void {
+    this.#state = state;
+    this.#ctx.onState(state, reason);
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      ifname: this.#ifname,
+      rx_frames: this.#rxFrames,
+      rx_batches: this.#rxBatches,
+      tx_frames: this.#txFrames,
+      tx_batches: this.#txBatches,
+      tx_errors: this.#txErrors,
+      last_error: this.#lastError || undefined,
+    };
+  }
+
+  async close(): Promise<void> {
+    if (this.#fd >= 0) this.#flush();
+    this.#teardown('closed');
+  }
+
+  async destroy(err?: Error): Promise<void> {
+    this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+  }
+
+  #teardown(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    this.#head = this.#count = this.#cursor = 0;
+    this.#poller?.close();
+    this.#poller = undefined;
+    if (this.#fd >= 0) {
+      closeSync(this.#fd);
+      this.#fd = -1;
+    }
+    if (this.#state !== 'closed') this.#setState('closed', reason);
+  }
+}
+
+/** Factory registered as kind `host`. */
+export const hostPort: PortFactory<HostSpec> = (spec, ctx) => new HostPort(spec, ctx);
