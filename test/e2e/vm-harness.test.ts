@@ -43,39 +43,47 @@ describe('VM harness (two guests linked directly by QEMU)', () => {
   });
 
   test('runs a command in the guest and reports its output and exit status', async () => {
-    const vm = a!;
-    const ok = await vm.run('echo hello; uname -r');
-    assert.equal(ok.code, 0);
-    assert.match(ok.output, /^hello\n\d+\.\d+/);
-    const bad = await vm.run('false');
-    assert.equal(bad.code, 1);
-    const exitCode = await vm.run('sh -c "exit 7"');
-    assert.equal(exitCode.code, 7);
+    await withConsoleOnFailure(vms, async () => {
+      const vm = a!;
+      const ok = await vm.run('echo hello; uname -r');
+      assert.equal(ok.code, 0);
+      assert.match(ok.output, /^hello\n\d+\.\d+/);
+      const bad = await vm.run('false');
+      assert.equal(bad.code, 1);
+      const exitCode = await vm.run('sh -c "exit 7"');
+      assert.equal(exitCode.code, 7);
+    });
   });
 
   test('interrupts a command that outlives its timeout and keeps the shell usable', async () => {
-    const vm = a!;
-    await assert.rejects(vm.run('sleep 600', { timeoutMs: 1000 }), /timed out after 1000 ms/);
-    const after = await vm.run('echo still-here');
-    assert.equal(after.code, 0);
-    assert.equal(after.output, 'still-here\n');
+    await withConsoleOnFailure(vms, async () => {
+      const vm = a!;
+      await assert.rejects(vm.run('sleep 600', { timeoutMs: 1000 }), /timed out after 1000 ms/);
+      const after = await vm.run('echo still-here');
+      assert.equal(after.code, 0);
+      assert.equal(after.output, 'still-here\n');
+    });
   });
 
   test('keeps the shell alive when a background job or an orphan exits while it waits for input', async () => {
-    const vm = a!;
-    const done = vm.waitForConsole(/bg-done\n[\s\S]*orphan-done\n|orphan-done\n[\s\S]*bg-done\n/);
-    // The first is the shell's own child; the second is re-parented to PID 1 when its parent exits.
-    await vm.sh("(sleep 1; echo bg-done >/dev/ttyS0) & sh -c '(sleep 1; echo orphan-done >/dev/ttyS0) &'");
-    await done;
-    const r = await vm.run('echo alive');
-    assert.equal(r.output, 'alive\n');
-    assert.ok(vm.running);
+    await withConsoleOnFailure(vms, async () => {
+      const vm = a!;
+      const done = vm.waitForConsole(/bg-done\n[\s\S]*orphan-done\n|orphan-done\n[\s\S]*bg-done\n/);
+      // The first is the shell's own child; the second is re-parented to PID 1 when its parent exits.
+      await vm.sh("(sleep 1; echo bg-done >/dev/ttyS0) & sh -c '(sleep 1; echo orphan-done >/dev/ttyS0) &'");
+      await done;
+      const r = await vm.run('echo alive');
+      assert.equal(r.output, 'alive\n');
+      assert.ok(vm.running);
+    });
   });
 
   test('configures eth0 from the kernel command line', async () => {
-    const out = await b!.sh('ip -o -4 addr show dev eth0; cat /sys/class/net/eth0/address');
-    assert.match(out, /inet 10\.0\.0\.2\/24/);
-    assert.match(out, /52:54:00:00:00:02/);
+    await withConsoleOnFailure(vms, async () => {
+      const out = await b!.sh('ip -o -4 addr show dev eth0; cat /sys/class/net/eth0/address');
+      assert.match(out, /inet 10\.0\.0\.2\/24/);
+      assert.match(out, /52:54:00:00:00:02/);
+    });
   });
 
   test('two guests ping each other', async () => {
