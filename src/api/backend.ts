@@ -4,9 +4,9 @@
  * JSON bodies of docs/api.md, shared with the client (client.ts).
  */
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
-import type { NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
+import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
 
-export type { NetworkView, PortView, QemuArgsView, StatusView };
+export type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView };
 
 /** A port as the API shows it: the client's view plus the reason of the last state change. */
 export type PortViewOut = PortView & {
@@ -41,6 +41,16 @@ export interface ControlBackend {
   fdb(network?: string): FdbRow[];
   /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default the port name). */
   qemuArgs(name: string, id?: string): QemuArgsView;
+  /** `GET /v1/exports`. */
+  exports(): ExportView[];
+  /** `GET /v1/exports/:name`. */
+  export(name: string): ExportView;
+  /** `POST /v1/exports`: validates, opens the backend, serves, persists; nothing changes when the backend cannot open. */
+  addExport(body: unknown): Promise<ExportView>;
+  /** `DELETE /v1/exports/:name`. */
+  deleteExport(name: string): Promise<void>;
+  /** `GET /v1/exports/:name/disk-args`; `id` is the QEMU node/device id (default from the export name). */
+  diskArgs(name: string, id?: string): DiskArgsView;
   /** Attaches a capture tap to a port; returns the function that detaches it. Throws when the port does not exist. */
   capture(name: string, tap: CaptureTap): () => void;
 }

@@ -68,6 +68,58 @@ export interface StatusView {
   host: { id: string; version: string; pid: number; uptime_s: number; control: string; state_dir: string };
   networks: number;
   ports: { total: number; up: number };
+  /** The NBD server: bound listen addresses (empty while it is not running), exports, connected clients. */
+  storage: StorageStatusView;
+}
+
+/** The storage part of `GET /v1/status`. */
+export interface StorageStatusView {
+  /** The NBD server is listening. */
+  running: boolean;
+  /** Bound addresses, e.g. `unix:/run/vmlink/nbd.sock`, `tcp:127.0.0.1:10809` (port 0 resolved). */
+  listen: string[];
+  /** Number of exports (served or down). */
+  exports: number;
+  /** NBD clients connected now. */
+  clients: number;
+  /** Why the server is not running, when it failed to start. */
+  reason?: string;
+}
+
+/** One export in `GET /v1/exports`. */
+export interface ExportView {
+  name: string;
+  source: Source;
+  /** `up`: served; `down`: its backend could not be opened (see `reason`). */
+  state: 'up' | 'down';
+  reason: string;
+  /** The backend as given: `{ type: file|memory|remote|cow, ... }`. */
+  backend: Record<string, unknown>;
+  /** Device size in bytes; null while down. */
+  size: number | null;
+  read_only: boolean;
+  weight: number;
+  description: string;
+  /** TCP clients allowed (addresses/CIDRs); absent: everyone. */
+  allowed_clients?: string[];
+  /** Clients connected to this export now. */
+  clients: number;
+  counters: { requests: number; errors: number; bytes_read: number; bytes_written: number };
+  /** `nbd+unix:///NAME?socket=PATH` (or `nbd://HOST:PORT/NAME`) while the server listens; null otherwise. */
+  uri: string | null;
+  /** The export as given (config entry or API body). */
+  spec: Record<string, unknown>;
+}
+
+/** Body of `POST /v1/exports`: an `exports:` entry of the config. */
+export type ExportBody = Record<string, unknown> & { name: string; backend: Record<string, unknown> };
+
+/** `GET /v1/exports/:name/disk-args`. */
+export interface DiskArgsView {
+  /** QEMU arguments, one array element per argv word (`-blockdev ... -device virtio-blk-pci,...`). */
+  args: string[];
+  /** The arguments as one shell-quoted line. */
+  command: string;
 }
 
 /** Where an item was declared: the config file, or added through the API. */
@@ -240,6 +292,32 @@ export class ControlClient {
   /** `DELETE /v1/ports/:name`. */
   async deletePort(name: string): Promise<void> {
     await this.#json('DELETE', `/v1/ports/${encodeURIComponent(name)}`);
+  }
+
+  /** `GET /v1/exports`. */
+  async listExports(): Promise<ExportView[]> {
+    return (await this.#json<{ exports: ExportView[] }>('GET', '/v1/exports')).exports;
+  }
+
+  /** `GET /v1/exports/:name`. */
+  async getExport(name: string): Promise<ExportView> {
+    return (await this.#json<{ export: ExportView }>('GET', `/v1/exports/${encodeURIComponent(name)}`)).export;
+  }
+
+  /** `POST /v1/exports`; resolves with the export, already served. */
+  async addExport(body: ExportBody): Promise<ExportView> {
+    return (await this.#json<{ export: ExportView }>('POST', '/v1/exports', body)).export;
+  }
+
+  /** `DELETE /v1/exports/:name`. */
+  async deleteExport(name: string): Promise<void> {
+    await this.#json('DELETE', `/v1/exports/${encodeURIComponent(name)}`);
+  }
+
+  /** `GET /v1/exports/:name/disk-args`; `id` is the QEMU node and device id (default: from the export name). */
+  diskArgs(name: string, id?: string): Promise<DiskArgsView> {
+    const q = id === undefined ? '' : `?id=${encodeURIComponent(id)}`;
+    return this.#json('GET', `/v1/exports/${encodeURIComponent(name)}/disk-args${q}`);
   }
 
   /** `GET /v1/fdb`, optionally of one network. */

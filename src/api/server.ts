@@ -28,12 +28,17 @@ const STATUS_OF: Record<string, number> = {
   ERR_PORT_KIND: 400,
   ERR_NETWORK_NOT_FOUND: 404,
   ERR_PORT_NOT_FOUND: 404,
+  ERR_EXPORT_NOT_FOUND: 404,
   ERR_ROUTE_NOT_FOUND: 404,
   ERR_NETWORK_EXISTS: 409,
   ERR_PORT_EXISTS: 409,
   ERR_VNI_IN_USE: 409,
   ERR_NETWORK_IN_USE: 409,
   ERR_DECLARED_IN_CONFIG: 409,
+  ERR_EXPORT_EXISTS: 409,
+  ERR_EXPORT_IN_USE: 409,
+  ERR_EXPORT_BACKEND: 422,
+  ERR_STORAGE_UNAVAILABLE: 503,
   ERR_PORT_ADDRESS: 422,
   ERR_QEMU_ARGS: 422,
 };
@@ -195,6 +200,22 @@ export class ApiServer {
     app.delete('/v1/ports/:name', async (req, reply) => {
       await b.deletePort(name(req));
       return reply.code(204).send();
+    });
+    app.get('/v1/exports', async () => ({ exports: b.exports() }));
+    app.post('/v1/exports', async (req, reply) => reply.code(201).send({ export: await b.addExport(req.body) }));
+    app.get('/v1/exports/:name', async (req) => ({ export: b.export(name(req)) }));
+    app.delete('/v1/exports/:name', async (req, reply) => {
+      await b.deleteExport(name(req));
+      return reply.code(204).send();
+    });
+    app.get('/v1/exports/:name/disk-args', async (req) => {
+      const id = queryParam(req, 'id');
+      if (id !== undefined && !NETDEV_ID_RE.test(id)) {
+        throw new BadRequestError(
+          `id "${id}" is not a valid QEMU node id: start with a letter, then letters, digits, '_', '.', '-' (at most 128)`,
+        );
+      }
+      return b.diskArgs(name(req), id);
     });
     app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
     app.get('/v1/ports/:name/qemu-args', async (req) => {

@@ -10,6 +10,7 @@ import { Command, CommanderError } from 'commander';
 import { addCaptureCommand } from './capture.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './context.js';
 import { addDaemonCommand } from './daemon.js';
+import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
@@ -33,7 +34,7 @@ function configure(cmd: Command): void {
 /** Builds the program; `done` receives the exit status of the command that ran. */
 export function buildProgram(done: (code: number) => void): Command {
   const program = new Command('vmlink')
-    .description('vmlink: virtual networks for QEMU/KVM VMs; talks to the vmlink daemon on this host')
+    .description('vmlink: virtual networks and block devices for QEMU/KVM VMs; talks to the vmlink daemon on this host')
     .version(version(), '-V, --version')
     .option('--control <path>', 'control socket of the daemon (env VMLINK_CONTROL, default /run/vmlink/vmlink.sock)')
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
@@ -47,6 +48,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addPortCommands(program, done);
   addFdbCommands(program, done);
   addQemuArgsCommand(program, done);
+  addExportCommands(program, done);
   addCaptureCommand(program, done);
   configure(program);
   return program;

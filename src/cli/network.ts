@@ -27,6 +27,15 @@ export function formatNetworks(networks: readonly NetworkView[]): string {
   );
 }
 
+/** `unix:/run/vmlink/nbd.sock, tcp:127.0.0.1:10809 (2 exports, 1 client)`, or why it is off. */
+function storageLine(s: StatusView): string {
+  const st = s.storage;
+  if (!st) return '-';
+  const counts = `${st.exports} export${st.exports === 1 ? '' : 's'}, ${st.clients} client${st.clients === 1 ? '' : 's'}`;
+  if (st.running) return `${st.listen.join(', ')} (${counts})`;
+  return st.reason ? `down: ${st.reason}` : 'off (no storage section and no exports)';
+}
+
 /** The status block. */
 export function formatStatus(s: StatusView): string {
   return formatPairs([
@@ -38,6 +47,7 @@ export function formatStatus(s: StatusView): string {
     ['state dir', s.host.state_dir],
     ['networks', String(s.networks)],
     ['ports', `${s.ports.total} (${s.ports.up} up)`],
+    ['storage', storageLine(s)],
   ]);
 }
 

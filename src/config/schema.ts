@@ -6,6 +6,18 @@
 import { z } from 'zod';
 import { parseMac } from '../net/frame.js';
 import { type Address, parseAddress } from './address.js';
+import { exportSchema, storageSchema } from './storage-schema.js';
+
+export {
+  type BackendConfig,
+  backendSchema,
+  DEFAULT_NBD_SOCKET,
+  type ExportConfig,
+  exportSchema,
+  parseSize,
+  type StorageConfig,
+  storageSchema,
+} from './storage-schema.js';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
 const nameSchema = (what: string) =>
@@ -186,6 +198,10 @@ export const configSchema = z
     host: hostSchema,
     networks: z.array(networkSchema).default([]),
     ports: z.array(portSchema).default([]),
+    /** The NBD server; it runs when this section is given or when `exports` is not empty. */
+    storage: storageSchema.optional(),
+    /** Block devices served over NBD. */
+    exports: z.array(exportSchema).default([]),
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']) }).optional(),
   })
   .superRefine((c, ctx) => {
@@ -218,6 +234,12 @@ export const configSchema = z
           });
         }
       }
+    });
+    const exportNames = new Set<string>();
+    c.exports.forEach((e, i) => {
+      if (exportNames.has(e.name))
+        ctx.addIssue({ code: 'custom', path: ['exports', i, 'name'], message: `duplicate export name "${e.name}"` });
+      exportNames.add(e.name);
     });
   });
 

@@ -6,7 +6,8 @@
  * Writes are serialized; each put/delete resolves once its change is durable.
  *
  * File format (version 1):
- * `{ "version": 1, "networks": [ {raw network} ], "ports": [ {raw port} ] }`
+ * `{ "version": 1, "networks": [ {raw network} ], "ports": [ {raw port} ], "exports": [ {raw export} ] }`
+ * (`exports` may be absent: files written before exports existed load with none).
  */
 import { constants } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
@@ -30,6 +31,7 @@ interface StateFile {
   version: number;
   networks: StoredItem[];
   ports: StoredItem[];
+  exports: StoredItem[];
 }
 
 /** Builds an embedded store over `opts.dir`. Nothing touches the disk until the first call. */
@@ -53,7 +55,11 @@ class EmbeddedStore implements StateStore {
   async load(): Promise<StoredState> {
     const s = await this.#read();
     this.#state = s;
-    return { networks: s.networks.map((i) => structuredClone(i)), ports: s.ports.map((i) => structuredClone(i)) };
+    return {
+      networks: s.networks.map((i) => structuredClone(i)),
+      ports: s.ports.map((i) => structuredClone(i)),
+      exports: s.exports.map((i) => structuredClone(i)),
+    };
   }
 
   putNetwork(item: StoredItem): Promise<void> {
@@ -72,6 +78,14 @@ class EmbeddedStore implements StateStore {
     return this.#change((s) => remove(s.ports, name));
   }
 
+  putExport(item: StoredItem): Promise<void> {
+    return this.#change((s) => put(s.exports, item));
+  }
+
+  deleteExport(name: string): Promise<void> {
+    return this.#change((s) => remove(s.exports, name));
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     await this.#chain;
@@ -83,7 +97,12 @@ class EmbeddedStore implements StateStore {
     const run = async (): Promise<void> => {
       this.#state ??= await this.#read();
       // Edit a copy: if the write fails, memory still matches the disk.
-      const next: StateFile = { ...this.#state, networks: [...this.#state.networks], ports: [...this.#state.ports] };
+      const next: StateFile = {
+        ...this.#state,
+        networks: [...this.#state.networks],
+        ports: [...this.#state.ports],
+        exports: [...this.#state.exports],
+      };
       if (!edit(next)) return;
       await this.#write(next);
       this.#state = next;
@@ -98,7 +117,8 @@ class EmbeddedStore implements StateStore {
     try {
       text = await readFile(this.#file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { version: STATE_VERSION, networks: [], ports: [] };
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        return { version: STATE_VERSION, networks: [], ports: [], exports: [] };
       throw new StateIoError('read', this.#file, describeError(err), { cause: err });
     }
     return parseState(text, this.#file);
@@ -106,7 +126,8 @@ class EmbeddedStore implements StateStore {
 
   async #write(s: StateFile): Promise<void> {
     const tmp = `${this.#file}.tmp-${process.pid}`;
-    const text = `${JSON.stringify({ version: STATE_VERSION, networks: s.networks, ports: s.ports }, null, 2)}\n`;
+    const doc = { version: STATE_VERSION, networks: s.networks, ports: s.ports, exports: s.exports };
+    const text = `${JSON.stringify(doc, null, 2)}\n`;
     try {
       await mkdirp(this.#dir, 0o700);
       const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
@@ -147,7 +168,13 @@ export function parseState(text: string, file: string): StateFile {
       file,
       `its version is ${JSON.stringify(d['version'])}, this vmlink reads version ${STATE_VERSION}`,
     );
-  return { version: STATE_VERSION, networks: items(d, 'networks', file), ports: items(d, 'ports', file) };
+  return {
+    version: STATE_VERSION,
+    networks: items(d, 'networks', file),
+    ports: items(d, 'ports', file),
+    // Absent in files written before exports existed: none.
+    exports: d['exports'] === undefined ? [] : items(d, 'exports', file),
+  };
 }
 
 function items(d: Record<string, unknown>, key: string, file: string): StoredItem[] {

@@ -1,6 +1,6 @@
 /**
- * The StateStore contract: where the daemon keeps the networks and ports
- * added through the control API, so they come back after a restart.
+ * The StateStore contract: where the daemon keeps the networks, ports and
+ * exports added through the control API, so they come back after a restart.
  *
  * A store holds the raw input objects exactly as the API received them (not
  * the parsed forms): on load they are validated again by the current schema,
@@ -8,13 +8,15 @@
  * store (one JSON file, the default); an etcd store for clusters later.
  */
 
-/** A stored item: the object as given to the API (`POST /v1/networks` or `/v1/ports` body). */
+/** A stored item: the object as given to the API (`POST /v1/networks`, `/v1/ports` or `/v1/exports` body). */
 export type StoredItem = Record<string, unknown> & { name: string };
 
 /** Everything a store holds, in the order items were first stored. */
 export interface StoredState {
   networks: StoredItem[];
   ports: StoredItem[];
+  /** NBD exports (`POST /v1/exports` bodies); empty in state written before exports existed. */
+  exports: StoredItem[];
 }
 
 export interface StateStore {
@@ -28,6 +30,10 @@ export interface StateStore {
   putPort(item: StoredItem): Promise<void>;
   /** Forgets a port; no error when it is not stored. Resolves once durable. */
   deletePort(name: string): Promise<void>;
+  /** Stores (or replaces, by `item.name`) an export. Resolves once the change is durable. */
+  putExport(item: StoredItem): Promise<void>;
+  /** Forgets an export; no error when it is not stored. Resolves once durable. */
+  deleteExport(name: string): Promise<void>;
   /** Waits for pending writes and releases resources. Idempotent. */
   close(): Promise<void>;
 }

@@ -5,10 +5,20 @@
  * Start order: check the control socket is free (so a second daemon stops
  * before touching anyone's sockets), load the state store, build networks and
  * ports from the config (source "config") then from the store (source "api"),
- * open every port, then serve the API. A port that cannot open is logged and
+ * open every port, build the exports (config, then stored) and start the NBD
+ * server (daemon/storage.ts), then serve the API. A port that cannot open is logged and
  * shown as `down` with the reason; it does not stop the daemon.
  */
-import type { CaptureTap, ControlBackend, NetworkView, PortViewOut, QemuArgsView, StatusView } from '../api/backend.js';
+import type {
+  CaptureTap,
+  ControlBackend,
+  DiskArgsView,
+  ExportView,
+  NetworkView,
+  PortViewOut,
+  QemuArgsView,
+  StatusView,
+} from '../api/backend.js';
 import { ApiServer } from '../api/server.js';
 import { type Config, type NetworkConfig, networkSchema, type PortConfig, portSchema } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
@@ -28,7 +38,9 @@ import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
 import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
+import { diskArgs, exportView } from './export-specs.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
+import { StorageService } from './storage.js';
 import { UnavailablePort } from './unavailable-port.js';
 
 export type Source = 'config' | 'api';
@@ -66,6 +78,7 @@ export class Daemon implements ControlBackend {
   readonly #store: StateStore;
   readonly #switch: Switch;
   readonly #api: ApiServer;
+  readonly #storage: StorageService;
   readonly #networkSource = new Map<string, Source>();
   readonly #ports = new Map<string, PortEntry>();
   readonly #version = packageVersion();
@@ -82,6 +95,12 @@ export class Daemon implements ControlBackend {
     this.logger = opts.logger ?? createLogger({ level: opts.config.log?.level, base: { host: opts.config.host.id } });
     this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir });
     this.#switch = new Switch({ logger: this.logger, agingSec: opts.config.host.aging_sec });
+    this.#storage = new StorageService({
+      logger: this.logger,
+      config: opts.config.storage,
+      store: this.#store,
+      configPath: opts.configPath,
+    });
     this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
   }
 
@@ -97,6 +116,7 @@ export class Daemon implements ControlBackend {
       for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config', true);
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
+      await this.#storage.start(this.config.exports, stored.exports);
       await this.#api.listen();
     } catch (err) {
       await this.stop();
@@ -109,6 +129,8 @@ export class Daemon implements ControlBackend {
         networks: this.#networkSource.size,
         ports: ports.length,
         down: ports.filter((e) => e.sp.state === 'down').length,
+        exports: this.#storage.entries().length,
+        nbd: this.#storage.listen(),
         version: this.#version,
       },
       'vmlink daemon started',
@@ -135,6 +157,8 @@ export class Daemon implements ControlBackend {
     );
     this.#switch.stop();
     await this.#chain.catch(() => undefined);
+    // After pending API changes: an export being added is then closed too.
+    await this.#storage.close();
     await this.#store.close().catch((err) => this.logger.error({ err }, describeError(err)));
     if (this.#started) this.logger.info('vmlink daemon stopped');
   }
@@ -241,6 +265,7 @@ export class Daemon implements ControlBackend {
       },
       networks: this.#networkSource.size,
       ports: { total: ports.length, up: ports.filter((e) => e.sp.state === 'up').length },
+      storage: this.#storage.status(),
     };
   }
 
@@ -371,6 +396,26 @@ export class Daemon implements ControlBackend {
     const mac = spec.mac ?? spec.allowed_macs?.[0] ?? defaultMac(name);
     const args = qemuArgs(spec, { mac, id: id ?? name });
     return { args, mac, command: shellQuote(args) };
+  }
+
+  exports(): ExportView[] {
+    return this.#storage.entries().map((e) => exportView(e, this.#storage));
+  }
+
+  export(name: string): ExportView {
+    return exportView(this.#storage.entry(name), this.#storage);
+  }
+
+  addExport(body: unknown): Promise<ExportView> {
+    return this.#serial(async () => exportView(await this.#storage.addFromApi(body), this.#storage));
+  }
+
+  deleteExport(name: string): Promise<void> {
+    return this.#serial(() => this.#storage.deleteFromApi(name));
+  }
+
+  diskArgs(name: string, id?: string): DiskArgsView {
+    return diskArgs(this.#storage.entry(name), this.#storage, id);
   }
 
   capture(name: string, tap: CaptureTap): () => void {

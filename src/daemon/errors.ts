@@ -3,11 +3,56 @@ import { VmlinkError } from '../errors.js';
 
 /** An item declared in the config file cannot be replaced or deleted through the API. */
 export class DeclaredInConfigError extends VmlinkError {
-  constructor(what: 'network' | 'port', name: string, configPath: string | undefined) {
+  constructor(what: 'network' | 'port' | 'export', name: string, configPath: string | undefined) {
     super(
       'ERR_DECLARED_IN_CONFIG',
       `${what} "${name}" is declared in the config file${configPath ? ` ${configPath}` : ''}; ` +
         `to change or remove it, edit the config file and restart the daemon`,
+    );
+  }
+}
+
+/** No export of that name. */
+export class ExportNotFoundError extends VmlinkError {
+  constructor(name: string, known: readonly string[]) {
+    super(
+      'ERR_EXPORT_NOT_FOUND',
+      `export "${name}" does not exist (exports: ${known.join(', ') || 'none'}; see: vmlink export list)`,
+    );
+  }
+}
+
+/** An export of that name exists already. */
+export class ExportExistsError extends VmlinkError {
+  constructor(name: string) {
+    super('ERR_EXPORT_EXISTS', `export "${name}" already exists; choose another name or delete it first`);
+  }
+}
+
+/** An export with connected clients cannot be deleted. */
+export class ExportInUseError extends VmlinkError {
+  constructor(name: string, clients: number) {
+    super(
+      'ERR_EXPORT_IN_USE',
+      `export "${name}" has ${clients} client${clients === 1 ? '' : 's'} connected; disconnect ${clients === 1 ? 'it' : 'them'} (stop the VM or detach the disk) first`,
+    );
+  }
+}
+
+/** An export's backend could not be opened (missing image, unreachable remote): nothing was changed. */
+export class ExportBackendError extends VmlinkError {
+  constructor(name: string, reason: string, options?: ErrorOptions) {
+    super('ERR_EXPORT_BACKEND', `export "${name}": cannot open its backend: ${reason}`, options);
+  }
+}
+
+/** The NBD server could not listen, so exports cannot be served. */
+export class StorageUnavailableError extends VmlinkError {
+  constructor(reason: string, options?: ErrorOptions) {
+    super(
+      'ERR_STORAGE_UNAVAILABLE',
+      `the NBD server is not running: ${reason}; fix storage.listen in the config file and restart the daemon`,
+      options,
     );
   }
 }

@@ -18,6 +18,24 @@ export interface ExportSpec {
   readOnly?: boolean;
   /** DWRR weight (share of backend service relative to other exports); default 1. */
   weight?: number;
+  /**
+   * Access policy: called at the handshake with the client's IP address
+   * (undefined for unix-socket clients); false refuses the export
+   * (NBD_REP_ERR_POLICY). Default: every client is allowed.
+   */
+  allowClient?: (address: string | undefined) => boolean;
+}
+
+/** Live counters of one export, kept by the connections that use it. */
+export interface ExportStats {
+  /** Clients in the transmission phase on this export now. */
+  clients: number;
+  /** Requests received (DISC excluded). */
+  requests: number;
+  /** Requests answered with an error. */
+  errors: number;
+  bytesRead: number;
+  bytesWritten: number;
 }
 
 export interface NbdExport {
@@ -26,6 +44,10 @@ export interface NbdExport {
   readonly description: string;
   readonly readOnly: boolean;
   readonly weight: number;
+  /** See {@link ExportSpec.allowClient}; undefined: everyone. */
+  readonly allowClient: ((address: string | undefined) => boolean) | undefined;
+  /** Live counters (mutated by connections). */
+  readonly stats: ExportStats;
 }
 
 export interface ExportRegistryOptions {
@@ -59,6 +81,8 @@ export class ExportRegistry {
       description: spec.description ?? '',
       readOnly: (spec.readOnly ?? false) || spec.backend.readOnly,
       weight,
+      allowClient: spec.allowClient,
+      stats: { clients: 0, requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 },
     };
     this.#exports.set(spec.name, exp);
     return exp;

@@ -46,6 +46,8 @@ export interface DaemonOptions {
    * the temp dir (so socket paths can live in it).
    */
   ports?: Record<string, unknown>[] | ((dir: string) => Record<string, unknown>[]);
+  /** More top-level config sections (e.g. `storage`, `exports`), built from the temp dir. */
+  extra?: (dir: string) => Record<string, unknown>;
   /** Log level; default env VMLINK_LOG_LEVEL, else `info`. */
   logLevel?: string;
   /** Copy the daemon's log lines to stderr as they come; default env VMLINK_DAEMON_LOG=1. */
@@ -195,6 +197,7 @@ export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon>
     host: { id: opts.hostId ?? 'e2e', control: d.control, state_dir: d.stateDir },
     networks: opts.networks ?? [],
     ports,
+    ...opts.extra?.(dir),
   };
   await writeFile(d.configPath, stringify(config));
   try {

@@ -18,7 +18,7 @@ describe('embedded state store', () => {
   test('loads an empty state when the directory does not exist yet, without creating anything', async () => {
     const dir = freshDir();
     const store = createEmbeddedStore({ dir });
-    assert.deepEqual(await store.load(), { networks: [], ports: [] });
+    assert.deepEqual(await store.load(), { networks: [], ports: [], exports: [] });
     await assert.rejects(stat(dir), { code: 'ENOENT' });
     await store.close();
   });
@@ -36,7 +36,7 @@ describe('embedded state store', () => {
     assert.equal((await stat(join(dir, STATE_FILE))).mode & 0o777, 0o600);
 
     const b = createEmbeddedStore({ dir });
-    assert.deepEqual(await b.load(), { networks: [NET], ports: [PORT] });
+    assert.deepEqual(await b.load(), { networks: [NET], ports: [PORT], exports: [] });
     await b.close();
   });
 
@@ -50,6 +50,7 @@ describe('embedded state store', () => {
       version: 1,
       networks: [],
       ports: [PORT],
+      exports: [],
     });
   });
 
@@ -128,7 +129,25 @@ describe('embedded state store', () => {
     await rm(tmpName, { recursive: true });
     await s.putPort(PORT);
     await s.close();
-    assert.deepEqual(await createEmbeddedStore({ dir }).load(), { networks: [NET], ports: [PORT] });
+    assert.deepEqual(await createEmbeddedStore({ dir }).load(), { networks: [NET], ports: [PORT], exports: [] });
+  });
+
+  test('keeps exports across a new store instance, and loads a file written before exports existed', async () => {
+    const dir = freshDir();
+    const EXP = { name: 'disk', backend: { type: 'memory', size: '64M' } };
+    const a = createEmbeddedStore({ dir });
+    await a.putExport(EXP);
+    await a.putExport({ name: 'gone', backend: { type: 'memory', size: 1024 } });
+    await a.deleteExport('gone');
+    await a.close();
+    assert.deepEqual(await createEmbeddedStore({ dir }).load(), { networks: [], ports: [], exports: [EXP] });
+
+    await writeFile(join(dir, STATE_FILE), JSON.stringify({ version: 1, networks: [NET], ports: [PORT] }));
+    const old = createEmbeddedStore({ dir });
+    assert.deepEqual(await old.load(), { networks: [NET], ports: [PORT], exports: [] });
+    await old.putExport(EXP);
+    await old.close();
+    assert.deepEqual(JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')).exports, [EXP]);
   });
 
   test('rejects changes after close', async () => {

@@ -98,7 +98,7 @@ export class NbdConnection {
       o.logger.warn({ peer: this.peer }, `closing NBD connection: no handshake within ${o.handshakeTimeoutMs} ms`);
       s.destroy();
     });
-    this.#hs = new ServerHandshake(o.exports);
+    this.#hs = new ServerHandshake(o.exports, o.socket.remoteAddress);
     this.#flushHandshake();
     s.on('data', (chunk: Buffer) => this.#onData(chunk));
     s.on('end', () => this.#end());
@@ -132,8 +132,11 @@ export class NbdConnection {
     } else if (hs.state === 'done' && hs.result) {
       this.socket.setTimeout(0);
       this.#neg = hs.result;
-      this.#exp = hs.result.export;
+      const exp = hs.result.export;
+      this.#exp = exp;
       this.#hs = undefined;
+      exp.stats.clients++;
+      void this.#closed.then(() => exp.stats.clients--);
       this.#o.logger.debug({ peer: this.peer, export: this.#exp.name }, 'NBD client entered transmission');
       this.#parser = new RequestParser(
         (r) => this.#onRequest(r),
@@ -179,6 +182,7 @@ export class NbdConnection {
       this.#end();
       return;
     }
+    exp.stats.requests++;
     const bad = this.#validate(r, exp);
     if (bad !== 0) {
       this.#replyError(r, bad, `request refused (NBD error ${bad})`);
@@ -232,6 +236,7 @@ export class NbdConnection {
         case CMD.WRITE:
           await b.write(r.offset, r.data as Buffer, fua);
           this.#o.stats.bytesWritten += r.length;
+          exp.stats.bytesWritten += r.length;
           this.#send(simpleReply(r.cookie, 0));
           break;
         case CMD.FLUSH:
@@ -276,6 +281,7 @@ export class NbdConnection {
     if (!this.#neg?.structuredReplies) {
       const data = await b.read(r.offset, r.length);
       this.#o.stats.bytesRead += r.length;
+      exp.stats.bytesRead += r.length;
       this.#send(simpleReply(r.cookie, 0), data);
       return;
     }
@@ -286,6 +292,7 @@ export class NbdConnection {
     if ((r.flags & CMD_FLAG.DF) !== 0 || !b.cheapExtents) {
       const data = await b.read(r.offset, r.length);
       this.#o.stats.bytesRead += r.length;
+      exp.stats.bytesRead += r.length;
       this.#send(offsetDataHeader(r.cookie, true, r.offset, r.length), data);
       return;
     }
@@ -310,6 +317,7 @@ export class NbdConnection {
     }
     out.push(noneChunk(r.cookie));
     this.#o.stats.bytesRead += r.length;
+    exp.stats.bytesRead += r.length;
     this.#send(...out);
   }
 
@@ -325,6 +333,7 @@ export class NbdConnection {
 
   #replyError(r: NbdRequest, errno: number, message: string): void {
     this.#o.stats.errors++;
+    if (this.#exp) this.#exp.stats.errors++;
     const structured = this.#neg?.structuredReplies && (r.type === CMD.READ || r.type === CMD.BLOCK_STATUS);
     this.#send(structured ? errorChunk(r.cookie, errno, message) : simpleReply(r.cookie, errno));
   }

@@ -67,6 +67,8 @@ export class ServerHandshake {
   rest: Buffer = Buffer.alloc(0);
 
   #exports: ExportRegistry;
+  /** The client's IP address for export access policies; undefined for unix-socket clients. */
+  #peer: string | undefined;
   #buf: Buffer = Buffer.alloc(0);
   #noZeroes = false;
   #structured = false;
@@ -75,8 +77,9 @@ export class ServerHandshake {
   #optLen = 0;
   #options = 0;
 
-  constructor(exports: ExportRegistry) {
+  constructor(exports: ExportRegistry, peerAddress?: string) {
     this.#exports = exports;
+    this.#peer = peerAddress;
     const g = Buffer.alloc(18);
     g.writeBigUInt64BE(NBDMAGIC, 0);
     g.writeBigUInt64BE(IHAVEOPT, 8);
@@ -203,6 +206,11 @@ export class ServerHandshake {
       this.#close(`client asked for unknown export "${name}" with NBD_OPT_EXPORT_NAME`);
       return;
     }
+    // EXPORT_NAME has no error reply: a refused client can only be disconnected.
+    if (!this.#allowed(exp)) {
+      this.#close(`client ${this.#peer} is not in the allowed clients of export "${exp.name}"`);
+      return;
+    }
     const flags = transmissionFlags(exp, this.#structured);
     const b = Buffer.alloc(this.#noZeroes ? 10 : 134);
     b.writeBigUInt64BE(BigInt(exp.backend.size), 0);
@@ -249,6 +257,10 @@ export class ServerHandshake {
     const exp = this.#exports.resolve(name);
     if (!exp) {
       this.#reply(opt, REP.ERR_UNKNOWN, `export "${name}" does not exist`);
+      return;
+    }
+    if (!this.#allowed(exp)) {
+      this.#reply(opt, REP.ERR_POLICY, `client ${this.#peer} is not allowed to use export "${exp.name}"`);
       return;
     }
     const flags = transmissionFlags(exp, this.#structured);
@@ -301,6 +313,11 @@ export class ServerHandshake {
       if (set) this.#metaExport = exp.name;
     }
     this.#reply(opt, REP.ACK);
+  }
+
+  /** The export's access policy for this client (unix clients: always allowed). */
+  #allowed(exp: NbdExport): boolean {
+    return this.#peer === undefined || exp.allowClient === undefined || exp.allowClient(this.#peer);
   }
 
   #finish(exp: NbdExport, flags: number): void {

@@ -1,0 +1,123 @@
+/**
+ * Conversions between `exports:` entries (config and API bodies) and what
+ * the storage layer and the API need: backend specs, access policies, the
+ * API view of an export and the QEMU arguments of a disk served by it.
+ */
+import { BlockList, isIPv4 } from 'node:net';
+import type { DiskArgsView, ExportView } from '../api/client.js';
+import { formatAddress } from '../config/address.js';
+import type { BackendConfig } from '../config/schema.js';
+import { shellQuote } from '../net/ports/qemu-args.js';
+import type { BackendSpec } from '../storage/backends/index.js';
+import { StorageUnavailableError } from './errors.js';
+import type { ExportEntry, StorageService } from './storage.js';
+
+/** `config` backend -> the storage layer's spec. */
+export function backendSpec(b: BackendConfig, readOnly: boolean): BackendSpec {
+  switch (b.type) {
+    case 'file':
+      // A read-only export opens its image read-only, unless it is to be created.
+      return { kind: 'file', path: b.path, size: b.size, readOnly: readOnly && b.size === undefined };
+    case 'memory':
+      return { kind: 'memory', size: b.size };
+    case 'remote':
+      return { kind: 'remote', address: b.address, export: b.export, readOnly };
+    case 'cow':
+      return {
+        kind: 'cow',
+        base: backendSpec(b.base, true),
+        overlay: backendSpec(b.overlay, false),
+        blockSize: b.block_size,
+        bitmapPath: b.bitmap_path,
+      };
+  }
+}
+
+/** A parsed backend back in the text form of the config (addresses as `tcp:HOST:PORT`). */
+export function rawBackend(b: BackendConfig): Record<string, unknown> {
+  if (b.type === 'remote') return { ...b, address: formatAddress(b.address) };
+  if (b.type === 'cow') return { ...b, base: rawBackend(b.base), overlay: rawBackend(b.overlay) };
+  return { ...b };
+}
+
+/** The policy function for `allowed_clients` (IPv4-mapped IPv6 peers match IPv4 rules). */
+export function clientPolicy(allowed: readonly string[] | undefined): ((a: string | undefined) => boolean) | undefined {
+  if (allowed === undefined) return undefined;
+  const list = new BlockList();
+  for (const item of allowed) {
+    const [addr, prefix] = item.split('/') as [string, string | undefined];
+    const type = isIPv4(addr) ? 'ipv4' : 'ipv6';
+    if (prefix === undefined) list.addAddress(addr, type);
+    else list.addSubnet(addr, Number(prefix), type);
+  }
+  return (address) => {
+    if (address === undefined) return true;
+    const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+    if (v4 !== undefined) return list.check(v4, 'ipv4');
+    return list.check(address, isIPv4(address) ? 'ipv4' : 'ipv6');
+  };
+}
+
+/** QEMU option syntax: a comma inside a value is written as two commas. */
+const qemuValue = (v: string): string => v.replaceAll(',', ',,');
+
+/** A QEMU node/device id for an export: its name when that is one, else `nbd-NAME`. */
+export function defaultDiskId(name: string): string {
+  return /^[A-Za-z]/.test(name) ? name : `nbd-${name}`;
+}
+
+/** The API view of an export. */
+export function exportView(e: ExportEntry, service: StorageService): ExportView {
+  const s = e.exp?.stats;
+  const uri = exportUri(e.name, service);
+  return {
+    name: e.name,
+    source: e.source,
+    state: e.exp ? 'up' : 'down',
+    reason: e.reason,
+    backend: rawBackend(e.spec.backend),
+    size: e.exp ? e.exp.backend.size : null,
+    read_only: e.exp ? e.exp.readOnly : e.spec.read_only,
+    weight: e.spec.weight,
+    description: e.spec.description ?? '',
+    ...(e.spec.allowed_clients === undefined ? {} : { allowed_clients: e.spec.allowed_clients }),
+    clients: s?.clients ?? 0,
+    counters: {
+      requests: s?.requests ?? 0,
+      errors: s?.errors ?? 0,
+      bytes_read: s?.bytesRead ?? 0,
+      bytes_written: s?.bytesWritten ?? 0,
+    },
+    uri,
+    spec: e.raw,
+  };
+}
+
+/** Where a client reaches the export: the unix socket if there is one, else the first TCP address. */
+function exportUri(name: string, service: StorageService): string | null {
+  const sock = service.unixSocket();
+  if (sock !== undefined) return `nbd+unix:///${encodeURIComponent(name)}?socket=${sock}`;
+  const tcp = service.tcpAddress();
+  if (tcp === undefined) return null;
+  const host = tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host;
+  return `nbd://${host}:${tcp.port}/${encodeURIComponent(name)}`;
+}
+
+/**
+ * QEMU arguments for a virtio-blk disk served by this daemon: QEMU's NBD
+ * client (`-blockdev driver=nbd`) over the unix socket (else TCP), and the
+ * device in front of it.
+ */
+export function diskArgs(e: ExportEntry, service: StorageService, id?: string): DiskArgsView {
+  const node = id ?? defaultDiskId(e.name);
+  const sock = service.unixSocket();
+  const tcp = service.tcpAddress();
+  let server: string;
+  if (sock !== undefined) server = `server.type=unix,server.path=${qemuValue(sock)}`;
+  else if (tcp !== undefined) server = `server.type=inet,server.host=${qemuValue(tcp.host)},server.port=${tcp.port}`;
+  else throw new StorageUnavailableError(service.status().reason ?? 'it listens nowhere');
+  const readOnly = e.exp ? e.exp.readOnly : e.spec.read_only;
+  const blockdev = `driver=nbd,node-name=${node},${server},export=${qemuValue(e.name)}${readOnly ? ',read-only=on' : ''}`;
+  const args = ['-blockdev', blockdev, '-device', `virtio-blk-pci,drive=${node},id=${node}-dev`];
+  return { args, command: shellQuote(args) };
+}

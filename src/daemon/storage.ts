@@ -1,0 +1,275 @@
+/**
+ * The daemon's storage service: the NBD server and its exports, built from
+ * `storage:` and `exports:` of the config (source "config") and from exports
+ * added through the API (source "api", kept in the state store). It opens
+ * backends, keeps the one {@link ExportRegistry} the server reads, and
+ * implements the API's export operations.
+ *
+ * The server runs when `storage:` is given or as soon as there is an export.
+ * An export whose backend cannot be opened at start (image missing, remote
+ * unreachable) is shown `down` with the reason; the daemon keeps running.
+ * Through the API, such an export is refused (422 ERR_EXPORT_BACKEND) and
+ * nothing is stored.
+ */
+import type { StorageStatusView } from '../api/client.js';
+import { formatAddress } from '../config/address.js';
+import { DEFAULT_NBD_SOCKET, type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
+import type { StateStore, StoredItem } from '../control/store.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { openBackend } from '../storage/backends/index.js';
+import { ExportRegistry, type NbdExport } from '../storage/exports.js';
+import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
+import {
+  DeclaredInConfigError,
+  ExportBackendError,
+  ExportExistsError,
+  ExportInUseError,
+  ExportNotFoundError,
+  StorageUnavailableError,
+} from './errors.js';
+import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
+import { parseWith } from './specs.js';
+
+export type Source = 'config' | 'api';
+
+/** One export as the daemon tracks it; `exp` is set while it is served. */
+export interface ExportEntry {
+  name: string;
+  source: Source;
+  spec: ExportConfig;
+  /** The export as given: the API body, or the config entry in text form. */
+  raw: Record<string, unknown>;
+  /** Why it is down, or where it is served. */
+  reason: string;
+  exp: NbdExport | undefined;
+}
+
+export interface StorageServiceOptions {
+  logger: Logger;
+  /** `storage:` of the config; undefined: defaults, and the server starts with the first export. */
+  config: StorageConfig | undefined;
+  /** Where API exports are kept. */
+  store: StateStore;
+  /** Path of the config file, named in messages. */
+  configPath: string | undefined;
+}
+
+export class StorageService {
+  readonly #log: Logger;
+  readonly #config: StorageConfig | undefined;
+  readonly #store: StateStore;
+  readonly #configPath: string | undefined;
+  readonly #registry = new ExportRegistry();
+  readonly #entries = new Map<string, ExportEntry>();
+  #server: NbdServer | undefined;
+  /** Why the server is not running, when it failed to start. */
+  #serverError: Error | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(opts: StorageServiceOptions) {
+    this.#log = opts.logger;
+    this.#config = opts.config;
+    this.#store = opts.store;
+    this.#configPath = opts.configPath;
+  }
+
+  /**
+   * Daemon start: config exports, then stored API exports (one that no longer
+   * fits is logged and skipped, and stays in the store), then the server when
+   * it is configured or there is an export.
+   */
+  async start(declared: readonly ExportConfig[], stored: readonly StoredItem[]): Promise<void> {
+    for (const e of declared) await this.add(e, rawExport(e), 'config', true);
+    for (const raw of stored) {
+      try {
+        const e = parseWith(exportSchema, raw, `stored export "${raw.name}"`);
+        const existing = this.#entries.get(e.name);
+        if (existing?.source === 'config') throw new DeclaredInConfigError('export', e.name, this.#configPath);
+        if (existing) throw new ExportExistsError(e.name);
+        await this.add(e, raw, 'api', true);
+      } catch (err) {
+        this.#log.error(
+          { export: raw.name, code: (err as { code?: unknown }).code },
+          `export "${String(raw.name)}" from the state store was not restored: ${describeError(err)}`,
+        );
+      }
+    }
+    if (this.configured || this.#entries.size > 0) await this.ensureServer(true);
+  }
+
+  /** `POST /v1/exports`: validates, opens the backend, serves, persists; nothing changes on failure. */
+  async addFromApi(body: unknown): Promise<ExportEntry> {
+    const spec = parseWith(exportSchema, body, 'the export in the request body');
+    const existing = this.#entries.get(spec.name);
+    if (existing?.source === 'config') throw new DeclaredInConfigError('export', spec.name, this.#configPath);
+    if (existing) throw new ExportExistsError(spec.name);
+    await this.ensureServer(false);
+    const e = await this.add(spec, body as Record<string, unknown>, 'api', false);
+    try {
+      await this.#store.putExport(body as StoredItem);
+    } catch (err) {
+      await this.remove(spec.name, true);
+      throw err;
+    }
+    return e;
+  }
+
+  /** `DELETE /v1/exports/:name`: refused for config exports and while clients are connected. */
+  async deleteFromApi(name: string): Promise<void> {
+    const e = this.entry(name);
+    if (e.source === 'config') throw new DeclaredInConfigError('export', name, this.#configPath);
+    const clients = e.exp?.stats.clients ?? 0;
+    if (clients > 0) throw new ExportInUseError(name, clients);
+    // Store first: if it fails, nothing changed.
+    await this.#store.deleteExport(name);
+    await this.remove(name, true);
+    this.#log.info({ export: name }, `export "${name}" deleted`);
+  }
+
+  /** True when `storage:` is configured: the server runs even without exports. */
+  get configured(): boolean {
+    return this.#config !== undefined;
+  }
+
+  get(name: string): ExportEntry | undefined {
+    return this.#entries.get(name);
+  }
+
+  /** The entry, or ERR_EXPORT_NOT_FOUND. */
+  entry(name: string): ExportEntry {
+    const e = this.#entries.get(name);
+    if (!e) throw new ExportNotFoundError(name, [...this.#entries.keys()]);
+    return e;
+  }
+
+  entries(): ExportEntry[] {
+    return [...this.#entries.values()];
+  }
+
+  /**
+   * Opens the backend and serves the export. With `tolerant` (config and
+   * stored exports) a backend that cannot open leaves the export `down`;
+   * otherwise ERR_EXPORT_BACKEND is thrown and nothing changes.
+   */
+  async add(spec: ExportConfig, raw: Record<string, unknown>, source: Source, tolerant: boolean): Promise<ExportEntry> {
+    const entry: ExportEntry = { name: spec.name, source, spec, raw, reason: 'not opened yet', exp: undefined };
+    let backend: Awaited<ReturnType<typeof openBackend>>;
+    try {
+      backend = await openBackend(backendSpec(spec.backend, spec.read_only));
+    } catch (err) {
+      if (!tolerant) throw new ExportBackendError(spec.name, describeError(err), { cause: err });
+      entry.reason = `cannot open its backend: ${describeError(err)}`;
+      this.#entries.set(spec.name, entry);
+      this.#log.error(
+        { export: spec.name, code: (err as { code?: unknown }).code },
+        `export "${spec.name}" ${entry.reason}`,
+      );
+      return entry;
+    }
+    entry.exp = this.#registry.add({
+      name: spec.name,
+      backend,
+      description: spec.description,
+      readOnly: spec.read_only,
+      weight: spec.weight,
+      allowClient: clientPolicy(spec.allowed_clients),
+    });
+    entry.reason = 'served';
+    this.#entries.set(spec.name, entry);
+    this.#log.info(
+      { export: spec.name, backend: backend.kind, size: backend.size, read_only: entry.exp.readOnly },
+      `export "${spec.name}" ready (${backend.kind}, ${backend.size} bytes${entry.exp.readOnly ? ', read-only' : ''})`,
+    );
+    return entry;
+  }
+
+  /** Stops serving an export and closes its backend (flushing it). Refused while clients are connected. */
+  async remove(name: string, force = false): Promise<void> {
+    const e = this.entry(name);
+    const clients = e.exp?.stats.clients ?? 0;
+    if (clients > 0 && !force) throw new ExportInUseError(name, clients);
+    this.#entries.delete(name);
+    if (!e.exp) return;
+    this.#registry.remove(name);
+    await e.exp.backend
+      .close()
+      .catch((err) => this.#log.warn({ export: name, err }, `closing export backend: ${describeError(err)}`));
+  }
+
+  /**
+   * Starts the NBD server if it is not running. `tolerant` (daemon start):
+   * a listen failure is logged and kept for status; otherwise it is thrown
+   * as ERR_STORAGE_UNAVAILABLE.
+   */
+  async ensureServer(tolerant: boolean): Promise<void> {
+    if (this.#server || this.#closing) return;
+    if (this.#serverError && !tolerant) throw new StorageUnavailableError(describeError(this.#serverError));
+    const c = this.#config;
+    const server = createNbdServer({
+      logger: this.#log.child({ component: 'nbd' }),
+      exports: this.#registry,
+      listen: c?.listen ?? [{ type: 'unix', path: DEFAULT_NBD_SOCKET }],
+      maxInFlightPerClient: c?.max_in_flight_per_client,
+      concurrency: c?.concurrency,
+      maxConnections: c?.max_connections,
+    });
+    try {
+      await server.open();
+    } catch (err) {
+      this.#serverError = err as Error;
+      if (!tolerant) throw new StorageUnavailableError(describeError(err), { cause: err });
+      this.#log.error({ code: (err as { code?: unknown }).code }, `storage is down: ${describeError(err)}`);
+      return;
+    }
+    this.#server = server;
+  }
+
+  /** Bound listen addresses in text form (TCP port 0 resolved); empty while the server is not running. */
+  listen(): string[] {
+    return this.#server ? this.#server.addresses().map(formatAddress) : [];
+  }
+
+  /** The first unix socket the server listens on, if any. */
+  unixSocket(): string | undefined {
+    for (const a of this.#server?.addresses() ?? []) if (a.type === 'unix') return a.path;
+    return undefined;
+  }
+
+  /** The first TCP address the server listens on, as a client dials it (0.0.0.0 means this host). */
+  tcpAddress(): { host: string; port: number } | undefined {
+    for (const a of this.#server?.addresses() ?? []) {
+      if (a.type !== 'tcp') continue;
+      const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host;
+      return { host, port: a.port };
+    }
+    return undefined;
+  }
+
+  /** `GET /v1/status`'s storage part. */
+  status(): StorageStatusView {
+    return {
+      running: this.#server !== undefined,
+      listen: this.listen(),
+      exports: this.#entries.size,
+      clients: this.#server?.connections ?? 0,
+      ...(this.#serverError && !this.#server ? { reason: describeError(this.#serverError) } : {}),
+    };
+  }
+
+  /** Stops the server gracefully (in-flight requests answered, backends flushed), then closes every backend. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#server
+        ?.close()
+        .catch((err) => this.#log.error({ err }, `closing the NBD server: ${describeError(err)}`));
+      await this.#registry.close();
+    })();
+    return this.#closing;
+  }
+}
+
+/** A parsed config export back in its text form (addresses as `tcp:HOST:PORT`). */
+function rawExport(e: ExportConfig): Record<string, unknown> {
+  return { ...e, backend: rawBackend(e.backend) };
+}
