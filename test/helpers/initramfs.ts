@@ -3,7 +3,7 @@
  * busybox initramfs built around it, cached under `<repo>/.cache/vm/`, keyed
  * by the kernel version and a hash of everything that goes into it.
  *
- * The guest's `/init` loads the virtio-net modules, configures `eth0` from the
+ * The guest's `/init` loads the virtio-blk and virtio-net modules, configures `eth0` from the
  * kernel command line (`vmlink.ip=10.0.0.1/24 vmlink.mac=...`) and runs a
  * shell on ttyS0 for {@link Vm} (vm.ts) to drive.
  */
@@ -28,6 +28,7 @@ export const VIRTIO_MODULES = [
   'virtio_pci_legacy_dev',
   'virtio_pci_modern_dev',
   'virtio_pci',
+  'virtio_blk',
   'failover',
   'net_failover',
   'virtio_net',
