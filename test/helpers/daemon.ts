@@ -46,6 +46,8 @@ export interface DaemonOptions {
    * the temp dir (so socket paths can live in it).
    */
   ports?: Record<string, unknown>[] | ((dir: string) => Record<string, unknown>[]);
+  /** Command prefix the daemon runs under, e.g. `['ip', 'netns', 'exec', NS]` (it must exec the daemon). */
+  wrap?: string[];
   /** More top-level config sections (e.g. `storage`, `exports`), built from the temp dir. */
   extra?: (dir: string) => Record<string, unknown>;
   /** Log level; default env VMLINK_LOG_LEVEL, else `info`. */
@@ -66,11 +68,13 @@ export class TestDaemon {
   readonly stateDir: string;
   readonly #echo: boolean;
   readonly #logLevel: string;
+  readonly #wrap: string[];
   #proc: ChildProcess | undefined;
   #exit: Promise<number | null> = Promise.resolve(null);
   #log = '';
 
-  constructor(dir: string, echo: boolean, logLevel: string) {
+  constructor(dir: string, echo: boolean, logLevel: string, wrap: string[] = []) {
+    this.#wrap = wrap;
     this.dir = dir;
     this.control = join(dir, 'vmlink.sock');
     this.configPath = join(dir, 'vmlink.yaml');
@@ -96,11 +100,12 @@ export class TestDaemon {
 
   /** Starts the daemon process and resolves once its control API answers. */
   async start(timeoutMs = 30_000): Promise<void> {
-    const proc = spawn(
-      process.execPath,
-      [VMLINK_BIN, 'daemon', '--config', this.configPath, '--log-level', this.#logLevel],
-      { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VMLINK_LOG_LEVEL: this.#logLevel } },
-    );
+    const argv = [process.execPath, VMLINK_BIN, 'daemon', '--config', this.configPath, '--log-level', this.#logLevel];
+    const [cmd, ...args] = [...this.#wrap, ...argv] as [string, ...string[]];
+    const proc = spawn(cmd, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VMLINK_LOG_LEVEL: this.#logLevel },
+    });
     this.#proc = proc;
     const onData = (chunk: Buffer) => {
       const s = chunk.toString('utf8');
@@ -190,7 +195,7 @@ function statusAnswers(socketPath: string): Promise<boolean> {
 export async function startDaemon(opts: DaemonOptions = {}): Promise<TestDaemon> {
   const dir = await mkdtemp(join(tmpdir(), 'vmlink-e2e-'));
   const logLevel = opts.logLevel ?? process.env['VMLINK_LOG_LEVEL'] ?? 'info';
-  const d = new TestDaemon(dir, opts.echoLog ?? process.env['VMLINK_DAEMON_LOG'] === '1', logLevel);
+  const d = new TestDaemon(dir, opts.echoLog ?? process.env['VMLINK_DAEMON_LOG'] === '1', logLevel, opts.wrap);
   await mkdir(d.stateDir, { recursive: true });
   const ports = typeof opts.ports === 'function' ? opts.ports(dir) : (opts.ports ?? []);
   const config = {
