@@ -139,6 +139,12 @@ export const exportSchema = z.strictObject({
 });
 export type ExportConfig = z.output<typeof exportSchema>;
 
+/** A whole number in [min, max], with a message naming the field and the range. */
+const range = (field: string, min: number, max: number) => {
+  const msg = `${field} must be a whole number ${min}-${max}`;
+  return z.number(msg).int(msg).min(min, msg).max(max, msg);
+};
+
 export const storageSchema = z.strictObject({
   /** Where the NBD server listens: `unix:/path.sock` and `tcp:HOST:PORT`; default unix:/run/vmlink/nbd.sock. */
   listen: z
@@ -146,10 +152,10 @@ export const storageSchema = z.strictObject({
     .min(1, 'give at least one listen address')
     .default([{ type: 'unix', path: DEFAULT_NBD_SOCKET }]),
   /** Requests in flight per client before its socket is paused (backpressure); default 64. */
-  max_in_flight_per_client: z.number().int().min(1).max(4096).default(64),
+  max_in_flight_per_client: range('max_in_flight_per_client', 1, 4096).default(64),
   /** Requests executing in backends at once, over all clients; default 64. */
-  concurrency: z.number().int().min(1).max(4096).default(64),
+  concurrency: range('concurrency', 1, 4096).default(64),
   /** Most client connections at once; default 1024. */
-  max_connections: z.number().int().min(1).max(65536).default(1024),
+  max_connections: range('max_connections', 1, 65536).default(1024),
 });
 export type StorageConfig = z.output<typeof storageSchema>;

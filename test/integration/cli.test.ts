@@ -674,7 +674,7 @@ describe('vmlink without a daemon', () => {
   test('prints help with exit 0, and exits 2 when no command is given', async () => {
     const [help, sub, none] = await Promise.all([run(['--help']), run(['help', 'port']), run([])]);
     assert.equal(help.code, 0);
-    for (const c of ['daemon', 'status', 'network', 'port', 'fdb', 'qemu-args', 'capture']) {
+    for (const c of ['daemon', 'status', 'network', 'port', 'fdb', 'qemu-args', 'capture', 'export', 'disk-args']) {
       assert.match(help.stdout, new RegExp(`^ {2}${c}\\b`, 'm'), c);
     }
     assert.equal(sub.code, 0);
@@ -721,6 +721,52 @@ describe('vmlink without a daemon', () => {
     assert.match(r.stderr, /networks\[0\]\.vni/);
     assert.match(r.stderr, /ports\[0\]\.listen/);
     assert.equal(existsSync(join(dir, 'bad.sock')), false);
+  });
+
+  test('daemon --config with bad storage and exports sections exits 2 and names each bad field', async () => {
+    const config = join(dir, 'bad-storage.yaml');
+    await writeFile(
+      config,
+      [
+        `host: { id: bad, control: ${join(dir, 'bad2.sock')}, state_dir: ${join(dir, 'state2')} }`,
+        'storage: { listen: ["udp:127.0.0.1:1"], max_in_flight_per_client: 0 }',
+        'exports:',
+        '  - { name: d1, backend: { type: file, path: rel.img, size: 1X } }',
+        '  - { name: d1, backend: { type: memory, size: 1M }, read_only: yes, allowed_clients: [nowhere] }',
+        '  - { name: c, backend: { type: cow, base: { type: remote }, overlay: { type: memory, size: 1M } } }',
+        '',
+      ].join('\n'),
+    );
+    const r = await run(['daemon', '--config', config]);
+    assert.equal(r.code, 2, r.stderr);
+    for (const field of [
+      'storage.listen[0]',
+      'storage.max_in_flight_per_client',
+      'exports[0].backend.path',
+      'exports[0].backend.size',
+      'exports[1].read_only',
+      'exports[1].allowed_clients[0]',
+      'exports[2].backend.base.address',
+    ]) {
+      assert.ok(r.stderr.includes(`  ${field}: `), `${field} in:\n${r.stderr}`);
+    }
+    assert.match(r.stderr, /"1X" is not a size/);
+    assert.match(r.stderr, /max_in_flight_per_client must be a whole number 1-4096/);
+    assert.equal(existsSync(join(dir, 'bad2.sock')), false);
+    // Cross-entry checks run once every entry is valid on its own.
+    await writeFile(
+      config,
+      [
+        `host: { id: bad, control: ${join(dir, 'bad2.sock')}, state_dir: ${join(dir, 'state2')} }`,
+        'exports:',
+        '  - { name: d1, backend: { type: memory, size: 1M } }',
+        '  - { name: d1, backend: { type: memory, size: 2M } }',
+        '',
+      ].join('\n'),
+    );
+    const dup = await run(['daemon', '--config', config]);
+    assert.equal(dup.code, 2, dup.stderr);
+    assert.match(dup.stderr, /exports\[1\]\.name: duplicate export name "d1"/);
   });
 
   test('daemon with a config file that does not exist exits 2 and names the file', async () => {
