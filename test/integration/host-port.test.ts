@@ -97,4 +97,31 @@ describe('host port', { timeout: 120_000 }, () => {
     const { stdout } = await vm.exec('ping', '-c', '2', '-i', '0.2', '-W', '5', '10.77.0.1');
     assert.match(stdout, / 0% packet loss/);
   });
+
+  test('goes down when its interface is deleted', async () => {
+    const a = uniqueIfname('vlh');
+    const b = uniqueIfname('vlf');
+    await ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
+    let down: (reason: string) => void = () => {};
+    const wentDown = new Promise<string>((r) => (down = r));
+    const p = hostPort(
+      { name: 'gone', ifname: a },
+      {
+        sink: () => {},
+        onState: (st, reason) => st === 'down' && down(reason),
+        logger,
+        maxFrameLen: MAX_FRAME_LEN,
+        queueLen: DEFAULT_QUEUE_LEN,
+        onMalformed: () => {},
+      },
+    );
+    try {
+      await p.open();
+      await ip('link', 'del', a);
+      assert.match(await wentDown, new RegExp(`${a} was deleted`));
+    } finally {
+      await p.destroy();
+      await ip('link', 'del', a).catch(() => undefined);
+    }
+  });
 });

@@ -165,8 +165,14 @@ export class HostPort implements Port {
     const n = this.#n;
     if (n === undefined || this.#fd < 0) return;
     if (status < 0) {
-      this.#poller?.stop();
-      this.#setState('down', `poll error ${status} (was ${this.#ifname} deleted?)`);
+      // libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away).
+      if (n.ifIndex(this.#ifname) === 0) {
+        this.#poller?.stop();
+        this.#setState('down', `host interface ${this.#ifname} was deleted`);
+        return;
+      }
+      this.#read(n); // takes the pending error
+      this.#poller?.start(this.#watchingWrite ? n.READABLE | n.WRITABLE : n.READABLE);
       return;
     }
     if (events & n.WRITABLE) this.#flush();
@@ -182,8 +188,12 @@ export class HostPort implements Port {
     try {
       count = n.recvBatch(this.#fd, rx, slot, lens, null);
     } catch (err) {
-      // ENETDOWN while the interface is down: nothing to read, the port stays.
+      // ENETDOWN: the interface went down (the port stays) or was deleted (the port is down for good).
       this.#lastError = describeError(err);
+      if (n.ifIndex(this.#ifname) === 0) {
+        this.#poller?.stop();
+        this.#setState('down', `host interface ${this.#ifname} was deleted`);
+      }
       return;
     }
     this.#rxBatches++;
