@@ -157,5 +157,7 @@ export const storageSchema = z.strictObject({
   concurrency: range('concurrency', 1, 4096).default(64),
   /** Most client connections at once; default 1024. */
   max_connections: range('max_connections', 1, 65536).default(1024),
+  /** A backend not open within this many ms (a remote that never answers) counts as failed; default 10000. */
+  backend_open_timeout_ms: range('backend_open_timeout_ms', 100, 600_000).default(10_000),
 });
 export type StorageConfig = z.output<typeof storageSchema>;

@@ -17,7 +17,8 @@ import { DEFAULT_NBD_SOCKET, type ExportConfig, exportSchema, type StorageConfig
 import type { StateStore, StoredItem } from '../control/store.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { openBackend } from '../storage/backends/index.js';
+import type { BlockBackend } from '../storage/backend.js';
+import { type BackendSpec, openBackend } from '../storage/backends/index.js';
 import { ExportRegistry, type NbdExport } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import {
@@ -53,6 +54,12 @@ export interface StorageServiceOptions {
   store: StateStore;
   /** Path of the config file, named in messages. */
   configPath: string | undefined;
+  /**
+   * A backend that has not opened within this many ms (a remote that accepts
+   * but never answers) counts as failed, so neither the daemon's start nor the
+   * API's chain of changes waits for it; default `backend_open_timeout_ms` of the config, else 10000.
+   */
+  openTimeoutMs?: number;
 }
 
 export class StorageService {
@@ -60,6 +67,7 @@ export class StorageService {
   readonly #config: StorageConfig | undefined;
   readonly #store: StateStore;
   readonly #configPath: string | undefined;
+  readonly #openTimeoutMs: number;
   readonly #registry = new ExportRegistry();
   readonly #entries = new Map<string, ExportEntry>();
   #server: NbdServer | undefined;
@@ -72,6 +80,7 @@ export class StorageService {
     this.#config = opts.config;
     this.#store = opts.store;
     this.#configPath = opts.configPath;
+    this.#openTimeoutMs = opts.openTimeoutMs ?? opts.config?.backend_open_timeout_ms ?? 10_000;
   }
 
   /**
@@ -154,9 +163,9 @@ export class StorageService {
    */
   async add(spec: ExportConfig, raw: Record<string, unknown>, source: Source, tolerant: boolean): Promise<ExportEntry> {
     const entry: ExportEntry = { name: spec.name, source, spec, raw, reason: 'not opened yet', exp: undefined };
-    let backend: Awaited<ReturnType<typeof openBackend>>;
+    let backend: BlockBackend;
     try {
-      backend = await openBackend(backendSpec(spec.backend, spec.read_only));
+      backend = await openWithin(backendSpec(spec.backend, spec.read_only), this.#openTimeoutMs);
     } catch (err) {
       if (!tolerant) throw new ExportBackendError(spec.name, describeError(err), { cause: err });
       entry.reason = `cannot open its backend: ${describeError(err)}`;
@@ -272,4 +281,26 @@ export class StorageService {
 /** A parsed config export back in its text form (addresses as `tcp:HOST:PORT`). */
 function rawExport(e: ExportConfig): Record<string, unknown> {
   return { ...e, backend: rawBackend(e.backend) };
+}
+
+/** Opens a backend, or rejects after `ms`; a backend that opens later is closed at once. */
+function openWithin(spec: BackendSpec, ms: number): Promise<BlockBackend> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new Error(`it did not open within ${ms / 1000} s (is the remote NBD server answering?)`));
+    }, ms);
+    openBackend(spec).then(
+      (b) => {
+        clearTimeout(timer);
+        if (late) void b.close().catch(() => undefined);
+        else resolve(b);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
 }

@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFile, stat, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ApiError, ControlClient, type ExportView } from '../../src/api/client.js';
@@ -29,7 +31,11 @@ describe('vmlink daemon serving NBD exports', { timeout: 120_000 }, () => {
     d = await startDaemon({
       hostId: 'storage',
       extra: (dir) => ({
-        storage: { listen: [`unix:${join(dir, 'nbd.sock')}`, 'tcp:127.0.0.1:0'], max_in_flight_per_client: 16 },
+        storage: {
+          listen: [`unix:${join(dir, 'nbd.sock')}`, 'tcp:127.0.0.1:0'],
+          max_in_flight_per_client: 16,
+          backend_open_timeout_ms: 2000,
+        },
         exports: [
           { name: 'cfg-mem', backend: { type: 'memory', size: '32M' }, description: 'declared in the config' },
           { name: 'cfg-file', backend: { type: 'file', path: join(dir, 'cfg.img'), size: 8 * MiB }, weight: 2 },
@@ -223,6 +229,24 @@ describe('vmlink daemon serving NBD exports', { timeout: 120_000 }, () => {
       (await exportsJson()).some((e) => e.name === 'nofile'),
       false,
     );
+  });
+
+  test('a remote export whose server accepts but never answers is refused after the open timeout, and the API stays usable', async () => {
+    const silent = createServer((sock) => sockets.push(sock));
+    const sockets: Socket[] = [];
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const r = await d.cli(['export', 'add', 'mute', '--backend', 'remote', '--address', `tcp:127.0.0.1:${port}`]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /export "mute": cannot open its backend: it did not open within 2 s/);
+      assert.equal((await d.cli(['export', 'list'])).code, 0);
+      await assert.rejects(client.getExport('mute'), (err) => err instanceof ApiError && err.status === 404);
+    } finally {
+      for (const sock of sockets) sock.destroy();
+      await new Promise((res) => silent.close(res));
+    }
   });
 
   test('an export with a connected client cannot be deleted until the client leaves', async () => {
