@@ -37,6 +37,8 @@ export class HostPortError extends NetError {}
 const RX_BYTES = 2 << 20;
 const RX_BATCH_MAX = 64;
 const TX_BYTES = 2 << 20;
+/** How often a port whose interface went down looks whether it was deleted, ms. */
+const LINK_CHECK_MS = 500;
 
 export class HostPort implements Port {
   readonly kind = 'host';
@@ -68,6 +70,7 @@ export class HostPort implements Port {
   #txBatches = 0;
   #txErrors = 0;
   #lastError = '';
+  #linkTimer: NodeJS.Timeout | undefined;
 
   constructor(spec: HostSpec, ctx: PortContext) {
     this.name = spec.name;
@@ -166,13 +169,9 @@ export class HostPort implements Port {
     if (n === undefined || this.#fd < 0) return;
     if (status < 0) {
       // libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away).
-      if (n.ifIndex(this.#ifname) === 0) {
-        this.#poller?.stop();
-        this.#setState('down', `host interface ${this.#ifname} was deleted`);
-        return;
-      }
       this.#read(n); // takes the pending error
-      this.#poller?.start(this.#watchingWrite ? n.READABLE | n.WRITABLE : n.READABLE);
+      if (this.#fd >= 0 && this.#state === 'up')
+        this.#poller?.start(this.#watchingWrite ? n.READABLE | n.WRITABLE : n.READABLE);
       return;
     }
     if (events & n.WRITABLE) this.#flush();
@@ -190,10 +189,7 @@ export class HostPort implements Port {
     } catch (err) {
       // ENETDOWN: the interface went down (the port stays) or was deleted (the port is down for good).
       this.#lastError = describeError(err);
-      if (n.ifIndex(this.#ifname) === 0) {
-        this.#poller?.stop();
-        this.#setState('down', `host interface ${this.#ifname} was deleted`);
-      }
+      this.#watchLink();
       return;
     }
     this.#rxBatches++;
@@ -204,6 +200,31 @@ export class HostPort implements Port {
       if (len > slot) this.#ctx.onMalformed(`frame of ${len} bytes from ${this.#ifname} (GRO/LRO on?)`);
       else sink(rx, i * slot, len);
     }
+  }
+
+  /**
+   * After ENETDOWN: the kernel reports an interface going down and one being
+   * deleted alike, and only once (while the name still resolves). So look
+   * again twice a second until the name is gone (the port is down for good)
+   * or a frame arrives (the interface is back; the socket resumes by itself).
+   */
+  #watchLink(): void {
+    if (this.#linkTimer !== undefined) return;
+    const rx = this.#rxFrames;
+    const check = (): void => {
+      this.#linkTimer = undefined;
+      const n = this.#n;
+      if (n === undefined || this.#fd < 0 || this.#rxFrames !== rx) return;
+      if (n.ifIndex(this.#ifname) === 0) {
+        this.#poller?.stop();
+        this.#setState('down', `host interface ${this.#ifname} was deleted`);
+        return;
+      }
+      this.#linkTimer = setTimeout(check, LINK_CHECK_MS);
+      this.#linkTimer.unref();
+    };
+    this.#linkTimer = setTimeout(check, 0);
+    this.#linkTimer.unref();
   }
 
   #setState(state: PortState, reason: string): void {
@@ -237,6 +258,7 @@ export class HostPort implements Port {
     this.#closed = true;
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
+    clearTimeout(this.#linkTimer);
     this.#head = this.#count = this.#cursor = 0;
     this.#poller?.close();
     this.#poller = undefined;
