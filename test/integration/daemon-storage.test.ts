@@ -249,6 +249,24 @@ describe('vmlink daemon serving NBD exports', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a second daemon on the same NBD socket leaves the first one serving and shows its storage down', async () => {
+    const second = await startDaemon({
+      hostId: 'second',
+      extra: () => ({ storage: { listen: [`unix:${nbdSock()}`] } }),
+    });
+    try {
+      const s = await second.json<{ storage: { running: boolean; reason?: string } }>(['status']);
+      assert.equal(s.storage.running, false);
+      assert.match(s.storage.reason ?? '', /another server is answering on it/);
+      const add = await second.cli(['export', 'add', 'x', '--backend', 'memory', '--size', '1M']);
+      assert.equal(add.code, 1);
+      assert.match(add.stderr, /the NBD server is not running/);
+    } finally {
+      await second.cleanup();
+    }
+    assert.equal(Number((await runOk('nbdinfo', ['--size', uri('cfg-mem')])).trim()), 32 * MiB);
+  });
+
   test('an export with a connected client cannot be deleted until the client leaves', async () => {
     assert.equal((await d.cli(['export', 'add', 'busy', '--backend', 'memory', '--size', '1M'])).code, 0);
     const c = await NbdClient.connect({ address: { type: 'unix', path: nbdSock() }, export: 'busy' });

@@ -4,7 +4,7 @@
  * backends through one shared {@link IoScheduler} (DWRR by export weight).
  */
 import { lstat, unlink } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
 import { StorageError } from '../errors.js';
@@ -103,7 +103,8 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
   const listenOne = async (a: Address): Promise<void> => {
     if (a.type === 'udp') throw new NbdListenError(formatAddress(a), 'NBD runs over TCP or unix sockets, not UDP');
     const server = createServer({ noDelay: true }, onSocket);
-    if (a.type === 'unix') await removeStaleSocket(a.path);
+    if (a.type === 'unix' && !(await removeStaleSocket(a.path)))
+      throw new NbdListenError(formatAddress(a), 'another server is answering on it; stop it or choose another path');
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new NbdListenError(formatAddress(a), err.message, { cause: err })));
       if (a.type === 'unix') server.listen(a.path, resolve);
@@ -162,12 +163,30 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
   };
 }
 
-/** Removes a leftover unix socket file from an earlier run (never a regular file). */
-async function removeStaleSocket(path: string): Promise<void> {
+/**
+ * Removes a leftover unix socket file from an earlier run (never a regular
+ * file, never a socket someone still answers on: false then).
+ */
+async function removeStaleSocket(path: string): Promise<boolean> {
   try {
     const st = await lstat(path);
-    if (st.isSocket()) await unlink(path);
+    if (!st.isSocket()) return true; // listen() reports EADDRINUSE for whatever is in the way
+    if (await answers(path)) return false;
+    await unlink(path);
   } catch {
     // Absent: nothing to remove.
   }
+  return true;
+}
+
+/** True when something accepts connections on the unix socket `path`. */
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }
