@@ -3,7 +3,7 @@
  * error paths and its finalizers, then prints "native-exercise: ok". Run
  * under valgrind by test/unit/native.test.ts, so it stays small.
  */
-import { closeSync, ftruncateSync } from 'node:fs';
+import { closeSync, ftruncateSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { native } from '../../src/native/index.js';
@@ -82,12 +82,25 @@ check(n.sendBatch(tx, Buffer.from('d'), Uint32Array.of(0), Uint32Array.of(1), 0,
 const addrs: string[] = [];
 check(n.recvBatch(rx, Buffer.alloc(256), 64, new Uint32Array(4), addrs) === 3, 'recvBatch');
 throwsCode(() => n.connect(n.socket(n.SOCK_SEQPACKET), join(tmpdir(), 'vmlink-vg-none')), 'ENOENT');
+// recvBatchFrom: one datagram from the named peer, one from an unnamed socket (a stranger).
+const peerPath = `${path}.peer`;
+const named = n.socket(n.SOCK_DGRAM);
+n.bind(named, peerPath);
+n.sendBatch(named, Buffer.from('p'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, path);
+n.sendBatch(tx, Buffer.from('s'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, null);
+const strangers = new Uint8Array(4);
+check(n.recvBatchFrom(rx, Buffer.alloc(256), 64, new Uint32Array(4), peerPath, strangers) === 2, 'recvBatchFrom');
+check(strangers[0] === 0 && strangers[1] === 1, 'recvBatchFrom strangers');
+closeSync(named);
+unlinkSync(peerPath);
+// packetOpen: loopback, and a missing interface.
+closeSync(n.packetOpen('lo', false).fd);
+throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');
 for (const fd of [a, b, rx, tx, efd, mfd]) closeSync(fd);
 
 gc();
 await new Promise((r) => setImmediate(r));
 gc();
 await new Promise((r) => setImmediate(r));
-const { unlinkSync } = await import('node:fs');
 unlinkSync(path);
 console.log('native-exercise: ok');
