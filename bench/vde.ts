@@ -5,8 +5,10 @@
  * datagrams on its data socket with sendmmsg / recvmmsg through the addon.
  * Also the generator's socket joined straight to the sink's (the ceiling).
  *
- * Pinning (--pin, the same in all three cases): generator `taskset -c 0`,
- * sink `taskset -c 1`, the switch (vmlink daemon or vde_switch) `taskset -c 0-1`.
+ * Pinning (--pin, default on; the same in all three cases): the switch under
+ * test (vmlink daemon or vde_switch) alone on cpu 1 (`taskset -c 1`), the
+ * generator and the sink share cpu 0 (`taskset -c 0`), so the switches are
+ * compared on one dedicated core; the direct case runs on cpu 0 only.
  *
  *   node dist/bench/vde.js [--seconds S] [--repeat N] [--pin]
  */
@@ -160,7 +162,7 @@ function pinned(cpu: string | undefined, cmd: string, args: string[], stdin: 'ig
 async function measure(o: Opts, self: string, size: number, dir: string, target: string[][]): Promise<number> {
   const [sinkTarget, genTarget] = target as [string[], string[]];
   const s = pinned(
-    o.pin ? '1' : undefined,
+    o.pin ? '0' : undefined,
     process.execPath,
     [self, 'sink', String(o.seconds), join(dir, 'sink.d'), ...sinkTarget],
     'ignore',
@@ -218,7 +220,7 @@ export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
           ]),
         );
         // vde_switch, one switch with both plugs.
-        const sw = pinned(o.pin ? '0-1' : undefined, 'vde_switch', ['-s', join(dir, 'vs')], 'pipe');
+        const sw = pinned(o.pin ? '1' : undefined, 'vde_switch', ['-s', join(dir, 'vs')], 'pipe');
         await waitFor(join(dir, 'vs', 'ctl'));
         try {
           vde.push(
@@ -246,7 +248,7 @@ export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
           ].join('\n'),
         );
         const d = pinned(
-          o.pin ? '0-1' : undefined,
+          o.pin ? '1' : undefined,
           process.execPath,
           [join(o.root, 'bin', 'vmlink.js'), 'daemon', '--config', join(dir, 'vmlink.yaml'), '--log-level', 'warn'],
           'ignore',
@@ -285,7 +287,7 @@ export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
   const md = [
     '## VDE: vmlink vde ports versus vde_switch',
     '',
-    `One VDE-protocol generator and sink (request_v3 on DIR/ctl like vde_plug, then sendmmsg/recvmmsg datagrams): through vde_switch (one switch, two plugs), through vmlink (two vde ports of one network), and joined directly (the ceiling). Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned (generator cpu 0, sink cpu 1, switch cpus 0-1, by taskset, the same for both switches)' : 'unpinned'}, ${cpus().length} cores.`,
+    `One VDE-protocol generator and sink (request_v3 on DIR/ctl like vde_plug, then sendmmsg/recvmmsg datagrams): through vde_switch (one switch, two plugs), through vmlink (two vde ports of one network), and joined directly (the ceiling). Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned by taskset the same way for both switches (switch alone on cpu 1; generator and sink on cpu 0)' : 'unpinned'}, ${cpus().length} cores.`,
     '',
     '| frame | direct frames/s | vde_switch frames/s | vmlink frames/s | vmlink/vde_switch | vmlink/direct |',
     '| ---: | ---: | ---: | ---: | ---: | ---: |',
