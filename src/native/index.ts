@@ -129,6 +129,12 @@ export interface NativeAddon {
     strangers: Uint8Array,
   ): number;
   /**
+   * Socket buffer sizes in bytes (SO_SNDBUFFORCE/SO_RCVBUFFORCE, falling back
+   * to SO_SNDBUF/SO_RCVBUF, capped by net.core.wmem_max/rmem_max); 0 leaves
+   * one alone.
+   */
+  setBuffers(fd: number, sndbuf: number, rcvbuf: number): void;
+  /**
    * A raw AF_PACKET socket bound to an existing interface (ETH_P_ALL),
    * non-blocking, with PACKET_IGNORE_OUTGOING (frames sent out of the
    * interface are not read back) and, with `promisc`, PACKET_MR_PROMISC.

@@ -91,6 +91,8 @@ n.sendBatch(tx, Buffer.from('s'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, nu
 const strangers = new Uint8Array(4);
 check(n.recvBatchFrom(rx, Buffer.alloc(256), 64, new Uint32Array(4), peerPath, strangers) === 2, 'recvBatchFrom');
 check(strangers[0] === 0 && strangers[1] === 1, 'recvBatchFrom strangers');
+n.setBuffers(named, 1 << 20, 1 << 20);
+throwsCode(() => n.setBuffers(-1, 4096, 0), 'EBADF');
 closeSync(named);
 unlinkSync(peerPath);
 // packetOpen: loopback, and a missing interface.

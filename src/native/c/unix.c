@@ -251,6 +251,27 @@ static napi_value recv_batch_from(napi_env env, napi_callback_info info) {
   return res;
 }
 
+/*
+ * setBuffers(fd, sndbuf, rcvbuf): SO_SNDBUFFORCE / SO_RCVBUFFORCE (with
+ * CAP_NET_ADMIN; else SO_SNDBUF / SO_RCVBUF, capped by net.core.*mem_max).
+ * 0 leaves that buffer alone. A unix datagram socket's send buffer bounds
+ * the datagrams in flight to its peer, so a larger one rides out bursts.
+ */
+static napi_value set_buffers(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  int32_t fd, snd, rcv;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_int32(env, argv[1], "sndbuf", &snd) ||
+      !vl_get_int32(env, argv[2], "rcvbuf", &rcv))
+    return NULL;
+  if (snd > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof snd) < 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof snd) < 0)
+    return vl_throw_errno(env, errno, "setsockopt SO_SNDBUF", NULL);
+  if (rcv > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof rcv) < 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv) < 0)
+    return vl_throw_errno(env, errno, "setsockopt SO_RCVBUF", NULL);
+  return NULL;
+}
+
 /* sendFds(fd, data, fds: number[]) -> bytes sent (data must be non-empty): one sendmsg with SCM_RIGHTS. */
 static napi_value send_fds(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 3);
@@ -354,6 +375,7 @@ napi_status vl_init_unix(napi_env env, napi_value exports) {
   if ((s = vl_export(env, exports, "sendBatch", send_batch)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvBatch", recv_batch)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvBatchFrom", recv_batch_from)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "setBuffers", set_buffers)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "sendFds", send_fds)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvFds", recv_fds)) != napi_ok) return s;
   if ((s = vl_export_int(env, exports, "SOCK_STREAM", SOCK_STREAM)) != napi_ok) return s;

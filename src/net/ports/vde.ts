@@ -50,6 +50,8 @@ const RX_BATCH = 64;
 const RX_ROUNDS = 4;
 /** Frames larger than this are dropped (and counted) on receive; vde_switch allows 9216-byte payloads. */
 const MAX_RX = 16384;
+/** Send buffer of each plug's datagram socket, bytes (default 208 KiB: about 90 full-size frames). */
+const PLUG_SNDBUF = 4 << 20;
 /** Most plugs per port. */
 const MAX_PLUGS = 64;
 const LE = endianness() === 'LE';
@@ -194,6 +196,8 @@ export class VdePort implements Port {
       fd = n.socket(n.SOCK_DGRAM);
       n.bind(fd, path);
       n.connect(fd, peer);
+      // Room for bursts to the plug: its send buffer bounds the datagrams in flight (a full one drops).
+      n.setBuffers(fd, PLUG_SNDBUF, 0);
     } catch (err) {
       if (fd >= 0) closeSync(fd);
       return reject(`cannot reach the plug's socket ${peer}: ${describeError(err)}`);
