@@ -82,15 +82,23 @@ async function iperf(o: Opts): Promise<number> {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   );
-  let out = '';
-  while (!out.includes('listening')) out += String((await once(server.stdout as NodeJS.ReadableStream, 'data'))[0]);
+  // iperf3 -s -1 exits by itself after the test: listen for that from the start.
+  const closed = once(server, 'close').catch(() => undefined);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    server.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening')) resolve();
+    });
+    server.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
+  });
   try {
     const json = await nsExec(NS[0], ...pin('0', ['iperf3', '-c', ADDR[1], '-t', String(o.seconds), '-J']));
     const r = JSON.parse(json) as { end: { sum_received: { bits_per_second: number } } };
     return r.end.sum_received.bits_per_second / 1e9;
   } finally {
-    server.kill();
-    await once(server, 'close').catch(() => undefined);
+    if (server.exitCode === null && server.signalCode === null) server.kill();
+    await closed;
   }
 }
 

@@ -167,6 +167,7 @@ async function measure(o: Opts, self: string, size: number, dir: string, target:
     [self, 'sink', String(o.seconds), join(dir, 'sink.d'), ...sinkTarget],
     'ignore',
   );
+  const sinkClosed = once(s, 'close');
   const rl = createInterface({ input: s.stdout as NodeJS.ReadableStream });
   const lines: string[] = [];
   rl.on('line', (l) => lines.push(l));
@@ -177,9 +178,10 @@ async function measure(o: Opts, self: string, size: number, dir: string, target:
     [self, 'gen', String(size), String(o.seconds + 3), join(dir, 'gen.d'), ...genTarget],
     'ignore',
   );
-  await once(s, 'close');
-  g.kill('SIGTERM');
-  await once(g, 'close').catch(() => undefined);
+  const genClosed = once(g, 'close').catch(() => undefined);
+  await sinkClosed;
+  if (g.exitCode === null && g.signalCode === null) g.kill('SIGTERM');
+  await genClosed;
   const r = JSON.parse(lines.find((l) => l.startsWith('{')) ?? '{}') as { frames?: number; seconds?: number };
   if (!r.frames || !r.seconds) throw new Error(`vde bench: the sink reported nothing (${lines.join(' | ')})`);
   return r.frames / r.seconds;
