@@ -3,13 +3,17 @@
  * peer in the same run, writes bench/results/<scenario>-<time>.json and the
  * summary table in BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin]
+ *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap]
+ *
+ * The NBD comparison (bench/nbd.ts) runs on its own: node dist/bench/nbd.js
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { streamScenario } from './stream.js';
+import { tapScenario } from './tap.js';
 import type { ScenarioResult } from './types.js';
+import { vdeScenario } from './vde.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -18,6 +22,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '3' },
     repeat: { type: 'string', default: '3' },
     pin: { type: 'boolean', default: false },
+    only: { type: 'string', default: 'stream,vde,tap' },
   },
 });
 const seconds = Number(values.seconds);
@@ -27,8 +32,13 @@ if (!(seconds > 0) || !Number.isInteger(repeat) || repeat < 1) {
   process.exit(2);
 }
 
+const only = new Set(values.only.split(','));
+const pin = values.pin === true;
 const results: ScenarioResult[] = [];
-results.push(await streamScenario({ root, seconds, repeat, pin: values.pin === true }));
+if (only.has('stream')) results.push(await streamScenario({ root, seconds, repeat, pin }));
+// The VDE comparison is always pinned: the switch under test alone on one core, generator and sink on the other.
+if (only.has('vde')) results.push(await vdeScenario({ root, seconds, repeat, pin: true }));
+if (only.has('tap')) results.push(await tapScenario({ root, seconds, repeat, pin }));
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });

@@ -101,8 +101,15 @@ async function gen(args: string[]): Promise<void> {
   const poller = new n.Poller(fd, () => pump());
   function pump(): void {
     // Send until the socket is full, then wait for POLLOUT (the switch read some).
-    for (let k = 0; k < 64; k++) {
-      if (n.sendBatch(fd, buf, offs, lens, 0, BATCH, null) < BATCH) break;
+    try {
+      for (let k = 0; k < 64; k++) {
+        if (n.sendBatch(fd, buf, offs, lens, 0, BATCH, null) < BATCH) break;
+      }
+    } catch (err) {
+      // The switch or sink went away first (the run is over): stop quietly.
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw err;
+      poller.close();
+      process.exit(0);
     }
     if (performance.now() > until) {
       poller.close();
