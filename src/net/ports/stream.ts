@@ -19,6 +19,7 @@ import type { Address } from '../../config/address.js';
 import { formatAddress } from '../../config/address.js';
 import type { PortConfig } from '../../config/schema.js';
 import { describeError } from '../../errors.js';
+import { native } from '../../native/index.js';
 import { PortAddressError } from '../errors.js';
 import { Backoff } from './backoff.js';
 import { Deframer, PushResult } from './deframer.js';
@@ -33,6 +34,26 @@ const KEEPALIVE_MS = 15_000;
 const CLOSE_GRACE_MS = 2000;
 /** Size of a connection's read buffer: many frames per read syscall. */
 const READ_BYTES = 256 * 1024;
+/**
+ * Kernel send and receive buffer of each connection, bytes. The defaults
+ * (about 200 KiB) make the daemon and its peer wake each other for every few
+ * batches; 4 MiB let a burst pass in a few syscalls (1500-byte frames between
+ * two ports: about 0.3 of a direct socket pair with the defaults, 0.55 with
+ * this). Set through the native addon (SO_SNDBUFFORCE as root); without it the
+ * defaults stay.
+ */
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+/** Enlarges the kernel buffers of a connected socket; best effort (see SOCKET_BUFFER_BYTES). */
+function enlargeBuffers(sock: Socket, log: PortContext['logger']): void {
+  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return;
+  try {
+    native().setBuffers(fd, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
+  } catch (err) {
+    log.debug({ err: describeError(err) }, 'socket buffers left at the kernel defaults');
+  }
+}
 
 /**
  * Node's `onread` socket option: every read lands in one reusable buffer and
@@ -259,6 +280,7 @@ export class StreamPort implements Port {
   }
 
   #attach(sock: Socket, peer: string): Conn {
+    enlargeBuffers(sock, this.#ctx.logger);
     if (this.#opts.address.type === 'tcp') {
       // We batch ourselves: Nagle would only add latency. Keepalive finds a peer host that vanished.
       sock.setNoDelay(true);
