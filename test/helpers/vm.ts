@@ -214,11 +214,33 @@ export class Vm {
       // Interrupt the command (the shell owns ttyS0 as its controlling tty), then wait
       // until the shell answers again so the next command's output starts clean.
       this.#proc.stdin?.write('\x03');
-      const at = this.#console.length;
-      this.#proc.stdin?.write(`echo "__VMLINK_S""YNC_${id}__"\n`);
-      await this.#waitFor(new RegExp(`__VMLINK_SYNC_${id}__\\n`), at, 10_000, 'the shell after Ctrl-C').catch(() => {});
+      await this.#resync(id);
       throw err;
     }
+  }
+
+  /**
+   * After Ctrl-C: the shell dies (init starts a new one) and the tty may flush
+   * what was typed meanwhile, so ask again every second until a shell answers,
+   * then send one last marker and wait for it: the shell reads in order, so
+   * every earlier question has been answered (or was lost) before it.
+   */
+  async #resync(id: string): Promise<void> {
+    const at = this.#console.length;
+    const answered = new RegExp(`__VMLINK_SYNC_${id}__\\n`);
+    for (let i = 0; i < 30; i++) {
+      this.#proc.stdin?.write(`echo "__VMLINK_S""YNC_${id}__"\n`);
+      const ok = await this.#waitFor(answered, at, 1000, 'the shell after Ctrl-C').then(
+        () => true,
+        () => false,
+      );
+      if (ok) break;
+    }
+    const last = this.#console.length;
+    this.#proc.stdin?.write(`echo "__VMLINK_S""YNC_${id}_LAST__"\n`);
+    await this.#waitFor(new RegExp(`__VMLINK_SYNC_${id}_LAST__\\n`), last, 10_000, 'the shell after Ctrl-C').catch(
+      () => {},
+    );
   }
 
   /** Like {@link run} but rejects (with the output) unless the exit status is 0. */
