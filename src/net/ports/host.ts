@@ -22,6 +22,7 @@ import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { NetError } from '../errors.js';
+import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
 /** A host port's validated config (see config/schema.ts). */
@@ -53,13 +54,7 @@ export class HostPort implements Port {
   #poller: Poller | undefined;
   #rx: Buffer | undefined;
   readonly #rxLens: Uint32Array;
-  // egress: frames [#head, #count) of the arena are queued
-  readonly #tx: Buffer;
-  readonly #txOffs: Uint32Array;
-  readonly #txLens: Uint32Array;
-  #head = 0;
-  #count = 0;
-  #cursor = 0;
+  readonly #tx: FrameArena;
   #scheduled: NodeJS.Immediate | undefined;
   #watchingWrite = false;
   readonly #flushBound = (): void => this.#flush();
@@ -78,9 +73,7 @@ export class HostPort implements Port {
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, 65536) + 7) & ~7;
     this.#rxLens = new Uint32Array(Math.max(4, Math.min(RX_BATCH_MAX, Math.floor(RX_BYTES / this.#slot))));
-    this.#tx = Buffer.allocUnsafe(Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#txOffs = new Uint32Array(ctx.queueLen);
-    this.#txLens = new Uint32Array(ctx.queueLen);
+    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
   }
 
   get state(): PortState {
@@ -88,7 +81,7 @@ export class HostPort implements Port {
   }
 
   get queued(): number {
-    return this.#count - this.#head;
+    return this.#tx.queued;
   }
 
   async open(): Promise<void> {
@@ -126,12 +119,7 @@ export class HostPort implements Port {
 
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#fd < 0) return WriteResult.DOWN;
-    if (this.#count >= this.#txOffs.length || this.#cursor + len > this.#tx.length) return WriteResult.QUEUE_FULL;
-    buf.copy(this.#tx, this.#cursor, off, off + len);
-    this.#txOffs[this.#count] = this.#cursor;
-    this.#txLens[this.#count] = len;
-    this.#count++;
-    this.#cursor += len;
+    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
     if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
     return WriteResult.OK;
   }
@@ -141,23 +129,23 @@ export class HostPort implements Port {
     this.#scheduled = undefined;
     const n = this.#n;
     if (n === undefined || this.#fd < 0) return;
-    while (this.#head < this.#count) {
+    const tx = this.#tx;
+    let done = tx.queued === 0;
+    while (!done) {
       let next: number;
       try {
-        next = n.sendBatch(this.#fd, this.#tx, this.#txOffs, this.#txLens, this.#head, this.#count, null);
+        next = n.sendBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
       } catch (err) {
         this.#txErrors++;
         this.#lastError = describeError(err);
-        this.#head++;
+        done = tx.advance(tx.head + 1);
         continue;
       }
       this.#txBatches++;
-      this.#txFrames += next - this.#head;
-      if (next === this.#head) break; // EAGAIN
-      this.#head = next;
+      this.#txFrames += next - tx.head;
+      if (next === tx.head) break; // EAGAIN
+      done = tx.advance(next);
     }
-    const done = this.#head === this.#count;
-    if (done) this.#head = this.#count = this.#cursor = 0;
     if (done === this.#watchingWrite) {
       this.#watchingWrite = !done;
       this.#poller?.start(done ? n.READABLE : n.READABLE | n.WRITABLE);
@@ -259,7 +247,7 @@ export class HostPort implements Port {
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
     clearTimeout(this.#linkTimer);
-    this.#head = this.#count = this.#cursor = 0;
+    this.#tx.clear();
     this.#poller?.close();
     this.#poller = undefined;
     if (this.#fd >= 0) {

@@ -23,6 +23,7 @@ import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
 import { NetError } from '../errors.js';
+import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
 /** A TAP port's validated config (see config/schema.ts). */
@@ -74,15 +75,9 @@ export class TapPort implements Port {
   #rx: Buffer | undefined;
   readonly #rxOffs = new Uint32Array(RX_BATCH);
   readonly #rxLens = new Uint32Array(RX_BATCH);
-  // egress: frames [#head, #count) of the arena are queued
-  readonly #tx: Buffer;
-  readonly #txOffs: Uint32Array;
-  readonly #txLens: Uint32Array;
+  readonly #tx: FrameArena;
   readonly #txErrs = new Int32Array(2);
   readonly #zeroHdr: Buffer | null;
-  #head = 0;
-  #count = 0;
-  #cursor = 0;
   #scheduled: NodeJS.Immediate | undefined;
   #watchingWrite = false;
   readonly #flushBound = (): void => this.#flush();
@@ -102,9 +97,7 @@ export class TapPort implements Port {
     this.#ctx = ctx;
     this.#hdr = spec.vnet_hdr ? VNET_HDR_LEN : 0;
     this.#zeroHdr = this.#hdr ? Buffer.alloc(this.#hdr) : null;
-    this.#tx = Buffer.allocUnsafe(Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#txOffs = new Uint32Array(ctx.queueLen);
-    this.#txLens = new Uint32Array(ctx.queueLen);
+    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
   }
 
   get state(): PortState {
@@ -112,7 +105,7 @@ export class TapPort implements Port {
   }
 
   get queued(): number {
-    return this.#count - this.#head;
+    return this.#tx.queued;
   }
 
   /** The interface name the kernel gave (differs from the spec with `%d`); '' before open. */
@@ -197,12 +190,7 @@ export class TapPort implements Port {
 
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#fd < 0) return WriteResult.DOWN;
-    if (this.#count >= this.#txOffs.length || this.#cursor + len > this.#tx.length) return WriteResult.QUEUE_FULL;
-    buf.copy(this.#tx, this.#cursor, off, off + len);
-    this.#txOffs[this.#count] = this.#cursor;
-    this.#txLens[this.#count] = len;
-    this.#count++;
-    this.#cursor += len;
+    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
     if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
     return WriteResult.OK;
   }
@@ -211,30 +199,20 @@ export class TapPort implements Port {
   #flush(): void {
     this.#scheduled = undefined;
     const n = this.#n;
-    if (this.#fd < 0 || n === undefined || this.#head === this.#count) return;
+    const tx = this.#tx;
+    if (this.#fd < 0 || n === undefined || tx.queued === 0) return;
     const errs = this.#txErrs;
     errs[0] = 0;
-    const next = n.writeBatch(
-      this.#fd,
-      this.#tx,
-      this.#txOffs,
-      this.#txLens,
-      this.#head,
-      this.#count,
-      this.#zeroHdr,
-      errs,
-    );
+    const next = n.writeBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, this.#zeroHdr, errs);
     this.#txBatches++;
-    this.#txFrames += next - this.#head;
+    this.#txFrames += next - tx.head;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
-    if (next === this.#count) {
-      this.#head = this.#count = this.#cursor = 0;
+    if (tx.advance(next)) {
       if (this.#watchingWrite) {
         this.#watchingWrite = false;
         this.#poller?.start(n.READABLE);
       }
     } else {
-      this.#head = next;
       if (!this.#watchingWrite) {
         this.#watchingWrite = true;
         this.#poller?.start(n.READABLE | n.WRITABLE);
@@ -370,7 +348,7 @@ export class TapPort implements Port {
     this.#closed = true;
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
-    this.#head = this.#count = this.#cursor = 0;
+    this.#tx.clear();
     this.#poller?.close();
     this.#poller = undefined;
     if (this.#fd >= 0) {

@@ -31,6 +31,7 @@ import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { mkdirp } from '../../util/fs.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;
@@ -73,13 +74,7 @@ export class UnixDgramPort implements Port {
   #connected = false;
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #rxStrangers = new Uint8Array(RX_BATCH);
-  // egress: frames [#head, #count) of the arena are queued
-  readonly #tx: Buffer;
-  readonly #txOffs: Uint32Array;
-  readonly #txLens: Uint32Array;
-  #head = 0;
-  #count = 0;
-  #cursor = 0;
+  readonly #tx: FrameArena;
   #scheduled: NodeJS.Immediate | undefined;
   #waitingWritable = false;
   #drained: (() => void) | undefined;
@@ -103,9 +98,7 @@ export class UnixDgramPort implements Port {
     this.#remote = spec.remote.path;
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
-    this.#tx = Buffer.allocUnsafe(Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#txOffs = new Uint32Array(ctx.queueLen);
-    this.#txLens = new Uint32Array(ctx.queueLen);
+    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
   }
 
   get state(): PortState {
@@ -113,7 +106,7 @@ export class UnixDgramPort implements Port {
   }
 
   get queued(): number {
-    return this.#count - this.#head;
+    return this.#tx.queued;
   }
 
   async open(): Promise<void> {
@@ -252,45 +245,27 @@ export class UnixDgramPort implements Port {
 
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#state !== 'up' || this.#closing) return WriteResult.DOWN;
-    if (this.#count >= this.#txOffs.length) return WriteResult.QUEUE_FULL;
-    if (this.#cursor + len > this.#tx.length && !this.#compact(len)) return WriteResult.QUEUE_FULL;
-    buf.copy(this.#tx, this.#cursor, off, off + len);
-    this.#txOffs[this.#count] = this.#cursor;
-    this.#txLens[this.#count] = len;
-    this.#count++;
-    this.#cursor += len;
+    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
     if (this.#scheduled === undefined && !this.#waitingWritable) this.#scheduled = setImmediate(this.#flushBound);
     return WriteResult.OK;
-  }
-
-  /** Moves the queued frames to the front of the arena and their offsets to index 0; true when `len` more bytes then fit. */
-  #compact(len: number): boolean {
-    const head = this.#head;
-    if (head === 0) return false;
-    const from = this.#txOffs[head] as number;
-    this.#tx.copy(this.#tx, 0, from, this.#cursor);
-    for (let i = head; i < this.#count; i++) this.#txOffs[i - head] = (this.#txOffs[i] as number) - from;
-    this.#txLens.copyWithin(0, head, this.#count);
-    this.#count -= head;
-    this.#cursor -= from;
-    this.#head = 0;
-    return this.#cursor + len <= this.#tx.length;
   }
 
   /** Sends the queue with sendmmsg; keeps what the peer cannot take now and waits for POLLOUT. */
   #flush(): void {
     this.#scheduled = undefined;
     const n = this.#n;
-    if (n === undefined || this.#txFd < 0 || this.#head === this.#count) return;
+    const tx = this.#tx;
+    if (n === undefined || this.#txFd < 0 || tx.queued === 0) return;
     if (!this.#connected && !this.#connect(n)) {
       this.#dropQueue();
       return;
     }
     let reconnected = false;
-    while (this.#head < this.#count) {
+    let done = false;
+    while (!done) {
       let next: number;
       try {
-        next = n.sendBatch(this.#txFd, this.#tx, this.#txOffs, this.#txLens, this.#head, this.#count, null);
+        next = n.sendBatch(this.#txFd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
       } catch (err) {
         // The peer's socket died (QEMU restarted): the kernel disconnected us; dial the path again once.
         if (isSyscallError(err, 'ECONNREFUSED') || isSyscallError(err, 'ENOTCONN')) {
@@ -306,16 +281,15 @@ export class UnixDgramPort implements Port {
         // Any other error belongs to the first datagram: skip it and go on.
         this.#sendErrors++;
         this.#lastError = describeError(err);
-        this.#head++;
+        done = tx.advance(tx.head + 1);
         continue;
       }
       this.#txBatches++;
-      this.#txFrames += next - this.#head;
-      if (next === this.#head) break; // EAGAIN: the peer's queue is full
-      this.#head = next;
+      this.#txFrames += next - tx.head;
+      if (next === tx.head) break; // EAGAIN: the peer's queue is full
+      done = tx.advance(next);
     }
-    if (this.#head === this.#count) {
-      this.#head = this.#count = this.#cursor = 0;
+    if (done) {
       this.#watchWritable(false);
       this.#drained?.();
     } else {
@@ -340,8 +314,7 @@ export class UnixDgramPort implements Port {
   }
 
   #dropQueue(): void {
-    this.#noPeer += this.#count - this.#head;
-    this.#head = this.#count = this.#cursor = 0;
+    this.#noPeer += this.#tx.clear();
     this.#watchWritable(false);
     this.#drained?.();
   }
@@ -402,7 +375,7 @@ export class UnixDgramPort implements Port {
     this.#closed = true;
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
-    this.#head = this.#count = this.#cursor = 0;
+    this.#tx.clear();
     this.#drained?.();
     this.#rxPoller?.close();
     this.#txPoller?.close();

@@ -28,6 +28,7 @@ import { describeError } from '../../errors.js';
 import { type NativeAddon, native, type Poller } from '../../native/index.js';
 import { mkdirp } from '../../util/fs.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 import { prepareUnixPath } from './unix-path.js';
 
@@ -84,12 +85,8 @@ export class VdePort implements Port {
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #oneOff = new Uint32Array(1);
   readonly #oneLen = new Uint32Array(1);
-  // egress: frames [0, #count) of the arena
-  readonly #tx: Buffer;
-  readonly #txOffs: Uint32Array;
-  readonly #txLens: Uint32Array;
-  #count = 0;
-  #cursor = 0;
+  /** Egress, sent to every plug once per event-loop turn. */
+  readonly #tx: FrameArena;
   #scheduled: NodeJS.Immediate | undefined;
   readonly #flushBound = (): void => this.#flush();
   #txDropped = 0;
@@ -99,9 +96,7 @@ export class VdePort implements Port {
     this.#dir = spec.dir;
     this.#ctx = ctx;
     this.#rx = Buffer.allocUnsafe(RX_BATCH * MAX_RX);
-    this.#tx = Buffer.allocUnsafe(Math.max(1 << 20, 2 * ctx.maxFrameLen));
-    this.#txOffs = new Uint32Array(ctx.queueLen);
-    this.#txLens = new Uint32Array(ctx.queueLen);
+    this.#tx = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
   }
 
   get state(): PortState {
@@ -109,7 +104,7 @@ export class VdePort implements Port {
   }
 
   get queued(): number {
-    return this.#count;
+    return this.#tx.queued;
   }
 
   async open(): Promise<void> {
@@ -270,12 +265,7 @@ export class VdePort implements Port {
 
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#plugs.length === 0) return WriteResult.DOWN;
-    if (this.#count >= this.#txOffs.length || this.#cursor + len > this.#tx.length) return WriteResult.QUEUE_FULL;
-    buf.copy(this.#tx, this.#cursor, off, off + len);
-    this.#txOffs[this.#count] = this.#cursor;
-    this.#txLens[this.#count] = len;
-    this.#count++;
-    this.#cursor += len;
+    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
     if (this.#scheduled === undefined) this.#scheduled = setImmediate(this.#flushBound);
     return WriteResult.OK;
   }
@@ -284,12 +274,13 @@ export class VdePort implements Port {
   #flush(): void {
     this.#scheduled = undefined;
     const n = this.#n;
-    const count = this.#count;
-    this.#count = this.#cursor = 0;
+    const tx = this.#tx;
+    // The frames stay in the arena until the next write; the sends below are synchronous.
+    const count = tx.clear();
     if (n === undefined || count === 0) return;
     for (const p of [...this.#plugs]) {
       try {
-        const sent = n.sendBatch(p.fd, this.#tx, this.#txOffs, this.#txLens, 0, count, null);
+        const sent = n.sendBatch(p.fd, tx.buf, tx.offs, tx.lens, 0, count, null);
         this.#txDropped += count - sent;
       } catch (err) {
         this.#txDropped += count;
@@ -344,7 +335,7 @@ export class VdePort implements Port {
     this.#closed = true;
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
-    this.#count = this.#cursor = 0;
+    this.#tx.clear();
     for (const p of [...this.#plugs]) this.#drop(p, reason);
     const server = this.#server;
     this.#server = undefined;
