@@ -5,13 +5,13 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ScenarioResult } from './types.js';
-import { median } from './util.js';
+import { fmtM, machineInfo, median, startBenchDaemon } from './util.js';
 
 const GEN_MAC = '02:00:00:00:00:01';
 const SINK_MAC = '02:00:00:00:00:02';
@@ -90,43 +90,6 @@ async function apiGet(sock: string, path: string): Promise<unknown> {
   });
 }
 
-async function startDaemon(o: Opts, dir: string): Promise<{ proc: ChildProcess; control: string }> {
-  const control = join(dir, 'control.sock');
-  writeFileSync(
-    join(dir, 'vmlink.yaml'),
-    [
-      `host: { id: bench, control: ${control}, state_dir: ${join(dir, 'state')} }`,
-      'networks:',
-      '  - { name: bench, vni: 1 }',
-      'ports:',
-      `  - { name: a, network: bench, kind: stream, listen: "unix:${join(dir, 'a.sock')}", queue_len: 4096 }`,
-      `  - { name: b, network: bench, kind: stream, listen: "unix:${join(dir, 'b.sock')}", queue_len: 4096 }`,
-      '',
-    ].join('\n'),
-  );
-  const args = [
-    join(o.root, 'bin', 'vmlink.js'),
-    'daemon',
-    '--config',
-    join(dir, 'vmlink.yaml'),
-    '--log-level',
-    'warn',
-  ];
-  const proc = o.pin
-    ? spawn('taskset', ['-c', '0-1', process.execPath, ...args], { stdio: 'inherit' })
-    : spawn(process.execPath, args, { stdio: 'inherit' });
-  for (let i = 0; i < 200; i++) {
-    try {
-      await apiGet(control, '/v1/status');
-      return { proc, control };
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  proc.kill('SIGKILL');
-  throw new Error('the vmlink daemon did not start');
-}
-
 export async function streamScenario(o: Opts): Promise<ScenarioResult> {
   const rows: Record<string, unknown>[] = [];
   for (const size of [64, 1500]) {
@@ -137,7 +100,15 @@ export async function streamScenario(o: Opts): Promise<ScenarioResult> {
       const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-'));
       try {
         direct.push(await run(o, size, join(dir, 'direct.sock'), 'listen', join(dir, 'direct.sock')));
-        const d = await startDaemon(o, dir);
+        const d = await startBenchDaemon(
+          o.root,
+          dir,
+          ['a', 'b'].map(
+            (n) =>
+              `{ name: ${n}, network: bench, kind: stream, listen: "unix:${join(dir, `${n}.sock`)}", queue_len: 4096 }`,
+          ),
+          o.pin ? '0-1' : undefined,
+        );
         try {
           vm.push(await run(o, size, join(dir, 'b.sock'), 'connect', join(dir, 'a.sock')));
           const b = (await apiGet(d.control, '/v1/ports/b')) as { port: { counters: { drops: unknown } } };
@@ -184,12 +155,8 @@ export async function streamScenario(o: Opts): Promise<ScenarioResult> {
   return {
     scenario: 'stream',
     when: new Date().toISOString(),
-    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? '?', node: process.version },
+    machine: machineInfo(),
     rows,
     markdown: md,
   };
-}
-
-function fmtM(n: number): string {
-  return `${(n / 1e6).toFixed(2)} M`;
 }

@@ -11,16 +11,15 @@
  *
  *   node dist/bench/tap.js [--seconds S] [--repeat N] [--pin]
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import type { ScenarioResult } from './types.js';
-import { median } from './util.js';
+import { machineInfo, median, startBenchDaemon } from './util.js';
 
 const execFileP = promisify(execFile);
 
@@ -121,56 +120,23 @@ async function viaBridge(o: Opts, on: boolean): Promise<number> {
   }
 }
 
-async function waitFor(path: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const c = connect(path, () => {
-        c.destroy();
-        resolve(true);
-      });
-      c.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`the vmlink daemon did not start (${path})`);
-}
-
 async function viaVmlink(o: Opts, on: boolean): Promise<number> {
   await namespaces();
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-tap-'));
   const taps = [`vlbt0${tag}`, `vlbt1${tag}`];
-  const control = join(dir, 'control.sock');
-  writeFileSync(
-    join(dir, 'vmlink.yaml'),
-    [
-      `host: { id: bench, control: ${control}, state_dir: ${join(dir, 'state')} }`,
-      'networks:',
-      '  - { name: bench, vni: 1 }',
-      'ports:',
-      ...taps.map((t, i) => `  - { name: t${i}, network: bench, kind: tap, ifname: ${t}, queue_len: 4096 }`),
-      '',
-    ].join('\n'),
+  const d = await startBenchDaemon(
+    o.root,
+    dir,
+    taps.map((t, i) => `{ name: t${i}, network: bench, kind: tap, ifname: ${t}, queue_len: 4096 }`),
+    o.pin ? '0-1' : undefined,
   );
-  const args = [
-    join(o.root, 'bin', 'vmlink.js'),
-    'daemon',
-    '--config',
-    join(dir, 'vmlink.yaml'),
-    '--log-level',
-    'warn',
-  ];
-  const d: ChildProcess = o.pin
-    ? spawn('taskset', ['-c', '0-1', process.execPath, ...args], { stdio: 'inherit' })
-    : spawn(process.execPath, args, { stdio: 'inherit' });
   try {
-    await waitFor(control);
     await adopt(0, taps[0] as string, on);
     await adopt(1, taps[1] as string, on);
     return await iperf(o);
   } finally {
-    d.kill('SIGTERM');
-    await once(d, 'close');
+    d.proc.kill('SIGTERM');
+    await once(d.proc, 'close');
     await cleanup();
     rmSync(dir, { recursive: true, force: true });
   }
@@ -213,7 +179,7 @@ export async function tapScenario(o: Opts): Promise<ScenarioResult> {
   return {
     scenario: 'tap',
     when: new Date().toISOString(),
-    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? '?', node: process.version },
+    machine: machineInfo(),
     rows,
     markdown: md,
   };

@@ -1,4 +1,9 @@
 /** Small helpers shared by benchmark scenarios. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
 import { parseMac } from '../src/net/frame.js';
 
 export function parseMacOrThrow(text: string | undefined): number {
@@ -12,4 +17,68 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
+
+/** `1.23 M` for a rate. */
+export function fmtM(n: number): string {
+  return `${(n / 1e6).toFixed(2)} M`;
+}
+
+/** What a result records about the machine it ran on. */
+export function machineInfo(): { cpus: number; model: string; node: string } {
+  return { cpus: cpus().length, model: cpus()[0]?.model ?? '?', node: process.version };
+}
+
+/** Resolves once something accepts a connection on the unix socket `path` (polls every 25 ms, 10 s at most). */
+export async function waitListening(path: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect(path, () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`nothing listens on ${path}`);
+}
+
+/**
+ * Writes a one-network config with the given `ports:` lines into `dir` and
+ * starts `vmlink daemon` on it (under `taskset -c CPUS` when given); resolves
+ * once its control socket answers.
+ */
+export async function startBenchDaemon(
+  root: string,
+  dir: string,
+  portLines: string[],
+  cpuList?: string,
+): Promise<{ proc: ChildProcess; control: string }> {
+  const control = join(dir, 'control.sock');
+  const config = join(dir, 'vmlink.yaml');
+  writeFileSync(
+    config,
+    [
+      `host: { id: bench, control: ${control}, state_dir: ${join(dir, 'state')} }`,
+      'networks:',
+      '  - { name: bench, vni: 1 }',
+      'ports:',
+      ...portLines.map((l) => `  - ${l}`),
+      '',
+    ].join('\n'),
+  );
+  const args = [join(root, 'bin', 'vmlink.js'), 'daemon', '--config', config, '--log-level', 'warn'];
+  const proc =
+    cpuList === undefined
+      ? spawn(process.execPath, args, { stdio: 'inherit' })
+      : spawn('taskset', ['-c', cpuList, process.execPath, ...args], { stdio: 'inherit' });
+  try {
+    await waitListening(control);
+  } catch (err) {
+    proc.kill('SIGKILL');
+    throw err;
+  }
+  return { proc, control };
 }

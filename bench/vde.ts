@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { native } from '../src/native/index.js';
 import type { ScenarioResult } from './types.js';
-import { median } from './util.js';
+import { fmtM, machineInfo, median, waitListening } from './util.js';
 
 const GEN_MAC = '020000000001';
 const SINK_MAC = '020000000002';
@@ -194,24 +194,6 @@ async function measure(o: Opts, self: string, size: number, dir: string, target:
   return r.frames / r.seconds;
 }
 
-async function waitFor(path: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const c = connect(path, () => {
-          c.destroy();
-          resolve();
-        });
-        c.on('error', reject);
-      });
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-  throw new Error(`nothing listens on ${path}`);
-}
-
 export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
   const self = fileURLToPath(import.meta.url);
   const rows: Record<string, unknown>[] = [];
@@ -230,7 +212,7 @@ export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
         );
         // vde_switch, one switch with both plugs.
         const sw = pinned(o.pin ? '1' : undefined, 'vde_switch', ['-s', join(dir, 'vs')], 'pipe');
-        await waitFor(join(dir, 'vs', 'ctl'));
+        await waitListening(join(dir, 'vs', 'ctl'));
         try {
           vde.push(
             await measure(o, self, size, dir, [
@@ -263,7 +245,7 @@ export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
           'ignore',
         );
         try {
-          await waitFor(join(dir, 'vb', 'ctl'));
+          await waitListening(join(dir, 'vb', 'ctl'));
           vm.push(
             await measure(o, self, size, dir, [
               ['vde', join(dir, 'vb')],
@@ -310,14 +292,10 @@ export async function vdeScenario(o: Opts): Promise<ScenarioResult> {
   return {
     scenario: 'vde',
     when: new Date().toISOString(),
-    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? '?', node: process.version },
+    machine: machineInfo(),
     rows,
     markdown: md,
   };
-}
-
-function fmtM(n: number): string {
-  return `${(n / 1e6).toFixed(2)} M`;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
