@@ -201,7 +201,10 @@ export class Vm {
     const id = `${process.pid}_${++this.#seq}`;
     const from = this.#console.length;
     // The marker is split by "" in what we send, so an echo of the line cannot match it.
-    this.#proc.stdin?.write(`{ ${cmd}\n} </dev/null 2>&1; echo "__VMLINK_E""ND_${id}:$?__"\n`);
+    // The INT trap keeps the shell alive through a Ctrl-C after a timeout: the command (a
+    // child, with default SIGINT) dies, the shell runs the trap and goes on reading, so the
+    // console never depends on init restarting a shell.
+    this.#proc.stdin?.write(`trap : INT; { ${cmd}\n} </dev/null 2>&1; echo "__VMLINK_E""ND_${id}:$?__"\n`);
     try {
       const m = await this.#waitFor(
         new RegExp(`__VMLINK_END_${id}:(\\d+)__\\n`),
