@@ -94,6 +94,10 @@ export interface NativeAddon {
   socketpair(type: number): [number, number];
   bind(fd: number, path: string): void;
   connect(fd: number, path: string): void;
+  /** listen(2) on a bound stream socket. */
+  listen(fd: number, backlog: number): void;
+  /** accept4(2): the new connection's fd (non-blocking, close-on-exec), or -1 when none is pending. */
+  accept(fd: number): number;
   /**
    * sendmmsg of datagrams start..end-1 (to `dest`, or the connected peer).
    * @returns index of the first datagram not sent; throws only if the first fails (not for EAGAIN)

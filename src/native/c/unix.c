@@ -73,6 +73,31 @@ static napi_value unix_addr_call(napi_env env, napi_callback_info info, bool is_
 static napi_value unix_bind(napi_env env, napi_callback_info info) { return unix_addr_call(env, info, true); }
 static napi_value unix_connect(napi_env env, napi_callback_info info) { return unix_addr_call(env, info, false); }
 
+/* listen(fd, backlog) on a bound AF_UNIX stream socket. */
+static napi_value unix_listen(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  int32_t fd, backlog;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_int32(env, argv[1], "backlog", &backlog)) return NULL;
+  if (listen(fd, backlog) < 0) return vl_throw_errno(env, errno, "listen", NULL);
+  return NULL;
+}
+
+/* accept(fd) -> fd of the new connection (non-blocking, close-on-exec), or -1 when none is pending. */
+static napi_value unix_accept(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int32_t fd;
+  if (!vl_get_int32(env, argv[0], "fd", &fd)) return NULL;
+  int c;
+  do {
+    c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (c < 0 && errno == EINTR);
+  if (c < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED)
+    return vl_throw_errno(env, errno, "accept4", NULL);
+  napi_value res;
+  NAPI_CALL(env, napi_create_int32(env, c < 0 ? -1 : c, &res));
+  return res;
+}
+
 /*
  * sendBatch(fd, buf, offs, lens, start, end, dest: string|null) -> next
  * Sends datagrams start..end-1 with sendmmsg (up to 64 per syscall), to
@@ -372,6 +397,8 @@ napi_status vl_init_unix(napi_env env, napi_value exports) {
   if ((s = vl_export(env, exports, "socketpair", unix_socketpair)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "bind", unix_bind)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "connect", unix_connect)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "listen", unix_listen)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "accept", unix_accept)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "sendBatch", send_batch)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvBatch", recv_batch)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "recvBatchFrom", recv_batch_from)) != napi_ok) return s;
