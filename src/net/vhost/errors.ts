@@ -1,0 +1,44 @@
+/**
+ * Errors of the vhost-user back-end. Each names what the front-end (QEMU or
+ * a guest driver) did wrong; the session that hits one is disconnected alone,
+ * with one log line, and the daemon carries on.
+ */
+import { NetError } from '../errors.js';
+
+/** Base of every vhost-user error; `code` is stable. */
+export class VhostError extends NetError {}
+
+/** The front-end broke the message protocol (bad header, size, version, unknown request). */
+export class VhostProtocolError extends VhostError {
+  constructor(message: string) {
+    super('ERR_VHOST_PROTOCOL', message);
+  }
+}
+
+/** A message carried the wrong number of fds. */
+export class VhostFdError extends VhostError {
+  constructor(message: string) {
+    super('ERR_VHOST_FDS', message);
+  }
+}
+
+/** The memory table is invalid (overlap, too many regions, mmap failed). */
+export class VhostMemoryError extends VhostError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_VHOST_MEMORY', message, options);
+  }
+}
+
+/** A ring set-up message is invalid (index, size, address outside memory). */
+export class VhostRingError extends VhostError {
+  constructor(message: string) {
+    super('ERR_VHOST_RING', message);
+  }
+}
+
+/** The guest put something invalid in a ring (loop, address outside memory, bad length, index jump). */
+export class VirtqueueError extends VhostError {
+  constructor(message: string) {
+    super('ERR_VIRTQUEUE', message);
+  }
+}

@@ -1,0 +1,355 @@
+/**
+ * virtio-net over a vhost-user session (virtio 1.2 §5.1.6): frames the
+ * guest transmits (queue 1) go to the switch's sink; frames the switch
+ * writes go straight into the guest's receive buffers (queue 0). One copy
+ * per frame, guest memory to guest memory between two vhost-user ports: a
+ * transmit buffer that is one segment is handed to the sink in place.
+ *
+ * Every frame carries a 12-byte virtio_net_hdr_v1. No offloads are
+ * negotiated this round, so received headers are all zero but num_buffers,
+ * and transmitted headers are ignored. Offload negotiation plugs in at
+ * OFFERED_FEATURES (session.ts) and #txFrame / the header written in #scatter.
+ *
+ * Receive: write() copies at once when the guest has buffers; otherwise the
+ * frame waits in a bounded backlog and the ring asks for a kick (EVENT_IDX
+ * avail_event) when the guest adds buffers. Interrupts are sent once per
+ * event-loop turn at most, and only when the guest wants one (§2.7.10).
+ */
+
+import { FrameArena } from '../ports/frame-arena.js';
+import type { FrameSink } from '../ports/port.js';
+import { WriteResult } from '../ports/port.js';
+import { NET_HDR_LEN, RX_QUEUE, TX_QUEUE } from './constants.js';
+import { VirtqueueError } from './errors.js';
+import type { VhostSession } from './session.js';
+import type { Virtqueue } from './virtqueue.js';
+
+/** Frames taken from a transmit ring per callback before yielding to the event loop. */
+const TX_BUDGET = 512;
+const ETH_HLEN = 14;
+
+/** Outcome of copying one frame into the receive ring. */
+const Rx = { OK: 0, NO_ROOM: 1, DROPPED: 2, ERROR: 3 } as const;
+
+export interface NetDeviceContext {
+  sink: FrameSink;
+  onMalformed: (reason: string) => void;
+  /** Largest frame (Ethernet header included) in either direction. */
+  maxFrameLen: number;
+  /** Receive backlog bound in frames. */
+  queueLen: number;
+  /** The guest broke the ring protocol: disconnect it (called once per error). */
+  onError: (err: Error) => void;
+}
+
+export class VhostNetDevice {
+  readonly #s: VhostSession;
+  readonly #ctx: NetDeviceContext;
+  readonly #staging: Buffer;
+  readonly #hdr = Buffer.alloc(NET_HDR_LEN);
+  readonly #backlog: FrameArena;
+  #heads = new Uint16Array(0);
+  #headEnd = new Uint32Array(0);
+  #headCap = new Float64Array(0);
+  #callRx = false;
+  #callTx = false;
+  #scheduled: NodeJS.Immediate | undefined;
+  #txAgain = false;
+  readonly #turnBound = (): void => this.#turn();
+  #dead = false;
+  // counters
+  rxFrames = 0;
+  txFrames = 0;
+  rxDropped = 0;
+  calls = 0;
+  kicks = 0;
+
+  constructor(session: VhostSession, ctx: NetDeviceContext) {
+    this.#s = session;
+    this.#ctx = ctx;
+    this.#staging = Buffer.allocUnsafe(NET_HDR_LEN + ctx.maxFrameLen);
+    this.#backlog = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
+  }
+
+  /** True when the guest's receive ring can take frames. */
+  get rxReady(): boolean {
+    return (this.#s.rings[RX_QUEUE] as Virtqueue).ready && !this.#dead;
+  }
+
+  /** Frames waiting for receive buffers. */
+  get queued(): number {
+    return this.#backlog.queued;
+  }
+
+  /** A kick (or ring start) on ring `q`. */
+  kick(q: Virtqueue): void {
+    if (this.#dead) return;
+    this.kicks++;
+    if (q.index === TX_QUEUE) this.#tx(q);
+    else if (q.index === RX_QUEUE) this.#drainBacklog(q);
+  }
+
+  /** Rings changed: drop the backlog when the receive ring is gone. */
+  ringsChanged(): void {
+    if (!this.rxReady) this.rxDropped += this.#backlog.clear();
+  }
+
+  /** Stops all work (session closed). */
+  stop(): void {
+    this.#dead = true;
+    if (this.#scheduled) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    this.#backlog.clear();
+  }
+
+  // ---- transmit: guest -> switch ----
+
+  #tx(q: Virtqueue): void {
+    let budget = TX_BUDGET;
+    for (;;) {
+      let n = q.availCount();
+      if (n < 0) {
+        this.#fail(q.error);
+        return;
+      }
+      if (n === 0) {
+        q.armKick();
+        n = q.availCount();
+        if (n <= 0) break;
+      }
+      for (; n > 0; n--) {
+        const head = q.pop();
+        if (head < 0) {
+          this.#fail(q.error);
+          return;
+        }
+        const segs = q.walk(head, false, 0);
+        if (segs < 0) {
+          this.#fail(q.error);
+          return;
+        }
+        this.#txFrame(q, segs);
+        if (this.#dead) return;
+        q.pushUsed(head, 0);
+        if (--budget === 0) break;
+      }
+      q.publish();
+      this.#callTx = true;
+      if (budget === 0) {
+        // Let other ports and sessions run; carry on next turn without waiting for a kick.
+        this.#txAgain = true;
+        break;
+      }
+    }
+    this.#schedule();
+  }
+
+  /** Hands the frame in segments [0, segs) to the sink, in place when it is one segment. */
+  #txFrame(q: Virtqueue, segs: number): void {
+    let total = 0;
+    for (let s = 0; s < segs; s++) total += q.segLen[s] as number;
+    const len = total - NET_HDR_LEN;
+    if (len < ETH_HLEN) {
+      this.#ctx.onMalformed(`transmit buffer of ${total} bytes holds no Ethernet frame`);
+      return;
+    }
+    if (len > this.#ctx.maxFrameLen) {
+      this.#ctx.onMalformed(`transmitted frame of ${len} bytes exceeds ${this.#ctx.maxFrameLen}`);
+      return;
+    }
+    this.txFrames++;
+    if (segs === 1) {
+      this.#ctx.sink(q.view(0), (q.segOff[0] as number) + NET_HDR_LEN, len);
+      return;
+    }
+    if (segs === 2 && q.segLen[0] === NET_HDR_LEN) {
+      this.#ctx.sink(q.view(1), q.segOff[1] as number, len);
+      return;
+    }
+    const st = this.#staging;
+    let at = 0;
+    for (let s = 0; s < segs; s++) {
+      const off = q.segOff[s] as number;
+      at += q.view(s).copy(st, at, off, off + (q.segLen[s] as number));
+    }
+    this.#ctx.sink(st, NET_HDR_LEN, len);
+  }
+
+  // ---- receive: switch -> guest ----
+
+  /** The Port.write of the vhost-user port. */
+  write(buf: Buffer, off: number, len: number): WriteResult {
+    const q = this.#s.rings[RX_QUEUE] as Virtqueue;
+    if (this.#dead || !q.ready) return WriteResult.DOWN;
+    if (this.#backlog.queued > 0) return this.#enqueue(q, buf, off, len);
+    const r = this.#rxFrame(q, buf, off, len);
+    if (r === Rx.NO_ROOM) return this.#enqueue(q, buf, off, len);
+    if (r === Rx.ERROR) return WriteResult.DOWN;
+    return WriteResult.OK;
+  }
+
+  #enqueue(q: Virtqueue, buf: Buffer, off: number, len: number): WriteResult {
+    if (!this.#backlog.push(buf, off, len)) return WriteResult.QUEUE_FULL;
+    q.armKick();
+    // The guest may have added buffers before it saw avail_event: look again next turn.
+    this.#schedule();
+    return WriteResult.OK;
+  }
+
+  #drainBacklog(q: Virtqueue): void {
+    const b = this.#backlog;
+    let i = b.head;
+    for (; i < b.count; i++) {
+      const r = this.#rxFrame(q, b.buf, b.offs[i] as number, b.lens[i] as number);
+      if (r === Rx.NO_ROOM) break;
+      if (r === Rx.ERROR) return;
+    }
+    if (!b.advance(i)) q.armKick();
+  }
+
+  /** Copies one frame into receive buffers (one chain, or several with MRG_RXBUF). */
+  #rxFrame(q: Virtqueue, buf: Buffer, off: number, len: number): number {
+    if (len > this.#ctx.maxFrameLen) {
+      this.rxDropped++;
+      return Rx.DROPPED;
+    }
+    const need = NET_HDR_LEN + len;
+    const avail = q.availCount();
+    if (avail < 0) return this.#rxFail(q);
+    if (avail === 0) return Rx.NO_ROOM;
+    if (this.#heads.length < q.num) {
+      this.#heads = new Uint16Array(q.num);
+      this.#headEnd = new Uint32Array(q.num);
+      this.#headCap = new Float64Array(q.num);
+    }
+    const mrg = this.#s.mrg;
+    const start = q.lastAvail;
+    let cap = 0;
+    let segs = 0;
+    let h = 0;
+    while (cap < need) {
+      if (h === avail || (h === 1 && !mrg)) {
+        q.lastAvail = start; // nothing taken
+        if (avail === q.num || !mrg) {
+          // Even every buffer the guest can post is too small: drop this frame.
+          this.rxDropped++;
+          return Rx.DROPPED;
+        }
+        return Rx.NO_ROOM;
+      }
+      const head = q.pop();
+      if (head < 0) return this.#rxFail(q);
+      const next = q.walk(head, true, segs);
+      if (next < 0) return this.#rxFail(q);
+      let c = 0;
+      for (let s = segs; s < next; s++) c += q.segLen[s] as number;
+      this.#heads[h] = head;
+      this.#headEnd[h] = next;
+      this.#headCap[h] = c;
+      cap += c;
+      segs = next;
+      h++;
+    }
+    this.#hdr.writeUInt16LE(h, 10); // num_buffers (1 without MRG_RXBUF)
+    this.#scatter(q, segs, buf, off, len);
+    let left = need;
+    for (let k = 0; k < h; k++) {
+      const w = Math.min(left, this.#headCap[k] as number);
+      q.pushUsed(this.#heads[k] as number, w);
+      left -= w;
+    }
+    q.publish();
+    this.rxFrames++;
+    this.#callRx = true;
+    this.#schedule();
+    return Rx.OK;
+  }
+
+  /** Writes header + frame across segments [0, segs). */
+  #scatter(q: Virtqueue, segs: number, buf: Buffer, off: number, len: number): void {
+    const hdr = this.#hdr;
+    let src = 0; // bytes of header+frame written so far
+    const total = NET_HDR_LEN + len;
+    const log = q.log;
+    for (let s = 0; s < segs && src < total; s++) {
+      const view = q.view(s);
+      let at = q.segOff[s] as number;
+      const n = Math.min(q.segLen[s] as number, total - src);
+      if (log) log.mark(q.segGpa[s] as number, n);
+      let left = n;
+      if (src < NET_HDR_LEN) {
+        const h = Math.min(NET_HDR_LEN - src, left);
+        hdr.copy(view, at, src, src + h);
+        at += h;
+        src += h;
+        left -= h;
+      }
+      if (left > 0) {
+        const from = off + src - NET_HDR_LEN;
+        buf.copy(view, at, from, from + left);
+        src += left;
+      }
+    }
+  }
+
+  #rxFail(q: Virtqueue): number {
+    this.#fail(q.error);
+    return Rx.ERROR;
+  }
+
+  #fail(msg: string): void {
+    if (this.#dead) return;
+    this.stop();
+    this.#ctx.onError(new VirtqueueError(msg));
+  }
+
+  // ---- once per event-loop turn: interrupts, carried-over work ----
+
+  #schedule(): void {
+    if (this.#scheduled === undefined && !this.#dead) this.#scheduled = setImmediate(this.#turnBound);
+  }
+
+  #turn(): void {
+    this.#scheduled = undefined;
+    if (this.#dead) return;
+    const rx = this.#s.rings[RX_QUEUE] as Virtqueue;
+    const tx = this.#s.rings[TX_QUEUE] as Virtqueue;
+    if (this.#backlog.queued > 0 && rx.ready) this.#drainBacklog(rx);
+    if (this.#callRx) {
+      this.#callRx = false;
+      if (rx.needsCall()) this.#call(rx);
+    }
+    if (this.#callTx) {
+      this.#callTx = false;
+      if (tx.needsCall()) this.#call(tx);
+    }
+    if (this.#txAgain) {
+      this.#txAgain = false;
+      if (tx.ready) this.#tx(tx);
+    }
+    if (this.#backlog.queued > 0 && !this.#dead) {
+      // Still waiting for buffers: the RX kick brings us back (no busy loop).
+    }
+  }
+
+  #call(q: Virtqueue): void {
+    this.calls++;
+    this.#s.call(q);
+  }
+}
+
+/** A RARP announcement (RFC 903, as QEMU's qemu_announce_self builds it) for `mac`: 60 bytes. */
+export function rarpFrame(mac: Buffer): Buffer {
+  const f = Buffer.alloc(60);
+  f.fill(0xff, 0, 6);
+  mac.copy(f, 6, 0, 6);
+  f.writeUInt16BE(0x8035, 12);
+  f.writeUInt16BE(1, 14); // Ethernet
+  f.writeUInt16BE(0x0800, 16); // IPv4
+  f[18] = 6;
+  f[19] = 4;
+  f.writeUInt16BE(3, 20); // reverse request
+  mac.copy(f, 22, 0, 6);
+  mac.copy(f, 32, 0, 6);
+  return f;
+}

@@ -1,0 +1,426 @@
+/**
+ * One vhost-user connection, back-end side (docs/interop/vhost-user.rst):
+ * reads front-end messages from the control socket (the addon's recvmsg, so
+ * SCM_RIGHTS fds arrive with their message; Node never reads this socket),
+ * answers them, and owns what they set up: the negotiated features, the
+ * mapped guest memory, the dirty log, the rings and their eventfds.
+ *
+ * The net device (what moves frames) sits on top, through {@link SessionHooks}.
+ * Any protocol error closes the session: one reason, reported once through
+ * `onClose`; the caller logs it.
+ */
+import { closeSync } from 'node:fs';
+import { describeError } from '../../errors.js';
+import type { NativeAddon, Poller } from '../../native/index.js';
+import {
+  bit,
+  F,
+  FLAG_REPLY,
+  has,
+  MAX_QUEUE_SIZE,
+  MAX_RINGS,
+  ProtoF,
+  Req,
+  VRING_IDX_MASK,
+  VRING_NOFD_MASK,
+} from './constants.js';
+import { VhostError, VhostProtocolError, VhostRingError } from './errors.js';
+import { DirtyLog, GuestMemory, parseMemTable, readU64 } from './memory.js';
+import {
+  encodeMessage,
+  encodeU64Reply,
+  type Message,
+  MessageReader,
+  needsReply,
+  reqName,
+  validateMessage,
+} from './message.js';
+import { Virtqueue } from './virtqueue.js';
+
+/** Device features we offer. No CSUM/GSO/TSO this round: the guest segments and checksums itself. */
+export const OFFERED_FEATURES =
+  bit(F.VERSION_1) +
+  bit(F.PROTOCOL_FEATURES) +
+  bit(F.NET_MRG_RXBUF) +
+  bit(F.RING_INDIRECT_DESC) +
+  bit(F.RING_EVENT_IDX) +
+  bit(F.NET_MTU) +
+  bit(F.LOG_ALL);
+
+/** Protocol features we offer. */
+export const OFFERED_PROTOCOL_FEATURES =
+  bit(ProtoF.LOG_SHMFD) + bit(ProtoF.RARP) + bit(ProtoF.REPLY_ACK) + bit(ProtoF.MTU);
+
+/** What the net device hears from the session. */
+export interface SessionHooks {
+  /** A ring's kick eventfd fired (or the ring just started): process it. */
+  onKick(q: Virtqueue): void;
+  /** Rings were started, stopped or re-mapped. */
+  onRings(): void;
+  /** SEND_RARP after migration: announce this MAC. */
+  onRarp(mac: Buffer): void;
+  /** The session ended (peer closed, protocol error, or close()); called once. */
+  onClose(reason: string, err?: Error): void;
+}
+
+export interface SessionOptions {
+  /** Largest MTU NET_SET_MTU may set. */
+  maxMtu: number;
+}
+
+const RECV_BYTES = 8192;
+
+export class VhostSession {
+  readonly rings: Virtqueue[] = [];
+  /** Negotiated device features (SET_FEATURES). */
+  features = 0;
+  /** Negotiated protocol features. */
+  protocolFeatures = 0;
+  /** MTU set by NET_SET_MTU (0: none). */
+  mtu = 0;
+  mem: GuestMemory | undefined;
+  /** Messages handled (for describe()). */
+  messages = 0;
+  readonly #n: NativeAddon;
+  readonly #fd: number;
+  readonly #hooks: SessionHooks;
+  readonly #opts: SessionOptions;
+  readonly #reader = new MessageReader();
+  readonly #buf = Buffer.allocUnsafe(RECV_BYTES);
+  readonly #poller: Poller;
+  readonly #kickPollers: (Poller | undefined)[] = [];
+  #log: DirtyLog | undefined;
+  #closed = false;
+
+  constructor(n: NativeAddon, fd: number, hooks: SessionHooks, opts: SessionOptions) {
+    this.#n = n;
+    this.#fd = fd;
+    this.#hooks = hooks;
+    this.#opts = opts;
+    for (let i = 0; i < MAX_RINGS; i++) this.rings.push(new Virtqueue(i));
+    this.#poller = new n.Poller(fd, (status) => this.#readable(status));
+    this.#poller.start(n.READABLE);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Mergeable receive buffers negotiated. */
+  get mrg(): boolean {
+    return has(this.features, F.NET_MRG_RXBUF);
+  }
+
+  #readable(status: number): void {
+    if (this.#closed) return;
+    if (status < 0) {
+      this.close(`control socket error ${status}`);
+      return;
+    }
+    for (;;) {
+      let r: ReturnType<NativeAddon['recvFds']>;
+      try {
+        r = this.#n.recvFds(this.#fd, this.#buf);
+      } catch (err) {
+        this.close(`control socket read failed: ${describeError(err)}`);
+        return;
+      }
+      if (r === null) return;
+      if (r.truncated) {
+        for (const fd of r.fds) closeQuietly(fd);
+        this.close('', new VhostProtocolError('a message carried more fds than fit (SCM_RIGHTS truncated)'));
+        return;
+      }
+      if (r.bytes === 0) {
+        this.close('the front-end closed the connection');
+        return;
+      }
+      const err = this.#reader.feed(this.#buf, 0, r.bytes, r.fds, (m) => this.#message(m));
+      if (err) {
+        this.close('', err);
+        return;
+      }
+      if (this.#closed) return;
+    }
+  }
+
+  #message(m: Message): void {
+    if (this.#closed) {
+      for (const fd of m.fds) closeQuietly(fd);
+      return;
+    }
+    this.messages++;
+    const bad = validateMessage(m);
+    if (bad) {
+      for (const fd of m.fds) closeQuietly(fd);
+      this.close('', bad);
+      return;
+    }
+    try {
+      const replied = this.#handle(m);
+      if (!replied && needsReply(m) && has(this.protocolFeatures, ProtoF.REPLY_ACK))
+        this.#send(encodeU64Reply(m.request, 0));
+    } catch (err) {
+      if (needsReply(m) && has(this.protocolFeatures, ProtoF.REPLY_ACK) && !this.#closed) {
+        try {
+          this.#send(encodeU64Reply(m.request, 1));
+        } catch {
+          // the close below says why
+        }
+      }
+      this.close('', err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  /** Handles one valid message; true when it sent its own reply. */
+  #handle(m: Message): boolean {
+    const p = m.payload;
+    switch (m.request) {
+      case Req.GET_FEATURES:
+        this.#send(encodeU64Reply(m.request, OFFERED_FEATURES));
+        return true;
+      case Req.SET_FEATURES:
+        this.#setFeatures(readU64(p, 0));
+        return false;
+      case Req.GET_PROTOCOL_FEATURES:
+        this.#send(encodeU64Reply(m.request, OFFERED_PROTOCOL_FEATURES));
+        return true;
+      case Req.SET_PROTOCOL_FEATURES: {
+        const f = readU64(p, 0);
+        const extra = unoffered(f, OFFERED_PROTOCOL_FEATURES);
+        if (extra.length)
+          throw new VhostProtocolError(`SET_PROTOCOL_FEATURES: bits ${extra.join(',')} were not offered`);
+        this.protocolFeatures = f;
+        return false;
+      }
+      case Req.GET_QUEUE_NUM:
+        this.#send(encodeU64Reply(m.request, 1));
+        return true;
+      case Req.SET_OWNER:
+        return false;
+      case Req.RESET_OWNER:
+        this.#stopAll();
+        this.features = 0;
+        return false;
+      case Req.SET_MEM_TABLE:
+        this.#setMemTable(parseMemTable(p), m.fds);
+        return false;
+      case Req.SET_LOG_BASE:
+        this.#setLogBase(readU64(p, 0), readU64(p, 8), m.fds[0] as number);
+        this.#send(encodeMessage(m.request, FLAG_REPLY));
+        return true;
+      case Req.SET_LOG_FD:
+        closeQuietly(m.fds[0] as number);
+        return false;
+      case Req.NET_SET_MTU: {
+        const mtu = readU64(p, 0);
+        if (mtu < 68 || mtu > this.#opts.maxMtu)
+          throw new VhostProtocolError(`NET_SET_MTU ${mtu}: must be 68-${this.#opts.maxMtu} on this port`);
+        this.mtu = mtu;
+        return false;
+      }
+      case Req.SEND_RARP:
+        this.#hooks.onRarp(Buffer.from(p.subarray(0, 6)));
+        return false;
+      default:
+        return this.#ringMessage(m);
+    }
+  }
+
+  #setFeatures(f: number): void {
+    const extra = unoffered(f, OFFERED_FEATURES);
+    if (extra.length) throw new VhostProtocolError(`SET_FEATURES: bits ${extra.join(',')} were not offered`);
+    this.features = f;
+    const eventIdx = has(f, F.RING_EVENT_IDX);
+    const logAll = has(f, F.LOG_ALL);
+    for (const q of this.rings) {
+      q.eventIdx = eventIdx;
+      q.log = logAll ? this.#log : undefined;
+      // Without protocol features a ring is enabled as soon as it starts (vhost-user.rst "Ring states").
+      if (!has(f, F.PROTOCOL_FEATURES)) q.enabled = true;
+    }
+    this.#hooks.onRings();
+  }
+
+  /** The dirty log in use while VHOST_F_LOG_ALL is negotiated; undefined otherwise. */
+  get log(): DirtyLog | undefined {
+    return has(this.features, F.LOG_ALL) ? this.#log : undefined;
+  }
+
+  #setMemTable(regions: ReturnType<typeof parseMemTable>, fds: number[]): void {
+    const mem = GuestMemory.map(this.#n, regions, fds);
+    const old = this.mem;
+    this.mem = mem;
+    try {
+      for (const q of this.rings) q.attach(mem);
+    } finally {
+      old?.unmap();
+    }
+    this.#hooks.onRings();
+  }
+
+  #setLogBase(size: number, offset: number, fd: number): void {
+    if (!has(this.protocolFeatures, ProtoF.LOG_SHMFD)) {
+      closeQuietly(fd);
+      throw new VhostProtocolError('SET_LOG_BASE without the LOG_SHMFD protocol feature');
+    }
+    const log = new DirtyLog(this.#n, fd, size, offset);
+    this.#log?.unmap();
+    this.#log = log;
+    const logAll = has(this.features, F.LOG_ALL);
+    for (const q of this.rings) q.log = logAll ? log : undefined;
+  }
+
+  /** Ring messages; true when a reply was sent. */
+  #ringMessage(m: Message): boolean {
+    const p = m.payload;
+    const index =
+      m.request === Req.SET_VRING_KICK || m.request === Req.SET_VRING_CALL || m.request === Req.SET_VRING_ERR
+        ? p.readUInt32LE(0) & VRING_IDX_MASK
+        : p.readUInt32LE(0);
+    const q = this.rings[index];
+    if (!q) {
+      for (const fd of m.fds) closeQuietly(fd);
+      throw new VhostRingError(`${reqName(m.request)}: ring ${index} does not exist (this port has ${MAX_RINGS})`);
+    }
+    switch (m.request) {
+      case Req.SET_VRING_NUM: {
+        const num = p.readUInt32LE(4);
+        if (num === 0 || num > MAX_QUEUE_SIZE || (num & (num - 1)) !== 0)
+          throw new VhostRingError(
+            `SET_VRING_NUM: ring ${index} size ${num} is not a power of 2 up to ${MAX_QUEUE_SIZE}`,
+          );
+        q.setNum(num);
+        q.attach(this.mem);
+        return false;
+      }
+      case Req.SET_VRING_ADDR:
+        q.addrs = {
+          flags: p.readUInt32LE(4),
+          desc: readU64(p, 8),
+          used: readU64(p, 16),
+          avail: readU64(p, 24),
+          log: readU64(p, 32),
+        };
+        q.attach(this.mem);
+        this.#hooks.onRings();
+        return false;
+      case Req.SET_VRING_BASE:
+        q.lastAvail = q.usedIdx = p.readUInt32LE(4) & 0xffff;
+        q.resetSignal();
+        return false;
+      case Req.GET_VRING_BASE: {
+        this.#stopRing(q);
+        const r = Buffer.alloc(8);
+        r.writeUInt32LE(index, 0);
+        r.writeUInt32LE(q.lastAvail, 4);
+        this.#send(encodeMessage(m.request, FLAG_REPLY, r));
+        this.#hooks.onRings();
+        return true;
+      }
+      case Req.SET_VRING_KICK: {
+        if (p.readUInt32LE(0) & VRING_NOFD_MASK)
+          throw new VhostRingError(`SET_VRING_KICK: ring ${index} without an fd (polling mode) is not supported`);
+        this.#setKick(q, m.fds[0] as number);
+        return false;
+      }
+      case Req.SET_VRING_CALL:
+        if (q.callFd >= 0) closeQuietly(q.callFd);
+        q.callFd = m.fds[0] ?? -1;
+        return false;
+      case Req.SET_VRING_ERR:
+        if (q.errFd >= 0) closeQuietly(q.errFd);
+        q.errFd = m.fds[0] ?? -1;
+        return false;
+      case Req.SET_VRING_ENABLE: {
+        const on = p.readUInt32LE(4);
+        if (on > 1) throw new VhostRingError(`SET_VRING_ENABLE: ring ${index} state ${on} is not 0 or 1`);
+        q.enabled = on === 1;
+        this.#hooks.onRings();
+        if (q.ready) this.#hooks.onKick(q);
+        return false;
+      }
+      default:
+        throw new VhostProtocolError(`unhandled request ${reqName(m.request)}`);
+    }
+  }
+
+  #setKick(q: Virtqueue, fd: number): void {
+    this.#kickPollers[q.index]?.close();
+    if (q.kickFd >= 0) closeQuietly(q.kickFd);
+    q.kickFd = fd;
+    const poller = new this.#n.Poller(fd, (status) => {
+      if (status < 0 || this.#closed || q.kickFd !== fd) return;
+      this.#n.eventfdRead(fd);
+      if (q.ready) this.#hooks.onKick(q);
+    });
+    this.#kickPollers[q.index] = poller;
+    poller.start(this.#n.READABLE);
+    this.#hooks.onRings();
+    // The ring starts with its kick fd (vhost-user.rst "Starting and stopping rings"): look at it once now.
+    if (q.ready) this.#hooks.onKick(q);
+  }
+
+  /** GET_VRING_BASE: the ring stops; its kick fd is dropped. */
+  #stopRing(q: Virtqueue): void {
+    this.#kickPollers[q.index]?.close();
+    this.#kickPollers[q.index] = undefined;
+    if (q.kickFd >= 0) closeQuietly(q.kickFd);
+    q.kickFd = -1;
+  }
+
+  #stopAll(): void {
+    for (const q of this.rings) {
+      this.#stopRing(q);
+      if (q.callFd >= 0) closeQuietly(q.callFd);
+      if (q.errFd >= 0) closeQuietly(q.errFd);
+      q.callFd = q.errFd = -1;
+      q.detach();
+    }
+    this.mem?.unmap();
+    this.mem = undefined;
+    this.#log?.unmap();
+    this.#log = undefined;
+  }
+
+  /** Interrupts the guest for ring `q` (eventfd write on its call fd). */
+  call(q: Virtqueue): void {
+    if (q.callFd >= 0) this.#n.eventfdWrite(q.callFd, 1);
+  }
+
+  #send(b: Buffer): void {
+    const sent = this.#n.sendFds(this.#fd, b, []);
+    if (sent !== b.length) throw new VhostProtocolError(`reply of ${b.length} bytes: only ${sent} sent`);
+  }
+
+  /**
+   * Ends the session: unmaps memory, closes every fd it owns (the control
+   * socket too) and reports `reason` (or `err`) once. Idempotent.
+   */
+  close(reason: string, err?: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#poller.close();
+    this.#stopAll();
+    for (const fd of this.#reader.takeFds()) closeQuietly(fd);
+    closeQuietly(this.#fd);
+    this.#hooks.onClose(err ? err.message : reason, err);
+  }
+}
+
+/** Feature bit numbers set in `f` but not in `offered`. */
+function unoffered(f: number, offered: number): number[] {
+  const out: number[] = [];
+  for (let b = 0; b < 64 && 2 ** b <= f; b++) if (has(f, b) && !has(offered, b)) out.push(b);
+  return out;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
+export { VhostError };
