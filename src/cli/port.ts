@@ -6,7 +6,7 @@ import { defineAction, type Opts } from './context.js';
 import { displayValue, flatten, formatJson, formatPairs, formatTable, print, styleState } from './output.js';
 
 /** Port kinds the CLI can add. */
-export const PORT_KINDS = ['stream', 'socket', 'dgram', 'tap', 'vde', 'host'] as const;
+export const PORT_KINDS = ['stream', 'socket', 'dgram', 'tap', 'vde', 'host', 'vhost-user'] as const;
 type Kind = (typeof PORT_KINDS)[number];
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -20,6 +20,7 @@ const TRANSPORT_FLAGS: Record<string, string> = {
   ifname: '--ifname',
   vnetHdr: '--vnet-hdr',
   dir: '--dir',
+  memoryMb: '--memory-mb',
 };
 
 /** The transport flags each kind takes. */
@@ -30,6 +31,7 @@ const KIND_FLAGS: Record<Kind, readonly string[]> = {
   tap: ['ifname', 'vnetHdr'],
   vde: ['dir'],
   host: ['ifname'],
+  'vhost-user': ['listen', 'connect', 'memoryMb'],
 };
 
 /** The transport fields of the body for a kind; refuses flags the kind does not take. */
@@ -59,6 +61,14 @@ function transportFields(kind: Kind, opts: Opts): Record<string, unknown> {
     const dir = String(opts['dir'] ?? '');
     if (!dir.startsWith('/')) throw new UsageError(`--kind vde needs --dir /absolute/dir (got "${dir}")`);
     out['dir'] = dir;
+  } else if (kind === 'vhost-user') {
+    if (given('listen') === given('connect'))
+      throw new UsageError(
+        '--kind vhost-user needs exactly one of --listen unix:/path (QEMU connects) or --connect unix:/path',
+      );
+    const f = given('listen') ? 'listen' : 'connect';
+    out[f] = addressArg(`--${f}`, String(opts[f]), ['unix']);
+    if (given('memoryMb')) out['memory_mb'] = intArg('--memory-mb', String(opts['memoryMb']), 16, 1 << 20);
   } else {
     if (given('listen') === given('connect')) {
       throw new UsageError(`--kind ${kind} needs exactly one of --listen ADDR (QEMU connects) or --connect ADDR`);
@@ -191,6 +201,10 @@ export function addPortCommands(program: Command, done: (code: number) => void):
     )
     .option('--vnet-hdr', 'tap: carry a virtio_net_hdr per frame')
     .option('--dir <path>', 'vde: directory served as a VDE switch (vde_plug DIR, QEMU -netdev vde,sock=DIR)')
+    .option(
+      '--memory-mb <mib>',
+      'vhost-user: the VM RAM in MiB that `vmlink qemu-args` shares with vmlink (default 1024)',
+    )
     .option('--allowed-mac <mac>', 'accept only frames from this source MAC (repeatable)', collect)
     .option('--max-macs <N>', 'most MACs learned on the port, 1-65536 (default 1024)')
     .option('--storm <pps[/burst]>', 'broadcast/multicast limit: frames per second [/burst frames]')

@@ -155,10 +155,29 @@ const vdePort = z.strictObject({
     .refine((s) => Buffer.byteLength(s) <= 96, 'dir must be at most 96 bytes (unix socket paths are short)'),
 });
 
+const vhostUserPort = z.strictObject({
+  ...common,
+  kind: z.literal('vhost-user'),
+  /** vmlink listens on this unix socket; QEMU connects (`-chardev socket,...,reconnect=N`). */
+  listen: address('unix').optional(),
+  /** vmlink dials QEMU's `server=on` chardev socket, and re-dials with backoff. */
+  connect: address('unix').optional(),
+  reconnect: reconnectSchema.optional(),
+  /** The VM's RAM in MiB: `vmlink qemu-args` sizes the shared memory backend (and -m) with it; default 1024. */
+  memory_mb: z
+    .number()
+    .int()
+    .min(16, 'memory_mb must be at least 16')
+    .max(1 << 20)
+    .default(1024),
+});
+
 export const portSchema = z
-  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort, vdePort, hostPort], {
+  .discriminatedUnion('kind', [streamPort, socketPort, dgramPort, tapPort, vdePort, hostPort, vhostUserPort], {
     error: (iss) =>
-      iss.code === 'invalid_union' ? `kind must be one of: stream, socket, dgram, tap, vde, host` : undefined,
+      iss.code === 'invalid_union'
+        ? `kind must be one of: stream, socket, dgram, tap, vde, host, vhost-user`
+        : undefined,
   })
   .superRefine((p, ctx) => {
     if ((p.network === undefined) === (p.trunk === undefined)) {
@@ -168,7 +187,10 @@ export const portSchema = z
         message: 'give exactly one of network (access port) or trunk',
       });
     }
-    if ((p.kind === 'stream' || p.kind === 'socket') && (p.listen === undefined) === (p.connect === undefined)) {
+    if (
+      (p.kind === 'stream' || p.kind === 'socket' || p.kind === 'vhost-user') &&
+      (p.listen === undefined) === (p.connect === undefined)
+    ) {
       ctx.addIssue({ code: 'custom', path: ['listen'], message: 'give exactly one of listen or connect' });
     }
     if (p.kind === 'dgram' && p.local.type !== p.remote.type) {

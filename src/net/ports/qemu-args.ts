@@ -40,7 +40,33 @@ export function qemuArgs(spec: PortConfig, opts: QemuArgsOptions): string[] {
     throw new QemuArgsError(spec.name, `netdev id "${id}" is not a QEMU id (a letter, then letters, digits, _ . -)`);
   if (!MAC_RE.test(opts.mac) || (Number.parseInt(opts.mac.slice(0, 2), 16) & 1) === 1)
     throw new QemuArgsError(spec.name, `MAC "${opts.mac}" is not a unicast MAC like 52:54:00:12:34:56`);
+  if (spec.kind === 'vhost-user') return vhostUserArgs(spec, id, opts.mac.toLowerCase());
   return ['-netdev', netdev(spec, id), '-device', `virtio-net-pci,netdev=${id},mac=${opts.mac.toLowerCase()}`];
+}
+
+/**
+ * vhost-user: guest RAM must be shared memory vmlink can map (a memfd
+ * backend with share=on, made the RAM of the only NUMA node; `-m` repeated so
+ * the sizes agree), a chardev for the control socket (QEMU reconnects every
+ * second when vmlink listens; QEMU listens when vmlink dials), and
+ * `vectors=0`: QEMU 7.2 under TCG crashes in the MSI-X irqfd path of a
+ * vhost-user NIC, so the NIC uses INTx.
+ */
+function vhostUserArgs(spec: Extract<PortConfig, { kind: 'vhost-user' }>, id: string, mac: string): string[] {
+  const mb = spec.memory_mb;
+  const listening = spec.listen !== undefined;
+  const path = qemuValue(((spec.listen ?? spec.connect) as { path: string }).path);
+  const chardev = listening
+    ? `socket,id=chr-${id},path=${path},reconnect=1`
+    : `socket,id=chr-${id},path=${path},server=on,wait=off`;
+  return [
+    ...['-m', `${mb}M`],
+    ...['-object', `memory-backend-memfd,id=mem-${id},size=${mb}M,share=on`],
+    ...['-numa', `node,memdev=mem-${id}`],
+    ...['-chardev', chardev],
+    ...['-netdev', `vhost-user,id=${id},chardev=chr-${id}`],
+    ...['-device', `virtio-net-pci,netdev=${id},mac=${mac},vectors=0`],
+  ];
 }
 
 function netdev(spec: PortConfig, id: string): string {
@@ -103,7 +129,7 @@ function netdev(spec: PortConfig, id: string): string {
       spec.name,
       'a tap port joins the host kernel (a namespace or container) to the switch, not a VM; give the VM a stream, socket, dgram or vde port',
     );
-  throw new QemuArgsError(name, `kind "${kind}" has no QEMU netdev; use stream, socket, dgram or vde`);
+  throw new QemuArgsError(name, `kind "${kind}" has no QEMU netdev; use stream, socket, dgram, vde or vhost-user`);
 }
 
 /** An address vmlink binds, as a peer should dial it: the unspecified address means this host. */

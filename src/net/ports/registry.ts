@@ -12,6 +12,7 @@ import { socketPort } from './socket.js';
 import { streamPort } from './stream.js';
 import { tapPort } from './tap.js';
 import { vdePort } from './vde.js';
+import { vhostUserPort } from './vhost-user.js';
 
 type FactoryMap = { [K in PortConfig['kind']]?: PortFactory<Extract<PortConfig, { kind: K }>> };
 
@@ -23,6 +24,7 @@ const factories: FactoryMap = {
   tap: tapPort,
   vde: vdePort,
   host: hostPort,
+  'vhost-user': vhostUserPort,
 };
 
 /** Builds (but does not open) a port for a validated spec. */
