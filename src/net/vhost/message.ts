@@ -38,9 +38,10 @@ export function reqName(request: number): string {
 
 /**
  * Splits a byte stream into messages. Fds that arrive with a chunk belong to
- * the next message to complete: Linux never joins, in one recvmsg, bytes sent
- * before a message that carries fds with that message, so fds always arrive
- * with the first bytes of their own message.
+ * the message that holds the chunk's last byte: a front-end sends each
+ * message (and its fds) with one sendmsg, and Linux's unix stream recvmsg
+ * (unix_stream_read_generic) may join earlier messages in front of a message
+ * with fds but stops right after it (or inside it, when the buffer is full).
  */
 export class MessageReader {
   readonly #hdr = Buffer.alloc(HDR_LEN);
@@ -63,9 +64,9 @@ export class MessageReader {
    * (the rest of the chunk is ignored; the stream is unusable after it), else null.
    */
   feed(chunk: Buffer, start: number, end: number, fds: number[], onMessage: (m: Message) => void): Error | null {
-    if (fds.length) this.#fds.push(...fds);
+    let pending = fds;
     let i = start;
-    while (i < end) {
+    while (i < end || (this.#payload !== undefined && this.#payload.length === 0)) {
       if (this.#payload === undefined) {
         const n = Math.min(HDR_LEN - this.#hdrHave, end - i);
         chunk.copy(this.#hdr, this.#hdrHave, i, i + n);
@@ -73,17 +74,25 @@ export class MessageReader {
         i += n;
         if (this.#hdrHave < HDR_LEN) break;
         const err = this.#header();
-        if (err) return err;
+        if (err) {
+          this.#fds.push(...pending);
+          return err;
+        }
       }
       const payload = this.#payload as Buffer;
       const n = Math.min(payload.length - this.#payloadHave, end - i);
       chunk.copy(payload, this.#payloadHave, i, i + n);
       this.#payloadHave += n;
       i += n;
-      if (this.#payloadHave === payload.length) this.#emit(onMessage);
+      if (this.#payloadHave === payload.length) {
+        if (i === end && pending.length) {
+          this.#fds.push(...pending);
+          pending = [];
+        }
+        this.#emit(onMessage);
+      }
     }
-    // A header with size 0 completes as soon as the header does.
-    if (this.#payload !== undefined && this.#payload.length === 0) this.#emit(onMessage);
+    if (pending.length) this.#fds.push(...pending);
     return null;
   }
 

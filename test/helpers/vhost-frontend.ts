@@ -1,0 +1,329 @@
+/**
+ * A vhost-user front-end written for tests and benchmarks: it plays QEMU's
+ * part (memfd guest memory, the set-up messages, eventfd kicks and calls)
+ * and the guest driver's part (descriptors, available and used rings) over
+ * the real control socket. Besides the well-behaved driver it exposes the raw
+ * pieces (descriptors, ring indexes, arbitrary messages), so tests can break
+ * each rule on purpose.
+ *
+ * Memory layout (one region, guest-physical GPA_BASE, front-end virtual
+ * UVA_BASE): ring i at i * RING_STRIDE (descriptors, then the available ring,
+ * then the used ring at the next 4 KiB), buffers from BUF_BASE on: receive
+ * buffers first, then transmit buffers, `bufSize` bytes each.
+ */
+import { closeSync, ftruncateSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type NativeAddon, native } from '../../src/native/index.js';
+import { bit, F, FLAG_NEED_REPLY, NET_HDR_LEN, ProtoF, Req } from '../../src/net/vhost/constants.js';
+import { encodeMessage, type Message, MessageReader } from '../../src/net/vhost/message.js';
+
+export const GPA_BASE = 0x4000_0000;
+export const UVA_BASE = 0x7f12_3400_0000;
+const RING_STRIDE = 0x40000;
+const BUF_BASE = 2 * RING_STRIDE;
+
+export interface FrontendOptions {
+  /** Queue size of both rings; default 256. */
+  queueSize?: number;
+  /** Size of each buffer in bytes; default 2048 (room for a 1514-byte frame and its header). */
+  bufSize?: number;
+  /** Features to ask for; default VERSION_1 + PROTOCOL_FEATURES + EVENT_IDX. */
+  features?: number;
+  /** Protocol features to ask for; default REPLY_ACK. */
+  protocolFeatures?: number;
+}
+
+export const DEFAULT_FEATURES = bit(F.VERSION_1) + bit(F.PROTOCOL_FEATURES) + bit(F.RING_EVENT_IDX);
+
+interface Ring {
+  desc: number;
+  avail: number;
+  used: number;
+  kick: number;
+  call: number;
+  /** Next avail index we publish. */
+  availIdx: number;
+  /** Used entries consumed. */
+  lastUsed: number;
+}
+
+export class TestFrontend {
+  readonly n: NativeAddon;
+  readonly fd: number;
+  readonly mem: Buffer;
+  readonly memBytes: number;
+  readonly num: number;
+  readonly bufSize: number;
+  readonly rings: Ring[] = [];
+  readonly #memfd: number;
+  readonly #ab: ArrayBuffer;
+  readonly #reader = new MessageReader(true);
+  readonly #recv = Buffer.alloc(4096);
+  readonly #replies: Message[] = [];
+  #eof = false;
+  #txNext = 0;
+
+  constructor(path: string, opts: FrontendOptions = {}) {
+    const n = native();
+    this.n = n;
+    this.num = opts.queueSize ?? 256;
+    this.bufSize = opts.bufSize ?? 2048;
+    this.memBytes = BUF_BASE + 2 * this.num * this.bufSize;
+    this.#memfd = n.memfdCreate('vhost-test-guest');
+    ftruncateSync(this.#memfd, this.memBytes);
+    this.#ab = n.mmap(this.#memfd, this.memBytes, 0, true);
+    this.mem = Buffer.from(this.#ab);
+    this.fd = n.socket(n.SOCK_STREAM);
+    n.connect(this.fd, path);
+    for (let i = 0; i < 2; i++) {
+      const base = i * RING_STRIDE;
+      this.rings.push({
+        desc: base,
+        avail: base + 16 * this.num,
+        used: base + ((16 * this.num + 6 + 2 * this.num + 4095) & ~4095),
+        kick: n.eventfd(0, false),
+        call: n.eventfd(0, false),
+        availIdx: 0,
+        lastUsed: 0,
+      });
+    }
+  }
+
+  /** Sends one request (with `fds`); `needReply` sets the REPLY_ACK flag. */
+  send(request: number, payload?: Buffer, fds: number[] = [], needReply = false): void {
+    const b = encodeMessage(request, needReply ? FLAG_NEED_REPLY : 0, payload);
+    this.n.sendFds(this.fd, b, fds);
+  }
+
+  /** Sends raw bytes (for broken messages). */
+  sendRaw(b: Buffer, fds: number[] = []): void {
+    this.n.sendFds(this.fd, b, fds);
+  }
+
+  /** Waits for the next reply; rejects when the back-end closed the connection or after `timeoutMs`. */
+  async reply(timeoutMs = 5000): Promise<Message> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      this.#pump();
+      const m = this.#replies.shift();
+      if (m) return m;
+      if (this.#eof) throw new Error('the back-end closed the connection');
+      if (Date.now() > until) throw new Error(`no reply within ${timeoutMs} ms`);
+      await sleep(2);
+    }
+  }
+
+  /** Resolves true once the back-end has closed the connection, false after `timeoutMs`. */
+  async closedByPeer(timeoutMs = 5000): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      this.#pump();
+      if (this.#eof) return true;
+      await sleep(5);
+    }
+    return false;
+  }
+
+  #pump(): void {
+    for (;;) {
+      let r: ReturnType<NativeAddon['recvFds']>;
+      try {
+        r = this.n.recvFds(this.fd, this.#recv);
+      } catch {
+        this.#eof = true;
+        return;
+      }
+      if (r === null) return;
+      if (r.bytes === 0) {
+        this.#eof = true;
+        return;
+      }
+      const err = this.#reader.feed(this.#recv, 0, r.bytes, r.fds, (m) => this.#replies.push(m));
+      if (err) throw err;
+    }
+  }
+
+  /** A u64 payload. */
+  static u64(v: number): Buffer {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    return b;
+  }
+
+  /** A vring state payload (index, num). */
+  static state(index: number, num: number): Buffer {
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(index, 0);
+    b.writeUInt32LE(num, 4);
+    return b;
+  }
+
+  /** SET_MEM_TABLE payload for our one region (or the given ones). */
+  memTable(regions = [{ gpa: GPA_BASE, size: this.memBytes, uva: UVA_BASE, offset: 0 }]): Buffer {
+    const b = Buffer.alloc(8 + 32 * regions.length);
+    b.writeUInt32LE(regions.length, 0);
+    regions.forEach((r, i) => {
+      b.writeBigUInt64LE(BigInt(r.gpa), 8 + 32 * i);
+      b.writeBigUInt64LE(BigInt(r.size), 16 + 32 * i);
+      b.writeBigUInt64LE(BigInt(r.uva), 24 + 32 * i);
+      b.writeBigUInt64LE(BigInt(r.offset), 32 + 32 * i);
+    });
+    return b;
+  }
+
+  /** The whole QEMU start-up sequence, then posts every receive buffer. Rejects when a step fails. */
+  async setup(opts: FrontendOptions = {}): Promise<{ features: bigint; protocolFeatures: bigint }> {
+    this.send(Req.GET_FEATURES);
+    const features = (await this.reply()).payload.readBigUInt64LE(0);
+    this.send(Req.GET_PROTOCOL_FEATURES);
+    const protocolFeatures = (await this.reply()).payload.readBigUInt64LE(0);
+    this.send(Req.SET_PROTOCOL_FEATURES, TestFrontend.u64(opts.protocolFeatures ?? bit(ProtoF.REPLY_ACK)));
+    this.send(Req.SET_OWNER);
+    this.send(Req.SET_FEATURES, TestFrontend.u64(opts.features ?? DEFAULT_FEATURES));
+    await this.ack(Req.SET_MEM_TABLE, this.memTable(), [this.#memfd]);
+    for (let i = 0; i < 2; i++) {
+      const r = this.rings[i] as Ring;
+      this.send(Req.SET_VRING_NUM, TestFrontend.state(i, this.num));
+      this.send(Req.SET_VRING_BASE, TestFrontend.state(i, 0));
+      const a = Buffer.alloc(40);
+      a.writeUInt32LE(i, 0);
+      a.writeBigUInt64LE(BigInt(UVA_BASE + r.desc), 8);
+      a.writeBigUInt64LE(BigInt(UVA_BASE + r.used), 16);
+      a.writeBigUInt64LE(BigInt(UVA_BASE + r.avail), 24);
+      this.send(Req.SET_VRING_ADDR, a);
+      this.send(Req.SET_VRING_CALL, TestFrontend.u64(i), [r.call]);
+      this.send(Req.SET_VRING_KICK, TestFrontend.u64(i), [r.kick]);
+      await this.ack(Req.SET_VRING_ENABLE, TestFrontend.state(i, 1));
+    }
+    this.postRx(this.num);
+    return { features, protocolFeatures };
+  }
+
+  /** Sends a request with need_reply and waits for a zero REPLY_ACK. */
+  async ack(request: number, payload?: Buffer, fds: number[] = []): Promise<void> {
+    this.send(request, payload, fds, true);
+    const m = await this.reply();
+    if (m.request !== request || m.payload.readBigUInt64LE(0) !== 0n)
+      throw new Error(`request ${request} was not acked (reply ${m.request}, ${m.payload.toString('hex')})`);
+  }
+
+  // ---- the driver's side ----
+
+  /** Guest-physical address of memory offset `off`. */
+  gpa(off: number): number {
+    return GPA_BASE + off;
+  }
+
+  writeDesc(ring: number, i: number, addr: number, len: number, flags: number, next: number): void {
+    const d = (this.rings[ring] as Ring).desc + 16 * i;
+    this.mem.writeBigUInt64LE(BigInt(addr), d);
+    this.mem.writeUInt32LE(len, d + 8);
+    this.mem.writeUInt16LE(flags, d + 12);
+    this.mem.writeUInt16LE(next, d + 14);
+  }
+
+  /** Makes `head` available on `ring` (ring entry, then the index). */
+  pushAvail(ring: number, head: number): void {
+    const r = this.rings[ring] as Ring;
+    this.mem.writeUInt16LE(head, r.avail + 4 + 2 * (r.availIdx % this.num));
+    r.availIdx = (r.availIdx + 1) & 0xffff;
+    this.mem.writeUInt16LE(r.availIdx, r.avail + 2);
+  }
+
+  /** Sets the available index directly (to break the rules). */
+  setAvailIdx(ring: number, idx: number): void {
+    (this.rings[ring] as Ring).availIdx = idx & 0xffff;
+    this.mem.writeUInt16LE(idx & 0xffff, (this.rings[ring] as Ring).avail + 2);
+  }
+
+  kick(ring: number): void {
+    this.n.eventfdWrite((this.rings[ring] as Ring).kick, 1);
+  }
+
+  /** Offset of receive buffer i / transmit buffer i. */
+  rxBuf(i: number): number {
+    return BUF_BASE + i * this.bufSize;
+  }
+  txBuf(i: number): number {
+    return BUF_BASE + (this.num + i) * this.bufSize;
+  }
+
+  /** Posts `count` receive buffers (descriptor i = buffer i, device-writable). */
+  postRx(count: number): void {
+    for (let i = 0; i < count; i++) {
+      this.writeDesc(0, i, this.gpa(this.rxBuf(i)), this.bufSize, 2, 0);
+      this.pushAvail(0, i);
+    }
+    this.kick(0);
+  }
+
+  /** Transmits one frame: header + frame in one buffer (or split at `split` bytes into two chained descriptors). */
+  sendFrame(frame: Buffer, split?: number): void {
+    const r = this.rings[1] as Ring;
+    const used = this.mem.readUInt16LE(r.used + 2);
+    if (((r.availIdx - used) & 0xffff) >= this.num / 2) throw new Error('transmit ring full');
+    const slot = this.#txNext;
+    this.#txNext = (this.#txNext + 2) % this.num;
+    const off = this.txBuf(slot);
+    this.mem.fill(0, off, off + NET_HDR_LEN);
+    frame.copy(this.mem, off + NET_HDR_LEN);
+    const total = NET_HDR_LEN + frame.length;
+    if (split !== undefined && split > 0 && split < total) {
+      this.writeDesc(1, slot, this.gpa(off), split, 1, slot + 1);
+      this.writeDesc(1, slot + 1, this.gpa(off + split), total - split, 0, 0);
+    } else {
+      this.writeDesc(1, slot, this.gpa(off), total, 0, 0);
+    }
+    this.pushAvail(1, slot);
+    this.kick(1);
+  }
+
+  /** Transmit buffers the back-end has returned so far. */
+  txUsed(): number {
+    return this.mem.readUInt16LE((this.rings[1] as Ring).used + 2);
+  }
+
+  /** Frames received since the last call (headers stripped); their buffers are posted again. */
+  receive(): Buffer[] {
+    const r = this.rings[0] as Ring;
+    const out: Buffer[] = [];
+    const idx = this.mem.readUInt16LE(r.used + 2);
+    let reposted = false;
+    while (r.lastUsed !== idx) {
+      const e = r.used + 4 + 8 * (r.lastUsed % this.num);
+      const id = this.mem.readUInt32LE(e);
+      const len = this.mem.readUInt32LE(e + 4);
+      const off = this.rxBuf(id);
+      out.push(Buffer.from(this.mem.subarray(off + NET_HDR_LEN, off + len)));
+      r.lastUsed = (r.lastUsed + 1) & 0xffff;
+      this.pushAvail(0, id);
+      reposted = true;
+    }
+    if (reposted) this.kick(0);
+    return out;
+  }
+
+  /** Waits until at least `count` frames arrived (or `timeoutMs`); returns them all. */
+  async waitFrames(count: number, timeoutMs = 5000): Promise<Buffer[]> {
+    const got: Buffer[] = [];
+    const until = Date.now() + timeoutMs;
+    while (got.length < count && Date.now() < until) {
+      got.push(...this.receive());
+      if (got.length < count) await sleep(2);
+    }
+    return got;
+  }
+
+  /** Closes the connection and frees the memory. Idempotent. */
+  close(): void {
+    if (this.rings.length === 0) return;
+    for (const r of this.rings) {
+      closeSync(r.kick);
+      closeSync(r.call);
+    }
+    this.rings.length = 0;
+    closeSync(this.fd);
+    closeSync(this.#memfd);
+    this.n.munmap(this.#ab);
+  }
+}

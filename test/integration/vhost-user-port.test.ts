@@ -1,0 +1,251 @@
+/**
+ * vhost-user ports in a real daemon, driven by the test front-end over the
+ * real control socket with memfd memory: frames between two vhost-user
+ * ports, to and from a stream port, and every kind of misbehaviour
+ * disconnecting that front-end alone while the others carry on.
+ */
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { Req } from '../../src/net/vhost/constants.js';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { TestFrontend } from '../helpers/vhost-frontend.js';
+
+const MAC_A = '020000000a01';
+const MAC_B = '020000000b02';
+const MAC_S = '020000000c03';
+
+/** An Ethernet frame dst <- src with a recognisable payload of `len` bytes in total. */
+function frame(dst: string, src: string, fill: number, len = 60): Buffer {
+  const f = Buffer.alloc(len, fill);
+  Buffer.from(dst, 'hex').copy(f, 0);
+  Buffer.from(src, 'hex').copy(f, 6);
+  f.writeUInt16BE(0x88b5, 12); // local experimental ethertype
+  return f;
+}
+
+describe('vhost-user ports', { timeout: 120_000 }, () => {
+  let daemon: TestDaemon;
+  const fronts: TestFrontend[] = [];
+  let stream: Socket | undefined;
+
+  const attach = async (port: string, opts = {}): Promise<TestFrontend> => {
+    const f = new TestFrontend(daemon.path(`${port}.sock`), opts);
+    fronts.push(f);
+    await f.setup(opts);
+    return f;
+  };
+
+  before(async () => {
+    daemon = await startDaemon({
+      networks: [{ name: 'lab', vni: 10 }],
+      ports: (dir) => [
+        { name: 'va', network: 'lab', kind: 'vhost-user', listen: `unix:${dir}/va.sock` },
+        { name: 'vb', network: 'lab', kind: 'vhost-user', listen: `unix:${dir}/vb.sock` },
+        { name: 'vc', network: 'lab', kind: 'vhost-user', listen: `unix:${dir}/vc.sock` },
+        { name: 'st', network: 'lab', kind: 'stream', listen: `unix:${dir}/st.sock` },
+      ],
+    });
+  });
+
+  after(async () => {
+    for (const f of fronts) f.close();
+    stream?.destroy();
+    await daemon?.cleanup();
+  });
+
+  test('negotiates VERSION_1, protocol features, EVENT_IDX and REPLY_ACK, and offers no checksum or GSO offloads', async () => {
+    const f = new TestFrontend(daemon.path('va.sock'));
+    fronts.push(f);
+    const { features, protocolFeatures } = await f.setup();
+    assert.ok(features & (1n << 32n), 'VERSION_1');
+    assert.ok(features & (1n << 30n), 'PROTOCOL_FEATURES');
+    assert.ok(features & (1n << 29n), 'EVENT_IDX');
+    assert.ok(features & (1n << 15n), 'MRG_RXBUF');
+    for (const b of [0n, 1n, 7n, 8n, 11n, 12n]) assert.equal(features & (1n << b), 0n, `feature bit ${b} not offered`);
+    assert.equal(protocolFeatures & 0b11110n, 0b11110n, 'LOG_SHMFD, RARP, REPLY_ACK, MTU');
+    f.close();
+    fronts.pop();
+  });
+
+  test('moves frames between two vhost-user ports both ways, plain and chained descriptors', async () => {
+    const a = await attach('va');
+    const b = await attach('vb');
+    a.sendFrame(frame('ffffffffffff', MAC_A, 1)); // B learns nothing yet; A's MAC is learned
+    const first = await b.waitFrames(1);
+    assert.equal(first.length, 1);
+    assert.deepEqual(first[0], frame('ffffffffffff', MAC_A, 1));
+    b.sendFrame(frame(MAC_A, MAC_B, 2, 1514), 12); // header and frame in two descriptors
+    const back = await a.waitFrames(1);
+    assert.deepEqual(back[0], frame(MAC_A, MAC_B, 2, 1514));
+    for (let i = 0; i < 100; i++) a.sendFrame(frame(MAC_B, MAC_A, i & 0xff, 64 + i), i % 3 === 0 ? 40 : undefined);
+    const many = await b.waitFrames(100);
+    assert.equal(many.length, 100);
+    many.forEach((f, i) => assert.deepEqual(f, frame(MAC_B, MAC_A, i & 0xff, 64 + i)));
+  });
+
+  test('a vhost-user port reaches a stream port and back', async () => {
+    const a = fronts.find((f) => f.rings.length > 0) as TestFrontend;
+    stream = connect(daemon.path('st.sock'));
+    await new Promise<void>((resolve, reject) => stream!.once('connect', resolve).once('error', reject));
+    const got: Buffer[] = [];
+    let acc = Buffer.alloc(0);
+    stream.on('data', (d: Buffer) => {
+      acc = Buffer.concat([acc, d]);
+      while (acc.length >= 4 && acc.length >= 4 + acc.readUInt32BE(0)) {
+        got.push(acc.subarray(4, 4 + acc.readUInt32BE(0)));
+        acc = acc.subarray(4 + acc.readUInt32BE(0));
+      }
+    });
+    const out = frame(MAC_A, MAC_S, 7, 600);
+    const hdr = Buffer.alloc(4);
+    hdr.writeUInt32BE(out.length);
+    stream.write(Buffer.concat([hdr, out]));
+    const atA = await a.waitFrames(1);
+    assert.deepEqual(atA[0], out);
+    a.sendFrame(frame(MAC_S, MAC_A, 8, 900));
+    for (let i = 0; i < 200 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(got[0], frame(MAC_S, MAC_A, 8, 900));
+  });
+
+  /** Each case: a fresh front-end on port vc does one bad thing and must be disconnected alone. */
+  const cases: [string, string, (f: TestFrontend) => void][] = [
+    [
+      'a descriptor loop',
+      'longer than',
+      (f) => {
+        f.writeDesc(1, 0, f.gpa(f.txBuf(0)), 100, 1, 1);
+        f.writeDesc(1, 1, f.gpa(f.txBuf(0)), 100, 1, 0);
+        f.pushAvail(1, 0);
+        f.kick(1);
+      },
+    ],
+    [
+      'a buffer outside guest memory',
+      'outside guest memory',
+      (f) => {
+        f.writeDesc(1, 0, f.gpa(f.memBytes - 10), 100, 0, 0);
+        f.pushAvail(1, 0);
+        f.kick(1);
+      },
+    ],
+    [
+      'a head index beyond the queue size',
+      'beyond queue size',
+      (f) => {
+        f.pushAvail(1, f.num + 5);
+        f.kick(1);
+      },
+    ],
+    [
+      'an available index far ahead',
+      'entries ahead',
+      (f) => {
+        f.setAvailIdx(1, f.num + 1);
+        f.kick(1);
+      },
+    ],
+    [
+      'a receive buffer that is device-readable',
+      'device-readable in a receive queue',
+      (f) => {
+        // Buffer 0 is already available; make it device-readable, then flood a frame to every port.
+        f.writeDesc(0, 0, f.gpa(f.rxBuf(0)), 2048, 0, 0);
+        (fronts.find((x) => x.rings.length > 0) as TestFrontend).sendFrame(frame('ffffffffffff', MAC_A, 9));
+      },
+    ],
+    [
+      'a nested indirect table',
+      'nested indirect',
+      (f) => {
+        const t = f.txBuf(4);
+        f.mem.writeBigUInt64LE(BigInt(f.gpa(t)), t);
+        f.mem.writeUInt32LE(16, t + 8);
+        f.mem.writeUInt16LE(4, t + 12);
+        f.writeDesc(1, 0, f.gpa(t), 16, 4, 0);
+        f.pushAvail(1, 0);
+        f.kick(1);
+      },
+    ],
+    ['an unknown request', 'unknown request', (f) => f.send(99, Buffer.alloc(8))],
+    ['a wrong payload size', 'payload of 8 bytes, expected 40', (f) => f.send(Req.SET_VRING_ADDR, Buffer.alloc(8))],
+    ['a ring index out of range', 'does not exist', (f) => f.send(Req.SET_VRING_NUM, TestFrontend.state(7, 256))],
+    [
+      'a ring outside memory',
+      'outside the memory table',
+      (f) => {
+        const a = Buffer.alloc(40);
+        a.writeBigUInt64LE(0xdead0000n, 8);
+        f.send(Req.SET_VRING_ADDR, a);
+      },
+    ],
+    [
+      'a bad protocol version',
+      'protocol version',
+      (f) => {
+        const m = Buffer.alloc(12);
+        m.writeUInt32LE(1, 0);
+        m.writeUInt32LE(2, 4);
+        f.sendRaw(m);
+      },
+    ],
+    [
+      'a kick message without its fd',
+      'fds received, expected 1',
+      (f) => f.send(Req.SET_VRING_KICK, TestFrontend.u64(0)),
+    ],
+  ];
+
+  for (const [what, logged, misbehave] of cases) {
+    test(`disconnects a front-end for ${what}, with one log line, and the others carry on`, async () => {
+      const f = new TestFrontend(daemon.path('vc.sock'));
+      try {
+        await f.setup();
+        const before = daemon.log.length;
+        misbehave(f);
+        assert.equal(await f.closedByPeer(5000), true, 'the back-end closed the bad front-end');
+        await check(before, logged);
+      } finally {
+        f.close();
+      }
+    });
+  }
+
+  async function check(before: number, logged: string): Promise<void> {
+    {
+      await waitFor(() => daemon.log.slice(before).includes('vhost-user front-end disconnected'));
+      const lines = daemon.log
+        .slice(before)
+        .split('\n')
+        .filter((l) => l.includes('vhost-user front-end disconnected'));
+      assert.equal(lines.length, 1, lines.join('\n'));
+      assert.match(lines[0] as string, new RegExp(logged.replace(/[()]/g, '\\$&')));
+      // The daemon and the other front-ends carry on.
+      const [a, b] = fronts.filter((x) => x.rings.length > 0) as [TestFrontend, TestFrontend];
+      await b.waitFrames(1, 200); // a flood from the case itself, if any
+      a.sendFrame(frame(MAC_B, MAC_A, 0x5a, 200));
+      const got = await b.waitFrames(1);
+      assert.deepEqual(got[0], frame(MAC_B, MAC_A, 0x5a, 200));
+      const st = await daemon.json<{ port: { state: string } }>(['port', 'show', 'vc']);
+      assert.equal(st.port.state, 'listening');
+    }
+  }
+
+  test('refuses a second front-end on a port in use and keeps the first', async () => {
+    const b = fronts.filter((x) => x.rings.length > 0)[1] as TestFrontend;
+    const second = new TestFrontend(daemon.path('vb.sock'));
+    assert.equal(await second.closedByPeer(5000), true);
+    second.close();
+    const a = fronts.filter((x) => x.rings.length > 0)[0] as TestFrontend;
+    a.sendFrame(frame(MAC_B, MAC_A, 0x33, 100));
+    assert.deepEqual((await b.waitFrames(1))[0], frame(MAC_B, MAC_A, 0x33, 100));
+  });
+});
+
+async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > until) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
