@@ -81,7 +81,9 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     for (let i = 0; i < 100; i++) a.sendFrame(frame(MAC_B, MAC_A, i & 0xff, 64 + i), i % 3 === 0 ? 40 : undefined);
     const many = await b.waitFrames(100);
     assert.equal(many.length, 100);
-    many.forEach((f, i) => assert.deepEqual(f, frame(MAC_B, MAC_A, i & 0xff, 64 + i)));
+    many.forEach((f, i) => {
+      assert.deepEqual(f, frame(MAC_B, MAC_A, i & 0xff, 64 + i));
+    });
   });
 
   test('a vhost-user port reaches a stream port and back', async () => {
