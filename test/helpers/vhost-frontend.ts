@@ -31,6 +31,8 @@ export interface FrontendOptions {
   features?: number;
   /** Protocol features to ask for; default REPLY_ACK. */
   protocolFeatures?: number;
+  /** Ask for used-ring dirty logging in SET_VRING_ADDR (flag bit 0, log = the used ring's guest address). */
+  logRings?: boolean;
 }
 
 export const DEFAULT_FEATURES = bit(F.VERSION_1) + bit(F.PROTOCOL_FEATURES) + bit(F.RING_EVENT_IDX);
@@ -172,6 +174,8 @@ export class TestFrontend {
   }
 
   /** The whole QEMU start-up sequence, then posts every receive buffer. Rejects when a step fails. */
+  #mrg = false;
+
   async setup(opts: FrontendOptions = {}): Promise<{ features: bigint; protocolFeatures: bigint }> {
     this.send(Req.GET_FEATURES);
     const features = (await this.reply()).payload.readBigUInt64LE(0);
@@ -179,7 +183,9 @@ export class TestFrontend {
     const protocolFeatures = (await this.reply()).payload.readBigUInt64LE(0);
     this.send(Req.SET_PROTOCOL_FEATURES, TestFrontend.u64(opts.protocolFeatures ?? bit(ProtoF.REPLY_ACK)));
     this.send(Req.SET_OWNER);
-    this.send(Req.SET_FEATURES, TestFrontend.u64(opts.features ?? DEFAULT_FEATURES));
+    const want = opts.features ?? DEFAULT_FEATURES;
+    this.#mrg = Math.floor(want / 2 ** F.NET_MRG_RXBUF) % 2 === 1;
+    this.send(Req.SET_FEATURES, TestFrontend.u64(want));
     await this.ack(Req.SET_MEM_TABLE, this.memTable(), [this.#memfd]);
     for (let i = 0; i < 2; i++) {
       const r = this.rings[i] as Ring;
@@ -190,6 +196,10 @@ export class TestFrontend {
       a.writeBigUInt64LE(BigInt(UVA_BASE + r.desc), 8);
       a.writeBigUInt64LE(BigInt(UVA_BASE + r.used), 16);
       a.writeBigUInt64LE(BigInt(UVA_BASE + r.avail), 24);
+      if (opts.logRings) {
+        a.writeUInt32LE(1, 4);
+        a.writeBigUInt64LE(BigInt(this.gpa(r.used)), 32);
+      }
       this.send(Req.SET_VRING_ADDR, a);
       this.send(Req.SET_VRING_CALL, TestFrontend.u64(i), [r.call]);
       this.send(Req.SET_VRING_KICK, TestFrontend.u64(i), [r.kick]);
@@ -283,22 +293,34 @@ export class TestFrontend {
     return this.mem.readUInt16LE((this.rings[1] as Ring).used + 2);
   }
 
-  /** Frames received since the last call (headers stripped); their buffers are posted again. */
+  /**
+   * Frames received since the last call (headers stripped; with MRG_RXBUF the
+   * num_buffers buffers of a frame are joined); their buffers are posted again.
+   */
   receive(): Buffer[] {
     const r = this.rings[0] as Ring;
     const out: Buffer[] = [];
     const idx = this.mem.readUInt16LE(r.used + 2);
     let reposted = false;
+    let parts: Buffer[] = [];
+    let left = 0;
     while (r.lastUsed !== idx) {
       const e = r.used + 4 + 8 * (r.lastUsed % this.num);
       const id = this.mem.readUInt32LE(e);
       const len = this.mem.readUInt32LE(e + 4);
       const off = this.rxBuf(id);
-      out.push(Buffer.from(this.mem.subarray(off + NET_HDR_LEN, off + len)));
+      if (left === 0) {
+        left = this.#mrg ? this.mem.readUInt16LE(off + 10) : 1;
+        parts = [Buffer.from(this.mem.subarray(off + NET_HDR_LEN, off + len))];
+      } else {
+        parts.push(Buffer.from(this.mem.subarray(off, off + len)));
+      }
+      if (--left === 0) out.push(Buffer.concat(parts));
       r.lastUsed = (r.lastUsed + 1) & 0xffff;
       this.pushAvail(0, id);
       reposted = true;
     }
+    if (left > 0) throw new Error(`a frame announced more buffers than were used (${left} missing)`);
     if (reposted) this.kick(0);
     return out;
   }

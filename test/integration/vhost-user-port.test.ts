@@ -5,15 +5,17 @@
  * disconnecting that front-end alone while the others carry on.
  */
 import assert from 'node:assert/strict';
+import { closeSync, ftruncateSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Req } from '../../src/net/vhost/constants.js';
+import { F, ProtoF, Req } from '../../src/net/vhost/constants.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { TestFrontend } from '../helpers/vhost-frontend.js';
+import { DEFAULT_FEATURES, GPA_BASE, TestFrontend } from '../helpers/vhost-frontend.js';
 
 const MAC_A = '020000000a01';
 const MAC_B = '020000000b02';
 const MAC_S = '020000000c03';
+const MAC_M = '020000000d04';
 
 /** An Ethernet frame dst <- src with a recognisable payload of `len` bytes in total. */
 function frame(dst: string, src: string, fill: number, len = 60): Buffer {
@@ -108,6 +110,68 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     a.sendFrame(frame(MAC_S, MAC_A, 8, 900));
     for (let i = 0; i < 200 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(got[0], frame(MAC_S, MAC_A, 8, 900));
+  });
+
+  test('spreads a frame over several mergeable receive buffers and sets num_buffers', async () => {
+    const a = fronts.find((f) => f.rings.length > 0) as TestFrontend;
+    const m = new TestFrontend(daemon.path('vc.sock'), { bufSize: 256 });
+    try {
+      await m.setup({ features: DEFAULT_FEATURES + 2 ** F.NET_MRG_RXBUF + 2 ** F.RING_INDIRECT_DESC });
+      m.sendFrame(frame(MAC_A, MAC_M, 3, 100)); // teach the switch where MAC_M is
+      await a.waitFrames(1);
+      a.sendFrame(frame(MAC_M, MAC_A, 4, 1514));
+      a.sendFrame(frame(MAC_M, MAC_A, 5, 200));
+      const got = await m.waitFrames(2);
+      assert.deepEqual(got, [frame(MAC_M, MAC_A, 4, 1514), frame(MAC_M, MAC_A, 5, 200)]);
+      // 12 + 1514 bytes in 256-byte buffers: 6 buffers, num_buffers 6 (checked inside receive()).
+    } finally {
+      m.close();
+    }
+  });
+
+  test('SEND_RARP announces the MAC to the other ports; dirty logging marks the pages written while migrating', async () => {
+    const [a, b] = fronts.filter((x) => x.rings.length > 0) as [TestFrontend, TestFrontend];
+    const m = new TestFrontend(daemon.path('vc.sock'));
+    const n = m.n;
+    const logFd = n.memfdCreate('vhost-test-log');
+    const logSize = Math.ceil(m.memBytes / 4096 / 8) + GPA_BASE / 4096 / 8;
+    ftruncateSync(logFd, logSize);
+    const logAb = n.mmap(logFd, logSize, 0, true);
+    const log = Buffer.from(logAb);
+    try {
+      await m.setup({
+        protocolFeatures: 2 ** ProtoF.REPLY_ACK + 2 ** ProtoF.LOG_SHMFD + 2 ** ProtoF.RARP,
+        logRings: true,
+      });
+      await b.waitFrames(1, 100);
+      const mac = Buffer.from(MAC_M, 'hex');
+      await m.ack(Req.SEND_RARP, Buffer.concat([mac, Buffer.alloc(2)]));
+      const rarp = await b.waitFrames(1);
+      assert.equal(rarp[0]?.subarray(0, 14).toString('hex'), `ffffffffffff${MAC_M}8035`);
+      assert.equal(rarp[0]?.subarray(22, 28).toString('hex'), MAC_M);
+      // Migration starts: the log, then LOG_ALL.
+      const p = Buffer.alloc(16);
+      p.writeBigUInt64LE(BigInt(logSize), 0);
+      m.send(Req.SET_LOG_BASE, p, [logFd]);
+      const r = await m.reply();
+      assert.equal(r.request, Req.SET_LOG_BASE);
+      await m.ack(Req.SET_FEATURES, TestFrontend.u64(DEFAULT_FEATURES + 2 ** F.LOG_ALL));
+      assert.equal(
+        log.every((x) => x === 0),
+        true,
+      );
+      a.sendFrame(frame(MAC_M, MAC_A, 6, 1000)); // the switch learned MAC_M from the RARP
+      const got = await m.waitFrames(1);
+      assert.deepEqual(got[0], frame(MAC_M, MAC_A, 6, 1000));
+      const dirty = (gpa: number) => ((log[Math.floor(gpa / 4096) >> 3] as number) >> (Math.floor(gpa / 4096) & 7)) & 1;
+      assert.equal(dirty(m.gpa(m.rxBuf(0))), 1, 'the receive buffer page is dirty');
+      assert.equal(dirty(m.gpa(m.rings[0]!.used)), 1, 'the used ring page is dirty');
+      assert.equal(dirty(m.gpa(m.rxBuf(100))), 0, 'an untouched page is clean');
+    } finally {
+      m.close();
+      n.munmap(logAb);
+      closeSync(logFd);
+    }
   });
 
   /** Each case: a fresh front-end on port vc does one bad thing and must be disconnected alone. */
