@@ -106,10 +106,8 @@ export class VhostSession {
     return this.#closed;
   }
 
-  /** Mergeable receive buffers negotiated. */
-  get mrg(): boolean {
-    return has(this.features, F.NET_MRG_RXBUF);
-  }
+  /** Mergeable receive buffers negotiated (kept as a field: read per frame). */
+  mrg = false;
 
   #readable(status: number): void {
     if (this.#closed) return;
@@ -201,6 +199,7 @@ export class VhostSession {
       case Req.RESET_OWNER:
         this.#stopAll();
         this.features = 0;
+        this.mrg = false;
         return false;
       case Req.SET_MEM_TABLE:
         this.#setMemTable(parseMemTable(p), m.fds);
@@ -231,6 +230,7 @@ export class VhostSession {
     const extra = unoffered(f, OFFERED_FEATURES);
     if (extra.length) throw new VhostProtocolError(`SET_FEATURES: bits ${extra.join(',')} were not offered`);
     this.features = f;
+    this.mrg = has(f, F.NET_MRG_RXBUF);
     const eventIdx = has(f, F.RING_EVENT_IDX);
     const logAll = has(f, F.LOG_ALL);
     for (const q of this.rings) {

@@ -11,6 +11,11 @@
  * available index that never runs more than a queue size ahead. A failed
  * check sets {@link error} and returns -1; the caller disconnects the guest.
  *
+ * Indexes and flags the driver changes while we run (available index,
+ * used_event, flags) are read with one 16-bit load each: Buffer.readUInt16LE
+ * reads byte by byte, and a torn read of an index that crosses a multiple of
+ * 256 ran 256 entries ahead (seen under load).
+ *
  * Ordering: used elements are written before the used index that publishes
  * them (§2.7.8), and the used index is stored with Atomics.store (a full
  * barrier on x86), so the store of avail_event/used index is visible before
@@ -64,6 +69,7 @@ export class Virtqueue {
   #descOff = 0;
   #avail: Buffer | undefined;
   #availOff = 0;
+  #availU16: Uint16Array | undefined;
   #used: Buffer | undefined;
   #usedOff = 0;
   #usedU16: Uint16Array | undefined;
@@ -93,7 +99,7 @@ export class Virtqueue {
    * lies outside memory or is misaligned.
    */
   attach(mem: GuestMemory | undefined): void {
-    this.#desc = this.#avail = this.#used = this.#usedU16 = undefined;
+    this.#desc = this.#avail = this.#used = this.#usedU16 = this.#availU16 = undefined;
     this.#mem = mem;
     const a = this.addrs;
     if (!mem || !a || this.num === 0) return;
@@ -111,12 +117,13 @@ export class Virtqueue {
       return [mem.views[mem.region] as Buffer, off, mem.region];
     };
     const [desc, descOff] = part('descriptor table', a.desc, 16 * n, 16);
-    const [avail, availOff] = part('available ring', a.avail, 6 + 2 * n, 2);
+    const [avail, availOff, availRegion] = part('available ring', a.avail, 6 + 2 * n, 2);
     const [used, usedOff, usedRegion] = part('used ring', a.used, 6 + 8 * n, 4);
     this.#desc = desc;
     this.#descOff = descOff;
     this.#avail = avail;
     this.#availOff = availOff;
+    this.#availU16 = mem.u16[availRegion];
     this.#used = used;
     this.#usedOff = usedOff;
     this.#usedU16 = mem.u16[usedRegion];
@@ -124,7 +131,7 @@ export class Virtqueue {
 
   /** Forgets the mapping (the memory table is going away or the ring stopped). */
   detach(): void {
-    this.#desc = this.#avail = this.#used = this.#usedU16 = undefined;
+    this.#desc = this.#avail = this.#used = this.#usedU16 = this.#availU16 = undefined;
     this.#mem = undefined;
   }
 
@@ -133,9 +140,10 @@ export class Virtqueue {
    * {@link error}) when the available index ran more than a queue size ahead.
    */
   availCount(): number {
-    const avail = this.#avail;
-    if (!avail) return 0;
-    const idx = avail.readUInt16LE(this.#availOff + 2);
+    const u16 = this.#availU16;
+    if (!u16) return 0;
+    // One 16-bit load: Buffer.readUInt16LE reads byte by byte and can tear while the driver updates the index.
+    const idx = u16[(this.#availOff + 2) >>> 1] as number;
     const n = (idx - this.lastAvail) & 0xffff;
     if (n > this.num) {
       this.error = `ring ${this.index}: available index ${idx} is ${n} entries ahead of ${this.lastAvail & 0xffff} (queue size ${this.num})`;
@@ -248,17 +256,17 @@ export class Virtqueue {
    * last call (§2.7.10: used_event with EVENT_IDX, else the NO_INTERRUPT flag).
    */
   needsCall(): boolean {
-    const avail = this.#avail;
-    if (!avail) return false;
+    const u16 = this.#availU16;
+    if (!u16) return false;
     const now = this.usedIdx;
     const old = this.#signalledUsed;
     this.#signalledUsed = now;
     if (now === old) return false;
     if (this.eventIdx) {
-      const event = avail.readUInt16LE(this.#availOff + 4 + 2 * this.num);
+      const event = u16[(this.#availOff + 4 + 2 * this.num) >>> 1] as number;
       return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
     }
-    return (avail.readUInt16LE(this.#availOff) & AVAIL_F_NO_INTERRUPT) === 0;
+    return ((u16[this.#availOff >>> 1] as number) & AVAIL_F_NO_INTERRUPT) === 0;
   }
 
   /**
