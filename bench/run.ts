@@ -3,7 +3,7 @@
  * peer in the same run, writes bench/results/<scenario>-<time>.json and the
  * summary table in BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap]
+ *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap,vhost]
  *
  * The NBD comparison (bench/nbd.ts) runs on its own: node dist/bench/nbd.js
  */
@@ -14,6 +14,7 @@ import { streamScenario } from './stream.js';
 import { tapScenario } from './tap.js';
 import type { ScenarioResult } from './types.js';
 import { vdeScenario } from './vde.js';
+import { vhostScenario } from './vhost.js';
 
 const root = new URL('../..', import.meta.url).pathname;
 
@@ -22,7 +23,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '3' },
     repeat: { type: 'string', default: '3' },
     pin: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'stream,vde,tap' },
+    only: { type: 'string', default: 'stream,vde,tap,vhost' },
   },
 });
 const seconds = Number(values.seconds);
@@ -39,6 +40,7 @@ if (only.has('stream')) results.push(await streamScenario({ root, seconds, repea
 // The VDE comparison is always pinned: the switch under test alone on one core, generator and sink on the other.
 if (only.has('vde')) results.push(await vdeScenario({ root, seconds, repeat, pin: true }));
 if (only.has('tap')) results.push(await tapScenario({ root, seconds, repeat, pin }));
+if (only.has('vhost')) results.push(await vhostScenario({ root, seconds, repeat, pin }));
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });

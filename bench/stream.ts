@@ -52,7 +52,13 @@ async function lastJson(p: ChildProcess): Promise<Record<string, number>> {
 }
 
 /** One measured run: a sink at `sinkAddr` (listening or connecting) and a generator into `genAddr`. */
-async function run(o: Opts, size: number, sinkAddr: string, sinkMode: string, genAddr: string): Promise<Measure> {
+export async function run(
+  o: Opts,
+  size: number,
+  sinkAddr: string,
+  sinkMode: string,
+  genAddr: string,
+): Promise<Measure> {
   const sink = node(
     o.root,
     ['bench/stream-peers.js', 'sink', sinkAddr, sinkMode, String(o.seconds), SINK_MAC],

@@ -55,6 +55,7 @@ export async function startBenchDaemon(
   dir: string,
   portLines: string[],
   cpuList?: string,
+  mtu = 1500,
 ): Promise<{ proc: ChildProcess; control: string }> {
   const control = join(dir, 'control.sock');
   const config = join(dir, 'vmlink.yaml');
@@ -63,7 +64,7 @@ export async function startBenchDaemon(
     [
       `host: { id: bench, control: ${control}, state_dir: ${join(dir, 'state')} }`,
       'networks:',
-      '  - { name: bench, vni: 1 }',
+      `  - { name: bench, vni: 1, mtu: ${mtu} }`,
       'ports:',
       ...portLines.map((l) => `  - ${l}`),
       '',
