@@ -228,6 +228,7 @@ export class VhostUserPort implements Port {
       guest_memory_bytes: s?.mem?.bytes,
       rings: s?.rings.map((q) => ({ num: q.num, ready: q.ready, last_avail: q.lastAvail, used: q.usedIdx })),
       migrating: s ? s.log !== undefined : undefined,
+      dirty_logs: s?.logBases,
       rx_frames: this.#rxFrames + (d?.rxFrames ?? 0),
       tx_frames: this.#txFrames + (d?.txFrames ?? 0),
       rx_dropped: this.#rxDropped + (d?.rxDropped ?? 0),

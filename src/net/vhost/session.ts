@@ -81,6 +81,8 @@ export class VhostSession {
   mem: GuestMemory | undefined;
   /** Messages handled (for describe()). */
   messages = 0;
+  /** SET_LOG_BASE messages (a migration each, for describe()). */
+  logBases = 0;
   readonly #n: NativeAddon;
   readonly #fd: number;
   readonly #hooks: SessionHooks;
@@ -265,6 +267,7 @@ export class VhostSession {
       throw new VhostProtocolError('SET_LOG_BASE without the LOG_SHMFD protocol feature');
     }
     const log = new DirtyLog(this.#n, fd, size, offset);
+    this.logBases++;
     this.#log?.unmap();
     this.#log = log;
     const logAll = has(this.features, F.LOG_ALL);
