@@ -95,6 +95,19 @@ n.setBuffers(named, 1 << 20, 1 << 20);
 throwsCode(() => n.setBuffers(-1, 4096, 0), 'EBADF');
 closeSync(named);
 unlinkSync(peerPath);
+// listen/accept on a stream socket: nothing pending, then one connection.
+const lpath = `${path}.listen`;
+const lst = n.socket(n.SOCK_STREAM);
+n.bind(lst, lpath);
+n.listen(lst, 4);
+check(n.accept(lst) === -1, 'accept with nothing pending');
+const dialer = n.socket(n.SOCK_STREAM);
+n.connect(dialer, lpath);
+const accepted = n.accept(lst);
+check(accepted >= 0, 'accept');
+throwsCode(() => n.accept(-1), 'EBADF');
+for (const fd of [lst, dialer, accepted]) closeSync(fd);
+unlinkSync(lpath);
 // packetOpen: loopback, and a missing interface.
 closeSync(n.packetOpen('lo', false).fd);
 throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');

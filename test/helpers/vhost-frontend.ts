@@ -67,7 +67,8 @@ export class TestFrontend {
   #eof = false;
   #txNext = 0;
 
-  constructor(path: string, opts: FrontendOptions = {}) {
+  /** @param path the back-end's socket to connect to, or `{ fd }`: a connection already made (QEMU as the server). */
+  constructor(path: string | { fd: number }, opts: FrontendOptions = {}) {
     const n = native();
     this.n = n;
     this.num = opts.queueSize ?? 256;
@@ -78,8 +79,12 @@ export class TestFrontend {
     this.#ab = n.mmap(this.#memfd, this.memBytes, 0, true);
     this.mem = Buffer.from(this.#ab);
     this.#u16 = new Uint16Array(this.#ab);
-    this.fd = n.socket(n.SOCK_STREAM);
-    n.connect(this.fd, path);
+    if (typeof path === 'string') {
+      this.fd = n.socket(n.SOCK_STREAM);
+      n.connect(this.fd, path);
+    } else {
+      this.fd = path.fd;
+    }
     for (let i = 0; i < 2; i++) {
       const base = i * RING_STRIDE;
       this.rings.push({

@@ -16,6 +16,7 @@ const MAC_A = '020000000a01';
 const MAC_B = '020000000b02';
 const MAC_S = '020000000c03';
 const MAC_M = '020000000d04';
+const MAC_D = '020000000e05';
 
 /** An Ethernet frame dst <- src with a recognisable payload of `len` bytes in total. */
 function frame(dst: string, src: string, fill: number, len = 60): Buffer {
@@ -171,6 +172,57 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
       m.close();
       n.munmap(logAb);
       closeSync(logFd);
+    }
+  });
+
+  test('a port added with the CLI dials a front-end that listens (QEMU server=on), and dials again after it goes away', async () => {
+    const n = fronts[0]!.n;
+    const path = daemon.path('qemu-server.sock');
+    const lfd = n.socket(n.SOCK_STREAM);
+    n.bind(lfd, path);
+    n.listen(lfd, 4);
+    const acceptOne = async (): Promise<number> => {
+      for (let i = 0; i < 500; i++) {
+        const fd = n.accept(lfd);
+        if (fd >= 0) return fd;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      throw new Error('vmlink never dialled');
+    };
+    const a = fronts.filter((x) => x.rings.length > 0)[0] as TestFrontend;
+    a.receive(); // whatever earlier tests flooded to it
+    try {
+      const add = await daemon.cli([
+        'port',
+        'add',
+        'vd',
+        '--kind',
+        'vhost-user',
+        '--network',
+        'lab',
+        '--connect',
+        `unix:${path}`,
+        '--memory-mb',
+        '256',
+      ]);
+      assert.equal(add.code, 0, add.stderr);
+      for (let round = 0; round < 2; round++) {
+        const f = new TestFrontend({ fd: await acceptOne() });
+        try {
+          await f.setup();
+          f.sendFrame(frame(MAC_A, MAC_D, 10 + round, 300));
+          assert.deepEqual((await a.waitFrames(1))[0], frame(MAC_A, MAC_D, 10 + round, 300));
+          a.sendFrame(frame(MAC_D, MAC_A, 20 + round, 400));
+          assert.deepEqual((await f.waitFrames(1))[0], frame(MAC_D, MAC_A, 20 + round, 400));
+        } finally {
+          f.close(); // vmlink sees the front-end go and dials again
+        }
+      }
+      const q = await daemon.json<{ args: string[] }>(['qemu-args', 'vd']);
+      assert.ok(q.args.includes(`socket,id=chr-vd,path=${path},server=on,wait=off`), q.args.join(' '));
+    } finally {
+      await daemon.cli(['port', 'delete', 'vd']);
+      closeSync(lfd);
     }
   });
 
