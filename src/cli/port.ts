@@ -21,6 +21,7 @@ const TRANSPORT_FLAGS: Record<string, string> = {
   vnetHdr: '--vnet-hdr',
   dir: '--dir',
   memoryMb: '--memory-mb',
+  queues: '--queues',
 };
 
 /** The transport flags each kind takes. */
@@ -31,7 +32,7 @@ const KIND_FLAGS: Record<Kind, readonly string[]> = {
   tap: ['ifname', 'vnetHdr'],
   vde: ['dir'],
   host: ['ifname'],
-  'vhost-user': ['listen', 'connect', 'memoryMb'],
+  'vhost-user': ['listen', 'connect', 'memoryMb', 'queues'],
 };
 
 /** The transport fields of the body for a kind; refuses flags the kind does not take. */
@@ -69,6 +70,7 @@ function transportFields(kind: Kind, opts: Opts): Record<string, unknown> {
     const f = given('listen') ? 'listen' : 'connect';
     out[f] = addressArg(`--${f}`, String(opts[f]), ['unix']);
     if (given('memoryMb')) out['memory_mb'] = intArg('--memory-mb', String(opts['memoryMb']), 16, 1 << 20);
+    if (given('queues')) out['queues'] = intArg('--queues', String(opts['queues']), 1, 8);
   } else {
     if (given('listen') === given('connect')) {
       throw new UsageError(`--kind ${kind} needs exactly one of --listen ADDR (QEMU connects) or --connect ADDR`);

@@ -170,6 +170,8 @@ const vhostUserPort = z.strictObject({
     .min(16, 'memory_mb must be at least 16')
     .max(1 << 20)
     .default(1024),
+  /** Queue pairs the VM's NIC gets from `vmlink qemu-args` (multiqueue); 1-8, default 1. */
+  queues: z.number().int().min(1, 'queues must be 1-8').max(8, 'queues must be 1-8').default(1),
 });
 
 export const portSchema = z

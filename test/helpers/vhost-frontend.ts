@@ -8,8 +8,8 @@
  *
  * Memory layout (one region, guest-physical GPA_BASE, front-end virtual
  * UVA_BASE): ring i at i * RING_STRIDE (descriptors, then the available ring,
- * then the used ring at the next 4 KiB), buffers from BUF_BASE on: receive
- * buffers first, then transmit buffers, `bufSize` bytes each.
+ * then the used ring at the next 4 KiB), buffers after the rings: for each
+ * queue pair its receive buffers, then its transmit buffers, `bufSize` bytes each.
  */
 import { closeSync, ftruncateSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,7 +20,6 @@ import { encodeMessage, type Message, MessageReader } from '../../src/net/vhost/
 export const GPA_BASE = 0x4000_0000;
 export const UVA_BASE = 0x7f12_3400_0000;
 const RING_STRIDE = 0x40000;
-const BUF_BASE = 2 * RING_STRIDE;
 
 export interface FrontendOptions {
   /** Queue size of both rings; default 256. */
@@ -31,6 +30,8 @@ export interface FrontendOptions {
   features?: number;
   /** Protocol features to ask for; default REPLY_ACK. */
   protocolFeatures?: number;
+  /** Queue pairs to set up (rings 2p receive, 2p+1 transmit); default 1. */
+  pairs?: number;
   /** Ask for used-ring dirty logging in SET_VRING_ADDR (flag bit 0, log = the used ring's guest address). */
   logRings?: boolean;
 }
@@ -65,7 +66,9 @@ export class TestFrontend {
   readonly #recv = Buffer.alloc(4096);
   readonly #replies: Message[] = [];
   #eof = false;
-  #txNext = 0;
+  #txNext: number[] = [];
+  readonly #bufBase: number;
+  readonly pairs: number;
 
   /** @param path the back-end's socket to connect to, or `{ fd }`: a connection already made (QEMU as the server). */
   constructor(path: string | { fd: number }, opts: FrontendOptions = {}) {
@@ -73,7 +76,9 @@ export class TestFrontend {
     this.n = n;
     this.num = opts.queueSize ?? 256;
     this.bufSize = opts.bufSize ?? 2048;
-    this.memBytes = BUF_BASE + 2 * this.num * this.bufSize;
+    this.pairs = opts.pairs ?? 1;
+    this.#bufBase = 2 * this.pairs * RING_STRIDE;
+    this.memBytes = this.#bufBase + 2 * this.pairs * this.num * this.bufSize;
     this.#memfd = n.memfdCreate('vhost-test-guest');
     ftruncateSync(this.#memfd, this.memBytes);
     this.#ab = n.mmap(this.#memfd, this.memBytes, 0, true);
@@ -85,7 +90,7 @@ export class TestFrontend {
     } else {
       this.fd = path.fd;
     }
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 2 * this.pairs; i++) {
       const base = i * RING_STRIDE;
       this.rings.push({
         desc: base,
@@ -195,7 +200,7 @@ export class TestFrontend {
     this.#mrg = Math.floor(want / 2 ** F.NET_MRG_RXBUF) % 2 === 1;
     this.send(Req.SET_FEATURES, TestFrontend.u64(want));
     await this.ack(Req.SET_MEM_TABLE, this.memTable(), [this.#memfd]);
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 2 * this.pairs; i++) {
       const r = this.rings[i] as Ring;
       this.send(Req.SET_VRING_NUM, TestFrontend.state(i, this.num));
       this.send(Req.SET_VRING_BASE, TestFrontend.state(i, 0));
@@ -213,7 +218,7 @@ export class TestFrontend {
       this.send(Req.SET_VRING_KICK, TestFrontend.u64(i), [r.kick]);
       await this.ack(Req.SET_VRING_ENABLE, TestFrontend.state(i, 1));
     }
-    this.postRx(this.num);
+    for (let p = 0; p < this.pairs; p++) this.postRx(this.num, p);
     return { features, protocolFeatures };
   }
 
@@ -259,41 +264,42 @@ export class TestFrontend {
   }
 
   /** Offset of receive buffer i / transmit buffer i. */
-  rxBuf(i: number): number {
-    return BUF_BASE + i * this.bufSize;
+  rxBuf(i: number, pair = 0): number {
+    return this.#bufBase + (2 * pair * this.num + i) * this.bufSize;
   }
-  txBuf(i: number): number {
-    return BUF_BASE + (this.num + i) * this.bufSize;
+  txBuf(i: number, pair = 0): number {
+    return this.#bufBase + ((2 * pair + 1) * this.num + i) * this.bufSize;
   }
 
   /** Posts `count` receive buffers (descriptor i = buffer i, device-writable). */
-  postRx(count: number): void {
+  postRx(count: number, pair = 0): void {
     for (let i = 0; i < count; i++) {
-      this.writeDesc(0, i, this.gpa(this.rxBuf(i)), this.bufSize, 2, 0);
-      this.pushAvail(0, i);
+      this.writeDesc(2 * pair, i, this.gpa(this.rxBuf(i, pair)), this.bufSize, 2, 0);
+      this.pushAvail(2 * pair, i);
     }
-    this.kick(0);
+    this.kick(2 * pair);
   }
 
   /** Transmits one frame: header + frame in one buffer (or split at `split` bytes into two chained descriptors). */
-  sendFrame(frame: Buffer, split?: number): void {
-    const r = this.rings[1] as Ring;
+  sendFrame(frame: Buffer, split?: number, pair = 0): void {
+    const ring = 2 * pair + 1;
+    const r = this.rings[ring] as Ring;
     const used = this.#u16[(r.used + 2) >> 1] as number;
     if (((r.availIdx - used) & 0xffff) >= this.num / 2) throw new Error('transmit ring full');
-    const slot = this.#txNext;
-    this.#txNext = (this.#txNext + 2) % this.num;
-    const off = this.txBuf(slot);
+    const slot = this.#txNext[pair] ?? 0;
+    this.#txNext[pair] = (slot + 2) % this.num;
+    const off = this.txBuf(slot, pair);
     this.mem.fill(0, off, off + NET_HDR_LEN);
     frame.copy(this.mem, off + NET_HDR_LEN);
     const total = NET_HDR_LEN + frame.length;
     if (split !== undefined && split > 0 && split < total) {
-      this.writeDesc(1, slot, this.gpa(off), split, 1, slot + 1);
-      this.writeDesc(1, slot + 1, this.gpa(off + split), total - split, 0, 0);
+      this.writeDesc(ring, slot, this.gpa(off), split, 1, slot + 1);
+      this.writeDesc(ring, slot + 1, this.gpa(off + split), total - split, 0, 0);
     } else {
-      this.writeDesc(1, slot, this.gpa(off), total, 0, 0);
+      this.writeDesc(ring, slot, this.gpa(off), total, 0, 0);
     }
-    this.pushAvail(1, slot);
-    this.kick(1);
+    this.pushAvail(ring, slot);
+    this.kick(ring);
   }
 
   /** Transmit buffers the back-end has returned so far. */
@@ -305,8 +311,8 @@ export class TestFrontend {
    * Frames received since the last call (headers stripped; with MRG_RXBUF the
    * num_buffers buffers of a frame are joined); their buffers are posted again.
    */
-  receive(): Buffer[] {
-    const r = this.rings[0] as Ring;
+  receive(pair = 0): Buffer[] {
+    const r = this.rings[2 * pair] as Ring;
     const out: Buffer[] = [];
     const idx = this.#u16[(r.used + 2) >> 1] as number;
     let reposted = false;
@@ -316,7 +322,7 @@ export class TestFrontend {
       const e = r.used + 4 + 8 * (r.lastUsed % this.num);
       const id = this.mem.readUInt32LE(e);
       const len = this.mem.readUInt32LE(e + 4);
-      const off = this.rxBuf(id);
+      const off = this.rxBuf(id, pair);
       if (left === 0) {
         left = this.#mrg ? this.mem.readUInt16LE(off + 10) : 1;
         parts = [Buffer.from(this.mem.subarray(off + NET_HDR_LEN, off + len))];
@@ -325,20 +331,20 @@ export class TestFrontend {
       }
       if (--left === 0) out.push(Buffer.concat(parts));
       r.lastUsed = (r.lastUsed + 1) & 0xffff;
-      this.pushAvail(0, id);
+      this.pushAvail(2 * pair, id);
       reposted = true;
     }
     if (left > 0) throw new Error(`a frame announced more buffers than were used (${left} missing)`);
-    if (reposted) this.kick(0);
+    if (reposted) this.kick(2 * pair);
     return out;
   }
 
   /** Waits until at least `count` frames arrived (or `timeoutMs`); returns them all. */
-  async waitFrames(count: number, timeoutMs = 5000): Promise<Buffer[]> {
+  async waitFrames(count: number, timeoutMs = 5000, pair = 0): Promise<Buffer[]> {
     const got: Buffer[] = [];
     const until = Date.now() + timeoutMs;
     while (got.length < count && Date.now() < until) {
-      got.push(...this.receive());
+      got.push(...this.receive(pair));
       if (got.length < count) await sleep(2);
     }
     return got;

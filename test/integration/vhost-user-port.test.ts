@@ -226,6 +226,28 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     }
   });
 
+  test('serves a second queue pair (MQ): frames go to the first enabled receive ring, and every transmit ring is read', async () => {
+    const a = fronts.filter((x) => x.rings.length > 0)[0] as TestFrontend;
+    a.receive();
+    const m = new TestFrontend(daemon.path('vc.sock'), { pairs: 2 });
+    try {
+      await m.setup({ protocolFeatures: 2 ** ProtoF.REPLY_ACK + 2 ** ProtoF.MQ });
+      m.send(Req.GET_QUEUE_NUM);
+      assert.equal((await m.reply()).payload.readBigUInt64LE(0), 8n);
+      m.sendFrame(frame(MAC_A, MAC_M, 0x61, 120), undefined, 1); // transmit on pair 1
+      assert.deepEqual((await a.waitFrames(1))[0], frame(MAC_A, MAC_M, 0x61, 120));
+      a.sendFrame(frame(MAC_M, MAC_A, 0x62, 130));
+      assert.deepEqual((await m.waitFrames(1, 5000, 0))[0], frame(MAC_M, MAC_A, 0x62, 130));
+      // The guest turns receive ring 0 off: frames now land on pair 1's receive ring.
+      await m.ack(Req.SET_VRING_ENABLE, TestFrontend.state(0, 0));
+      a.sendFrame(frame(MAC_M, MAC_A, 0x63, 140));
+      assert.deepEqual((await m.waitFrames(1, 5000, 1))[0], frame(MAC_M, MAC_A, 0x63, 140));
+      assert.deepEqual(m.receive(0), []);
+    } finally {
+      m.close();
+    }
+  });
+
   /** Each case: a fresh front-end on port vc does one bad thing and must be disconnected alone. */
   const cases: [string, string, (f: TestFrontend) => void][] = [
     [
@@ -287,7 +309,7 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     ],
     ['an unknown request', 'unknown request', (f) => f.send(99, Buffer.alloc(8))],
     ['a wrong payload size', 'payload of 8 bytes, expected 40', (f) => f.send(Req.SET_VRING_ADDR, Buffer.alloc(8))],
-    ['a ring index out of range', 'does not exist', (f) => f.send(Req.SET_VRING_NUM, TestFrontend.state(7, 256))],
+    ['a ring index out of range', 'does not exist', (f) => f.send(Req.SET_VRING_NUM, TestFrontend.state(40, 256))],
     [
       'a ring outside memory',
       'outside the memory table',

@@ -30,6 +30,13 @@ test('a dialling vhost-user port makes QEMU the server, and memory defaults to 1
   assert.equal(args[args.indexOf('-chardev') + 1], 'socket,id=chr-n0,path=/run/q/vm2.sock,server=on,wait=off');
 });
 
+test('more than one queue pair adds queues=N to the netdev and mq=on to the NIC', () => {
+  const spec = portSchema.parse({ name: 'vm3', network: 'lab', kind: 'vhost-user', listen: 'unix:/s', queues: 4 });
+  const args = qemuArgs(spec, { mac: MAC });
+  assert.equal(args[args.indexOf('-netdev') + 1], 'vhost-user,id=vm3,chardev=chr-vm3,queues=4');
+  assert.equal(args[args.indexOf('-device') + 1], 'virtio-net-pci,netdev=vm3,mac=52:54:00:12:34:56,mq=on,vectors=0');
+});
+
 test('the schema wants exactly one unix listen or connect address', () => {
   const r = portSchema.safeParse({ name: 'v', network: 'lab', kind: 'vhost-user', listen: 'tcp:127.0.0.1:1' });
   assert.equal(r.success, false);

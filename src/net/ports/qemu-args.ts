@@ -54,6 +54,7 @@ export function qemuArgs(spec: PortConfig, opts: QemuArgsOptions): string[] {
  */
 function vhostUserArgs(spec: Extract<PortConfig, { kind: 'vhost-user' }>, id: string, mac: string): string[] {
   const mb = spec.memory_mb;
+  const mq = spec.queues > 1;
   const listening = spec.listen !== undefined;
   const path = qemuValue(((spec.listen ?? spec.connect) as { path: string }).path);
   const chardev = listening
@@ -64,8 +65,8 @@ function vhostUserArgs(spec: Extract<PortConfig, { kind: 'vhost-user' }>, id: st
     ...['-object', `memory-backend-memfd,id=mem-${id},size=${mb}M,share=on`],
     ...['-numa', `node,memdev=mem-${id}`],
     ...['-chardev', chardev],
-    ...['-netdev', `vhost-user,id=${id},chardev=chr-${id}`],
-    ...['-device', `virtio-net-pci,netdev=${id},mac=${mac},vectors=0`],
+    ...['-netdev', `vhost-user,id=${id},chardev=chr-${id}${mq ? `,queues=${spec.queues}` : ''}`],
+    ...['-device', `virtio-net-pci,netdev=${id},mac=${mac}${mq ? ',mq=on' : ''},vectors=0`],
   ];
 }
 

@@ -37,6 +37,8 @@ export interface VhostUserSpec {
   reconnect?: { min_ms: number; max_ms: number } | undefined;
   /** The VM's RAM in MiB, for `vmlink qemu-args` (the shared memory backend's size). */
   memory_mb?: number | undefined;
+  /** Queue pairs for `vmlink qemu-args` (`queues=N`, `mq=on`); default 1. */
+  queues?: number | undefined;
 }
 
 export class VhostUserPort implements Port {
@@ -226,7 +228,9 @@ export class VhostUserPort implements Port {
       mrg_rxbuf: s ? s.mrg : undefined,
       mtu: s?.mtu || undefined,
       guest_memory_bytes: s?.mem?.bytes,
-      rings: s?.rings.map((q) => ({ num: q.num, ready: q.ready, last_avail: q.lastAvail, used: q.usedIdx })),
+      rings: s?.rings
+        .filter((q) => q.num > 0)
+        .map((q) => ({ index: q.index, num: q.num, ready: q.ready, last_avail: q.lastAvail, used: q.usedIdx })),
       migrating: s ? s.log !== undefined : undefined,
       dirty_logs: s?.logBases,
       rx_frames: this.#rxFrames + (d?.rxFrames ?? 0),

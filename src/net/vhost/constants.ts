@@ -100,5 +100,7 @@ export const NET_HDR_LEN = 12;
 /** virtio-net queue indexes: even = receive (device writes), odd = transmit (device reads). */
 export const RX_QUEUE = 0;
 export const TX_QUEUE = 1;
-/** Rings we accept (one queue pair, plus room for QEMU to set up a control queue index it never uses). */
-export const MAX_RINGS = 2;
+/** Queue pairs we serve (GET_QUEUE_NUM, with the MQ protocol feature). */
+export const MAX_QUEUE_PAIRS = 8;
+/** Rings we accept: a receive and a transmit ring per queue pair (QEMU keeps the control queue itself). */
+export const MAX_RINGS = 2 * MAX_QUEUE_PAIRS;

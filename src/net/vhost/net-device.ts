@@ -19,7 +19,7 @@
 import { FrameArena } from '../ports/frame-arena.js';
 import type { FrameSink } from '../ports/port.js';
 import { WriteResult } from '../ports/port.js';
-import { NET_HDR_LEN, RX_QUEUE, TX_QUEUE } from './constants.js';
+import { NET_HDR_LEN } from './constants.js';
 import { VirtqueueError } from './errors.js';
 import type { VhostSession } from './session.js';
 import type { Virtqueue } from './virtqueue.js';
@@ -51,10 +51,13 @@ export class VhostNetDevice {
   #heads = new Uint16Array(0);
   #headEnd = new Uint32Array(0);
   #headCap = new Float64Array(0);
-  #callRx = false;
-  #callTx = false;
+  /** Rings (bit = ring index) that published used entries this turn and may need an interrupt. */
+  #callMask = 0;
   #scheduled: NodeJS.Immediate | undefined;
-  #txAgain = false;
+  /** Transmit rings (bit = ring index) with work left over for the next turn. */
+  #txAgain = 0;
+  /** The receive ring frames go to: the lowest-numbered ready one (queue pair 0 unless the guest disabled it). */
+  #rxq: Virtqueue | undefined;
   readonly #turnBound = (): void => this.#turn();
   #dead = false;
   // counters
@@ -73,7 +76,7 @@ export class VhostNetDevice {
 
   /** True when the guest's receive ring can take frames. */
   get rxReady(): boolean {
-    return (this.#s.rings[RX_QUEUE] as Virtqueue).ready && !this.#dead;
+    return this.#rxq !== undefined && !this.#dead;
   }
 
   /** Frames waiting for receive buffers. */
@@ -85,12 +88,19 @@ export class VhostNetDevice {
   kick(q: Virtqueue): void {
     if (this.#dead) return;
     this.kicks++;
-    if (q.index === TX_QUEUE) this.#tx(q);
-    else if (q.index === RX_QUEUE) this.#drainBacklog(q);
+    if (q.index & 1) this.#tx(q);
+    else if (q === this.#rxq) this.#drainBacklog(q);
   }
 
-  /** Rings changed: drop the backlog when the receive ring is gone. */
+  /** Rings changed: pick the receive ring again; drop the backlog when there is none. */
   ringsChanged(): void {
+    this.#rxq = undefined;
+    for (const q of this.#s.rings) {
+      if ((q.index & 1) === 0 && q.ready) {
+        this.#rxq = q;
+        break;
+      }
+    }
     if (!this.rxReady) this.rxDropped += this.#backlog.clear();
   }
 
@@ -134,10 +144,10 @@ export class VhostNetDevice {
         if (--budget === 0) break;
       }
       q.publish();
-      this.#callTx = true;
+      this.#callMask |= 1 << q.index;
       if (budget === 0) {
         // Let other ports and sessions run; carry on next turn without waiting for a kick.
-        this.#txAgain = true;
+        this.#txAgain |= 1 << q.index;
         break;
       }
     }
@@ -179,8 +189,8 @@ export class VhostNetDevice {
 
   /** The Port.write of the vhost-user port. */
   write(buf: Buffer, off: number, len: number): WriteResult {
-    const q = this.#s.rings[RX_QUEUE] as Virtqueue;
-    if (this.#dead || !q.ready) return WriteResult.DOWN;
+    const q = this.#rxq;
+    if (this.#dead || q === undefined || !q.ready) return WriteResult.DOWN;
     if (this.#backlog.queued > 0) return this.#enqueue(q, buf, off, len);
     const r = this.#rxFrame(q, buf, off, len);
     if (r === Rx.NO_ROOM) return this.#enqueue(q, buf, off, len);
@@ -260,7 +270,7 @@ export class VhostNetDevice {
     }
     q.publish();
     this.rxFrames++;
-    this.#callRx = true;
+    this.#callMask |= 1 << q.index;
     this.#schedule();
     return Rx.OK;
   }
@@ -312,24 +322,22 @@ export class VhostNetDevice {
   #turn(): void {
     this.#scheduled = undefined;
     if (this.#dead) return;
-    const rx = this.#s.rings[RX_QUEUE] as Virtqueue;
-    const tx = this.#s.rings[TX_QUEUE] as Virtqueue;
-    if (this.#backlog.queued > 0 && rx.ready) this.#drainBacklog(rx);
-    if (this.#callRx) {
-      this.#callRx = false;
-      if (rx.needsCall()) this.#call(rx);
+    const rings = this.#s.rings;
+    const rx = this.#rxq;
+    if (this.#backlog.queued > 0 && rx?.ready) this.#drainBacklog(rx);
+    const calls = this.#callMask;
+    this.#callMask = 0;
+    for (let i = 0; calls >>> i !== 0; i++) {
+      const q = rings[i] as Virtqueue;
+      if ((calls >>> i) & 1 && q.needsCall()) this.#call(q);
     }
-    if (this.#callTx) {
-      this.#callTx = false;
-      if (tx.needsCall()) this.#call(tx);
+    const again = this.#txAgain;
+    this.#txAgain = 0;
+    for (let i = 1; again >>> i !== 0; i += 2) {
+      const q = rings[i] as Virtqueue;
+      if ((again >>> i) & 1 && q.ready && !this.#dead) this.#tx(q);
     }
-    if (this.#txAgain) {
-      this.#txAgain = false;
-      if (tx.ready) this.#tx(tx);
-    }
-    if (this.#backlog.queued > 0 && !this.#dead) {
-      // Still waiting for buffers: the RX kick brings us back (no busy loop).
-    }
+    // Frames still waiting for receive buffers: the receive kick brings us back (no busy loop).
   }
 
   #call(q: Virtqueue): void {

@@ -17,6 +17,7 @@ import {
   F,
   FLAG_REPLY,
   has,
+  MAX_QUEUE_PAIRS,
   MAX_QUEUE_SIZE,
   MAX_RINGS,
   ProtoF,
@@ -49,7 +50,7 @@ export const OFFERED_FEATURES =
 
 /** Protocol features we offer. */
 export const OFFERED_PROTOCOL_FEATURES =
-  bit(ProtoF.LOG_SHMFD) + bit(ProtoF.RARP) + bit(ProtoF.REPLY_ACK) + bit(ProtoF.MTU);
+  bit(ProtoF.MQ) + bit(ProtoF.LOG_SHMFD) + bit(ProtoF.RARP) + bit(ProtoF.REPLY_ACK) + bit(ProtoF.MTU);
 
 /** What the net device hears from the session. */
 export interface SessionHooks {
@@ -194,7 +195,7 @@ export class VhostSession {
         return false;
       }
       case Req.GET_QUEUE_NUM:
-        this.#send(encodeU64Reply(m.request, 1));
+        this.#send(encodeU64Reply(m.request, MAX_QUEUE_PAIRS));
         return true;
       case Req.SET_OWNER:
         return false;
@@ -202,6 +203,7 @@ export class VhostSession {
         this.#stopAll();
         this.features = 0;
         this.mrg = false;
+        this.#hooks.onRings();
         return false;
       case Req.SET_MEM_TABLE:
         this.#setMemTable(parseMemTable(p), m.fds);
@@ -295,6 +297,7 @@ export class VhostSession {
           );
         q.setNum(num);
         q.attach(this.mem);
+        this.#hooks.onRings();
         return false;
       }
       case Req.SET_VRING_ADDR:
