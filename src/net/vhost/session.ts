@@ -46,6 +46,7 @@ export const OFFERED_FEATURES =
   bit(F.RING_INDIRECT_DESC) +
   bit(F.RING_EVENT_IDX) +
   bit(F.NET_MTU) +
+  bit(F.NET_MQ) +
   bit(F.LOG_ALL);
 
 /** Protocol features we offer. */
