@@ -10,6 +10,7 @@ import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { F, ProtoF, Req } from '../../src/net/vhost/constants.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { prng } from '../helpers/prng.js';
 import { DEFAULT_FEATURES, GPA_BASE, TestFrontend } from '../helpers/vhost-frontend.js';
 
 const MAC_A = '020000000a01';
@@ -370,6 +371,49 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
       assert.equal(st.port.state, 'listening');
     }
   }
+
+  test('fuzz: random message sequences (seeded) never take the daemon down; each ends in a disconnect or a live session', async () => {
+    const rnd = prng(0x7e57);
+    const int = (k: number) => Math.floor(rnd() * k);
+    const n = fronts[0]!.n;
+    for (let round = 0; round < 40; round++) {
+      const f = new TestFrontend(daemon.path('vc.sock'));
+      const extra: number[] = [];
+      try {
+        // Sometimes a valid start, so later messages reach ring and memory handling.
+        if (int(2) === 0) await f.setup();
+        for (let i = 0; i < 1 + int(12); i++) {
+          const request = int(5) === 0 ? int(64) : 1 + int(20);
+          const size = [0, 8, 16, 40, 8 + 32 * int(3), int(300)][int(6)] as number;
+          const p = Buffer.alloc(size);
+          for (let j = 0; j < size; j++) p[j] = int(3) === 0 ? int(256) : int(4);
+          if (size >= 8 && int(2) === 0) p.writeUInt32LE(int(4), 0); // a plausible ring index
+          const fds: number[] = [];
+          for (let k = int(3) === 0 ? 1 + int(2) : 0; k > 0; k--) {
+            const fd = n.eventfd(0, false);
+            extra.push(fd);
+            fds.push(fd);
+          }
+          try {
+            f.send(request, p, fds, int(2) === 0);
+          } catch {
+            break; // the back-end already hung up
+          }
+        }
+        await f.closedByPeer(int(4) === 0 ? 300 : 50);
+      } finally {
+        f.close();
+        for (const fd of extra) closeSync(fd);
+      }
+    }
+    // The daemon is alive and the other ports still move frames.
+    const [a, b] = fronts.filter((x) => x.rings.length > 0) as [TestFrontend, TestFrontend];
+    b.receive();
+    a.sendFrame(frame(MAC_B, MAC_A, 0x77, 99));
+    assert.deepEqual((await b.waitFrames(1))[0], frame(MAC_B, MAC_A, 0x77, 99));
+    const st = await daemon.json<{ port: { state: string } }>(['port', 'show', 'vc']);
+    assert.ok(['listening', 'up'].includes(st.port.state));
+  });
 
   test('refuses a second front-end on a port in use and keeps the first', async () => {
     const b = fronts.filter((x) => x.rings.length > 0)[1] as TestFrontend;

@@ -138,11 +138,12 @@ export class VhostUserPort implements Port {
     const n = this.#n as NativeAddon;
     const path = (this.#spec.connect as { path: string }).path;
     this.#setState('connecting', `dialling unix:${path}`);
-    const fd = n.socket(n.SOCK_STREAM);
+    let fd = -1;
     try {
+      fd = n.socket(n.SOCK_STREAM);
       n.connect(fd, path);
     } catch (err) {
-      closeSync(fd);
+      if (fd >= 0) closeSync(fd);
       const delay = this.#backoff.next();
       if (!isSyscallError(err, 'ENOENT') && !isSyscallError(err, 'ECONNREFUSED'))
         this.#ctx.logger.warn({ err: describeError(err), retry_ms: delay }, 'vhost-user dial failed');
