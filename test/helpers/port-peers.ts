@@ -148,7 +148,7 @@ export interface Endpoint {
 export interface Harness {
   label: string;
   /** How the port reaches its peer. */
-  mode: 'listen' | 'connect' | 'dgram';
+  mode: 'listen' | 'connect' | 'dgram' | 'vhost-user';
   make(name: string, network: string, extra?: Record<string, unknown>): Promise<Endpoint>;
 }
 

@@ -20,6 +20,7 @@ import {
   unixDgramHarness,
 } from '../helpers/port-peers.js';
 import { BROADCAST, frame, macOf, Rig, until } from '../helpers/port-rig.js';
+import { vhostUserHarness } from '../helpers/vhost-peer.js';
 
 const T = { timeout: 60_000 };
 
@@ -43,7 +44,8 @@ async function flows(from: Peer, src: string, to: Peer, tag: string): Promise<vo
 }
 
 function portCompliance(h: Harness): void {
-  const streamy = h.mode !== 'dgram';
+  // Datagram-like transports: frames, not a byte stream (a vhost-user ring carries one frame per buffer chain).
+  const streamy = h.mode !== 'dgram' && h.mode !== 'vhost-user';
 
   describe(`port compliance: ${h.label}`, () => {
     test('delivers frames byte-exact in both directions between ports of one network', T, async (t) => {
@@ -306,7 +308,7 @@ function portCompliance(h: Harness): void {
       });
     }
 
-    if (h.mode === 'dgram') {
+    if (h.mode === 'dgram' || h.mode === 'vhost-user') {
       test('keeps working when its peer restarts on the same address', T, async (t) => {
         const rig = new Rig(h);
         t.after(() => rig.close());
@@ -332,5 +334,6 @@ for (const h of [
   connectHarness('socket', 'tcp'),
   dgramHarness(),
   unixDgramHarness(),
+  vhostUserHarness(),
 ])
   portCompliance(h);
