@@ -27,7 +27,7 @@
 import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
-import { NetError } from '../errors.js';
+import { PortOpenError } from '../errors.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
@@ -50,7 +50,7 @@ export interface TapSpec {
 }
 
 /** A TAP interface could not be opened or set up. */
-export class TapError extends NetError {}
+export class TapError extends PortOpenError {}
 
 /** Valid Linux interface names (dev_valid_name), with `%d` allowed once. */
 const IFNAME_RE = /^(?!\.{1,2}$)[^\s/:%]*(?:%d)?[^\s/:%]*$/;
