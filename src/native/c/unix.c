@@ -131,6 +131,82 @@ static napi_value send_batch(napi_env env, napi_callback_info info) {
   return res;
 }
 
+/* Called for each datagram recv_loop received, with its sender when asked for; false aborts (a JS exception is pending). */
+typedef bool (*dgram_fn)(void *ctx, uint32_t i, const struct sockaddr_un *from, socklen_t from_len);
+
+#define RECV_FAILED -1  /* the first recvmmsg failed: errno says why */
+#define RECV_ABORTED -2 /* a dgram_fn returned false */
+
+/*
+ * The recvmmsg loop of recvBatch and recvBatchFrom: up to `max` datagrams,
+ * MMSG_MAX per syscall, datagram i at buf[i*slot ..], lens[i] its full
+ * length (MSG_TRUNC). Stops when the socket has no more. `each` (when not
+ * NULL) sees every datagram with its sender. Returns the count, RECV_FAILED
+ * (only when nothing was received) or RECV_ABORTED.
+ */
+static int64_t recv_loop(int fd, uint8_t *buf, uint32_t slot, uint32_t *lens, size_t max, dgram_fn each, void *ctx) {
+  struct mmsghdr msgs[MMSG_MAX];
+  struct iovec iov[MMSG_MAX];
+  struct sockaddr_un from[MMSG_MAX];
+  uint32_t total = 0;
+  while (total < max) {
+    unsigned n = max - total < MMSG_MAX ? (unsigned)(max - total) : MMSG_MAX;
+    memset(msgs, 0, sizeof(struct mmsghdr) * n);
+    for (unsigned k = 0; k < n; k++) {
+      iov[k].iov_base = buf + (size_t)(total + k) * slot;
+      iov[k].iov_len = slot;
+      msgs[k].msg_hdr.msg_iov = &iov[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+      if (each) {
+        msgs[k].msg_hdr.msg_name = &from[k];
+        msgs[k].msg_hdr.msg_namelen = sizeof from[k];
+      }
+    }
+    int r;
+    do r = recvmmsg(fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || total > 0) break;
+      return RECV_FAILED;
+    }
+    for (int k = 0; k < r; k++) {
+      lens[total + k] = msgs[k].msg_len;
+      if (each && !each(ctx, total + k, &from[k], msgs[k].msg_hdr.msg_namelen)) return RECV_ABORTED;
+    }
+    total += (uint32_t)r;
+    if ((unsigned)r < n) break;
+  }
+  return total;
+}
+
+/* Length of the path in a sockaddr_un of `al` bytes (0 for an unnamed sender). */
+static size_t sun_path_len(const struct sockaddr_un *from, socklen_t al) {
+  size_t off = offsetof(struct sockaddr_un, sun_path);
+  return al > off ? strnlen(from->sun_path, al - off) : 0;
+}
+
+/* The result of recv_loop as a JS number, or the exception it stands for. */
+static napi_value recv_result(napi_env env, int64_t got) {
+  if (got == RECV_FAILED) return vl_throw_errno(env, errno, "recvmmsg", NULL);
+  if (got == RECV_ABORTED) return NULL;
+  napi_value res;
+  NAPI_CALL(env, napi_create_uint32(env, (uint32_t)got, &res));
+  return res;
+}
+
+struct addr_ctx {
+  napi_env env;
+  napi_value addrs;
+};
+
+/* recvBatch: addrs[i] = the sender's path. */
+static bool store_addr(void *ctx, uint32_t i, const struct sockaddr_un *from, socklen_t al) {
+  struct addr_ctx *c = ctx;
+  napi_value s;
+  return napi_create_string_utf8(c->env, from->sun_path, sun_path_len(from, al), &s) == napi_ok &&
+         napi_set_element(c->env, c->addrs, i, s) == napi_ok;
+}
+
 /*
  * recvBatch(fd, buf, slot, lens: Uint32Array, addrs: string[]|null) -> n
  * Receives up to lens.length datagrams with recvmmsg; datagram i lands at
@@ -147,48 +223,25 @@ static napi_value recv_batch(napi_env env, napi_callback_info info) {
   if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "buf", &buf, &buf_len) ||
       !vl_get_uint32(env, argv[2], "slot", &slot) || !vl_get_u32s(env, argv[3], "lens", false, &lens, &n_lens))
     return NULL;
-  bool want_addr = !vl_is_nullish(env, argv[4]);
   if (slot == 0) return vl_throw_arg(env, "ERR_INVALID_ARG_VALUE", "slot must be > 0");
   size_t max = buf_len / slot < n_lens ? buf_len / slot : n_lens;
-  struct mmsghdr msgs[MMSG_MAX];
-  struct iovec iov[MMSG_MAX];
-  struct sockaddr_un from[MMSG_MAX];
-  uint32_t total = 0;
-  while (total < max) {
-    unsigned n = max - total < MMSG_MAX ? (unsigned)(max - total) : MMSG_MAX;
-    memset(msgs, 0, sizeof(struct mmsghdr) * n);
-    for (unsigned k = 0; k < n; k++) {
-      iov[k].iov_base = buf + (size_t)(total + k) * slot;
-      iov[k].iov_len = slot;
-      msgs[k].msg_hdr.msg_iov = &iov[k];
-      msgs[k].msg_hdr.msg_iovlen = 1;
-      if (want_addr) {
-        msgs[k].msg_hdr.msg_name = &from[k];
-        msgs[k].msg_hdr.msg_namelen = sizeof from[k];
-      }
-    }
-    int r;
-    do r = recvmmsg(fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || total > 0) break;
-      return vl_throw_errno(env, errno, "recvmmsg", NULL);
-    }
-    for (int k = 0; k < r; k++) {
-      lens[total + k] = msgs[k].msg_len;
-      if (!want_addr) continue;
-      socklen_t al = msgs[k].msg_hdr.msg_namelen;
-      size_t plen = al > offsetof(struct sockaddr_un, sun_path) ? strnlen(from[k].sun_path, sizeof from[k].sun_path) : 0;
-      napi_value s;
-      NAPI_CALL(env, napi_create_string_utf8(env, from[k].sun_path, plen, &s));
-      NAPI_CALL(env, napi_set_element(env, argv[4], total + k, s));
-    }
-    total += (uint32_t)r;
-    if ((unsigned)r < n) break;
-  }
-  napi_value res;
-  NAPI_CALL(env, napi_create_uint32(env, total, &res));
-  return res;
+  struct addr_ctx ctx = {env, argv[4]};
+  bool want_addr = !vl_is_nullish(env, argv[4]);
+  return recv_result(env, recv_loop(fd, buf, slot, lens, max, want_addr ? store_addr : NULL, &ctx));
+}
+
+struct peer_ctx {
+  const char *peer;
+  size_t peer_len;
+  uint8_t *strangers;
+};
+
+/* recvBatchFrom: strangers[i] = 1 unless the sender is the peer. */
+static bool mark_stranger(void *ctx, uint32_t i, const struct sockaddr_un *from, socklen_t al) {
+  struct peer_ctx *c = ctx;
+  size_t plen = sun_path_len(from, al);
+  c->strangers[i] = !(plen == c->peer_len && memcmp(from->sun_path, c->peer, plen) == 0);
+  return true;
 }
 
 /*
@@ -211,44 +264,10 @@ static napi_value recv_batch_from(napi_env env, napi_callback_info info) {
       !vl_get_bytes(env, argv[5], "strangers", &strangers, &n_str))
     return NULL;
   if (slot == 0) return vl_throw_arg(env, "ERR_INVALID_ARG_VALUE", "slot must be > 0");
-  size_t peer_len = strlen(peer);
   size_t max = buf_len / slot < n_lens ? buf_len / slot : n_lens;
   if (n_str < max) max = n_str;
-  struct mmsghdr msgs[MMSG_MAX];
-  struct iovec iov[MMSG_MAX];
-  struct sockaddr_un from[MMSG_MAX];
-  uint32_t total = 0;
-  while (total < max) {
-    unsigned n = max - total < MMSG_MAX ? (unsigned)(max - total) : MMSG_MAX;
-    memset(msgs, 0, sizeof(struct mmsghdr) * n);
-    for (unsigned k = 0; k < n; k++) {
-      iov[k].iov_base = buf + (size_t)(total + k) * slot;
-      iov[k].iov_len = slot;
-      msgs[k].msg_hdr.msg_iov = &iov[k];
-      msgs[k].msg_hdr.msg_iovlen = 1;
-      msgs[k].msg_hdr.msg_name = &from[k];
-      msgs[k].msg_hdr.msg_namelen = sizeof from[k];
-    }
-    int r;
-    do r = recvmmsg(fd, msgs, n, MSG_DONTWAIT | MSG_TRUNC, NULL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || total > 0) break;
-      return vl_throw_errno(env, errno, "recvmmsg", NULL);
-    }
-    for (int k = 0; k < r; k++) {
-      lens[total + k] = msgs[k].msg_len;
-      socklen_t al = msgs[k].msg_hdr.msg_namelen;
-      size_t off = offsetof(struct sockaddr_un, sun_path);
-      size_t plen = al > off ? strnlen(from[k].sun_path, al - off) : 0;
-      strangers[total + k] = !(plen == peer_len && memcmp(from[k].sun_path, peer, plen) == 0);
-    }
-    total += (uint32_t)r;
-    if ((unsigned)r < n) break;
-  }
-  napi_value res;
-  NAPI_CALL(env, napi_create_uint32(env, total, &res));
-  return res;
+  struct peer_ctx ctx = {peer, strlen(peer), strangers};
+  return recv_result(env, recv_loop(fd, buf, slot, lens, max, mark_stranger, &ctx));
 }
 
 /*
