@@ -17,7 +17,7 @@ import {
 } from '../errors.js';
 import { ETH_HLEN, ETHERTYPE_VLAN, formatMac, VLAN_HLEN } from '../frame.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
-import { OffloadMeta } from '../offload/vnet-hdr.js';
+import { OffloadMeta, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../offload/vnet-hdr.js';
 import { type FrameSink, MAX_FRAME_LEN, type Port, type PortState, WriteResult } from '../ports/port.js';
 import { TokenBucket } from '../qos/token-bucket.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
@@ -357,10 +357,7 @@ export class Switch {
         buf.copyWithin(off + VLAN_HLEN, off, off + 12);
         off += VLAN_HLEN;
         len -= VLAN_HLEN;
-        if (m !== undefined) {
-          m.csumStart -= VLAN_HLEN;
-          m.hdrLen -= VLAN_HLEN;
-        }
+        if (m !== undefined) shiftOffsets(m, -VLAN_HLEN);
       }
     }
     if (!net) {
@@ -448,8 +445,7 @@ export class Switch {
         // The tag inserted after the MACs moves every header offset by 4.
         m = this.#taggedMeta;
         m.copyFrom(meta);
-        m.csumStart += VLAN_HLEN;
-        m.hdrLen += VLAN_HLEN;
+        shiftOffsets(m, VLAN_HLEN);
       }
       if (this.#outputOne(sp, vid, buf, off, len, m) && meta.isGso) c.txGso++;
       return;
@@ -538,4 +534,14 @@ export class Switch {
     sp.lastMalformedLog = now;
     this.#log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
   }
+}
+
+/**
+ * Moves the header offsets of offload metadata by `by` bytes (a VLAN tag
+ * stripped or inserted after the MACs). csum_start only means something with
+ * NEEDS_CSUM, and hdr_len 0 means "not given": those stay as they are.
+ */
+function shiftOffsets(m: OffloadMeta, by: number): void {
+  if (m.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) m.csumStart += by;
+  if (m.hdrLen !== 0) m.hdrLen = Math.max(0, m.hdrLen + by);
 }
