@@ -98,6 +98,13 @@ describe('large segments from a TAP with offloads to a VM', { timeout: 300_000 }
         },
       );
       assert.equal(got.trim().split(/\s+/)[0], want);
+      // The capture may have attached late (a slow CLI start): fetch again until it has its frames.
+      let captured = false;
+      void capture.then(() => {
+        captured = true;
+      });
+      for (let i = 0; i < 5 && !captured; i++)
+        await vm.sh('timeout 60 wget -q -O /dev/null http://10.0.9.1:8080/blob', { timeoutMs: 90_000 });
       const cap = await capture;
       assert.equal(cap.code, 0, cap.stderr);
 
