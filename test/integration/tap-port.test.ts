@@ -119,7 +119,7 @@ describe('TAP port', { timeout: 120_000 }, () => {
           return `${rx.toFixed(1)} rx / ${tx.toFixed(1)} tx`;
         });
         t.diagnostic(
-          `offloads ${on ? 'on' : 'off'} (${f1}): ${(rcv.bits_per_second / 1e9).toFixed(3)} Gbit/s; frames per native call: ${perCall.join(', ')}`,
+          `offloads ${on ? 'on' : 'off'} (${f1}): ${(rcv.bits_per_second / 1e9).toFixed(3)} Gbit/s; frames per native call: ${perCall.join(', ')}; queue_full drops ${ports.map((p) => sw.port(p.name).counters.queue_full).join('/')}`,
         );
       } finally {
         server.kill();

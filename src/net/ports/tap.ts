@@ -87,8 +87,13 @@ const RX_BATCH = 256;
 const RX_BYTES = 1 << 20;
 /** Egress arena (frames queued in one event-loop turn). */
 const TX_BYTES = 2 << 20;
-/** The same with vnet_hdr, where frames may be 64 KB segments. */
-const RX_BYTES_VNET = 4 << 20;
+/**
+ * With vnet_hdr the same receive buffer (about 15 64 KB segments per read):
+ * a larger read would hand a port without offloads more segments in one
+ * event-loop turn (15 x 45 = 675) than its egress queue holds (1024 frames by
+ * default), and the excess would be tail-dropped before the next flush.
+ * The egress arena holds queue_len frames of up to 64 KB segments.
+ */
 const TX_BYTES_VNET = 8 << 20;
 
 export class TapPort implements Port {
@@ -186,9 +191,7 @@ export class TapPort implements Port {
     }
     this.#n = n;
     this.#fd = fd;
-    this.#rx ??= Buffer.allocUnsafe(
-      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)),
-    );
+    this.#rx ??= Buffer.allocUnsafe(Math.max(RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)));
     this.#setState('up', `TAP ${this.#ifname} open`);
   }
 
