@@ -87,13 +87,8 @@ const RX_BATCH = 256;
 const RX_BYTES = 1 << 20;
 /** Egress arena (frames queued in one event-loop turn). */
 const TX_BYTES = 2 << 20;
-/**
- * With vnet_hdr the same receive buffer (about 15 64 KB segments per read):
- * a larger read would hand a port without offloads more segments in one
- * event-loop turn (15 x 45 = 675) than its egress queue holds (1024 frames by
- * default), and the excess would be tail-dropped before the next flush.
- * The egress arena holds queue_len frames of up to 64 KB segments.
- */
+/** The same with vnet_hdr, where frames may be 64 KB segments (about 60 per read). */
+const RX_BYTES_VNET = 4 << 20;
 const TX_BYTES_VNET = 8 << 20;
 
 export class TapPort implements Port {
@@ -191,7 +186,9 @@ export class TapPort implements Port {
     }
     this.#n = n;
     this.#fd = fd;
-    this.#rx ??= Buffer.allocUnsafe(Math.max(RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)));
+    this.#rx ??= Buffer.allocUnsafe(
+      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)),
+    );
     this.#setState('up', `TAP ${this.#ifname} open`);
   }
 
@@ -246,16 +243,26 @@ export class TapPort implements Port {
 
   write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     if (this.#fd < 0) return WriteResult.DOWN;
-    const h = this.#hdr;
-    if (h === 0) {
-      if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    } else {
-      const at = this.#tx.pushAfter(h, buf, off, len);
-      if (at < 0) return WriteResult.QUEUE_FULL;
-      writeVnetHdr(meta, this.#tx.buf, at, h);
+    if (!this.#enqueue(buf, off, len, meta)) {
+      // Full within one event-loop turn (e.g. large segments cut into many frames for this TAP): send what is
+      // queued now rather than drop, unless the TAP itself pushes back (EAGAIN: waiting for POLLOUT).
+      if (this.#watchingWrite) return WriteResult.QUEUE_FULL;
+      if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+      this.#flush();
+      if (!this.#enqueue(buf, off, len, meta)) return WriteResult.QUEUE_FULL;
     }
     if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
     return WriteResult.OK;
+  }
+
+  /** Copies a frame (after its virtio_net_hdr, with vnet_hdr) into the egress arena; false when it is full. */
+  #enqueue(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
+    const h = this.#hdr;
+    if (h === 0) return this.#tx.push(buf, off, len);
+    const at = this.#tx.pushAfter(h, buf, off, len);
+    if (at < 0) return false;
+    writeVnetHdr(meta, this.#tx.buf, at, h);
+    return true;
   }
 
   /** Writes the queued frames; on EAGAIN keeps the rest and waits for the fd to become writable. */
