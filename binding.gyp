@@ -9,6 +9,7 @@
         "src/native/c/packet.c",
         "src/native/c/poll.c",
         "src/native/c/tap.c",
+        "src/native/c/udp.c",
         "src/native/c/unix.c"
       ],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-fvisibility=hidden"],

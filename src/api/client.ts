@@ -151,6 +151,8 @@ export interface CountersView {
   rx_bytes: number;
   tx_frames: number;
   tx_bytes: number;
+  /** Large segments received, passed on whole, cut in software; checksums completed in software (absent from older daemons). */
+  offload?: { rx_gso: number; tx_gso: number; tx_segmented: number; tx_csum: number };
   drops: Record<string, number>;
 }
 

@@ -16,6 +16,7 @@ import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { ConfigError } from '../config/errors.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { PortOpenError } from '../net/errors.js';
 import { mkdirp } from '../util/fs.js';
 import type { ControlBackend } from './backend.js';
 import { PcapCapture } from './capture.js';
@@ -62,7 +63,8 @@ export function errorReply(err: unknown): { status: number; body: ErrorBody } {
   if (err instanceof BadRequestError)
     return { status: err.status, body: { error: { code: err.code, message: err.message } } };
   if (err instanceof VmlinkError) {
-    return { status: STATUS_OF[err.code] ?? 500, body: { error: { code: err.code, message: err.message } } };
+    const status = STATUS_OF[err.code] ?? (err instanceof PortOpenError ? 422 : 500);
+    return { status, body: { error: { code: err.code, message: err.message } } };
   }
   // fastify's own client errors (bad JSON, wrong content type, body too large) keep their 4xx status.
   const status = (err as { statusCode?: unknown }).statusCode;

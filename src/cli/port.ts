@@ -148,6 +148,18 @@ export function formatPorts(ports: readonly PortView[]): string {
   );
 }
 
+/** Large segments received / passed whole / cut in software, checksums completed; nothing when all are 0. */
+function offloadLine(p: PortView): [string, string][] {
+  const o = p.counters.offload;
+  if (!o || o.rx_gso + o.tx_gso + o.tx_segmented + o.tx_csum === 0) return [];
+  return [
+    [
+      '  offload',
+      `${o.rx_gso} large segments in, ${o.tx_gso} out whole, ${o.tx_segmented} cut, ${o.tx_csum} checksummed`,
+    ],
+  ];
+}
+
 /** Everything about one port: identity, transport, spec, counters and drops by reason. */
 export function formatPort(p: PortView): string {
   const pairs: [string, string][] = [
@@ -162,6 +174,7 @@ export function formatPort(p: PortView): string {
     ['counters', ''],
     ['  rx', `${p.counters.rx_frames} frames, ${p.counters.rx_bytes} bytes`],
     ['  tx', `${p.counters.tx_frames} frames, ${p.counters.tx_bytes} bytes`],
+    ...offloadLine(p),
     ['drops', ''],
     ...Object.entries(p.counters.drops).map(([k, v]): [string, string] => [`  ${k}`, String(v)]),
     ['spec', ''],

@@ -143,6 +143,8 @@ const tapPort = z.strictObject({
   up: z.boolean().default(true),
   /** Carry a virtio_net_hdr per frame (IFF_VNET_HDR); default false. */
   vnet_hdr: z.boolean().default(false),
+  /** With vnet_hdr: ask the kernel for checksum/TSO/USO offloads, so large segments pass whole; default true. */
+  offloads: z.boolean().optional(),
 });
 
 const vdePort = z.strictObject({

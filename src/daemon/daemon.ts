@@ -23,15 +23,15 @@ import { ApiServer } from '../api/server.js';
 import { type Config, type NetworkConfig, networkSchema, type PortConfig, portSchema } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
 import type { StateStore, StoredItem } from '../control/store.js';
-import { describeError, hasCode } from '../errors.js';
+import { describeError, VmlinkError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import {
   NetworkExistsError,
   NetworkInUseError,
   NetworkNotFoundError,
-  PortAddressError,
   PortExistsError,
   PortNotFoundError,
+  PortOpenError,
 } from '../net/errors.js';
 import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
@@ -355,8 +355,13 @@ export class Daemon implements ControlBackend {
         await e.sp.port.open();
       } catch (err) {
         await this.#removePort(spec.name);
-        if (hasCode(err, 'ERR_PORT_ADDRESS')) throw err;
-        throw new PortAddressError(spec.name, addressOf(spec), describeError(err), { cause: err });
+        // A port's own error has its specific code and names the port already: pass it on as it is.
+        if (err instanceof VmlinkError) throw err;
+        throw new PortOpenError(
+          'ERR_PORT_OPEN',
+          `port "${spec.name}": cannot open its ${spec.kind} transport (${addressOf(spec)}): ${describeError(err)}`,
+          { cause: err },
+        );
       }
       try {
         await this.#store.putPort(body as StoredItem);

@@ -99,7 +99,8 @@ export interface NativeAddon {
   /** accept4(2): the new connection's fd (non-blocking, close-on-exec), or -1 when none is pending. */
   accept(fd: number): number;
   /**
-   * sendmmsg of datagrams start..end-1 (to `dest`, or the connected peer).
+   * sendmmsg of datagrams start..end-1 (to `dest`: a unix path, or a
+   * {@link sockaddrInet} Buffer for UDP; null: the connected peer).
    * @returns index of the first datagram not sent; throws only if the first fails (not for EAGAIN)
    */
   sendBatch(
@@ -109,7 +110,7 @@ export interface NativeAddon {
     lens: Uint32Array,
     start: number,
     end: number,
-    dest: string | null,
+    dest: string | Buffer | null,
   ): number;
   /**
    * recvmmsg of up to min(lens.length, buf.length / slot) datagrams; datagram i
@@ -119,9 +120,10 @@ export interface NativeAddon {
    */
   recvBatch(fd: number, buf: Uint8Array, slot: number, lens: Uint32Array, addrs: string[] | null): number;
   /**
-   * recvBatch for an unconnected datagram socket that serves one peer:
-   * strangers[i] = 1 when datagram i came from a path other than `peer`
-   * (drop and count it), else 0. No string is made per datagram.
+   * recvBatch for an unconnected datagram socket that serves one peer (a
+   * unix path, or a {@link sockaddrInet} Buffer for UDP): strangers[i] = 1
+   * when datagram i came from another sender (drop and count it), else 0. No
+   * string is made per datagram.
    * @returns datagrams received (0: none ready)
    */
   recvBatchFrom(
@@ -129,9 +131,21 @@ export interface NativeAddon {
     buf: Uint8Array,
     slot: number,
     lens: Uint32Array,
-    peer: string,
+    peer: string | Buffer,
     strangers: Uint8Array,
   ): number;
+  /**
+   * A non-blocking UDP socket bound to a numeric host and port (0: any);
+   * IPv6 hosts get a dual-stack AF_INET6 socket. Returns the bound port.
+   * Throws EINVAL (syscall `inet_pton`) for a host that is not numeric.
+   */
+  udpOpen(host: string, port: number): { fd: number; port: number };
+  /**
+   * The raw sockaddr of a numeric host and port for sendBatch / recvBatchFrom
+   * on a UDP socket; `v6` for an AF_INET6 socket (an IPv4 host becomes
+   * ::ffff:a.b.c.d).
+   */
+  sockaddrInet(host: string, port: number, v6: boolean): Buffer;
   /**
    * Socket buffer sizes in bytes (SO_SNDBUFFORCE/SO_RCVBUFFORCE, falling back
    * to SO_SNDBUF/SO_RCVBUF, capped by net.core.wmem_max/rmem_max); 0 leaves

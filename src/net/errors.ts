@@ -54,3 +54,11 @@ export class PortAddressError extends NetError {
     super('ERR_PORT_ADDRESS', `port "${port}": cannot use ${address}: ${reason}`, options);
   }
 }
+
+/**
+ * A port's transport could not be opened for a reason of its own kind; the
+ * code says which (`ERR_TAP_NOT_FOUND`, `ERR_HOST_PERMISSION`, ...) and the
+ * message names the port once. The API answers 422: nothing was changed.
+ * `ERR_PORT_OPEN` is the code for a failure no port kind has a code for.
+ */
+export class PortOpenError extends NetError {}

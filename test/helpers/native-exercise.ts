@@ -108,6 +108,17 @@ check(accepted >= 0, 'accept');
 throwsCode(() => n.accept(-1), 'EBADF');
 for (const fd of [lst, dialer, accepted]) closeSync(fd);
 unlinkSync(lpath);
+// UDP: a socket, a sockaddr, a batch to it and back with the peer compared.
+const u1 = n.udpOpen('127.0.0.1', 0);
+const u2 = n.udpOpen('::1', 0);
+const to2 = n.sockaddrInet('::1', u2.port, true);
+n.sendBatch(u2.fd, Buffer.from('u'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, to2);
+const uStr = new Uint8Array(2);
+check(n.recvBatchFrom(u2.fd, Buffer.alloc(128), 64, new Uint32Array(2), to2, uStr) === 1 && uStr[0] === 0, 'udp');
+throwsCode(() => n.udpOpen('127.0.0.1', u1.port), 'EADDRINUSE');
+throwsCode(() => n.sockaddrInet('nowhere', 1, false), 'EINVAL');
+closeSync(u1.fd);
+closeSync(u2.fd);
 // packetOpen: loopback, and a missing interface.
 closeSync(n.packetOpen('lo', false).fd);
 throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');

@@ -339,6 +339,17 @@ describe('daemon control API', () => {
     assert.doesNotMatch(state, /clash/);
   });
 
+  test("refuses a port whose transport cannot open with 422 and the port kind's own code, naming the port once", async () => {
+    const err = await refused(
+      r.client.addPort({ name: 'ghost', kind: 'tap', network: 'lan', ifname: 'vlnosuchtap9', create: false }),
+      422,
+      'ERR_TAP_NOT_FOUND',
+    );
+    assert.equal(err.message.split('port "ghost"').length - 1, 1, err.message);
+    assert.match(err.message, /"vlnosuchtap9" does not exist; create it first/);
+    await refused(r.client.getPort('ghost'), 404, 'ERR_PORT_NOT_FOUND');
+  });
+
   test('answers qemu-args with the arguments, the MAC and one shell-quoted command line', async () => {
     const q = await r.client.qemuArgs('cfg');
     assert.equal(q.args[0], '-netdev');

@@ -340,6 +340,72 @@ describe('unix datagrams', () => {
   });
 });
 
+describe('UDP', () => {
+  test('udpOpen binds a numeric address (port 0: the kernel picks), and batches move with a sockaddrInet destination', () => {
+    const a = n.udpOpen('127.0.0.1', 0);
+    const b = n.udpOpen('127.0.0.1', 0);
+    own(a.fd);
+    own(b.fd);
+    assert.ok(a.port > 0 && b.port > 0 && a.port !== b.port);
+    const toB = n.sockaddrInet('127.0.0.1', b.port, false);
+    assert.equal(toB.toString('hex', 0, 4), `0200${b.port.toString(16).padStart(4, '0')}`); // AF_INET, port big-endian
+    assert.equal(n.sendBatch(a.fd, Buffer.from('xyz'), Uint32Array.of(0, 1, 2), Uint32Array.of(1, 1, 1), 0, 3, toB), 3);
+    const c = own(n.udpOpen('127.0.0.1', 0).fd);
+    n.sendBatch(c, Buffer.from('s'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, toB);
+    const strangers = new Uint8Array(8);
+    const buf = Buffer.alloc(64 * 8);
+    const lens = new Uint32Array(8);
+    assert.equal(n.recvBatchFrom(b.fd, buf, 64, lens, n.sockaddrInet('127.0.0.1', a.port, false), strangers), 4);
+    assert.deepEqual([...strangers.subarray(0, 4)], [0, 0, 0, 1], 'the fourth came from another port');
+    assert.equal(buf.toString('latin1', 128, 129), 'z');
+  });
+
+  test('a dual-stack IPv6 socket takes an IPv4 peer as ::ffff:a.b.c.d, and a name is refused with EINVAL', () => {
+    const six = n.udpOpen('::', 0);
+    own(six.fd);
+    const four = n.udpOpen('127.0.0.1', 0);
+    own(four.fd);
+    const mapped = n.sockaddrInet('127.0.0.1', four.port, true);
+    assert.equal(mapped.length, 28);
+    assert.equal(mapped.toString('hex', 8, 24), '00000000000000000000ffff7f000001');
+    n.sendBatch(
+      four.fd,
+      Buffer.from('q'),
+      Uint32Array.of(0),
+      Uint32Array.of(1),
+      0,
+      1,
+      n.sockaddrInet('127.0.0.1', six.port, false),
+    );
+    const strangers = new Uint8Array(2);
+    let got = 0;
+    for (let i = 0; i < 100 && got === 0; i++)
+      got = n.recvBatchFrom(six.fd, Buffer.alloc(128), 64, new Uint32Array(2), mapped, strangers);
+    assert.equal(got, 1);
+    assert.equal(strangers[0], 0);
+    assert.ok(
+      isSyscallError(
+        catchErr(() => n.udpOpen('localhost', 0)),
+        'EINVAL',
+      ),
+    );
+    assert.ok(
+      isSyscallError(
+        catchErr(() => n.sockaddrInet('::1', 1, false)),
+        'EINVAL',
+      ),
+    );
+  });
+
+  test('binding an address in use fails with EADDRINUSE', () => {
+    const a = n.udpOpen('127.0.0.1', 0);
+    own(a.fd);
+    const err = catchErr(() => n.udpOpen('127.0.0.1', a.port));
+    assert.ok(isSyscallError(err, 'EADDRINUSE'));
+    assert.equal(err.syscall, 'bind');
+  });
+});
+
 describe('under valgrind', () => {
   test('a script using every addon function runs without memory errors or definite leaks', async () => {
     const script = fileURLToPath(new URL('../helpers/native-exercise.js', import.meta.url));

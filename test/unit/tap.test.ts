@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { finishChecksum } from '../../src/net/ports/tap.js';
+import { finishChecksum } from '../../src/net/offload/checksum.js';
 
 test('completes an IPv4 header checksum byte-exactly (RFC 1071 sum over the header)', () => {
   // 20-byte IPv4 header with its checksum field zeroed; the right checksum is 0xb861.

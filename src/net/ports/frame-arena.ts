@@ -38,14 +38,26 @@ export class FrameArena {
    * after moving the unsent frames to its front.
    */
   push(src: Buffer, off: number, len: number): boolean {
-    if (this.count >= this.offs.length) return false;
-    if (this.#cursor + len > this.buf.length && !this.#compact(len)) return false;
-    src.copy(this.buf, this.#cursor, off, off + len);
-    this.offs[this.count] = this.#cursor;
-    this.lens[this.count] = len;
+    return this.pushAfter(0, src, off, len) >= 0;
+  }
+
+  /**
+   * Like {@link push}, with `pre` bytes reserved in front of the frame and
+   * queued with it (a per-frame header such as a virtio_net_hdr, for the
+   * caller to fill in). Returns the offset of the reserved bytes in
+   * {@link buf}, or -1 (nothing queued) when there is no room.
+   */
+  pushAfter(pre: number, src: Buffer, off: number, len: number): number {
+    if (this.count >= this.offs.length) return -1;
+    const total = pre + len;
+    if (this.#cursor + total > this.buf.length && !this.#compact(total)) return -1;
+    const at = this.#cursor;
+    src.copy(this.buf, at + pre, off, off + len);
+    this.offs[this.count] = at;
+    this.lens[this.count] = total;
     this.count++;
-    this.#cursor += len;
-    return true;
+    this.#cursor += total;
+    return at;
   }
 
   /** Frames up to `next` were sent (or skipped). Empties the arena when all were; returns whether it is empty. */

@@ -21,7 +21,7 @@
 import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
-import { NetError } from '../errors.js';
+import { PortOpenError } from '../errors.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
@@ -33,7 +33,7 @@ export interface HostSpec {
 }
 
 /** The interface could not be used (missing, no permission). */
-export class HostPortError extends NetError {}
+export class HostPortError extends PortOpenError {}
 
 const RX_BYTES = 2 << 20;
 const RX_BATCH_MAX = 64;

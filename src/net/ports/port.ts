@@ -5,6 +5,7 @@
  * port never knows any other port.
  */
 import type { Logger } from '../../log.js';
+import type { OffloadMeta } from '../offload/vnet-hdr.js';
 
 /** Result of {@link Port.write}. Numbers, so the hot path compares Smis. */
 export const WriteResult = {
@@ -24,8 +25,15 @@ export type PortState = 'closed' | 'listening' | 'connecting' | 'up' | 'down';
  * Receives each frame a port reads from its transport.
  * `buf[off .. off+len)` is valid only for the duration of the call, and the
  * callee may modify those bytes in place (e.g. to strip a VLAN tag).
+ *
+ * `meta`: the frame's offload metadata (virtio_net_hdr fields), only from
+ * ports whose transport has it (a TAP with vnet_hdr, vhost-user), and only
+ * when it asks for work (`meta.active`: a large segment, or a checksum to
+ * complete); undefined for a complete, ordinary frame. Like the bytes, the
+ * object is valid only during the call (ports reuse one), and the callee may
+ * modify it (the switch adjusts csum_start when it strips a VLAN tag).
  */
-export type FrameSink = (buf: Buffer, off: number, len: number) => void;
+export type FrameSink = (buf: Buffer, off: number, len: number, meta?: OffloadMeta) => void;
 
 /** What a factory hands a port: its collaborators. */
 export interface PortContext {
@@ -68,11 +76,26 @@ export interface Port {
   open(): Promise<void>;
 
   /**
+   * True when {@link write} takes frames with offload metadata: large
+   * segments (up to {@link MAX_FRAME_LEN}, beyond the network MTU) and
+   * partial checksums, handed on to the transport as they are (a TAP with
+   * vnet_hdr; vhost-user with the guest's offload features). Absent or false:
+   * the switch segments such frames and completes their checksums in
+   * software (src/net/offload/) before calling write(), so the port only ever
+   * sees complete frames within the MTU.
+   */
+  readonly offloads?: boolean;
+
+  /**
    * Queues `buf[off .. off+len)` for sending. The bytes are copied before
    * this returns: the caller may reuse the buffer at once. Never throws for
    * transport trouble; reports it in the result.
+   *
+   * `meta` is given only to ports with {@link offloads} true, and only for
+   * frames that need it; it is valid during the call only (copy its fields,
+   * e.g. with writeVnetHdr()).
    */
-  write(buf: Buffer, off: number, len: number): WriteResult;
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult;
 
   /** Frames currently queued and not yet handed to the kernel. */
   readonly queued: number;

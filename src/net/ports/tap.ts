@@ -13,16 +13,22 @@
  * needed, no child process per port.
  *
  * vnet_hdr: the TAP carries a 12-byte virtio_net_hdr (virtio 1.2 §5.1.6) per
- * frame. Offloads are turned off with TUNSETOFFLOAD(0), so the kernel never
- * hands the port GSO super-frames or partial checksums; should a header still
- * announce a partial checksum it is completed in software, and a GSO frame is
- * dropped and counted as malformed. Frames written carry an all-zero header.
- * Offload pass-through comes with vhost-user.
+ * frame, and the port takes offloads (Port.offloads). Unless `offloads: false`,
+ * TUNSETOFFLOAD asks the kernel for checksum, TSO4/6 (with ECN) and USO4/6
+ * offloads, as much of that as it accepts: the kernel then hands the port
+ * 64 KB TCP segments with partial checksums instead of MTU-sized frames. Each
+ * frame's header goes to the switch as OffloadMeta with the frame: whole to
+ * ports that take offloads, segmented in software for the others
+ * (src/net/offload/). Frames written carry their metadata in the header (an
+ * all-zero header for complete frames), so large segments pass from TAP to TAP
+ * untouched (Menon et al.: per-packet cost dominates; carry large segments
+ * across the virtualization boundary).
  */
 import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
-import { NetError } from '../errors.js';
+import { PortOpenError } from '../errors.js';
+import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
@@ -39,18 +45,41 @@ export interface TapSpec {
   up?: boolean | undefined;
   /** Carry a virtio_net_hdr per frame (IFF_VNET_HDR); default false. */
   vnet_hdr?: boolean | undefined;
+  /** With vnet_hdr: ask the kernel for checksum/TSO/USO offloads (TUNSETOFFLOAD); default true. Ignored without vnet_hdr. */
+  offloads?: boolean | undefined;
 }
 
 /** A TAP interface could not be opened or set up. */
-export class TapError extends NetError {}
+export class TapError extends PortOpenError {}
 
 /** Valid Linux interface names (dev_valid_name), with `%d` allowed once. */
 const IFNAME_RE = /^(?!\.{1,2}$)[^\s/:%]*(?:%d)?[^\s/:%]*$/;
 
-/** virtio_net_hdr_v1 size: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers. */
-export const VNET_HDR_LEN = 12;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-const VIRTIO_NET_HDR_GSO_NONE = 0;
+export { VNET_HDR_LEN };
+
+/** TUNSETOFFLOAD bits (linux/if_tun.h); USO4/6 arrived in Linux 6.2, so older headers lack them. */
+const TUN_F_CSUM = 0x01;
+const TUN_F_TSO4 = 0x02;
+const TUN_F_TSO6 = 0x04;
+const TUN_F_TSO_ECN = 0x08;
+const TUN_F_USO4 = 0x20;
+const TUN_F_USO6 = 0x40;
+/** Offload sets asked for in turn until the kernel accepts one (EINVAL: it does not know a bit). */
+const OFFLOAD_TRIES = [
+  TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
+  TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
+  TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+  TUN_F_CSUM,
+  0,
+] as const;
+const OFFLOAD_NAMES: [number, string][] = [
+  [TUN_F_CSUM, 'csum'],
+  [TUN_F_TSO4, 'tso4'],
+  [TUN_F_TSO6, 'tso6'],
+  [TUN_F_TSO_ECN, 'tso_ecn'],
+  [TUN_F_USO4, 'uso4'],
+  [TUN_F_USO6, 'uso6'],
+];
 
 /** Frames read per native call at most. */
 const RX_BATCH = 256;
@@ -58,6 +87,9 @@ const RX_BATCH = 256;
 const RX_BYTES = 1 << 20;
 /** Egress arena (frames queued in one event-loop turn). */
 const TX_BYTES = 2 << 20;
+/** The same with vnet_hdr, where frames may be 64 KB segments (about 60 per read). */
+const RX_BYTES_VNET = 4 << 20;
+const TX_BYTES_VNET = 8 << 20;
 
 export class TapPort implements Port {
   readonly kind = 'tap';
@@ -77,7 +109,10 @@ export class TapPort implements Port {
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #tx: FrameArena;
   readonly #txErrs = new Int32Array(2);
-  readonly #zeroHdr: Buffer | null;
+  /** TUNSETOFFLOAD bits the kernel accepted (0: none). */
+  #offload = 0;
+  /** Metadata of the frame being handed to the sink (reused). */
+  readonly #meta = new OffloadMeta();
   #scheduled: NodeJS.Immediate | undefined;
   #watchingWrite = false;
   readonly #flushBound = (): void => this.#flush();
@@ -96,8 +131,7 @@ export class TapPort implements Port {
     this.#spec = spec;
     this.#ctx = ctx;
     this.#hdr = spec.vnet_hdr ? VNET_HDR_LEN : 0;
-    this.#zeroHdr = this.#hdr ? Buffer.alloc(this.#hdr) : null;
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#tx = new FrameArena(ctx.queueLen, Math.max(this.#hdr ? TX_BYTES_VNET : TX_BYTES, 2 * ctx.maxFrameLen));
   }
 
   get state(): PortState {
@@ -106,6 +140,11 @@ export class TapPort implements Port {
 
   get queued(): number {
     return this.#tx.queued;
+  }
+
+  /** A vnet_hdr TAP takes large segments and partial checksums (the kernel finishes them). */
+  get offloads(): boolean {
+    return this.#hdr > 0;
   }
 
   /** The interface name the kernel gave (differs from the spec with `%d`); '' before open. */
@@ -125,12 +164,7 @@ export class TapPort implements Port {
       );
     }
     const attach = this.#spec.create === false;
-    let fd: number;
-    try {
-      ({ fd, name: this.#ifname } = n.tapOpen(ifname, attach, this.#hdr, this.#hdr ? 0 : -1));
-    } catch (err) {
-      throw this.#openError(err, ifname, attach);
-    }
+    const fd = this.#openTap(n, ifname, attach);
     try {
       if (this.#spec.mtu !== undefined) n.ifSetMtu(this.#ifname, this.#spec.mtu);
       if (this.#spec.up !== false) n.ifSetUp(this.#ifname, true);
@@ -152,8 +186,27 @@ export class TapPort implements Port {
     }
     this.#n = n;
     this.#fd = fd;
-    this.#rx ??= Buffer.allocUnsafe(Math.max(RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)));
+    this.#rx ??= Buffer.allocUnsafe(
+      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)),
+    );
     this.#setState('up', `TAP ${this.#ifname} open`);
+  }
+
+  /** tapOpen with the largest offload set the kernel accepts (none without vnet_hdr); returns the fd. */
+  #openTap(n: NativeAddon, ifname: string, attach: boolean): number {
+    const tries: readonly number[] = this.#hdr === 0 ? [-1] : this.#spec.offloads === false ? [0] : OFFLOAD_TRIES;
+    for (let i = 0; ; i++) {
+      const flags = tries[i] as number;
+      try {
+        const r = n.tapOpen(ifname, attach, this.#hdr, flags);
+        this.#ifname = r.name;
+        this.#offload = Math.max(flags, 0);
+        return r.fd;
+      } catch (err) {
+        const refused = isSyscallError(err) && err.syscall === 'ioctl TUNSETOFFLOAD' && err.code === 'EINVAL';
+        if (!refused || i + 1 >= tries.length) throw this.#openError(err, ifname, attach);
+      }
+    }
   }
 
   #openError(err: unknown, ifname: string, attach: boolean): Error {
@@ -188,11 +241,28 @@ export class TapPort implements Port {
     return new TapError('ERR_TAP_OPEN', `${p}: cannot open TAP "${ifname}": ${describeError(err)}`, { cause: err });
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     if (this.#fd < 0) return WriteResult.DOWN;
-    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
+    if (!this.#enqueue(buf, off, len, meta)) {
+      // Full within one event-loop turn (e.g. large segments cut into many frames for this TAP): send what is
+      // queued now rather than drop, unless the TAP itself pushes back (EAGAIN: waiting for POLLOUT).
+      if (this.#watchingWrite) return WriteResult.QUEUE_FULL;
+      if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+      this.#flush();
+      if (!this.#enqueue(buf, off, len, meta)) return WriteResult.QUEUE_FULL;
+    }
     if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
     return WriteResult.OK;
+  }
+
+  /** Copies a frame (after its virtio_net_hdr, with vnet_hdr) into the egress arena; false when it is full. */
+  #enqueue(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
+    const h = this.#hdr;
+    if (h === 0) return this.#tx.push(buf, off, len);
+    const at = this.#tx.pushAfter(h, buf, off, len);
+    if (at < 0) return false;
+    writeVnetHdr(meta, this.#tx.buf, at, h);
+    return true;
   }
 
   /** Writes the queued frames; on EAGAIN keeps the rest and waits for the fd to become writable. */
@@ -203,7 +273,7 @@ export class TapPort implements Port {
     if (this.#fd < 0 || n === undefined || tx.queued === 0) return;
     const errs = this.#txErrs;
     errs[0] = 0;
-    const next = n.writeBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, this.#zeroHdr, errs);
+    const next = n.writeBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
     this.#txBatches++;
     this.#txFrames += next - tx.head;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
@@ -272,37 +342,18 @@ export class TapPort implements Port {
           sink(rx, off, len);
         } else if (len < h) {
           this.#ctx.onMalformed(`TAP read of ${len} bytes is shorter than the ${h}-byte virtio_net_hdr`);
-        } else if (this.#vnetRx(rx, off, len)) {
-          sink(rx, off + h, len - h);
+        } else {
+          // The header's fields go with the frame; the switch checks them (src/net/offload/).
+          const m = this.#meta;
+          readVnetHdr(rx, off, m);
+          if (m.active) sink(rx, off + h, len - h, m);
+          else sink(rx, off + h, len - h);
         }
       }
     } catch (err) {
       // The sink never throws by contract; if it does, keep the port alive and say so.
       this.#ctx.logger.error({ err: describeError(err) }, 'frame sink threw; frames of this batch were lost');
     }
-  }
-
-  /** Applies the virtio_net_hdr at buf[off]: completes a partial checksum; false to drop (GSO). */
-  #vnetRx(buf: Buffer, off: number, len: number): boolean {
-    const flags = buf[off] as number;
-    const gso = buf[off + 1] as number;
-    if (gso !== VIRTIO_NET_HDR_GSO_NONE) {
-      this.#ctx.onMalformed(`GSO frame (gso_type ${gso}) from the TAP although offloads are off`);
-      return false;
-    }
-    if (flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
-      const frame = off + this.#hdr;
-      const start = buf.readUInt16LE(off + 6);
-      const at = start + buf.readUInt16LE(off + 8);
-      const flen = len - this.#hdr;
-      if (at + 2 > flen) {
-        this.#ctx.onMalformed(`virtio_net_hdr checksum position ${at} lies beyond the ${flen}-byte frame`);
-        return false;
-      }
-      // The field holds the pseudo-header sum; fold in the rest (RFC 1071).
-      buf.writeUInt16BE(finishChecksum(buf, frame + start, frame + flen), frame + at);
-    }
-    return true;
   }
 
   #down(reason: string): void {
@@ -322,7 +373,7 @@ export class TapPort implements Port {
       ifname: this.#ifname || this.#spec.ifname,
       create: this.#spec.create !== false,
       vnet_hdr: this.#hdr > 0,
-      offloads: 'off',
+      offloads: this.#offloadNames(),
       mtu: this.#spec.mtu,
       rx_frames: this.#rxFrames,
       rx_batches: this.#rxBatches,
@@ -331,6 +382,13 @@ export class TapPort implements Port {
       tx_errors: this.#txErrors,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
+  }
+
+  #offloadNames(): string {
+    if (this.#offload === 0) return 'off';
+    return OFFLOAD_NAMES.filter(([bit]) => this.#offload & bit)
+      .map(([, name]) => name)
+      .join(',');
   }
 
   async close(): Promise<void> {
@@ -357,20 +415,6 @@ export class TapPort implements Port {
       this.#setState('closed', reason);
     }
   }
-}
-
-/**
- * Ones'-complement sum of buf[from .. to) folded into the 16-bit Internet
- * checksum (RFC 1071), complemented; 0 becomes 0xffff (UDP: 0 means none).
- */
-export function finishChecksum(buf: Buffer, from: number, to: number): number {
-  let sum = 0;
-  let i = from;
-  for (; i + 1 < to; i += 2) sum += buf.readUInt16BE(i);
-  if (i < to) sum += (buf[i] as number) << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + Math.floor(sum / 0x10000);
-  const c = ~sum & 0xffff;
-  return c === 0 ? 0xffff : c;
 }
 
 /** Factory registered as kind `tap`. */

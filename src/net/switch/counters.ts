@@ -25,6 +25,8 @@ export const DROP_REASONS = [
   'down',
   /** Malformed transport input: bad length prefix, truncated frame (ingress). */
   'malformed',
+  /** Offload metadata (virtio_net_hdr) that cannot be honoured: unknown gso_type, checksum outside the frame, headers that do not parse (ingress). */
+  'offload',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -44,6 +46,15 @@ export class PortCounters {
   queue_full = 0;
   down = 0;
   malformed = 0;
+  offload = 0;
+  /** Large segments (GSO frames) received with offload metadata. */
+  rxGso = 0;
+  /** Large segments handed to this port whole, with their metadata (the port takes offloads). */
+  txGso = 0;
+  /** Large segments cut into frames in software for this port (it takes no offloads). */
+  txSegmented = 0;
+  /** Frames whose partial checksum was completed in software for this port. */
+  txCsum = 0;
 }
 
 export interface CountersSnapshot {
@@ -51,11 +62,20 @@ export interface CountersSnapshot {
   rx_bytes: number;
   tx_frames: number;
   tx_bytes: number;
+  /** Offload counters: large segments received, passed on whole, cut in software; checksums completed in software. */
+  offload: { rx_gso: number; tx_gso: number; tx_segmented: number; tx_csum: number };
   drops: Record<DropReason, number>;
 }
 
 export function countersSnapshot(c: PortCounters): CountersSnapshot {
   const drops = {} as Record<DropReason, number>;
   for (const r of DROP_REASONS) drops[r] = c[r];
-  return { rx_frames: c.rxFrames, rx_bytes: c.rxBytes, tx_frames: c.txFrames, tx_bytes: c.txBytes, drops };
+  return {
+    rx_frames: c.rxFrames,
+    rx_bytes: c.rxBytes,
+    tx_frames: c.txFrames,
+    tx_bytes: c.txBytes,
+    offload: { rx_gso: c.rxGso, tx_gso: c.txGso, tx_segmented: c.txSegmented, tx_csum: c.txCsum },
+    drops,
+  };
 }

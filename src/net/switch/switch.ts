@@ -16,6 +16,8 @@ import {
   VniInUseError,
 } from '../errors.js';
 import { ETH_HLEN, ETHERTYPE_VLAN, formatMac, VLAN_HLEN } from '../frame.js';
+import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
+import { OffloadMeta, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../offload/vnet-hdr.js';
 import { type FrameSink, MAX_FRAME_LEN, type Port, type PortState, WriteResult } from '../ports/port.js';
 import { TokenBucket } from '../qos/token-bucket.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
@@ -108,7 +110,7 @@ export class SwitchPort {
     this.allowed = binding.allowedMacs?.length ? new Set(binding.allowedMacs) : undefined;
     this.maxMacs = binding.maxMacs ?? DEFAULT_MAX_MACS_PER_PORT;
     this.storm = binding.storm ? new TokenBucket(binding.storm.pps, binding.storm.burst, now) : undefined;
-    this.ingress = (buf, off, len) => sw.ingress(this, buf, off, len);
+    this.ingress = (buf, off, len, meta) => sw.ingress(this, buf, off, len, meta);
   }
 
   /** Networks this port belongs to. */
@@ -147,6 +149,12 @@ export class Switch {
   #timer: NodeJS.Timeout | undefined;
   /** Scratch for inserting an 802.1Q tag on egress; ports copy synchronously. */
   readonly #scratch = Buffer.allocUnsafe(MAX_FRAME_LEN + VLAN_HLEN);
+  /** Segments and checksums frames with offload metadata toward ports without offloads. */
+  readonly #seg = new Segmenter(MAX_FRAME_LEN + VLAN_HLEN);
+  /** The same for capture taps (so a tap never disturbs #seg in the middle of a frame). */
+  readonly #tapSeg = new Segmenter(MAX_FRAME_LEN + VLAN_HLEN);
+  /** Metadata of a frame given a VLAN tag on egress (offsets moved by the tag). */
+  readonly #taggedMeta = new OffloadMeta();
 
   constructor(opts: SwitchOptions) {
     this.#log = opts.logger;
@@ -309,10 +317,11 @@ export class Switch {
   // ---- data path --------------------------------------------------------------
 
   /**
-   * One frame received on `sp`. Hot path: no allocation, no exceptions for
-   * any input (bad frames are dropped and counted on `sp`).
+   * One frame received on `sp`, with its offload metadata if it has any
+   * (see FrameSink). Hot path: no allocation, no exceptions for any input
+   * (bad frames are dropped and counted on `sp`).
    */
-  ingress(sp: SwitchPort, buf: Buffer, off: number, len: number): void {
+  ingress(sp: SwitchPort, buf: Buffer, off: number, len: number, meta?: OffloadMeta): void {
     const c = sp.counters;
     c.rxFrames++;
     c.rxBytes += len;
@@ -320,10 +329,21 @@ export class Switch {
       c.runt++;
       return;
     }
-    if (sp.taps.length) for (const t of sp.taps) t.frame(buf, off, len, 'rx');
+    const m = meta?.active ? meta : undefined;
+    if (m !== undefined) {
+      if (!this.#seg.check(buf, off, len, m)) {
+        this.#offloadDrop(sp, this.#seg.reason);
+        return;
+      }
+      if (m.isGso) c.rxGso++;
+    }
+    if (sp.taps.length) this.#tapFrames(sp, buf, off, len, m, 'rx');
     let net = sp.untagged;
-    let extra = 0;
     const type = buf.readUInt16BE(off + 12);
+    // A large segment is checked against the MTU by the frames it will be cut into.
+    const segLen = m?.isGso ? this.#seg.hdrLen + Math.min(m.gsoSize, len - this.#seg.hdrLen) : len;
+    // A trunk's tag is stripped below; an access port passes a guest's own tags through. Neither counts against the MTU.
+    const tagLen = type === ETHERTYPE_VLAN ? VLAN_HLEN : 0;
     if (type === ETHERTYPE_VLAN && sp.vlans.size) {
       if (len < ETH_HLEN + VLAN_HLEN) {
         c.runt++;
@@ -337,16 +357,14 @@ export class Switch {
         buf.copyWithin(off + VLAN_HLEN, off, off + 12);
         off += VLAN_HLEN;
         len -= VLAN_HLEN;
+        if (m !== undefined) shiftOffsets(m, -VLAN_HLEN);
       }
-    } else if (type === ETHERTYPE_VLAN) {
-      // An access port passes a guest's own tags through; the tag does not count against the MTU.
-      extra = VLAN_HLEN;
     }
     if (!net) {
       c.vlan++;
       return;
     }
-    if (len - ETH_HLEN - extra > net.spec.mtu) {
+    if (segLen - ETH_HLEN - tagLen > net.spec.mtu) {
       c.mtu++;
       return;
     }
@@ -369,18 +387,18 @@ export class Switch {
         c.storm++;
         return;
       }
-      this.#flood(sp, net, buf, off, len);
+      this.#flood(sp, net, buf, off, len, m);
       return;
     }
     const dst = net.fdb.lookup(buf.readUInt16BE(off), buf.readUInt32BE(off + 2));
     if (dst < 0) {
-      this.#flood(sp, net, buf, off, len);
+      this.#flood(sp, net, buf, off, len, m);
       return;
     }
     if (dst === sp.id) return; // the destination is behind the port it came from: filter
     const out = this.#byId[dst];
     if (out === undefined) return;
-    this.#output(out, this.#vidOf(out, net), buf, off, len);
+    this.#output(out, this.#vidOf(out, net), buf, off, len, m);
   }
 
   /** Learns the source MAC; false when the port's MAC limit forbids it. */
@@ -402,15 +420,86 @@ export class Switch {
     return sp.untagged === net ? 0 : (sp.vidByNet.get(net) ?? 0);
   }
 
-  #flood(from: SwitchPort, net: Network, buf: Buffer, off: number, len: number): void {
+  #flood(from: SwitchPort, net: Network, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): void {
     const members = net.members;
     for (let i = 0; i < members.length; i++) {
       const m = members[i] as { sp: SwitchPort; vid: number };
-      if (m.sp !== from) this.#output(m.sp, m.vid, buf, off, len);
+      if (m.sp !== from) this.#output(m.sp, m.vid, buf, off, len, meta);
     }
   }
 
-  #output(sp: SwitchPort, vid: number, buf: Buffer, off: number, len: number): void {
+  /**
+   * A frame to one port. A frame with offload metadata goes whole to a port
+   * that takes offloads, and is cut into segments (or has its checksum
+   * completed) in software for any other port.
+   */
+  #output(sp: SwitchPort, vid: number, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): void {
+    if (meta === undefined) {
+      this.#outputOne(sp, vid, buf, off, len, undefined);
+      return;
+    }
+    const c = sp.counters;
+    if (sp.port.offloads === true) {
+      let m = meta;
+      if (vid !== 0) {
+        // The tag inserted after the MACs moves every header offset by 4.
+        m = this.#taggedMeta;
+        m.copyFrom(meta);
+        shiftOffsets(m, VLAN_HLEN);
+      }
+      if (this.#outputOne(sp, vid, buf, off, len, m) && meta.isGso) c.txGso++;
+      return;
+    }
+    const seg = this.#seg;
+    if (!seg.start(buf, off, len, meta)) {
+      // Checked at ingress; only a port changing the bytes under the switch gets here.
+      this.#offloadDrop(sp, seg.reason);
+      return;
+    }
+    if (meta.isGso) c.txSegmented++;
+    else c.txCsum++;
+    for (let l = seg.next(); l > 0; l = seg.next()) this.#outputOne(sp, vid, seg.out, 0, l, undefined);
+  }
+
+  /** Feeds the capture taps of `sp`; a frame with offload metadata is shown as the frames it stands for. */
+  #tapFrames(
+    sp: SwitchPort,
+    buf: Buffer,
+    off: number,
+    len: number,
+    meta: OffloadMeta | undefined,
+    dir: 'rx' | 'tx',
+  ): void {
+    const taps = sp.taps;
+    if (meta === undefined) {
+      for (const t of taps) t.frame(buf, off, len, dir);
+      return;
+    }
+    const seg = this.#tapSeg;
+    if (!seg.start(buf, off, len, meta)) return;
+    for (let l = seg.next(); l > 0; l = seg.next()) for (const t of taps) t.frame(seg.out, 0, l, dir);
+  }
+
+  #offloadDrop(sp: SwitchPort, reason: number): void {
+    sp.counters.offload++;
+    const now = this.#clock();
+    if (now - sp.lastMalformedLog < 1000) return;
+    sp.lastMalformedLog = now;
+    this.#log.warn(
+      { port: sp.name, reason: describeOffloadReason(reason), total: sp.counters.offload },
+      'frame with bad offload metadata (virtio_net_hdr) dropped',
+    );
+  }
+
+  /** Hands one frame to the port (inserting the egress VLAN tag); true when it was queued. */
+  #outputOne(
+    sp: SwitchPort,
+    vid: number,
+    buf: Buffer,
+    off: number,
+    len: number,
+    meta: OffloadMeta | undefined,
+  ): boolean {
     let b = buf;
     let o = off;
     let l = len;
@@ -424,17 +513,17 @@ export class Switch {
       o = 0;
       l = len + VLAN_HLEN;
     }
-    const r = sp.port.write(b, o, l);
+    const r = meta === undefined ? sp.port.write(b, o, l) : sp.port.write(b, o, l, meta);
     const c = sp.counters;
     if (r === WriteResult.OK) {
       c.txFrames++;
       c.txBytes += l;
-      if (sp.taps.length) for (const t of sp.taps) t.frame(b, o, l, 'tx');
-    } else if (r === WriteResult.QUEUE_FULL) {
-      c.queue_full++;
-    } else {
-      c.down++;
+      if (sp.taps.length) this.#tapFrames(sp, b, o, l, meta, 'tx');
+      return true;
     }
+    if (r === WriteResult.QUEUE_FULL) c.queue_full++;
+    else c.down++;
+    return false;
   }
 
   /** Counts malformed transport input on a port, and logs it (at most once a second per port). */
@@ -445,4 +534,14 @@ export class Switch {
     sp.lastMalformedLog = now;
     this.#log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
   }
+}
+
+/**
+ * Moves the header offsets of offload metadata by `by` bytes (a VLAN tag
+ * stripped or inserted after the MACs). csum_start only means something with
+ * NEEDS_CSUM, and hdr_len 0 means "not given": those stay as they are.
+ */
+function shiftOffsets(m: OffloadMeta, by: number): void {
+  if (m.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) m.csumStart += by;
+  if (m.hdrLen !== 0) m.hdrLen = Math.max(0, m.hdrLen + by);
 }
