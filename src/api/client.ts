@@ -102,6 +102,8 @@ export interface ExportView {
   description: string;
   /** TCP clients allowed (addresses/CIDRs); absent: everyone. */
   allowed_clients?: string[];
+  /** Served only to clients that started TLS. */
+  tls_only?: boolean;
   /** Clients connected to this export now. */
   clients: number;
   counters: { requests: number; errors: number; bytes_read: number; bytes_written: number };

@@ -136,6 +136,8 @@ export const exportSchema = z.strictObject({
   description: z.string().max(4096).optional(),
   /** TCP clients allowed (addresses or CIDRs); unix-socket clients are always allowed. Default: every client. */
   allowed_clients: z.array(clientSchema).max(1024).optional(),
+  /** Serve only to clients that started TLS (needs `storage.tls`); left out of unencrypted lists; default false. */
+  tls_only: z.boolean().optional(),
 });
 export type ExportConfig = z.output<typeof exportSchema>;
 
@@ -144,6 +146,25 @@ const range = (field: string, min: number, max: number) => {
   const msg = `${field} must be a whole number ${min}-${max}`;
   return z.number(msg).int(msg).min(min, msg).max(max, msg);
 };
+
+/** `storage.tls`: TLS for NBD clients (NBD_OPT_STARTTLS). */
+const tlsSchema = z
+  .strictObject({
+    /** PEM server certificate (chain). */
+    cert: absolutePath('cert'),
+    /** PEM private key of `cert`. */
+    key: absolutePath('key'),
+    /** PEM CA that signs client certificates (needed with verify_clients). */
+    ca: absolutePath('ca').optional(),
+    /** Refuse clients without a certificate signed by `ca`; default false. */
+    verify_clients: z.boolean().default(false),
+    /** `required`: no option but STARTTLS before TLS; `optional`: only `tls_only` exports need it; default required. */
+    mode: z.enum(['required', 'optional'], 'mode must be required or optional').default('required'),
+  })
+  .refine((t) => !t.verify_clients || t.ca !== undefined, {
+    message: 'verify_clients needs ca: the CA certificate that signs client certificates',
+    path: ['ca'],
+  });
 
 export const storageSchema = z.strictObject({
   /** Where the NBD server listens: `unix:/path.sock` and `tcp:HOST:PORT`; default unix:/run/vmlink/nbd.sock. */
@@ -159,5 +180,7 @@ export const storageSchema = z.strictObject({
   max_connections: range('max_connections', 1, 65536).default(1024),
   /** A backend not open within this many ms (a remote that never answers) counts as failed; default 10000. */
   backend_open_timeout_ms: range('backend_open_timeout_ms', 100, 600_000).default(10_000),
+  /** TLS for clients (STARTTLS); default none. */
+  tls: tlsSchema.optional(),
 });
 export type StorageConfig = z.output<typeof storageSchema>;

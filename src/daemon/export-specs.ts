@@ -81,6 +81,7 @@ export function exportView(e: ExportEntry, service: StorageService): ExportView 
     weight: e.spec.weight,
     description: e.spec.description ?? '',
     ...(e.spec.allowed_clients === undefined ? {} : { allowed_clients: e.spec.allowed_clients }),
+    ...(e.spec.tls_only ? { tls_only: true } : {}),
     clients: s?.clients ?? 0,
     counters: {
       requests: s?.requests ?? 0,

@@ -21,6 +21,7 @@ import type { BlockBackend } from '../storage/backend.js';
 import { type BackendSpec, openBackend } from '../storage/backends/index.js';
 import { ExportRegistry, type NbdExport } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
+import { loadNbdTls } from '../storage/nbd/tls.js';
 import {
   DeclaredInConfigError,
   ExportBackendError,
@@ -183,6 +184,7 @@ export class StorageService {
       readOnly: spec.read_only,
       weight: spec.weight,
       allowClient: clientPolicy(spec.allowed_clients),
+      tlsOnly: spec.tls_only,
     });
     entry.reason = 'served';
     this.#entries.set(spec.name, entry);
@@ -215,15 +217,18 @@ export class StorageService {
     if (this.#server || this.#closing) return;
     if (this.#serverError && !tolerant) throw new StorageUnavailableError(describeError(this.#serverError));
     const c = this.#config;
-    const server = createNbdServer({
-      logger: this.#log.child({ component: 'nbd' }),
-      exports: this.#registry,
-      listen: c?.listen ?? [{ type: 'unix', path: DEFAULT_NBD_SOCKET }],
-      maxInFlightPerClient: c?.max_in_flight_per_client,
-      concurrency: c?.concurrency,
-      maxConnections: c?.max_connections,
-    });
+    let server: NbdServer;
     try {
+      const tls = c?.tls ? await loadNbdTls({ ...c.tls, verifyClients: c.tls.verify_clients }) : undefined;
+      server = createNbdServer({
+        logger: this.#log.child({ component: 'nbd' }),
+        exports: this.#registry,
+        listen: c?.listen ?? [{ type: 'unix', path: DEFAULT_NBD_SOCKET }],
+        maxInFlightPerClient: c?.max_in_flight_per_client,
+        concurrency: c?.concurrency,
+        maxConnections: c?.max_connections,
+        tls,
+      });
       await server.open();
     } catch (err) {
       this.#serverError = err as Error;

@@ -24,6 +24,11 @@ export interface ExportSpec {
    * (NBD_REP_ERR_POLICY). Default: every client is allowed.
    */
   allowClient?: (address: string | undefined) => boolean;
+  /**
+   * Serve only over TLS (SELECTIVETLS): without STARTTLS the export is
+   * refused (`NBD_REP_ERR_TLS_REQD`) and left out of `NBD_OPT_LIST`; default false.
+   */
+  tlsOnly?: boolean;
 }
 
 /** Live counters of one export, kept by the connections that use it. */
@@ -46,6 +51,8 @@ export interface NbdExport {
   readonly weight: number;
   /** See {@link ExportSpec.allowClient}; undefined: everyone. */
   readonly allowClient: ((address: string | undefined) => boolean) | undefined;
+  /** See {@link ExportSpec.tlsOnly}. */
+  readonly tlsOnly: boolean;
   /** Live counters (mutated by connections). */
   readonly stats: ExportStats;
 }
@@ -82,6 +89,7 @@ export class ExportRegistry {
       readOnly: (spec.readOnly ?? false) || spec.backend.readOnly,
       weight,
       allowClient: spec.allowClient,
+      tlsOnly: spec.tlsOnly ?? false,
       stats: { clients: 0, requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 },
     };
     this.#exports.set(spec.name, exp);

@@ -13,6 +13,7 @@ import type { ExportRegistry, NbdExport } from '../exports.js';
 import type { IoScheduler } from '../scheduler.js';
 import { BASE_ALLOCATION_ID, CMD, CMD_FLAG, MAX_PAYLOAD, NBD_ERR, STATE_ZERO } from './constants.js';
 import { type Negotiated, ServerHandshake } from './handshake.js';
+import { type NbdTls, upgradeToTls } from './tls.js';
 import {
   blockStatusChunk,
   errorChunk,
@@ -48,6 +49,8 @@ export interface ConnectionOptions {
   maxInFlightBytes: number;
   /** Handshake must finish within this many ms. */
   handshakeTimeoutMs: number;
+  /** TLS the server offers (STARTTLS); undefined: none. */
+  tls?: NbdTls | undefined;
 }
 
 /** Flags each command accepts (proto.md "Command flags"); FUA is valid everywhere. */
@@ -66,9 +69,11 @@ const ALLOWED_FLAGS: Record<number, number> = {
 const MAX_EXTENTS = 1 << 20;
 
 export class NbdConnection {
-  readonly socket: Socket;
   readonly peer: string;
+  /** The plain socket, then the TLS socket over it after STARTTLS. */
+  #sock: Socket;
   #o: ConnectionOptions;
+  #handshakeTimer: NodeJS.Timeout | undefined;
   #hs: ServerHandshake | undefined;
   #parser: RequestParser | undefined;
   #neg: Negotiated | undefined;
@@ -84,29 +89,80 @@ export class NbdConnection {
 
   constructor(o: ConnectionOptions) {
     this.#o = o;
-    this.socket = o.socket;
+    this.#sock = o.socket;
     this.peer = o.socket.remoteAddress ? `${o.socket.remoteAddress}:${o.socket.remotePort}` : 'unix';
-    this.#closed = new Promise((resolve) => o.socket.once('close', () => resolve()));
+    let closed: () => void = () => {};
+    this.#closed = new Promise((resolve) => {
+      closed = resolve;
+    });
+    this.#onClose = () => {
+      clearTimeout(this.#handshakeTimer);
+      closed();
+    };
     const s = o.socket;
     s.setNoDelay?.(true);
     s.on('error', (err) => o.logger.debug({ peer: this.peer, err: err.message }, 'NBD connection error'));
-    s.on('drain', () => {
-      this.#writeBlocked = false;
-      this.#updateFlow();
-    });
-    s.setTimeout(o.handshakeTimeoutMs, () => {
+    // A deadline for the whole handshake (TLS included), not an idle timeout.
+    this.#handshakeTimer = setTimeout(() => {
       o.logger.warn({ peer: this.peer }, `closing NBD connection: no handshake within ${o.handshakeTimeoutMs} ms`);
-      s.destroy();
-    });
-    this.#hs = new ServerHandshake(o.exports, o.socket.remoteAddress);
+      this.#sock.destroy();
+    }, o.handshakeTimeoutMs);
+    this.#handshakeTimer.unref();
+    this.#hs = new ServerHandshake(o.exports, o.socket.remoteAddress, o.tls?.mode);
     this.#flushHandshake();
-    s.on('data', (chunk: Buffer) => this.#onData(chunk));
-    s.on('end', () => this.#end());
+    this.#wire(s);
+  }
+
+  /** The socket requests arrive on (the TLS socket once STARTTLS succeeded). */
+  get socket(): Socket {
+    return this.#sock;
   }
 
   /** Resolves when the socket has closed. */
   get closed(): Promise<void> {
     return this.#closed;
+  }
+
+  #onClose: () => void;
+
+  #onDrain = (): void => {
+    this.#writeBlocked = false;
+    this.#updateFlow();
+  };
+
+  #onEnd = (): void => this.#end();
+
+  #wire(s: Socket): void {
+    s.on('drain', this.#onDrain);
+    s.on('data', this.#onData);
+    s.on('end', this.#onEnd);
+    s.once('close', this.#onClose);
+  }
+
+  /**
+   * NBD_REP_ACK to STARTTLS has just been written: move the session onto TLS
+   * in this same tick (see upgradeToTls) and resume option haggling once the
+   * TLS handshake is done. A failed TLS handshake ends the session (proto.md:
+   * too late to go on without TLS).
+   */
+  #startTls(hs: ServerHandshake, tls: NbdTls): void {
+    const raw = this.#sock;
+    raw.off('drain', this.#onDrain);
+    raw.off('data', this.#onData);
+    raw.off('end', this.#onEnd);
+    const t = upgradeToTls(raw, tls);
+    this.#sock = t;
+    t.on('error', (err) => {
+      this.#o.logger.warn({ peer: this.peer, err: err.message }, `closing NBD connection: TLS failed: ${err.message}`);
+      t.destroy();
+    });
+    t.once('secure', () => {
+      if (this.#hs !== hs) return;
+      this.#o.logger.debug({ peer: this.peer, protocol: t.getProtocol() }, 'NBD client started TLS');
+      hs.tlsStarted();
+      this.#flushHandshake();
+    });
+    this.#wire(t);
   }
 
   /** Stops reading requests, answers those in flight, then closes the socket. */
@@ -115,7 +171,7 @@ export class NbdConnection {
     await this.#closed;
   }
 
-  #onData(chunk: Buffer): void {
+  #onData = (chunk: Buffer): void => {
     if (this.#parser) {
       this.#parser.feed(chunk);
       return;
@@ -129,8 +185,10 @@ export class NbdConnection {
       else this.#o.logger.warn({ peer: this.peer }, `closing NBD connection: ${hs.closeReason}`);
       this.#hs = undefined;
       this.#closeSocket();
+    } else if (hs.state === 'starttls' && this.#o.tls) {
+      this.#startTls(hs, this.#o.tls);
     } else if (hs.state === 'done' && hs.result) {
-      this.socket.setTimeout(0);
+      clearTimeout(this.#handshakeTimer);
       this.#neg = hs.result;
       const exp = hs.result.export;
       this.#exp = exp;
@@ -144,7 +202,7 @@ export class NbdConnection {
       );
       if (hs.rest.length) this.#parser.feed(hs.rest);
     }
-  }
+  };
 
   #flushHandshake(): void {
     const hs = this.#hs;

@@ -23,6 +23,7 @@ import {
   REP,
   TF,
 } from './constants.js';
+import type { NbdTlsMode } from './tls.js';
 
 /** Largest option payload we read; longer ones are skipped and answered NBD_REP_ERR_TOO_BIG. */
 export const MAX_OPTION_LEN = 64 * 1024;
@@ -42,7 +43,11 @@ export interface Negotiated {
   flags: number;
 }
 
-type State = 'client-flags' | 'option-header' | 'option-data' | 'option-skip' | 'done' | 'closed';
+/**
+ * `starttls`: NBD_REP_ACK to STARTTLS is queued; the caller sends it, upgrades
+ * the socket and calls {@link ServerHandshake.tlsStarted} (proto.md "TLS support").
+ */
+type State = 'client-flags' | 'option-header' | 'option-data' | 'option-skip' | 'starttls' | 'done' | 'closed';
 
 /** Transmission flags for an export, given what was negotiated. */
 export function transmissionFlags(exp: NbdExport, structured: boolean): number {
@@ -76,10 +81,19 @@ export class ServerHandshake {
   #opt = 0;
   #optLen = 0;
   #options = 0;
+  /** TLS the server offers; undefined: none (NOTLS mode). */
+  #tlsMode: NbdTlsMode | undefined;
+  /** The session runs over TLS. */
+  #tls = false;
 
-  constructor(exports: ExportRegistry, peerAddress?: string) {
+  /**
+   * @param peerAddress the client's IP address for access policies (undefined: unix socket)
+   * @param tlsMode what TLS the server offers: FORCEDTLS (`required`), SELECTIVETLS (`optional`), none (undefined)
+   */
+  constructor(exports: ExportRegistry, peerAddress?: string, tlsMode?: NbdTlsMode) {
     this.#exports = exports;
     this.#peer = peerAddress;
+    this.#tlsMode = tlsMode;
     const g = Buffer.alloc(18);
     g.writeBigUInt64BE(NBDMAGIC, 0);
     g.writeBigUInt64BE(IHAVEOPT, 8);
@@ -87,8 +101,31 @@ export class ServerHandshake {
     this.out.push(g);
   }
 
+  /** True once TLS is up on this session. */
+  get tls(): boolean {
+    return this.#tls;
+  }
+
+  /**
+   * The socket now runs TLS: negotiation starts over (proto.md: nothing
+   * negotiated in plain text is kept, so structured replies and metadata
+   * contexts must be asked again) and bytes can be fed again.
+   */
+  tlsStarted(): void {
+    if (this.state !== 'starttls') return;
+    this.#tls = true;
+    this.#structured = false;
+    this.#metaExport = undefined;
+    this.state = 'option-header';
+  }
+
   /** Feeds received bytes. Never throws for anything the peer sends. */
   feed(chunk: Buffer): void {
+    if (this.state === 'starttls') {
+      // The client must wait for our ACK and start TLS: plain bytes now break the protocol.
+      this.#close('client sent plain data after NBD_OPT_STARTTLS instead of a TLS handshake');
+      return;
+    }
     if (this.state === 'done' || this.state === 'closed') {
       if (this.state === 'done') this.rest = Buffer.concat([this.rest, chunk]);
       return;
@@ -102,6 +139,11 @@ export class ServerHandshake {
         return;
       }
       if (s === 'closed') return;
+      if (s === 'starttls') {
+        if (this.#buf.length)
+          this.#close('client sent plain data after NBD_OPT_STARTTLS instead of waiting for the reply');
+        return;
+      }
       if (!this.#step()) return;
     }
   }
@@ -160,6 +202,12 @@ export class ServerHandshake {
   }
 
   #option(opt: number, data: Buffer): void {
+    // FORCEDTLS: nothing but STARTTLS and ABORT before TLS is up (proto.md "FORCEDTLS mode").
+    if (this.#tlsMode === 'required' && !this.#tls && opt !== OPT.STARTTLS && opt !== OPT.ABORT) {
+      if (opt === OPT.EXPORT_NAME) this.#close('client asked for an export with NBD_OPT_EXPORT_NAME before TLS');
+      else this.#reply(opt, REP.ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+      return;
+    }
     switch (opt) {
       case OPT.EXPORT_NAME:
         this.#exportName(data);
@@ -173,7 +221,7 @@ export class ServerHandshake {
         this.#list(data);
         return;
       case OPT.STARTTLS:
-        this.#reply(opt, REP.ERR_POLICY, 'TLS is not supported by this server yet');
+        this.#startTls(data);
         return;
       case OPT.INFO:
       case OPT.GO:
@@ -198,6 +246,32 @@ export class ServerHandshake {
     }
   }
 
+  #startTls(data: Buffer): void {
+    if (!this.#tlsMode) {
+      this.#reply(OPT.STARTTLS, REP.ERR_POLICY, 'TLS is not configured on this server (storage.tls)');
+      return;
+    }
+    if (this.#tls) {
+      this.#reply(OPT.STARTTLS, REP.ERR_INVALID, 'TLS is already running on this session');
+      return;
+    }
+    if (data.length !== 0) {
+      this.#reply(OPT.STARTTLS, REP.ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+      return;
+    }
+    this.#reply(OPT.STARTTLS, REP.ACK);
+    this.state = 'starttls';
+  }
+
+  /** Why a TLS-only export cannot be used on this session yet, or undefined when it can. */
+  #tlsRefusal(exp: NbdExport): { rep: number; why: string } | undefined {
+    if (!exp.tlsOnly || this.#tls) return undefined;
+    // NOTLS mode must never answer NBD_REP_ERR_TLS_REQD (proto.md "NOTLS mode").
+    if (!this.#tlsMode)
+      return { rep: REP.ERR_POLICY, why: `export "${exp.name}" needs TLS, which this server does not offer` };
+    return { rep: REP.ERR_TLS_REQD, why: `export "${exp.name}" is TLS-only: send NBD_OPT_STARTTLS first` };
+  }
+
   #exportName(data: Buffer): void {
     const name = data.toString('utf8');
     const exp = this.#exports.resolve(name);
@@ -209,6 +283,11 @@ export class ServerHandshake {
     // EXPORT_NAME has no error reply: a refused client can only be disconnected.
     if (!this.#allowed(exp)) {
       this.#close(`client ${this.#peer} is not in the allowed clients of export "${exp.name}"`);
+      return;
+    }
+    const tls = this.#tlsRefusal(exp);
+    if (tls) {
+      this.#close(`${tls.why} (asked with NBD_OPT_EXPORT_NAME, which cannot be refused)`);
       return;
     }
     const flags = transmissionFlags(exp, this.#structured);
@@ -224,7 +303,10 @@ export class ServerHandshake {
       this.#reply(OPT.LIST, REP.ERR_INVALID, 'NBD_OPT_LIST takes no data');
       return;
     }
+    // Only what this client could open: allowed_clients, and TLS-only exports once TLS is up
+    // (proto.md SELECTIVETLS: MAY omit them).
     for (const exp of this.#exports.list()) {
+      if (!this.#allowed(exp) || this.#tlsRefusal(exp)) continue;
       const name = Buffer.from(exp.name);
       const desc = Buffer.from(exp.description);
       const p = Buffer.alloc(4 + name.length + desc.length);
@@ -261,6 +343,11 @@ export class ServerHandshake {
     }
     if (!this.#allowed(exp)) {
       this.#reply(opt, REP.ERR_POLICY, `client ${this.#peer} is not allowed to use export "${exp.name}"`);
+      return;
+    }
+    const tls = this.#tlsRefusal(exp);
+    if (tls) {
+      this.#reply(opt, tls.rep, tls.why);
       return;
     }
     const flags = transmissionFlags(exp, this.#structured);

@@ -4,6 +4,9 @@
  *   node dist/src/storage/nbd/main.js '{"listen":["unix:/tmp/n.sock"],
  *     "exports":[{"name":"disk","backend":{"kind":"file","path":"/tmp/d.img","size":1048576}}]}'
  *
+ * Optional `"tls":{"cert":"/p/server-cert.pem","key":"/p/server-key.pem","ca":"/p/ca-cert.pem",
+ * "verifyClients":true,"mode":"required"}`.
+ *
  * Prints one line `READY <addresses as JSON>` on stdout once listening.
  * SIGTERM/SIGINT close gracefully (in-flight requests answered, backends flushed).
  */
@@ -12,12 +15,22 @@ import { createLogger } from '../../log.js';
 import { type BackendSpec, openBackend } from '../backends/index.js';
 import { ExportRegistry } from '../exports.js';
 import { createNbdServer } from './server.js';
+import { loadNbdTls, type NbdTlsFiles } from './tls.js';
 
 interface MainConfig {
   listen: string[];
-  exports: { name: string; backend: BackendSpec; description?: string; readOnly?: boolean; weight?: number }[];
+  exports: {
+    name: string;
+    backend: BackendSpec;
+    description?: string;
+    readOnly?: boolean;
+    weight?: number;
+    tlsOnly?: boolean;
+  }[];
   maxInFlightPerClient?: number;
   concurrency?: number;
+  /** `{ cert, key, ca?, verifyClients?, mode? }`: PEM paths (see tls.ts). */
+  tls?: NbdTlsFiles;
 }
 
 /** Turns `address` strings inside backend specs into Address objects. */
@@ -44,6 +57,7 @@ async function main(): Promise<void> {
     listen: (cfg.listen ?? []).map(addr),
     maxInFlightPerClient: cfg.maxInFlightPerClient,
     concurrency: cfg.concurrency,
+    tls: cfg.tls ? await loadNbdTls(cfg.tls) : undefined,
   });
   await server.open();
   process.stdout.write(`READY ${JSON.stringify(server.addresses())}\n`);

@@ -11,6 +11,7 @@ import { StorageError } from '../errors.js';
 import type { ExportRegistry } from '../exports.js';
 import { IoScheduler } from '../scheduler.js';
 import { NbdConnection, type NbdStats } from './connection.js';
+import type { NbdTls } from './tls.js';
 
 export interface NbdServerOptions {
   logger: Logger;
@@ -30,6 +31,8 @@ export interface NbdServerOptions {
   maxConnections?: number;
   /** A client must finish the handshake within this many ms; default 30000. */
   handshakeTimeoutMs?: number;
+  /** Offer TLS (NBD_OPT_STARTTLS), required or optional (see loadNbdTls); default: no TLS. */
+  tls?: NbdTls | undefined;
 }
 
 export interface NbdServer {
@@ -95,6 +98,7 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       maxInFlight: opts.maxInFlightPerClient ?? 64,
       maxInFlightBytes: opts.maxInFlightBytesPerClient ?? 64 * 1024 * 1024,
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
+      tls: opts.tls,
     });
     conns.add(c);
     void c.closed.then(() => conns.delete(c));
