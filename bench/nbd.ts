@@ -3,9 +3,12 @@
  * backend), nbdkit's file plugin and qemu-nbd, all serving the same raw file
  * over unix sockets on this machine, one after the other.
  *
- *   node dist/bench/nbd.js [--size-mib 256] [--out results.json]
+ *   node dist/bench/nbd.js [--size-mib 256] [--repeat 3] [--out results.json]
+ *     [--peers vmlink,nbdkit-file,qemu-nbd] [--uv-threads 16]
  *
- *   [--peers vmlink,nbdkit-file,qemu-nbd] [--uv-threads 16]
+ * Also run by `npm run bench` (bench/run.ts, scenario "nbd"). Each repeat
+ * runs every peer once, one after the other, so background load falls on all
+ * of them alike; each row is the median of the repeats.
  *
  * qemu-img bench has no random mode: "4k stride" uses a step of 1 MiB + 4 KiB
  * so consecutive requests land far apart (no merging, no readahead help).
@@ -16,6 +19,9 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { ScenarioResult } from './types.js';
+import { machineInfo, median } from './util.js';
 
 interface Scenario {
   name: string;
@@ -30,9 +36,6 @@ const opt = (name: string, def: string): string => {
   return i >= 0 ? (argv[i + 1] ?? def) : def;
 };
 const SIZE = Number(opt('--size-mib', '256')) * 1024 * 1024;
-const OUT = opt('--out', '');
-/** Comma-separated peers to run; default all. */
-const ONLY = opt('--peers', 'vmlink,nbdkit-file,qemu-nbd').split(',');
 /** libuv thread pool size for vmlink's server (file I/O threads); default 16, like nbdkit's thread count. */
 const UV_THREADS = opt('--uv-threads', '16');
 
@@ -105,48 +108,106 @@ const peers: Peer[] = [
   },
 ];
 
-async function main(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'vmlink-bench-nbd-'));
-  const image = join(dir, 'disk.img');
-  const fh = await open(image, 'w');
-  const chunk = Buffer.alloc(1 << 20, 0x5a);
-  for (let off = 0; off < SIZE; off += chunk.length) await fh.write(chunk, 0, chunk.length, off);
-  await fh.close();
-  const results: Record<string, Record<string, { seconds: number; opsPerSec: number; mibPerSec: number }>> = {};
-  try {
-    for (const peer of peers.filter((p) => ONLY.includes(p.name))) {
-      const sock = join(dir, `${peer.name}.sock`);
-      const proc = await peer.start(image, sock);
-      const uri = `nbd+unix:///${peer.name === 'vmlink' ? 'disk' : ''}?socket=${sock}`;
-      results[peer.name] = {};
+type Rates = Record<string, Record<string, { seconds: number; opsPerSec: number; mibPerSec: number }>>;
+
+/** One pass: every peer through every scenario. */
+async function runOnce(image: string, dir: string, only: string[], log: boolean): Promise<Rates> {
+  const results: Rates = {};
+  for (const peer of peers.filter((p) => only.includes(p.name))) {
+    const sock = join(dir, `${peer.name}.sock`);
+    const proc = await peer.start(image, sock);
+    const uri = `nbd+unix:///${peer.name === 'vmlink' ? 'disk' : ''}?socket=${sock}`;
+    const mine: Rates[string] = {};
+    results[peer.name] = mine;
+    try {
       for (const s of scenarios) {
         const out = await sh('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-c', String(s.count), ...s.args, uri]);
         const m = /Run completed in ([\d.]+) seconds/.exec(out);
         if (!m) throw new Error(`cannot parse qemu-img bench output: ${out}`);
         const seconds = Number(m[1]);
         const r = { seconds, opsPerSec: s.count / seconds, mibPerSec: (s.count * s.bytes) / seconds / (1 << 20) };
-        (results[peer.name] as Record<string, typeof r>)[s.name] = r;
-        console.log(
-          `${peer.name.padEnd(12)} ${s.name.padEnd(30)} ${r.opsPerSec.toFixed(0).padStart(8)} ops/s ${r.mibPerSec.toFixed(1).padStart(8)} MiB/s`,
-        );
+        mine[s.name] = r;
+        if (log)
+          console.log(
+            `${peer.name.padEnd(12)} ${s.name.padEnd(30)} ${r.opsPerSec.toFixed(0).padStart(8)} ops/s ${r.mibPerSec.toFixed(1).padStart(8)} MiB/s`,
+          );
       }
+    } finally {
       proc.kill('SIGTERM');
       await once(proc, 'exit');
     }
+  }
+  return results;
+}
+
+const fmtOps = (n: number): string => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
+
+/** The "nbd" scenario: `repeat` passes over vmlink, nbdkit (file plugin) and qemu-nbd; medians and ratios. */
+export async function nbdScenario(opts: {
+  repeat: number;
+  peers?: string[];
+  log?: boolean;
+}): Promise<ScenarioResult & { runs: Rates[] }> {
+  const only = opts.peers ?? ['vmlink', 'nbdkit-file', 'qemu-nbd'];
+  const dir = await mkdtemp(join(tmpdir(), 'vmlink-bench-nbd-'));
+  const image = join(dir, 'disk.img');
+  const fh = await open(image, 'w');
+  const chunk = Buffer.alloc(1 << 20, 0x5a);
+  for (let off = 0; off < SIZE; off += chunk.length) await fh.write(chunk, 0, chunk.length, off);
+  await fh.close();
+  const runs: Rates[] = [];
+  try {
+    for (let i = 0; i < opts.repeat; i++) runs.push(await runOnce(image, dir, only, opts.log ?? false));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  console.log('\nratio vmlink / peer (ops/s; >1 means vmlink is faster)');
-  for (const s of scenarios) {
-    const v = results['vmlink']?.[s.name]?.opsPerSec ?? 0;
-    const k = results['nbdkit-file']?.[s.name]?.opsPerSec ?? 1;
-    const q = results['qemu-nbd']?.[s.name]?.opsPerSec ?? 1;
-    console.log(`${s.name.padEnd(30)} vs nbdkit ${(v / k).toFixed(2)}  vs qemu-nbd ${(v / q).toFixed(2)}`);
-  }
-  if (OUT) await writeFile(OUT, `${JSON.stringify({ sizeBytes: SIZE, results }, null, 2)}\n`);
+  const med = (peer: string, s: string): number => median(runs.map((r) => r[peer]?.[s]?.opsPerSec ?? 0));
+  const rows = scenarios.map((s) => {
+    const v = med('vmlink', s.name);
+    const k = med('nbdkit-file', s.name);
+    const q = med('qemu-nbd', s.name);
+    return {
+      scenario: s.name,
+      vmlinkOps: v,
+      nbdkitOps: k,
+      qemuNbdOps: q,
+      vsNbdkit: k ? v / k : null,
+      vsQemuNbd: q ? v / q : null,
+      vsNbdkitPerRun: runs.map(
+        (r) => (r['vmlink']?.[s.name]?.opsPerSec ?? 0) / (r['nbdkit-file']?.[s.name]?.opsPerSec ?? 1),
+      ),
+    };
+  });
+  const ratio = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
+  const md = [
+    '## NBD: vmlink versus nbdkit (file plugin) and qemu-nbd',
+    '',
+    `\`qemu-img bench\` (cache=none on the client) against each server serving the same ${SIZE >> 20} MiB raw file (page-cached) over a unix socket; "4k stride" steps 1 MiB + 4 KiB (qemu-img bench has no random mode). Median of ${opts.repeat} passes, each pass running every server in turn, unpinned, 2 cores shared with qemu-img. Ops/s.`,
+    '',
+    '| scenario | vmlink | nbdkit file | qemu-nbd | vmlink/nbdkit | vmlink/nbdkit per pass | vmlink/qemu-nbd |',
+    '| --- | ---: | ---: | ---: | ---: | --- | ---: |',
+    ...rows.map(
+      (r) =>
+        `| ${r.scenario} | ${fmtOps(r.vmlinkOps)} | ${fmtOps(r.nbdkitOps)} | ${fmtOps(r.qemuNbdOps)} | ${ratio(r.vsNbdkit)} | ${r.vsNbdkitPerRun.map((x) => x.toFixed(2)).join(', ')} | ${ratio(r.vsQemuNbd)} |`,
+    ),
+    '',
+    'Target (issue 6): at least 1.0x nbdkit on every row.',
+  ].join('\n');
+  return { scenario: 'nbd', when: new Date().toISOString(), machine: machineInfo(), rows, markdown: md, runs };
 }
 
-main().catch((err: unknown) => {
-  console.error(err instanceof Error ? err.message : String(err));
-  process.exit(1);
-});
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  try {
+    const r = await nbdScenario({
+      repeat: Number(opt('--repeat', '1')),
+      peers: opt('--peers', 'vmlink,nbdkit-file,qemu-nbd').split(','),
+      log: true,
+    });
+    console.log(`\n${r.markdown}`);
+    const out = opt('--out', '');
+    if (out) await writeFile(out, `${JSON.stringify(r, null, 2)}\n`);
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  }
+}

@@ -178,6 +178,36 @@ export interface NativeAddon {
   /** Adds n to the counter; false when that would overflow. */
   eventfdWrite(fd: number, n: number): boolean;
 
+  /**
+   * preadv2 with RWF_NOWAIT into buf[offset .. offset+length) from file position `position`:
+   * bytes read (short when only part is in the page cache; 0 at end of file),
+   * -1 when nothing is cached (read it the blocking way), -2 when the file system
+   * does not support RWF_NOWAIT. Never blocks on the disk.
+   */
+  preadNoWait(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  /** pwritev2 with RWF_NOWAIT: bytes written (may be short), -1 would block, -2 unsupported. */
+  pwriteNoWait(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
+  /** fallocate(2): `mode` of FALLOC_FL_* bits (PUNCH_HOLE needs KEEP_SIZE). Throws EOPNOTSUPP where the file system cannot. */
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /**
+   * Every pread (`write` false) or pwrite of the batch, in order, on one libuv
+   * pool thread; then `callback(ok)` on the loop. `results[i]`: bytes moved
+   * (short only for a read at end of file) or -errno. Do not touch the
+   * buffers until the callback.
+   */
+  fileBatch(
+    fd: number,
+    write: boolean,
+    bufs: Uint8Array[],
+    positions: Float64Array,
+    results: Float64Array,
+    callback: (ok: boolean) => void,
+  ): void;
+  /** lseek SEEK_DATA: the first data position at or after `offset`; -1 when only a hole follows (ENXIO). */
+  seekData(fd: number, offset: number): number;
+  /** lseek SEEK_HOLE: the first hole position at or after `offset` (the file size at the end); -1 past the end. */
+  seekHole(fd: number, offset: number): number;
+
   Poller: new (fd: number, callback: (status: number, events: number) => void) => Poller;
 
   readonly READABLE: number;
@@ -191,6 +221,9 @@ export interface NativeAddon {
   readonly TUN_F_TSO6: number;
   readonly TUN_F_TSO_ECN: number;
   readonly IFNAMSIZ: number;
+  readonly FALLOC_FL_KEEP_SIZE: number;
+  readonly FALLOC_FL_PUNCH_HOLE: number;
+  readonly FALLOC_FL_ZERO_RANGE: number;
 }
 
 /** The addon was not built (or cannot be loaded on this machine). */

@@ -7,6 +7,7 @@ import { lstat, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
+import { native } from '../../native/index.js';
 import { StorageError } from '../errors.js';
 import type { ExportRegistry } from '../exports.js';
 import { IoScheduler } from '../scheduler.js';
@@ -89,6 +90,7 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       return;
     }
     stats.connections++;
+    enlargeBuffers(socket);
     const c = new NbdConnection({
       socket,
       exports: opts.exports,
@@ -165,6 +167,24 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       await closeListeners();
     },
   };
+}
+
+/**
+ * Kernel socket buffers per connection: 4 MiB each way, so a 1 MiB reply or
+ * write payload passes in one or two syscalls instead of waiting on a
+ * ~200 KiB default buffer several times (the native addon's SO_*BUFFORCE, as
+ * root; best effort: without the addon or the privilege the defaults stay).
+ */
+const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+
+function enlargeBuffers(socket: Socket): void {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return;
+  try {
+    native().setBuffers(fd, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
+  } catch {
+    // Defaults stay.
+  }
 }
 
 /**
