@@ -115,6 +115,7 @@ async function runOnce(image: string, dir: string, only: string[], log: boolean)
   const results: Rates = {};
   for (const peer of peers.filter((p) => only.includes(p.name))) {
     const sock = join(dir, `${peer.name}.sock`);
+    await rm(sock, { force: true }); // left by the previous pass (nbdkit keeps it)
     const proc = await peer.start(image, sock);
     const uri = `nbd+unix:///${peer.name === 'vmlink' ? 'disk' : ''}?socket=${sock}`;
     const mine: Rates[string] = {};

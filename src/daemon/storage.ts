@@ -30,6 +30,7 @@ import {
   ExportNotFoundError,
   StorageUnavailableError,
 } from './errors.js';
+import { ExportRetry } from './export-retry.js';
 import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
 import { parseWith } from './specs.js';
 
@@ -61,6 +62,9 @@ export interface StorageServiceOptions {
    * API's chain of changes waits for it; default `backend_open_timeout_ms` of the config, else 10000.
    */
   openTimeoutMs?: number;
+  /** Retries of a backend that did not open (config and stored exports): first and largest delay in ms; default 1000 and 60000. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
 }
 
 export class StorageService {
@@ -75,8 +79,14 @@ export class StorageService {
   /** Why the server is not running, when it failed to start. */
   #serverError: Error | undefined;
   #closing: Promise<void> | undefined;
+  readonly #retry: ExportRetry;
 
   constructor(opts: StorageServiceOptions) {
+    this.#retry = new ExportRetry({
+      attempt: (name, n) => this.#retryOpen(name, n),
+      minMs: opts.retryMinMs,
+      maxMs: opts.retryMaxMs,
+    });
     this.#log = opts.logger;
     this.#config = opts.config;
     this.#store = opts.store;
@@ -169,14 +179,45 @@ export class StorageService {
       backend = await openWithin(backendSpec(spec.backend, spec.read_only), this.#openTimeoutMs);
     } catch (err) {
       if (!tolerant) throw new ExportBackendError(spec.name, describeError(err), { cause: err });
-      entry.reason = `cannot open its backend: ${describeError(err)}`;
+      entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff`;
       this.#entries.set(spec.name, entry);
       this.#log.error(
         { export: spec.name, code: (err as { code?: unknown }).code },
         `export "${spec.name}" ${entry.reason}`,
       );
+      if (!this.#closing) this.#retry.schedule(spec.name);
       return entry;
     }
+    this.#serve(entry, backend);
+    return entry;
+  }
+
+  /**
+   * One retry of a down export's backend (ExportRetry): true when it is
+   * served now or no longer wanted (deleted, daemon stopping).
+   */
+  async #retryOpen(name: string, attempt: number): Promise<boolean> {
+    const entry = this.#entries.get(name);
+    if (!entry || entry.exp || this.#closing) return true;
+    let backend: BlockBackend;
+    try {
+      backend = await openWithin(backendSpec(entry.spec.backend, entry.spec.read_only), this.#openTimeoutMs);
+    } catch (err) {
+      entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff (${attempt} tries so far)`;
+      this.#log.warn({ export: name, code: (err as { code?: unknown }).code }, `export "${name}" ${entry.reason}`);
+      return false;
+    }
+    if (this.#entries.get(name) !== entry || this.#closing) {
+      await backend.close().catch(() => undefined);
+      return true;
+    }
+    this.#serve(entry, backend);
+    return true;
+  }
+
+  /** Puts an export whose backend is open into the registry the NBD server reads. */
+  #serve(entry: ExportEntry, backend: BlockBackend): void {
+    const spec = entry.spec;
     entry.exp = this.#registry.add({
       name: spec.name,
       backend,
@@ -192,7 +233,6 @@ export class StorageService {
       { export: spec.name, backend: backend.kind, size: backend.size, read_only: entry.exp.readOnly },
       `export "${spec.name}" ready (${backend.kind}, ${backend.size} bytes${entry.exp.readOnly ? ', read-only' : ''})`,
     );
-    return entry;
   }
 
   /** Stops serving an export and closes its backend (flushing it). Refused while clients are connected. */
@@ -201,6 +241,7 @@ export class StorageService {
     const clients = e.exp?.stats.clients ?? 0;
     if (clients > 0 && !force) throw new ExportInUseError(name, clients);
     this.#entries.delete(name);
+    this.#retry.cancel(name);
     if (!e.exp) return;
     this.#registry.remove(name);
     await e.exp.backend
@@ -274,6 +315,7 @@ export class StorageService {
   /** Stops the server gracefully (in-flight requests answered, backends flushed), then closes every backend. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#retry.close();
       await this.#server
         ?.close()
         .catch((err) => this.#log.error({ err }, `closing the NBD server: ${describeError(err)}`));

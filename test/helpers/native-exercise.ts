@@ -123,6 +123,23 @@ closeSync(u2.fd);
 closeSync(n.packetOpen('lo', false).fd);
 throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');
 for (const fd of [a, b, rx, tx, efd, mfd]) closeSync(fd);
+// Block files: nowait I/O, fallocate, SEEK_DATA/SEEK_HOLE, a batch on the pool (and its error path).
+const blk = n.memfdCreate('vg-blk');
+ftruncateSync(blk, 1 << 16);
+const page = Buffer.alloc(4096, 5);
+n.pwriteNoWait(blk, page, 0, 4096, 0);
+n.preadNoWait(blk, page, 0, 4096, 0);
+n.fallocate(blk, n.FALLOC_FL_PUNCH_HOLE | n.FALLOC_FL_KEEP_SIZE, 0, 4096);
+n.seekData(blk, 0);
+n.seekHole(blk, 0);
+throwsCode(() => n.fallocate(-1, 0, 0, 1), 'EBADF');
+const res = new Float64Array(2);
+await new Promise<void>((resolve) =>
+  n.fileBatch(blk, true, [page, page], Float64Array.of(0, 8192), res, () => resolve()),
+);
+check(res[0] === 4096 && res[1] === 4096, 'fileBatch');
+throwsCode(() => n.fileBatch(blk, true, [], res, res, () => {}), 'ERR_OUT_OF_RANGE');
+closeSync(blk);
 
 gc();
 await new Promise((r) => setImmediate(r));

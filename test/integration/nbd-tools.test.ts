@@ -161,6 +161,26 @@ describe('NBD server with real clients', { timeout: 300_000 }, () => {
     });
   });
 
+  describe('file export holes', () => {
+    it('shows holes punched by qemu-io discard and zero writes in nbdinfo --map, and data around them', async () => {
+      const uri = main.uri('file');
+      await runOk('qemu-io', ['-f', 'raw', '-c', 'write -P 0x42 0 32M', uri]);
+      await runOk('qemu-io', ['-f', 'raw', '-c', 'discard 4M 4M', '-c', 'write -z -u 16M 2M', uri]);
+      const ext = JSON.parse(await runOk('nbdinfo', ['--map', '--json', uri])) as {
+        offset: number;
+        length: number;
+        type: number;
+      }[];
+      const at = (off: number) => ext.find((e) => e.offset <= off && off < e.offset + e.length);
+      assert.equal(at(0)?.type, 0, 'data at 0');
+      assert.deepEqual(at(4 << 20), { offset: 4 << 20, length: 4 << 20, type: 3, description: 'hole,zero' });
+      assert.equal(at(16 << 20)?.type, 3, 'zeroes written with unmap allowed are a hole');
+      assert.equal(at(9 << 20)?.type, 0, 'data after the hole');
+      const r = await runOk('qemu-io', ['-f', 'raw', '-c', 'read -P 0 4M 4M', '-c', 'read -P 0x42 8M 1M', uri]);
+      assert.doesNotMatch(r, /Pattern verification failed/);
+    });
+  });
+
   it('answers an unknown export name with an error that names it', async () => {
     const r = await run('nbdinfo', [main.uri('nope')]);
     assert.notEqual(r.code, 0);

@@ -65,6 +65,51 @@ describe('file backend', () => {
     await b.close();
   });
 
+  it('punches a hole for TRIM anywhere, and block status reports holes and data', async () => {
+    const p = file();
+    const b = await FileBackend.open({ path: p, size: 8 << 20 });
+    assert.deepEqual(await b.extents(0, 8 << 20), [{ length: 8 << 20, flags: STATE_HOLE | STATE_ZERO }]);
+    await b.write(0, pattern(8 << 20, 2), true);
+    const full = (await stat(p)).blocks;
+    await b.trim(2 << 20, 1 << 20, true);
+    assert.ok((await stat(p)).blocks < full, 'blocks were freed in the middle of the file');
+    assert.equal((await stat(p)).size, 8 << 20);
+    assert.deepEqual(await b.extents(0, 8 << 20), [
+      { length: 2 << 20, flags: 0 },
+      { length: 1 << 20, flags: STATE_HOLE | STATE_ZERO },
+      { length: 5 << 20, flags: 0 },
+    ]);
+    assert.deepEqual(await b.extents(2 << 20, 4096), [{ length: 4096, flags: STATE_HOLE | STATE_ZERO }]);
+    assert.deepEqual(
+      await b.read((2 << 20) - 4, 8),
+      Buffer.concat([pattern(8 << 20, 2).subarray((2 << 20) - 4, 2 << 20), Buffer.alloc(4)]),
+    );
+    await b.close();
+  });
+
+  it('zeroes by punching, or in place with NO_HOLE, and honours FAST_ZERO', async () => {
+    const b = await FileBackend.open({ path: file(), size: 1 << 20 });
+    await b.write(0, Buffer.alloc(1 << 20, 0x33), false);
+    await b.writeZeroes(65536, 65536, { noHole: false, fastZero: true, fua: false });
+    await b.writeZeroes(262144, 65536, { noHole: true, fastZero: true, fua: true });
+    const ext = await b.extents(0, 1 << 20);
+    assert.deepEqual(ext[1], { length: 65536, flags: STATE_HOLE | STATE_ZERO }, JSON.stringify(ext));
+    const r = await b.read(0, 1 << 20);
+    const expect = Buffer.alloc(1 << 20, 0x33);
+    expect.fill(0, 65536, 131072);
+    expect.fill(0, 262144, 327680);
+    assert.deepEqual(r, expect);
+    await b.close();
+  });
+
+  it('lands every one of many small writes issued in one turn (one batch) and reads them back', async () => {
+    const b = await FileBackend.open({ path: file(), size: 1 << 20 });
+    await Promise.all(Array.from({ length: 100 }, (_, i) => b.write(i * 8192, Buffer.alloc(4096, i + 1), i % 7 === 0)));
+    const r = await b.read(0, 1 << 20);
+    for (let i = 0; i < 100; i++) assert.deepEqual(r.subarray(i * 8192, i * 8192 + 4096), Buffer.alloc(4096, i + 1));
+    await b.close();
+  });
+
   it('names the path and says how to create it when the image is missing', async () => {
     await assert.rejects(FileBackend.open({ path: join(dir, 'missing.img') }), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'ERR_FILE_BACKEND');
