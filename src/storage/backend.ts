@@ -43,6 +43,13 @@ export interface BlockBackend {
   /** {@link extents} is cheap (no I/O round trip): the server may use it to send reads' holes as OFFSET_HOLE. */
   readonly cheapExtents: boolean;
 
+  /**
+   * The caller may hand read() results to `payloadPool.release` once sent,
+   * and write() keeps no reference to `data` after it resolves (so a pooled
+   * payload can be reused). Default false.
+   */
+  readonly pooledBuffers?: boolean;
+
   /** Reads `length` bytes at `offset` into a new Buffer. */
   read(offset: number, length: number): Promise<Buffer>;
   /** Writes `data` at `offset`; with `fua`, persisted before resolving. The backend may keep `data`. */

@@ -14,10 +14,11 @@
  * file (shrink-and-regrow ftruncate); zeroes are written (FAST_ZERO: ENOTSUP);
  * the whole file is reported as data (status 0 is always allowed).
  */
-import { fdatasync, read as fsRead, write as fsWrite } from 'node:fs';
+import { fdatasync, read as fsRead, write as fsWrite, writeSync } from 'node:fs';
 import { constants, type FileHandle, open } from 'node:fs/promises';
 import { type NativeAddon, native } from '../../native/index.js';
 import { type BlockBackend, checkRange, checkWritable, type Extent, ZEROES, type ZeroOptions } from '../backend.js';
+import { payloadPool } from '../buffer-pool.js';
 import { IoError, NotFastError, StorageError } from '../errors.js';
 import { STATE_HOLE, STATE_ZERO } from '../nbd/constants.js';
 import { FileBatcher } from './file-batch.js';
@@ -37,6 +38,19 @@ function addon(): NativeAddon | undefined {
  * (1 MiB reads: about 0.5 of nbdkit copied on the loop, more through the pool).
  */
 const NOWAIT_READ_MAX = 128 * 1024;
+/**
+ * Writes up to this size go straight into the page cache with a synchronous
+ * pwrite on the event loop: a copy of a few microseconds, where any hand-off
+ * to a pool thread cost more CPU than the write itself (ext4 has no
+ * RWF_NOWAIT for buffered writes, which would make this exact). A write the
+ * kernel does make wait (dirty-page throttling, a journal commit) shows in
+ * its duration: after one slower than SYNC_WRITE_SLOW_MS, writes go through
+ * the pool (batched) for SYNC_WRITE_BACKOFF_MS, so a slow disk cannot hold
+ * the event loop, and every other export with it, for long.
+ */
+const SYNC_WRITE_MAX = 64 * 1024;
+const SYNC_WRITE_SLOW_MS = 5;
+const SYNC_WRITE_BACKOFF_MS = 2000;
 /** Writes up to this size are batched through the addon (FileBatcher); bigger ones go alone. */
 const BATCH_WRITE_MAX = 256 * 1024;
 
@@ -59,6 +73,8 @@ export class FileBackend implements BlockBackend {
   /** One file handle shared by all connections: fdatasync covers every connection's writes. */
   readonly canMultiConn = true;
   readonly cheapExtents = false;
+  /** Reads come from payloadPool; writes keep nothing once resolved. */
+  readonly pooledBuffers = true;
   readonly path: string;
   #fh: FileHandle;
   #fd: number;
@@ -72,6 +88,8 @@ export class FileBackend implements BlockBackend {
   #seek: boolean;
   /** Small writes gathered per event-loop turn into one pool trip; undefined without the addon. */
   #writes: FileBatcher | undefined;
+  /** performance.now() before which small writes are not made synchronously (see SYNC_WRITE_MAX). */
+  #syncWritesFrom = 0;
 
   private constructor(path: string, fh: FileHandle, size: number, readOnly: boolean) {
     this.path = path;
@@ -113,7 +131,8 @@ export class FileBackend implements BlockBackend {
 
   async read(offset: number, length: number): Promise<Buffer> {
     checkRange('read', offset, length, this.size);
-    const buf = Buffer.allocUnsafe(length);
+    // The connection releases it once the reply is written (see releasesBuffers).
+    const buf = payloadPool.acquire(length);
     let done = 0;
     try {
       if (this.#nowaitRead && length > 0 && length <= NOWAIT_READ_MAX) {
@@ -145,6 +164,11 @@ export class FileBackend implements BlockBackend {
         const r = (this.#native as NativeAddon).pwriteNoWait(this.#fd, data, 0, data.length, offset);
         if (r === -2) this.#nowaitWrite = false;
         else if (r > 0) done = r;
+      } else if (data.length <= SYNC_WRITE_MAX && data.length > 0 && performance.now() >= this.#syncWritesFrom) {
+        const t0 = performance.now();
+        done = writeSync(this.#fd, data, 0, data.length, offset);
+        const took = performance.now() - t0;
+        if (took > SYNC_WRITE_SLOW_MS) this.#syncWritesFrom = t0 + took + SYNC_WRITE_BACKOFF_MS;
       } else if (this.#writes && data.length <= BATCH_WRITE_MAX && data.length > 0) {
         done = await this.#writes.submit(data, offset);
       }

@@ -8,6 +8,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../../log.js';
 import type { Extent } from '../backend.js';
+import { payloadPool } from '../buffer-pool.js';
 import { errnoOf } from '../errors.js';
 import type { ExportRegistry, NbdExport } from '../exports.js';
 import type { IoScheduler } from '../scheduler.js';
@@ -51,6 +52,11 @@ export interface ConnectionOptions {
   handshakeTimeoutMs: number;
   /** TLS the server offers (STARTTLS); undefined: none. */
   tls?: NbdTls | undefined;
+  /**
+   * The socket reads into a buffer it reuses (`onread`) and calls
+   * {@link NbdConnection.onRead}: bytes kept past a call are copied.
+   */
+  transient?: boolean;
 }
 
 /** Flags each command accepts (proto.md "Command flags"); FUA is valid everywhere. */
@@ -64,6 +70,8 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [CMD.WRITE_ZEROES]: CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.FAST_ZERO,
   [CMD.BLOCK_STATUS]: CMD_FLAG.FUA | CMD_FLAG.REQ_ONE,
 };
+
+const EMPTY = Buffer.alloc(0);
 
 /** Most extents in one block status reply (proto.md: SHOULD NOT exceed 2^20). */
 const MAX_EXTENTS = 1 << 20;
@@ -171,6 +179,12 @@ export class NbdConnection {
     await this.#closed;
   }
 
+  /** The socket's `onread` callback (see ConnectionOptions.transient); false pauses the socket. */
+  readonly onRead = (nread: number, buf: Buffer): boolean => {
+    if (nread > 0) this.#onData(buf.subarray(0, nread));
+    return !this.#paused;
+  };
+
   #onData = (chunk: Buffer): void => {
     if (this.#parser) {
       this.#parser.feed(chunk);
@@ -178,7 +192,8 @@ export class NbdConnection {
     }
     const hs = this.#hs;
     if (!hs) return;
-    hs.feed(chunk);
+    // The handshake keeps bytes by reference: copy a transient chunk (rare: option haggling only).
+    hs.feed(this.#o.transient ? Buffer.from(chunk) : chunk);
     this.#flushHandshake();
     if (hs.state === 'closed') {
       if (hs.clean) this.#o.logger.debug({ peer: this.peer }, hs.closeReason);
@@ -199,6 +214,7 @@ export class NbdConnection {
       this.#parser = new RequestParser(
         (r) => this.#onRequest(r),
         (reason) => this.#protocolError(reason),
+        this.#o.transient,
       );
       if (hs.rest.length) this.#parser.feed(hs.rest);
     }
@@ -293,6 +309,7 @@ export class NbdConnection {
           break;
         case CMD.WRITE:
           await b.write(r.offset, r.data as Buffer, fua);
+          if (b.pooledBuffers) payloadPool.release(r.data as Buffer);
           this.#o.stats.bytesWritten += r.length;
           exp.stats.bytesWritten += r.length;
           this.#send(simpleReply(r.cookie, 0));
@@ -341,6 +358,7 @@ export class NbdConnection {
       this.#o.stats.bytesRead += r.length;
       exp.stats.bytesRead += r.length;
       this.#send(simpleReply(r.cookie, 0), data);
+      if (b.pooledBuffers) this.#releaseAfterWrite(data);
       return;
     }
     if (r.length === 0) {
@@ -352,6 +370,7 @@ export class NbdConnection {
       this.#o.stats.bytesRead += r.length;
       exp.stats.bytesRead += r.length;
       this.#send(offsetDataHeader(r.cookie, true, r.offset, r.length), data);
+      if (b.pooledBuffers) this.#releaseAfterWrite(data);
       return;
     }
     // Holes go out as OFFSET_HOLE chunks; data ranges are read and sent as OFFSET_DATA.
@@ -417,6 +436,17 @@ export class NbdConnection {
       this.#writeBlocked = true;
       this.#updateFlow();
     }
+  }
+
+  /**
+   * Gives a pooled reply buffer back once the socket has taken it: an empty
+   * write queued after it completes only when everything before it has been
+   * written (or the socket is gone), so the kernel holds its own copy then.
+   */
+  #releaseAfterWrite(data: Buffer): void {
+    const s = this.socket;
+    if (data.length < 65536 || s.destroyed || !s.writable) return;
+    s.write(EMPTY, () => payloadPool.release(data));
   }
 
   #uncork = (): void => {

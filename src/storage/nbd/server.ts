@@ -4,7 +4,7 @@
  * backends through one shared {@link IoScheduler} (DWRR by export weight).
  */
 import { lstat, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { connect, createServer, type Server, Socket } from 'node:net';
 import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
 import { native } from '../../native/index.js';
@@ -78,8 +78,9 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
   let closing: Promise<void> | undefined;
   let destroyed = false;
 
-  const onSocket = (socket: Socket): void => {
+  const onSocket = (accepted: Socket): void => {
     if (closing || destroyed || conns.size >= maxConnections) {
+      const socket = accepted;
       logger.warn(
         { peer: socket.remoteAddress },
         closing || destroyed
@@ -90,8 +91,13 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       return;
     }
     stats.connections++;
+    // Without TLS every connection reads into the shared buffer (see READ_BUFFER); TLS
+    // needs the plain socket as Node made it, to wrap it at STARTTLS.
+    const reader = opts.tls ? undefined : new Reader();
+    const socket = reader ? adoptWithReader(accepted, reader) : accepted;
     enlargeBuffers(socket);
     const c = new NbdConnection({
+      transient: reader !== undefined,
       socket,
       exports: opts.exports,
       scheduler,
@@ -102,13 +108,18 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
       tls: opts.tls,
     });
+    if (reader) {
+      reader.conn = c;
+      socket.resume();
+    }
     conns.add(c);
     void c.closed.then(() => conns.delete(c));
   };
 
   const listenOne = async (a: Address): Promise<void> => {
     if (a.type === 'udp') throw new NbdListenError(formatAddress(a), 'NBD runs over TCP or unix sockets, not UDP');
-    const server = createServer({ noDelay: true }, onSocket);
+    // Paused at accept without TLS: adoptWithReader takes the handle before anything is read.
+    const server = createServer({ noDelay: true, pauseOnConnect: !opts.tls }, onSocket);
     if (a.type === 'unix' && !(await removeStaleSocket(a.path)))
       throw new NbdListenError(formatAddress(a), 'another server is answering on it; stop it or choose another path');
     await new Promise<void>((resolve, reject) => {
@@ -167,6 +178,36 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       await closeListeners();
     },
   };
+}
+
+/**
+ * One read buffer for every plain connection of the process: libuv reads
+ * into it and the connection parses (and copies what it keeps) before the
+ * next read, so one buffer serves all. Without it Node allocates 64 KiB per
+ * read; with it a 1 MiB write payload also arrives in fewer, larger reads.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(1024 * 1024);
+
+/** Routes a socket's `onread` callbacks to its connection (bound right after the socket is made). */
+class Reader {
+  conn: NbdConnection | undefined;
+  readonly onread = {
+    buffer: READ_BUFFER,
+    callback: (nread: number, buf: Buffer): boolean => (this.conn ? this.conn.onRead(nread, buf) : true),
+  };
+}
+
+/**
+ * Re-wraps an accepted socket (accepted with pauseOnConnect, so nothing was
+ * read yet) around the same handle with the `onread` option, which
+ * net.Server cannot pass to the sockets it accepts (as src/net/ports/stream.ts does).
+ */
+function adoptWithReader(accepted: Socket, reader: Reader): Socket {
+  const holder = accepted as unknown as { _handle: unknown };
+  const handle = holder._handle;
+  holder._handle = null;
+  accepted.destroy();
+  return new Socket({ handle, onread: reader.onread } as ConstructorParameters<typeof Socket>[0]);
 }
 
 /**

@@ -2,6 +2,7 @@
  * Transmission phase wire format (proto.md "Transmission"): a request parser
  * (a state machine fed Buffers) and reply encoders. No sockets here.
  */
+import { payloadPool } from '../buffer-pool.js';
 import {
   CMD,
   MAX_PAYLOAD,
@@ -44,10 +45,18 @@ export class RequestParser {
   #paused = false;
   #onRequest: (r: NbdRequest) => void;
   #onError: (reason: string) => void;
+  #transient: boolean;
 
-  constructor(onRequest: (r: NbdRequest) => void, onError: (reason: string) => void) {
+  /**
+   * @param transient the chunks fed are reused by the caller once feed()
+   *   returns (a socket's `onread` buffer): every byte kept past the call is
+   *   copied (write payloads, the unparsed tail). Default false: chunks are
+   *   kept by reference and write payloads in hand are views into them.
+   */
+  constructor(onRequest: (r: NbdRequest) => void, onError: (reason: string) => void, transient = false) {
     this.#onRequest = onRequest;
     this.#onError = onError;
+    this.#transient = transient;
   }
 
   /** Bytes held while waiting for the rest of a request. */
@@ -120,21 +129,25 @@ export class RequestParser {
         return;
       }
       if (b.length - p >= req.length) {
-        // Whole payload in hand: a view, no copy.
-        req.data = b.subarray(p, p + req.length);
+        // Whole payload in hand: a view, no copy (a pooled copy when the chunk is transient).
+        if (this.#transient) {
+          req.data = payloadPool.acquire(req.length);
+          b.copy(req.data, 0, p, p + req.length);
+        } else req.data = b.subarray(p, p + req.length);
         p += req.length;
         this.#onRequest(req);
         if (this.#failed) return;
         continue;
       }
       this.#pending = req;
-      this.#payload = Buffer.allocUnsafe(req.length);
+      // Pooled: the connection gives it back once the backend is done with it.
+      this.#payload = payloadPool.acquire(req.length);
       this.#filled = 0;
     }
     if (this.#failed) return;
     b = b.subarray(p);
     // Keep the unparsed tail. A short tail (part of a header) is copied so the big chunk can be freed.
-    this.#buf = b.length === 0 ? Buffer.alloc(0) : b.length < REQUEST_LEN ? Buffer.from(b) : b;
+    this.#buf = b.length === 0 ? EMPTY : b.length < REQUEST_LEN || this.#transient ? Buffer.from(b) : b;
   }
 
   /** Stops parsing (after DISC or when the connection is going away). */
@@ -148,6 +161,8 @@ export class RequestParser {
     this.#onError(reason);
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /** A simple reply header (16 bytes). */
 export function simpleReply(cookie: bigint, error: number): Buffer {
