@@ -190,8 +190,8 @@ export interface NativeAddon {
   /** fallocate(2): `mode` of FALLOC_FL_* bits (PUNCH_HOLE needs KEEP_SIZE). Throws EOPNOTSUPP where the file system cannot. */
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   /**
-   * Every pread (`write` false) or pwrite of the batch, in order, on one libuv
-   * pool thread; then `callback(ok)` on the loop. `results[i]`: bytes moved
+   * Every pread (`write` false) or pwrite of the batch, in order, on one of
+   * the addon's two I/O threads; then `callback(ok)` on the loop. `results[i]`: bytes moved
    * (short only for a read at end of file) or -errno. Do not touch the
    * buffers until the callback.
    */

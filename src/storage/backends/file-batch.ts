@@ -1,9 +1,10 @@
 /**
  * Gathers the positional writes (or reads) a file backend is asked for in one
  * turn of the event loop and hands them to the native addon as one batch: one
- * libuv pool trip for all of them (fileBatch). NBD clients send requests in
- * bursts (a queue depth of 16 arrives in one socket read), and with one pool
- * trip per 4 KiB write the hand-offs cost more than the writes.
+ * hand-off to its I/O threads for all of them (fileBatch). NBD clients send
+ * requests in bursts (a queue depth of 16 arrives in one socket read), and
+ * with one libuv pool trip per 4 KiB write the hand-offs cost more than the
+ * writes.
  */
 import { getSystemErrorName } from 'node:util';
 import type { NativeAddon } from '../../native/index.js';
