@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { MemoryBackend } from '../../src/storage/backends/memory.js';
 import { ExportRegistry } from '../../src/storage/exports.js';
 import { ServerHandshake } from '../../src/storage/nbd/handshake.js';
+import { prng } from '../helpers/prng.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const out = (h: ServerHandshake): string => {
@@ -152,5 +153,43 @@ describe('NBD handshake with TLS', () => {
     out(lan);
     lan.feed(Buffer.concat([FIXED_NOZEROES, opt(3)]));
     assert.deepEqual(listed(out(lan)), ['open', 'lan']);
+  });
+
+  it('survives 2000 seeded random option streams in both TLS modes without throwing', () => {
+    const seed = Number(process.env['NBD_MODEL_SEED'] ?? 6006);
+    const rand = prng(seed);
+    const int = (n: number): number => Math.floor(rand() * n);
+    const opts = [1, 2, 3, 5, 5, 6, 7, 8, 9, 10, 11, 99];
+    for (let i = 0; i < 2000; i++) {
+      const mode = int(2) ? 'required' : 'optional';
+      const h = new ServerHandshake(registry(), int(2) ? '10.0.0.1' : undefined, mode);
+      const parts: Buffer[] = [FIXED_NOZEROES];
+      for (let k = int(8); k > 0; k--) {
+        const o = opts[int(opts.length)] as number;
+        const body =
+          o === 6 || o === 7
+            ? go(['open', 'secret', 'lan', 'x'][int(4)] as string)
+            : int(4) === 0
+              ? Buffer.from(Array.from({ length: int(24) }, () => int(256))).toString('hex')
+              : '';
+        parts.push(opt(o, body));
+      }
+      const stream = Buffer.concat(parts);
+      for (let p = 0; p < stream.length; ) {
+        const n = 1 + int(40);
+        try {
+          h.feed(stream.subarray(p, p + n));
+          if (h.state === 'starttls') h.tlsStarted();
+        } catch (err) {
+          assert.fail(`seed ${seed} case ${i}: ${String(err)}`);
+        }
+        p += n;
+      }
+      assert.ok(['option-header', 'option-data', 'option-skip', 'done', 'closed'].includes(h.state), h.state);
+      if (h.state === 'done') {
+        assert.ok(!h.result?.export.tlsOnly || h.tls, 'a TLS-only export only over TLS');
+        assert.ok(mode === 'optional' || h.tls, 'required mode: transmission only over TLS');
+      }
+    }
   });
 });
