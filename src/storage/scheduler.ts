@@ -63,19 +63,18 @@ export class IoScheduler {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
+  #done = (): void => {
+    this.#running--;
+    this.#pump();
+  };
+
   #pump(): void {
     while (this.#running < this.#concurrency) {
       const job = this.#dwrr.dequeue();
       if (job === undefined) break;
       this.#running++;
-      // job.run never rejects (the connection turns failures into replies); the catch is belt and braces.
-      job
-        .run()
-        .catch(() => {})
-        .finally(() => {
-          this.#running--;
-          this.#pump();
-        });
+      // job.run never rejects (the connection turns failures into replies); both ends are handled anyway.
+      job.run().then(this.#done, this.#done);
     }
     if (this.#running === 0 && this.#dwrr.size === 0 && this.#idleWaiters.length) {
       const w = this.#idleWaiters;
