@@ -6,9 +6,9 @@
  *   node dist/bench/nbd.js [--size-mib 256] [--repeat 3] [--out results.json]
  *     [--peers vmlink,nbdkit-file,qemu-nbd] [--uv-threads 16]
  *
- * Also run by `npm run bench` (bench/run.ts, scenario "nbd"). Each repeat
- * runs every peer once, one after the other, so background load falls on all
- * of them alike; each row is the median of the repeats.
+ * Also run by `npm run bench` (bench/run.ts, scenario "nbd"). The servers
+ * run side by side; each pass runs every scenario on every server back to
+ * back, so background load falls on all of them alike.
  *
  * qemu-img bench has no random mode: "4k stride" uses a step of 1 MiB + 4 KiB
  * so consecutive requests land far apart (no merging, no readahead help).
@@ -110,38 +110,58 @@ const peers: Peer[] = [
 
 type Rates = Record<string, Record<string, { seconds: number; opsPerSec: number; mibPerSec: number }>>;
 
-/** One pass: every peer through every scenario. */
-async function runOnce(image: string, dir: string, only: string[], log: boolean): Promise<Rates> {
-  const results: Rates = {};
-  for (const peer of peers.filter((p) => only.includes(p.name))) {
-    const sock = join(dir, `${peer.name}.sock`);
-    await rm(sock, { force: true }); // left by the previous pass (nbdkit keeps it)
-    const proc = await peer.start(image, sock);
-    const uri = `nbd+unix:///${peer.name === 'vmlink' ? 'disk' : ''}?socket=${sock}`;
-    const mine: Rates[string] = {};
-    results[peer.name] = mine;
-    try {
+/** One measured qemu-img bench run (after an unmeasured warm-up of a quarter of its count). */
+async function measure(s: Scenario, uri: string): Promise<{ seconds: number; opsPerSec: number; mibPerSec: number }> {
+  // Warm-up, for every server alike: a JIT compiles vmlink's hot path during its first few
+  // thousand requests (a first 4 KiB run measured about half the speed of the next ones).
+  await sh('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-c', String(s.count >> 2), ...s.args, uri]);
+  const out = await sh('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-c', String(s.count), ...s.args, uri]);
+  const m = /Run completed in ([\d.]+) seconds/.exec(out);
+  if (!m) throw new Error(`cannot parse qemu-img bench output: ${out}`);
+  const seconds = Number(m[1]);
+  return { seconds, opsPerSec: s.count / seconds, mibPerSec: (s.count * s.bytes) / seconds / (1 << 20) };
+}
+
+/**
+ * `repeat` passes with every server running (an idle server costs nothing);
+ * within a pass each scenario runs on every server back to back, so the
+ * runs compared in one ratio are seconds apart and share the machine's load.
+ */
+async function runPasses(image: string, dir: string, only: string[], repeat: number, log: boolean): Promise<Rates[]> {
+  const running: { name: string; proc: ChildProcess; uri: string }[] = [];
+  const runs: Rates[] = [];
+  try {
+    for (const peer of peers.filter((p) => only.includes(p.name))) {
+      const sock = join(dir, `${peer.name}.sock`);
+      const proc = await peer.start(image, sock);
+      running.push({
+        name: peer.name,
+        proc,
+        uri: `nbd+unix:///${peer.name === 'vmlink' ? 'disk' : ''}?socket=${sock}`,
+      });
+    }
+    for (let i = 0; i < repeat; i++) {
+      const pass: Rates = {};
       for (const s of scenarios) {
-        // Warm-up, not measured, for every server alike: a JIT compiles vmlink's hot path during its first
-        // few thousand requests (the first 4 KiB run measured about half the speed of the next ones).
-        await sh('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-c', String(s.count >> 2), ...s.args, uri]);
-        const out = await sh('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-c', String(s.count), ...s.args, uri]);
-        const m = /Run completed in ([\d.]+) seconds/.exec(out);
-        if (!m) throw new Error(`cannot parse qemu-img bench output: ${out}`);
-        const seconds = Number(m[1]);
-        const r = { seconds, opsPerSec: s.count / seconds, mibPerSec: (s.count * s.bytes) / seconds / (1 << 20) };
-        mine[s.name] = r;
-        if (log)
-          console.log(
-            `${peer.name.padEnd(12)} ${s.name.padEnd(30)} ${r.opsPerSec.toFixed(0).padStart(8)} ops/s ${r.mibPerSec.toFixed(1).padStart(8)} MiB/s`,
-          );
+        for (const { name, uri } of running) {
+          const r = await measure(s, uri);
+          pass[name] ??= {};
+          (pass[name] as Rates[string])[s.name] = r;
+          if (log)
+            console.log(
+              `pass ${i + 1} ${name.padEnd(12)} ${s.name.padEnd(30)} ${r.opsPerSec.toFixed(0).padStart(8)} ops/s ${r.mibPerSec.toFixed(1).padStart(8)} MiB/s`,
+            );
+        }
       }
-    } finally {
+      runs.push(pass);
+    }
+  } finally {
+    for (const { proc } of running) {
       proc.kill('SIGTERM');
       await once(proc, 'exit');
     }
   }
-  return results;
+  return runs;
 }
 
 const fmtOps = (n: number): string => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
@@ -159,9 +179,9 @@ export async function nbdScenario(opts: {
   const chunk = Buffer.alloc(1 << 20, 0x5a);
   for (let off = 0; off < SIZE; off += chunk.length) await fh.write(chunk, 0, chunk.length, off);
   await fh.close();
-  const runs: Rates[] = [];
+  let runs: Rates[] = [];
   try {
-    for (let i = 0; i < opts.repeat; i++) runs.push(await runOnce(image, dir, only, opts.log ?? false));
+    runs = await runPasses(image, dir, only, opts.repeat, opts.log ?? false);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -170,23 +190,24 @@ export async function nbdScenario(opts: {
     const v = med('vmlink', s.name);
     const k = med('nbdkit-file', s.name);
     const q = med('qemu-nbd', s.name);
+    const perPass = (peer: string): number[] =>
+      runs.map((r) => (r['vmlink']?.[s.name]?.opsPerSec ?? 0) / (r[peer]?.[s.name]?.opsPerSec ?? 1));
     return {
       scenario: s.name,
       vmlinkOps: v,
       nbdkitOps: k,
       qemuNbdOps: q,
-      vsNbdkit: k ? v / k : null,
-      vsQemuNbd: q ? v / q : null,
-      vsNbdkitPerRun: runs.map(
-        (r) => (r['vmlink']?.[s.name]?.opsPerSec ?? 0) / (r['nbdkit-file']?.[s.name]?.opsPerSec ?? 1),
-      ),
+      // Median of the per-pass ratios: each compares runs seconds apart under the same load.
+      vsNbdkit: k ? median(perPass('nbdkit-file')) : null,
+      vsQemuNbd: q ? median(perPass('qemu-nbd')) : null,
+      vsNbdkitPerRun: perPass('nbdkit-file'),
     };
   });
   const ratio = (x: number | null): string => (x === null ? '-' : x.toFixed(2));
   const md = [
     '## NBD: vmlink versus nbdkit (file plugin) and qemu-nbd',
     '',
-    `\`qemu-img bench\` (cache=none on the client) against each server serving the same ${SIZE >> 20} MiB raw file (page-cached) over a unix socket; "4k stride" steps 1 MiB + 4 KiB (qemu-img bench has no random mode). Median of ${opts.repeat} passes, each pass running every server in turn, each measured run after an unmeasured warm-up of a quarter of its count, unpinned, 2 cores shared with qemu-img. Ops/s.`,
+    `\`qemu-img bench\` (cache=none on the client) against each server serving the same ${SIZE >> 20} MiB raw file (page-cached) over a unix socket; "4k stride" steps 1 MiB + 4 KiB (qemu-img bench has no random mode). ${opts.repeat} passes; in each pass every scenario runs on the three servers back to back, each measured run after an unmeasured warm-up of a quarter of its count. Ops/s are medians over the passes; ratios are the medians of the per-pass ratios (runs seconds apart, same load). Unpinned, 2 cores shared with qemu-img.`,
     '',
     '| scenario | vmlink | nbdkit file | qemu-nbd | vmlink/nbdkit | vmlink/nbdkit per pass | vmlink/qemu-nbd |',
     '| --- | ---: | ---: | ---: | ---: | --- | ---: |',
