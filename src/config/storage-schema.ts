@@ -160,6 +160,10 @@ const tlsSchema = z
     verify_clients: z.boolean().default(false),
     /** `required`: no option but STARTTLS before TLS; `optional`: only `tls_only` exports need it; default required. */
     mode: z.enum(['required', 'optional'], 'mode must be required or optional').default('required'),
+    /** For `vmlink disk-args`: QEMU's directory of ca-cert.pem, client-cert.pem, client-key.pem; default /etc/pki/qemu. */
+    client_dir: absolutePath('client_dir').default('/etc/pki/qemu'),
+    /** For `vmlink disk-args`: the name QEMU checks the server certificate against; default localhost. */
+    hostname: z.string().min(1).max(253).default('localhost'),
   })
   .refine((t) => !t.verify_clients || t.ca !== undefined, {
     message: 'verify_clients needs ca: the CA certificate that signs client certificates',

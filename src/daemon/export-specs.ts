@@ -118,7 +118,12 @@ export function diskArgs(e: ExportEntry, service: StorageService, id?: string): 
   else if (tcp !== undefined) server = `server.type=inet,server.host=${qemuValue(tcp.host)},server.port=${tcp.port}`;
   else throw new StorageUnavailableError(service.status().reason ?? 'it listens nowhere');
   const readOnly = e.exp ? e.exp.readOnly : e.spec.read_only;
-  const blockdev = `driver=nbd,node-name=${node},${server},export=${qemuValue(e.name)}${readOnly ? ',read-only=on' : ''}`;
+  // TLS (storage.tls): QEMU's x509 client credentials, and the name to check the certificate against
+  // (QEMU cannot guess one for a unix socket).
+  const tls = service.tlsClient(e.spec.tls_only ?? false);
+  const tlsOpts = tls ? `,tls-creds=vmlink-tls,tls-hostname=${qemuValue(tls.hostname)}` : '';
+  const blockdev = `driver=nbd,node-name=${node},${server},export=${qemuValue(e.name)}${tlsOpts}${readOnly ? ',read-only=on' : ''}`;
   const args = ['-blockdev', blockdev, '-device', `virtio-blk-pci,drive=${node},id=${node}-dev`];
+  if (tls) args.unshift('-object', `tls-creds-x509,id=vmlink-tls,dir=${qemuValue(tls.dir)},endpoint=client`);
   return { args, command: shellQuote(args) };
 }

@@ -285,6 +285,16 @@ export class StorageService {
     return this.#server ? this.#server.addresses().map(formatAddress) : [];
   }
 
+  /**
+   * What QEMU needs to reach export `tlsOnly` over TLS (`storage.tls`
+   * client_dir and hostname), or undefined when it may connect in plain text.
+   */
+  tlsClient(tlsOnly: boolean): { dir: string; hostname: string } | undefined {
+    const t = this.#config?.tls;
+    if (!t || (t.mode === 'optional' && !tlsOnly)) return undefined;
+    return { dir: t.client_dir, hostname: t.hostname };
+  }
+
   /** The first unix socket the server listens on, if any. */
   unixSocket(): string | undefined {
     for (const a of this.#server?.addresses() ?? []) if (a.type === 'unix') return a.path;

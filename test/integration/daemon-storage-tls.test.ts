@@ -32,7 +32,13 @@ describe('vmlink daemon: NBD over TLS, export list policy, late backends', { tim
       extra: (dir) => ({
         storage: {
           listen: [`unix:${join(dir, 'nbd.sock')}`, 'tcp:127.0.0.1:0'],
-          tls: { cert: pki.serverCert, key: pki.serverKey, mode: 'optional' },
+          tls: {
+            cert: pki.serverCert,
+            key: pki.serverKey,
+            mode: 'optional',
+            client_dir: pkiDir,
+            hostname: 'localhost',
+          },
         },
         exports: [
           { name: 'open', backend: { type: 'memory', size: '1M' } },
@@ -60,6 +66,18 @@ describe('vmlink daemon: NBD over TLS, export list policy, late backends', { tim
     assert.equal((await runOk('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/open`])).trim(), String(MiB));
     const secret = (await exportsJson()).find((e) => e.name === 'secret');
     assert.equal(secret?.tls_only, true);
+  });
+
+  test('disk-args gives QEMU the TLS credentials for a tls_only export, and qemu-img opens it with them', async () => {
+    const d1 = await d.json<{ args: string[] }>(['disk-args', 'secret']);
+    assert.equal(d1.args[0], '-object');
+    assert.equal(d1.args[1], `tls-creds-x509,id=vmlink-tls,dir=${pkiDir},endpoint=client`);
+    const blockdev = d1.args[d1.args.indexOf('-blockdev') + 1] as string;
+    assert.match(blockdev, /,tls-creds=vmlink-tls,tls-hostname=localhost/);
+    const info = await runOk('qemu-img', ['info', '--object', d1.args[1] as string, '--image-opts', blockdev]);
+    assert.match(info, /virtual size: 2 MiB/);
+    const plain = await d.json<{ args: string[] }>(['disk-args', 'open']);
+    assert.ok(!plain.args.includes('-object'), 'a plain export needs no TLS in optional mode');
   });
 
   test('nbdinfo --list over TCP shows only what that client may open', async () => {
