@@ -12,7 +12,7 @@ import { payloadPool } from '../buffer-pool.js';
 import { errnoOf } from '../errors.js';
 import type { ExportRegistry, NbdExport } from '../exports.js';
 import type { IoScheduler } from '../scheduler.js';
-import { BASE_ALLOCATION_ID, CMD, CMD_FLAG, MAX_PAYLOAD, NBD_ERR, STATE_ZERO } from './constants.js';
+import { BASE_ALLOCATION_ID, CMD, CMD_FLAG, NBD_ERR, STATE_ZERO } from './constants.js';
 import { type Negotiated, ServerHandshake } from './handshake.js';
 import { type NbdTls, upgradeToTls } from './tls.js';
 import {
@@ -25,6 +25,7 @@ import {
   RequestParser,
   simpleReply,
 } from './transmission.js';
+import { validateRequest } from './validate.js';
 
 /** Counters shared by all connections of a server. */
 export interface NbdStats {
@@ -58,18 +59,6 @@ export interface ConnectionOptions {
    */
   transient?: boolean;
 }
-
-/** Flags each command accepts (proto.md "Command flags"); FUA is valid everywhere. */
-const ALLOWED_FLAGS: Record<number, number> = {
-  [CMD.READ]: CMD_FLAG.FUA | CMD_FLAG.DF,
-  [CMD.WRITE]: CMD_FLAG.FUA,
-  [CMD.DISC]: CMD_FLAG.FUA,
-  [CMD.FLUSH]: CMD_FLAG.FUA,
-  [CMD.TRIM]: CMD_FLAG.FUA,
-  [CMD.CACHE]: CMD_FLAG.FUA,
-  [CMD.WRITE_ZEROES]: CMD_FLAG.FUA | CMD_FLAG.NO_HOLE | CMD_FLAG.FAST_ZERO,
-  [CMD.BLOCK_STATUS]: CMD_FLAG.FUA | CMD_FLAG.REQ_ONE,
-};
 
 const EMPTY = Buffer.alloc(0);
 
@@ -257,7 +246,7 @@ export class NbdConnection {
       return;
     }
     exp.stats.requests++;
-    const bad = this.#validate(r, exp);
+    const bad = validateRequest(r, exp, this.#neg);
     if (bad !== 0) {
       this.#replyError(r, bad, `request refused (NBD error ${bad})`);
       return;
@@ -267,35 +256,6 @@ export class NbdConnection {
     this.#inFlightBytes += cost;
     this.#updateFlow();
     this.#o.scheduler.submit(exp, { run: () => this.#execute(r, exp, cost) }, cost);
-  }
-
-  /** 0 when the request may go to the backend, else the NBD error to reply with. */
-  #validate(r: NbdRequest, exp: NbdExport): number {
-    const allowed = ALLOWED_FLAGS[r.type];
-    if (allowed === undefined) return NBD_ERR.EINVAL;
-    if ((r.flags & ~allowed) !== 0) return NBD_ERR.EINVAL;
-    if ((r.flags & CMD_FLAG.DF) !== 0 && !this.#neg?.structuredReplies) return NBD_ERR.EINVAL;
-    const size = exp.backend.size;
-    const inRange = r.offset + r.length <= size;
-    switch (r.type) {
-      case CMD.READ:
-        if (r.length > MAX_PAYLOAD) return NBD_ERR.EINVAL;
-        return inRange ? 0 : NBD_ERR.EINVAL;
-      case CMD.WRITE:
-      case CMD.WRITE_ZEROES:
-        if (exp.readOnly) return NBD_ERR.EPERM;
-        return inRange ? 0 : NBD_ERR.ENOSPC;
-      case CMD.TRIM:
-        if (exp.readOnly) return NBD_ERR.EPERM;
-        return inRange ? 0 : NBD_ERR.EINVAL;
-      case CMD.CACHE:
-        return inRange ? 0 : NBD_ERR.EINVAL;
-      case CMD.BLOCK_STATUS:
-        if (!this.#neg?.baseAllocation) return NBD_ERR.EINVAL;
-        return inRange && r.length > 0 ? 0 : NBD_ERR.EINVAL;
-      default:
-        return 0;
-    }
   }
 
   /** Runs one request against the backend and replies. Never rejects. */
