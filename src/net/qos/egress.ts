@@ -44,7 +44,7 @@ export interface EgressSource {
 export interface QosEgressOptions {
   /** Shaped rate in bytes per second. */
   rate: number;
-  /** Shaper burst in bytes; default max(5 ms at rate, 16 KiB). */
+  /** Shaper burst in bytes; default max(20 ms at rate, 32 KiB). */
   burst?: number | undefined;
   /** Cap of the latency class over all sources, bytes per second; default a tenth of `rate`. */
   latencyCap?: number | undefined;
@@ -257,7 +257,7 @@ export class QosEgress {
   }
 }
 
-/** A bucket depth of 5 ms at `rate`, at least 16 KiB (a few frames survive timer jitter). */
+/** A bucket depth of 20 ms at `rate`, at least 32 KiB (tokens survive a late drain timer). */
 function latencyBurst(rate: number): number {
-  return Math.max(rate / 200, 16 * 1024);
+  return Math.max(rate / 50, 32 * 1024);
 }

@@ -49,7 +49,7 @@ export interface QosSchedulerOptions {
   clock?: (() => number) | undefined;
   /** Aggregate rate in cost units (bytes) per second; default unlimited. */
   rate?: number | undefined;
-  /** Aggregate burst in cost units; default max(5 ms at `rate`, 16 KiB). */
+  /** Aggregate burst in cost units; default max(20 ms at `rate`, 32 KiB). */
   burst?: number | undefined;
   /** DWRR credit per unit of weight per round; default {@link DEFAULT_QOS_QUANTUM}. */
   quantum?: number | undefined;
@@ -167,7 +167,8 @@ export class QosScheduler<T> {
       this.#shaper = undefined;
       return;
     }
-    const depth = burst ?? Math.max(rate / 200, 16 * 1024);
+    // 20 ms: a drain timer that fires late (a busy event loop) does not lose the tokens of the wait.
+    const depth = burst ?? Math.max(rate / 50, 32 * 1024);
     if (this.#shaper) this.#shaper.reconfigure(rate, depth, this.#clock());
     else this.#shaper = new TokenBucket(rate, depth, this.#clock());
   }
