@@ -85,7 +85,13 @@ async function rig(root: string, sinkQos: PortQos | undefined, senderQos: (i: nu
   };
 }
 
-/** iperf3 UDP from each sender in `senders` at `offered` Mbit/s for `seconds`; Mbit/s each server received. */
+/**
+ * iperf3 UDP from each sender in `senders` at `offered` Mbit/s; Mbit/s each
+ * server received over `seconds` of steady state: the run lasts two seconds
+ * more, and the server's first and last one-second intervals are left out
+ * (the start fills the queues; at the end every flow drains the same number
+ * of queued frames, which would favour the lighter flows).
+ */
 async function blast(senders: number[], offered: number, seconds: number): Promise<number[]> {
   const servers = senders.map((i) => {
     const s = spawn(
@@ -113,15 +119,24 @@ async function blast(senders: number[], offered: number, seconds: number): Promi
         sh(
           'ip',
           ...['netns', 'exec', ns(i), 'iperf3', '-c', addr(0), '-p', String(5200 + i), '-u', '-b', `${offered}M`],
-          ...['-l', '1400', '-t', String(seconds), '-J'],
+          ...['-l', '1400', '-t', String(seconds + 2), '--get-server-output', '-J'],
         ),
       ),
     );
     return outs.map((j) => {
-      const r = JSON.parse(j) as {
-        end: { sum_received?: { bits_per_second: number }; sum: { bits_per_second: number } };
-      };
-      return (r.end.sum_received ?? r.end.sum).bits_per_second / 1e6;
+      const r = JSON.parse(j) as { server_output_text?: string };
+      // The server's per-second lines, before its summary: "[  5]   1.00-2.00   sec  4.01 MBytes  33.6 Mbits/sec ...".
+      const text = (r.server_output_text ?? '').split('- - -')[0] ?? '';
+      const unit: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9 };
+      const iv = [...text.matchAll(/\]\s+([\d.]+)-([\d.]+)\s+sec\s+[\d.]+\s+\w?Bytes\s+([\d.]+)\s+([KMG]?)bits\/sec/g)]
+        .map((m) => ({ secs: Number(m[2]) - Number(m[1]), bps: Number(m[3]) * (unit[m[4] as string] as number) }))
+        .slice(1, -1)
+        .slice(0, seconds);
+      if (iv.length < seconds)
+        throw new Error(`iperf3 server reported ${iv.length} steady intervals, wanted ${seconds}`);
+      const bits = iv.reduce((a, x) => a + x.bps * x.secs, 0);
+      const secs = iv.reduce((a, x) => a + x.secs, 0);
+      return bits / secs / 1e6;
     });
   } finally {
     for (const x of servers) if (x.s.exitCode === null && x.s.signalCode === null) x.s.kill();
@@ -268,7 +283,7 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
     for (const [k, [label, sinkQos, pingerClass]] of LAT.entries()) {
       const sq = (i: number) => (i === SENDERS + 1 && pingerClass ? { class: pingerClass } : undefined);
       await run(`latency ${label}`, sinkQos, sq, async () => {
-        const load = blast(senders, 60, o.seconds + 1);
+        const load = blast(senders, 60, o.seconds);
         await new Promise((r) => setTimeout(r, 500));
         const p = await pingRtt(Math.floor(o.seconds * 80));
         await load;
@@ -295,7 +310,7 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
   const md = [
     '## QoS: shares, rates and latency through a shaped port (iperf3 UDP between namespaces)',
     '',
-    `${SENDERS} sender namespaces (iperf3 -u, 1400-byte datagrams) -> vmlink TAP ports -> one shaped TAP port -> sink namespace; rates are what the iperf3 servers received (UDP payload; vmlink shapes and polices Ethernet frames, 1442 bytes per 1400-byte datagram, so the rate rows convert to the wire). ${o.seconds} s per run (5 s for the rate-limit rows); latency: 10 ms pings marked EF (-Q 0xb8) from a fifth namespace while the senders saturate the port, three runs of each set-up. One run of each other row, unpinned, on a shared 2-core machine.`,
+    `${SENDERS} sender namespaces (iperf3 -u, 1400-byte datagrams) -> vmlink TAP ports -> one shaped TAP port -> sink namespace; rates are what the iperf3 servers received in steady state (their per-second reports, the first and last left out; UDP payload; vmlink shapes and polices Ethernet frames, 1442 bytes per 1400-byte datagram, so the rate rows convert to the wire). ${o.seconds} s per run (5 s for the rate-limit rows); latency: 10 ms pings marked EF (-Q 0xb8) from a fifth namespace while the senders saturate the port, three runs of each set-up. One run of each other row, unpinned, on a shared 2-core machine.`,
     '',
     '| test | offered Mbit/s each | received Mbit/s | result | target |',
     '| --- | ---: | --- | --- | --- |',

@@ -169,6 +169,30 @@ describe('QoS through the daemon', () => {
     },
   );
 
+  test('refuses a port added over the API whose reservation does not fit, and creates nothing', T, async () => {
+    const body = {
+      name: 's9',
+      network: 'lab',
+      kind: 'dgram',
+      local: 'udp:127.0.0.1:0',
+      remote: 'udp:127.0.0.1:9',
+      qos: { min: '12mbit' },
+    };
+    await assert.rejects(client.addPort(body as never), (e: ApiError) => {
+      assert.equal(e.code, 'ERR_QOS_ADMISSION');
+      assert.match(e.message, /port "s9" can reserve at most/);
+      return true;
+    });
+    assert.equal(
+      (await client.listPorts()).find((p) => p.name === 's9'),
+      undefined,
+    );
+    assert.equal(
+      (await client.qos()).ports.find((p) => p.name === 's9'),
+      undefined,
+    );
+  });
+
   test('refuses bad requests with the field and a stable code, and changes nothing', T, async () => {
     const before = JSON.stringify((await client.qos()).ports.map((p) => [p.name, p.policy]));
     const bad: [Record<string, unknown>, string, RegExp][] = [

@@ -44,7 +44,7 @@ export interface EgressSource {
 export interface QosEgressOptions {
   /** Shaped rate in bytes per second. */
   rate: number;
-  /** Shaper burst in bytes; default max(20 ms at rate, 32 KiB). */
+  /** Shaper burst in bytes; default max(50 ms at rate, 64 KiB). */
   burst?: number | undefined;
   /** Cap of the latency class over all sources, bytes per second; default a tenth of `rate`. */
   latencyCap?: number | undefined;
@@ -93,6 +93,7 @@ export class QosEgress {
 
   readonly #drainBound = (): void => {
     this.#immediate = false;
+    clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#drain();
   };
@@ -170,7 +171,8 @@ export class QosEgress {
       return false;
     }
     this.#sched.enqueue(id, id, len);
-    if (!this.#immediate && this.#timer === undefined) {
+    // A latency frame does not wait for the shaper's timer (the scheduler lets it through first).
+    if (!this.#immediate && (this.#timer === undefined || cls === CLASS_LATENCY)) {
       this.#immediate = true;
       setImmediate(this.#drainBound);
     }
@@ -257,7 +259,7 @@ export class QosEgress {
   }
 }
 
-/** A bucket depth of 20 ms at `rate`, at least 32 KiB (tokens survive a late drain timer). */
+/** A bucket depth of 50 ms at `rate`, at least 64 KiB (tokens survive a late drain). */
 function latencyBurst(rate: number): number {
-  return Math.max(rate / 50, 32 * 1024);
+  return Math.max(rate / 20, 64 * 1024);
 }

@@ -6,7 +6,8 @@
  *
  * 1. strict priority: a flow marked `priority` (the latency class) is served
  *    first, but only while its own `max` bucket is positive, so it is itself
- *    rate-capped and cannot starve the others;
+ *    rate-capped and cannot starve the others; it does not wait for the
+ *    aggregate shaper (it is charged to it, so later items wait instead);
  * 2. reservations: a flow whose `min` bucket is positive (it got less than its
  *    guaranteed minimum lately) is served next, round robin among those;
  * 3. DWRR among every other backlogged flow whose `max` bucket allows,
@@ -49,7 +50,7 @@ export interface QosSchedulerOptions {
   clock?: (() => number) | undefined;
   /** Aggregate rate in cost units (bytes) per second; default unlimited. */
   rate?: number | undefined;
-  /** Aggregate burst in cost units; default max(20 ms at `rate`, 32 KiB). */
+  /** Aggregate burst in cost units; default max(50 ms at `rate`, 64 KiB). */
   burst?: number | undefined;
   /** DWRR credit per unit of weight per round; default {@link DEFAULT_QOS_QUANTUM}. */
   quantum?: number | undefined;
@@ -167,8 +168,8 @@ export class QosScheduler<T> {
       this.#shaper = undefined;
       return;
     }
-    // 20 ms: a drain timer that fires late (a busy event loop) does not lose the tokens of the wait.
-    const depth = burst ?? Math.max(rate / 50, 32 * 1024);
+    // 50 ms: a drain that runs late (a busy event loop, a starved process) does not lose the tokens of the wait.
+    const depth = burst ?? Math.max(rate / 20, 64 * 1024);
     if (this.#shaper) this.#shaper.reconfigure(rate, depth, this.#clock());
     else this.#shaper = new TokenBucket(rate, depth, this.#clock());
   }
@@ -226,11 +227,15 @@ export class QosScheduler<T> {
   /** The next item, or undefined when nothing may be sent at `now` (see {@link nextAt}). */
   dequeue(now: number = this.#clock()): T | undefined {
     if (this.#size === 0) return undefined;
-    if (this.#shaper !== undefined && !this.#shaper.positive(now)) return undefined;
+    // Priority flows may take the aggregate shaper into debt (the next items wait it off): a latency item
+    // need not wait for the tokens of the bulk item before it. Their own caps bound that debt.
     let id = this.#pickPriority(now);
-    if (id < 0) id = this.#pickReserved(now);
-    if (id < 0) id = this.#pickDwrr(now);
-    if (id < 0) return undefined;
+    if (id < 0) {
+      if (this.#shaper !== undefined && !this.#shaper.positive(now)) return undefined;
+      id = this.#pickReserved(now);
+      if (id < 0) id = this.#pickDwrr(now);
+      if (id < 0) return undefined;
+    }
     const f = this.#flows[id] as Flow<T>;
     const cost = f.headCost;
     const item = f.shift();
@@ -252,17 +257,20 @@ export class QosScheduler<T> {
   nextAt(now: number = this.#clock()): number {
     if (this.#size === 0) return Number.POSITIVE_INFINITY;
     let wait = Number.POSITIVE_INFINITY;
+    let prio = Number.POSITIVE_INFINITY;
     for (let k = 0; k < this.#order.length; k++) {
       const f = this.#flows[this.#order[k] as number] as Flow<T>;
       if (f.length === 0) continue;
       const w = f.max === undefined ? 0 : f.max.waitMs(0, now);
-      if (w < wait) wait = w;
+      if (f.priority) {
+        if (w < prio) prio = w;
+      } else if (w < wait) wait = w;
     }
-    if (this.#shaper !== undefined) {
+    if (this.#shaper !== undefined && wait !== Number.POSITIVE_INFINITY) {
       const s = this.#shaper.waitMs(0, now);
       if (s > wait) wait = s;
     }
-    return now + wait;
+    return now + Math.min(wait, prio);
   }
 
   #apply(f: Flow<T>, opts: FlowOptions): void {
