@@ -440,8 +440,21 @@ export class Daemon implements ControlBackend {
 
   qosRequest(name: string, body: unknown): Promise<QosPortView> {
     return this.#serial(async () => {
-      this.#entry(name);
-      return this.#qos.request(name, body);
+      const e = this.#entry(name);
+      const before = this.#qos.policy(name);
+      const view = this.#qos.request(name, body);
+      // A port added over the API keeps what it was granted across restarts; a config port's policy is the file's.
+      if (e.source === 'api') {
+        const raw: Record<string, unknown> = { ...e.raw, qos: this.#qos.policy(name) };
+        try {
+          await this.#store.putPort(raw as StoredItem);
+        } catch (err) {
+          this.#qos.restore(name, before);
+          throw err;
+        }
+        e.raw = raw;
+      }
+      return view;
     });
   }
 

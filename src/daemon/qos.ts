@@ -117,6 +117,19 @@ export class QosService {
     return this.#view(e);
   }
 
+  /** The policy in force on a port (numbers in bits per second, as the schema accepts them back). */
+  policy(name: string): PortQosConfig | undefined {
+    return this.#entries.get(name)?.qos;
+  }
+
+  /** Puts a policy back without admission (undoing a request whose persistence failed). */
+  restore(name: string, qos: PortQosConfig | undefined): void {
+    const e = this.#entries.get(name);
+    if (!e) return;
+    e.qos = qos;
+    this.#sw.setPortQos(name, qos && toPolicy(qos));
+  }
+
   /** `GET /v1/qos`. */
   view(): QosView {
     return { ports: [...this.#entries.values()].map((e) => this.#view(e)) };

@@ -252,4 +252,14 @@ describe('QoS through the daemon', () => {
       /ports\[0\]\.qos\.capacity: port \\?"up\\?" has capacity 10mbit but the reservations .* would total 12mbit \(a 6mbit, b 6mbit\)/,
     );
   });
+  test('what a port added over the API was granted survives a daemon restart', T, async () => {
+    const body = { name: 's8', network: 'lab', kind: 'dgram', local: 'udp:127.0.0.1:0', remote: 'udp:127.0.0.1:9' };
+    await client.addPort({ ...body, qos: { min: '1mbit' } } as never);
+    const r = await runCli(['qos', 'request', 's8', '--max', '20mbit', '--class', 'bulk'], { control: d.control });
+    assert.equal(r.code, 0, r.stderr);
+    await d.stop();
+    await d.start();
+    const s8 = (await client.qos()).ports.find((p) => p.name === 's8');
+    assert.deepEqual(s8?.policy, { min: '1mbit', max: '20mbit', class: 'bulk' });
+  });
 });
