@@ -19,7 +19,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
@@ -310,7 +310,9 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
   const md = [
     '## QoS: shares, rates and latency through a shaped port (iperf3 UDP between namespaces)',
     '',
-    `${SENDERS} sender namespaces (iperf3 -u, 1400-byte datagrams) -> vmlink TAP ports -> one shaped TAP port -> sink namespace; rates are what the iperf3 servers received in steady state (their per-second reports, the first and last left out; UDP payload; vmlink shapes and polices Ethernet frames, 1442 bytes per 1400-byte datagram, so the rate rows convert to the wire). ${o.seconds} s per run (5 s for the rate-limit rows); latency: 10 ms pings marked EF (-Q 0xb8) from a fifth namespace while the senders saturate the port, three runs of each set-up. One run of each other row, unpinned, on a shared 2-core machine.`,
+    `${SENDERS} sender namespaces (iperf3 -u, 1400-byte datagrams) -> vmlink TAP ports -> one shaped TAP port -> sink namespace; rates are what the iperf3 servers received in steady state (their per-second reports, the first and last left out; UDP payload; vmlink shapes and polices Ethernet frames, 1442 bytes per 1400-byte datagram, so the rate rows convert to the wire). ${o.seconds} s per run (5 s for the rate-limit rows); latency: 10 ms pings marked EF (-Q 0xb8) from a fifth namespace while the senders saturate the port, three runs of each set-up. One run of each other row, unpinned, on a shared 2-core machine (load average ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' / ')} at the end: other jobs ran too).`,
     '',
     '| test | offered Mbit/s each | received Mbit/s | result | target |',
     '| --- | ---: | --- | --- | --- |',

@@ -57,7 +57,7 @@ const requestFields = {
   min: rateSchema.optional(),
   /** Ingress policing rate: the most the port may send. */
   max: rateSchema.optional(),
-  /** Policing burst in bytes; default 20 ms at `max`, at least 64 KiB. */
+  /** Policing burst in bytes; default 50 ms at `max`, at least 64 KiB. */
   burst: sizeSchema.optional(),
   /** DWRR weight, 1-1000; default 1. */
   weight: z

@@ -22,7 +22,11 @@ export interface PortQosPolicy {
   latencyCap?: number | undefined;
 }
 
-/** Policing burst when none is given: 20 ms at the rate, at least 64 KiB. */
+/**
+ * Policing burst when none is given: 50 ms at the rate, at least 64 KiB. The
+ * switch reads a port in batches; a daemon that gets the CPU late reads a
+ * late batch at once, and a shallower bucket would police it as a burst.
+ */
 export function defaultPoliceBurst(rate: number): number {
-  return Math.max(Math.round(rate / 50), 64 * 1024);
+  return Math.max(Math.round(rate / 20), 64 * 1024);
 }
