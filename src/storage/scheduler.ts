@@ -26,7 +26,7 @@ export interface IoSchedulerOptions {
 export const REQUEST_OVERHEAD = 512;
 
 export class IoScheduler {
-  #sched: QosScheduler<IoJob>;
+  #dwrr: QosScheduler<IoJob>;
   #queues = new Map<NbdExport, number>();
   #concurrency: number;
   #running = 0;
@@ -34,7 +34,7 @@ export class IoScheduler {
 
   constructor(opts: IoSchedulerOptions = {}) {
     this.#concurrency = Math.max(1, opts.concurrency ?? 64);
-    this.#sched = new QosScheduler<IoJob>({ quantum: opts.quantum ?? 128 * 1024 });
+    this.#dwrr = new QosScheduler<IoJob>({ quantum: opts.quantum ?? 128 * 1024 });
   }
 
   /** Requests executing now. */
@@ -44,29 +44,29 @@ export class IoScheduler {
 
   /** Requests waiting for a slot. */
   get queued(): number {
-    return this.#sched.size;
+    return this.#dwrr.size;
   }
 
   /** Queues a job for `exp` with a cost in bytes. */
   submit(exp: NbdExport, job: IoJob, cost: number): void {
     let q = this.#queues.get(exp);
     if (q === undefined) {
-      q = this.#sched.addFlow({ weight: exp.weight });
+      q = this.#dwrr.addFlow({ weight: exp.weight });
       this.#queues.set(exp, q);
     }
-    this.#sched.enqueue(q, job, cost + REQUEST_OVERHEAD);
+    this.#dwrr.enqueue(q, job, cost + REQUEST_OVERHEAD);
     this.#pump();
   }
 
   /** Resolves when nothing is queued or running. */
   idle(): Promise<void> {
-    if (this.#running === 0 && this.#sched.size === 0) return Promise.resolve();
+    if (this.#running === 0 && this.#dwrr.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   #pump(): void {
     while (this.#running < this.#concurrency) {
-      const job = this.#sched.dequeue();
+      const job = this.#dwrr.dequeue();
       if (job === undefined) break;
       this.#running++;
       // job.run never rejects (the connection turns failures into replies); the catch is belt and braces.
@@ -78,7 +78,7 @@ export class IoScheduler {
           this.#pump();
         });
     }
-    if (this.#running === 0 && this.#sched.size === 0 && this.#idleWaiters.length) {
+    if (this.#running === 0 && this.#dwrr.size === 0 && this.#idleWaiters.length) {
       const w = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const f of w) f();
