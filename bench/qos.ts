@@ -23,6 +23,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
+import { ControlClient } from '../src/api/client.js';
 import type { ScenarioResult } from './types.js';
 import { machineInfo, median, startBenchDaemon } from './util.js';
 
@@ -76,6 +77,7 @@ async function rig(root: string, sinkQos: PortQos | undefined, senderQos: (i: nu
   // Resolve ARP both ways before measuring.
   for (let i = 1; i < NS_COUNT; i++) await sh('ip', 'netns', 'exec', ns(i), 'ping', '-c', '1', '-W', '2', addr(0));
   return {
+    control: d.control,
     async stop() {
       d.proc.kill('SIGTERM');
       await once(d.proc, 'close');
@@ -144,6 +146,30 @@ async function blast(senders: number[], offered: number, seconds: number): Promi
   }
 }
 
+/**
+ * vmlink's own view: the sink port's send rate (Mbit/s) from `GET /v1/qos`
+ * once a second; `stop()` returns the mean of the samples of the steady
+ * seconds (the same window the iperf3 rows use: skip the first two samples).
+ */
+function sampleSinkTx(control: string, seconds: number): { stop(): Promise<number> } {
+  const client = new ControlClient({ socketPath: control });
+  const samples: number[] = [];
+  const timer = setInterval(() => {
+    client
+      .qos()
+      .then((v) => samples.push((v.ports.find((p) => p.name === 'p0')?.tx_rate ?? 0) / 1e6))
+      .catch(() => undefined);
+  }, 1000);
+  return {
+    async stop() {
+      clearInterval(timer);
+      await client.close();
+      const steady = samples.slice(2, 2 + seconds);
+      return steady.reduce((a, b) => a + b, 0) / Math.max(1, steady.length);
+    },
+  };
+}
+
 /** p50/p99 of `count` EF-marked pings (10 ms apart) from the pinger to the sink, ms. */
 async function pingRtt(count: number): Promise<{ p50: number; p99: number; lost: number }> {
   const out = await sh(
@@ -170,12 +196,12 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
     name: string,
     sinkQos: PortQos | undefined,
     sq: (i: number) => PortQos | undefined,
-    fn: () => Promise<void>,
+    fn: (control: string) => Promise<void>,
   ) => {
     if (o.only && !o.only.has(name.split(' ')[0] as string)) return;
     const r = await rig(o.root, sinkQos, sq);
     try {
-      await fn();
+      await fn(r.control);
     } finally {
       await r.stop();
     }
@@ -222,8 +248,10 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
     'policing',
     undefined,
     (i) => (i === 1 ? { max: '50mbit' } : undefined),
-    async () => {
+    async (control) => {
+      const sampler = sampleSinkTx(control, 5);
       const [got] = await blast([1], 80, 5);
+      const own = await sampler.stop();
       const wire = (got as number) * WIRE;
       rows.push({
         test: 'policing max 50mbit, 5 s',
@@ -231,6 +259,8 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
         got_mbit: r3(got as number),
         wire_mbit: r3(wire),
         error_pct: +((wire / 50 - 1) * 100).toFixed(2),
+        vmlink_tx_mbit: r3(own),
+        vmlink_error_pct: +((own / 50 - 1) * 100).toFixed(2),
         target: 'within 3%',
       });
     },
@@ -240,8 +270,10 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
     'shaping',
     { capacity: '50mbit' },
     () => undefined,
-    async () => {
+    async (control) => {
+      const sampler = sampleSinkTx(control, 5);
       const [got] = await blast([1], 80, 5);
+      const own = await sampler.stop();
       const wire = (got as number) * WIRE;
       rows.push({
         test: 'shaped port capacity 50mbit, 5 s',
@@ -249,6 +281,8 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
         got_mbit: r3(got as number),
         wire_mbit: r3(wire),
         error_pct: +((wire / 50 - 1) * 100).toFixed(2),
+        vmlink_tx_mbit: r3(own),
+        vmlink_error_pct: +((own / 50 - 1) * 100).toFixed(2),
         target: 'within 3%',
       });
     },
@@ -323,7 +357,7 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
           : r['ratio_error_pct'] !== undefined
             ? `share error % ${cell(r['ratio_error_pct'])}`
             : r['error_pct'] !== undefined
-              ? `${r['wire_mbit']} on the wire: error ${r['error_pct']} %`
+              ? `${r['wire_mbit']} on the wire: error ${r['error_pct']} % (vmlink's own count: ${r['vmlink_tx_mbit']}, ${r['vmlink_error_pct']} %)`
               : r['reserved_got_mbit'] !== undefined
                 ? `reserved sender ${r['reserved_wire_mbit']} on the wire`
                 : `median p50 ${r['p50_ms']} ms, p99 ${r['p99_ms']} ms (runs ${cell(r['p99_runs_ms'])}), lost ${r['lost']}`;
