@@ -217,7 +217,7 @@ export class QosEgress {
     for (let n = 0; n < 512; n++) {
       if (t.queued >= this.#backlog) {
         // The target is behind (its socket is slower than the shaped rate): look again in a millisecond.
-        this.#timer = setTimeout(this.#drainBound, 1).unref();
+        this.#timer = setTimeout(this.#drainBound, 1);
         return;
       }
       const id = this.#sched.dequeue(now);
@@ -234,7 +234,7 @@ export class QosEgress {
       this.#immediate = true;
       setImmediate(this.#drainBound);
     } else {
-      this.#timer = setTimeout(this.#drainBound, Math.max(1, at - now)).unref();
+      this.#timer = setTimeout(this.#drainBound, Math.max(1, at - now));
     }
   }
 

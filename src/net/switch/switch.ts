@@ -195,6 +195,8 @@ export class Switch {
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    // Shaped egresses drop what they still hold (their drain timers would keep the process alive).
+    for (const sp of this.#ports.values()) sp.egress?.close();
   }
 
   /** Ages out MACs not seen for the aging time. Returns how many were removed. */
