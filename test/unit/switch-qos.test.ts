@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { silentLogger } from '../../src/log.js';
+import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import type { FrameSink, Port, PortState } from '../../src/net/ports/port.js';
 import { WriteResult } from '../../src/net/ports/port.js';
 import { CLASS_BULK, CLASS_INTERACTIVE, CLASS_LATENCY } from '../../src/net/qos/classes.js';
@@ -110,5 +111,48 @@ describe('Switch QoS', () => {
     assert.equal(sw.port('out').egress, undefined);
     p('b').rx(ipv4(1, 3, 0));
     assert.equal(p('out').sent.length, 1, 'unshaped: written synchronously');
+  });
+  test('a shaped port that takes offloads gets a large segment cut into frames (its queues keep no metadata)', async () => {
+    const sw = new Switch({ logger: silentLogger(), clock: () => 1_000_000 });
+    sw.addNetwork({ name: 'lan', vni: 1, mtu: 1500 });
+    const got: { hex: string; meta: boolean }[] = [];
+    let srcSink: FrameSink = () => {};
+    sw.addPort('src', { network: 'lan' }, (sink) => {
+      srcSink = sink;
+      return Object.assign(new FakePort('src', sink), { offloads: true });
+    });
+    sw.addPort('dst', { network: 'lan' }, (sink) =>
+      Object.assign(new FakePort('dst', sink), {
+        offloads: true,
+        write: (b: Buffer, o: number, l: number, meta?: OffloadMeta) => {
+          got.push({ hex: b.toString('hex', o, o + l), meta: meta !== undefined });
+          return WriteResult.OK;
+        },
+      }),
+    );
+    sw.setPortQos('dst', { capacity: 125_000_000 });
+    // TCP/IPv4 with 20 payload bytes, gso_size 8 (the fixture of the offload tests): three segments.
+    const frame = Buffer.from(
+      '52540000000252540000000108004500003c12344000400614860a0000010a0000029c401389000003e80102030450990200dead00004142434445464748494a4b4c4d4e4f5051525354',
+      'hex',
+    );
+    const meta = Object.assign(new OffloadMeta(), {
+      flags: 1,
+      gsoType: GSO_TCPV4,
+      gsoSize: 8,
+      csumStart: 34,
+      csumOffset: 16,
+    });
+    srcSink(frame, 0, frame.length, meta);
+    await tick();
+    assert.deepEqual(
+      got.map((g) => [g.hex.length / 2, g.meta]),
+      [
+        [62, false],
+        [62, false],
+        [58, false],
+      ],
+    );
+    assert.equal(sw.port('dst').counterSnapshot().offload.tx_segmented, 1);
   });
 });
