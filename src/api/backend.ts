@@ -3,6 +3,7 @@
  * and the HTTP server (server.ts) only translates. The view types are the
  * JSON bodies of docs/api.md, shared with the client (client.ts).
  */
+import type { QosPortView, QosView } from '../net/qos/view.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
 import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
 
@@ -51,6 +52,10 @@ export interface ControlBackend {
   deleteExport(name: string): Promise<void>;
   /** `GET /v1/exports/:name/disk-args`; `id` is the QEMU node/device id (default from the export name). */
   diskArgs(name: string, id?: string): DiskArgsView;
+  /** `GET /v1/qos`: per port and class, configured versus measured rates and drops. */
+  qos(): QosView;
+  /** `POST /v1/ports/:name/qos`: admits and applies the request, or refuses it with nothing changed. */
+  qosRequest(name: string, body: unknown): Promise<QosPortView>;
   /** Attaches a capture tap to a port; returns the function that detaches it. Throws when the port does not exist. */
   capture(name: string, tap: CaptureTap): () => void;
 }

@@ -9,6 +9,7 @@
 import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
+import type { QosPortView, QosView } from '../net/qos/view.js';
 
 /** Default control socket, also the default of `vmlink daemon`. */
 export const DEFAULT_CONTROL = '/run/vmlink/vmlink.sock';
@@ -328,6 +329,16 @@ export class ControlClient {
   async fdb(network?: string): Promise<FdbEntryView[]> {
     const q = network === undefined ? '' : `?network=${encodeURIComponent(network)}`;
     return (await this.#json<{ entries: FdbEntryView[] }>('GET', `/v1/fdb${q}`)).entries;
+  }
+
+  /** `GET /v1/qos`: per port and class, configured versus measured rates and drops. */
+  qos(): Promise<QosView> {
+    return this.#json('GET', '/v1/qos');
+  }
+
+  /** `POST /v1/ports/:name/qos`: resolves with the port's QoS once admitted; rejects (ERR_QOS_ADMISSION, ...) with nothing changed. */
+  async qosRequest(port: string, body: Record<string, unknown>): Promise<QosPortView> {
+    return (await this.#json<{ port: QosPortView }>('POST', `/v1/ports/${encodeURIComponent(port)}/qos`, body)).port;
   }
 
   /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default: the port name). */

@@ -42,6 +42,8 @@ const STATUS_OF: Record<string, number> = {
   ERR_STORAGE_UNAVAILABLE: 503,
   ERR_PORT_ADDRESS: 422,
   ERR_QEMU_ARGS: 422,
+  ERR_QOS_ADMISSION: 409,
+  ERR_QOS_REQUEST: 422,
 };
 
 export interface ApiServerOptions {
@@ -219,6 +221,8 @@ export class ApiServer {
       }
       return b.diskArgs(name(req), id);
     });
+    app.get('/v1/qos', async () => b.qos());
+    app.post('/v1/ports/:name/qos', async (req) => ({ port: await b.qosRequest(name(req), req.body) }));
     app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
     app.get('/v1/ports/:name/qemu-args', async (req) => {
       const id = queryParam(req, 'id');

@@ -14,6 +14,7 @@ import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
+import { addQosCommands } from './qos.js';
 
 function version(): string {
   try {
@@ -50,6 +51,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addQemuArgsCommand(program, done);
   addExportCommands(program, done);
   addCaptureCommand(program, done);
+  addQosCommands(program, done);
   configure(program);
   return program;
 }

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { parseMac } from '../net/frame.js';
 import { type Address, parseAddress } from './address.js';
+import { portQosSchema } from './qos-schema.js';
 import { exportSchema, storageSchema } from './storage-schema.js';
 
 export {
@@ -86,6 +87,8 @@ const common = {
     .optional(),
   /** MAC the VM should use (for `vmlink qemu-args`); default: first allowed MAC, or one derived from the name. */
   mac: unicastMac.optional(),
+  /** QoS policy: rates, reservation, weight, class, egress capacity (docs/qos.md). */
+  qos: portQosSchema.optional(),
 };
 
 const streamPort = z.strictObject({

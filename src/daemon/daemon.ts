@@ -36,9 +36,11 @@ import {
 import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
+import type { QosPortView, QosView } from '../net/qos/view.js';
 import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
+import { QosService } from './qos.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
 import { StorageService } from './storage.js';
 import { UnavailablePort } from './unavailable-port.js';
@@ -79,6 +81,7 @@ export class Daemon implements ControlBackend {
   readonly #switch: Switch;
   readonly #api: ApiServer;
   readonly #storage: StorageService;
+  readonly #qos: QosService;
   readonly #networkSource = new Map<string, Source>();
   readonly #ports = new Map<string, PortEntry>();
   readonly #version = packageVersion();
@@ -95,6 +98,7 @@ export class Daemon implements ControlBackend {
     this.logger = opts.logger ?? createLogger({ level: opts.config.log?.level, base: { host: opts.config.host.id } });
     this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir });
     this.#switch = new Switch({ logger: this.logger, agingSec: opts.config.host.aging_sec });
+    this.#qos = new QosService({ switch: this.#switch, logger: this.logger });
     this.#storage = new StorageService({
       logger: this.logger,
       config: opts.config.storage,
@@ -114,6 +118,8 @@ export class Daemon implements ControlBackend {
       this.#switch.start();
       for (const n of this.config.networks) this.#addNetwork(n, 'config');
       for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config', true);
+      this.#qos.checkConfig(this.config.ports, this.#configPath ?? 'the configuration');
+      this.#qos.start();
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
       await this.#storage.start(this.config.exports, stored.exports);
@@ -156,6 +162,7 @@ export class Daemon implements ControlBackend {
       ),
     );
     this.#switch.stop();
+    this.#qos.stop();
     await this.#chain.catch(() => undefined);
     // After pending API changes: an export being added is then closed too.
     await this.#storage.close();
@@ -200,6 +207,7 @@ export class Daemon implements ControlBackend {
       }
     });
     this.#ports.set(spec.name, entry);
+    this.#qos.attach(spec);
     return entry;
   }
 
@@ -226,6 +234,7 @@ export class Daemon implements ControlBackend {
         const p = parseWith(portSchema, raw, `stored port "${raw.name}"`);
         if (this.#ports.get(p.name)?.source === 'config')
           throw new DeclaredInConfigError('port', p.name, this.#configPath);
+        this.#qos.admit(p);
         this.#addPort(p, raw, 'api', true);
       } catch (err) {
         skip('port', raw.name, err);
@@ -350,6 +359,7 @@ export class Daemon implements ControlBackend {
       const existing = this.#ports.get(spec.name);
       if (existing?.source === 'config') throw new DeclaredInConfigError('port', spec.name, this.#configPath);
       if (existing) throw new PortExistsError(spec.name);
+      this.#qos.admit(spec);
       const e = this.#addPort(spec, body as Record<string, unknown>, 'api', false);
       try {
         await e.sp.port.open();
@@ -388,6 +398,7 @@ export class Daemon implements ControlBackend {
     const e = this.#ports.get(name);
     if (!e) return;
     this.#ports.delete(name);
+    this.#qos.detach(name);
     for (const t of e.taps) t.end('the port was deleted');
     await this.#switch.removePort(name);
   }
@@ -421,6 +432,30 @@ export class Daemon implements ControlBackend {
 
   diskArgs(name: string, id?: string): DiskArgsView {
     return diskArgs(this.#storage.entry(name), this.#storage, id);
+  }
+
+  qos(): QosView {
+    return this.#qos.view();
+  }
+
+  qosRequest(name: string, body: unknown): Promise<QosPortView> {
+    return this.#serial(async () => {
+      const e = this.#entry(name);
+      const before = this.#qos.policy(name);
+      const view = this.#qos.request(name, body);
+      // A port added over the API keeps what it was granted across restarts; a config port's policy is the file's.
+      if (e.source === 'api') {
+        const raw: Record<string, unknown> = { ...e.raw, qos: this.#qos.policy(name) };
+        try {
+          await this.#store.putPort(raw as StoredItem);
+        } catch (err) {
+          this.#qos.restore(name, before);
+          throw err;
+        }
+        e.raw = raw;
+      }
+      return view;
+    });
   }
 
   capture(name: string, tap: CaptureTap): () => void {

@@ -1,12 +1,13 @@
 /**
- * Fair dispatch of NBD requests to backends: one DWRR queue per export,
+ * Fair dispatch of NBD requests to backends: one flow of the QoS scheduler
+ * (net/qos/scheduler.ts, the same one the switch uses) per export,
  * weighted by the export's weight, cost in bytes, and a bound on requests
  * executing in backends at once. When that bound is reached requests wait in
  * their export's queue; the DWRR order decides who goes next. Nothing is
  * ever dropped: clients are slowed by their own in-flight bound (the
  * connection stops reading its socket), not by losing requests.
  */
-import { Dwrr } from '../net/qos/dwrr.js';
+import { QosScheduler } from '../net/qos/scheduler.js';
 import type { NbdExport } from './exports.js';
 
 /** A unit of backend work; `run` resolves when the backend is done with it. */
@@ -25,7 +26,7 @@ export interface IoSchedulerOptions {
 export const REQUEST_OVERHEAD = 512;
 
 export class IoScheduler {
-  #dwrr: Dwrr<IoJob>;
+  #dwrr: QosScheduler<IoJob>;
   #queues = new Map<NbdExport, number>();
   #concurrency: number;
   #running = 0;
@@ -33,7 +34,7 @@ export class IoScheduler {
 
   constructor(opts: IoSchedulerOptions = {}) {
     this.#concurrency = Math.max(1, opts.concurrency ?? 64);
-    this.#dwrr = new Dwrr<IoJob>({ quantum: opts.quantum ?? 128 * 1024 });
+    this.#dwrr = new QosScheduler<IoJob>({ quantum: opts.quantum ?? 128 * 1024 });
   }
 
   /** Requests executing now. */
@@ -50,7 +51,7 @@ export class IoScheduler {
   submit(exp: NbdExport, job: IoJob, cost: number): void {
     let q = this.#queues.get(exp);
     if (q === undefined) {
-      q = this.#dwrr.addQueue(exp.weight);
+      q = this.#dwrr.addFlow({ weight: exp.weight });
       this.#queues.set(exp, q);
     }
     this.#dwrr.enqueue(q, job, cost + REQUEST_OVERHEAD);

@@ -49,6 +49,40 @@ export class TokenBucket {
     return true;
   }
 
+  /**
+   * Spends `n` tokens at `now` whatever the balance: the bucket may go into
+   * debt, down to `-floor` tokens (default: no floor). Shapers use this to send an item
+   * when the balance is positive and let the debt delay the next one, so items
+   * larger than the burst still pass and the long-run rate stays exact.
+   */
+  spend(n: number, now: number, floor = Number.POSITIVE_INFINITY): void {
+    this.#refill(now);
+    this.#tokens = Math.max(this.#tokens - n, -floor);
+  }
+
+  /** True when the balance at `now` is above zero (a shaper may send). */
+  positive(now: number): boolean {
+    this.#refill(now);
+    return this.#tokens > 0;
+  }
+
+  /** Milliseconds from `now` until the balance exceeds `n` tokens (0 when it already does). */
+  waitMs(n: number, now: number): number {
+    this.#refill(now);
+    const need = n - this.#tokens;
+    return need < 0 ? 0 : need / this.#perMs + 1e-6;
+  }
+
+  /** Changes rate and depth at `now`; tokens accrued so far are kept (capped at the new depth). */
+  reconfigure(rate: number, burst: number, now: number): void {
+    if (!(rate > 0) || !(burst >= 1))
+      throw new RangeError(`token bucket needs rate > 0 and burst >= 1, got ${rate}/${burst}`);
+    this.#refill(now);
+    this.#perMs = rate / 1000;
+    this.#burst = burst;
+    if (this.#tokens > burst) this.#tokens = burst;
+  }
+
   #refill(now: number): void {
     const dt = now - this.#last;
     if (dt <= 0) return;

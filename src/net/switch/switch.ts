@@ -19,6 +19,9 @@ import { ETH_HLEN, ETHERTYPE_VLAN, formatMac, VLAN_HLEN } from '../frame.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
 import { OffloadMeta, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../offload/vnet-hdr.js';
 import { type FrameSink, MAX_FRAME_LEN, type Port, type PortState, WriteResult } from '../ports/port.js';
+import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../qos/classes.js';
+import { type EgressTarget, QosEgress } from '../qos/egress.js';
+import { defaultPoliceBurst, type PortQosPolicy } from '../qos/policy.js';
 import { TokenBucket } from '../qos/token-bucket.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
 import { Fdb, LEARN_FULL, LEARN_NEW } from './fdb.js';
@@ -99,6 +102,15 @@ export class SwitchPort {
   readonly allowed: Set<number> | undefined;
   readonly maxMacs: number;
   readonly storm: TokenBucket | undefined;
+  /** QoS ingress policing (bytes), from {@link Switch.setPortQos}. */
+  police: TokenBucket | undefined;
+  /** QoS: the highest class this port may use (and of its unmarked frames), whether guest marks count, its weight and reservation (bytes/s). */
+  qosClass = CLASS_BEST_EFFORT;
+  qosTrust = true;
+  qosWeight = 1;
+  qosMin = 0;
+  /** The shaped, scheduled egress when this port has a QoS capacity. */
+  egress: QosEgress | undefined;
 
   constructor(
     readonly id: number,
@@ -147,6 +159,11 @@ export class Switch {
   /** Coarse time (ms) for FDB timestamps; refreshed per ingress batch by the clock tick. */
   #now: number;
   #timer: NodeJS.Timeout | undefined;
+  /** QoS class and source port id of the frame being forwarded (forwarding is synchronous); set only while some port shapes its egress. */
+  #cls = CLASS_BEST_EFFORT;
+  #srcId = 0;
+  /** Ports with a shaped egress. */
+  #shaped = 0;
   /** Scratch for inserting an 802.1Q tag on egress; ports copy synchronously. */
   readonly #scratch = Buffer.allocUnsafe(MAX_FRAME_LEN + VLAN_HLEN);
   /** Segments and checksums frames with offload metadata toward ports without offloads. */
@@ -178,6 +195,8 @@ export class Switch {
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    // Shaped egresses drop what they still hold (their drain timers would keep the process alive).
+    for (const sp of this.#ports.values()) sp.egress?.close();
   }
 
   /** Ages out MACs not seen for the aging time. Returns how many were removed. */
@@ -273,6 +292,8 @@ export class Switch {
     }
     this.#byId[sp.id] = undefined;
     sp.taps = [];
+    if (sp.egress) this.#unshape(sp);
+    for (const o of this.#ports.values()) o.egress?.removeSource(sp.id);
     await sp.port.close();
   }
 
@@ -314,6 +335,60 @@ export class Switch {
     return rows;
   }
 
+  // ---- QoS ------------------------------------------------------------------------
+
+  /**
+   * Applies a port's QoS policy (undefined: none): ingress policing, its
+   * class and trust, its weight and reservation on every shaped egress, and
+   * with a capacity its own shaped egress. Admission is the caller's job.
+   */
+  setPortQos(name: string, p: PortQosPolicy | undefined): void {
+    const sp = this.port(name);
+    const now = this.#clock();
+    if (p?.max === undefined) sp.police = undefined;
+    else {
+      const burst = p.burst ?? defaultPoliceBurst(p.max);
+      if (sp.police) sp.police.reconfigure(p.max, burst, now);
+      else sp.police = new TokenBucket(p.max, burst, now);
+    }
+    sp.qosClass = p?.cls ?? CLASS_BEST_EFFORT;
+    sp.qosTrust = p?.trust ?? true;
+    sp.qosWeight = p?.weight ?? 1;
+    sp.qosMin = p?.min ?? 0;
+    if (p?.capacity === undefined) {
+      if (sp.egress) this.#unshape(sp);
+    } else if (sp.egress) {
+      sp.egress.setRate(p.capacity, p.latencyCap);
+    } else {
+      const target: EgressTarget = {
+        write: (b, o, l) => sp.port.write(b, o, l),
+        get queued() {
+          return sp.port.queued;
+        },
+        after: (r, b, o, l) => {
+          this.#sent(sp, r, b, o, l, undefined);
+        },
+      };
+      sp.egress = new QosEgress(target, { rate: p.capacity, latencyCap: p.latencyCap, clock: this.#clock });
+      this.#shaped++;
+      for (const o of this.#ports.values())
+        if (o !== sp) sp.egress.setSource(o.id, { weight: o.qosWeight, min: o.qosMin });
+    }
+    for (const o of this.#ports.values())
+      if (o !== sp && o.egress) o.egress.setSource(sp.id, { weight: sp.qosWeight, min: sp.qosMin });
+  }
+
+  #unshape(sp: SwitchPort): void {
+    sp.egress?.close();
+    sp.egress = undefined;
+    this.#shaped--;
+  }
+
+  /** The name of the port with id `id`, if it exists. */
+  portName(id: number): string | undefined {
+    return this.#byId[id]?.name;
+  }
+
   // ---- data path --------------------------------------------------------------
 
   /**
@@ -338,6 +413,15 @@ export class Switch {
       if (m.isGso) c.rxGso++;
     }
     if (sp.taps.length) this.#tapFrames(sp, buf, off, len, m, 'rx');
+    if (sp.police !== undefined && !sp.police.take(len, this.#clock())) {
+      c.police++;
+      return;
+    }
+    // Classify before a trunk's tag (and its PCP) is stripped.
+    if (this.#shaped > 0) {
+      this.#cls = effectiveClass(classify(buf, off, len), sp.qosClass, sp.qosTrust);
+      this.#srcId = sp.id;
+    }
     let net = sp.untagged;
     const type = buf.readUInt16BE(off + 12);
     // A large segment is checked against the MTU by the frames it will be cut into.
@@ -439,7 +523,8 @@ export class Switch {
       return;
     }
     const c = sp.counters;
-    if (sp.port.offloads === true) {
+    // A shaped port queues plain frames (its queues keep no metadata): large segments are cut for it.
+    if (sp.port.offloads === true && sp.egress === undefined) {
       let m = meta;
       if (vid !== 0) {
         // The tag inserted after the MACs moves every header offset by 4.
@@ -513,7 +598,18 @@ export class Switch {
       o = 0;
       l = len + VLAN_HLEN;
     }
+    if (sp.egress !== undefined) {
+      // Shaped (never with metadata, see #output): the frame waits in its (source, class) flow; counted when it leaves (#sent).
+      if (sp.egress.enqueue(this.#srcId, this.#cls, b, o, l)) return true;
+      sp.counters.queue_full++;
+      return false;
+    }
     const r = meta === undefined ? sp.port.write(b, o, l) : sp.port.write(b, o, l, meta);
+    return this.#sent(sp, r, b, o, l, meta);
+  }
+
+  /** Counts one frame handed to a port's transport; true when it was queued. */
+  #sent(sp: SwitchPort, r: WriteResult, b: Buffer, o: number, l: number, meta: OffloadMeta | undefined): boolean {
     const c = sp.counters;
     if (r === WriteResult.OK) {
       c.txFrames++;
