@@ -27,6 +27,8 @@ export const DROP_REASONS = [
   'malformed',
   /** Offload metadata (virtio_net_hdr) that cannot be honoured: unknown gso_type, checksum outside the frame, headers that do not parse (ingress). */
   'offload',
+  /** Known unicast from an overlay link toward another link: split horizon (ingress). */
+  'split_horizon',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -55,6 +57,7 @@ export class PortCounters {
   txSegmented = 0;
   /** Frames whose partial checksum was completed in software for this port. */
   txCsum = 0;
+  split_horizon = 0;
 }
 
 export interface CountersSnapshot {
