@@ -3,6 +3,7 @@
  * and the HTTP server (server.ts) only translates. The view types are the
  * JSON bodies of docs/api.md, shared with the client (client.ts).
  */
+import type { LinkView } from '../net/overlay/overlay.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
 import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
 
@@ -51,6 +52,14 @@ export interface ControlBackend {
   deleteExport(name: string): Promise<void>;
   /** `GET /v1/exports/:name/disk-args`; `id` is the QEMU node/device id (default from the export name). */
   diskArgs(name: string, id?: string): DiskArgsView;
+  /** `GET /v1/links`: every link with state, RTT, throughput and drops. */
+  links(): LinkView[];
+  /** `GET /v1/links/:name`. */
+  link(name: string): LinkView;
+  /** `POST /v1/links`: validates and starts dialling (until the daemon stops). */
+  addLink(body: unknown): Promise<LinkView>;
+  /** `DELETE /v1/links/:name`: closes the link. */
+  deleteLink(name: string): Promise<void>;
   /** Attaches a capture tap to a port; returns the function that detaches it. Throws when the port does not exist. */
   capture(name: string, tap: CaptureTap): () => void;
 }

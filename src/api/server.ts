@@ -42,6 +42,10 @@ const STATUS_OF: Record<string, number> = {
   ERR_STORAGE_UNAVAILABLE: 503,
   ERR_PORT_ADDRESS: 422,
   ERR_QEMU_ARGS: 422,
+  ERR_LINK_NOT_FOUND: 404,
+  ERR_LINK_EXISTS: 409,
+  ERR_LINK_NOT_DELETABLE: 409,
+  ERR_OVERLAY_OFF: 409,
 };
 
 export interface ApiServerOptions {
@@ -218,6 +222,13 @@ export class ApiServer {
         );
       }
       return b.diskArgs(name(req), id);
+    });
+    app.get('/v1/links', async () => ({ links: b.links() }));
+    app.post('/v1/links', async (req, reply) => reply.code(201).send({ link: await b.addLink(req.body) }));
+    app.get('/v1/links/:name', async (req) => ({ link: b.link(name(req)) }));
+    app.delete('/v1/links/:name', async (req, reply) => {
+      await b.deleteLink(name(req));
+      return reply.code(204).send();
     });
     app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
     app.get('/v1/ports/:name/qemu-args', async (req) => {

@@ -33,12 +33,14 @@ import {
   PortNotFoundError,
   PortOpenError,
 } from '../net/errors.js';
+import type { LinkView } from '../net/overlay/overlay.js';
 import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
 import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
+import { OverlayService } from './overlay.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
 import { StorageService } from './storage.js';
 import { UnavailablePort } from './unavailable-port.js';
@@ -79,6 +81,7 @@ export class Daemon implements ControlBackend {
   readonly #switch: Switch;
   readonly #api: ApiServer;
   readonly #storage: StorageService;
+  readonly #overlay: OverlayService;
   readonly #networkSource = new Map<string, Source>();
   readonly #ports = new Map<string, PortEntry>();
   readonly #version = packageVersion();
@@ -101,6 +104,13 @@ export class Daemon implements ControlBackend {
       store: this.#store,
       configPath: opts.configPath,
     });
+    this.#overlay = new OverlayService({
+      logger: this.logger,
+      switch: this.#switch,
+      hostId: opts.config.host.id,
+      config: opts.config.overlay,
+      links: opts.config.links,
+    });
     this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
   }
 
@@ -117,6 +127,7 @@ export class Daemon implements ControlBackend {
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
       await this.#storage.start(this.config.exports, stored.exports);
+      await this.#overlay.start();
       await this.#api.listen();
     } catch (err) {
       await this.stop();
@@ -148,6 +159,9 @@ export class Daemon implements ControlBackend {
     await this.#api
       .close()
       .catch((err) => this.logger.error({ err }, `closing the control API: ${describeError(err)}`));
+    await this.#overlay
+      .stop()
+      .catch((err) => this.logger.error({ err }, `stopping the overlay: ${describeError(err)}`));
     await Promise.all(
       [...this.#ports.values()].map((e) =>
         e.sp.port
@@ -421,6 +435,29 @@ export class Daemon implements ControlBackend {
 
   diskArgs(name: string, id?: string): DiskArgsView {
     return diskArgs(this.#storage.entry(name), this.#storage, id);
+  }
+
+  links(): LinkView[] {
+    return this.#overlay.links();
+  }
+
+  link(name: string): LinkView {
+    return this.#overlay.link(name);
+  }
+
+  addLink(body: unknown): Promise<LinkView> {
+    return this.#serial(async () => {
+      const v = this.#overlay.addLink(body);
+      this.logger.info({ link: v.name, address: v.address }, `link "${v.name}" added`);
+      return v;
+    });
+  }
+
+  deleteLink(name: string): Promise<void> {
+    return this.#serial(async () => {
+      await this.#overlay.deleteLink(name);
+      this.logger.info({ link: name }, `link "${name}" deleted`);
+    });
   }
 
   capture(name: string, tap: CaptureTap): () => void {
