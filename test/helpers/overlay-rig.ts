@@ -139,3 +139,12 @@ export function eth(dst: string, src: string, n = 46, fill = 0xab): Buffer {
   b.writeUInt16BE(0x88b5, 12);
   return b;
 }
+
+/** Like {@link until} for an async check (e.g. asking a daemon through its CLI), every 100 ms. */
+export async function untilAsync(what: string, fn: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

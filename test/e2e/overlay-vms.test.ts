@@ -1,0 +1,225 @@
+/**
+ * Three vmlink daemons in three network namespaces on one LAN segment
+ * (veths to a bridge), joined by TLS links in a star: the hub relays, the
+ * two spokes only dial out. A real VM on each host. VMs on different hosts
+ * ping each other and move 10 MiB with matching sha256; a host with a
+ * certificate from another CA is refused; a cut link (veth down) recovers.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { LinkView } from '../../src/api/client.js';
+import { runCli, startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import { ping, pingUntilReply, transfer } from '../helpers/guest-net.js';
+import { ip, Netns, uniqueIfname } from '../helpers/netns.js';
+import { untilAsync } from '../helpers/overlay-rig.js';
+import type { Vm } from '../helpers/vm.js';
+
+const LINK_PORT = 7400;
+
+async function cli(args: string[]): Promise<void> {
+  const r = await runCli(args);
+  if (r.code !== 0) throw new Error(`vmlink ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+}
+
+describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () => {
+  let pki: string;
+  let lan: Netns;
+  const hosts: Netns[] = [];
+  const ifs: string[] = [];
+  const daemons: TestDaemon[] = [];
+  let vms: Vm[] = [];
+  let hub: TestDaemon;
+  let s2: TestDaemon;
+  let s3: TestDaemon;
+  let v1: Vm;
+  let v2: Vm;
+  let v3: Vm;
+  const diagnose = <T>(fn: () => Promise<T>) =>
+    diagnoseOnFailure(
+      () => vms,
+      () => undefined,
+      async () => {
+        try {
+          return await fn();
+        } catch (err) {
+          for (const d of daemons) process.stderr.write(`\n===== daemon ${d.dir} =====\n${d.log}\n`);
+          throw err;
+        }
+      },
+    );
+
+  const links = async (d: TestDaemon) => (await d.json<{ links: LinkView[] }>(['link', 'list'])).links;
+
+  /** A namespace on the LAN bridge with address 10.99.0.N/24. */
+  async function lanHost(tag: string, n: number): Promise<Netns> {
+    const ns = await Netns.create(tag);
+    hosts.push(ns);
+    const inner = uniqueIfname('ovh');
+    const outer = uniqueIfname('ovb');
+    await ip('link', 'add', inner, 'type', 'veth', 'peer', 'name', outer);
+    await ns.adopt(inner, `10.99.0.${n}/24`);
+    await lan.adopt(outer);
+    await lan.ip('link', 'set', outer, 'master', 'br0');
+    ifs.push(inner);
+    return ns;
+  }
+
+  function daemonOpts(id: string, ns: Netns, overlay: Record<string, unknown>, linksCfg: unknown[] = []) {
+    return {
+      hostId: id,
+      wrap: ['ip', 'netns', 'exec', ns.name],
+      networks: [{ name: 'lab', vni: 100 }],
+      // Port names differ per host: the default guest MAC is derived from the port name.
+      ports: (dir: string) => [{ name: `vm-${id}`, network: 'lab', kind: 'stream', listen: `unix:${dir}/vm.sock` }],
+      extra: () => ({ overlay, links: linksCfg }),
+    };
+  }
+
+  const tls = (id: string, dir = pki) => ({
+    ca: join(dir, id, 'ca.pem'),
+    cert: join(dir, id, `${id}.pem`),
+    key: join(dir, id, `${id}.key`),
+  });
+
+  before(async () => {
+    pki = await mkdtemp(join(tmpdir(), 'vmlink-pki-'));
+    await cli(['ca', 'init', '--dir', join(pki, 'ca')]);
+    for (const h of ['h1', 'h2', 'h3'])
+      await cli(['host', 'cert', h, '--ca-dir', join(pki, 'ca'), '--out', join(pki, h)]);
+    // A second fabric: its hosts must not get in.
+    await cli(['ca', 'init', '--dir', join(pki, 'other-ca')]);
+    await cli(['host', 'cert', 'h9', '--ca-dir', join(pki, 'other-ca'), '--out', join(pki, 'h9')]);
+
+    lan = await Netns.create('lan');
+    await lan.ip('link', 'add', 'br0', 'type', 'bridge');
+    await lan.ip('link', 'set', 'br0', 'up');
+    const n1 = await lanHost('h1', 1);
+    const n2 = await lanHost('h2', 2);
+    const n3 = await lanHost('h3', 3);
+    const hubAddr = `tcp:10.99.0.1:${LINK_PORT}`;
+    hub = await startDaemon(daemonOpts('h1', n1, { listen: `tcp:0.0.0.0:${LINK_PORT}`, tls: tls('h1'), relay: true }));
+    daemons.push(hub);
+    s2 = await startDaemon(daemonOpts('h2', n2, { tls: tls('h2') }, [{ name: 'hub', connect: hubAddr }]));
+    daemons.push(s2);
+    s3 = await startDaemon(daemonOpts('h3', n3, { tls: tls('h3') }, [{ name: 'hub', connect: hubAddr }]));
+    daemons.push(s3);
+    await diagnose(() =>
+      untilAsync('both spokes linked to the hub', async () => {
+        const [a, b] = [await links(s2), await links(s3)];
+        return a[0]?.state === 'up' && b[0]?.state === 'up';
+      }),
+    );
+    const [a1, a2, a3] = await diagnose(async () => [
+      ...(await attachVms(hub, [{ port: 'vm-h1', name: 'vm1', ip: '10.0.0.1/24' }])),
+      ...(await attachVms(s2, [{ port: 'vm-h2', name: 'vm2', ip: '10.0.0.2/24' }])),
+      ...(await attachVms(s3, [{ port: 'vm-h3', name: 'vm3', ip: '10.0.0.3/24' }])),
+    ]);
+    [v1, v2, v3] = [a1 as Vm, a2 as Vm, a3 as Vm];
+    vms = [v1, v2, v3];
+  });
+
+  after(async () => {
+    await Promise.all(vms.map((v) => v.close()));
+    for (const d of daemons) await d.cleanup();
+    for (const ns of hosts) await ns.delete().catch(() => undefined);
+    await lan?.delete().catch(() => undefined);
+    if (pki) await rm(pki, { recursive: true, force: true });
+  });
+
+  test('the hub lists both spokes as TLS links with their networks and an RTT', async () => {
+    await diagnose(async () => {
+      await untilAsync('RTT measured on both hub links', async () => {
+        const l = await links(hub);
+        return l.length === 2 && l.every((x) => x.rtt_ms !== undefined);
+      });
+      const l = await links(hub);
+      assert.deepEqual(l.map((x) => x.peer).sort(), ['h2', 'h3']);
+      for (const x of l) {
+        assert.equal(x.state, 'up');
+        assert.equal(x.transport, 'tls');
+        assert.equal(x.mode, 'accept');
+        assert.deepEqual(x.networks, ['lab']);
+        assert.ok(x.rtt_ms !== undefined && x.rtt_ms >= 0, JSON.stringify(x));
+      }
+    });
+  });
+
+  test('VMs on different hosts ping each other, spoke to spoke through the hub', async () => {
+    await diagnose(async () => {
+      for (const [from, to] of [
+        [v1, v2],
+        [v2, v3],
+        [v3, v1],
+      ] as [Vm, Vm][]) {
+        const warm = await pingUntilReply(from, to);
+        assert.equal(warm.code, 0, warm.output);
+        const r = await ping(from, to, { count: 3 });
+        assert.match(r.output, /3 packets transmitted, 3 packets received/);
+      }
+    });
+  });
+
+  test('moves 10 MiB between VMs on two spokes with the same sha256 on both ends', async () => {
+    await diagnose(async () => {
+      const r = await transfer(v2, v3, 10);
+      assert.equal(r.bytes, 10 * 1024 * 1024);
+      assert.equal(r.received, r.sent);
+      // The hub relayed it: its links counted the bytes both ways, aggregated into fewer writes than frames.
+      const l = await links(hub);
+      const toH3 = l.find((x) => x.peer === 'h3') as LinkView;
+      assert.ok(toH3.tx_bytes > 10 * 1024 * 1024, JSON.stringify(toH3));
+      assert.ok(toH3.tx_writes < toH3.tx_frames, JSON.stringify(toH3));
+    });
+  });
+
+  test("a spoke learned the other spoke's VM behind its link to the hub", async () => {
+    const { entries } = await s2.json<{ entries: { mac: string; port: string }[] }>(['fdb', 'show']);
+    const ports = new Set(entries.map((e) => e.port));
+    assert.ok(ports.has('link/hub/lab'), JSON.stringify(entries));
+    assert.ok(ports.has('vm-h2'), JSON.stringify(entries));
+  });
+
+  test('a host with a certificate from another CA is refused and the hub logs it', async () => {
+    await diagnose(async () => {
+      const n9 = await lanHost('h9', 9);
+      const rogue = await startDaemon(
+        daemonOpts('h9', n9, { tls: tls('h9') }, [{ name: 'hub', connect: `tcp:10.99.0.1:${LINK_PORT}` }]),
+      );
+      daemons.push(rogue);
+      await untilAsync('the hub logs the refusal', async () => /refused link peer/.test(hub.log), 20_000);
+      assert.match(hub.log, /refused link peer/);
+      const l = await links(rogue);
+      assert.notEqual(l[0]?.state, 'up');
+      assert.ok(!(await links(hub)).some((x) => x.peer === 'h9'));
+      await rogue.stop();
+    });
+  });
+
+  test('a cut link (veth down) goes down and recovers when the veth comes back', async () => {
+    await diagnose(async () => {
+      const ns3 = hosts[2] as Netns;
+      const if3 = ifs[2] as string;
+      await ns3.ip('link', 'set', if3, 'down');
+      const deadline = Date.now() + 30_000;
+      while ((await links(s3))[0]?.state === 'up' && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 200));
+      const down = (await links(s3))[0] as LinkView;
+      assert.notEqual(down.state, 'up', JSON.stringify(down));
+      const dead = await ping(v2, v3, { count: 2, waitSec: 1 });
+      assert.notEqual(dead.code, 0, dead.output);
+      await ns3.ip('link', 'set', if3, 'up');
+      const deadline2 = Date.now() + 60_000;
+      while ((await links(s3))[0]?.state !== 'up' && Date.now() < deadline2)
+        await new Promise((r) => setTimeout(r, 200));
+      const up = (await links(s3))[0] as LinkView;
+      assert.equal(up.state, 'up', JSON.stringify(up));
+      assert.ok(up.connects >= 2, JSON.stringify(up));
+      const back = await pingUntilReply(v2, v3);
+      assert.equal(back.code, 0, back.output);
+    });
+  });
+});
