@@ -30,6 +30,11 @@ export const overlaySchema = z
     plain: z.boolean().default(false),
     /** This host relays frames between its links (the hub of a star). Default false. */
     relay: z.boolean().default(false),
+    /**
+     * On a relaying host: spoke-to-spoke traffic in bits per second above which the
+     * two spokes are asked to open a direct link (where one of them listens). 0: never. Default 10 Mbit/s.
+     */
+    direct_threshold_bps: z.number().int().min(0).max(1e12).default(10_000_000),
     /** Keepalive interval in ms; a link silent for 3 intervals is closed and re-dialled. Default 1000. */
     keepalive_ms: z.number().int().min(100).max(60_000).default(1000),
     /** Re-dial delays in ms (exponential backoff with jitter). */

@@ -81,6 +81,7 @@ export class OverlayService {
       relay: cfg.relay,
       transport,
       reconnect: cfg.reconnect,
+      directThresholdBps: cfg.direct_threshold_bps,
     });
     this.#overlay = overlay;
     const listen = cfg.listen ? { host: cfg.listen.host, port: cfg.listen.port } : undefined;

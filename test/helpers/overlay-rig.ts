@@ -59,6 +59,8 @@ export interface RigHostOptions {
   relay?: boolean;
   listen?: boolean;
   keepaliveMs?: number;
+  /** On a relay: spoke-to-spoke bits per second that make it ask for a direct link. */
+  directThresholdBps?: number;
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
@@ -89,6 +91,7 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     relay: o.relay ?? false,
     transport,
     reconnect: { min_ms: 50, max_ms: 400 },
+    directThresholdBps: o.directThresholdBps,
   });
   await overlay.start(o.listen === false ? undefined : { host: '127.0.0.1', port: 0 });
   const ov = overlay;

@@ -11,10 +11,16 @@ export class LinkPort implements Port {
   readonly kind = 'link';
   #state: PortState = 'up';
 
+  /**
+   * @param relayed on a relaying host: called for every frame written while
+   *   a frame from another link is being switched (a relayed frame); false
+   *   drops it (the two hosts have a direct link). Undefined elsewhere.
+   */
   constructor(
     readonly name: string,
     readonly vni: number,
     readonly channel: LinkChannel,
+    readonly relayed?: ((len: number) => boolean) | undefined,
   ) {}
 
   get state(): PortState {
@@ -29,6 +35,7 @@ export class LinkPort implements Port {
 
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#state !== 'up') return WriteResult.DOWN;
+    if (this.relayed !== undefined && !this.relayed(len)) return WriteResult.OK;
     return this.channel.send(this.vni, buf, off, len);
   }
 

@@ -14,6 +14,7 @@ import type { Logger } from '../../log.js';
 import { Backoff } from '../ports/backoff.js';
 import type { FrameSink } from '../ports/port.js';
 import type { Switch, SwitchPort } from '../switch/switch.js';
+import { DirectPolicy } from './direct.js';
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { LinkPort } from './link-port.js';
 import type {
@@ -26,7 +27,7 @@ import type {
 } from './transport.js';
 
 export type LinkState = 'connecting' | 'up' | 'standby' | 'down' | 'closed';
-export type LinkSource = 'config' | 'api' | 'peer';
+export type LinkSource = 'config' | 'api' | 'peer' | 'direct';
 
 /** A link to dial. */
 export interface LinkSpec {
@@ -48,8 +49,12 @@ export interface OverlayOptions {
   reconnect?: { min_ms: number; max_ms: number } | undefined;
   /** Random source for backoff jitter (tests). */
   random?: () => number;
-  /** Called for control messages the overlay does not handle itself (topology). */
-  onControl?: (link: string, msg: ControlMessage) => void;
+  /**
+   * On a relaying host: spoke-to-spoke traffic (bits per second over a
+   * second) above which the two spokes are asked to open a direct link.
+   * 0 or undefined: never.
+   */
+  directThresholdBps?: number | undefined;
 }
 
 /** One link as listed by `vmlink link list --json`. */
@@ -81,6 +86,10 @@ export interface LinkView {
   connects: number;
   /** Seconds the current channel has been up. */
   up_s: number | undefined;
+  /** On a relaying host: bytes that came in on this link and were relayed to other links. */
+  relayed_bytes: number;
+  /** On a relaying host: hosts this link's peer reports a direct link with (relay between them stops). */
+  direct_peers: string[];
 }
 
 const addr = (a: TransportAddress) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
@@ -105,6 +114,16 @@ class Link {
   txBps = 0;
   rxBps = 0;
   closed = false;
+  /** Peer host -> bytes relayed from this link to the link of that host, since the last sample. */
+  readonly relayBytes = new Map<string, number>();
+  relayedTotal = 0;
+  /** Hosts the peer of this link has direct links with (its reports). */
+  readonly directPeers = new Set<string>();
+  /** The peer's hello says it relays. */
+  peerRelays = false;
+  /** Peer's remote IP and listen port, for direct links. */
+  remoteHost: string | undefined;
+  listen: number | undefined;
   constructor(
     readonly name: string,
     readonly source: LinkSource,
@@ -137,10 +156,14 @@ export class Overlay {
   #stopped = false;
   /** Bound listener address, when listening. */
   listening: TransportAddress | undefined;
+  /** The link whose frame the switch is handling now (set around each link ingress), for relay accounting. */
+  #rxLink: Link | undefined;
+  readonly #direct: DirectPolicy;
 
   constructor(opts: OverlayOptions) {
     this.#o = opts;
     this.#log = opts.logger;
+    this.#direct = new DirectPolicy(this.#log, opts.directThresholdBps ?? 0);
   }
 
   /** This host's hello: its id, every network it has, whether it relays. */
@@ -149,6 +172,7 @@ export class Overlay {
       host: this.#o.hostId,
       networks: this.#o.switch.networks().map((n) => ({ vni: n.vni, name: n.name })),
       relay: this.#o.relay,
+      listen: this.listening?.port,
     };
   }
 
@@ -160,7 +184,7 @@ export class Overlay {
   }
 
   /** Adds a link to dial; it starts dialling at once. */
-  add(spec: LinkSpec, source: 'config' | 'api'): void {
+  add(spec: LinkSpec, source: 'config' | 'api' | 'direct'): void {
     if (this.#links.has(spec.name)) throw new LinkExistsError(spec.name);
     const r = this.#o.reconnect;
     const link = new Link(spec.name, source, spec, new Backoff(r?.min_ms ?? 100, r?.max_ms ?? 5000, this.#o.random));
@@ -247,6 +271,16 @@ export class Overlay {
 
   #retry(link: Link, why: string): void {
     if (link.closed || this.#stopped || !link.spec || link.timer) return;
+    if (link.source === 'direct') {
+      // A direct link that cannot be made is not retried: the relay carries the traffic.
+      this.#log.info(
+        { link: link.name, reason: why },
+        `direct link "${link.name}" failed (${why}); staying on the relay`,
+      );
+      link.closed = true;
+      this.#forget(link);
+      return;
+    }
     const first = link.backoff.attempt === 0;
     const delay = link.backoff.next();
     if (first) this.#log.info({ link: link.name, delay_ms: delay }, `link "${link.name}": ${why}`);
@@ -311,6 +345,10 @@ export class Overlay {
     link.peer = host;
     link.connects++;
     link.upSince = performance.now();
+    link.peerRelays = ch.peer.relay;
+    link.listen = ch.peer.listen;
+    link.remoteHost = /^tcp:\[?([^\]]*?)\]?:\d+$/.exec(ch.remote)?.[1];
+    link.directPeers.clear();
     this.#byPeer.set(host, link);
     const sw = this.#o.switch;
     const offered = new Set(ch.peer.networks.map((n) => n.vni));
@@ -324,7 +362,7 @@ export class Overlay {
         { network: net.name, link: this.#o.relay ? 'relay' : 'link', maxMacs: 65536 },
         (s) => {
           sink = s;
-          return new LinkPort(name, net.vni, ch);
+          return new LinkPort(name, net.vni, ch, this.#o.relay ? (len) => this.#relayed(link, len) : undefined);
         },
       );
       sw.portState(sp, 'up');
@@ -335,10 +373,15 @@ export class Overlay {
     ch.attach({
       frame: (vni, buf, off, len) => {
         const p = ports.get(vni);
-        if (p === undefined) (ch as { unknownVni?: () => void }).unknownVni?.();
-        else p.sink(buf, off, len);
+        if (p === undefined) {
+          (ch as { unknownVni?: () => void }).unknownVni?.();
+          return;
+        }
+        this.#rxLink = link;
+        p.sink(buf, off, len);
+        this.#rxLink = undefined;
       },
-      control: (msg) => this.#o.onControl?.(link.name, msg),
+      control: (msg) => this.#control(link, msg),
       closed: (reason) => {
         if (link.channel !== ch) return;
         void this.#drop(link, reason, true);
@@ -346,6 +389,13 @@ export class Overlay {
     });
     const reason = `${ch.kind} to host "${host}" at ${ch.remote}, carrying ${carried.length ? carried.join(', ') : 'no shared network'}`;
     this.#setState(link, 'up', reason, true);
+    if (!this.#o.relay && !link.peerRelays) {
+      // A direct link to another spoke: forget what was learned behind the relay, so traffic
+      // floods once and is learned on the direct path (the relay stops carrying it).
+      for (const l of this.#links.values())
+        if (l.peerRelays) for (const p of l.ports.values()) this.#o.switch.flushPort(p.sp);
+    }
+    this.#reportPeers(link.peerRelays ? link : undefined);
   }
 
   /** Takes a link's channel down: its link ports go (their MACs are forgotten); dial links re-dial. */
@@ -361,17 +411,61 @@ export class Overlay {
       return this.#o.switch.removePort(p.sp.name).catch(() => undefined);
     });
     link.ports.clear();
+    if (!this.#stopped) this.#reportPeers(undefined);
     await Promise.all([ch.close(reason), ...removing]);
     // Closed, or a newer channel took the link over meanwhile: nothing more to do.
     if (link.closed || this.#stopped || link.channel) return;
     this.#log.warn({ link: link.name, reason }, `link "${link.name}" down: ${reason}`);
-    if (!link.spec) {
+    if (!link.spec || link.source === 'direct') {
+      if (link.source === 'direct')
+        this.#log.info({ link: link.name }, `direct link "${link.name}" closed; traffic goes through the relay again`);
       this.#forget(link);
       return;
     }
     this.#setState(link, 'down', reason);
     if (redial) this.#retry(link, reason);
     else this.#dial(link);
+  }
+
+  /** A frame from the link being switched now goes out on `to`'s link: count it; false to drop it (direct link). */
+  #relayed(to: Link, len: number): boolean {
+    const from = this.#rxLink;
+    if (from === undefined || from === to) return true;
+    const toPeer = to.peer as string;
+    if (from.directPeers.has(toPeer) || (from.peer !== undefined && to.directPeers.has(from.peer))) return false;
+    from.relayBytes.set(toPeer, (from.relayBytes.get(toPeer) ?? 0) + len);
+    from.relayedTotal += len;
+    return true;
+  }
+
+  /** Topology messages between daemons (docs/overlay.md "Adaptive direct links"). */
+  #control(link: Link, msg: ControlMessage): void {
+    if (msg.type === 'peer-links' && this.#o.relay && Array.isArray(msg['hosts'])) {
+      link.directPeers.clear();
+      for (const h of msg['hosts'] as unknown[]) if (typeof h === 'string' && h.length <= 32) link.directPeers.add(h);
+      return;
+    }
+    if (msg.type === 'direct' && link.peerRelays && !this.#o.relay) {
+      const host = msg['host'];
+      const to = msg['connect'] as { host?: unknown; port?: unknown } | undefined;
+      if (typeof host !== 'string' || typeof to?.host !== 'string' || !Number.isInteger(to.port)) return;
+      const name = `direct-${host}`.slice(0, 32);
+      if (this.#byPeer.has(host) || this.#links.has(name) || host === this.#o.hostId) return;
+      this.#log.info({ host, connect: to }, `the hub "${link.peer}" asks for a direct link to host "${host}"`);
+      this.add({ name, connect: { host: to.host, port: to.port as number } }, 'direct');
+      return;
+    }
+    this.#log.debug({ link: link.name, type: msg.type }, 'ignored a control message');
+  }
+
+  /** Tells every relaying peer (or only `to`) which hosts this host has direct links with. */
+  #reportPeers(to: Link | undefined): void {
+    if (this.#o.relay) return;
+    const hosts: string[] = [];
+    for (const l of this.#links.values()) if (l.channel && !l.peerRelays && l.peer !== undefined) hosts.push(l.peer);
+    const msg = { type: 'peer-links', hosts };
+    if (to) to.channel?.sendControl(msg);
+    else for (const l of this.#links.values()) if (l.channel && l.peerRelays) l.channel.sendControl(msg);
   }
 
   #forget(link: Link): void {
@@ -426,6 +520,7 @@ export class Overlay {
 
   #sample(): void {
     const now = performance.now();
+    if (this.#o.relay) this.#direct.sample(this.#links.values(), this.#byPeer, now);
     for (const l of this.#links.values()) {
       const t = this.#totals(l);
       const dt = (now - l.prevAt) / 1000;
@@ -473,6 +568,8 @@ export class Overlay {
       },
       connects: l.connects,
       up_s: l.channel ? Math.floor((performance.now() - l.upSince) / 1000) : undefined,
+      relayed_bytes: l.relayedTotal,
+      direct_peers: [...l.directPeers],
     };
   }
 }

@@ -70,7 +70,10 @@ export function parseHello(msg: ControlMessage): PeerHello | string {
       return 'hello lists a network without a valid vni (1-16777215)';
     networks.push({ vni: o.vni as number, name: typeof o.name === 'string' ? o.name.slice(0, 64) : '' });
   }
-  return { host, networks, relay: msg['relay'] === true };
+  const listen = msg['listen'];
+  const port =
+    Number.isInteger(listen) && (listen as number) > 0 && (listen as number) < 65536 ? (listen as number) : undefined;
+  return { host, networks, relay: msg['relay'] === true, ...(port === undefined ? {} : { listen: port }) };
 }
 
 export class StreamChannel implements LinkChannel {
@@ -144,6 +147,7 @@ export class StreamChannel implements LinkChannel {
         host: h.host,
         networks: h.networks,
         relay: h.relay,
+        listen: h.listen,
       }),
     );
     return new Promise<void>((resolve, reject) => {

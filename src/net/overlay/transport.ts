@@ -29,6 +29,8 @@ export interface PeerHello {
   networks: OfferedNetwork[];
   /** The peer relays between its links (a hub). */
   relay: boolean;
+  /** TCP port where the peer accepts links, if it listens (a hub may ask another host to dial it directly). */
+  listen?: number | undefined;
 }
 
 /** Receives what arrives on a channel. Set once with {@link LinkChannel.attach}. */
