@@ -51,12 +51,15 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
     .command('add')
     .description('dial another daemon and carry every network both have (until this daemon stops)')
     .argument('<name>', 'link name (e.g. the peer host id)')
-    .requiredOption('--connect <tcp:HOST:PORT>', "the peer's overlay.listen address")
+    .requiredOption(
+      '--connect <address>',
+      "the peer's overlay.listen address tcp:HOST:PORT, or a VXLAN VTEP udp:HOST:PORT",
+    )
     .option('--json', 'print the link as JSON');
   defineAction(add, done, async ([name], opts, cli) => {
     const l = await cli.client.addLink({
       name: name as string,
-      connect: addressArg('--connect', String(opts['connect']), ['tcp']),
+      connect: addressArg('--connect', String(opts['connect']), ['tcp', 'udp']),
     });
     print(opts['json'] ? formatJson(l) : `link "${l.name}" added: ${l.state} (${l.reason})\n`);
     return 0;

@@ -18,6 +18,24 @@ const tcpAddress = z.string().transform((text, ctx): Extract<Address, { type: 't
   return a as Extract<Address, { type: 'tcp' }>;
 });
 
+const udpAddress = z.string().transform((text, ctx): Extract<Address, { type: 'udp' }> => {
+  const a = parseAddress(text, ['udp']);
+  if (typeof a === 'string') {
+    ctx.addIssue({ code: 'custom', message: a });
+    return z.NEVER;
+  }
+  return a as Extract<Address, { type: 'udp' }>;
+});
+
+const linkAddress = z.string().transform((text, ctx): Extract<Address, { type: 'tcp' | 'udp' }> => {
+  const a = parseAddress(text, ['tcp', 'udp']);
+  if (typeof a === 'string') {
+    ctx.addIssue({ code: 'custom', message: a });
+    return z.NEVER;
+  }
+  return a as Extract<Address, { type: 'tcp' | 'udp' }>;
+});
+
 const absPath = (what: string) => z.string().startsWith('/', `${what} must be an absolute path`);
 
 export const overlaySchema = z
@@ -35,6 +53,17 @@ export const overlaySchema = z
      * two spokes are asked to open a direct link (where one of them listens). 0: never. Default 10 Mbit/s.
      */
     direct_threshold_bps: z.number().int().min(0).max(1e12).default(10_000_000),
+    /**
+     * VXLAN (RFC 7348) links: the UDP socket (`udp:HOST:PORT`, default udp:0.0.0.0:4789)
+     * and the underlay MTU (default 1500: frames above MTU - 36 bytes are dropped and counted).
+     * Unencrypted and unauthenticated, like any VXLAN.
+     */
+    vxlan: z
+      .strictObject({
+        listen: udpAddress.default({ type: 'udp', host: '0.0.0.0', port: 4789 } as never),
+        mtu: z.number().int().min(576).max(65535).default(1500),
+      })
+      .optional(),
     /** Keepalive interval in ms; a link silent for 3 intervals is closed and re-dialled. Default 1000. */
     keepalive_ms: z.number().int().min(100).max(60_000).default(1000),
     /** Re-dial delays in ms (exponential backoff with jitter). */
@@ -73,7 +102,7 @@ export const linkSchema = z.strictObject({
       /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/,
       "link names are 1-32 characters: letters, digits, '_', '.', '-' (not first)",
     ),
-  /** The peer's link listener, `tcp:HOST:PORT`. */
-  connect: tcpAddress,
+  /** The peer's link listener, `tcp:HOST:PORT` (TCP or TLS per overlay), or a VXLAN VTEP `udp:HOST:PORT`. */
+  connect: linkAddress,
 });
 export type LinkConfig = z.infer<typeof linkSchema>;

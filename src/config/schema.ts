@@ -274,6 +274,12 @@ export const configSchema = z
       });
     const linkNames = new Set<string>();
     c.links.forEach((l, i) => {
+      if (l.connect.type === 'udp' && c.overlay && !c.overlay.vxlan)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['links', i, 'connect'],
+          message: 'a udp: link is a VXLAN link: add overlay.vxlan (e.g. vxlan: { listen: "udp:0.0.0.0:4789" })',
+        });
       if (linkNames.has(l.name))
         ctx.addIssue({ code: 'custom', path: ['links', i, 'name'], message: `duplicate link name "${l.name}"` });
       linkNames.add(l.name);

@@ -11,19 +11,31 @@ import { linkSchema } from '../config/overlay-schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { LinkNotDeletableError, LinkNotFoundError, LinkTlsConfigError, OverlayError } from '../net/overlay/errors.js';
-import { type LinkView, Overlay } from '../net/overlay/overlay.js';
+import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
+import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
 import { parseWith } from './specs.js';
 
 /** The overlay is not configured on this host. */
 export class OverlayOffError extends OverlayError {
-  constructor() {
+  constructor(what: 'overlay' | 'vxlan' = 'overlay') {
     super(
       'ERR_OVERLAY_OFF',
-      'this host has no overlay section in its config: add overlay {tls: {ca, cert, key}} (or plain: true) and restart the daemon',
+      what === 'vxlan'
+        ? 'this host has no overlay.vxlan section: add vxlan: { listen: "udp:0.0.0.0:4789" } under overlay and restart the daemon'
+        : 'this host has no overlay section in its config: add overlay {tls: {ca, cert, key}} (or plain: true) and restart the daemon',
     );
   }
+}
+
+/** The overlay's spec of a configured link: udp addresses are VXLAN VTEPs. */
+function linkSpec(l: LinkConfig): LinkSpec {
+  return {
+    name: l.name,
+    connect: { host: l.connect.host, port: l.connect.port },
+    transport: l.connect.type === 'udp' ? 'vxlan' : undefined,
+  };
 }
 
 async function readTls(tls: NonNullable<OverlayConfig['tls']>): Promise<TlsMaterial> {
@@ -74,12 +86,28 @@ export class OverlayService {
       keepaliveMs: cfg.keepalive_ms,
       queueBytes: cfg.queue_bytes,
     });
+    const vxlan = cfg.vxlan
+      ? new VxlanTransport({ logger: log, hello: () => (overlay as Overlay).hello(), underlayMtu: cfg.vxlan.mtu })
+      : undefined;
+    if (vxlan) {
+      const a = cfg.vxlan?.listen as { host: string; port: number };
+      try {
+        const bound = await vxlan.listen({ host: a.host, port: a.port }, () => undefined);
+        log.warn(
+          { listen: bound },
+          'VXLAN links are unencrypted and unauthenticated (RFC 7348): use them on trusted underlays only',
+        );
+      } catch (err) {
+        throw new LinkTlsConfigError(`overlay.vxlan.listen: cannot bind: ${describeError(err)}`, { cause: err });
+      }
+    }
     overlay = new Overlay({
       logger: log,
       switch: this.#o.switch,
       hostId: this.#o.hostId,
       relay: cfg.relay,
       transport,
+      transports: vxlan ? [vxlan] : [],
       reconnect: cfg.reconnect,
       directThresholdBps: cfg.direct_threshold_bps,
     });
@@ -95,7 +123,7 @@ export class OverlayService {
     }
     if (overlay.listening)
       log.info({ listen: overlay.listening, transport: transport.kind }, 'overlay listening for links');
-    for (const l of this.#o.links) overlay.add({ name: l.name, connect: l.connect }, 'config');
+    for (const l of this.#o.links) overlay.add(linkSpec(l), 'config');
   }
 
   async stop(): Promise<void> {
@@ -121,7 +149,8 @@ export class OverlayService {
     const overlay = this.#overlay;
     if (!overlay) throw new OverlayOffError();
     const l = parseWith(linkSchema, body, 'the link in the request body');
-    overlay.add({ name: l.name, connect: l.connect }, 'api');
+    if (l.connect.type === 'udp' && !this.#o.config?.vxlan) throw new OverlayOffError('vxlan');
+    overlay.add(linkSpec(l), 'api');
     return overlay.view(l.name);
   }
 

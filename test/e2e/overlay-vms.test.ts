@@ -101,7 +101,15 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
     const n2 = await lanHost('h2', 2);
     const n3 = await lanHost('h3', 3);
     const hubAddr = `tcp:10.99.0.1:${LINK_PORT}`;
-    hub = await startDaemon(daemonOpts('h1', n1, { listen: `tcp:0.0.0.0:${LINK_PORT}`, tls: tls('h1'), relay: true }));
+    hub = await startDaemon(
+      daemonOpts(
+        'h1',
+        n1,
+        { listen: `tcp:0.0.0.0:${LINK_PORT}`, tls: tls('h1'), relay: true, vxlan: { listen: 'udp:10.99.0.1:4789' } },
+        // A Linux kernel VXLAN device (VTEP) on the LAN at 10.99.0.7.
+        [{ name: 'vtep', connect: 'udp:10.99.0.7:4789' }],
+      ),
+    );
     daemons.push(hub);
     s2 = await startDaemon(daemonOpts('h2', n2, { tls: tls('h2') }, [{ name: 'hub', connect: hubAddr }]));
     daemons.push(s2);
@@ -133,10 +141,10 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
   test('the hub lists both spokes as TLS links with their networks and an RTT', async () => {
     await diagnose(async () => {
       await untilAsync('RTT measured on both hub links', async () => {
-        const l = await links(hub);
+        const l = (await links(hub)).filter((x) => x.transport === 'tls');
         return l.length === 2 && l.every((x) => x.rtt_ms !== undefined);
       });
-      const l = await links(hub);
+      const l = (await links(hub)).filter((x) => x.transport === 'tls');
       assert.deepEqual(l.map((x) => x.peer).sort(), ['h2', 'h3']);
       for (const x of l) {
         assert.equal(x.state, 'up');
@@ -181,6 +189,47 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
     const ports = new Set(entries.map((e) => e.port));
     assert.ok(ports.has('link/hub/lab'), JSON.stringify(entries));
     assert.ok(ports.has('vm-h2'), JSON.stringify(entries));
+  });
+
+  test('a Linux kernel vxlan device in a namespace pings VMs behind vmlink over a VXLAN link', async () => {
+    await diagnose(async () => {
+      const k = await lanHost('vtep', 7);
+      const dev = ifs[ifs.length - 1] as string;
+      await k.ip(
+        'link',
+        'add',
+        'vx0',
+        'type',
+        'vxlan',
+        'id',
+        '100',
+        'remote',
+        '10.99.0.1',
+        'dstport',
+        '4789',
+        'dev',
+        dev,
+      );
+      await k.ip('addr', 'add', '10.0.0.7/24', 'dev', 'vx0');
+      await k.ip('link', 'set', 'vx0', 'up');
+      const vtep = (await links(hub)).find((x) => x.name === 'vtep') as LinkView;
+      assert.equal(vtep.transport, 'vxlan');
+      assert.equal(vtep.state, 'up');
+      // The VM on the hub, and the VM on a spoke (through the hub's relay).
+      for (const target of ['10.0.0.1', '10.0.0.2']) {
+        let r = { stdout: '', stderr: '' };
+        for (let i = 0; i < 10; i++) {
+          r = await k
+            .exec('ping', '-c', '1', '-W', '2', target)
+            .catch((e: Error) => ({ stdout: e.message, stderr: '' }));
+          if (/1 received/.test(r.stdout)) break;
+        }
+        const ok = await k.exec('ping', '-c', '3', '-W', '2', target);
+        assert.match(ok.stdout, /3 packets transmitted, 3 received/);
+      }
+      const after1 = (await links(hub)).find((x) => x.name === 'vtep') as LinkView;
+      assert.ok(after1.rx_frames > 0 && after1.tx_frames > 0, JSON.stringify(after1));
+    });
   });
 
   test('a host with a certificate from another CA is refused and the hub logs it', async () => {

@@ -10,6 +10,7 @@ import { silentLogger } from '../../src/log.js';
 import { caInit, hostCert } from '../../src/net/overlay/ca.js';
 import { Overlay } from '../../src/net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../../src/net/overlay/tcp-transport.js';
+import { VxlanTransport } from '../../src/net/overlay/vxlan-transport.js';
 import type { FrameSink, Port, PortState } from '../../src/net/ports/port.js';
 import { WriteResult } from '../../src/net/ports/port.js';
 import { Switch, type SwitchPort } from '../../src/net/switch/switch.js';
@@ -49,6 +50,9 @@ export interface RigHost {
   sps: Record<string, SwitchPort>;
   /** Bound listener port (when listening). */
   port: number;
+  vxlan: VxlanTransport | undefined;
+  /** Bound VXLAN port (with the vxlan option). */
+  vxlanPort: number;
   stop(): Promise<void>;
 }
 
@@ -61,6 +65,8 @@ export interface RigHostOptions {
   keepaliveMs?: number;
   /** On a relay: spoke-to-spoke bits per second that make it ask for a direct link. */
   directThresholdBps?: number;
+  /** Also a VXLAN transport bound on this address (port 0: any), with this underlay MTU. */
+  vxlan?: { host: string; port?: number; mtu?: number };
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
@@ -84,6 +90,11 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     tls: o.tls,
     keepaliveMs: o.keepaliveMs ?? 200,
   });
+  const vxlan = o.vxlan
+    ? new VxlanTransport({ logger, hello: () => (overlay as Overlay).hello(), underlayMtu: o.vxlan.mtu })
+    : undefined;
+  const vxlanAt =
+    vxlan && o.vxlan ? await vxlan.listen({ host: o.vxlan.host, port: o.vxlan.port ?? 0 }, () => undefined) : undefined;
   overlay = new Overlay({
     logger,
     switch: sw,
@@ -92,6 +103,7 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     transport,
     reconnect: { min_ms: 50, max_ms: 400 },
     directThresholdBps: o.directThresholdBps,
+    transports: vxlan ? [vxlan] : [],
   });
   await overlay.start(o.listen === false ? undefined : { host: '127.0.0.1', port: 0 });
   const ov = overlay;
@@ -103,6 +115,8 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     ports,
     sps,
     port: ov.listening?.port ?? 0,
+    vxlan,
+    vxlanPort: vxlanAt?.port ?? 0,
     stop: () => ov.stop(),
   };
 }

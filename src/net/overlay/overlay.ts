@@ -35,6 +35,8 @@ export interface LinkSpec {
   name: string;
   /** The peer's link listener. */
   connect: TransportAddress;
+  /** Kind of the transport to use (e.g. `vxlan`); default the overlay's main transport. */
+  transport?: string | undefined;
 }
 
 export interface OverlayOptions {
@@ -45,6 +47,8 @@ export interface OverlayOptions {
   /** This host relays between its links (a hub). */
   relay: boolean;
   transport: LinkTransport;
+  /** More transports, chosen per link by {@link LinkSpec.transport} (e.g. VXLAN). */
+  transports?: LinkTransport[] | undefined;
   /** Re-dial delays, ms. */
   reconnect?: { min_ms: number; max_ms: number } | undefined;
   /** Random source for backoff jitter (tests). */
@@ -234,6 +238,7 @@ export class Overlay {
     clearInterval(this.#sampler);
     await Promise.all([...this.#links.values()].map((l) => this.#closeLink(l, 'the daemon is stopping')));
     await this.#o.transport.close();
+    for (const t of this.#o.transports ?? []) await t.close();
   }
 
   // ---- dialling ------------------------------------------------------------------
@@ -249,10 +254,11 @@ export class Overlay {
       link.timer.unref();
       return;
     }
-    const where = `${this.#o.transport.kind}:${addr(link.spec.connect)}`;
+    const transport = this.#transport(link.spec);
+    const where = `${transport.kind}:${addr(link.spec.connect)}`;
     if (link.state !== 'connecting') this.#setState(link, 'connecting', `dialling ${where}`);
     link.abort = new AbortController();
-    this.#o.transport.dial(link.spec.connect, link.abort.signal).then(
+    transport.dial(link.spec.connect, link.abort.signal).then(
       (ch) => {
         link.abort = undefined;
         if (link.closed || this.#stopped) {
@@ -267,6 +273,11 @@ export class Overlay {
         this.#retry(link, describeError(err));
       },
     );
+  }
+
+  #transport(spec: LinkSpec): LinkTransport {
+    if (spec.transport === undefined || spec.transport === this.#o.transport.kind) return this.#o.transport;
+    return this.#o.transports?.find((t) => t.kind === spec.transport) ?? this.#o.transport;
   }
 
   #retry(link: Link, why: string): void {
@@ -545,10 +556,10 @@ export class Overlay {
       name: l.name,
       source: l.source,
       mode: l.spec ? 'dial' : 'accept',
-      address: l.spec ? `${this.#o.transport.kind}:${addr(l.spec.connect)}` : l.channel?.remote,
+      address: l.spec ? `${this.#transport(l.spec).kind}:${addr(l.spec.connect)}` : l.channel?.remote,
       state: l.state,
       reason: l.reason,
-      transport: this.#o.transport.kind,
+      transport: l.spec ? this.#transport(l.spec).kind : (l.channel?.kind ?? this.#o.transport.kind),
       peer: l.peer,
       networks: [...l.ports.values()].map((p) => p.sp.networks()[0] as string),
       rtt_ms: l.channel ? t.rtt_ms : undefined,
