@@ -307,6 +307,7 @@ export class Daemon implements ControlBackend {
         this.#networkSource.delete(n.name);
         throw err;
       }
+      this.#overlay.networksChanged();
       this.logger.info({ network: n.name, vni: n.vni, mtu: n.mtu }, `network "${n.name}" created`);
       return this.#networkView(n.name);
     });
@@ -317,12 +318,15 @@ export class Daemon implements ControlBackend {
       const source = this.#networkSource.get(name);
       if (!source) throw new NetworkNotFoundError(name, [...this.#networkSource.keys()]);
       if (source === 'config') throw new DeclaredInConfigError('network', name, this.#configPath);
-      const users = this.#networkView(name).ports;
+      // Overlay link ports do not hold a network: they go with it.
+      const users = this.#networkView(name).ports.filter((p) => !p.startsWith('link/'));
       if (users.length) throw new NetworkInUseError(name, users);
       // Store first: if it fails, nothing changed.
       await this.#store.deleteNetwork(name);
+      await this.#overlay.releaseNetwork(name);
       this.#switch.removeNetwork(name);
       this.#networkSource.delete(name);
+      this.#overlay.networksChanged();
       this.logger.info({ network: name }, `network "${name}" deleted`);
     });
   }

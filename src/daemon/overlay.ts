@@ -126,6 +126,16 @@ export class OverlayService {
     for (const l of this.#o.links) overlay.add(linkSpec(l), 'config');
   }
 
+  /** Call after a network was added or deleted: links carry it (or stop) and tell their peers. */
+  networksChanged(): void {
+    this.#overlay?.networksChanged();
+  }
+
+  /** Removes the link ports of a network about to be deleted. */
+  async releaseNetwork(name: string): Promise<void> {
+    await this.#overlay?.releaseNetwork(name);
+  }
+
   async stop(): Promise<void> {
     await this.#overlay?.stop();
   }

@@ -108,6 +108,20 @@ describe('vmlink link with two daemons', { timeout: 120_000 }, () => {
     assert.equal((await b.cli(['status'])).code, 0);
   });
 
+  test('a network created on both hosts joins the link at once; deleting it on one host leaves the link carrying the rest', async () => {
+    for (const d of [a, b]) assert.equal((await d.cli(['network', 'create', 'late', '--vni', '500'])).code, 0);
+    const carries = async (d: TestDaemon, nets: string[]) =>
+      JSON.stringify(((await links(d)).find((l) => l.state === 'up')?.networks ?? []).sort()) === JSON.stringify(nets);
+    await untilAsync('a carries late', () => carries(a, ['lab', 'late']));
+    await untilAsync('b carries late', () => carries(b, ['lab', 'late']));
+    // The link ports do not hold the network: deleting it works while the link is up.
+    const del = await b.cli(['network', 'delete', 'late']);
+    assert.equal(del.code, 0, del.stderr);
+    await untilAsync('a stopped carrying late', () => carries(a, ['lab']));
+    assert.ok(await carries(b, ['lab']));
+    assert.equal((await a.cli(['network', 'delete', 'late'])).code, 0);
+  });
+
   test('link delete closes the link on both ends', async () => {
     const r = await a.cli(['link', 'delete', 'b']);
     assert.equal(r.code, 0, r.stderr);

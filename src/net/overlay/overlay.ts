@@ -128,6 +128,8 @@ class Link {
   /** Peer's remote IP and listen port, for direct links. */
   remoteHost: string | undefined;
   listen: number | undefined;
+  /** VNIs the peer has (its hello, then `networks` messages); undefined: every local network (VXLAN). */
+  offered: Set<number> | undefined;
   constructor(
     readonly name: string,
     readonly source: LinkSource,
@@ -361,25 +363,9 @@ export class Overlay {
     link.remoteHost = /^tcp:\[?([^\]]*?)\]?:\d+$/.exec(ch.remote)?.[1];
     link.directPeers.clear();
     this.#byPeer.set(host, link);
-    const sw = this.#o.switch;
-    const offered = new Set(ch.peer.networks.map((n) => n.vni));
-    const carried: string[] = [];
-    for (const net of sw.networks()) {
-      if (!offered.has(net.vni)) continue;
-      const name = `link/${link.name}/${net.name}`;
-      let sink: FrameSink = () => undefined;
-      const sp = sw.addPort(
-        name,
-        { network: net.name, link: this.#o.relay ? 'relay' : 'link', maxMacs: 65536 },
-        (s) => {
-          sink = s;
-          return new LinkPort(name, net.vni, ch, this.#o.relay ? (len) => this.#relayed(link, len) : undefined);
-        },
-      );
-      sw.portState(sp, 'up');
-      link.ports.set(net.vni, { sp, sink });
-      carried.push(net.name);
-    }
+    // VXLAN has no hello: it carries every local network, now and later.
+    link.offered = ch.kind === 'vxlan' ? undefined : new Set(ch.peer.networks.map((n) => n.vni));
+    const carried = this.#syncPorts(link);
     const ports = link.ports;
     ch.attach({
       frame: (vni, buf, off, len) => {
@@ -438,6 +424,66 @@ export class Overlay {
     else this.#dial(link);
   }
 
+  /**
+   * Makes the link's ports match the networks both ends have now: adds the
+   * missing ones, removes those no longer shared. Returns the carried names.
+   */
+  #syncPorts(link: Link): string[] {
+    const ch = link.channel;
+    if (!ch) return [];
+    const sw = this.#o.switch;
+    const want = new Map<number, string>();
+    for (const net of sw.networks())
+      if (link.offered === undefined || link.offered.has(net.vni)) want.set(net.vni, net.name);
+    for (const [vni, p] of link.ports) {
+      const name = want.get(vni);
+      if (name !== undefined && p.sp.networks()[0] === name) continue;
+      link.ports.delete(vni);
+      link.pastDown += p.sp.counters.down;
+      link.pastSplit += p.sp.counters.split_horizon;
+      void sw.removePort(p.sp.name).catch(() => undefined);
+    }
+    for (const [vni, netName] of want) {
+      if (link.ports.has(vni)) continue;
+      const name = `link/${link.name}/${netName}`;
+      let sink: FrameSink = () => undefined;
+      const sp = sw.addPort(name, { network: netName, link: this.#o.relay ? 'relay' : 'link', maxMacs: 65536 }, (s) => {
+        sink = s;
+        return new LinkPort(name, vni, ch, this.#o.relay ? (len) => this.#relayed(link, len) : undefined);
+      });
+      sw.portState(sp, 'up');
+      link.ports.set(vni, { sp, sink });
+    }
+    return [...link.ports.values()].map((p) => p.sp.networks()[0] as string);
+  }
+
+  /**
+   * The local networks changed (added or deleted): every link re-computes
+   * what it carries, and tells its peer (TCP/TLS) which networks this host has now.
+   */
+  networksChanged(): void {
+    const networks = this.hello().networks;
+    for (const l of this.#links.values()) {
+      if (!l.channel) continue;
+      this.#syncPorts(l);
+      l.channel.sendControl({ type: 'networks', networks });
+    }
+  }
+
+  /** Removes every link port of network `name` (before the network itself is deleted). */
+  async releaseNetwork(name: string): Promise<void> {
+    const removing: Promise<void>[] = [];
+    for (const l of this.#links.values()) {
+      for (const [vni, p] of l.ports) {
+        if (p.sp.networks()[0] !== name) continue;
+        l.ports.delete(vni);
+        l.offered?.delete(vni);
+        removing.push(this.#o.switch.removePort(p.sp.name).catch(() => undefined));
+      }
+    }
+    await Promise.all(removing);
+  }
+
   /** A frame from the link being switched now goes out on `to`'s link: count it; false to drop it (direct link). */
   #relayed(to: Link, len: number): boolean {
     const from = this.#rxLink;
@@ -451,6 +497,20 @@ export class Overlay {
 
   /** Topology messages between daemons (docs/overlay.md "Adaptive direct links"). */
   #control(link: Link, msg: ControlMessage): void {
+    if (msg.type === 'networks' && Array.isArray(msg['networks'])) {
+      const vnis = new Set<number>();
+      for (const n of (msg['networks'] as unknown[]).slice(0, 4096)) {
+        const vni = (n as { vni?: unknown })?.vni;
+        if (Number.isInteger(vni) && (vni as number) >= 1 && (vni as number) <= 0xffffff) vnis.add(vni as number);
+      }
+      link.offered = vnis;
+      const carried = this.#syncPorts(link);
+      this.#log.info(
+        { link: link.name, networks: carried },
+        `link "${link.name}" now carries ${carried.join(', ') || 'no shared network'}`,
+      );
+      return;
+    }
     if (msg.type === 'peer-links' && this.#o.relay && Array.isArray(msg['hosts'])) {
       link.directPeers.clear();
       for (const h of msg['hosts'] as unknown[]) if (typeof h === 'string' && h.length <= 32) link.directPeers.add(h);
