@@ -49,7 +49,7 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
 
   const add = link
     .command('add')
-    .description('dial another daemon and carry every network both have (until this daemon stops)')
+    .description('dial another daemon and carry every network both have (kept across restarts)')
     .argument('<name>', 'link name (e.g. the peer host id)')
     .requiredOption(
       '--connect <address>',
@@ -75,7 +75,10 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
     return 0;
   });
 
-  const del = link.command('delete').description('close and forget a link added with link add').argument('<name>');
+  const del = link
+    .command('delete')
+    .description('close and forget a link added with link add (or a direct link)')
+    .argument('<name>');
   defineAction(del, done, async ([name], _opts, cli) => {
     await cli.client.deleteLink(name as string);
     print(`link "${name}" deleted\n`);

@@ -128,6 +128,7 @@ export class Daemon implements ControlBackend {
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
       await this.#storage.start(this.config.exports, stored.exports);
       await this.#overlay.start();
+      this.#restoreLinks(stored.links ?? []);
       await this.#api.listen();
     } catch (err) {
       await this.stop();
@@ -243,6 +244,20 @@ export class Daemon implements ControlBackend {
         this.#addPort(p, raw, 'api', true);
       } catch (err) {
         skip('port', raw.name, err);
+      }
+    }
+  }
+
+  /** Re-adds the links added through the API before; one that no longer fits is logged and skipped. */
+  #restoreLinks(links: StoredItem[]): void {
+    for (const raw of links) {
+      try {
+        this.#overlay.addLink(raw);
+      } catch (err) {
+        this.logger.error(
+          { link: raw.name, code: (err as { code?: unknown }).code },
+          `link "${raw.name}" from the state store was not restored: ${describeError(err)}`,
+        );
       }
     }
   }
@@ -452,6 +467,12 @@ export class Daemon implements ControlBackend {
   addLink(body: unknown): Promise<LinkView> {
     return this.#serial(async () => {
       const v = this.#overlay.addLink(body);
+      try {
+        await this.#store.putLink(body as StoredItem);
+      } catch (err) {
+        await this.#overlay.deleteLink(v.name);
+        throw err;
+      }
       this.logger.info({ link: v.name, address: v.address }, `link "${v.name}" added`);
       return v;
     });
@@ -459,6 +480,8 @@ export class Daemon implements ControlBackend {
 
   deleteLink(name: string): Promise<void> {
     return this.#serial(async () => {
+      this.#overlay.checkDeletable(name);
+      await this.#store.deleteLink(name);
       await this.#overlay.deleteLink(name);
       this.logger.info({ link: name }, `link "${name}" deleted`);
     });

@@ -2,7 +2,7 @@
  * The daemon's overlay service: builds the link transport from the config
  * (TLS material read from files, or plain TCP with a loud warning), the
  * {@link Overlay}, and the links of the config; serves the API's link
- * operations. Links added through the API last until the daemon stops.
+ * operations. Links added through the API are kept in the state store by the daemon.
  */
 import { readFile } from 'node:fs/promises';
 import { formatAddress } from '../config/address.js';
@@ -164,12 +164,22 @@ export class OverlayService {
     return overlay.view(l.name);
   }
 
-  async deleteLink(name: string): Promise<void> {
+  /** Throws unless `name` is a link that `deleteLink` may remove (added through the API, or direct). */
+  checkDeletable(name: string): void {
     const overlay = this.#overlay;
     if (!overlay?.has(name)) throw new LinkNotFoundError(name);
     const source = overlay.source(name);
     if (source === 'config')
       throw new LinkNotDeletableError(name, 'it is declared in the config file; remove it there and restart');
-    await overlay.delete(name);
+    if (source === 'peer')
+      throw new LinkNotDeletableError(
+        name,
+        'the peer dialled this host; delete the link on the peer, or stop it there',
+      );
+  }
+
+  async deleteLink(name: string): Promise<void> {
+    this.checkDeletable(name);
+    await this.#overlay?.delete(name);
   }
 }

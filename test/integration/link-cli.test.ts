@@ -122,11 +122,31 @@ describe('vmlink link with two daemons', { timeout: 120_000 }, () => {
     assert.equal((await a.cli(['network', 'delete', 'late'])).code, 0);
   });
 
+  test('a link added with link add comes back after a daemon restart (state store)', async () => {
+    await a.stop();
+    await a.start();
+    await untilAsync(
+      'link b restored and up',
+      async () => (await links(a)).find((l) => l.name === 'b')?.state === 'up',
+    );
+    assert.equal((await links(a)).find((l) => l.name === 'b')?.source, 'api');
+  });
+
+  test('an accepted link cannot be deleted on the accepting host', async () => {
+    const r = await b.cli(['link', 'delete', 'a']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /the peer dialled this host/);
+  });
+
   test('link delete closes the link on both ends', async () => {
     const r = await a.cli(['link', 'delete', 'b']);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!(await links(a)).some((l) => l.name === 'b'));
     await untilAsync('b forgot a', async () => (await links(b)).length === 0);
+    // And it stays deleted across a restart.
+    await a.stop();
+    await a.start();
+    assert.ok(!(await links(a)).some((l) => l.name === 'b'));
   });
 
   test('a daemon without an overlay section refuses link add', async () => {
