@@ -105,7 +105,13 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
       daemonOpts(
         'h1',
         n1,
-        { listen: `tcp:0.0.0.0:${LINK_PORT}`, tls: tls('h1'), relay: true, vxlan: { listen: 'udp:10.99.0.1:4789' } },
+        {
+          listen: `tcp:0.0.0.0:${LINK_PORT}`,
+          tls: tls('h1'),
+          relay: true,
+          vxlan: { listen: 'udp:10.99.0.1:4789' },
+          direct_threshold_bps: 1_000_000,
+        },
         // A Linux kernel VXLAN device (VTEP) on the LAN at 10.99.0.7.
         [{ name: 'vtep', connect: 'udp:10.99.0.7:4789' }],
       ),
@@ -113,7 +119,10 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
     daemons.push(hub);
     s2 = await startDaemon(daemonOpts('h2', n2, { tls: tls('h2') }, [{ name: 'hub', connect: hubAddr }]));
     daemons.push(s2);
-    s3 = await startDaemon(daemonOpts('h3', n3, { tls: tls('h3') }, [{ name: 'hub', connect: hubAddr }]));
+    // h3 also listens, so the hub can ask h2 to link to it directly.
+    s3 = await startDaemon(
+      daemonOpts('h3', n3, { listen: `tcp:0.0.0.0:${LINK_PORT}`, tls: tls('h3') }, [{ name: 'hub', connect: hubAddr }]),
+    );
     daemons.push(s3);
     await diagnose(() =>
       untilAsync('both spokes linked to the hub', async () => {
@@ -171,24 +180,123 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
     });
   });
 
-  test('moves 10 MiB between VMs on two spokes with the same sha256 on both ends', async () => {
-    await diagnose(async () => {
-      const r = await transfer(v2, v3, 10);
-      assert.equal(r.bytes, 10 * 1024 * 1024);
-      assert.equal(r.received, r.sent);
-      // The hub relayed it: its links counted the bytes both ways, aggregated into fewer writes than frames.
-      const l = await links(hub);
-      const toH3 = l.find((x) => x.peer === 'h3') as LinkView;
-      assert.ok(toH3.tx_bytes > 10 * 1024 * 1024, JSON.stringify(toH3));
-      assert.ok(toH3.tx_writes < toH3.tx_frames, JSON.stringify(toH3));
-    });
-  });
-
   test("a spoke learned the other spoke's VM behind its link to the hub", async () => {
     const { entries } = await s2.json<{ entries: { mac: string; port: string }[] }>(['fdb', 'show']);
     const ports = new Set(entries.map((e) => e.port));
     assert.ok(ports.has('link/hub/lab'), JSON.stringify(entries));
     assert.ok(ports.has('vm-h2'), JSON.stringify(entries));
+  });
+
+  test('a capture of a TLS link shows TLS records and no plaintext Ethernet', async () => {
+    await diagnose(async () => {
+      const file = join(pki, 'link.pcap');
+      const cap = (hosts[0] as Netns).spawn(
+        'tshark',
+        '-q',
+        '-i',
+        ifs[0] as string,
+        '-f',
+        `tcp port ${LINK_PORT}`,
+        '-a',
+        'duration:6',
+        '-w',
+        file,
+      );
+      const done = new Promise((r) => cap.once('close', r));
+      await new Promise((r) => setTimeout(r, 1500)); // tshark needs a moment before it captures
+      await ping(v2, v1, { count: 3 });
+      await done;
+      const { stdout: payload } = await (hosts[0] as Netns).exec(
+        'tshark',
+        '-r',
+        file,
+        '-T',
+        'fields',
+        '-e',
+        'tcp.payload',
+      );
+      const { stdout: tlsRecs } = await (hosts[0] as Netns).exec(
+        'tshark',
+        '-r',
+        file,
+        '-Y',
+        'tls.app_data',
+        '-T',
+        'fields',
+        '-e',
+        'frame.number',
+      );
+      assert.ok(tlsRecs.trim().split('\n').length >= 6, `TLS application data records: ${tlsRecs}`);
+      const hex = payload.replace(/[\s:]/g, '');
+      assert.ok(hex.length > 1000, 'the capture saw the link traffic');
+      for (const port of ['vm-h1', 'vm-h2']) {
+        const mac = (await (port === 'vm-h1' ? hub : s2).qemuArgs(port)).mac.replaceAll(':', '');
+        assert.ok(!hex.includes(mac), `plaintext MAC ${mac} of ${port} on the wire`);
+      }
+    });
+  });
+
+  test('moves 10 MiB between VMs on two spokes with the same sha256; a direct link forms under the load', async () => {
+    await diagnose(async () => {
+      const r = await transfer(v2, v3, 10);
+      assert.equal(r.bytes, 10 * 1024 * 1024);
+      assert.equal(r.received, r.sent);
+      // The traffic started on the relay (the hub counted it), which then asked h2 to link to h3.
+      const l = await links(hub);
+      const fromH2 = l.find((x) => x.peer === 'h2') as LinkView;
+      assert.ok((fromH2.relayed_to['h3'] ?? 0) > 0, JSON.stringify(fromH2));
+      const toH3 = l.find((x) => x.peer === 'h3') as LinkView;
+      assert.ok(toH3.tx_writes < toH3.tx_frames, `no aggregation: ${JSON.stringify(toH3)}`);
+      await untilAsync('direct link h2 -> h3 up', async () =>
+        (await links(s2)).some((x) => x.name === 'direct-h3' && x.state === 'up'),
+      );
+      await untilAsync('the hub knows', async () => {
+        const h = await links(hub);
+        return (h.find((x) => x.peer === 'h2')?.direct_peers ?? []).includes('h3');
+      });
+      const d = (await links(s2)).find((x) => x.name === 'direct-h3') as LinkView;
+      assert.equal(d.source, 'direct');
+      assert.equal(d.peer, 'h3');
+      assert.ok((await links(s3)).some((x) => x.peer === 'h2' && x.mode === 'accept' && x.state === 'up'));
+    });
+  });
+
+  test('spoke-to-spoke traffic then takes the direct link, not the hub', async () => {
+    await diagnose(async () => {
+      const relayed = async () => (await links(hub)).find((x) => x.peer === 'h2')?.relayed_to['h3'] ?? -1;
+      const direct = async () => (await links(s2)).find((x) => x.name === 'direct-h3')?.tx_frames ?? -1;
+      const warm = await pingUntilReply(v2, v3);
+      assert.equal(warm.code, 0, warm.output);
+      const [r0, d0] = [await relayed(), await direct()];
+      const r = await ping(v2, v3, { count: 5 });
+      assert.match(r.output, /5 packets transmitted, 5 packets received/);
+      assert.equal(await relayed(), r0, 'the hub relayed nothing between h2 and h3');
+      assert.ok((await direct()) >= d0 + 5);
+    });
+  });
+
+  test('when the direct path is cut (a blackhole route), traffic falls back to the relay', async () => {
+    await diagnose(async () => {
+      const ns3 = hosts[2] as Netns;
+      await ns3.ip('route', 'add', 'blackhole', '10.99.0.2/32');
+      try {
+        await untilAsync(
+          'h2 dropped the direct link',
+          async () => !(await links(s2)).some((x) => x.name === 'direct-h3'),
+        );
+        await untilAsync('the hub relays again', async () =>
+          (await links(hub)).every((x) => x.direct_peers.length === 0),
+        );
+        const relayed0 = (await links(hub)).find((x) => x.peer === 'h2')?.relayed_to['h3'] ?? 0;
+        const back = await pingUntilReply(v2, v3);
+        assert.equal(back.code, 0, back.output);
+        const r = await ping(v2, v3, { count: 3 });
+        assert.match(r.output, /3 packets transmitted, 3 packets received/);
+        assert.ok(((await links(hub)).find((x) => x.peer === 'h2')?.relayed_to['h3'] ?? 0) > relayed0);
+      } finally {
+        await ns3.ip('route', 'del', 'blackhole', '10.99.0.2/32');
+      }
+    });
   });
 
   test('a Linux kernel vxlan device in a namespace pings VMs behind vmlink over a VXLAN link', async () => {
@@ -229,6 +337,30 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
       }
       const after1 = (await links(hub)).find((x) => x.name === 'vtep') as LinkView;
       assert.ok(after1.rx_frames > 0 && after1.tx_frames > 0, JSON.stringify(after1));
+    });
+  });
+
+  test('moves 10 MiB over the VXLAN link from a VM to the kernel VTEP with the same sha256', async () => {
+    await diagnose(async () => {
+      const k = hosts.find((h) => h.name.includes('-vtep-')) as Netns;
+      await v1.sh('mkdir -p /www && dd if=/dev/urandom of=/www/blob bs=1048576 count=10 2>/dev/null', {
+        timeoutMs: 120_000,
+      });
+      const sent = (await v1.sh('sha256sum /www/blob', { timeoutMs: 60_000 })).trim().split(/\s+/)[0];
+      await v1.sh('killall httpd 2>/dev/null; httpd -p 80 -h /www');
+      try {
+        // The kernel side's vx0 has MTU 1450 (1500 - 50), so its TCP MSS keeps the VM's frames within the VXLAN MTU.
+        const py =
+          'import hashlib,urllib.request;d=urllib.request.urlopen("http://10.0.0.1/blob",timeout=120).read();print(len(d),hashlib.sha256(d).hexdigest())';
+        const { stdout } = await k.exec('python3', '-c', py);
+        const [bytes, received] = stdout.trim().split(' ');
+        assert.equal(Number(bytes), 10 * 1024 * 1024);
+        assert.equal(received, sent);
+      } finally {
+        await v1.run('killall httpd; rm -f /www/blob');
+      }
+      const v = (await links(hub)).find((x) => x.name === 'vtep') as LinkView;
+      assert.ok(v.tx_bytes > 10 * 1024 * 1024, JSON.stringify(v));
     });
   });
 

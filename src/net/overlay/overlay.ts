@@ -92,6 +92,8 @@ export interface LinkView {
   up_s: number | undefined;
   /** On a relaying host: bytes that came in on this link and were relayed to other links. */
   relayed_bytes: number;
+  /** The same per destination host. */
+  relayed_to: Record<string, number>;
   /** On a relaying host: hosts this link's peer reports a direct link with (relay between them stops). */
   direct_peers: string[];
 }
@@ -121,6 +123,8 @@ class Link {
   /** Peer host -> bytes relayed from this link to the link of that host, since the last sample. */
   readonly relayBytes = new Map<string, number>();
   relayedTotal = 0;
+  /** Peer host -> bytes relayed from this link to that host's link, in total. */
+  readonly relayedTo = new Map<string, number>();
   /** Hosts the peer of this link has direct links with (its reports). */
   readonly directPeers = new Set<string>();
   /** The peer's hello says it relays. */
@@ -492,6 +496,7 @@ export class Overlay {
     if (from.directPeers.has(toPeer) || (from.peer !== undefined && to.directPeers.has(from.peer))) return false;
     from.relayBytes.set(toPeer, (from.relayBytes.get(toPeer) ?? 0) + len);
     from.relayedTotal += len;
+    from.relayedTo.set(toPeer, (from.relayedTo.get(toPeer) ?? 0) + len);
     return true;
   }
 
@@ -640,6 +645,7 @@ export class Overlay {
       connects: l.connects,
       up_s: l.channel ? Math.floor((performance.now() - l.upSince) / 1000) : undefined,
       relayed_bytes: l.relayedTotal,
+      relayed_to: Object.fromEntries(l.relayedTo),
       direct_peers: [...l.directPeers],
     };
   }
