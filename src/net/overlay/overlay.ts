@@ -13,31 +13,14 @@ import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { Backoff } from '../ports/backoff.js';
 import type { FrameSink } from '../ports/port.js';
-import type { Switch, SwitchPort } from '../switch/switch.js';
+import type { Switch } from '../switch/switch.js';
 import { DirectPolicy } from './direct.js';
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
+import { addr, Link, type LinkSource, type LinkSpec, type LinkState, type LinkView } from './link.js';
 import { LinkPort } from './link-port.js';
-import type {
-  ChannelStats,
-  ControlMessage,
-  LinkChannel,
-  LinkTransport,
-  PeerHello,
-  TransportAddress,
-} from './transport.js';
+import type { ControlMessage, LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
-export type LinkState = 'connecting' | 'up' | 'standby' | 'down' | 'closed';
-export type LinkSource = 'config' | 'api' | 'peer' | 'direct';
-
-/** A link to dial. */
-export interface LinkSpec {
-  /** Unique link name on this host. */
-  name: string;
-  /** The peer's link listener. */
-  connect: TransportAddress;
-  /** Kind of the transport to use (e.g. `vxlan`); default the overlay's main transport. */
-  transport?: string | undefined;
-}
+export type { LinkSource, LinkSpec, LinkState, LinkView };
 
 export interface OverlayOptions {
   logger: Logger;
@@ -59,101 +42,6 @@ export interface OverlayOptions {
    * 0 or undefined: never.
    */
   directThresholdBps?: number | undefined;
-}
-
-/** One link as listed by `vmlink link list --json`. */
-export interface LinkView {
-  name: string;
-  source: LinkSource;
-  /** `dial` (we connect) or `accept` (the peer connected). */
-  mode: 'dial' | 'accept';
-  /** What we dial, or where the peer came from. */
-  address: string | undefined;
-  state: LinkState;
-  reason: string;
-  transport: string;
-  /** Peer host id (once known). */
-  peer: string | undefined;
-  /** Networks the link carries now. */
-  networks: string[];
-  rtt_ms: number | undefined;
-  /** Throughput over the last second, bits per second. */
-  tx_bps: number;
-  rx_bps: number;
-  tx_frames: number;
-  tx_bytes: number;
-  rx_frames: number;
-  rx_bytes: number;
-  /** Kernel writes (aggregation: tx_frames / tx_writes frames per write). */
-  tx_writes: number;
-  drops: { queue_full: number; too_big: number; unknown_vni: number; down: number; split_horizon: number };
-  connects: number;
-  /** Seconds the current channel has been up. */
-  up_s: number | undefined;
-  /** On a relaying host: bytes that came in on this link and were relayed to other links. */
-  relayed_bytes: number;
-  /** The same per destination host. */
-  relayed_to: Record<string, number>;
-  /** On a relaying host: hosts this link's peer reports a direct link with (relay between them stops). */
-  direct_peers: string[];
-}
-
-const addr = (a: TransportAddress) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
-
-class Link {
-  channel: LinkChannel | undefined;
-  state: LinkState = 'connecting';
-  reason = 'not started';
-  peer: string | undefined;
-  readonly ports = new Map<number, { sp: SwitchPort; sink: FrameSink }>();
-  timer: NodeJS.Timeout | undefined;
-  abort: AbortController | undefined;
-  connects = 0;
-  upSince = 0;
-  /** Totals of channels that closed, so counters survive reconnects. */
-  readonly past: ChannelStats = zeroStats();
-  pastDown = 0;
-  pastSplit = 0;
-  prevTx = 0;
-  prevRx = 0;
-  prevAt = performance.now();
-  txBps = 0;
-  rxBps = 0;
-  closed = false;
-  /** Peer host -> bytes relayed from this link to the link of that host, since the last sample. */
-  readonly relayBytes = new Map<string, number>();
-  relayedTotal = 0;
-  /** Peer host -> bytes relayed from this link to that host's link, in total. */
-  readonly relayedTo = new Map<string, number>();
-  /** Hosts the peer of this link has direct links with (its reports). */
-  readonly directPeers = new Set<string>();
-  /** The peer's hello says it relays. */
-  peerRelays = false;
-  /** Peer's remote IP and listen port, for direct links. */
-  remoteHost: string | undefined;
-  listen: number | undefined;
-  /** VNIs the peer has (its hello, then `networks` messages); undefined: every local network (VXLAN). */
-  offered: Set<number> | undefined;
-  constructor(
-    readonly name: string,
-    readonly source: LinkSource,
-    readonly spec: LinkSpec | undefined,
-    readonly backoff: Backoff,
-  ) {}
-}
-
-function zeroStats(): ChannelStats {
-  return {
-    rtt_ms: undefined,
-    tx_frames: 0,
-    tx_bytes: 0,
-    rx_frames: 0,
-    rx_bytes: 0,
-    tx_writes: 0,
-    drops_queue_full: 0,
-    drops_too_big: 0,
-    drops_unknown_vni: 0,
-  };
 }
 
 export class Overlay {
@@ -229,13 +117,13 @@ export class Overlay {
   }
 
   list(): LinkView[] {
-    return [...this.#links.values()].map((l) => this.#view(l));
+    return [...this.#links.values()].map((l) => this.#viewOf(l));
   }
 
   view(name: string): LinkView {
     const l = this.#links.get(name);
     if (!l) throw new LinkNotFoundError(name);
-    return this.#view(l);
+    return this.#viewOf(l);
   }
 
   async stop(): Promise<void> {
@@ -405,7 +293,7 @@ export class Overlay {
     if (!ch) return;
     link.channel = undefined;
     if (link.peer !== undefined && this.#byPeer.get(link.peer) === link) this.#byPeer.delete(link.peer);
-    this.#accumulate(link, ch);
+    link.accumulate(ch);
     const removing = [...link.ports.values()].map((p) => {
       link.pastDown += p.sp.counters.down;
       link.pastSplit += p.sp.counters.split_horizon;
@@ -556,20 +444,6 @@ export class Overlay {
     link.state = 'closed';
   }
 
-  #accumulate(link: Link, ch: LinkChannel): void {
-    const s = ch.stats();
-    const p = link.past;
-    p.tx_frames += s.tx_frames;
-    p.tx_bytes += s.tx_bytes;
-    p.rx_frames += s.rx_frames;
-    p.rx_bytes += s.rx_bytes;
-    p.tx_writes += s.tx_writes;
-    p.drops_queue_full += s.drops_queue_full;
-    p.drops_too_big += s.drops_too_big;
-    p.drops_unknown_vni += s.drops_unknown_vni;
-    p.rtt_ms = s.rtt_ms ?? p.rtt_ms;
-  }
-
   #setState(link: Link, state: LinkState, reason: string, force = false): void {
     const changed = link.state !== state || force;
     link.state = state;
@@ -577,28 +451,16 @@ export class Overlay {
     if (changed) this.#log.info({ link: link.name, state, reason }, `link "${link.name}" ${state}: ${reason}`);
   }
 
-  #totals(link: Link): ChannelStats {
-    const t = { ...link.past };
-    const s = link.channel?.stats();
-    if (s) {
-      t.tx_frames += s.tx_frames;
-      t.tx_bytes += s.tx_bytes;
-      t.rx_frames += s.rx_frames;
-      t.rx_bytes += s.rx_bytes;
-      t.tx_writes += s.tx_writes;
-      t.drops_queue_full += s.drops_queue_full;
-      t.drops_too_big += s.drops_too_big;
-      t.drops_unknown_vni += s.drops_unknown_vni;
-      t.rtt_ms = s.rtt_ms;
-    }
-    return t;
+  #viewOf(l: Link): LinkView {
+    const kind = l.spec ? this.#transport(l.spec).kind : (l.channel?.kind ?? this.#o.transport.kind);
+    return l.view(kind, l.spec ? `${kind}:${addr(l.spec.connect)}` : l.channel?.remote);
   }
 
   #sample(): void {
     const now = performance.now();
     if (this.#o.relay) this.#direct.sample(this.#links.values(), this.#byPeer, now);
     for (const l of this.#links.values()) {
-      const t = this.#totals(l);
+      const t = l.totals();
       const dt = (now - l.prevAt) / 1000;
       if (dt <= 0) continue;
       l.txBps = Math.round(((t.tx_bytes - l.prevTx) * 8) / dt);
@@ -607,46 +469,5 @@ export class Overlay {
       l.prevRx = t.rx_bytes;
       l.prevAt = now;
     }
-  }
-
-  #view(l: Link): LinkView {
-    const t = this.#totals(l);
-    let down = l.pastDown;
-    let split = l.pastSplit;
-    for (const p of l.ports.values()) {
-      down += p.sp.counters.down;
-      split += p.sp.counters.split_horizon;
-    }
-    return {
-      name: l.name,
-      source: l.source,
-      mode: l.spec ? 'dial' : 'accept',
-      address: l.spec ? `${this.#transport(l.spec).kind}:${addr(l.spec.connect)}` : l.channel?.remote,
-      state: l.state,
-      reason: l.reason,
-      transport: l.spec ? this.#transport(l.spec).kind : (l.channel?.kind ?? this.#o.transport.kind),
-      peer: l.peer,
-      networks: [...l.ports.values()].map((p) => p.sp.networks()[0] as string),
-      rtt_ms: l.channel ? t.rtt_ms : undefined,
-      tx_bps: l.txBps,
-      rx_bps: l.rxBps,
-      tx_frames: t.tx_frames,
-      tx_bytes: t.tx_bytes,
-      rx_frames: t.rx_frames,
-      rx_bytes: t.rx_bytes,
-      tx_writes: t.tx_writes,
-      drops: {
-        queue_full: t.drops_queue_full,
-        too_big: t.drops_too_big,
-        unknown_vni: t.drops_unknown_vni,
-        down,
-        split_horizon: split,
-      },
-      connects: l.connects,
-      up_s: l.channel ? Math.floor((performance.now() - l.upSince) / 1000) : undefined,
-      relayed_bytes: l.relayedTotal,
-      relayed_to: Object.fromEntries(l.relayedTo),
-      direct_peers: [...l.directPeers],
-    };
   }
 }
