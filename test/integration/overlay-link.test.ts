@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { encodeControl, writeHeader } from '../../src/net/overlay/codec.js';
 import { eth, type RigHost, rigCa, rigHost, until } from '../helpers/overlay-rig.js';
+import { prng } from '../helpers/prng.js';
 
 const A1 = '52:54:00:00:0a:01';
 const B1 = '52:54:00:00:0b:01';
@@ -103,6 +105,38 @@ describe('overlay links over plain TCP', { timeout: 60_000 }, () => {
     const bv = b.overlay.list()[0];
     assert.ok((bv?.rx_frames ?? 0) >= 2000);
     assert.equal(v.drops.queue_full, 0);
+  });
+
+  test('fuzzed peers (a valid hello, then random records) are cut off one by one; the host and its link carry on', async () => {
+    const rnd = prng(31);
+    const hello = encodeControl({
+      type: 'hello',
+      proto: 'vmlink-link',
+      version: 1,
+      host: 'fuzz',
+      networks: [{ vni: 100, name: 'lab' }],
+    });
+    for (let i = 0; i < 40; i++) {
+      const s = connect(b.port, '127.0.0.1');
+      s.on('error', () => undefined);
+      s.resume();
+      await new Promise((r) => s.once('connect', r));
+      const junk = Buffer.alloc(64 + Math.floor(rnd() * 4000));
+      for (let j = 0; j < junk.length; j++) junk[j] = Math.floor(rnd() * 256);
+      // Often a plausible header first, so the parser goes deeper than the first bytes.
+      if (rnd() < 0.7)
+        writeHeader(junk, 0, Math.floor(rnd() * 100), 1 + Math.floor(rnd() * 3), Math.floor(rnd() * 300));
+      s.write(rnd() < 0.8 ? Buffer.concat([hello, junk]) : junk);
+      // Either the host closes it (protocol error, unknown VNI frames are dropped) or we do.
+      await Promise.race([new Promise((r) => s.once('close', r)), new Promise((r) => setTimeout(r, 200))]);
+      s.destroy();
+    }
+    await until('fuzz links gone', () => !b.overlay.list().some((l) => l.peer === 'fuzz'));
+    assert.equal(a.overlay.view('to-b').state, 'up');
+    const f = eth(BCAST, A1, 46, 0x3c);
+    a.ports.lab?.rx(f);
+    await until('frame after fuzz', () => b.ports.lab2?.got.some((g) => g.equals(f)) ?? false);
+    b.ports.lab2?.got.splice(0);
   });
 
   test('when both hosts dial each other, one connection is kept on both ends', async () => {
