@@ -3,13 +3,14 @@
  * peer in the same run, writes bench/results/<scenario>-<time>.json and the
  * summary table in BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap,vhost,overlay]
+ *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap,vhost,overlay,latency]
  *
  * The NBD comparison (bench/nbd.ts) runs on its own: node dist/bench/nbd.js
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { latencyScenario } from './latency.js';
 import { overlayScenario } from './overlay.js';
 import { streamScenario } from './stream.js';
 import { tapScenario } from './tap.js';
@@ -24,7 +25,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '3' },
     repeat: { type: 'string', default: '3' },
     pin: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'stream,vde,tap,vhost,overlay' },
+    only: { type: 'string', default: 'stream,vde,tap,vhost,overlay,latency' },
   },
 });
 const seconds = Number(values.seconds);
@@ -43,6 +44,7 @@ if (only.has('vde')) results.push(await vdeScenario({ root, seconds, repeat, pin
 if (only.has('tap')) results.push(await tapScenario({ root, seconds, repeat, pin }));
 if (only.has('vhost')) results.push(await vhostScenario({ root, seconds, repeat, pin }));
 if (only.has('overlay')) results.push(await overlayScenario({ root, seconds, repeat, mtu: 1500 }));
+if (only.has('latency')) results.push(await latencyScenario({ root, count: 2000 }));
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 mkdirSync(join(root, 'bench', 'results'), { recursive: true });
