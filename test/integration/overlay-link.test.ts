@@ -139,6 +139,14 @@ describe('overlay links over plain TCP', { timeout: 60_000 }, () => {
     b.ports.lab2?.got.splice(0);
   });
 
+  test('a link to its own listener (or a peer with the same host id) is refused, not looped', async () => {
+    b.overlay.add({ name: 'self', connect: { host: '127.0.0.1', port: b.port } }, 'api');
+    await until('self link refused', () => /own id/.test(b.overlay.view('self').reason));
+    assert.notEqual(b.overlay.view('self').state, 'up');
+    assert.ok(!b.sw.ports().some((p) => p.name.startsWith('link/self/')));
+    await b.overlay.delete('self');
+  });
+
   test('when both hosts dial each other, one connection is kept on both ends', async () => {
     b.overlay.add({ name: 'to-a', connect: { host: '127.0.0.1', port: 1 } }, 'api');
     // b cannot reach a (a does not listen): b's link keeps trying, a-b stays one link.

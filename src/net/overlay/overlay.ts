@@ -230,6 +230,13 @@ export class Overlay {
 
   #up(link: Link, ch: LinkChannel): void {
     const host = ch.peer.host;
+    if (host === this.#o.hostId) {
+      // A link to this host itself (its own listener, or a peer with the same id) would loop frames back.
+      void ch.close(`host id "${host}" is this host's own`);
+      if (link.spec) this.#retry(link, `the peer at ${ch.remote} has this host's own id "${host}"`);
+      else this.#forget(link);
+      return;
+    }
     const current = this.#byPeer.get(host);
     if (current?.channel && current.channel !== ch) {
       if (!this.#wins(ch, current.channel)) {
