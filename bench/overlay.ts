@@ -93,12 +93,26 @@ async function iperf(o: Opts, to: string): Promise<number> {
   }
 }
 
-async function daemon(o: Opts, dir: string, i: 0 | 1, tls: boolean): Promise<ChildProcess> {
+type Mode = 'tcp' | 'tls' | 'vxlan';
+
+async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode): Promise<ChildProcess> {
   const id = i === 0 ? 'a' : 'b';
   const control = join(dir, `${id}.sock`);
-  const overlay = tls
-    ? `overlay: { ${i === 0 ? `listen: "tcp:${UNDER[0]}:7400", ` : ''}tls: { ca: ${dir}/${id}/ca.pem, cert: ${dir}/${id}/${id}.pem, key: ${dir}/${id}/${id}.key } }`
-    : `overlay: { ${i === 0 ? `listen: "tcp:${UNDER[0]}:7400", ` : ''}plain: true }`;
+  const listen = i === 0 ? `listen: "tcp:${UNDER[0]}:7400", ` : '';
+  const overlay =
+    mode === 'tls'
+      ? `overlay: { ${listen}tls: { ca: ${dir}/${id}/ca.pem, cert: ${dir}/${id}/${id}.pem, key: ${dir}/${id}/${id}.key } }`
+      : mode === 'vxlan'
+        ? `overlay: { plain: true, vxlan: { listen: "udp:${UNDER[i]}:4789" } }`
+        : `overlay: { ${listen}plain: true }`;
+  const link =
+    mode === 'vxlan'
+      ? `links:\n  - { name: peer, connect: "udp:${UNDER[1 - i]}:4789" }`
+      : i === 1
+        ? `links:\n  - { name: a, connect: "tcp:${UNDER[0]}:7400" }`
+        : '';
+  // Over VXLAN the frames must fit the underlay with 50 bytes of headers.
+  const mtu = mode === 'vxlan' ? o.mtu - 50 : o.mtu;
   const cfg = join(dir, `${id}.yaml`);
   mkdirSync(join(dir, `state-${id}`), { recursive: true });
   writeFileSync(
@@ -106,11 +120,11 @@ async function daemon(o: Opts, dir: string, i: 0 | 1, tls: boolean): Promise<Chi
     [
       `host: { id: ${id}, control: ${control}, state_dir: ${join(dir, `state-${id}`)} }`,
       'networks:',
-      `  - { name: bench, vni: 1, mtu: ${o.mtu} }`,
+      `  - { name: bench, vni: 1, mtu: ${mtu} }`,
       'ports:',
-      `  - { name: t, network: bench, kind: tap, ifname: vlot${tag}, mtu: ${o.mtu}, queue_len: 4096 }`,
+      `  - { name: t, network: bench, kind: tap, ifname: vlot${tag}, mtu: ${mtu}, queue_len: 4096 }`,
       overlay,
-      i === 1 ? `links:\n  - { name: a, connect: "tcp:${UNDER[0]}:7400" }` : '',
+      link,
       '',
     ].join('\n'),
   );
@@ -134,7 +148,8 @@ async function daemon(o: Opts, dir: string, i: 0 | 1, tls: boolean): Promise<Chi
   return proc;
 }
 
-async function viaVmlink(o: Opts, tls: boolean): Promise<number> {
+async function viaVmlink(o: Opts, mode: Mode): Promise<number> {
+  const tls = mode === 'tls';
   await setup();
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-overlay-'));
   const procs: ChildProcess[] = [];
@@ -143,8 +158,8 @@ async function viaVmlink(o: Opts, tls: boolean): Promise<number> {
       await caInit(join(dir, 'ca'));
       for (const id of ['a', 'b']) await hostCert(join(dir, 'ca'), id, join(dir, id));
     }
-    procs.push(await daemon(o, dir, 0, tls));
-    procs.push(await daemon(o, dir, 1, tls));
+    procs.push(await daemon(o, dir, 0, mode));
+    procs.push(await daemon(o, dir, 1, mode));
     for (const i of [0, 1] as const) {
       await sh('ip', '-n', NS[i], 'addr', 'add', `${OVER[i]}/24`, 'dev', `vlot${tag}`);
     }
@@ -165,6 +180,40 @@ async function viaVmlink(o: Opts, tls: boolean): Promise<number> {
     }
     await cleanup();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** iperf3 through a pair of Linux kernel vxlan devices over the same veth. */
+async function kernelVxlan(o: Opts): Promise<number> {
+  await setup();
+  try {
+    for (const i of [0, 1] as const) {
+      const ns = NS[i];
+      const dev = i === 0 ? `vloa${tag}` : `vlob${tag}`;
+      await sh(
+        'ip',
+        '-n',
+        ns,
+        'link',
+        'add',
+        'vxk',
+        'type',
+        'vxlan',
+        'id',
+        '42',
+        'remote',
+        UNDER[1 - i] as string,
+        'dstport',
+        '4789',
+        'dev',
+        dev,
+      );
+      await sh('ip', '-n', ns, 'addr', 'add', `10.0.78.${i + 1}/24`, 'dev', 'vxk');
+      await sh('ip', '-n', ns, 'link', 'set', 'vxk', 'up');
+    }
+    return await iperf(o, '10.0.78.2');
+  } finally {
+    await cleanup();
   }
 }
 
@@ -235,12 +284,16 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
   const raw: number[] = [];
   const plain: number[] = [];
   const tls: number[] = [];
+  const kvx: number[] = [];
+  const vvx: number[] = [];
   for (let i = 0; i < o.repeat; i++) {
     raw.push(await direct(o));
-    plain.push(await viaVmlink(o, false));
-    tls.push(await viaVmlink(o, true));
+    plain.push(await viaVmlink(o, 'tcp'));
+    tls.push(await viaVmlink(o, 'tls'));
+    kvx.push(await kernelVxlan(o));
+    vvx.push(await viaVmlink(o, 'vxlan'));
     console.log(
-      `overlay run ${i + 1}: veth ${(raw.at(-1) as number).toFixed(2)}, vmlink tcp ${(plain.at(-1) as number).toFixed(2)}, vmlink tls ${(tls.at(-1) as number).toFixed(2)} Gbit/s`,
+      `overlay run ${i + 1}: veth ${(raw.at(-1) as number).toFixed(2)}, vmlink tcp ${(plain.at(-1) as number).toFixed(2)}, vmlink tls ${(tls.at(-1) as number).toFixed(2)}, kernel vxlan ${(kvx.at(-1) as number).toFixed(2)}, vmlink vxlan ${(vvx.at(-1) as number).toFixed(2)} Gbit/s`,
     );
   }
   const fps = await linkOnly(300_000);
@@ -261,15 +314,22 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
       ratio: +(median(tls) / r).toFixed(3),
       target: 0.6,
     },
+    {
+      link: 'vxlan (vs kernel vxlan)',
+      raw_gbps: +median(kvx).toFixed(3),
+      vmlink_gbps: +median(vvx).toFixed(3),
+      ratio: +(median(vvx) / median(kvx)).toFixed(3),
+      target: 0,
+    },
   ].map((x) => ({ ...x, mtu: o.mtu, runs: o.repeat, seconds: o.seconds }));
   const md = [
     '## Overlay: a bulk TCP flow through two daemons and a link, versus the same veth directly',
     '',
-    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores.`,
+    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores.`,
     '',
-    '| link | veth Gbit/s | vmlink Gbit/s | vmlink/veth | target |',
+    '| link | peer Gbit/s (veth; kernel vxlan for vxlan) | vmlink Gbit/s | vmlink/peer | target |',
     '| --- | ---: | ---: | ---: | ---: |',
-    ...rows.map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.target} |`),
+    ...rows.map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.target || '-'} |`),
     '',
     `The link alone (two overlays in one process on loopback, 1500-byte frames, switch ingress on both ends, one core for both): ${(fps / 1e3).toFixed(0)} kframes/s = ${((fps * 1500 * 8) / 1e9).toFixed(2)} Gbit/s. The end-to-end flow is bound by the two TAP ports (1500-byte frames, no TSO/GRO through the TAP: see the TAP section, where one daemon between two TAPs reaches 0.3 of the bridge) and by four busy processes (two daemons, iperf3 client and server) sharing ${cpus().length} cores.`,
   ].join('\n');
