@@ -3,6 +3,8 @@
  * and the HTTP server (server.ts) only translates. The view types are the
  * JSON bodies of docs/api.md, shared with the client (client.ts).
  */
+
+import type { LinkView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
 import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
@@ -56,6 +58,14 @@ export interface ControlBackend {
   qos(): QosView;
   /** `POST /v1/ports/:name/qos`: admits and applies the request, or refuses it with nothing changed. */
   qosRequest(name: string, body: unknown): Promise<QosPortView>;
+  /** `GET /v1/links`: every link with state, RTT, throughput and drops. */
+  links(): LinkView[];
+  /** `GET /v1/links/:name`. */
+  link(name: string): LinkView;
+  /** `POST /v1/links`: validates and starts dialling (until the daemon stops). */
+  addLink(body: unknown): Promise<LinkView>;
+  /** `DELETE /v1/links/:name`: closes the link. */
+  deleteLink(name: string): Promise<void>;
   /** Attaches a capture tap to a port; returns the function that detaches it. Throws when the port does not exist. */
   capture(name: string, tap: CaptureTap): () => void;
 }

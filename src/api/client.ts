@@ -9,7 +9,10 @@
 import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
+import type { LinkView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';
+
+export type { LinkView };
 
 /** Default control socket, also the default of `vmlink daemon`. */
 export const DEFAULT_CONTROL = '/run/vmlink/vmlink.sock';
@@ -326,6 +329,21 @@ export class ControlClient {
   }
 
   /** `GET /v1/fdb`, optionally of one network. */
+  /** `GET /v1/links`. */
+  async listLinks(): Promise<LinkView[]> {
+    return (await this.#json<{ links: LinkView[] }>('GET', '/v1/links')).links;
+  }
+
+  /** `POST /v1/links`. */
+  async addLink(body: { name: string; connect: string }): Promise<LinkView> {
+    return (await this.#json<{ link: LinkView }>('POST', '/v1/links', body)).link;
+  }
+
+  /** `DELETE /v1/links/:name`. */
+  async deleteLink(name: string): Promise<void> {
+    await this.#json('DELETE', `/v1/links/${encodeURIComponent(name)}`);
+  }
+
   async fdb(network?: string): Promise<FdbEntryView[]> {
     const q = network === undefined ? '' : `?network=${encodeURIComponent(network)}`;
     return (await this.#json<{ entries: FdbEntryView[] }>('GET', `/v1/fdb${q}`)).entries;

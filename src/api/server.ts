@@ -44,6 +44,10 @@ const STATUS_OF: Record<string, number> = {
   ERR_QEMU_ARGS: 422,
   ERR_QOS_ADMISSION: 409,
   ERR_QOS_REQUEST: 422,
+  ERR_LINK_NOT_FOUND: 404,
+  ERR_LINK_EXISTS: 409,
+  ERR_LINK_NOT_DELETABLE: 409,
+  ERR_OVERLAY_OFF: 409,
 };
 
 export interface ApiServerOptions {
@@ -223,6 +227,13 @@ export class ApiServer {
     });
     app.get('/v1/qos', async () => b.qos());
     app.post('/v1/ports/:name/qos', async (req) => ({ port: await b.qosRequest(name(req), req.body) }));
+    app.get('/v1/links', async () => ({ links: b.links() }));
+    app.post('/v1/links', async (req, reply) => reply.code(201).send({ link: await b.addLink(req.body) }));
+    app.get('/v1/links/:name', async (req) => ({ link: b.link(name(req)) }));
+    app.delete('/v1/links/:name', async (req, reply) => {
+      await b.deleteLink(name(req));
+      return reply.code(204).send();
+    });
     app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
     app.get('/v1/ports/:name/qemu-args', async (req) => {
       const id = queryParam(req, 'id');

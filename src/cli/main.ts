@@ -12,6 +12,7 @@ import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './cont
 import { addDaemonCommand } from './daemon.js';
 import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
+import { addCaCommands, addLinkCommands } from './link.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
 import { addQosCommands } from './qos.js';
@@ -52,6 +53,8 @@ export function buildProgram(done: (code: number) => void): Command {
   addExportCommands(program, done);
   addCaptureCommand(program, done);
   addQosCommands(program, done);
+  addLinkCommands(program, done);
+  addCaCommands(program, done);
   configure(program);
   return program;
 }

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { parseMac } from '../net/frame.js';
 import { type Address, parseAddress } from './address.js';
+import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';
 import { exportSchema, storageSchema } from './storage-schema.js';
 
@@ -231,6 +232,10 @@ export const configSchema = z
     storage: storageSchema.optional(),
     /** Block devices served over NBD. */
     exports: z.array(exportSchema).default([]),
+    /** Links to other daemons: this host's listener and TLS material (docs/overlay.md). */
+    overlay: overlaySchema.optional(),
+    /** Peers to dial. */
+    links: z.array(linkSchema).default([]),
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']) }).optional(),
   })
   .superRefine((c, ctx) => {
@@ -263,6 +268,24 @@ export const configSchema = z
           });
         }
       }
+    });
+    if (c.links.length && !c.overlay)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['overlay'],
+        message: 'links need an overlay section (tls {ca, cert, key}, or plain: true on a trusted lab network)',
+      });
+    const linkNames = new Set<string>();
+    c.links.forEach((l, i) => {
+      if (l.connect.type === 'udp' && c.overlay && !c.overlay.vxlan)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['links', i, 'connect'],
+          message: 'a udp: link is a VXLAN link: add overlay.vxlan (e.g. vxlan: { listen: "udp:0.0.0.0:4789" })',
+        });
+      if (linkNames.has(l.name))
+        ctx.addIssue({ code: 'custom', path: ['links', i, 'name'], message: `duplicate link name "${l.name}"` });
+      linkNames.add(l.name);
     });
     const exportNames = new Set<string>();
     c.exports.forEach((e, i) => {

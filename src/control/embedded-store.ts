@@ -7,7 +7,8 @@
  *
  * File format (version 1):
  * `{ "version": 1, "networks": [ {raw network} ], "ports": [ {raw port} ], "exports": [ {raw export} ] }`
- * (`exports` may be absent: files written before exports existed load with none).
+ * (`exports` may be absent: files written before exports existed load with none; `links`, overlay
+ * links added through the API, is written only when there are some).
  */
 import { constants } from 'node:fs';
 import { open, readFile, rename, unlink } from 'node:fs/promises';
@@ -32,6 +33,7 @@ interface StateFile {
   networks: StoredItem[];
   ports: StoredItem[];
   exports: StoredItem[];
+  links: StoredItem[];
 }
 
 /** Builds an embedded store over `opts.dir`. Nothing touches the disk until the first call. */
@@ -59,6 +61,7 @@ class EmbeddedStore implements StateStore {
       networks: s.networks.map((i) => structuredClone(i)),
       ports: s.ports.map((i) => structuredClone(i)),
       exports: s.exports.map((i) => structuredClone(i)),
+      ...(s.links.length ? { links: s.links.map((i) => structuredClone(i)) } : {}),
     };
   }
 
@@ -86,6 +89,14 @@ class EmbeddedStore implements StateStore {
     return this.#change((s) => remove(s.exports, name));
   }
 
+  putLink(item: StoredItem): Promise<void> {
+    return this.#change((s) => put(s.links, item));
+  }
+
+  deleteLink(name: string): Promise<void> {
+    return this.#change((s) => remove(s.links, name));
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     await this.#chain;
@@ -102,6 +113,7 @@ class EmbeddedStore implements StateStore {
         networks: [...this.#state.networks],
         ports: [...this.#state.ports],
         exports: [...this.#state.exports],
+        links: [...this.#state.links],
       };
       if (!edit(next)) return;
       await this.#write(next);
@@ -118,7 +130,7 @@ class EmbeddedStore implements StateStore {
       text = await readFile(this.#file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT')
-        return { version: STATE_VERSION, networks: [], ports: [], exports: [] };
+        return { version: STATE_VERSION, networks: [], ports: [], exports: [], links: [] };
       throw new StateIoError('read', this.#file, describeError(err), { cause: err });
     }
     return parseState(text, this.#file);
@@ -126,7 +138,13 @@ class EmbeddedStore implements StateStore {
 
   async #write(s: StateFile): Promise<void> {
     const tmp = `${this.#file}.tmp-${process.pid}`;
-    const doc = { version: STATE_VERSION, networks: s.networks, ports: s.ports, exports: s.exports };
+    const doc = {
+      version: STATE_VERSION,
+      networks: s.networks,
+      ports: s.ports,
+      exports: s.exports,
+      ...(s.links.length ? { links: s.links } : {}),
+    };
     const text = `${JSON.stringify(doc, null, 2)}\n`;
     try {
       await mkdirp(this.#dir, 0o700);
@@ -174,6 +192,7 @@ export function parseState(text: string, file: string): StateFile {
     ports: items(d, 'ports', file),
     // Absent in files written before exports existed: none.
     exports: d['exports'] === undefined ? [] : items(d, 'exports', file),
+    links: d['links'] === undefined ? [] : items(d, 'links', file),
   };
 }
 

@@ -17,6 +17,8 @@ export interface StoredState {
   ports: StoredItem[];
   /** NBD exports (`POST /v1/exports` bodies); empty in state written before exports existed. */
   exports: StoredItem[];
+  /** Overlay links added with `POST /v1/links`; absent when none is stored. */
+  links?: StoredItem[];
 }
 
 export interface StateStore {
@@ -34,6 +36,10 @@ export interface StateStore {
   putExport(item: StoredItem): Promise<void>;
   /** Forgets an export; no error when it is not stored. Resolves once durable. */
   deleteExport(name: string): Promise<void>;
+  /** Stores (or replaces, by `item.name`) an overlay link. Resolves once durable. */
+  putLink(item: StoredItem): Promise<void>;
+  /** Forgets an overlay link; no error when it is not stored. Resolves once durable. */
+  deleteLink(name: string): Promise<void>;
   /** Waits for pending writes and releases resources. Idempotent. */
   close(): Promise<void>;
 }

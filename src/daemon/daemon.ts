@@ -33,6 +33,7 @@ import {
   PortNotFoundError,
   PortOpenError,
 } from '../net/errors.js';
+import type { LinkView } from '../net/overlay/overlay.js';
 import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
@@ -40,6 +41,7 @@ import type { QosPortView, QosView } from '../net/qos/view.js';
 import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
+import { OverlayService } from './overlay.js';
 import { QosService } from './qos.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
 import { StorageService } from './storage.js';
@@ -82,6 +84,7 @@ export class Daemon implements ControlBackend {
   readonly #api: ApiServer;
   readonly #storage: StorageService;
   readonly #qos: QosService;
+  readonly #overlay: OverlayService;
   readonly #networkSource = new Map<string, Source>();
   readonly #ports = new Map<string, PortEntry>();
   readonly #version = packageVersion();
@@ -105,6 +108,13 @@ export class Daemon implements ControlBackend {
       store: this.#store,
       configPath: opts.configPath,
     });
+    this.#overlay = new OverlayService({
+      logger: this.logger,
+      switch: this.#switch,
+      hostId: opts.config.host.id,
+      config: opts.config.overlay,
+      links: opts.config.links,
+    });
     this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
   }
 
@@ -123,6 +133,8 @@ export class Daemon implements ControlBackend {
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));
       await this.#storage.start(this.config.exports, stored.exports);
+      await this.#overlay.start();
+      this.#restoreLinks(stored.links ?? []);
       await this.#api.listen();
     } catch (err) {
       await this.stop();
@@ -154,6 +166,9 @@ export class Daemon implements ControlBackend {
     await this.#api
       .close()
       .catch((err) => this.logger.error({ err }, `closing the control API: ${describeError(err)}`));
+    await this.#overlay
+      .stop()
+      .catch((err) => this.logger.error({ err }, `stopping the overlay: ${describeError(err)}`));
     await Promise.all(
       [...this.#ports.values()].map((e) =>
         e.sp.port
@@ -242,6 +257,20 @@ export class Daemon implements ControlBackend {
     }
   }
 
+  /** Re-adds the links added through the API before; one that no longer fits is logged and skipped. */
+  #restoreLinks(links: StoredItem[]): void {
+    for (const raw of links) {
+      try {
+        this.#overlay.addLink(raw);
+      } catch (err) {
+        this.logger.error(
+          { link: raw.name, code: (err as { code?: unknown }).code },
+          `link "${raw.name}" from the state store was not restored: ${describeError(err)}`,
+        );
+      }
+    }
+  }
+
   async #openAtStart(e: PortEntry): Promise<void> {
     try {
       await e.sp.port.open();
@@ -302,6 +331,7 @@ export class Daemon implements ControlBackend {
         this.#networkSource.delete(n.name);
         throw err;
       }
+      this.#overlay.networksChanged();
       this.logger.info({ network: n.name, vni: n.vni, mtu: n.mtu }, `network "${n.name}" created`);
       return this.#networkView(n.name);
     });
@@ -312,12 +342,15 @@ export class Daemon implements ControlBackend {
       const source = this.#networkSource.get(name);
       if (!source) throw new NetworkNotFoundError(name, [...this.#networkSource.keys()]);
       if (source === 'config') throw new DeclaredInConfigError('network', name, this.#configPath);
-      const users = this.#networkView(name).ports;
+      // Overlay link ports do not hold a network: they go with it.
+      const users = this.#networkView(name).ports.filter((p) => !p.startsWith('link/'));
       if (users.length) throw new NetworkInUseError(name, users);
       // Store first: if it fails, nothing changed.
       await this.#store.deleteNetwork(name);
+      await this.#overlay.releaseNetwork(name);
       this.#switch.removeNetwork(name);
       this.#networkSource.delete(name);
+      this.#overlay.networksChanged();
       this.logger.info({ network: name }, `network "${name}" deleted`);
     });
   }
@@ -455,6 +488,37 @@ export class Daemon implements ControlBackend {
         e.raw = raw;
       }
       return view;
+    });
+  }
+
+  links(): LinkView[] {
+    return this.#overlay.links();
+  }
+
+  link(name: string): LinkView {
+    return this.#overlay.link(name);
+  }
+
+  addLink(body: unknown): Promise<LinkView> {
+    return this.#serial(async () => {
+      const v = this.#overlay.addLink(body);
+      try {
+        await this.#store.putLink(body as StoredItem);
+      } catch (err) {
+        await this.#overlay.deleteLink(v.name);
+        throw err;
+      }
+      this.logger.info({ link: v.name, address: v.address }, `link "${v.name}" added`);
+      return v;
+    });
+  }
+
+  deleteLink(name: string): Promise<void> {
+    return this.#serial(async () => {
+      this.#overlay.checkDeletable(name);
+      await this.#store.deleteLink(name);
+      await this.#overlay.deleteLink(name);
+      this.logger.info({ link: name }, `link "${name}" deleted`);
     });
   }
 

@@ -29,6 +29,8 @@ export const DROP_REASONS = [
   'offload',
   /** Over the port's QoS ingress policing rate (ingress). */
   'police',
+  /** Known unicast from an overlay link toward another link: split horizon (ingress). */
+  'split_horizon',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -58,6 +60,7 @@ export class PortCounters {
   /** Frames whose partial checksum was completed in software for this port. */
   txCsum = 0;
   police = 0;
+  split_horizon = 0;
 }
 
 export interface CountersSnapshot {

@@ -48,7 +48,20 @@ export interface PortBinding {
   maxMacs?: number | undefined;
   /** Storm control for broadcast+multicast ingress: frames per second and burst in frames. */
   storm?: { pps: number; burst: number } | undefined;
+  /**
+   * The port is the far side of an overlay link (net/overlay): `link` ports
+   * obey split horizon (a frame that came from a link never leaves through
+   * another link); between two `relay` ports (a hub's links) frames pass.
+   */
+  link?: 'link' | 'relay' | undefined;
 }
+
+/** {@link SwitchPort.link}: not a link port. */
+export const LINK_NONE = 0;
+/** {@link SwitchPort.link}: an overlay link port (split horizon). */
+export const LINK_EDGE = 1;
+/** {@link SwitchPort.link}: an overlay link port of a hub, relaying to other relay ports. */
+export const LINK_RELAY = 2;
 
 /** Something watching a port's frames (capture). Called with both directions. */
 export interface FrameTap {
@@ -111,6 +124,8 @@ export class SwitchPort {
   qosMin = 0;
   /** The shaped, scheduled egress when this port has a QoS capacity. */
   egress: QosEgress | undefined;
+  /** {@link LINK_NONE}, {@link LINK_EDGE} or {@link LINK_RELAY}: a number, compared per frame. */
+  readonly link: number;
 
   constructor(
     readonly id: number,
@@ -122,6 +137,7 @@ export class SwitchPort {
     this.allowed = binding.allowedMacs?.length ? new Set(binding.allowedMacs) : undefined;
     this.maxMacs = binding.maxMacs ?? DEFAULT_MAX_MACS_PER_PORT;
     this.storm = binding.storm ? new TokenBucket(binding.storm.pps, binding.storm.burst, now) : undefined;
+    this.link = binding.link === 'relay' ? LINK_RELAY : binding.link === 'link' ? LINK_EDGE : LINK_NONE;
     this.ingress = (buf, off, len, meta) => sw.ingress(this, buf, off, len, meta);
   }
 
@@ -482,6 +498,10 @@ export class Switch {
     if (dst === sp.id) return; // the destination is behind the port it came from: filter
     const out = this.#byId[dst];
     if (out === undefined) return;
+    if (sp.link !== LINK_NONE && out.link !== LINK_NONE && !(sp.link === LINK_RELAY && out.link === LINK_RELAY)) {
+      c.split_horizon++;
+      return;
+    }
     this.#output(out, this.#vidOf(out, net), buf, off, len, m);
   }
 
@@ -506,9 +526,14 @@ export class Switch {
 
   #flood(from: SwitchPort, net: Network, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): void {
     const members = net.members;
+    // Split horizon: what came from a link goes to local ports only, except hub to hub (relay to relay).
+    const fromLink = from.link;
     for (let i = 0; i < members.length; i++) {
       const m = members[i] as { sp: SwitchPort; vid: number };
-      if (m.sp !== from) this.#output(m.sp, m.vid, buf, off, len, meta);
+      if (m.sp === from) continue;
+      if (fromLink !== LINK_NONE && m.sp.link !== LINK_NONE && !(fromLink === LINK_RELAY && m.sp.link === LINK_RELAY))
+        continue;
+      this.#output(m.sp, m.vid, buf, off, len, meta);
     }
   }
 

@@ -1,0 +1,365 @@
+/**
+ * Scenario "overlay": one bulk TCP flow (iperf3) between two network
+ * namespaces, each with a vmlink daemon, through a TAP port on each side and
+ * a link between the daemons over a veth pair; versus iperf3 straight over
+ * the same veth pair, in the same run. Links: plain TCP and TLS 1.3.
+ *
+ *   ns A: tap 10.0.77.1 -> vmlink A -> link over veth 10.97.0.1 <-> 10.97.0.2 -> vmlink B -> tap 10.0.77.2 :ns B
+ *
+ * Needs root, iproute2, iperf3, openssl.
+ *
+ *   node dist/bench/overlay.js [--seconds S] [--repeat N] [--mtu M]
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+import { silentLogger } from '../src/log.js';
+import { caInit, hostCert } from '../src/net/overlay/ca.js';
+import { Overlay } from '../src/net/overlay/overlay.js';
+import { TcpTransport } from '../src/net/overlay/tcp-transport.js';
+import type { FrameSink, Port } from '../src/net/ports/port.js';
+import { Switch } from '../src/net/switch/switch.js';
+import type { ScenarioResult } from './types.js';
+import { machineInfo, median, waitListening } from './util.js';
+
+const execFileP = promisify(execFile);
+
+interface Opts {
+  root: string;
+  seconds: number;
+  repeat: number;
+  /** Network and TAP MTU. */
+  mtu: number;
+}
+
+const tag = process.pid.toString(36);
+const NS = [`vlo-a-${tag}`, `vlo-b-${tag}`] as const;
+const UNDER = ['10.97.0.1', '10.97.0.2'] as const;
+const OVER = ['10.0.77.1', '10.0.77.2'] as const;
+
+async function sh(cmd: string, ...args: string[]): Promise<string> {
+  const { stdout } = await execFileP(cmd, args, { maxBuffer: 16 << 20 });
+  return stdout;
+}
+
+async function setup(): Promise<void> {
+  await cleanup();
+  for (const ns of NS) {
+    await sh('ip', 'netns', 'add', ns);
+    await sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+  }
+  const [a, b] = [`vloa${tag}`, `vlob${tag}`];
+  await sh('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b);
+  for (const [i, dev] of [a, b].entries()) {
+    await sh('ip', 'link', 'set', dev, 'netns', NS[i] as string);
+    await sh('ip', '-n', NS[i] as string, 'addr', 'add', `${UNDER[i]}/24`, 'dev', dev);
+    await sh('ip', '-n', NS[i] as string, 'link', 'set', dev, 'up');
+  }
+}
+
+async function cleanup(): Promise<void> {
+  for (const ns of NS) await sh('ip', 'netns', 'del', ns).catch(() => undefined);
+}
+
+/** iperf3 from namespace A to `to` in namespace B; Gbit/s received. */
+async function iperf(o: Opts, to: string): Promise<number> {
+  const server = spawn('ip', ['netns', 'exec', NS[1], 'iperf3', '-s', '-1', '--forceflush', '-B', to], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const closed = once(server, 'close').catch(() => undefined);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    server.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening')) resolve();
+    });
+    server.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
+  });
+  try {
+    const { stdout } = await execFileP(
+      'ip',
+      ['netns', 'exec', NS[0], 'iperf3', '-c', to, '-t', String(o.seconds), '-J'],
+      { maxBuffer: 16 << 20 },
+    );
+    const r = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
+    return r.end.sum_received.bits_per_second / 1e9;
+  } finally {
+    if (server.exitCode === null && server.signalCode === null) server.kill();
+    await closed;
+  }
+}
+
+type Mode = 'tcp' | 'tls' | 'vxlan';
+
+async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode): Promise<ChildProcess> {
+  const id = i === 0 ? 'a' : 'b';
+  const control = join(dir, `${id}.sock`);
+  const listen = i === 0 ? `listen: "tcp:${UNDER[0]}:7400", ` : '';
+  const overlay =
+    mode === 'tls'
+      ? `overlay: { ${listen}tls: { ca: ${dir}/${id}/ca.pem, cert: ${dir}/${id}/${id}.pem, key: ${dir}/${id}/${id}.key } }`
+      : mode === 'vxlan'
+        ? `overlay: { plain: true, vxlan: { listen: "udp:${UNDER[i]}:4789" } }`
+        : `overlay: { ${listen}plain: true }`;
+  const link =
+    mode === 'vxlan'
+      ? `links:\n  - { name: peer, connect: "udp:${UNDER[1 - i]}:4789" }`
+      : i === 1
+        ? `links:\n  - { name: a, connect: "tcp:${UNDER[0]}:7400" }`
+        : '';
+  // Over VXLAN the frames must fit the underlay with 50 bytes of headers.
+  const mtu = mode === 'vxlan' ? o.mtu - 50 : o.mtu;
+  const cfg = join(dir, `${id}.yaml`);
+  mkdirSync(join(dir, `state-${id}`), { recursive: true });
+  writeFileSync(
+    cfg,
+    [
+      `host: { id: ${id}, control: ${control}, state_dir: ${join(dir, `state-${id}`)} }`,
+      'networks:',
+      `  - { name: bench, vni: 1, mtu: ${mtu} }`,
+      'ports:',
+      `  - { name: t, network: bench, kind: tap, ifname: vlot${tag}, mtu: ${mtu}, queue_len: 4096 }`,
+      overlay,
+      link,
+      '',
+    ].join('\n'),
+  );
+  const proc = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      NS[i],
+      process.execPath,
+      join(o.root, 'bin', 'vmlink.js'),
+      'daemon',
+      '--config',
+      cfg,
+      '--log-level',
+      'warn',
+    ],
+    { stdio: 'inherit' },
+  );
+  await waitListening(control);
+  return proc;
+}
+
+async function viaVmlink(o: Opts, mode: Mode): Promise<number> {
+  const tls = mode === 'tls';
+  await setup();
+  const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-overlay-'));
+  const procs: ChildProcess[] = [];
+  try {
+    if (tls) {
+      await caInit(join(dir, 'ca'));
+      for (const id of ['a', 'b']) await hostCert(join(dir, 'ca'), id, join(dir, id));
+    }
+    procs.push(await daemon(o, dir, 0, mode));
+    procs.push(await daemon(o, dir, 1, mode));
+    for (const i of [0, 1] as const) {
+      await sh('ip', '-n', NS[i], 'addr', 'add', `${OVER[i]}/24`, 'dev', `vlot${tag}`);
+    }
+    // Wait until the overlay carries traffic: one ping through it.
+    for (let i = 0; ; i++) {
+      const ok = await sh('ip', 'netns', 'exec', NS[0], 'ping', '-c', '1', '-W', '1', OVER[1]).then(
+        () => true,
+        () => false,
+      );
+      if (ok) break;
+      if (i > 30) throw new Error('the overlay did not come up');
+    }
+    return await iperf(o, OVER[1]);
+  } finally {
+    for (const p of procs) {
+      p.kill('SIGTERM');
+      await once(p, 'close');
+    }
+    await cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** iperf3 through a pair of Linux kernel vxlan devices over the same veth. */
+async function kernelVxlan(o: Opts): Promise<number> {
+  await setup();
+  try {
+    for (const i of [0, 1] as const) {
+      const ns = NS[i];
+      const dev = i === 0 ? `vloa${tag}` : `vlob${tag}`;
+      await sh(
+        'ip',
+        '-n',
+        ns,
+        'link',
+        'add',
+        'vxk',
+        'type',
+        'vxlan',
+        'id',
+        '42',
+        'remote',
+        UNDER[1 - i] as string,
+        'dstport',
+        '4789',
+        'dev',
+        dev,
+      );
+      await sh('ip', '-n', ns, 'addr', 'add', `10.0.78.${i + 1}/24`, 'dev', 'vxk');
+      await sh('ip', '-n', ns, 'link', 'set', 'vxk', 'up');
+    }
+    return await iperf(o, '10.0.78.2');
+  } finally {
+    await cleanup();
+  }
+}
+
+async function direct(o: Opts): Promise<number> {
+  await setup();
+  try {
+    return await iperf(o, UNDER[1]);
+  } finally {
+    await cleanup();
+  }
+}
+
+/** A switch with one counting port and an overlay on loopback, in this process. */
+async function memHost(id: string, listen: boolean) {
+  const logger = silentLogger();
+  const sw = new Switch({ logger });
+  sw.addNetwork({ name: 'bench', vni: 1, mtu: 1500 });
+  const port = { got: 0, sink: undefined as FrameSink | undefined };
+  sw.addPort('p', { network: 'bench' }, (sink): Port => {
+    port.sink = sink;
+    return {
+      name: 'p',
+      kind: 'mem',
+      state: 'up',
+      queued: 0,
+      open: async () => undefined,
+      write: () => {
+        port.got++;
+        return 0;
+      },
+      describe: () => ({}),
+      close: async () => undefined,
+      destroy: async () => undefined,
+    };
+  });
+  let ov: Overlay | undefined;
+  const transport = new TcpTransport({ logger, hello: () => (ov as Overlay).hello(), keepaliveMs: 1000 });
+  ov = new Overlay({ logger, switch: sw, hostId: id, relay: false, transport });
+  await ov.start(listen ? { host: '127.0.0.1', port: 0 } : undefined);
+  return { sw, ov, port };
+}
+
+/** Frames per second one plain TCP link moves between two overlays in this process (both ends on one core). */
+async function linkOnly(frames: number): Promise<number> {
+  const a = await memHost('a', false);
+  const b = await memHost('b', true);
+  try {
+    a.ov.add({ name: 'b', connect: { host: '127.0.0.1', port: b.ov.listening?.port ?? 0 } }, 'config');
+    while (a.ov.view('b').state !== 'up') await new Promise((r) => setTimeout(r, 10));
+    const f = Buffer.alloc(1500, 0xab);
+    Buffer.from('525400000b01525400000a01', 'hex').copy(f, 0);
+    f.writeUInt16BE(0x88b5, 12);
+    const t0 = performance.now();
+    for (let sent = 0; sent < frames; ) {
+      for (let i = 0; i < 64 && sent < frames; i++, sent++) a.port.sink?.(f, 0, f.length);
+      await new Promise((r) => setImmediate(r));
+    }
+    const lost = () => a.ov.view('b').drops.queue_full;
+    while (b.port.got < frames - lost()) await new Promise((r) => setTimeout(r, 1));
+    return (b.port.got / (performance.now() - t0)) * 1000;
+  } finally {
+    await a.ov.stop();
+    await b.ov.stop();
+  }
+}
+
+export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
+  const raw: number[] = [];
+  const plain: number[] = [];
+  const tls: number[] = [];
+  const kvx: number[] = [];
+  const vvx: number[] = [];
+  for (let i = 0; i < o.repeat; i++) {
+    raw.push(await direct(o));
+    plain.push(await viaVmlink(o, 'tcp'));
+    tls.push(await viaVmlink(o, 'tls'));
+    kvx.push(await kernelVxlan(o));
+    vvx.push(await viaVmlink(o, 'vxlan'));
+    console.log(
+      `overlay run ${i + 1}: veth ${(raw.at(-1) as number).toFixed(2)}, vmlink tcp ${(plain.at(-1) as number).toFixed(2)}, vmlink tls ${(tls.at(-1) as number).toFixed(2)}, kernel vxlan ${(kvx.at(-1) as number).toFixed(2)}, vmlink vxlan ${(vvx.at(-1) as number).toFixed(2)} Gbit/s`,
+    );
+  }
+  const fps = await linkOnly(300_000);
+  console.log(`overlay link only: ${(fps / 1e3).toFixed(0)} kframes/s of 1500 bytes`);
+  const r = median(raw);
+  const rows = [
+    {
+      link: 'tcp',
+      raw_gbps: +r.toFixed(3),
+      vmlink_gbps: +median(plain).toFixed(3),
+      ratio: +(median(plain) / r).toFixed(3),
+      target: 0.8,
+    },
+    {
+      link: 'tls',
+      raw_gbps: +r.toFixed(3),
+      vmlink_gbps: +median(tls).toFixed(3),
+      ratio: +(median(tls) / r).toFixed(3),
+      target: 0.6,
+    },
+    {
+      link: 'vxlan (vs kernel vxlan)',
+      raw_gbps: +median(kvx).toFixed(3),
+      vmlink_gbps: +median(vvx).toFixed(3),
+      ratio: +(median(vvx) / median(kvx)).toFixed(3),
+      target: 0,
+    },
+  ].map((x) => ({ ...x, mtu: o.mtu, runs: o.repeat, seconds: o.seconds }));
+  const md = [
+    '## Overlay: a bulk TCP flow through two daemons and a link, versus the same veth directly',
+    '',
+    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores.`,
+    '',
+    '| link | peer Gbit/s (veth; kernel vxlan for vxlan) | vmlink Gbit/s | vmlink/peer | target |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...rows.map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.target || '-'} |`),
+    '',
+    `The link alone (two overlays in one process on loopback, 1500-byte frames, switch ingress on both ends, one core for both): ${(fps / 1e3).toFixed(0)} kframes/s = ${((fps * 1500 * 8) / 1e9).toFixed(2)} Gbit/s. The end-to-end flow is bound by the two TAP ports (1500-byte frames, no TSO/GRO through the TAP: see the TAP section, where one daemon between two TAPs reaches 0.3 of the bridge) and by four busy processes (two daemons, iperf3 client and server) sharing ${cpus().length} cores.`,
+  ].join('\n');
+  rows.push({
+    link: 'link-only',
+    frames_per_s: Math.round(fps),
+    gbps_1500: +((fps * 1500 * 8) / 1e9).toFixed(3),
+  } as never);
+  return { scenario: 'overlay', when: new Date().toISOString(), machine: machineInfo(), rows, markdown: md };
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({
+    options: {
+      seconds: { type: 'string', default: '5' },
+      repeat: { type: 'string', default: '1' },
+      mtu: { type: 'string', default: '1500' },
+    },
+  });
+  const root = fileURLToPath(new URL('../..', import.meta.url));
+  try {
+    const r = await overlayScenario({
+      root,
+      seconds: Number(values.seconds),
+      repeat: Number(values.repeat),
+      mtu: Number(values.mtu),
+    });
+    console.log(r.markdown);
+    console.log(JSON.stringify(r.rows));
+  } finally {
+    await cleanup();
+  }
+}

@@ -1,0 +1,128 @@
+/** `vmlink link add|list|delete`, `vmlink ca init` and `vmlink host cert` (docs/overlay.md). */
+import type { Command } from 'commander';
+import type { LinkView } from '../api/client.js';
+import { caInit, hostCert } from '../net/overlay/ca.js';
+import { addressArg, intArg } from './args.js';
+import { defineAction } from './context.js';
+import { formatDuration, formatJson, formatTable, print } from './output.js';
+
+/** `1.2 Gbit/s`, `340 kbit/s`. */
+function rate(bps: number): string {
+  if (bps >= 1e9) return `${(bps / 1e9).toFixed(2)} Gbit/s`;
+  if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mbit/s`;
+  if (bps >= 1e3) return `${(bps / 1e3).toFixed(0)} kbit/s`;
+  return `${bps} bit/s`;
+}
+
+/** The link table. */
+export function formatLinks(links: readonly LinkView[]): string {
+  return formatTable(
+    [
+      { header: 'NAME' },
+      { header: 'STATE' },
+      { header: 'PEER' },
+      { header: 'ADDRESS' },
+      { header: 'NETWORKS' },
+      { header: 'RTT', align: 'right' },
+      { header: 'TX', align: 'right' },
+      { header: 'RX', align: 'right' },
+      { header: 'DROPS', align: 'right' },
+      { header: 'UP', align: 'right' },
+    ],
+    links.map((l) => [
+      l.name,
+      l.state,
+      l.peer ?? '-',
+      l.address ?? '-',
+      l.networks.length ? l.networks.join(',') : '-',
+      l.rtt_ms === undefined ? '-' : `${l.rtt_ms.toFixed(2)}ms`,
+      rate(l.tx_bps),
+      rate(l.rx_bps),
+      String(Object.values(l.drops).reduce((a, b) => a + b, 0)),
+      l.up_s === undefined ? '-' : formatDuration(l.up_s),
+    ]),
+  );
+}
+
+export function addLinkCommands(program: Command, done: (code: number) => void): void {
+  const link = program.command('link').description('links to other vmlink daemons (the overlay)');
+
+  const add = link
+    .command('add')
+    .description('dial another daemon and carry every network both have (kept across restarts)')
+    .argument('<name>', 'link name (e.g. the peer host id)')
+    .requiredOption(
+      '--connect <address>',
+      "the peer's overlay.listen address tcp:HOST:PORT, or a VXLAN VTEP udp:HOST:PORT",
+    )
+    .option('--json', 'print the link as JSON');
+  defineAction(add, done, async ([name], opts, cli) => {
+    const l = await cli.client.addLink({
+      name: name as string,
+      connect: addressArg('--connect', String(opts['connect']), ['tcp', 'udp']),
+    });
+    print(opts['json'] ? formatJson(l) : `link "${l.name}" added: ${l.state} (${l.reason})\n`);
+    return 0;
+  });
+
+  const list = link
+    .command('list')
+    .description('list links: state, peer, networks, RTT, throughput, drops')
+    .option('--json', 'print the API answer as JSON');
+  defineAction(list, done, async (_args, opts, cli) => {
+    const links = await cli.client.listLinks();
+    print(opts['json'] ? formatJson({ links }) : formatLinks(links));
+    return 0;
+  });
+
+  const del = link
+    .command('delete')
+    .description('close and forget a link added with link add (or a direct link)')
+    .argument('<name>');
+  defineAction(del, done, async ([name], _opts, cli) => {
+    await cli.client.deleteLink(name as string);
+    print(`link "${name}" deleted\n`);
+    return 0;
+  });
+}
+
+export function addCaCommands(program: Command, done: (code: number) => void): void {
+  const ca = program.command('ca').description("the fabric's certificate authority (for TLS links)");
+  const init = ca
+    .command('init')
+    .description('create a CA: DIR/ca.pem and DIR/ca.key (keep ca.key off the hosts if you can)')
+    .requiredOption('--dir <dir>', 'directory for the CA files (created, mode 0700)')
+    .option('--name <text>', 'a name for the fabric, in the CA common name')
+    .option('--days <n>', 'validity in days (default 3650)')
+    .option('--force', 'replace a CA already in DIR');
+  defineAction(init, done, async (_args, opts) => {
+    const f = await caInit(String(opts['dir']), {
+      name: opts['name'] as string | undefined,
+      days: opts['days'] === undefined ? undefined : intArg('--days', String(opts['days']), 1, 36500),
+      force: opts['force'] === true,
+    });
+    print(`CA created: ${f.cert} (key ${f.key})\n`);
+    return 0;
+  });
+
+  const host = program.command('host').description('host identities for TLS links');
+  const cert = host
+    .command('cert')
+    .description("issue a host's certificate from the fabric CA (common name = the host id)")
+    .argument('<host-id>', 'the host id (host.id in its config)')
+    .requiredOption('--ca-dir <dir>', 'the directory of vmlink ca init')
+    .requiredOption('--out <dir>', 'where to write HOST.pem, HOST.key and ca.pem')
+    .option('--days <n>', 'validity in days (default 825)')
+    .option('--force', 'replace an existing certificate');
+  defineAction(cert, done, async ([id], opts) => {
+    const f = await hostCert(String(opts['caDir']), id as string, String(opts['out']), {
+      days: opts['days'] === undefined ? undefined : intArg('--days', String(opts['days']), 1, 36500),
+      force: opts['force'] === true,
+    });
+    print(
+      `certificate for host "${id}" written; in that host's config:\n` +
+        `overlay:\n  tls: { ca: ${f.ca}, cert: ${f.cert}, key: ${f.key} }\n`,
+    );
+    return 0;
+  });
+}

@@ -1,0 +1,185 @@
+/**
+ * The daemon's overlay service: builds the link transport from the config
+ * (TLS material read from files, or plain TCP with a loud warning), the
+ * {@link Overlay}, and the links of the config; serves the API's link
+ * operations. Links added through the API are kept in the state store by the daemon.
+ */
+import { readFile } from 'node:fs/promises';
+import { formatAddress } from '../config/address.js';
+import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
+import { linkSchema } from '../config/overlay-schema.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { LinkNotDeletableError, LinkNotFoundError, LinkTlsConfigError, OverlayError } from '../net/overlay/errors.js';
+import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js';
+import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
+import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
+import type { Switch } from '../net/switch/switch.js';
+import { parseWith } from './specs.js';
+
+/** The overlay is not configured on this host. */
+export class OverlayOffError extends OverlayError {
+  constructor(what: 'overlay' | 'vxlan' = 'overlay') {
+    super(
+      'ERR_OVERLAY_OFF',
+      what === 'vxlan'
+        ? 'this host has no overlay.vxlan section: add vxlan: { listen: "udp:0.0.0.0:4789" } under overlay and restart the daemon'
+        : 'this host has no overlay section in its config: add overlay {tls: {ca, cert, key}} (or plain: true) and restart the daemon',
+    );
+  }
+}
+
+/** The overlay's spec of a configured link: udp addresses are VXLAN VTEPs. */
+function linkSpec(l: LinkConfig): LinkSpec {
+  return {
+    name: l.name,
+    connect: { host: l.connect.host, port: l.connect.port },
+    transport: l.connect.type === 'udp' ? 'vxlan' : undefined,
+  };
+}
+
+async function readTls(tls: NonNullable<OverlayConfig['tls']>): Promise<TlsMaterial> {
+  const read = async (what: string, path: string) => {
+    try {
+      return await readFile(path, 'utf8');
+    } catch (err) {
+      throw new LinkTlsConfigError(`overlay.tls.${what}: cannot read ${path}: ${describeError(err)}`, { cause: err });
+    }
+  };
+  return { ca: await read('ca', tls.ca), cert: await read('cert', tls.cert), key: await read('key', tls.key) };
+}
+
+export interface OverlayServiceOptions {
+  logger: Logger;
+  switch: Switch;
+  hostId: string;
+  config: OverlayConfig | undefined;
+  links: LinkConfig[];
+}
+
+export class OverlayService {
+  readonly #o: OverlayServiceOptions;
+  #overlay: Overlay | undefined;
+
+  constructor(opts: OverlayServiceOptions) {
+    this.#o = opts;
+  }
+
+  /** Starts the listener and dials the configured links; rejects when the TLS material cannot be used. */
+  async start(): Promise<void> {
+    const cfg = this.#o.config;
+    if (!cfg) return;
+    const log = this.#o.logger.child({ area: 'overlay' });
+    let tls: TlsMaterial | undefined;
+    if (cfg.tls) {
+      tls = await readTls(cfg.tls);
+    } else {
+      log.warn(
+        'OVERLAY LINKS ARE PLAIN TCP (overlay.plain: true): no encryption, no authentication; anyone who reaches the link port joins every network. Use this on a trusted lab network only.',
+      );
+    }
+    let overlay: Overlay | undefined;
+    const transport = new TcpTransport({
+      logger: log,
+      hello: () => (overlay as Overlay).hello(),
+      tls,
+      keepaliveMs: cfg.keepalive_ms,
+      queueBytes: cfg.queue_bytes,
+    });
+    const vxlan = cfg.vxlan
+      ? new VxlanTransport({ logger: log, hello: () => (overlay as Overlay).hello(), underlayMtu: cfg.vxlan.mtu })
+      : undefined;
+    if (vxlan) {
+      const a = cfg.vxlan?.listen as { host: string; port: number };
+      try {
+        const bound = await vxlan.listen({ host: a.host, port: a.port }, () => undefined);
+        log.warn(
+          { listen: bound },
+          'VXLAN links are unencrypted and unauthenticated (RFC 7348): use them on trusted underlays only',
+        );
+      } catch (err) {
+        throw new LinkTlsConfigError(`overlay.vxlan.listen: cannot bind: ${describeError(err)}`, { cause: err });
+      }
+    }
+    overlay = new Overlay({
+      logger: log,
+      switch: this.#o.switch,
+      hostId: this.#o.hostId,
+      relay: cfg.relay,
+      transport,
+      transports: vxlan ? [vxlan] : [],
+      reconnect: cfg.reconnect,
+      directThresholdBps: cfg.direct_threshold_bps,
+    });
+    this.#overlay = overlay;
+    const listen = cfg.listen ? { host: cfg.listen.host, port: cfg.listen.port } : undefined;
+    try {
+      await overlay.start(listen);
+    } catch (err) {
+      throw new LinkTlsConfigError(
+        `overlay.listen ${cfg.listen ? formatAddress(cfg.listen) : ''}: cannot listen: ${describeError(err)}`,
+        { cause: err },
+      );
+    }
+    if (overlay.listening)
+      log.info({ listen: overlay.listening, transport: transport.kind }, 'overlay listening for links');
+    for (const l of this.#o.links) overlay.add(linkSpec(l), 'config');
+  }
+
+  /** Call after a network was added or deleted: links carry it (or stop) and tell their peers. */
+  networksChanged(): void {
+    this.#overlay?.networksChanged();
+  }
+
+  /** Removes the link ports of a network about to be deleted. */
+  async releaseNetwork(name: string): Promise<void> {
+    await this.#overlay?.releaseNetwork(name);
+  }
+
+  async stop(): Promise<void> {
+    await this.#overlay?.stop();
+  }
+
+  /** Bound listener address, e.g. `tcp:0.0.0.0:7400`. */
+  listening(): string | undefined {
+    const a = this.#overlay?.listening;
+    return a ? formatAddress({ type: 'tcp', host: a.host, port: a.port }) : undefined;
+  }
+
+  links(): LinkView[] {
+    return this.#overlay?.list() ?? [];
+  }
+
+  link(name: string): LinkView {
+    if (!this.#overlay) throw new LinkNotFoundError(name);
+    return this.#overlay.view(name);
+  }
+
+  addLink(body: unknown): LinkView {
+    const overlay = this.#overlay;
+    if (!overlay) throw new OverlayOffError();
+    const l = parseWith(linkSchema, body, 'the link in the request body');
+    if (l.connect.type === 'udp' && !this.#o.config?.vxlan) throw new OverlayOffError('vxlan');
+    overlay.add(linkSpec(l), 'api');
+    return overlay.view(l.name);
+  }
+
+  /** Throws unless `name` is a link that `deleteLink` may remove (added through the API, or direct). */
+  checkDeletable(name: string): void {
+    const overlay = this.#overlay;
+    if (!overlay?.has(name)) throw new LinkNotFoundError(name);
+    const source = overlay.source(name);
+    if (source === 'config')
+      throw new LinkNotDeletableError(name, 'it is declared in the config file; remove it there and restart');
+    if (source === 'peer')
+      throw new LinkNotDeletableError(
+        name,
+        'the peer dialled this host; delete the link on the peer, or stop it there',
+      );
+  }
+
+  async deleteLink(name: string): Promise<void> {
+    this.checkDeletable(name);
+    await this.#overlay?.delete(name);
+  }
+}

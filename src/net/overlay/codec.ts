@@ -1,0 +1,167 @@
+/**
+ * Record framing of TCP and TLS links (docs/overlay.md "Wire format").
+ *
+ * Each record is an 8-byte header (u32 body length, u8 type, u24 VNI, all
+ * big-endian) and its body: an Ethernet frame (type 1) or one JSON control
+ * message (type 2).
+ *
+ * {@link LinkDecoder} is a state machine fed Buffers, testable without
+ * sockets. Records that lie whole inside one chunk are handed over as
+ * offsets into that chunk (no copy); only a record split across chunks is
+ * reassembled, into one reusable buffer. It never throws for any input: a
+ * bad header makes push() return an error code, and the decoder stays broken.
+ */
+import { MAX_FRAME_LEN } from '../ports/port.js';
+
+/** Bytes of a record header. */
+export const HEADER_LEN = 8;
+/** Record type: an Ethernet frame of the network with the header's VNI. */
+export const TYPE_FRAME = 1;
+/** Record type: a JSON control message. */
+export const TYPE_CONTROL = 2;
+/** Largest frame body: the switch's largest frame. */
+export const MAX_FRAME_BODY = MAX_FRAME_LEN;
+/** Largest control body, bytes. */
+export const MAX_CONTROL_BODY = 65536;
+
+/** Result of {@link LinkDecoder.push}. */
+export const DecodeResult = {
+  OK: 0,
+  /** A header announced a body longer than its type allows. */
+  TOO_LONG: 1,
+  /** A header has an unknown type. */
+  BAD_TYPE: 2,
+} as const;
+export type DecodeResult = (typeof DecodeResult)[keyof typeof DecodeResult];
+
+/** Writes a record header at `buf[at]`. */
+export function writeHeader(buf: Buffer, at: number, bodyLen: number, type: number, vni: number): void {
+  buf.writeUInt32BE(bodyLen, at);
+  buf.writeUInt32BE(((type & 0xff) << 24) | (vni & 0xffffff), at + 4);
+}
+
+/** One control record (header and JSON body) as a new Buffer. */
+export function encodeControl(msg: object): Buffer {
+  const body = Buffer.from(JSON.stringify(msg), 'utf8');
+  const out = Buffer.allocUnsafe(HEADER_LEN + body.length);
+  writeHeader(out, 0, body.length, TYPE_CONTROL, 0);
+  body.copy(out, HEADER_LEN);
+  return out;
+}
+
+/** Receives decoded records; the bytes are valid only during the call. */
+export interface RecordSink {
+  frame(vni: number, buf: Buffer, off: number, len: number): void;
+  control(buf: Buffer, off: number, len: number): void;
+}
+
+export class LinkDecoder {
+  readonly #sink: RecordSink;
+  /** Header bytes of a split header. */
+  readonly #hdr = Buffer.alloc(HEADER_LEN);
+  #hdrHave = 0;
+  /** Body being reassembled: its length, type, VNI; #need < 0 while reading a header. */
+  #need = -1;
+  #type = 0;
+  #vni = 0;
+  #asm = Buffer.allocUnsafe(4096);
+  #have = 0;
+  #broken: DecodeResult = DecodeResult.OK;
+  /** The offending header after an error: length and type. */
+  badLength = -1;
+  badType = -1;
+
+  constructor(sink: RecordSink) {
+    this.#sink = sink;
+  }
+
+  /** True while a record is partly received. */
+  get partial(): boolean {
+    return this.#hdrHave !== 0 || this.#need >= 0;
+  }
+
+  /** Feeds `chunk[0 .. end)`; calls the sink for each completed record. */
+  push(chunk: Buffer, end = chunk.length): DecodeResult {
+    if (this.#broken !== DecodeResult.OK) return this.#broken;
+    let p = 0;
+    if (this.#hdrHave !== 0 || this.#need >= 0) {
+      p = this.#resume(chunk, end);
+      if (p < 0) return this.#broken;
+    }
+    while (end - p >= HEADER_LEN) {
+      const len = chunk.readUInt32BE(p);
+      const tv = chunk.readUInt32BE(p + 4);
+      const type = tv >>> 24;
+      if (!this.#check(len, type)) return this.#broken;
+      const start = p + HEADER_LEN;
+      if (end - start < len) {
+        this.#startBody(len, type, tv & 0xffffff, chunk, start, end);
+        return DecodeResult.OK;
+      }
+      this.#deliver(type, tv & 0xffffff, chunk, start, len);
+      p = start + len;
+    }
+    if (p < end) {
+      chunk.copy(this.#hdr, 0, p, end);
+      this.#hdrHave = end - p;
+    }
+    return DecodeResult.OK;
+  }
+
+  /** Continues a split header or body from chunk[0]; returns the next offset, or -1 when broken. */
+  #resume(chunk: Buffer, end: number): number {
+    let p = 0;
+    if (this.#need < 0) {
+      const take = Math.min(HEADER_LEN - this.#hdrHave, end);
+      chunk.copy(this.#hdr, this.#hdrHave, 0, take);
+      this.#hdrHave += take;
+      p = take;
+      if (this.#hdrHave < HEADER_LEN) return end;
+      this.#hdrHave = 0;
+      const len = this.#hdr.readUInt32BE(0);
+      const tv = this.#hdr.readUInt32BE(4);
+      const type = tv >>> 24;
+      if (!this.#check(len, type)) return -1;
+      if (end - p >= len) {
+        this.#deliver(type, tv & 0xffffff, chunk, p, len);
+        return p + len;
+      }
+      this.#startBody(len, type, tv & 0xffffff, chunk, p, end);
+      return end;
+    }
+    const take = Math.min(this.#need - this.#have, end);
+    chunk.copy(this.#asm, this.#have, 0, take);
+    this.#have += take;
+    if (this.#have === this.#need) {
+      const len = this.#need;
+      this.#need = -1;
+      this.#have = 0;
+      this.#deliver(this.#type, this.#vni, this.#asm, 0, len);
+    }
+    return take;
+  }
+
+  #check(len: number, type: number): boolean {
+    if (type === TYPE_FRAME ? len <= MAX_FRAME_BODY : type === TYPE_CONTROL ? len <= MAX_CONTROL_BODY : false)
+      return true;
+    this.badLength = len;
+    this.badType = type;
+    this.#broken = type === TYPE_FRAME || type === TYPE_CONTROL ? DecodeResult.TOO_LONG : DecodeResult.BAD_TYPE;
+    return false;
+  }
+
+  #startBody(len: number, type: number, vni: number, chunk: Buffer, start: number, end: number): void {
+    if (this.#asm.length < len)
+      this.#asm = Buffer.allocUnsafe(Math.max(len, Math.min(MAX_FRAME_BODY, this.#asm.length * 2)));
+    chunk.copy(this.#asm, 0, start, end);
+    this.#have = end - start;
+    this.#need = len;
+    this.#type = type;
+    this.#vni = vni;
+  }
+
+  #deliver(type: number, vni: number, buf: Buffer, off: number, len: number): void {
+    if (type === TYPE_FRAME) this.#sink.frame(vni, buf, off, len);
+    else this.#sink.control(buf, off, len);
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Aggregation of one link connection's egress (Menon: per-packet cost
+ * dominates, so carry many frames per kernel write).
+ *
+ * {@link LinkEgress.frame} copies a frame with its record header into the
+ * pending batch; the batch goes to the socket as ONE write once per
+ * event-loop turn (a pre-bound setImmediate), or at once when it holds
+ * FLUSH_BYTES so the peer works in parallel with a long burst. While the
+ * socket reports backpressure nothing more is written until 'drain'; frames
+ * collect in the batch up to the byte bound, beyond which they are dropped
+ * (the switch drops, it does not buffer without bound).
+ */
+import type { Writable } from 'node:stream';
+import { WriteResult } from '../ports/port.js';
+import { HEADER_LEN, TYPE_FRAME, writeHeader } from './codec.js';
+
+/** Size of a fresh batch buffer, bytes. */
+const BATCH_BYTES = 256 * 1024;
+/** A batch this large is written at once instead of at the end of the turn. */
+const FLUSH_BYTES = 64 * 1024;
+/** Default bound on bytes queued (pending batch plus the socket's unwritten bytes). */
+export const DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024;
+
+export class LinkEgress {
+  readonly #sock: Writable;
+  readonly #limit: number;
+  #batch = Buffer.allocUnsafe(BATCH_BYTES);
+  #used = 0;
+  #scheduled = false;
+  #blocked = false;
+  #dead = false;
+  /** Kernel writes issued (each a batch). */
+  writes = 0;
+  txFrames = 0;
+  txBytes = 0;
+  dropsQueueFull = 0;
+
+  readonly #flushBound = (): void => {
+    this.#scheduled = false;
+    this.flush();
+  };
+
+  readonly #onDrain = (): void => {
+    this.#blocked = false;
+    if (this.#used > 0) this.flush();
+  };
+
+  /**
+   * @param sock the connected socket (plain or TLS)
+   * @param limit bound on queued bytes; default {@link DEFAULT_QUEUE_BYTES}
+   */
+  constructor(sock: Writable, limit = DEFAULT_QUEUE_BYTES) {
+    this.#sock = sock;
+    this.#limit = limit;
+    sock.on('drain', this.#onDrain);
+  }
+
+  /** Bytes accepted and not yet handed to the kernel. */
+  get queuedBytes(): number {
+    return this.#used + this.#sock.writableLength;
+  }
+
+  /** Queues one frame record. */
+  frame(vni: number, buf: Buffer, off: number, len: number): WriteResult {
+    if (this.#dead) return WriteResult.DOWN;
+    const need = HEADER_LEN + len;
+    if (this.#used + this.#sock.writableLength + need > this.#limit) {
+      this.dropsQueueFull++;
+      return WriteResult.QUEUE_FULL;
+    }
+    if (this.#batch.length - this.#used < need) this.#makeRoom(need);
+    writeHeader(this.#batch, this.#used, len, TYPE_FRAME, vni);
+    buf.copy(this.#batch, this.#used + HEADER_LEN, off, off + len);
+    this.#used += need;
+    this.txFrames++;
+    this.txBytes += len;
+    this.#kick();
+    return WriteResult.OK;
+  }
+
+  /** Queues an encoded record (control messages), in order with the frames. */
+  raw(rec: Buffer): boolean {
+    if (this.#dead) return false;
+    if (this.#batch.length - this.#used < rec.length) this.#makeRoom(rec.length);
+    rec.copy(this.#batch, this.#used);
+    this.#used += rec.length;
+    this.#kick();
+    return true;
+  }
+
+  #kick(): void {
+    if (this.#blocked) return;
+    if (this.#used >= FLUSH_BYTES) {
+      this.flush();
+      return;
+    }
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(this.#flushBound);
+    }
+  }
+
+  /** Hands the pending batch to the socket now, unless it is blocked. */
+  flush(): void {
+    if (this.#dead || this.#blocked || this.#used === 0) return;
+    const out = this.#batch.subarray(0, this.#used);
+    // The socket keeps `out` until written: start a fresh buffer (the rest of this one is not reused).
+    const rest = this.#batch.length - this.#used;
+    this.#batch = rest >= FLUSH_BYTES ? this.#batch.subarray(this.#used) : Buffer.allocUnsafe(BATCH_BYTES);
+    this.#used = 0;
+    this.writes++;
+    if (!this.#sock.write(out)) this.#blocked = true;
+  }
+
+  /** Stops using the socket; pending bytes are dropped. */
+  kill(): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    this.#used = 0;
+    this.#sock.off('drain', this.#onDrain);
+  }
+
+  #makeRoom(need: number): void {
+    if (!this.#blocked && this.#used > 0) {
+      this.flush();
+      if (this.#batch.length - this.#used >= need) return;
+    }
+    const grown = Buffer.allocUnsafe(Math.max(BATCH_BYTES, this.#batch.length * 2, this.#used + need));
+    this.#batch.copy(grown, 0, 0, this.#used);
+    this.#batch = grown;
+  }
+}

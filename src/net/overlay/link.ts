@@ -1,0 +1,192 @@
+/**
+ * One link's state and statistics, as the overlay (overlay.ts) keeps it:
+ * its channel, link ports, counters that survive reconnects, throughput
+ * samples, relay accounting and what its peer reported; and its listing.
+ */
+import type { Backoff } from '../ports/backoff.js';
+import type { FrameSink } from '../ports/port.js';
+import type { SwitchPort } from '../switch/switch.js';
+import type { ChannelStats, LinkChannel, TransportAddress } from './transport.js';
+
+export type LinkState = 'connecting' | 'up' | 'standby' | 'down' | 'closed';
+export type LinkSource = 'config' | 'api' | 'peer' | 'direct';
+
+/** A link to dial. */
+export interface LinkSpec {
+  /** Unique link name on this host. */
+  name: string;
+  /** The peer's link listener. */
+  connect: TransportAddress;
+  /** Kind of the transport to use (e.g. `vxlan`); default the overlay's main transport. */
+  transport?: string | undefined;
+}
+
+/** One link as listed by `vmlink link list --json`. */
+export interface LinkView {
+  name: string;
+  source: LinkSource;
+  /** `dial` (we connect) or `accept` (the peer connected). */
+  mode: 'dial' | 'accept';
+  /** What we dial, or where the peer came from. */
+  address: string | undefined;
+  state: LinkState;
+  reason: string;
+  transport: string;
+  /** Peer host id (once known). */
+  peer: string | undefined;
+  /** Networks the link carries now. */
+  networks: string[];
+  rtt_ms: number | undefined;
+  /** Throughput over the last second, bits per second. */
+  tx_bps: number;
+  rx_bps: number;
+  tx_frames: number;
+  tx_bytes: number;
+  rx_frames: number;
+  rx_bytes: number;
+  /** Kernel writes (aggregation: tx_frames / tx_writes frames per write). */
+  tx_writes: number;
+  drops: { queue_full: number; too_big: number; unknown_vni: number; down: number; split_horizon: number };
+  connects: number;
+  /** Seconds the current channel has been up. */
+  up_s: number | undefined;
+  /** On a relaying host: bytes that came in on this link and were relayed to other links. */
+  relayed_bytes: number;
+  /** The same per destination host. */
+  relayed_to: Record<string, number>;
+  /** On a relaying host: hosts this link's peer reports a direct link with (relay between them stops). */
+  direct_peers: string[];
+}
+
+export const addr = (a: TransportAddress) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+
+export class Link {
+  channel: LinkChannel | undefined;
+  state: LinkState = 'connecting';
+  reason = 'not started';
+  peer: string | undefined;
+  readonly ports = new Map<number, { sp: SwitchPort; sink: FrameSink }>();
+  timer: NodeJS.Timeout | undefined;
+  abort: AbortController | undefined;
+  connects = 0;
+  upSince = 0;
+  /** Totals of channels that closed, so counters survive reconnects. */
+  readonly past: ChannelStats = zeroStats();
+  pastDown = 0;
+  pastSplit = 0;
+  prevTx = 0;
+  prevRx = 0;
+  prevAt = performance.now();
+  txBps = 0;
+  rxBps = 0;
+  closed = false;
+  /** Peer host -> bytes relayed from this link to the link of that host, since the last sample. */
+  readonly relayBytes = new Map<string, number>();
+  relayedTotal = 0;
+  /** Peer host -> bytes relayed from this link to that host's link, in total. */
+  readonly relayedTo = new Map<string, number>();
+  /** Hosts the peer of this link has direct links with (its reports). */
+  readonly directPeers = new Set<string>();
+  /** The peer's hello says it relays. */
+  peerRelays = false;
+  /** Peer's remote IP and listen port, for direct links. */
+  remoteHost: string | undefined;
+  listen: number | undefined;
+  /** VNIs the peer has (its hello, then `networks` messages); undefined: every local network (VXLAN). */
+  offered: Set<number> | undefined;
+  constructor(
+    readonly name: string,
+    readonly source: LinkSource,
+    readonly spec: LinkSpec | undefined,
+    readonly backoff: Backoff,
+  ) {}
+
+  /** Adds a closing channel's counters to the link's totals. */
+  accumulate(ch: LinkChannel): void {
+    const s = ch.stats();
+    const p = this.past;
+    p.tx_frames += s.tx_frames;
+    p.tx_bytes += s.tx_bytes;
+    p.rx_frames += s.rx_frames;
+    p.rx_bytes += s.rx_bytes;
+    p.tx_writes += s.tx_writes;
+    p.drops_queue_full += s.drops_queue_full;
+    p.drops_too_big += s.drops_too_big;
+    p.drops_unknown_vni += s.drops_unknown_vni;
+    p.rtt_ms = s.rtt_ms ?? p.rtt_ms;
+  }
+
+  /** Counters of the past channels and the current one. */
+  totals(): ChannelStats {
+    const t = { ...this.past };
+    const s = this.channel?.stats();
+    if (s) {
+      t.tx_frames += s.tx_frames;
+      t.tx_bytes += s.tx_bytes;
+      t.rx_frames += s.rx_frames;
+      t.rx_bytes += s.rx_bytes;
+      t.tx_writes += s.tx_writes;
+      t.drops_queue_full += s.drops_queue_full;
+      t.drops_too_big += s.drops_too_big;
+      t.drops_unknown_vni += s.drops_unknown_vni;
+      t.rtt_ms = s.rtt_ms;
+    }
+    return t;
+  }
+
+  /** The listing of this link; `kind` and `address` come from its transport. */
+  view(kind: string, address: string | undefined): LinkView {
+    const t = this.totals();
+    let down = this.pastDown;
+    let split = this.pastSplit;
+    for (const p of this.ports.values()) {
+      down += p.sp.counters.down;
+      split += p.sp.counters.split_horizon;
+    }
+    return {
+      name: this.name,
+      source: this.source,
+      mode: this.spec ? 'dial' : 'accept',
+      address,
+      state: this.state,
+      reason: this.reason,
+      transport: kind,
+      peer: this.peer,
+      networks: [...this.ports.values()].map((p) => p.sp.networks()[0] as string),
+      rtt_ms: this.channel ? t.rtt_ms : undefined,
+      tx_bps: this.txBps,
+      rx_bps: this.rxBps,
+      tx_frames: t.tx_frames,
+      tx_bytes: t.tx_bytes,
+      rx_frames: t.rx_frames,
+      rx_bytes: t.rx_bytes,
+      tx_writes: t.tx_writes,
+      drops: {
+        queue_full: t.drops_queue_full,
+        too_big: t.drops_too_big,
+        unknown_vni: t.drops_unknown_vni,
+        down,
+        split_horizon: split,
+      },
+      connects: this.connects,
+      up_s: this.channel ? Math.floor((performance.now() - this.upSince) / 1000) : undefined,
+      relayed_bytes: this.relayedTotal,
+      relayed_to: Object.fromEntries(this.relayedTo),
+      direct_peers: [...this.directPeers],
+    };
+  }
+}
+
+function zeroStats(): ChannelStats {
+  return {
+    rtt_ms: undefined,
+    tx_frames: 0,
+    tx_bytes: 0,
+    rx_frames: 0,
+    rx_bytes: 0,
+    tx_writes: 0,
+    drops_queue_full: 0,
+    drops_too_big: 0,
+    drops_unknown_vni: 0,
+  };
+}

@@ -1,0 +1,351 @@
+/**
+ * A {@link LinkChannel} over a byte stream: a TCP socket or a TLS socket.
+ * Handles the hello exchange, keepalives with RTT, aggregation (egress.ts),
+ * record parsing (codec.ts) and an orderly close with a `bye`.
+ */
+import type { Socket } from 'node:net';
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { WriteResult } from '../ports/port.js';
+import { DecodeResult, encodeControl, LinkDecoder } from './codec.js';
+import { LinkEgress } from './egress.js';
+import { LinkProtocolError } from './errors.js';
+import type {
+  ChannelHandlers,
+  ChannelStats,
+  ControlMessage,
+  LinkChannel,
+  OfferedNetwork,
+  PeerHello,
+} from './transport.js';
+
+/** Protocol name and version in every hello. */
+export const PROTO = 'vmlink-link';
+export const PROTO_VERSION = 1;
+/** Time allowed for the peer's hello, ms. */
+export const HELLO_TIMEOUT_MS = 10_000;
+/** Frames that arrive between the hello and attach() are held, up to this many. */
+const EARLY_FRAMES = 256;
+/** How long close() waits for queued bytes to leave, ms. */
+const CLOSE_GRACE_MS = 2000;
+
+export interface StreamChannelOptions {
+  kind: string;
+  outbound: boolean;
+  /** Remote address for listings and messages. */
+  remote: string;
+  /** Our hello. */
+  hello: PeerHello;
+  logger: Logger;
+  /** Keepalive interval, ms; the channel closes after 3 silent intervals. */
+  keepaliveMs: number;
+  /** Egress bound in bytes. */
+  queueBytes?: number | undefined;
+  /** Checks the peer's hello (e.g. host id against its certificate); returns why it is refused, or undefined. */
+  verify?: ((hello: PeerHello) => string | undefined) | undefined;
+  /** ms clock; default performance.now. */
+  clock?: () => number;
+}
+
+/** Validates a decoded hello; returns the hello or the reason it is not one. */
+export function parseHello(msg: ControlMessage): PeerHello | string {
+  if (msg.type !== 'hello') return `expected a hello first, got a "${String(msg.type)}" message`;
+  if (msg['proto'] !== PROTO) return `not a vmlink link (proto ${JSON.stringify(msg['proto'])})`;
+  if (msg['version'] !== PROTO_VERSION)
+    return `link protocol version ${String(msg['version'])} is not supported (this host speaks ${PROTO_VERSION})`;
+  const host = msg['host'];
+  if (typeof host !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(host)) return 'hello has no valid host id';
+  const nets = msg['networks'];
+  if (!Array.isArray(nets) || nets.length > 4096) return 'hello has no valid networks list';
+  const networks: OfferedNetwork[] = [];
+  for (const n of nets as unknown[]) {
+    const o = n as { vni?: unknown; name?: unknown };
+    if (
+      typeof o !== 'object' ||
+      o === null ||
+      !Number.isInteger(o.vni) ||
+      (o.vni as number) < 1 ||
+      (o.vni as number) > 0xffffff
+    )
+      return 'hello lists a network without a valid vni (1-16777215)';
+    networks.push({ vni: o.vni as number, name: typeof o.name === 'string' ? o.name.slice(0, 64) : '' });
+  }
+  const listen = msg['listen'];
+  const port =
+    Number.isInteger(listen) && (listen as number) > 0 && (listen as number) < 65536 ? (listen as number) : undefined;
+  return { host, networks, relay: msg['relay'] === true, ...(port === undefined ? {} : { listen: port }) };
+}
+
+export class StreamChannel implements LinkChannel {
+  readonly kind: string;
+  readonly outbound: boolean;
+  readonly remote: string;
+  peer!: PeerHello;
+  readonly #sock: Socket;
+  readonly #opts: StreamChannelOptions;
+  readonly #log: Logger;
+  readonly #egress: LinkEgress;
+  readonly #decoder: LinkDecoder;
+  readonly #clock: () => number;
+  #handlers: ChannelHandlers | undefined;
+  #early: { vni: number; frame: Buffer }[] = [];
+  #helloWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  #helloTimer: NodeJS.Timeout | undefined;
+  #keepalive: NodeJS.Timeout | undefined;
+  #lastRx = 0;
+  #srtt: number | undefined;
+  #rxFrames = 0;
+  #rxBytes = 0;
+  #unknownVni = 0;
+  #closeReason = '';
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(sock: Socket, opts: StreamChannelOptions) {
+    this.#sock = sock;
+    this.#opts = opts;
+    this.kind = opts.kind;
+    this.outbound = opts.outbound;
+    this.remote = opts.remote;
+    this.#log = opts.logger;
+    this.#clock = opts.clock ?? (() => performance.now());
+    this.#egress = new LinkEgress(sock, opts.queueBytes);
+    this.#decoder = new LinkDecoder({
+      frame: (vni, buf, off, len) => this.#frame(vni, buf, off, len),
+      control: (buf, off, len) => this.#control(buf, off, len),
+    });
+    sock.setNoDelay(true);
+    sock.on('data', (chunk: Buffer) => {
+      this.#lastRx = this.#clock();
+      const r = this.#decoder.push(chunk);
+      if (r !== DecodeResult.OK) {
+        this.#fail(
+          r === DecodeResult.BAD_TYPE
+            ? `unknown record type ${this.#decoder.badType}`
+            : `record of ${this.#decoder.badLength} bytes exceeds the limit for type ${this.#decoder.badType}`,
+        );
+      }
+    });
+    sock.on('error', (err) => {
+      if (!this.#closeReason) this.#closeReason = describeError(err);
+    });
+    sock.on('close', () => this.#onClose());
+  }
+
+  get queuedBytes(): number {
+    return this.#egress.queuedBytes;
+  }
+
+  /** Sends our hello and waits for the peer's (and its verification). */
+  handshake(): Promise<void> {
+    const h = this.#opts.hello;
+    this.#egress.raw(
+      encodeControl({
+        type: 'hello',
+        proto: PROTO,
+        version: PROTO_VERSION,
+        host: h.host,
+        networks: h.networks,
+        relay: h.relay,
+        listen: h.listen,
+      }),
+    );
+    return new Promise<void>((resolve, reject) => {
+      this.#helloWait = { resolve, reject };
+      this.#helloTimer = setTimeout(() => this.#fail(`no hello within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
+      this.#helloTimer.unref();
+    });
+  }
+
+  attach(h: ChannelHandlers): void {
+    this.#handlers = h;
+    const early = this.#early;
+    this.#early = [];
+    for (const e of early) h.frame(e.vni, e.frame, 0, e.frame.length);
+    if (this.#closed) h.closed(this.#closeReason);
+  }
+
+  send(vni: number, buf: Buffer, off: number, len: number): WriteResult {
+    if (this.#closed || this.#closing) return WriteResult.DOWN;
+    return this.#egress.frame(vni, buf, off, len);
+  }
+
+  sendControl(msg: ControlMessage): boolean {
+    if (this.#closed || this.#closing) return false;
+    return this.#egress.raw(encodeControl(msg));
+  }
+
+  stats(): ChannelStats {
+    const e = this.#egress;
+    return {
+      rtt_ms: this.#srtt === undefined ? undefined : Math.round(this.#srtt * 1000) / 1000,
+      tx_frames: e.txFrames,
+      tx_bytes: e.txBytes,
+      rx_frames: this.#rxFrames,
+      rx_bytes: this.#rxBytes,
+      tx_writes: e.writes,
+      drops_queue_full: e.dropsQueueFull,
+      drops_too_big: 0,
+      drops_unknown_vni: this.#unknownVni,
+    };
+  }
+
+  /** Counts a frame for a VNI the link does not carry (called by the overlay). */
+  unknownVni(): void {
+    this.#unknownVni++;
+  }
+
+  close(reason: string): Promise<void> {
+    this.#closing ??= this.#close(reason);
+    return this.#closing;
+  }
+
+  /** Closes at once with a reason (protocol error, timeout). */
+  destroy(reason: string): void {
+    if (!this.#closeReason) this.#closeReason = reason;
+    this.#egress.kill();
+    this.#sock.destroy();
+  }
+
+  // ---- internals ------------------------------------------------------------------
+
+  async #close(reason: string): Promise<void> {
+    if (this.#closed) return;
+    if (!this.#closeReason) this.#closeReason = `closed here: ${reason}`;
+    this.#egress.raw(encodeControl({ type: 'bye', reason }));
+    this.#egress.flush();
+    this.#egress.kill();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#sock.destroy();
+        resolve();
+      }, CLOSE_GRACE_MS);
+      this.#sock.once('close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.#sock.end();
+    });
+  }
+
+  #fail(reason: string): void {
+    if (this.#closed || this.#closeReason) return;
+    this.#log.warn({ peer: this.remote, reason }, `closing link connection with ${this.remote}: ${reason}`);
+    this.destroy(`protocol error: ${reason}`);
+  }
+
+  #frame(vni: number, buf: Buffer, off: number, len: number): void {
+    this.#rxFrames++;
+    this.#rxBytes += len;
+    const h = this.#handlers;
+    if (h) {
+      h.frame(vni, buf, off, len);
+      return;
+    }
+    if (this.#helloWait !== undefined || this.peer === undefined) {
+      this.#fail('a frame came before the hello');
+      return;
+    }
+    if (this.#early.length < EARLY_FRAMES) this.#early.push({ vni, frame: Buffer.from(buf.subarray(off, off + len)) });
+  }
+
+  #control(buf: Buffer, off: number, len: number): void {
+    let msg: ControlMessage;
+    try {
+      msg = JSON.parse(buf.toString('utf8', off, off + len)) as ControlMessage;
+    } catch {
+      this.#fail('a control record is not valid JSON');
+      return;
+    }
+    if (typeof msg !== 'object' || msg === null || typeof msg.type !== 'string') {
+      this.#fail('a control record is not an object with a type');
+      return;
+    }
+    if (this.peer === undefined) {
+      this.#onHello(msg);
+      return;
+    }
+    switch (msg.type) {
+      case 'ping':
+        this.#egress.raw(encodeControl({ type: 'pong', t: msg['t'] }));
+        return;
+      case 'pong': {
+        const t = msg['t'];
+        if (typeof t === 'number') {
+          const rtt = this.#clock() - t;
+          if (rtt >= 0) this.#srtt = this.#srtt === undefined ? rtt : this.#srtt * 0.875 + rtt * 0.125;
+        }
+        return;
+      }
+      case 'bye':
+        this.#closeReason = `peer closed the link: ${String(msg['reason'] ?? '')}`;
+        this.#egress.kill();
+        this.#sock.end();
+        return;
+      case 'hello':
+        this.#fail('a second hello');
+        return;
+      default:
+        this.#handlers?.control(msg);
+    }
+  }
+
+  #onHello(msg: ControlMessage): void {
+    const wait = this.#helloWait;
+    const hello = parseHello(msg);
+    if (typeof hello === 'string') {
+      this.#fail(hello);
+      return;
+    }
+    const refused = this.#opts.verify?.(hello);
+    if (refused !== undefined) {
+      this.#log.warn(
+        { peer: this.remote, host: hello.host, reason: refused },
+        `refused link peer ${this.remote}: ${refused}`,
+      );
+      this.#egress.raw(encodeControl({ type: 'bye', reason: `refused: ${refused}` }));
+      this.#egress.flush();
+      this.#closeReason = `refused: ${refused}`;
+      this.#egress.kill();
+      this.#sock.end();
+      setTimeout(() => this.#sock.destroy(), 500).unref();
+      return;
+    }
+    this.peer = hello;
+    clearTimeout(this.#helloTimer);
+    this.#helloWait = undefined;
+    this.#lastRx = this.#clock();
+    const ka = this.#opts.keepaliveMs;
+    this.#keepalive = setInterval(() => {
+      const now = this.#clock();
+      if (now - this.#lastRx > 3 * ka) {
+        this.#log.warn(
+          { peer: this.remote },
+          `link to ${this.remote}: nothing received for ${Math.round(now - this.#lastRx)} ms`,
+        );
+        this.destroy(`keepalive timeout: nothing received for ${Math.round(now - this.#lastRx)} ms`);
+        return;
+      }
+      this.#egress.raw(encodeControl({ type: 'ping', t: now }));
+    }, ka);
+    this.#keepalive.unref();
+    wait?.resolve();
+  }
+
+  #onClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#helloTimer);
+    clearInterval(this.#keepalive);
+    this.#egress.kill();
+    if (!this.#closeReason)
+      this.#closeReason = this.#decoder.partial ? 'connection lost mid-record' : 'connection closed by the peer';
+    const wait = this.#helloWait;
+    this.#helloWait = undefined;
+    if (wait) {
+      wait.reject(new LinkProtocolError(this.remote, this.#closeReason));
+      return;
+    }
+    this.#handlers?.closed(this.#closeReason);
+  }
+}

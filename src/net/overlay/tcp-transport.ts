@@ -1,0 +1,223 @@
+/**
+ * The TCP transport of links, plain or TLS 1.3 with mutual authentication
+ * (docs/overlay.md). One listener per daemon; dialling makes one attempt
+ * per call (the overlay retries with backoff).
+ *
+ * With TLS both ends present a certificate issued by the fabric CA; the
+ * handshake fails for anyone else (logged as a refused peer). The host id in
+ * the peer's hello must equal the common name of its certificate, so a host
+ * cannot speak for another. Addresses are not checked against the
+ * certificate (hosts move between addresses; the CA vouches for host ids).
+ */
+import { createServer as createNetServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type PeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { LinkDialError, LinkProtocolError } from './errors.js';
+import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
+import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
+
+/** PEM material of one host: the fabric CA, its certificate and key. */
+export interface TlsMaterial {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+export interface TcpTransportOptions {
+  logger: Logger;
+  /** Our hello, read at each handshake (networks change). */
+  hello: () => PeerHello;
+  /** TLS material; undefined: plain TCP (trusted labs only). */
+  tls?: TlsMaterial | undefined;
+  /** Keepalive interval, ms. */
+  keepaliveMs: number;
+  /** Egress bound per channel, bytes. */
+  queueBytes?: number | undefined;
+  /** Most connections in the handshake at once (more are refused). Default 64. */
+  maxPending?: number | undefined;
+}
+
+const fmt = (host: string | undefined, port: number | undefined) =>
+  `tcp:${host?.includes(':') ? `[${host}]` : host}:${port}`;
+
+/** The common name of a certificate, or undefined. */
+function commonName(cert: PeerCertificate | undefined): string | undefined {
+  const cn = cert?.subject?.CN as string | string[] | undefined;
+  return Array.isArray(cn) ? cn[0] : cn;
+}
+
+export class TcpTransport implements LinkTransport {
+  readonly kind: string;
+  readonly #opts: TcpTransportOptions;
+  readonly #log: Logger;
+  #server: Server | undefined;
+  readonly #channels = new Set<StreamChannel>();
+  #pending = 0;
+  #closed = false;
+  /** Connections refused (failed TLS handshake, bad or refused hello). */
+  refused = 0;
+
+  constructor(opts: TcpTransportOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.kind = opts.tls ? 'tls' : 'tcp';
+  }
+
+  listen(address: TransportAddress, onChannel: (ch: LinkChannel) => void): Promise<TransportAddress> {
+    const tls = this.#opts.tls;
+    const server: Server = tls
+      ? createTlsServer({
+          ca: tls.ca,
+          cert: tls.cert,
+          key: tls.key,
+          requestCert: true,
+          rejectUnauthorized: true,
+          minVersion: 'TLSv1.3',
+          handshakeTimeout: HELLO_TIMEOUT_MS,
+        })
+      : createNetServer();
+    const onSocket = (sock: Socket) => {
+      const remote = fmt(sock.remoteAddress, sock.remotePort);
+      if (this.#closed || this.#pending >= (this.#opts.maxPending ?? 64)) {
+        this.#log.warn({ peer: remote }, `refused link connection from ${remote}: too many handshakes in progress`);
+        sock.destroy();
+        return;
+      }
+      this.#accept(sock, remote, onChannel);
+    };
+    if (tls) {
+      server.on('secureConnection', onSocket);
+      server.on('tlsClientError', (err, sock) => {
+        this.refused++;
+        const remote = fmt(sock.remoteAddress, sock.remotePort);
+        this.#log.warn(
+          { peer: remote, reason: describeError(err) },
+          `refused link peer ${remote}: TLS handshake failed (${describeError(err)}); it needs a certificate from this fabric's CA`,
+        );
+      });
+    } else {
+      server.on('connection', onSocket);
+    }
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: address.host, port: address.port }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.#log.error({ err: describeError(err) }, 'link listener error'));
+        this.#server = server;
+        const a = server.address();
+        resolve(typeof a === 'object' && a ? { host: a.address, port: a.port } : address);
+      });
+    });
+  }
+
+  #accept(sock: Socket, remote: string, onChannel: (ch: LinkChannel) => void): void {
+    this.#pending++;
+    const ch = this.#channel(sock, remote, false);
+    ch.handshake().then(
+      () => {
+        this.#pending--;
+        if (this.#closed) {
+          void ch.close('the daemon is stopping');
+          return;
+        }
+        onChannel(ch);
+      },
+      (err: unknown) => {
+        this.#pending--;
+        this.refused++;
+        this.#log.info({ peer: remote, reason: describeError(err) }, `link connection from ${remote} not established`);
+      },
+    );
+  }
+
+  #channel(sock: Socket, remote: string, outbound: boolean): StreamChannel {
+    const tls = this.#opts.tls;
+    const ch = new StreamChannel(sock, {
+      kind: this.kind,
+      outbound,
+      remote,
+      hello: this.#opts.hello(),
+      logger: this.#log,
+      keepaliveMs: this.#opts.keepaliveMs,
+      queueBytes: this.#opts.queueBytes,
+      verify: tls
+        ? (hello) => {
+            const cn = commonName((sock as TLSSocket).getPeerCertificate());
+            return cn === hello.host
+              ? undefined
+              : `its hello says host "${hello.host}" but its certificate is for "${cn ?? '(no common name)'}"`;
+          }
+        : undefined,
+    });
+    this.#channels.add(ch);
+    sock.once('close', () => this.#channels.delete(ch));
+    return ch;
+  }
+
+  dial(address: TransportAddress, signal?: AbortSignal): Promise<LinkChannel> {
+    const where = fmt(address.host, address.port);
+    const tls = this.#opts.tls;
+    return new Promise<LinkChannel>((resolve, reject) => {
+      if (this.#closed) {
+        reject(new LinkDialError(where, 'the transport is closed'));
+        return;
+      }
+      const sock: Socket = tls
+        ? tlsConnect({
+            host: address.host,
+            port: address.port,
+            ca: tls.ca,
+            cert: tls.cert,
+            key: tls.key,
+            minVersion: 'TLSv1.3',
+            rejectUnauthorized: true,
+            // The CA vouches for host ids, not addresses: the host id is checked against the hello below.
+            checkServerIdentity: () => undefined,
+          })
+        : netConnect({ host: address.host, port: address.port });
+      const timer = setTimeout(
+        () => fail(new Error(`no answer within ${HELLO_TIMEOUT_MS / 1000} s`)),
+        HELLO_TIMEOUT_MS,
+      );
+      const onAbort = () => fail(new Error('aborted'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      let settled = false;
+      function fail(err: Error) {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        sock.destroy();
+        reject(err instanceof LinkDialError ? err : new LinkDialError(where, describeError(err), { cause: err }));
+      }
+      sock.once('error', fail);
+      sock.once(tls ? 'secureConnect' : 'connect', () => {
+        sock.off('error', fail);
+        clearTimeout(timer);
+        const ch = this.#channel(sock, where, true);
+        ch.handshake().then(
+          () => {
+            settled = true;
+            signal?.removeEventListener('abort', onAbort);
+            resolve(ch);
+          },
+          (err: unknown) => {
+            const why =
+              err instanceof LinkProtocolError ? err.message.replace(/^link peer \S+: /, '') : describeError(err);
+            fail(new LinkDialError(where, why, { cause: err }));
+          },
+        );
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const server = this.#server;
+    const done = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+    await Promise.all([...this.#channels].map((c) => c.close('the daemon is stopping')));
+    await done;
+  }
+}
