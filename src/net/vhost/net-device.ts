@@ -179,7 +179,10 @@ export class VhostNetDevice {
     const sink = this.#ctx.sink;
     if (segs === 1 || (segs === 2 && q.segLen[0] === NET_HDR_LEN)) {
       const meta = this.offloads.readTx(q.view(0), q.segOff[0] as number, len);
-      if (meta === null) return this.#badHeader();
+      if (meta === null) {
+        this.#badHeader();
+        return;
+      }
       this.txFrames++;
       if (segs === 1) sink(q.view(0), (q.segOff[0] as number) + NET_HDR_LEN, len, meta);
       else sink(q.view(1), q.segOff[1] as number, len, meta);
@@ -192,7 +195,10 @@ export class VhostNetDevice {
       at += q.view(s).copy(st, at, off, off + (q.segLen[s] as number));
     }
     const meta = this.offloads.readTx(st, 0, len);
-    if (meta === null) return this.#badHeader();
+    if (meta === null) {
+      this.#badHeader();
+      return;
+    }
     this.txFrames++;
     sink(st, NET_HDR_LEN, len, meta);
   }
