@@ -4,7 +4,8 @@
  * guest reaches another guest whole (header fields intact, mergeable
  * buffers), and a stream port and a guest without offloads cut and
  * checksummed; headers that use offloads not negotiated, or point outside
- * the frame, are dropped and counted while the guest stays attached.
+ * the frame, are dropped and counted while the guest stays attached. A UDP
+ * large segment from a vnet_hdr TAP is cut for a guest that has no USO.
  */
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
@@ -13,6 +14,7 @@ import type { PortView } from '../../src/api/client.js';
 import { F } from '../../src/net/vhost/constants.js';
 import { OFFLOAD_FEATURES, OffF } from '../../src/net/vhost/net-offload.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { Netns, uniqueIfname } from '../helpers/netns.js';
 import { prng } from '../helpers/prng.js';
 import { DEFAULT_FEATURES, TestFrontend } from '../helpers/vhost-frontend.js';
 
@@ -266,5 +268,74 @@ describe('vhost-user offloads', { timeout: 120_000 }, () => {
     const rx = va.counters.rx_frames - before.counters.rx_frames;
     const badHdr = (offloadFrames(va).bad_headers as number) - (offloadFrames(before).bad_headers as number);
     assert.equal(rx + badHdr, sent + 1, 'each frame reached the switch or was counted as a bad header');
+  });
+});
+
+/** One UDP send of `total` bytes that Linux cuts into `seg`-byte datagrams (UDP_SEGMENT, socket option 103). */
+const USO_SEND = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, int(sys.argv[3]))
+s.sendto(bytes(i % 251 for i in range(int(sys.argv[2]))), (sys.argv[1], 9999))
+`;
+
+describe('vhost-user offloads: a UDP large segment from a vnet_hdr TAP', { timeout: 120_000 }, () => {
+  let daemon: TestDaemon;
+  let ns: Netns | undefined;
+  let u: TestFrontend | undefined;
+  const ifname = uniqueIfname('vhu');
+
+  before(async () => {
+    daemon = await startDaemon({
+      networks: [{ name: 'lab', vni: 10 }],
+      ports: (dir) => [
+        { name: 'vu', network: 'lab', kind: 'vhost-user', listen: `unix:${dir}/vu.sock` },
+        { name: 'tp', network: 'lab', kind: 'tap', ifname, vnet_hdr: true },
+      ],
+    });
+    ns = await Netns.create('vhuso');
+    await ns.adopt(ifname, '10.0.5.1/24');
+    for (const f of ['tx', 'sg', 'tso', 'gso', 'tx-udp-segmentation'])
+      await ns.exec('ethtool', '-K', ifname, f, 'on').catch(() => undefined);
+    await ns.ip('neigh', 'add', '10.0.5.2', 'lladdr', '02:00:00:00:0b:02', 'dev', ifname);
+    u = new TestFrontend(daemon.path('vu.sock'), { bufSize: 4096 });
+    await u.setup({ features: OFFLOADS + 2 ** F.NET_MRG_RXBUF });
+  });
+
+  after(async () => {
+    u?.close();
+    await ns?.delete();
+    await daemon?.cleanup();
+  });
+
+  test('is cut into datagrams with good checksums in the port, since the guest took no USO', async (t) => {
+    const { stdout } = await (ns as Netns).exec('ethtool', '-k', ifname);
+    if (!/tx-udp-segmentation: on/.test(stdout)) {
+      t.skip('this kernel gives the TAP no USO (Linux 6.2+): it segments UDP GSO itself');
+      return;
+    }
+    const f = u as TestFrontend;
+    f.sendFrame(tcpFrame('ffffffffffff', MAC_B, Buffer.alloc(10))); // the switch learns the guest's MAC
+    await (ns as Netns).exec('python3', '-c', USO_SEND, '10.0.5.2', '14000', '1400'); // throws if it fails
+    // The namespace's own IPv6 neighbour discovery may arrive too: keep the UDP/IPv4 frames.
+    const isUdp = (d: Buffer) => d.readUInt16BE(12) === 0x0800 && d[23] === 17;
+    const got: Buffer[] = [];
+    for (let i = 0; i < 50 && got.length < 10; i++) got.push(...(await f.waitFrames(1, 100)).filter(isUdp));
+    assert.equal(got.length, 10, 'ten datagrams');
+    const data: Buffer[] = [];
+    for (const d of got) {
+      assert.equal(sum(d.subarray(14, 34)), 0xffff, 'IPv4 header checksum');
+      const l4 = d.length - 34;
+      const pseudo = Buffer.concat([d.subarray(26, 34), Buffer.from([0, 17, l4 >> 8, l4 & 0xff])]);
+      assert.equal(sum(Buffer.concat([pseudo, d.subarray(34)])), 0xffff, 'UDP checksum');
+      data.push(d.subarray(42));
+    }
+    for (const h of f.rxHeaders) assert.equal(h[1], 0, 'no gso_type given to the guest');
+    const want = Buffer.alloc(14000);
+    for (let i = 0; i < want.length; i++) want[i] = i % 251;
+    assert.deepEqual(Buffer.concat(data), want);
+    const { port } = await daemon.json<{ port: PortView }>(['port', 'show', 'vu']);
+    assert.equal(port.counters.offload?.tx_gso, 1, 'the switch handed the port the large segment');
+    assert.equal(offloadFrames(port).segmented_here, 1, 'the port cut it');
   });
 });
