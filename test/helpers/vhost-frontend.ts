@@ -280,8 +280,12 @@ export class TestFrontend {
     this.kick(2 * pair);
   }
 
-  /** Transmits one frame: header + frame in one buffer (or split at `split` bytes into two chained descriptors). */
-  sendFrame(frame: Buffer, split?: number, pair = 0): void {
+  /**
+   * Transmits one frame: header + frame in one buffer (or split at `split`
+   * bytes into two chained descriptors). `hdr`: the first bytes of the
+   * virtio_net_hdr (offload fields); all zero when absent.
+   */
+  sendFrame(frame: Buffer, split?: number, pair = 0, hdr?: Buffer): void {
     const ring = 2 * pair + 1;
     const r = this.rings[ring] as Ring;
     const used = this.#u16[(r.used + 2) >> 1] as number;
@@ -290,6 +294,7 @@ export class TestFrontend {
     this.#txNext[pair] = (slot + 2) % this.num;
     const off = this.txBuf(slot, pair);
     this.mem.fill(0, off, off + NET_HDR_LEN);
+    hdr?.copy(this.mem, off, 0, Math.min(hdr.length, NET_HDR_LEN));
     frame.copy(this.mem, off + NET_HDR_LEN);
     const total = NET_HDR_LEN + frame.length;
     if (split !== undefined && split > 0 && split < total) {
@@ -306,6 +311,9 @@ export class TestFrontend {
   txUsed(): number {
     return this.#u16[((this.rings[1] as Ring).used + 2) >> 1] as number;
   }
+
+  /** The virtio_net_hdr of every frame {@link receive} returned, in order (12 bytes each). */
+  readonly rxHeaders: Buffer[] = [];
 
   /**
    * Frames received since the last call (headers stripped; with MRG_RXBUF the
@@ -325,6 +333,7 @@ export class TestFrontend {
       const off = this.rxBuf(id, pair);
       if (left === 0) {
         left = this.#mrg ? this.mem.readUInt16LE(off + 10) : 1;
+        this.rxHeaders.push(Buffer.from(this.mem.subarray(off, off + NET_HDR_LEN)));
         parts = [Buffer.from(this.mem.subarray(off + NET_HDR_LEN, off + len))];
       } else {
         parts.push(Buffer.from(this.mem.subarray(off, off + len)));

@@ -58,7 +58,7 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     await daemon?.cleanup();
   });
 
-  test('negotiates VERSION_1, protocol features, EVENT_IDX and REPLY_ACK, and offers no checksum or GSO offloads', async () => {
+  test('negotiates VERSION_1, protocol features, EVENT_IDX and REPLY_ACK, and offers checksum and TSO offloads but no UFO', async () => {
     const f = new TestFrontend(daemon.path('va.sock'));
     fronts.push(f);
     const { features, protocolFeatures } = await f.setup();
@@ -66,7 +66,9 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     assert.ok(features & (1n << 30n), 'PROTOCOL_FEATURES');
     assert.ok(features & (1n << 29n), 'EVENT_IDX');
     assert.ok(features & (1n << 15n), 'MRG_RXBUF');
-    for (const b of [0n, 1n, 7n, 8n, 11n, 12n]) assert.equal(features & (1n << b), 0n, `feature bit ${b} not offered`);
+    for (const b of [0n, 1n, 7n, 8n, 9n, 11n, 12n, 13n])
+      assert.ok(features & (1n << b), `offload feature bit ${b} offered`);
+    for (const b of [10n, 14n]) assert.equal(features & (1n << b), 0n, `UFO bit ${b} not offered`);
     assert.equal(protocolFeatures & 0b11110n, 0b11110n, 'LOG_SHMFD, RARP, REPLY_ACK, MTU');
     f.close();
     fronts.pop();

@@ -20,6 +20,8 @@ import type { Address } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { PortAddressError } from '../errors.js';
+import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
+import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { F, has } from '../vhost/constants.js';
 import { rarpFrame, VhostNetDevice } from '../vhost/net-device.js';
 import { VhostSession } from '../vhost/session.js';
@@ -64,6 +66,10 @@ export class VhostUserPort implements Port {
   #rxFrames = 0;
   #txFrames = 0;
   #rxDropped = 0;
+  /** Cuts large segments of a kind the guest did not negotiate (UDP, ECN); made at the first one. */
+  #seg: Segmenter | undefined;
+  /** Offload counters of past sessions. */
+  #off = { txGso: 0, txCsum: 0, rxGso: 0, rxCsum: 0, badHeaders: 0, cut: 0 };
 
   constructor(spec: VhostUserSpec, ctx: PortContext) {
     this.name = spec.name;
@@ -74,6 +80,11 @@ export class VhostUserPort implements Port {
 
   get state(): PortState {
     return this.#state;
+  }
+
+  /** True while the guest negotiated GUEST_CSUM, GUEST_TSO4 and GUEST_TSO6: the switch then passes large segments whole. */
+  get offloads(): boolean {
+    return this.#dev?.offloads.guestTakesOffloads === true;
   }
 
   get queued(): number {
@@ -192,6 +203,12 @@ export class VhostUserPort implements Port {
       this.#rxFrames += dev.rxFrames;
       this.#txFrames += dev.txFrames;
       this.#rxDropped += dev.rxDropped;
+      const o = dev.offloads;
+      this.#off.txGso += o.txGso;
+      this.#off.txCsum += o.txCsum;
+      this.#off.rxGso += o.rxGso;
+      this.#off.rxCsum += o.rxCsum;
+      this.#off.badHeaders += o.badHeaders;
     }
     this.#session = undefined;
     this.#dev = undefined;
@@ -210,10 +227,28 @@ export class VhostUserPort implements Port {
     }
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     const dev = this.#dev;
     if (dev === undefined) return WriteResult.DOWN;
-    return dev.write(buf, off, len);
+    if (meta === undefined || dev.offloads.accepts(meta)) return dev.write(buf, off, len, meta);
+    return this.#cut(dev, buf, off, len, meta);
+  }
+
+  /** A frame with metadata the guest cannot take (a large segment of a type it did not negotiate): cut here. */
+  #cut(dev: VhostNetDevice, buf: Buffer, off: number, len: number, meta: OffloadMeta): WriteResult {
+    this.#seg ??= new Segmenter(this.#ctx.maxFrameLen + 4);
+    const seg = this.#seg;
+    if (!seg.start(buf, off, len, meta)) {
+      this.#ctx.onMalformed(`offload metadata refused: ${describeOffloadReason(seg.reason)}`);
+      return WriteResult.OK;
+    }
+    this.#off.cut++;
+    let r: WriteResult = WriteResult.OK;
+    for (let l = seg.next(); l > 0; l = seg.next()) {
+      const w = dev.write(seg.out, 0, l);
+      if (w !== WriteResult.OK) r = w;
+    }
+    return r;
   }
 
   describe(): Record<string, unknown> {
@@ -227,6 +262,8 @@ export class VhostUserPort implements Port {
       protocol_features: s ? `0x${s.protocolFeatures.toString(16)}` : undefined,
       event_idx: s ? has(s.features, F.RING_EVENT_IDX) : undefined,
       mrg_rxbuf: s ? s.mrg : undefined,
+      offloads: d ? d.offloads.describe() : undefined,
+      offload_frames: this.#offloadCounters(d),
       mtu: s?.mtu || undefined,
       guest_memory_bytes: s?.mem?.bytes,
       rings: s?.rings
@@ -243,6 +280,20 @@ export class VhostUserPort implements Port {
       disconnects: this.#disconnects,
       refused: this.#refused,
       last_error: this.#lastError || undefined,
+    };
+  }
+
+  /** Offload counters over all sessions: large segments and partial checksums each way, bad headers, frames cut here. */
+  #offloadCounters(d: VhostNetDevice | undefined): Record<string, number> {
+    const o = this.#off;
+    const c = d?.offloads;
+    return {
+      tx_gso: o.txGso + (c?.txGso ?? 0),
+      tx_csum: o.txCsum + (c?.txCsum ?? 0),
+      rx_gso: o.rxGso + (c?.rxGso ?? 0),
+      rx_csum: o.rxCsum + (c?.rxCsum ?? 0),
+      bad_headers: o.badHeaders + (c?.badHeaders ?? 0),
+      segmented_here: o.cut,
     };
   }
 

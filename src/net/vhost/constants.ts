@@ -61,7 +61,7 @@ export const ProtoF = {
 
 /** Device feature bits (GET_FEATURES). */
 export const F = {
-  /** virtio-net: device handles packets with partial checksum (not offered this round). */
+  /** virtio-net: device handles packets with partial checksum (offloads: net-offload.ts). */
   NET_CSUM: 0,
   NET_GUEST_CSUM: 1,
   NET_MTU: 3,

@@ -5,10 +5,11 @@
  * per frame, guest memory to guest memory between two vhost-user ports: a
  * transmit buffer that is one segment is handed to the sink in place.
  *
- * Every frame carries a 12-byte virtio_net_hdr_v1. No offloads are
- * negotiated this round, so received headers are all zero but num_buffers,
- * and transmitted headers are ignored. Offload negotiation plugs in at
- * OFFERED_FEATURES (session.ts) and #txFrame / the header written in #scatter.
+ * Every frame carries a 12-byte virtio_net_hdr_v1. Its offload fields
+ * (checksum, TSO) are read and written by net-offload.ts: #txFrame turns the
+ * transmitted header into the OffloadMeta handed to the sink, and write()
+ * takes the metadata of a frame for the received header (the backlog keeps
+ * those 10 bytes in front of each queued frame).
  *
  * Receive: write() copies at once when the guest has buffers; otherwise the
  * frame waits in a bounded backlog and the ring asks for a kick (EVENT_IDX
@@ -16,17 +17,21 @@
  * event-loop turn at most, and only when the guest wants one (§2.7.10).
  */
 
+import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { FrameArena } from '../ports/frame-arena.js';
 import type { FrameSink } from '../ports/port.js';
 import { WriteResult } from '../ports/port.js';
 import { NET_HDR_LEN } from './constants.js';
 import { VirtqueueError } from './errors.js';
+import { VhostOffloads } from './net-offload.js';
 import type { VhostSession } from './session.js';
 import type { Virtqueue } from './virtqueue.js';
 
 /** Frames taken from a transmit ring per callback before yielding to the event loop. */
 const TX_BUDGET = 512;
 const ETH_HLEN = 14;
+/** Header bytes kept with each backlog frame: the virtio_net_hdr without num_buffers. */
+const RX_HDR = 10;
 
 /** Outcome of copying one frame into the receive ring. */
 const Rx = { OK: 0, NO_ROOM: 1, DROPPED: 2, ERROR: 3 } as const;
@@ -60,6 +65,8 @@ export class VhostNetDevice {
   #rxq: Virtqueue | undefined;
   readonly #turnBound = (): void => this.#turn();
   #dead = false;
+  /** Negotiated offloads and the header reads and writes. */
+  readonly offloads = new VhostOffloads();
   // counters
   rxFrames = 0;
   txFrames = 0;
@@ -71,7 +78,8 @@ export class VhostNetDevice {
     this.#s = session;
     this.#ctx = ctx;
     this.#staging = Buffer.allocUnsafe(NET_HDR_LEN + ctx.maxFrameLen);
-    this.#backlog = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
+    // 4 MiB: about 60 large segments (offloads) wait for receive buffers before tail drop.
+    this.#backlog = new FrameArena(ctx.queueLen, Math.max(4 << 20, 2 * ctx.maxFrameLen));
   }
 
   /** True when the guest's receive ring can take frames. */
@@ -94,6 +102,7 @@ export class VhostNetDevice {
 
   /** Rings changed: pick the receive ring again; drop the backlog when there is none. */
   ringsChanged(): void {
+    this.offloads.setFeatures(this.#s.features);
     this.#rxq = undefined;
     for (const q of this.#s.rings) {
       if ((q.index & 1) === 0 && q.ready) {
@@ -167,13 +176,16 @@ export class VhostNetDevice {
       this.#ctx.onMalformed(`transmitted frame of ${len} bytes exceeds ${this.#ctx.maxFrameLen}`);
       return;
     }
-    this.txFrames++;
-    if (segs === 1) {
-      this.#ctx.sink(q.view(0), (q.segOff[0] as number) + NET_HDR_LEN, len);
-      return;
-    }
-    if (segs === 2 && q.segLen[0] === NET_HDR_LEN) {
-      this.#ctx.sink(q.view(1), q.segOff[1] as number, len);
+    const sink = this.#ctx.sink;
+    if (segs === 1 || (segs === 2 && q.segLen[0] === NET_HDR_LEN)) {
+      const meta = this.offloads.readTx(q.view(0), q.segOff[0] as number, len);
+      if (meta === null) {
+        this.#badHeader();
+        return;
+      }
+      this.txFrames++;
+      if (segs === 1) sink(q.view(0), (q.segOff[0] as number) + NET_HDR_LEN, len, meta);
+      else sink(q.view(1), q.segOff[1] as number, len, meta);
       return;
     }
     const st = this.#staging;
@@ -182,24 +194,41 @@ export class VhostNetDevice {
       const off = q.segOff[s] as number;
       at += q.view(s).copy(st, at, off, off + (q.segLen[s] as number));
     }
-    this.#ctx.sink(st, NET_HDR_LEN, len);
+    const meta = this.offloads.readTx(st, 0, len);
+    if (meta === null) {
+      this.#badHeader();
+      return;
+    }
+    this.txFrames++;
+    sink(st, NET_HDR_LEN, len, meta);
+  }
+
+  /** A transmitted header used an offload the guest did not negotiate: the frame is dropped and counted. */
+  #badHeader(): void {
+    this.#ctx.onMalformed(this.offloads.reason);
   }
 
   // ---- receive: switch -> guest ----
 
-  /** The Port.write of the vhost-user port. */
-  write(buf: Buffer, off: number, len: number): WriteResult {
+  /**
+   * The Port.write of the vhost-user port. `meta` only for frames the
+   * guest's offloads accept (VhostOffloads.accepts); it goes into the header.
+   */
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     const q = this.#rxq;
     if (this.#dead || q === undefined || !q.ready) return WriteResult.DOWN;
-    if (this.#backlog.queued > 0) return this.#enqueue(q, buf, off, len);
+    if (this.#backlog.queued > 0) return this.#enqueue(q, buf, off, len, meta);
+    this.offloads.writeRx(this.#hdr, 0, meta);
     const r = this.#rxFrame(q, buf, off, len);
-    if (r === Rx.NO_ROOM) return this.#enqueue(q, buf, off, len);
+    if (r === Rx.NO_ROOM) return this.#enqueue(q, buf, off, len, meta);
     if (r === Rx.ERROR) return WriteResult.DOWN;
     return WriteResult.OK;
   }
 
-  #enqueue(q: Virtqueue, buf: Buffer, off: number, len: number): WriteResult {
-    if (!this.#backlog.push(buf, off, len)) return WriteResult.QUEUE_FULL;
+  #enqueue(q: Virtqueue, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): WriteResult {
+    const at = this.#backlog.pushAfter(RX_HDR, buf, off, len);
+    if (at < 0) return WriteResult.QUEUE_FULL;
+    this.offloads.writeRx(this.#backlog.buf, at, meta);
     q.armKick();
     // The guest may have added buffers before it saw avail_event: look again next turn.
     this.#schedule();
@@ -210,14 +239,16 @@ export class VhostNetDevice {
     const b = this.#backlog;
     let i = b.head;
     for (; i < b.count; i++) {
-      const r = this.#rxFrame(q, b.buf, b.offs[i] as number, b.lens[i] as number);
+      const at = b.offs[i] as number;
+      b.buf.copy(this.#hdr, 0, at, at + RX_HDR);
+      const r = this.#rxFrame(q, b.buf, at + RX_HDR, (b.lens[i] as number) - RX_HDR);
       if (r === Rx.NO_ROOM) break;
       if (r === Rx.ERROR) return;
     }
     if (!b.advance(i)) q.armKick();
   }
 
-  /** Copies one frame into receive buffers (one chain, or several with MRG_RXBUF). */
+  /** Copies one frame with the header in #hdr into receive buffers (one chain, or several with MRG_RXBUF). */
   #rxFrame(q: Virtqueue, buf: Buffer, off: number, len: number): number {
     if (len > this.#ctx.maxFrameLen) {
       this.rxDropped++;
@@ -270,6 +301,7 @@ export class VhostNetDevice {
     }
     q.publish();
     this.rxFrames++;
+    this.offloads.delivered(this.#hdr, 0);
     this.#callMask |= 1 << q.index;
     this.#schedule();
     return Rx.OK;

@@ -36,10 +36,12 @@ import {
   reqName,
   validateMessage,
 } from './message.js';
+import { OFFLOAD_FEATURES } from './net-offload.js';
 import { Virtqueue } from './virtqueue.js';
 
-/** Device features we offer. No CSUM/GSO/TSO this round: the guest segments and checksums itself. */
+/** Device features we offer, checksum and TSO offloads included (net-offload.ts). */
 export const OFFERED_FEATURES =
+  OFFLOAD_FEATURES +
   bit(F.VERSION_1) +
   bit(F.PROTOCOL_FEATURES) +
   bit(F.NET_MRG_RXBUF) +
