@@ -4,14 +4,18 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import {
   DecodeResult,
   encodeControl,
   HEADER_LEN,
   LinkDecoder,
   MAX_FRAME_BODY,
+  OFFLOAD_HLEN,
   TYPE_FRAME,
+  TYPE_FRAME_OFFLOAD,
   writeHeader,
+  writeOffloadHeader,
 } from '../../src/net/overlay/codec.js';
 import { parseHello } from '../../src/net/overlay/stream-channel.js';
 import { prng } from '../helpers/prng.js';
@@ -122,11 +126,134 @@ describe('link record framing', () => {
   });
 });
 
+type MRec = { vni: number; hex: string; meta?: Record<string, number> };
+
+function metaRecorder() {
+  const out: MRec[] = [];
+  const d = new LinkDecoder({
+    frame: (vni, buf, off, len, meta) =>
+      out.push({ vni, hex: buf.toString('hex', off, off + len), ...(meta ? { meta: { ...meta } } : {}) }),
+    control: () => undefined,
+  });
+  return { d, out };
+}
+
+function offloadRecord(vni: number, frame: Buffer, m: OffloadMeta): Buffer {
+  const b = Buffer.alloc(HEADER_LEN + OFFLOAD_HLEN + frame.length);
+  writeHeader(b, 0, OFFLOAD_HLEN + frame.length, TYPE_FRAME_OFFLOAD, vni);
+  writeOffloadHeader(b, HEADER_LEN, m);
+  frame.copy(b, HEADER_LEN + OFFLOAD_HLEN);
+  return b;
+}
+
+const TSO = () =>
+  Object.assign(new OffloadMeta(), {
+    flags: 1,
+    gsoType: GSO_TCPV4,
+    hdrLen: 54,
+    gsoSize: 1448,
+    csumStart: 34,
+    csumOffset: 16,
+  });
+
+describe('offload records (type 3)', () => {
+  test('an offload record is type 3, then flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (big-endian), then the frame', () => {
+    const frame = Buffer.from(ARP, 'hex');
+    const rec = offloadRecord(100, frame, TSO());
+    assert.equal(
+      rec.toString('hex', 0, 18),
+      '00000034' + '03' + '000064' + '01' + '01' + '0036' + '05a8' + '0022' + '0010',
+    );
+    const { d, out } = metaRecorder();
+    assert.equal(d.push(rec), DecodeResult.OK);
+    assert.deepEqual(out, [
+      { vni: 100, hex: ARP, meta: { flags: 1, gsoType: 1, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16 } },
+    ]);
+  });
+
+  test('a 64 KiB segment with its metadata decodes whole across split chunks; plain frames next to it carry none', () => {
+    const big = Buffer.alloc(65535, 9);
+    const stream = Buffer.concat([offloadRecord(7, big, TSO()), frameRecord(7, Buffer.from(ARP, 'hex'))]);
+    const { d, out } = metaRecorder();
+    for (let p = 0; p < stream.length; p += 3001) assert.equal(d.push(stream.subarray(p, p + 3001)), DecodeResult.OK);
+    assert.equal(out.length, 2);
+    assert.equal(out[0]?.hex.length, 65535 * 2);
+    assert.equal(out[0]?.meta?.gsoSize, 1448);
+    assert.equal(out[1]?.meta, undefined);
+  });
+
+  test('refuses an offload record with unknown flags, an unknown GSO type, ECN on UDP, or no room for its header', () => {
+    const frame = Buffer.from(ARP, 'hex');
+    const bad: Buffer[] = [];
+    const r1 = offloadRecord(1, frame, TSO());
+    r1[HEADER_LEN] = 0x04; // a flag bit this host never writes
+    bad.push(r1);
+    const r2 = offloadRecord(1, frame, TSO());
+    r2[HEADER_LEN + 1] = 2; // gso_type 2 does not exist
+    bad.push(r2);
+    const r3 = offloadRecord(1, frame, TSO());
+    r3[HEADER_LEN + 1] = 0x85; // ECN on USO
+    bad.push(r3);
+    const r4 = Buffer.alloc(HEADER_LEN + 4);
+    writeHeader(r4, 0, 4, TYPE_FRAME_OFFLOAD, 1);
+    bad.push(r4);
+    const h = Buffer.alloc(HEADER_LEN);
+    writeHeader(h, 0, MAX_FRAME_BODY + OFFLOAD_HLEN + 1, TYPE_FRAME_OFFLOAD, 1);
+    for (const rec of bad) {
+      const { d, out } = metaRecorder();
+      // Split in two so both the in-chunk and the reassembly paths refuse it.
+      for (const cut of [rec.length, 5 + HEADER_LEN]) {
+        const again = metaRecorder();
+        const r = again.d.push(rec.subarray(0, cut));
+        const r2b = cut < rec.length ? again.d.push(rec.subarray(cut)) : r;
+        assert.equal(r2b, DecodeResult.BAD_OFFLOAD);
+        assert.equal(again.out.length, 0);
+      }
+      assert.equal(d.push(rec), DecodeResult.BAD_OFFLOAD);
+      assert.equal(d.badType, TYPE_FRAME_OFFLOAD);
+      assert.equal(d.push(frameRecord(1, frame)), DecodeResult.BAD_OFFLOAD, 'stays refused');
+      assert.equal(out.length, 0);
+    }
+    assert.equal(metaRecorder().d.push(h), DecodeResult.TOO_LONG);
+  });
+
+  test('never throws on random offload records, and hands on only metadata it accepts (seeded fuzz)', () => {
+    const rnd = prng(303);
+    let delivered = 0;
+    for (let i = 0; i < 3000; i++) {
+      const { d, out } = metaRecorder();
+      const len = Math.floor(rnd() * 120);
+      const b = Buffer.alloc(HEADER_LEN + len);
+      for (let j = 0; j < b.length; j++) b[j] = Math.floor(rnd() * 256);
+      writeHeader(b, 0, rnd() < 0.9 ? len : Math.floor(rnd() * 200), TYPE_FRAME_OFFLOAD, 5);
+      if (rnd() < 0.5) {
+        b[HEADER_LEN] = rnd() < 0.5 ? 0 : 1;
+        if (b.length > HEADER_LEN + 1) b[HEADER_LEN + 1] = [0, 1, 4, 5, 0x81, 0x84][Math.floor(rnd() * 6)] as number;
+      }
+      for (let p = 0; p < b.length; p += 1 + Math.floor(rnd() * 16))
+        d.push(b.subarray(p, p + 1 + Math.floor(rnd() * 16)));
+      // Bytes past a short record may read as a plain frame record (no metadata).
+      for (const r of out) {
+        if (r.meta === undefined) continue;
+        delivered++;
+        assert.ok((r.meta['flags'] as number) <= 1);
+        assert.ok([0, 1, 4, 5, 0x81, 0x84].includes(r.meta['gsoType'] as number));
+      }
+    }
+    assert.ok(delivered > 100);
+  });
+});
+
 describe('hello validation', () => {
   const ok = { type: 'hello', proto: 'vmlink-link', version: 1, host: 'a', networks: [{ vni: 100, name: 'lab' }] };
 
   test('accepts a well-formed hello', () => {
     assert.deepEqual(parseHello(ok), { host: 'a', networks: [{ vni: 100, name: 'lab' }], relay: false });
+  });
+
+  test('reads the offloads capability only when it is exactly true', () => {
+    assert.equal((parseHello({ ...ok, offloads: true }) as { offloads?: boolean }).offloads, true);
+    assert.equal((parseHello({ ...ok, offloads: 'yes' }) as { offloads?: boolean }).offloads, undefined);
   });
 
   test('names what is wrong with a bad hello', () => {

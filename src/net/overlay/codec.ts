@@ -2,8 +2,10 @@
  * Record framing of TCP and TLS links (docs/overlay.md "Wire format").
  *
  * Each record is an 8-byte header (u32 body length, u8 type, u24 VNI, all
- * big-endian) and its body: an Ethernet frame (type 1) or one JSON control
- * message (type 2).
+ * big-endian) and its body: an Ethernet frame (type 1), one JSON control
+ * message (type 2), or an Ethernet frame with its offload metadata (type 3:
+ * a 10-byte offload header, then the frame; sent only to a peer whose hello
+ * says `offloads: true`).
  *
  * {@link LinkDecoder} is a state machine fed Buffers, testable without
  * sockets. Records that lie whole inside one chunk are handed over as
@@ -11,6 +13,15 @@
  * reassembled, into one reusable buffer. It never throws for any input: a
  * bad header makes push() return an error code, and the decoder stays broken.
  */
+import {
+  GSO_ECN,
+  GSO_NONE,
+  GSO_TCPV4,
+  GSO_TCPV6,
+  GSO_UDP_L4,
+  OffloadMeta,
+  VIRTIO_NET_HDR_F_NEEDS_CSUM,
+} from '../offload/vnet-hdr.js';
 import { MAX_FRAME_LEN } from '../ports/port.js';
 
 /** Bytes of a record header. */
@@ -19,6 +30,10 @@ export const HEADER_LEN = 8;
 export const TYPE_FRAME = 1;
 /** Record type: a JSON control message. */
 export const TYPE_CONTROL = 2;
+/** Record type: an Ethernet frame with offload metadata (a large segment or a partial checksum). */
+export const TYPE_FRAME_OFFLOAD = 3;
+/** Bytes of the offload header at the start of a type-3 body. */
+export const OFFLOAD_HLEN = 10;
 /** Largest frame body: the switch's largest frame. */
 export const MAX_FRAME_BODY = MAX_FRAME_LEN;
 /** Largest control body, bytes. */
@@ -31,6 +46,8 @@ export const DecodeResult = {
   TOO_LONG: 1,
   /** A header has an unknown type. */
   BAD_TYPE: 2,
+  /** An offload record with a bad offload header (unknown flags or GSO type, or no room for a frame). */
+  BAD_OFFLOAD: 3,
 } as const;
 export type DecodeResult = (typeof DecodeResult)[keyof typeof DecodeResult];
 
@@ -38,6 +55,43 @@ export type DecodeResult = (typeof DecodeResult)[keyof typeof DecodeResult];
 export function writeHeader(buf: Buffer, at: number, bodyLen: number, type: number, vni: number): void {
   buf.writeUInt32BE(bodyLen, at);
   buf.writeUInt32BE(((type & 0xff) << 24) | (vni & 0xffffff), at + 4);
+}
+
+/**
+ * Writes the offload header of a type-3 record at `buf[at]` (big-endian):
+ * u8 flags (only NEEDS_CSUM), u8 gso_type, u16 hdr_len, u16 gso_size,
+ * u16 csum_start, u16 csum_offset: the virtio_net_hdr fields, offsets from
+ * the first byte of the Ethernet header.
+ */
+export function writeOffloadHeader(buf: Buffer, at: number, m: OffloadMeta): void {
+  buf[at] = m.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  buf[at + 1] = m.gsoType;
+  buf.writeUInt16BE(m.hdrLen & 0xffff, at + 2);
+  buf.writeUInt16BE(m.gsoSize & 0xffff, at + 4);
+  buf.writeUInt16BE(m.csumStart & 0xffff, at + 6);
+  buf.writeUInt16BE(m.csumOffset & 0xffff, at + 8);
+}
+
+/**
+ * Fills `m` from the offload header at `buf[at]`; false when the header is
+ * not one this host writes: flag bits other than NEEDS_CSUM, or a GSO type
+ * other than NONE, TCPV4, TCPV6, UDP_L4 (ECN bit allowed on TCP). Whether
+ * the offsets fit the frame is checked by the switch at ingress, as for a TAP.
+ */
+export function readOffloadHeader(buf: Buffer, at: number, m: OffloadMeta): boolean {
+  const flags = buf[at] as number;
+  const gso = buf[at + 1] as number;
+  if ((flags & ~VIRTIO_NET_HDR_F_NEEDS_CSUM) !== 0) return false;
+  const base = gso & ~GSO_ECN;
+  if (base !== GSO_NONE && base !== GSO_TCPV4 && base !== GSO_TCPV6 && base !== GSO_UDP_L4) return false;
+  if (gso !== base && base !== GSO_TCPV4 && base !== GSO_TCPV6) return false;
+  m.flags = flags;
+  m.gsoType = gso;
+  m.hdrLen = buf.readUInt16BE(at + 2);
+  m.gsoSize = buf.readUInt16BE(at + 4);
+  m.csumStart = buf.readUInt16BE(at + 6);
+  m.csumOffset = buf.readUInt16BE(at + 8);
+  return true;
 }
 
 /** One control record (header and JSON body) as a new Buffer. */
@@ -51,12 +105,14 @@ export function encodeControl(msg: object): Buffer {
 
 /** Receives decoded records; the bytes are valid only during the call. */
 export interface RecordSink {
-  frame(vni: number, buf: Buffer, off: number, len: number): void;
+  /** A frame; `meta` only for a type-3 record (one object reused by the decoder, valid during the call). */
+  frame(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): void;
   control(buf: Buffer, off: number, len: number): void;
 }
 
 export class LinkDecoder {
   readonly #sink: RecordSink;
+  readonly #meta: OffloadMeta;
   /** Header bytes of a split header. */
   readonly #hdr = Buffer.alloc(HEADER_LEN);
   #hdrHave = 0;
@@ -71,8 +127,10 @@ export class LinkDecoder {
   badLength = -1;
   badType = -1;
 
-  constructor(sink: RecordSink) {
+  /** @param meta the object type-3 records fill and hand to the sink (reused). */
+  constructor(sink: RecordSink, meta: OffloadMeta = new OffloadMeta()) {
     this.#sink = sink;
+    this.#meta = meta;
   }
 
   /** True while a record is partly received. */
@@ -98,7 +156,7 @@ export class LinkDecoder {
         this.#startBody(len, type, tv & 0xffffff, chunk, start, end);
         return DecodeResult.OK;
       }
-      this.#deliver(type, tv & 0xffffff, chunk, start, len);
+      if (!this.#deliver(type, tv & 0xffffff, chunk, start, len)) return this.#broken;
       p = start + len;
     }
     if (p < end) {
@@ -122,10 +180,7 @@ export class LinkDecoder {
       const tv = this.#hdr.readUInt32BE(4);
       const type = tv >>> 24;
       if (!this.#check(len, type)) return -1;
-      if (end - p >= len) {
-        this.#deliver(type, tv & 0xffffff, chunk, p, len);
-        return p + len;
-      }
+      if (end - p >= len) return this.#deliver(type, tv & 0xffffff, chunk, p, len) ? p + len : -1;
       this.#startBody(len, type, tv & 0xffffff, chunk, p, end);
       return end;
     }
@@ -136,17 +191,24 @@ export class LinkDecoder {
       const len = this.#need;
       this.#need = -1;
       this.#have = 0;
-      this.#deliver(this.#type, this.#vni, this.#asm, 0, len);
+      if (!this.#deliver(this.#type, this.#vni, this.#asm, 0, len)) return -1;
     }
     return take;
   }
 
   #check(len: number, type: number): boolean {
-    if (type === TYPE_FRAME ? len <= MAX_FRAME_BODY : type === TYPE_CONTROL ? len <= MAX_CONTROL_BODY : false)
-      return true;
+    const max =
+      type === TYPE_FRAME
+        ? MAX_FRAME_BODY
+        : type === TYPE_CONTROL
+          ? MAX_CONTROL_BODY
+          : type === TYPE_FRAME_OFFLOAD
+            ? MAX_FRAME_BODY + OFFLOAD_HLEN
+            : -1;
+    if (len <= max) return true;
     this.badLength = len;
     this.badType = type;
-    this.#broken = type === TYPE_FRAME || type === TYPE_CONTROL ? DecodeResult.TOO_LONG : DecodeResult.BAD_TYPE;
+    this.#broken = max < 0 ? DecodeResult.BAD_TYPE : DecodeResult.TOO_LONG;
     return false;
   }
 
@@ -160,8 +222,19 @@ export class LinkDecoder {
     this.#vni = vni;
   }
 
-  #deliver(type: number, vni: number, buf: Buffer, off: number, len: number): void {
+  /** Hands one record to the sink; false (and broken) for a bad offload header. */
+  #deliver(type: number, vni: number, buf: Buffer, off: number, len: number): boolean {
     if (type === TYPE_FRAME) this.#sink.frame(vni, buf, off, len);
-    else this.#sink.control(buf, off, len);
+    else if (type === TYPE_CONTROL) this.#sink.control(buf, off, len);
+    else {
+      if (len < OFFLOAD_HLEN || !readOffloadHeader(buf, off, this.#meta)) {
+        this.badLength = len;
+        this.badType = type;
+        this.#broken = DecodeResult.BAD_OFFLOAD;
+        return false;
+      }
+      this.#sink.frame(vni, buf, off + OFFLOAD_HLEN, len - OFFLOAD_HLEN, this.#meta);
+    }
+    return true;
   }
 }

@@ -11,8 +11,9 @@
  * (the switch drops, it does not buffer without bound).
  */
 import type { Writable } from 'node:stream';
+import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
-import { HEADER_LEN, TYPE_FRAME, writeHeader } from './codec.js';
+import { HEADER_LEN, OFFLOAD_HLEN, TYPE_FRAME, TYPE_FRAME_OFFLOAD, writeHeader, writeOffloadHeader } from './codec.js';
 
 /** Size of a fresh batch buffer, bytes. */
 const BATCH_BYTES = 256 * 1024;
@@ -60,17 +61,25 @@ export class LinkEgress {
     return this.#used + this.#sock.writableLength;
   }
 
-  /** Queues one frame record. */
-  frame(vni: number, buf: Buffer, off: number, len: number): WriteResult {
+  /**
+   * Queues one frame record; with `meta` (a frame needing offload work), an
+   * offload record (type 3) carrying it. Only for a peer that announced offloads.
+   */
+  frame(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     if (this.#dead) return WriteResult.DOWN;
-    const need = HEADER_LEN + len;
+    const ohl = meta === undefined ? 0 : OFFLOAD_HLEN;
+    const need = HEADER_LEN + ohl + len;
     if (this.#used + this.#sock.writableLength + need > this.#limit) {
       this.dropsQueueFull++;
       return WriteResult.QUEUE_FULL;
     }
     if (this.#batch.length - this.#used < need) this.#makeRoom(need);
-    writeHeader(this.#batch, this.#used, len, TYPE_FRAME, vni);
-    buf.copy(this.#batch, this.#used + HEADER_LEN, off, off + len);
+    if (meta === undefined) writeHeader(this.#batch, this.#used, len, TYPE_FRAME, vni);
+    else {
+      writeHeader(this.#batch, this.#used, OFFLOAD_HLEN + len, TYPE_FRAME_OFFLOAD, vni);
+      writeOffloadHeader(this.#batch, this.#used + HEADER_LEN, meta);
+    }
+    buf.copy(this.#batch, this.#used + HEADER_LEN + ohl, off, off + len);
     this.#used += need;
     this.txFrames++;
     this.txBytes += len;

@@ -3,6 +3,7 @@
  * hands the frame to the link's channel tagged with the network's VNI.
  * Created when a channel comes up, removed when it goes down.
  */
+import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import type { Port, PortState } from '../ports/port.js';
 import { WriteResult } from '../ports/port.js';
 import type { LinkChannel } from './transport.js';
@@ -27,16 +28,23 @@ export class LinkPort implements Port {
     return this.#state;
   }
 
+  /** Large segments and partial checksums cross the link whole when the channel takes them (TCP/TLS with a peer that does). */
+  get offloads(): boolean {
+    return this.channel.offloads === true;
+  }
+
   get queued(): number {
     return 0;
   }
 
   async open(): Promise<void> {}
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     if (this.#state !== 'up') return WriteResult.DOWN;
     if (this.relayed !== undefined && !this.relayed(len)) return WriteResult.OK;
-    return this.channel.send(this.vni, buf, off, len);
+    return meta === undefined
+      ? this.channel.send(this.vni, buf, off, len)
+      : this.channel.send(this.vni, buf, off, len, meta);
   }
 
   describe(): Record<string, unknown> {

@@ -267,14 +267,14 @@ export class Overlay {
     const carried = this.#syncPorts(link);
     const ports = link.ports;
     ch.attach({
-      frame: (vni, buf, off, len) => {
+      frame: (vni, buf, off, len, meta) => {
         const p = ports.get(vni);
         if (p === undefined) {
           (ch as { unknownVni?: () => void }).unknownVni?.();
           return;
         }
         this.#rxLink = link;
-        p.sink(buf, off, len);
+        p.sink(buf, off, len, meta);
         this.#rxLink = undefined;
       },
       control: (msg) => this.#control(link, msg),

@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
 import { DecodeResult, encodeControl, LinkDecoder } from './codec.js';
 import { LinkEgress } from './egress.js';
@@ -73,7 +74,13 @@ export function parseHello(msg: ControlMessage): PeerHello | string {
   const listen = msg['listen'];
   const port =
     Number.isInteger(listen) && (listen as number) > 0 && (listen as number) < 65536 ? (listen as number) : undefined;
-  return { host, networks, relay: msg['relay'] === true, ...(port === undefined ? {} : { listen: port }) };
+  return {
+    host,
+    networks,
+    relay: msg['relay'] === true,
+    ...(port === undefined ? {} : { listen: port }),
+    ...(msg['offloads'] === true ? { offloads: true } : {}),
+  };
 }
 
 export class StreamChannel implements LinkChannel {
@@ -88,7 +95,9 @@ export class StreamChannel implements LinkChannel {
   readonly #decoder: LinkDecoder;
   readonly #clock: () => number;
   #handlers: ChannelHandlers | undefined;
-  #early: { vni: number; frame: Buffer }[] = [];
+  #early: { vni: number; frame: Buffer; meta: OffloadMeta | undefined }[] = [];
+  /** Both ends take offload records (set from the peer's hello; this end always announces them). */
+  #offloads = false;
   #helloWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
   #helloTimer: NodeJS.Timeout | undefined;
   #keepalive: NodeJS.Timeout | undefined;
@@ -110,10 +119,13 @@ export class StreamChannel implements LinkChannel {
     this.#log = opts.logger;
     this.#clock = opts.clock ?? (() => performance.now());
     this.#egress = new LinkEgress(sock, opts.queueBytes);
-    this.#decoder = new LinkDecoder({
-      frame: (vni, buf, off, len) => this.#frame(vni, buf, off, len),
-      control: (buf, off, len) => this.#control(buf, off, len),
-    });
+    this.#decoder = new LinkDecoder(
+      {
+        frame: (vni, buf, off, len, meta) => this.#frame(vni, buf, off, len, meta),
+        control: (buf, off, len) => this.#control(buf, off, len),
+      },
+      new OffloadMeta(),
+    );
     sock.setNoDelay(true);
     sock.on('data', (chunk: Buffer) => {
       this.#lastRx = this.#clock();
@@ -122,7 +134,9 @@ export class StreamChannel implements LinkChannel {
         this.#fail(
           r === DecodeResult.BAD_TYPE
             ? `unknown record type ${this.#decoder.badType}`
-            : `record of ${this.#decoder.badLength} bytes exceeds the limit for type ${this.#decoder.badType}`,
+            : r === DecodeResult.BAD_OFFLOAD
+              ? `offload record of ${this.#decoder.badLength} bytes has a bad offload header`
+              : `record of ${this.#decoder.badLength} bytes exceeds the limit for type ${this.#decoder.badType}`,
         );
       }
     });
@@ -134,6 +148,10 @@ export class StreamChannel implements LinkChannel {
 
   get queuedBytes(): number {
     return this.#egress.queuedBytes;
+  }
+
+  get offloads(): boolean {
+    return this.#offloads;
   }
 
   /** Sends our hello and waits for the peer's (and its verification). */
@@ -148,6 +166,7 @@ export class StreamChannel implements LinkChannel {
         networks: h.networks,
         relay: h.relay,
         listen: h.listen,
+        offloads: h.offloads !== false,
       }),
     );
     return new Promise<void>((resolve, reject) => {
@@ -161,13 +180,14 @@ export class StreamChannel implements LinkChannel {
     this.#handlers = h;
     const early = this.#early;
     this.#early = [];
-    for (const e of early) h.frame(e.vni, e.frame, 0, e.frame.length);
+    for (const e of early) h.frame(e.vni, e.frame, 0, e.frame.length, e.meta);
     if (this.#closed) h.closed(this.#closeReason);
   }
 
-  send(vni: number, buf: Buffer, off: number, len: number): WriteResult {
+  send(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     if (this.#closed || this.#closing) return WriteResult.DOWN;
-    return this.#egress.frame(vni, buf, off, len);
+    // An older peer never receives an offload record (the switch only gives meta when offloads is true).
+    return this.#egress.frame(vni, buf, off, len, this.#offloads ? meta : undefined);
   }
 
   sendControl(msg: ControlMessage): boolean {
@@ -234,19 +254,26 @@ export class StreamChannel implements LinkChannel {
     this.destroy(`protocol error: ${reason}`);
   }
 
-  #frame(vni: number, buf: Buffer, off: number, len: number): void {
+  #frame(vni: number, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): void {
     this.#rxFrames++;
     this.#rxBytes += len;
     const h = this.#handlers;
     if (h) {
-      h.frame(vni, buf, off, len);
+      h.frame(vni, buf, off, len, meta);
       return;
     }
     if (this.#helloWait !== undefined || this.peer === undefined) {
       this.#fail('a frame came before the hello');
       return;
     }
-    if (this.#early.length < EARLY_FRAMES) this.#early.push({ vni, frame: Buffer.from(buf.subarray(off, off + len)) });
+    if (this.#early.length < EARLY_FRAMES) {
+      let m: OffloadMeta | undefined;
+      if (meta !== undefined) {
+        m = new OffloadMeta();
+        m.copyFrom(meta);
+      }
+      this.#early.push({ vni, frame: Buffer.from(buf.subarray(off, off + len)), meta: m });
+    }
   }
 
   #control(buf: Buffer, off: number, len: number): void {
@@ -312,6 +339,7 @@ export class StreamChannel implements LinkChannel {
       return;
     }
     this.peer = hello;
+    this.#offloads = hello.offloads === true && this.#opts.hello.offloads !== false;
     clearTimeout(this.#helloTimer);
     this.#helloWait = undefined;
     this.#lastRx = this.#clock();

@@ -11,6 +11,7 @@
  * or the link manager. docs/overlay.md describes the contract for people
  * writing a transport.
  */
+import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import type { WriteResult } from '../ports/port.js';
 
 /** A network as a host offers it on a link. */
@@ -31,6 +32,12 @@ export interface PeerHello {
   relay: boolean;
   /** TCP port where the peer accepts links, if it listens (a hub may ask another host to dial it directly). */
   listen?: number | undefined;
+  /**
+   * The peer takes frames with offload metadata (link records of type 3:
+   * large segments and partial checksums). Absent or false on an older peer:
+   * such frames are cut and completed before they are sent to it.
+   */
+  offloads?: boolean | undefined;
 }
 
 /** Receives what arrives on a channel. Set once with {@link LinkChannel.attach}. */
@@ -38,8 +45,10 @@ export interface ChannelHandlers {
   /**
    * One frame of network `vni`. `buf[off .. off+len)` is valid only during
    * the call and may be modified in place (the switch strips tags there).
+   * `meta`: the frame's offload metadata when the peer sent some (valid
+   * during the call only; the switch checks it like a TAP's).
    */
-  frame(vni: number, buf: Buffer, off: number, len: number): void;
+  frame(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): void;
   /** A control message (a JSON object with a string `type`) other than hello and keepalives. */
   control(msg: ControlMessage): void;
   /** The channel closed (peer gone, keepalive timeout, protocol error, close()). Called once. */
@@ -82,6 +91,11 @@ export interface LinkChannel {
   readonly outbound: boolean;
   /** Frames and bytes accepted but not yet handed to the kernel. */
   readonly queuedBytes: number;
+  /**
+   * True when {@link send} takes offload metadata (both ends announced
+   * offloads in their hello). Absent or false: send() is given complete frames only.
+   */
+  readonly offloads?: boolean;
 
   /** Starts delivering what arrives to `h`. Frames that arrive before are held by the transport. */
   attach(h: ChannelHandlers): void;
@@ -90,9 +104,9 @@ export interface LinkChannel {
    * Queues one frame of network `vni` (copied before this returns). Never
    * throws for transport trouble: QUEUE_FULL when the egress bound is
    * reached, DOWN when the channel is closed. Frames are aggregated: many
-   * per kernel write.
+   * per kernel write. `meta` only when {@link offloads} is true.
    */
-  send(vni: number, buf: Buffer, off: number, len: number): WriteResult;
+  send(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult;
 
   /** Sends a control message; false when the transport has no control path (VXLAN) or is closed. */
   sendControl(msg: ControlMessage): boolean;
