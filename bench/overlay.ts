@@ -3,10 +3,13 @@
  * namespaces, each with a vmlink daemon, through a TAP port on each side and
  * a link between the daemons over a veth pair; versus iperf3 straight over
  * the same veth pair, in the same run. Links: plain TCP and TLS 1.3.
+ * The TAPs have vnet_hdr and the namespaces' TAP interfaces offloads (tx
+ * checksum, sg, TSO, GSO, GRO) on, as in bench/tap.ts: 64 KB segments cross
+ * the switches and TCP/TLS links whole (docs/overlay.md "Wire format").
  *
  *   ns A: tap 10.0.77.1 -> vmlink A -> link over veth 10.97.0.1 <-> 10.97.0.2 -> vmlink B -> tap 10.0.77.2 :ns B
  *
- * Needs root, iproute2, iperf3, openssl.
+ * Needs root, iproute2, iperf3, openssl, ethtool.
  *
  *   node dist/bench/overlay.js [--seconds S] [--repeat N] [--mtu M]
  */
@@ -122,7 +125,7 @@ async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode): Promise<Child
       'networks:',
       `  - { name: bench, vni: 1, mtu: ${mtu} }`,
       'ports:',
-      `  - { name: t, network: bench, kind: tap, ifname: vlot${tag}, mtu: ${mtu}, queue_len: 4096 }`,
+      `  - { name: t, network: bench, kind: tap, ifname: vlot${tag}, mtu: ${mtu}, queue_len: 4096, vnet_hdr: true }`,
       overlay,
       link,
       '',
@@ -162,6 +165,8 @@ async function viaVmlink(o: Opts, mode: Mode): Promise<number> {
     procs.push(await daemon(o, dir, 1, mode));
     for (const i of [0, 1] as const) {
       await sh('ip', '-n', NS[i], 'addr', 'add', `${OVER[i]}/24`, 'dev', `vlot${tag}`);
+      for (const f of ['tx', 'sg', 'tso', 'gso', 'gro'])
+        await sh('ip', 'netns', 'exec', NS[i], 'ethtool', '-K', `vlot${tag}`, f, 'on').catch(() => undefined);
     }
     // Wait until the overlay carries traffic: one ping through it.
     for (let i = 0; ; i++) {
@@ -325,13 +330,13 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
   const md = [
     '## Overlay: a bulk TCP flow through two daemons and a link, versus the same veth directly',
     '',
-    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores.`,
+    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}; vnet_hdr TAPs with offloads on, so 64 KB TCP segments cross the switches and TCP/TLS links whole and are never cut; VXLAN links take no offloads, so segments are cut into MTU frames before a VXLAN link); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores.`,
     '',
     '| link | peer Gbit/s (veth; kernel vxlan for vxlan) | vmlink Gbit/s | vmlink/peer | target |',
     '| --- | ---: | ---: | ---: | ---: |',
     ...rows.map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.target || '-'} |`),
     '',
-    `The link alone (two overlays in one process on loopback, 1500-byte frames, switch ingress on both ends, one core for both): ${(fps / 1e3).toFixed(0)} kframes/s = ${((fps * 1500 * 8) / 1e9).toFixed(2)} Gbit/s. The end-to-end flow is bound by the two TAP ports (1500-byte frames, no TSO/GRO through the TAP: see the TAP section, where one daemon between two TAPs reaches 0.3 of the bridge) and by four busy processes (two daemons, iperf3 client and server) sharing ${cpus().length} cores.`,
+    `The link alone (two overlays in one process on loopback, 1500-byte frames, switch ingress on both ends, one core for both): ${(fps / 1e3).toFixed(0)} kframes/s = ${((fps * 1500 * 8) / 1e9).toFixed(2)} Gbit/s. The end-to-end flow shares ${cpus().length} cores among four busy processes (two daemons, iperf3 client and server).`,
   ].join('\n');
   rows.push({
     link: 'link-only',
