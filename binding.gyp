@@ -11,7 +11,8 @@
         "src/native/c/poll.c",
         "src/native/c/tap.c",
         "src/native/c/udp.c",
-        "src/native/c/unix.c"
+        "src/native/c/unix.c",
+        "src/native/c/vring.c"
       ],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-fvisibility=hidden"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"]

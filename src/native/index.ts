@@ -46,6 +46,9 @@ export interface Poller {
   close(): void;
 }
 
+/** An opaque native split-virtqueue handle (vringNew). */
+export type VringHandle = { readonly __vring: unique symbol };
+
 /** The addon's functions, one per syscall family. */
 export interface NativeAddon {
   /**
@@ -207,6 +210,39 @@ export interface NativeAddon {
   seekData(fd: number, offset: number): number;
   /** lseek SEEK_HOLE: the first hole position at or after `offset` (the file size at the end); -1 past the end. */
   seekHole(fd: number, offset: number): number;
+
+  /**
+   * A split-virtqueue fast path (vring.c) sharing `io` with the caller:
+   * io[0] = next available slot, io[1] = next used slot (free-running u16).
+   * Keep `io` alive as long as the handle.
+   */
+  vringNew(io: Uint32Array): VringHandle;
+  /**
+   * Points the ring at guest memory: region views, their guest-physical
+   * starts, the queue size and the three ring parts (bounds-checked by the
+   * caller). With `regions` undefined: detached (the fast path takes nothing).
+   */
+  vringAttach(
+    ring: VringHandle,
+    regions?: readonly Buffer[],
+    gpas?: Float64Array,
+    num?: number,
+    desc?: Buffer,
+    avail?: Buffer,
+    used?: Buffer,
+  ): void;
+  /**
+   * Takes up to `max` simple transmit chains (one descriptor, or a 12-byte
+   * header descriptor and one frame descriptor) with frames of
+   * minLen..maxLen bytes; out[3k..3k+2] = region, offset, length of frame k.
+   * Used elements are written, not published. Stops before the first chain
+   * it does not take (the caller's walk handles that one).
+   */
+  vringTx(ring: VringHandle, max: number, minLen: number, maxLen: number, out: Uint32Array): number;
+  /** Copies header + frame into the next receive chain when it is one big-enough writable descriptor, and publishes it: 0 done, 1 no buffer, 2 take the slow path. */
+  vringRx(ring: VringHandle, buf: Uint8Array, off: number, len: number): number;
+  /** Stores the used index (publishes what vringTx wrote). */
+  vringPublish(ring: VringHandle): void;
 
   Poller: new (fd: number, callback: (status: number, events: number) => void) => Poller;
 

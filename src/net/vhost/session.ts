@@ -103,7 +103,7 @@ export class VhostSession {
     this.#fd = fd;
     this.#hooks = hooks;
     this.#opts = opts;
-    for (let i = 0; i < MAX_RINGS; i++) this.rings.push(new Virtqueue(i));
+    for (let i = 0; i < MAX_RINGS; i++) this.rings.push(new Virtqueue(i, n));
     this.#poller = new n.Poller(fd, (status) => this.#readable(status));
     this.#poller.start(n.READABLE);
   }

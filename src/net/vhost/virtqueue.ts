@@ -22,6 +22,8 @@
  * the following re-read of the available index (the lost-kick race of
  * §2.7.10). Hot path: no allocation per buffer; segments go into typed arrays.
  */
+
+import type { NativeAddon, VringHandle } from '../../native/index.js';
 import { AVAIL_F_NO_INTERRUPT, DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, VRING_F_LOG } from './constants.js';
 import { VhostRingError } from './errors.js';
 import type { DirtyLog, GuestMemory } from './memory.js';
@@ -42,10 +44,13 @@ export class Virtqueue {
   /** Queue size (SET_VRING_NUM); 0 until set. */
   num = 0;
   addrs: RingAddrs | undefined;
-  /** Next available-ring slot to read (free-running u16). */
-  lastAvail = 0;
-  /** Next used-ring slot to fill (free-running u16). */
-  usedIdx = 0;
+  /** [next available-ring slot to read, next used-ring slot to fill] (free-running u16s), shared with the native fast path. */
+  readonly #io = new Uint32Array(new ArrayBuffer(8));
+  /** The native fast path (vring.c) when an addon was given. */
+  readonly #n: NativeAddon | undefined;
+  readonly #vr: VringHandle | undefined;
+  /** Frame slots of the last {@link txBatch}: region, offset, length per frame. */
+  readonly txOut: Uint32Array;
   kickFd = -1;
   callFd = -1;
   errFd = -1;
@@ -75,8 +80,30 @@ export class Virtqueue {
   #usedU16: Uint16Array | undefined;
   #signalledUsed = 0;
 
-  constructor(index: number) {
+  /** `n`: the addon whose vring.c fast path moves simple chains (none: every chain is walked here). */
+  constructor(index: number, n?: NativeAddon) {
     this.index = index;
+    this.#n = n;
+    this.#vr = n?.vringNew(this.#io);
+    this.txOut = new Uint32Array(n ? 3 * 256 : 0);
+  }
+
+  /** Next available-ring slot to read (free-running u16). */
+  get lastAvail(): number {
+    return this.#io[0] as number;
+  }
+
+  set lastAvail(v: number) {
+    this.#io[0] = v;
+  }
+
+  /** Next used-ring slot to fill (free-running u16). */
+  get usedIdx(): number {
+    return this.#io[1] as number;
+  }
+
+  set usedIdx(v: number) {
+    this.#io[1] = v;
   }
 
   /** Sets the queue size and sizes the segment arrays (a chain is at most `num` descriptors, §2.7.5.3.1). */
@@ -100,6 +127,7 @@ export class Virtqueue {
    */
   attach(mem: GuestMemory | undefined): void {
     this.#desc = this.#avail = this.#used = this.#usedU16 = this.#availU16 = undefined;
+    if (this.#vr) this.#n?.vringAttach(this.#vr);
     this.#mem = mem;
     const a = this.addrs;
     if (!mem || !a || this.num === 0) return;
@@ -127,11 +155,24 @@ export class Virtqueue {
     this.#used = used;
     this.#usedOff = usedOff;
     this.#usedU16 = mem.u16[usedRegion];
+    if (this.#vr) {
+      const gpas = Float64Array.from(mem.regions, (r) => r.gpa);
+      this.#n?.vringAttach(
+        this.#vr,
+        mem.views,
+        gpas,
+        n,
+        desc.subarray(descOff, descOff + 16 * n),
+        avail.subarray(availOff, availOff + 6 + 2 * n),
+        used.subarray(usedOff, usedOff + 6 + 8 * n),
+      );
+    }
   }
 
   /** Forgets the mapping (the memory table is going away or the ring stopped). */
   detach(): void {
     this.#desc = this.#avail = this.#used = this.#usedU16 = this.#availU16 = undefined;
+    if (this.#vr) this.#n?.vringAttach(this.#vr);
     this.#mem = undefined;
   }
 
@@ -220,9 +261,36 @@ export class Virtqueue {
     }
   }
 
+  /**
+   * Native fast path of transmit: takes up to `max` simple chains with frames
+   * of minLen..maxLen bytes (slots in {@link txOut}), writes their used
+   * elements (publish with {@link publish} once the frames are handed on).
+   * Returns how many; the chain after them (if any) needs {@link pop} and
+   * {@link walk}. 0 without the addon or while dirty logging.
+   */
+  txBatch(max: number, minLen: number, maxLen: number): number {
+    if (this.#vr === undefined || this.log !== undefined) return 0;
+    return (this.#n as NativeAddon).vringTx(this.#vr, Math.min(max, 256), minLen, maxLen, this.txOut);
+  }
+
+  /**
+   * Native fast path of receive: header + frame into the next chain when it
+   * is one big-enough writable buffer, published. 0 done, 1 no buffer, 2 use
+   * the walk (also without the addon or while dirty logging).
+   */
+  rxOne(buf: Buffer, off: number, len: number): number {
+    if (this.#vr === undefined || this.log !== undefined) return 2;
+    return (this.#n as NativeAddon).vringRx(this.#vr, buf, off, len);
+  }
+
   #fail(msg: string): number {
     this.error = `ring ${this.index}: ${msg}`;
     return -1;
+  }
+
+  /** View of guest-memory region `r`. */
+  regionView(r: number): Buffer {
+    return (this.#mem as GuestMemory).views[r] as Buffer;
   }
 
   /** Region view of segment `s`. */
