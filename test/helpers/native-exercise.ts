@@ -122,6 +122,45 @@ closeSync(u2.fd);
 // packetOpen: loopback, and a missing interface.
 closeSync(n.packetOpen('lo', false).fd);
 throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');
+// vring fast path over a small ring in memfd memory: one frame each way, refusals, a handle left to the finalizer.
+{
+  const vfd = n.memfdCreate('vg-vring');
+  ftruncateSync(vfd, 65536);
+  const vab = n.mmap(vfd, 65536, 0, true);
+  const g = Buffer.from(vab);
+  const io = new Uint32Array(new ArrayBuffer(8));
+  const ring = n.vringNew(io);
+  check(n.vringRx(ring, Buffer.alloc(60), 0, 60) === 2, 'vringRx detached');
+  n.vringAttach(
+    ring,
+    [g],
+    Float64Array.of(0),
+    4,
+    g.subarray(0, 64),
+    g.subarray(0x1000, 0x1010),
+    g.subarray(0x2000, 0x2030),
+  );
+  g.writeBigUInt64LE(0x8000n, 0);
+  g.writeUInt32LE(72, 8); // transmit: header + 60 bytes, device-readable
+  g.writeBigUInt64LE(0x9000n, 16);
+  g.writeUInt32LE(2048, 24);
+  g.writeUInt16LE(2, 28); // receive: device-writable
+  g.writeUInt16LE(0, 0x1004);
+  g.writeUInt16LE(1, 0x1006);
+  g.writeUInt16LE(2, 0x1002);
+  const out = new Uint32Array(12);
+  check(n.vringTx(ring, 4, 14, 1514, out) === 1 && out[1] === 0x8000 + 12 && out[2] === 60, 'vringTx');
+  n.vringPublish(ring);
+  check(n.vringRx(ring, Buffer.alloc(60, 1), 0, 60) === 0 && g[0x9000 + 12] === 1, 'vringRx');
+  check(n.vringRx(ring, Buffer.alloc(60), 0, 60) === 1, 'vringRx empty');
+  throwsCode(() => n.vringRx(ring, Buffer.alloc(8), 4, 60), 'ERR_OUT_OF_RANGE');
+  throwsCode(() => n.vringTx({} as never, 1, 14, 1514, out), 'ERR_INVALID_ARG_TYPE');
+  throwsCode(() => n.vringAttach(ring, [g], Float64Array.of(0), 1 << 20, g, g, g), 'ERR_INVALID_ARG_VALUE');
+  n.vringAttach(ring);
+  check(n.vringTx(ring, 4, 14, 1514, out) === 0, 'vringTx detached');
+  n.munmap(vab);
+  closeSync(vfd);
+}
 for (const fd of [a, b, rx, tx, efd, mfd]) closeSync(fd);
 // Block files: nowait I/O, fallocate, SEEK_DATA/SEEK_HOLE, a batch on the pool (and its error path).
 const blk = n.memfdCreate('vg-blk');
