@@ -175,6 +175,9 @@ static bool fast_bytes(napi_env env, napi_value v, const char *name, uint8_t **d
   return vl_get_bytes(env, v, name, data, len);
 }
 
+/* A transmitted virtio_net_hdr that asks for no offload (no NEEDS_CSUM, gso_type NONE): the frame goes on without metadata. */
+static bool plain_hdr(const uint8_t *h) { return (h[0] & 1) == 0 && h[1] == 0; }
+
 static void read_desc(const vl_vring_t *q, uint32_t i, vl_desc_t *d) {
   memcpy(d, q->desc + 16 * (size_t)i, sizeof *d);
 }
@@ -191,7 +194,7 @@ static void publish(vl_vring_t *q) { __atomic_store_n((uint16_t *)(q->used + 2),
 /*
  * vringTx(ring, max, minLen, maxLen, out: Uint32Array) -> frames taken
  * Takes up to `max` simple transmit chains whose frame (header excluded) is
- * minLen..maxLen bytes; for frame k, out[3k..3k+2] = region, offset of the
+ * minLen..maxLen bytes and whose header asks for no offload; for frame k, out[3k..3k+2] = region, offset of the
  * frame in that region, length. Used elements are written (length 0), not
  * published. Stops before the first chain it does not take.
  */
@@ -221,14 +224,16 @@ static napi_value vring_tx(napi_env env, napi_callback_info info) {
       uint32_t flen;
       if (d.flags == 0) {
         if (d.len < VL_NET_HDR + min_len || d.len - VL_NET_HDR > max_len) break;
-        if (!gpa_ptr(q, d.addr, d.len, &region, &off)) break;
+        const uint8_t *h = gpa_ptr(q, d.addr, d.len, &region, &off);
+        if (!h || !plain_hdr(h)) break;
         off += VL_NET_HDR;
         flen = d.len - VL_NET_HDR;
       } else if (d.flags == VL_DESC_F_NEXT && d.len == VL_NET_HDR && d.next < q->num) {
         vl_desc_t f;
         read_desc(q, d.next, &f);
         if (f.flags != 0 || f.len < min_len || f.len > max_len) break;
-        if (!gpa_ptr(q, d.addr, d.len, &region, &off)) break;
+        const uint8_t *h = gpa_ptr(q, d.addr, d.len, &region, &off);
+        if (!h || !plain_hdr(h)) break;
         if (!gpa_ptr(q, f.addr, f.len, &region, &off)) break;
         flen = f.len;
       } else {
@@ -258,6 +263,8 @@ static napi_value vring_tx(napi_env env, napi_callback_info info) {
  * room for both, writes the used element and publishes it. EMPTY: no
  * buffer. SLOW: the next chain (or the ring state) needs the TypeScript path.
  */
+static int32_t rx_one(vl_vring_t *q, const uint8_t *buf, uint32_t len);
+
 static napi_value vring_rx(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 4);
   vl_vring_t *q;
@@ -267,8 +274,93 @@ static napi_value vring_rx(napi_env env, napi_callback_info info) {
   if (!get_vring(env, argv[0], &q) || !fast_bytes(env, argv[1], "buf", &buf, &blen) ||
       !fast_u32(env, argv[2], "off", &off) || !fast_u32(env, argv[3], "len", &len))
     return NULL;
-  int32_t res = VL_RX_SLOW;
   if ((size_t)off + len > blen) return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "off + len beyond the buffer");
+  napi_value r;
+  NAPI_CALL(env, napi_create_int32(env, rx_one(q, buf + off, len), &r));
+  return r;
+}
+
+/*
+ * The source of vringRxFrom: one Buffer (a transmitting guest's region view,
+ * set for the length of one transmit batch), held by a reference.
+ */
+static struct {
+  uint8_t *data;
+  size_t len;
+  napi_ref ref;
+} rx_src;
+
+/* vringSource(buf | undefined): sets (or clears) the source of vringRxFrom. */
+static napi_value vring_source(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  if (rx_src.ref) {
+    napi_delete_reference(env, rx_src.ref);
+    rx_src.ref = NULL;
+  }
+  rx_src.data = NULL;
+  rx_src.len = 0;
+  if (vl_is_nullish(env, argv[0])) return NULL;
+  uint8_t *data;
+  size_t len;
+  if (!vl_get_bytes(env, argv[0], "buf", &data, &len)) return NULL;
+  NAPI_CALL(env, napi_create_reference(env, argv[0], 1, &rx_src.ref));
+  rx_src.data = data;
+  rx_src.len = len;
+  return NULL;
+}
+
+/* vringRxFrom(ring, off, len) -> VL_RX_*: vringRx from the buffer of vringSource (fewer arguments to convert per frame). */
+static napi_value vring_rx_from(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  vl_vring_t *q;
+  uint32_t off, len;
+  if (!get_vring(env, argv[0], &q) || !fast_u32(env, argv[1], "off", &off) || !fast_u32(env, argv[2], "len", &len))
+    return NULL;
+  if (!rx_src.data || (size_t)off + len > rx_src.len)
+    return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "off + len beyond the source buffer (or no source)");
+  napi_value r;
+  NAPI_CALL(env, napi_create_int32(env, rx_one(q, rx_src.data + off, len), &r));
+  return r;
+}
+
+static int32_t rx_one_unpublished(vl_vring_t *q, const uint8_t *src, uint32_t len);
+
+static int32_t rx_one(vl_vring_t *q, const uint8_t *src, uint32_t len) {
+  int32_t res = rx_one_unpublished(q, src, len);
+  if (res == VL_RX_OK) publish(q);
+  return res;
+}
+
+/*
+ * vringRxBatch(ring, frames: Uint32Array, count) -> frames done
+ * Like vringRxFrom for frames[2k] = offset, frames[2k+1] = length in the
+ * source buffer, k < count, in order; the used index is published once at the
+ * end. Stops at the first frame that is not OK (the caller takes it).
+ */
+static napi_value vring_rx_batch(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 3);
+  vl_vring_t *q;
+  uint32_t *fr, count;
+  size_t flen;
+  if (!get_vring(env, argv[0], &q) || !vl_get_u32s(env, argv[1], "frames", false, &fr, &flen) ||
+      !fast_u32(env, argv[2], "count", &count))
+    return NULL;
+  if ((size_t)count * 2 > flen) return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "count beyond the frames array");
+  uint32_t done = 0;
+  for (; done < count; done++) {
+    uint32_t off = fr[2 * done], len = fr[2 * done + 1];
+    if (!rx_src.data || (size_t)off + len > rx_src.len)
+      return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "off + len beyond the source buffer (or no source)");
+    if (rx_one_unpublished(q, rx_src.data + off, len) != VL_RX_OK) break;
+  }
+  if (done > 0) publish(q);
+  napi_value r;
+  NAPI_CALL(env, napi_create_uint32(env, done, &r));
+  return r;
+}
+
+static int32_t rx_one_unpublished(vl_vring_t *q, const uint8_t *src, uint32_t len) {
+  int32_t res = VL_RX_SLOW;
   if (q->attached) {
     int32_t n = avail_count(q);
     if (n == 0) {
@@ -287,18 +379,15 @@ static napi_value vring_rx(napi_env env, napi_callback_info info) {
             (p = gpa_ptr(q, d.addr, d.len, &region, &goff)) != NULL) {
           static const uint8_t hdr[VL_NET_HDR] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
           memcpy(p, hdr, VL_NET_HDR);
-          memcpy(p + VL_NET_HDR, buf + off, len);
+          memcpy(p + VL_NET_HDR, src, len);
           q->io[0] = (q->io[0] + 1) & 0xffff;
           push_used(q, head, VL_NET_HDR + len);
-          publish(q);
           res = VL_RX_OK;
         }
       }
     }
   }
-  napi_value r;
-  NAPI_CALL(env, napi_create_int32(env, res, &r));
-  return r;
+  return res;
 }
 
 /* vringPublish(ring): stores the used index (after the used elements vringTx wrote). */
@@ -316,5 +405,8 @@ napi_status vl_init_vring(napi_env env, napi_value exports) {
   if ((s = vl_export(env, exports, "vringAttach", vring_attach)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringTx", vring_tx)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringRx", vring_rx)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "vringSource", vring_source)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "vringRxFrom", vring_rx_from)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "vringRxBatch", vring_rx_batch)) != napi_ok) return s;
   return vl_export(env, exports, "vringPublish", vring_publish);
 }

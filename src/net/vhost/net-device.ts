@@ -33,6 +33,25 @@ const ETH_HLEN = 14;
 /** Header bytes kept with each backlog frame: the virtio_net_hdr without num_buffers. */
 const RX_HDR = 10;
 
+/** Frames a receive ring defers during one transmit batch before it copies them. */
+const PEND_MAX = 256;
+
+/**
+ * The transmit batch being handed to the switch (one at a time: this runs
+ * on one thread): the guest-memory view its frames come from, and the
+ * devices that deferred frames from it. A frame from that view stays valid
+ * until the batch's used index is published, so a receiving device may defer
+ * its copy and do the whole batch in one native call (flushBatch), provided
+ * it has counted a free buffer for every deferred frame.
+ */
+const batch: { src: Buffer | undefined; pending: VhostNetDevice[] } = { src: undefined, pending: [] };
+
+function flushBatch(): void {
+  const p = batch.pending;
+  for (let i = 0; i < p.length; i++) (p[i] as VhostNetDevice).flush();
+  p.length = 0;
+}
+
 /** Outcome of copying one frame into the receive ring. */
 const Rx = { OK: 0, NO_ROOM: 1, DROPPED: 2, ERROR: 3 } as const;
 
@@ -53,6 +72,11 @@ export class VhostNetDevice {
   readonly #staging: Buffer;
   readonly #hdr = Buffer.alloc(NET_HDR_LEN);
   readonly #backlog: FrameArena;
+  /** Frames deferred from the current transmit batch: offset, length pairs in batch.src. */
+  readonly #pend = new Uint32Array(2 * PEND_MAX);
+  #pendN = 0;
+  /** Free receive buffers not yet promised to deferred frames. */
+  #room = 0;
   #heads = new Uint16Array(0);
   #headEnd = new Uint32Array(0);
   #headCap = new Float64Array(0);
@@ -178,11 +202,23 @@ export class VhostNetDevice {
   #txFast(q: Virtqueue, k: number): void {
     const out = q.txOut;
     const sink = this.#ctx.sink;
-    for (let i = 0; i < 3 * k; i += 3) {
-      sink(q.regionView(out[i] as number), out[i + 1] as number, out[i + 2] as number);
-      if (this.#dead) return;
+    try {
+      for (let i = 0; i < 3 * k; i += 3) {
+        const view = q.regionView(out[i] as number);
+        if (view !== batch.src) {
+          flushBatch();
+          batch.src = q.rxSource(view) ? view : undefined;
+        }
+        sink(view, out[i + 1] as number, out[i + 2] as number);
+        if (this.#dead) return;
+      }
+      this.txFrames += k;
+    } finally {
+      // Deferred copies happen before the caller publishes these transmit buffers.
+      flushBatch();
+      if (batch.src) q.rxSource(undefined);
+      batch.src = undefined;
     }
-    this.txFrames += k;
   }
 
   /** Hands the frame in segments [0, segs) to the sink, in place when it is one segment. */
@@ -239,12 +275,72 @@ export class VhostNetDevice {
   write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     const q = this.#rxq;
     if (this.#dead || q === undefined || !q.ready) return WriteResult.DOWN;
+    if (
+      meta === undefined &&
+      buf === batch.src &&
+      len <= this.#ctx.maxFrameLen &&
+      this.#backlog.queued === 0 &&
+      q.fast
+    ) {
+      if (this.#pendN === 0) {
+        this.#room = q.availCount();
+        if (this.#room > 0) batch.pending.push(this);
+      }
+      if (this.#room > 0 && this.#pendN < PEND_MAX) {
+        const n = this.#pendN++;
+        this.#pend[2 * n] = off;
+        this.#pend[2 * n + 1] = len;
+        this.#room--;
+        return WriteResult.OK;
+      }
+    }
+    if (this.#pendN > 0) this.flush();
     if (this.#backlog.queued > 0) return this.#enqueue(q, buf, off, len, meta);
     this.offloads.writeRx(this.#hdr, 0, meta);
     const r = this.#rxFrame(q, buf, off, len);
     if (r === Rx.NO_ROOM) return this.#enqueue(q, buf, off, len, meta);
     if (r === Rx.ERROR) return WriteResult.DOWN;
     return WriteResult.OK;
+  }
+
+  /**
+   * Copies the frames deferred from the current transmit batch into the
+   * receive ring (one native call for the simple buffers; the rest one by
+   * one, into the backlog when the buffers ran out after all). A frame that
+   * finds no room then is counted in rx_dropped.
+   */
+  flush(): void {
+    const n = this.#pendN;
+    if (n === 0) return;
+    this.#pendN = 0;
+    const q = this.#rxq;
+    const src = batch.src;
+    if (this.#dead || q === undefined || !q.ready || src === undefined) {
+      this.rxDropped += n;
+      return;
+    }
+    const pend = this.#pend;
+    const done = q.rxBatch(pend, n);
+    // Deferred frames carry no offload metadata: an all-zero header (but num_buffers).
+    if (done > 0) {
+      this.rxFrames += done;
+      this.#callMask |= 1 << q.index;
+      this.#schedule();
+    }
+    for (let i = done; i < n; i++) {
+      const off = pend[2 * i] as number;
+      const len = pend[2 * i + 1] as number;
+      let r: number = Rx.NO_ROOM;
+      if (this.#backlog.queued === 0) {
+        this.offloads.writeRx(this.#hdr, 0, undefined);
+        r = this.#rxFrame(q, src, off, len);
+        if (r === Rx.ERROR) {
+          this.rxDropped += n - i - 1;
+          return;
+        }
+      }
+      if (r === Rx.NO_ROOM && this.#enqueue(q, src, off, len, undefined) !== WriteResult.OK) this.rxDropped++;
+    }
   }
 
   #enqueue(q: Virtqueue, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): WriteResult {
@@ -276,7 +372,10 @@ export class VhostNetDevice {
       this.rxDropped++;
       return Rx.DROPPED;
     }
-    const fast = q.rxOne(buf, off, len);
+    // The native copy writes an all-zero header (num_buffers 1): only for frames without offload metadata.
+    const hdr = this.#hdr;
+    const plain = hdr.readUInt32LE(0) === 0 && hdr.readUInt32LE(4) === 0 && hdr.readUInt16LE(8) === 0;
+    const fast = plain ? q.rxOne(buf, off, len) : 2;
     if (fast === 0) {
       this.rxFrames++;
       this.#callMask |= 1 << q.index;

@@ -283,6 +283,28 @@ export class Virtqueue {
     return (this.#n as NativeAddon).vringRx(this.#vr, buf, off, len);
   }
 
+  /** True when {@link rxBatch} may take frames (the addon is there and no dirty log is kept). */
+  get fast(): boolean {
+    return this.#vr !== undefined && this.log === undefined;
+  }
+
+  /** Sets (undefined: clears) the buffer {@link rxBatch} copies from; false without the addon. */
+  rxSource(buf: Buffer | undefined): boolean {
+    if (this.#n === undefined) return false;
+    this.#n.vringSource(buf);
+    return true;
+  }
+
+  /**
+   * Native receive of a batch from the {@link rxSource} buffer: frames[2k] =
+   * offset, frames[2k+1] = length. Publishes once; returns how many were
+   * done, stopping at the first frame {@link rxOne} would not take.
+   */
+  rxBatch(frames: Uint32Array, count: number): number {
+    if (this.#vr === undefined || this.log !== undefined) return 0;
+    return (this.#n as NativeAddon).vringRxBatch(this.#vr, frames, count);
+  }
+
   #fail(msg: string): number {
     this.error = `ring ${this.index}: ${msg}`;
     return -1;
