@@ -133,6 +133,32 @@ describe('vhost-user ports', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a burst larger than the receive ring fills it, waits in the backlog, and arrives in order once buffers come back', async () => {
+    const a = fronts.find((f) => f.rings.length > 0) as TestFrontend;
+    const m = new TestFrontend(daemon.path('vc.sock'), { queueSize: 64 });
+    try {
+      await m.setup();
+      m.sendFrame(frame(MAC_A, MAC_M, 0x31, 80));
+      await a.waitFrames(1);
+      const sent: Buffer[] = [];
+      for (let burst = 0; burst < 5; burst++) {
+        const before = a.txUsed();
+        for (let i = 0; i < 40; i++) {
+          const f = frame(MAC_M, MAC_A, sent.length & 0xff, 60 + (sent.length % 50));
+          a.sendFrame(f);
+          sent.push(f);
+        }
+        await waitFor(() => ((a.txUsed() - before) & 0xffff) === 40);
+      }
+      // 64 receive buffers were posted, 200 frames sent: the rest waited in the port's backlog.
+      const got = await m.waitFrames(sent.length);
+      assert.equal(got.length, sent.length);
+      assert.deepEqual(got, sent);
+    } finally {
+      m.close();
+    }
+  });
+
   test('without mergeable buffers, a frame larger than the posted buffers is dropped and counted, and the next one arrives', async () => {
     const a = fronts.find((f) => f.rings.length > 0) as TestFrontend;
     const m = new TestFrontend(daemon.path('vc.sock'), { bufSize: 512 });
