@@ -20,7 +20,7 @@ import { parseMacOrThrow } from './util.js';
 const [role, sock, sizeText, ...rest] = process.argv.slice(2);
 const size = Number(sizeText);
 const bufSize = Math.max(2048, (NET_HDR_LEN + size + 63) & ~63);
-const QUEUE = Number(process.env['VHOST_BENCH_QUEUE'] ?? 256);
+const QUEUE = Number(process.env['VHOST_BENCH_QUEUE'] ?? 1024);
 
 function frame(dst: number, src: number): Buffer {
   const f = Buffer.alloc(size);

@@ -121,7 +121,7 @@ export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
   const md = [
     '## vhost-user ports versus stream ports',
     '',
-    `Front-end A -> vhost-user port a -> switch -> vhost-user port b -> front-end B (guest memory to guest memory), versus generator -> stream port a -> switch -> stream port b -> sink, on one daemon each, same run. Front-ends: bench/vhost-peers.ts (memfd memory, EVENT_IDX, queue size 256). Network MTU 65535. Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned' : 'unpinned'}, ${cpus().length} cores.`,
+    `Front-end A -> vhost-user port a -> switch -> vhost-user port b -> front-end B (guest memory to guest memory), versus generator -> stream port a -> switch -> stream port b -> sink, on one daemon each, same run. Front-ends: bench/vhost-peers.ts (memfd memory, EVENT_IDX, queue size ${process.env['VHOST_BENCH_QUEUE'] ?? 1024}, as vmlink qemu-args gives QEMU). Network MTU 65535. Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned' : 'unpinned'}, ${cpus().length} cores.`,
     '',
     '| frame | stream frames/s | vhost-user frames/s | stream Gbit/s | vhost-user Gbit/s | vhost-user/stream |',
     '| ---: | ---: | ---: | ---: | ---: | ---: |',

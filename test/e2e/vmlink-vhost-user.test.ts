@@ -53,7 +53,7 @@ describe('vhost-user ports with real VMs', { timeout: 600_000 }, () => {
     assert.match(text, /-numa node,memdev=mem-va/);
     assert.match(text, /-chardev socket,id=chr-va,path=\S+\/va\.sock,reconnect=1/);
     assert.match(text, /-netdev vhost-user,id=va,chardev=chr-va/);
-    assert.match(text, /-device virtio-net-pci,netdev=va,mac=\S+,vectors=0/);
+    assert.match(text, /-device virtio-net-pci,netdev=va,mac=\S+,vectors=0,rx_queue_size=1024,tx_queue_size=1024/);
   });
 
   test('two VMs on vhost-user ports ping each other', async () => {

@@ -19,7 +19,7 @@ test('a listening vhost-user port gives shared memfd RAM, a reconnecting chardev
     ...['-numa', 'node,memdev=mem-vm1'],
     ...['-chardev', 'socket,id=chr-vm1,path=/run/vmlink/vm1,,a.sock,reconnect=1'],
     ...['-netdev', 'vhost-user,id=vm1,chardev=chr-vm1'],
-    ...['-device', 'virtio-net-pci,netdev=vm1,mac=52:54:00:12:34:56,vectors=0'],
+    ...['-device', 'virtio-net-pci,netdev=vm1,mac=52:54:00:12:34:56,vectors=0,rx_queue_size=1024,tx_queue_size=1024'],
   ]);
 });
 
@@ -34,7 +34,10 @@ test('more than one queue pair adds queues=N to the netdev and mq=on to the NIC'
   const spec = portSchema.parse({ name: 'vm3', network: 'lab', kind: 'vhost-user', listen: 'unix:/s', queues: 4 });
   const args = qemuArgs(spec, { mac: MAC });
   assert.equal(args[args.indexOf('-netdev') + 1], 'vhost-user,id=vm3,chardev=chr-vm3,queues=4');
-  assert.equal(args[args.indexOf('-device') + 1], 'virtio-net-pci,netdev=vm3,mac=52:54:00:12:34:56,mq=on,vectors=0');
+  assert.equal(
+    args[args.indexOf('-device') + 1],
+    'virtio-net-pci,netdev=vm3,mac=52:54:00:12:34:56,mq=on,vectors=0,rx_queue_size=1024,tx_queue_size=1024',
+  );
 });
 
 test('the schema wants exactly one unix listen or connect address', () => {
