@@ -241,10 +241,8 @@ export interface NativeAddon {
   vringTx(ring: VringHandle, max: number, minLen: number, maxLen: number, out: Uint32Array): number;
   /** Copies header + frame into the next receive chain when it is one big-enough writable descriptor, and publishes it: 0 done, 1 no buffer, 2 take the slow path. */
   vringRx(ring: VringHandle, buf: Uint8Array, off: number, len: number): number;
-  /** Sets (or with undefined clears) the source buffer of vringRxFrom / vringRxBatch; it is referenced until cleared. */
+  /** Sets (or with undefined clears) the source buffer of vringRxBatch; it is referenced until cleared. */
   vringSource(buf?: Uint8Array): void;
-  /** vringRx from the source buffer. */
-  vringRxFrom(ring: VringHandle, off: number, len: number): number;
   /** vringRx for frames[2k] = offset, frames[2k+1] = length in the source buffer, k < count, published once; returns how many were done (it stops at the first that was not). */
   vringRxBatch(ring: VringHandle, frames: Uint32Array, count: number): number;
   /** Stores the used index (publishes what vringTx wrote). */

@@ -281,7 +281,7 @@ static napi_value vring_rx(napi_env env, napi_callback_info info) {
 }
 
 /*
- * The source of vringRxFrom: one Buffer (a transmitting guest's region view,
+ * The source of vringRxBatch: one Buffer (a transmitting guest's region view,
  * set for the length of one transmit batch), held by a reference.
  */
 static struct {
@@ -290,7 +290,7 @@ static struct {
   napi_ref ref;
 } rx_src;
 
-/* vringSource(buf | undefined): sets (or clears) the source of vringRxFrom. */
+/* vringSource(buf | undefined): sets (or clears) the source of vringRxBatch. */
 static napi_value vring_source(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   if (rx_src.ref) {
@@ -309,20 +309,6 @@ static napi_value vring_source(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* vringRxFrom(ring, off, len) -> VL_RX_*: vringRx from the buffer of vringSource (fewer arguments to convert per frame). */
-static napi_value vring_rx_from(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 3);
-  vl_vring_t *q;
-  uint32_t off, len;
-  if (!get_vring(env, argv[0], &q) || !fast_u32(env, argv[1], "off", &off) || !fast_u32(env, argv[2], "len", &len))
-    return NULL;
-  if (!rx_src.data || (size_t)off + len > rx_src.len)
-    return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "off + len beyond the source buffer (or no source)");
-  napi_value r;
-  NAPI_CALL(env, napi_create_int32(env, rx_one(q, rx_src.data + off, len), &r));
-  return r;
-}
-
 static int32_t rx_one_unpublished(vl_vring_t *q, const uint8_t *src, uint32_t len);
 
 static int32_t rx_one(vl_vring_t *q, const uint8_t *src, uint32_t len) {
@@ -333,7 +319,7 @@ static int32_t rx_one(vl_vring_t *q, const uint8_t *src, uint32_t len) {
 
 /*
  * vringRxBatch(ring, frames: Uint32Array, count) -> frames done
- * Like vringRxFrom for frames[2k] = offset, frames[2k+1] = length in the
+ * Like vringRx from the source buffer for frames[2k] = offset, frames[2k+1] = length in the
  * source buffer, k < count, in order; the used index is published once at the
  * end. Stops at the first frame that is not OK (the caller takes it).
  */
@@ -406,7 +392,6 @@ napi_status vl_init_vring(napi_env env, napi_value exports) {
   if ((s = vl_export(env, exports, "vringTx", vring_tx)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringRx", vring_rx)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringSource", vring_source)) != napi_ok) return s;
-  if ((s = vl_export(env, exports, "vringRxFrom", vring_rx_from)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringRxBatch", vring_rx_batch)) != napi_ok) return s;
   return vl_export(env, exports, "vringPublish", vring_publish);
 }
