@@ -139,6 +139,28 @@ test('receives a frame into one writable buffer with a header of num_buffers 1, 
   assert.throws(() => q.rxOne(frame, 10, 60), { code: 'ERR_OUT_OF_RANGE' });
 });
 
+test('a transmit chain whose header asks for an offload (NEEDS_CSUM or a gso_type) is left to the walk', () => {
+  for (const [flags, gso] of [
+    [1, 0],
+    [0, 1],
+    [0, 4],
+    [3, 0],
+  ] as const) {
+    const { q, desc, avail, g } = setup(true);
+    g[0x8000] = flags;
+    g[0x8001] = gso;
+    desc(0, GPA + 0x8000, HDR + 60, 0);
+    avail(0);
+    assert.equal(q.txBatch(8, 14, 1514), 0, `flags ${flags} gso_type ${gso}`);
+    assert.equal(q.lastAvail, 0);
+  }
+  const { q, desc, avail, g } = setup(true);
+  g[0x8000] = 2; // DATA_VALID only: means nothing on transmit, the frame is plain
+  desc(0, GPA + 0x8000, HDR + 60, 0);
+  avail(0);
+  assert.equal(q.txBatch(8, 14, 1514), 1);
+});
+
 test('an available index that ran ahead, or a detached ring, takes nothing', () => {
   const { q, desc, g } = setup(true);
   desc(0, GPA + 0x8000, 2048, 2);
