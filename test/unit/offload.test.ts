@@ -162,6 +162,12 @@ describe('Segmenter', () => {
       ['truncated TCP header', t4.subarray(0, 50), { gsoType: GSO_TCPV4, gsoSize: 8 }, OffloadReason.L4],
       ['checksum beyond the frame', t4, { flags: 1, csumStart: 80, csumOffset: 16 }, OffloadReason.CSUM_RANGE],
       ['checksum field past the end', t4, { flags: 1, csumStart: 34, csumOffset: 40 }, OffloadReason.CSUM_RANGE],
+      [
+        'large segment with its checksum field past the end',
+        t4,
+        { flags: 1, gsoType: GSO_TCPV4, gsoSize: 8, csumStart: 34, csumOffset: 40 },
+        OffloadReason.CSUM_RANGE,
+      ],
     ];
     const frag = Buffer.from(t4);
     frag.writeUInt16BE(0x2000, 20); // MF: an IPv4 fragment

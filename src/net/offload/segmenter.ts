@@ -151,6 +151,10 @@ export class Segmenter {
     if (gso !== GSO_TCPV4 && gso !== GSO_TCPV6 && gso !== GSO_UDP_L4) return OffloadReason.GSO_TYPE;
     const r = this.#parseHeaders(buf, off, len, gso);
     if (r !== OffloadReason.OK) return r;
+    // A large segment may pass whole to a port that takes offloads (a kernel TAP, a guest):
+    // its checksum position must lie in the frame there too, not only when we cut it here.
+    if (this.#needsCsum && (meta.csumStart >= len || meta.csumStart + meta.csumOffset + 2 > len))
+      return OffloadReason.CSUM_RANGE;
     const mss = meta.gsoSize;
     const payload = len - this.hdrLen;
     if (mss === 0 || this.hdrLen + Math.min(mss, payload) > this.out.length) return OffloadReason.GSO_SIZE;
