@@ -19,37 +19,9 @@ import {
   writeHeader,
   writeOffloadHeader,
 } from '../../src/net/overlay/codec.js';
-import { type FrameSink, type Port, type PortState, WriteResult } from '../../src/net/ports/port.js';
+import { MetaPort } from '../helpers/meta-port.js';
 import { eth, type RigHost, rigHost, until } from '../helpers/overlay-rig.js';
 import { prng } from '../helpers/prng.js';
-
-/** A local port that records frames with a copy of their metadata; it takes offloads or not. */
-class MetaPort implements Port {
-  readonly kind = 'mem';
-  readonly state: PortState = 'up';
-  readonly queued = 0;
-  readonly got: { hex: string; meta?: OffloadMeta }[] = [];
-  constructor(
-    readonly name: string,
-    readonly offloads: boolean,
-    readonly sink: FrameSink,
-  ) {}
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
-    let m: OffloadMeta | undefined;
-    if (meta) {
-      m = new OffloadMeta();
-      m.copyFrom(meta);
-    }
-    this.got.push({ hex: buf.toString('hex', off, off + len), ...(m ? { meta: m } : {}) });
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-}
 
 function addMetaPort(h: RigHost, name: string, network: string, offloads: boolean): MetaPort {
   let p: MetaPort | undefined;

@@ -8,37 +8,9 @@ import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
 import { Segmenter } from '../../src/net/offload/segmenter.js';
 import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
-import { type FrameSink, type Port, type PortState, WriteResult } from '../../src/net/ports/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
+import { MetaPort } from '../helpers/meta-port.js';
 import { prng } from '../helpers/prng.js';
-
-/** Records each frame written, with a copy of its metadata. */
-class MetaPort implements Port {
-  readonly kind = 'fake';
-  readonly state: PortState = 'up';
-  readonly queued = 0;
-  readonly sent: { hex: string; meta?: OffloadMeta }[] = [];
-  constructor(
-    readonly name: string,
-    readonly offloads: boolean,
-    readonly sink: FrameSink,
-  ) {}
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
-    let copy: OffloadMeta | undefined;
-    if (meta) {
-      copy = new OffloadMeta();
-      copy.copyFrom(meta);
-    }
-    this.sent.push({ hex: buf.toString('hex', off, off + len), ...(copy ? { meta: copy } : {}) });
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-}
 
 // The TCP/IPv4 fixtures of offload.test.ts: 20 payload bytes cut at gso_size 8.
 const TCP4_IN =
@@ -81,14 +53,14 @@ describe('Switch with offload metadata', () => {
     const tap = add('tap', true);
     const vm = add('vm', false);
     send(src, TCP4_IN, gsoMeta(8)); // unknown destination: flooded to both
-    assert.equal(tap.sent.length, 1);
-    assert.equal(tap.sent[0]?.hex, TCP4_IN);
-    assert.deepEqual({ ...tap.sent[0]?.meta }, { ...gsoMeta(8), hdrLen: 0 });
+    assert.equal(tap.got.length, 1);
+    assert.equal(tap.got[0]?.hex, TCP4_IN);
+    assert.deepEqual({ ...tap.got[0]?.meta }, { ...gsoMeta(8), hdrLen: 0 });
     assert.deepEqual(
-      vm.sent.map((s) => s.hex),
+      vm.got.map((s) => s.hex),
       TCP4_SEGS,
     );
-    assert.ok(vm.sent.every((s) => s.meta === undefined));
+    assert.ok(vm.got.every((s) => s.meta === undefined));
     const [s, t, v] = [sps['src'], sps['tap'], sps['vm']].map((p) => p?.counterSnapshot());
     assert.deepEqual(s?.offload, { rx_gso: 1, tx_gso: 0, tx_segmented: 0, tx_csum: 0 });
     assert.deepEqual(t?.offload, { rx_gso: 0, tx_gso: 1, tx_segmented: 0, tx_csum: 0 });
@@ -106,9 +78,9 @@ describe('Switch with offload metadata', () => {
     frame.writeUInt16BE(0x1425, 50); // 0a00 + 0001 + 0a00 + 0002 + 0006 (TCP) + 001c (length) = 0x1425
     const m = Object.assign(new OffloadMeta(), { flags: 1, csumStart: 34, csumOffset: 16 });
     send(src, frame.toString('hex'), m);
-    assert.equal(tap.sent[0]?.hex, frame.toString('hex'));
-    assert.equal(tap.sent[0]?.meta?.flags, 1);
-    assert.equal(vm.sent[0]?.hex, TCP4_SEGS[0]);
+    assert.equal(tap.got[0]?.hex, frame.toString('hex'));
+    assert.equal(tap.got[0]?.meta?.flags, 1);
+    assert.equal(vm.got[0]?.hex, TCP4_SEGS[0]);
     assert.equal(sps['vm']?.counters.txCsum, 1);
   });
 
@@ -119,7 +91,7 @@ describe('Switch with offload metadata', () => {
     const vm = add('vm', false);
     send(src, TCP4_IN, Object.assign(gsoMeta(8), { gsoType: 42 }));
     send(src, TCP4_IN.slice(0, 90), gsoMeta(8)); // TCP header cut short
-    assert.equal(tap.sent.length + vm.sent.length, 0);
+    assert.equal(tap.got.length + vm.got.length, 0);
     assert.equal(sps['src']?.counters.offload, 2);
     assert.equal(sps['src']?.counterSnapshot().drops.offload, 2);
   });
@@ -131,11 +103,11 @@ describe('Switch with offload metadata', () => {
     const big = `${TCP4_IN.slice(0, 108)}${'5a'.repeat(3000)}`; // 54 header bytes, 3000 payload bytes
     send(src, big, gsoMeta(1460)); // 20 + 20 + 1460 = the 1500-byte MTU
     assert.deepEqual(
-      vm.sent.map((s) => s.hex.length / 2),
+      vm.got.map((s) => s.hex.length / 2),
       [1514, 1514, 134],
     );
     send(src, big, gsoMeta(1461));
-    assert.equal(vm.sent.length, 3);
+    assert.equal(vm.got.length, 3);
     assert.equal(sps['src']?.counters.mtu, 1);
   });
 
@@ -146,16 +118,16 @@ describe('Switch with offload metadata', () => {
     const vm = add('vm', false);
     const tagged = `${TCP4_IN.slice(0, 24)}81000064${TCP4_IN.slice(24)}`;
     send(trunk, tagged, Object.assign(gsoMeta(8), { csumStart: 38 }));
-    assert.equal(tap.sent[0]?.hex, TCP4_IN);
-    assert.equal(tap.sent[0]?.meta?.csumStart, 34);
+    assert.equal(tap.got[0]?.hex, TCP4_IN);
+    assert.equal(tap.got[0]?.meta?.csumStart, 34);
     assert.deepEqual(
-      vm.sent.map((s) => s.hex),
+      vm.got.map((s) => s.hex),
       TCP4_SEGS,
     );
     // And back: from an access port out of the trunk, tagged, with csum_start 4 further.
     send(tap, TCP4_IN.replace(/^(.{12})(.{12})/, '$2$1'), gsoMeta(8));
-    assert.equal(trunk.sent[0]?.meta?.csumStart, 38);
-    assert.match(trunk.sent[0]?.hex ?? '', /^.{24}81000064/);
+    assert.equal(trunk.got[0]?.meta?.csumStart, 38);
+    assert.match(trunk.got[0]?.hex ?? '', /^.{24}81000064/);
   });
 
   test('shows capture taps the segments a large segment stands for', () => {
@@ -193,12 +165,12 @@ describe('Switch with offload metadata', () => {
       });
       const bad = m.active && !check.check(f, 0, f.length, m);
       if (bad) refused++;
-      const before = tap.sent.length;
+      const before = tap.got.length;
       src.sink(f, 0, f.length, m);
-      if (!bad) assert.ok(tap.sent.length === before + 1 || sps['src']!.counters.mtu > 0, `frame ${i} vanished`);
+      if (!bad) assert.ok(tap.got.length === before + 1 || sps['src']!.counters.mtu > 0, `frame ${i} vanished`);
     }
     assert.equal(sps['src']?.counters.offload, refused);
     assert.ok(refused > 300 && refused < 2700, `${refused} refused: the fuzz misses one side`);
-    assert.ok(vm.sent.length > 0);
+    assert.ok(vm.got.length > 0);
   });
 });
