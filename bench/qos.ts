@@ -244,49 +244,30 @@ export async function qosScenario(o: { root: string; seconds: number; only?: Set
     },
   );
 
+  /** One 80 Mbit/s sender against a 50 Mbit/s limit for 5 s: what the sink got on the wire and what vmlink sent. */
+  const rateRow = (test: string) => async (control: string) => {
+    const sampler = sampleSinkTx(control, 5);
+    const [got] = await blast([1], 80, 5);
+    const own = await sampler.stop();
+    const wire = (got as number) * WIRE;
+    rows.push({
+      test,
+      offered_mbit: 80,
+      got_mbit: r3(got as number),
+      wire_mbit: r3(wire),
+      error_pct: +((wire / 50 - 1) * 100).toFixed(2),
+      vmlink_tx_mbit: r3(own),
+      vmlink_error_pct: +((own / 50 - 1) * 100).toFixed(2),
+      target: 'within 3%',
+    });
+  };
   await run(
     'policing',
     undefined,
     (i) => (i === 1 ? { max: '50mbit' } : undefined),
-    async (control) => {
-      const sampler = sampleSinkTx(control, 5);
-      const [got] = await blast([1], 80, 5);
-      const own = await sampler.stop();
-      const wire = (got as number) * WIRE;
-      rows.push({
-        test: 'policing max 50mbit, 5 s',
-        offered_mbit: 80,
-        got_mbit: r3(got as number),
-        wire_mbit: r3(wire),
-        error_pct: +((wire / 50 - 1) * 100).toFixed(2),
-        vmlink_tx_mbit: r3(own),
-        vmlink_error_pct: +((own / 50 - 1) * 100).toFixed(2),
-        target: 'within 3%',
-      });
-    },
+    rateRow('policing max 50mbit, 5 s'),
   );
-
-  await run(
-    'shaping',
-    { capacity: '50mbit' },
-    () => undefined,
-    async (control) => {
-      const sampler = sampleSinkTx(control, 5);
-      const [got] = await blast([1], 80, 5);
-      const own = await sampler.stop();
-      const wire = (got as number) * WIRE;
-      rows.push({
-        test: 'shaped port capacity 50mbit, 5 s',
-        offered_mbit: 80,
-        got_mbit: r3(got as number),
-        wire_mbit: r3(wire),
-        error_pct: +((wire / 50 - 1) * 100).toFixed(2),
-        vmlink_tx_mbit: r3(own),
-        vmlink_error_pct: +((own / 50 - 1) * 100).toFixed(2),
-        target: 'within 3%',
-      });
-    },
-  );
+  await run('shaping', { capacity: '50mbit' }, () => undefined, rateRow('shaped port capacity 50mbit, 5 s'));
 
   await run(
     'reservation',
