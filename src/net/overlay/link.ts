@@ -104,16 +104,8 @@ export class Link {
   /** Adds a closing channel's counters to the link's totals. */
   accumulate(ch: LinkChannel): void {
     const s = ch.stats();
-    const p = this.past;
-    p.tx_frames += s.tx_frames;
-    p.tx_bytes += s.tx_bytes;
-    p.rx_frames += s.rx_frames;
-    p.rx_bytes += s.rx_bytes;
-    p.tx_writes += s.tx_writes;
-    p.drops_queue_full += s.drops_queue_full;
-    p.drops_too_big += s.drops_too_big;
-    p.drops_unknown_vni += s.drops_unknown_vni;
-    p.rtt_ms = s.rtt_ms ?? p.rtt_ms;
+    addCounters(this.past, s);
+    this.past.rtt_ms = s.rtt_ms ?? this.past.rtt_ms;
   }
 
   /** Counters of the past channels and the current one. */
@@ -121,14 +113,7 @@ export class Link {
     const t = { ...this.past };
     const s = this.channel?.stats();
     if (s) {
-      t.tx_frames += s.tx_frames;
-      t.tx_bytes += s.tx_bytes;
-      t.rx_frames += s.rx_frames;
-      t.rx_bytes += s.rx_bytes;
-      t.tx_writes += s.tx_writes;
-      t.drops_queue_full += s.drops_queue_full;
-      t.drops_too_big += s.drops_too_big;
-      t.drops_unknown_vni += s.drops_unknown_vni;
+      addCounters(t, s);
       t.rtt_ms = s.rtt_ms;
     }
     return t;
@@ -189,4 +174,16 @@ function zeroStats(): ChannelStats {
     drops_too_big: 0,
     drops_unknown_vni: 0,
   };
+}
+
+/** Adds the frame, byte, write and drop counters of `s` to `into` (not the RTT). */
+function addCounters(into: ChannelStats, s: ChannelStats): void {
+  into.tx_frames += s.tx_frames;
+  into.tx_bytes += s.tx_bytes;
+  into.rx_frames += s.rx_frames;
+  into.rx_bytes += s.rx_bytes;
+  into.tx_writes += s.tx_writes;
+  into.drops_queue_full += s.drops_queue_full;
+  into.drops_too_big += s.drops_too_big;
+  into.drops_unknown_vni += s.drops_unknown_vni;
 }
