@@ -20,6 +20,7 @@ import { type Address, formatAddress } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { PortAddressError } from '../errors.js';
+import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
 
@@ -68,6 +69,11 @@ export class UdpDgramPort implements Port {
   #scheduled: NodeJS.Immediate | undefined;
   #waitingWritable = false;
   #drained: (() => void) | undefined;
+  readonly #setDrained = (fn: (() => void) | undefined): void => {
+    this.#drained = fn;
+  };
+  /** What a datagram from another sender is reported as (built once, not per datagram). */
+  readonly #strangerReason: string;
   #closing: Promise<void> | undefined;
   readonly #flushBound = (): void => this.#flush();
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
@@ -85,6 +91,7 @@ export class UdpDgramPort implements Port {
     this.#spec = spec;
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / RX_BATCH) + 7) & ~7;
+    this.#strangerReason = `datagram from an address other than the port's remote ${formatAddress(spec.remote)}`;
     this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
   }
 
@@ -183,21 +190,7 @@ export class UdpDgramPort implements Port {
     }
     this.#rxBatches++;
     this.#rxFrames += count;
-    const sink = this.#ctx.sink;
-    const max = this.#ctx.maxFrameLen;
-    for (let i = 0; i < count; i++) {
-      const len = lens[i] as number;
-      if (strangers[i] === 1) {
-        this.#strangers++;
-        this.#ctx.onMalformed(
-          `datagram from an address other than the port's remote ${formatAddress(this.#spec.remote)}`,
-        );
-      } else if (len > max || len > slot) {
-        this.#ctx.onMalformed(`datagram of ${len} bytes exceeds the largest frame of ${max}`);
-      } else {
-        sink(rx, i * slot, len);
-      }
-    }
+    this.#strangers += deliverBatch(this.#ctx, rx, slot, lens, strangers, count, this.#strangerReason);
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
@@ -270,16 +263,7 @@ export class UdpDgramPort implements Port {
     if (!this.#closed && this.#fd >= 0) {
       if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
       this.#flush();
-      if (this.queued > 0) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, CLOSE_GRACE_MS);
-          this.#drained = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#drained = undefined;
-      }
+      if (this.queued > 0) await drainWithin(CLOSE_GRACE_MS, this.#setDrained);
     }
     this.#teardown('closed');
   }

@@ -31,6 +31,7 @@ import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { mkdirp } from '../../util/fs.js';
 import { PortAddressError } from '../errors.js';
+import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
 
@@ -78,6 +79,11 @@ export class UnixDgramPort implements Port {
   #scheduled: NodeJS.Immediate | undefined;
   #waitingWritable = false;
   #drained: (() => void) | undefined;
+  readonly #setDrained = (fn: (() => void) | undefined): void => {
+    this.#drained = fn;
+  };
+  /** What a datagram from another sender is reported as (built once, not per datagram). */
+  readonly #strangerReason: string;
   #closing: Promise<void> | undefined;
   readonly #flushBound = (): void => this.#flush();
   readonly #onRx = (status: number): void => this.#read(status);
@@ -98,6 +104,7 @@ export class UnixDgramPort implements Port {
     this.#remote = spec.remote.path;
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
+    this.#strangerReason = `datagram from a socket other than the port's remote unix:${spec.remote.path}`;
     this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
   }
 
@@ -228,19 +235,7 @@ export class UnixDgramPort implements Port {
     }
     this.#rxBatches++;
     this.#rxFrames += count;
-    const sink = this.#ctx.sink;
-    const max = this.#ctx.maxFrameLen;
-    for (let i = 0; i < count; i++) {
-      const len = lens[i] as number;
-      if (strangers[i] === 1) {
-        this.#strangers++;
-        this.#ctx.onMalformed(`datagram from a socket other than the port's remote unix:${this.#remote}`);
-      } else if (len > max || len > slot) {
-        this.#ctx.onMalformed(`datagram of ${len} bytes exceeds the largest frame of ${max}`);
-      } else {
-        sink(rx, i * slot, len);
-      }
-    }
+    this.#strangers += deliverBatch(this.#ctx, rx, slot, lens, strangers, count, this.#strangerReason);
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
@@ -350,17 +345,8 @@ export class UnixDgramPort implements Port {
     if (!this.#closed && this.#txFd >= 0) {
       if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
       this.#flush();
-      if (this.queued > 0) {
-        // A slow peer gets a grace period to take the rest.
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, CLOSE_GRACE_MS);
-          this.#drained = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.#drained = undefined;
-      }
+      // A slow peer gets a grace period to take the rest.
+      if (this.queued > 0) await drainWithin(CLOSE_GRACE_MS, this.#setDrained);
     }
     this.#teardown('closed');
   }
