@@ -6,59 +6,44 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import { useVmFabric } from '../helpers/e2e.js';
 import { addr, pingUntilReply } from '../helpers/guest-net.js';
 import type { Vm } from '../helpers/vm.js';
 
 const execFileP = promisify(execFile);
 
 describe('vmlink capture with real VMs', { timeout: 300_000 }, () => {
-  let daemon: TestDaemon | undefined;
-  let vms: Vm[] = [];
   let a: Vm;
   let b: Vm;
-  const diagnose = <T>(fn: () => Promise<T>) =>
-    diagnoseOnFailure(
-      () => vms,
-      () => daemon,
-      fn,
-    );
-
-  before(async () => {
-    daemon = await startDaemon({
+  const fab = useVmFabric({
+    daemon: {
       networks: [{ name: 'lab', vni: 100 }],
       ports: (dir) => [
         { name: 'a', network: 'lab', kind: 'stream', listen: `unix:${dir}/a.sock` },
         { name: 'b', network: 'lab', kind: 'stream', listen: `unix:${dir}/b.sock` },
       ],
-    });
-    vms = await diagnose(() =>
-      attachVms(daemon!, [
-        { port: 'a', ip: '10.0.3.1/24' },
-        { port: 'b', ip: '10.0.3.2/24' },
-      ]),
-    );
-    [a, b] = vms as [Vm, Vm];
+    },
+    vms: [
+      { port: 'a', ip: '10.0.3.1/24' },
+      { port: 'b', ip: '10.0.3.2/24' },
+    ],
   });
-
-  after(async () => {
-    await Promise.all(vms.map((v) => v.close()));
-    await daemon?.cleanup();
+  before(() => {
+    [a, b] = fab.vms as [Vm, Vm];
   });
 
   test('a capture taken during a ping decodes in tshark as ICMP echo request and reply', async () => {
-    await diagnose(async () => {
+    await fab.diagnose(async () => {
       const warm = await pingUntilReply(a, b);
       assert.equal(warm.code, 0, warm.output);
-      const file = join(daemon!.dir, 'a.pcap');
+      const file = join(fab.daemon.dir, 'a.pcap');
       const count = 8;
       // A steady ping in the background of guest a; the capture takes the next `count` frames.
       await a.sh(`ping -c 120 ${addr(b)} >/dev/null 2>&1 &`);
       try {
-        const cap = await daemon!.cli(['capture', 'a', '-w', file, '-c', String(count)], 120_000);
+        const cap = await fab.daemon.cli(['capture', 'a', '-w', file, '-c', String(count)], 120_000);
         assert.equal(cap.code, 0, cap.stderr);
       } finally {
         await a.run('killall ping');

@@ -4,27 +4,17 @@
  * reaches neither of them.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import { before, describe, test } from 'node:test';
+import { useVmFabric } from '../helpers/e2e.js';
 import { ping, pingUntilReply, transfer } from '../helpers/guest-net.js';
 import type { Vm } from '../helpers/vm.js';
 
 describe('vmlink networks with real VMs', { timeout: 300_000 }, () => {
-  let daemon: TestDaemon | undefined;
-  let vms: Vm[] = [];
   let a: Vm;
   let b: Vm;
   let other: Vm;
-  const diagnose = <T>(fn: () => Promise<T>) =>
-    diagnoseOnFailure(
-      () => vms,
-      () => daemon,
-      fn,
-    );
-
-  before(async () => {
-    daemon = await startDaemon({
+  const fab = useVmFabric({
+    daemon: {
       networks: [
         { name: 'lab', vni: 100 },
         { name: 'other', vni: 200 },
@@ -35,24 +25,19 @@ describe('vmlink networks with real VMs', { timeout: 300_000 }, () => {
         // Same subnet as a and b: only vmlink's isolation keeps it apart.
         { name: 'c', network: 'other', kind: 'stream', listen: `unix:${dir}/c.sock` },
       ],
-    });
-    vms = await diagnose(() =>
-      attachVms(daemon!, [
-        { port: 'a', ip: '10.0.0.1/24' },
-        { port: 'b', ip: '10.0.0.2/24' },
-        { port: 'c', ip: '10.0.0.3/24' },
-      ]),
-    );
-    [a, b, other] = vms as [Vm, Vm, Vm];
+    },
+    vms: [
+      { port: 'a', ip: '10.0.0.1/24' },
+      { port: 'b', ip: '10.0.0.2/24' },
+      { port: 'c', ip: '10.0.0.3/24' },
+    ],
   });
-
-  after(async () => {
-    await Promise.all(vms.map((v) => v.close()));
-    await daemon?.cleanup();
+  before(() => {
+    [a, b, other] = fab.vms as [Vm, Vm, Vm];
   });
 
   test('two VMs on one network ping each other', async () => {
-    await diagnose(async () => {
+    await fab.diagnose(async () => {
       // The first round may lose a packet to ARP resolution; after one reply, all must come back.
       const warm = await pingUntilReply(a, b);
       assert.equal(warm.code, 0, warm.output);
@@ -64,7 +49,7 @@ describe('vmlink networks with real VMs', { timeout: 300_000 }, () => {
   });
 
   test('moves 10 MiB over TCP between them with the same sha256 on both ends', async () => {
-    await diagnose(async () => {
+    await fab.diagnose(async () => {
       const r = await transfer(a, b, 10);
       assert.equal(r.bytes, 10 * 1024 * 1024);
       assert.equal(r.received, r.sent);
@@ -72,7 +57,7 @@ describe('vmlink networks with real VMs', { timeout: 300_000 }, () => {
   });
 
   test('the switch learned both MACs on their ports and counted the traffic', async () => {
-    const { entries } = await daemon!.json<{ entries: { port: string; mac: string }[] }>([
+    const { entries } = await fab.daemon.json<{ entries: { port: string; mac: string }[] }>([
       'fdb',
       'show',
       '--network',
@@ -81,7 +66,7 @@ describe('vmlink networks with real VMs', { timeout: 300_000 }, () => {
     const ports = entries.map((e) => e.port);
     assert.ok(ports.includes('a') && ports.includes('b'), `fdb: ${JSON.stringify(entries)}`);
     assert.ok(!ports.includes('c'), `port c learned on network lab: ${JSON.stringify(entries)}`);
-    const { port } = await daemon!.json<{ port: { counters: { rx_frames: number; tx_bytes: number } } }>([
+    const { port } = await fab.daemon.json<{ port: { counters: { rx_frames: number; tx_bytes: number } } }>([
       'port',
       'show',
       'b',
@@ -92,7 +77,7 @@ describe('vmlink networks with real VMs', { timeout: 300_000 }, () => {
   });
 
   test('a VM on another network reaches neither of them', async () => {
-    await diagnose(async () => {
+    await fab.diagnose(async () => {
       for (const target of [a, b]) {
         const r = await ping(other, target, { count: 3, waitSec: 1 });
         assert.notEqual(r.code, 0, `ping from network "other" got through:\n${r.output}`);

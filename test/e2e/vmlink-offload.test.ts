@@ -13,10 +13,10 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import { useVmFabric } from '../helpers/e2e.js';
 import { Netns, uniqueIfname } from '../helpers/netns.js';
 import type { Vm } from '../helpers/vm.js';
 
@@ -36,61 +36,51 @@ interface PortJson {
 }
 
 describe('large segments from a TAP with offloads to a VM', { timeout: 300_000 }, () => {
-  let daemon: TestDaemon | undefined;
-  let vms: Vm[] = [];
   let ns: Netns | undefined;
   let httpd: ChildProcess | undefined;
   const ifname = uniqueIfname('vlo');
-  const diagnose = <T>(fn: () => Promise<T>) =>
-    diagnoseOnFailure(
-      () => vms,
-      () => daemon,
-      fn,
-    );
-
-  before(async () => {
-    daemon = await startDaemon({
+  const fab = useVmFabric({
+    daemon: {
       networks: [{ name: 'lab', vni: 100 }],
       ports: (dir) => [
         { name: 'vm', network: 'lab', kind: 'stream', listen: `unix:${dir}/vm.sock` },
         { name: 'ns', network: 'lab', kind: 'tap', ifname, vnet_hdr: true },
       ],
-    });
-    ns = await Netns.create('offload');
-    await ns.adopt(ifname, '10.0.9.1/24');
-    for (const f of ['tx', 'sg', 'tso', 'gso']) await ns.exec('ethtool', '-K', ifname, f, 'on');
-    vms = await diagnose(() => attachVms(daemon!, [{ port: 'vm', ip: '10.0.9.2/24' }]));
-  });
-
-  after(async () => {
-    httpd?.kill();
-    await Promise.all(vms.map((v) => v.close()));
-    await ns?.delete();
-    await daemon?.cleanup();
+    },
+    prepare: async () => {
+      ns = await Netns.create('offload');
+      await ns.adopt(ifname, '10.0.9.1/24');
+      for (const f of ['tx', 'sg', 'tso', 'gso']) await ns.exec('ethtool', '-K', ifname, f, 'on');
+    },
+    vms: [{ port: 'vm', ip: '10.0.9.2/24' }],
+    teardown: async () => {
+      httpd?.kill();
+      await ns?.delete();
+    },
   });
 
   test('the TAP really offers TSO: the kernel accepted the offloads vmlink asked for', async () => {
     const { stdout } = await ns!.exec('ethtool', '-k', ifname);
     assert.match(stdout, /tcp-segmentation-offload: on/);
-    const { port } = await daemon!.json<{ port: { transport: Record<string, unknown> } }>(['port', 'show', 'ns']);
+    const { port } = await fab.daemon.json<{ port: { transport: Record<string, unknown> } }>(['port', 'show', 'ns']);
     assert.match(String(port.transport['offloads']), /csum,tso4,tso6/);
   });
 
   test('a file served from the namespace reaches the VM intact, in segments with good checksums', async () => {
-    await diagnose(async () => {
-      const www = join(daemon!.dir, 'www');
+    await fab.diagnose(async () => {
+      const www = join(fab.daemon.dir, 'www');
       await mkdir(www, { recursive: true });
       const blob = randomBytes(4 << 20);
       await writeFile(join(www, 'blob'), blob);
       const want = createHash('sha256').update(blob).digest('hex');
       httpd = ns!.spawn('busybox', 'httpd', '-f', '-p', '8080', '-h', www);
-      const [vm] = vms as [Vm];
+      const [vm] = fab.vms as [Vm];
       const ping = await vm.run('ping -c 1 -W 2 10.0.9.1 || ping -c 1 -W 2 10.0.9.1', { timeoutMs: 30_000 });
       assert.equal(ping.code, 0, ping.output);
 
-      const pcap = join(daemon!.dir, 'vm.pcap');
-      const capture = daemon!.cli(['capture', 'vm', '-w', pcap, '-c', '400'], 240_000);
-      const before = await portCounters(daemon!, 'vm');
+      const pcap = join(fab.daemon.dir, 'vm.pcap');
+      const capture = fab.daemon.cli(['capture', 'vm', '-w', pcap, '-c', '400'], 240_000);
+      const before = await portCounters(fab.daemon, 'vm');
       const got = await vm.sh(
         'rm -f /tmp/blob; timeout 240 wget -q -O /tmp/blob http://10.0.9.1:8080/blob && sha256sum /tmp/blob',
         {
@@ -108,8 +98,8 @@ describe('large segments from a TAP with offloads to a VM', { timeout: 300_000 }
       const cap = await capture;
       assert.equal(cap.code, 0, cap.stderr);
 
-      const vmPort = await portCounters(daemon!, 'vm');
-      const nsPort = await portCounters(daemon!, 'ns');
+      const vmPort = await portCounters(fab.daemon, 'vm');
+      const nsPort = await portCounters(fab.daemon, 'ns');
       const cut = vmPort.counters.offload.tx_segmented - before.counters.offload.tx_segmented;
       assert.ok(cut > 0, `no large segment was cut for the VM: ${JSON.stringify(vmPort.counters.offload)}`);
       assert.ok(nsPort.counters.offload.rx_gso >= cut, JSON.stringify(nsPort.counters.offload));

@@ -4,66 +4,51 @@
  * VM pings every other one.
  */
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import { describe, test } from 'node:test';
+import { useVmFabric } from '../helpers/e2e.js';
 import { pingUntilReply } from '../helpers/guest-net.js';
-import { freeTcpPort, freeUdpPort, type Vm } from '../helpers/vm.js';
+import { freeTcpPort, freeUdpPort } from '../helpers/vm.js';
 
 describe('vmlink port kinds with real VMs', { timeout: 300_000 }, () => {
-  let daemon: TestDaemon | undefined;
-  let vms: Vm[] = [];
-  const diagnose = <T>(fn: () => Promise<T>) =>
-    diagnoseOnFailure(
-      () => vms,
-      () => daemon,
-      fn,
-    );
-
-  before(async () => {
-    const [streamTcp, socketTcp, udpVmlink, udpQemu] = [
-      await freeTcpPort(),
-      await freeTcpPort(),
-      await freeUdpPort(),
-      await freeUdpPort(),
-    ];
-    daemon = await startDaemon({
-      networks: [{ name: 'lab', vni: 100 }],
-      ports: (dir) => [
-        { name: 'stream-unix', network: 'lab', kind: 'stream', listen: `unix:${dir}/stream.sock` },
-        { name: 'stream-tcp', network: 'lab', kind: 'stream', listen: `tcp:127.0.0.1:${streamTcp}` },
-        { name: 'socket-tcp', network: 'lab', kind: 'socket', listen: `tcp:127.0.0.1:${socketTcp}` },
-        {
-          name: 'dgram-udp',
-          network: 'lab',
-          kind: 'dgram',
-          local: `udp:127.0.0.1:${udpVmlink}`,
-          remote: `udp:127.0.0.1:${udpQemu}`,
-        },
-      ],
-    });
-    vms = await diagnose(() =>
-      attachVms(daemon!, [
-        { port: 'stream-unix', ip: '10.0.1.1/24' },
-        { port: 'stream-tcp', ip: '10.0.1.2/24' },
-        { port: 'socket-tcp', ip: '10.0.1.3/24' },
-        { port: 'dgram-udp', ip: '10.0.1.4/24' },
-      ]),
-    );
-  });
-
-  after(async () => {
-    await Promise.all(vms.map((v) => v.close()));
-    await daemon?.cleanup();
+  const fab = useVmFabric({
+    daemon: async () => {
+      const [streamTcp, socketTcp, udpVmlink, udpQemu] = [
+        await freeTcpPort(),
+        await freeTcpPort(),
+        await freeUdpPort(),
+        await freeUdpPort(),
+      ];
+      return {
+        networks: [{ name: 'lab', vni: 100 }],
+        ports: (dir: string) => [
+          { name: 'stream-unix', network: 'lab', kind: 'stream', listen: `unix:${dir}/stream.sock` },
+          { name: 'stream-tcp', network: 'lab', kind: 'stream', listen: `tcp:127.0.0.1:${streamTcp}` },
+          { name: 'socket-tcp', network: 'lab', kind: 'socket', listen: `tcp:127.0.0.1:${socketTcp}` },
+          {
+            name: 'dgram-udp',
+            network: 'lab',
+            kind: 'dgram',
+            local: `udp:127.0.0.1:${udpVmlink}`,
+            remote: `udp:127.0.0.1:${udpQemu}`,
+          },
+        ],
+      };
+    },
+    vms: [
+      { port: 'stream-unix', ip: '10.0.1.1/24' },
+      { port: 'stream-tcp', ip: '10.0.1.2/24' },
+      { port: 'socket-tcp', ip: '10.0.1.3/24' },
+      { port: 'dgram-udp', ip: '10.0.1.4/24' },
+    ],
   });
 
   test('a VM on each port kind reaches a VM on every other kind', async () => {
-    await diagnose(async () => {
+    await fab.diagnose(async () => {
       // Each source pings its peers one after another; the sources run in parallel.
       const rows = await Promise.all(
-        vms.map(async (from) => {
+        fab.vms.map(async (from) => {
           const row: string[] = [];
-          for (const to of vms) {
+          for (const to of fab.vms) {
             if (to === from) continue;
             const r = await pingUntilReply(from, to, 5);
             row.push(`${from.name} -> ${to.name}: ${r.code === 0 ? 'ok' : `FAILED\n${r.output}`}`);
@@ -79,7 +64,10 @@ describe('vmlink port kinds with real VMs', { timeout: 300_000 }, () => {
   });
 
   test('every port is up and has learned its VM', async () => {
-    const { ports } = await daemon!.json<{ ports: { name: string; state: string; macs: number }[] }>(['port', 'list']);
+    const { ports } = await fab.daemon.json<{ ports: { name: string; state: string; macs: number }[] }>([
+      'port',
+      'list',
+    ]);
     assert.deepEqual(ports.map((p) => `${p.name}:${p.state}:${p.macs}`).sort(), [
       'dgram-udp:up:1',
       'socket-tcp:up:1',

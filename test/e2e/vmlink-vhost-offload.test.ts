@@ -12,9 +12,9 @@ import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import { describe, test } from 'node:test';
+import type { TestDaemon } from '../helpers/daemon.js';
+import { useVmFabric } from '../helpers/e2e.js';
 import { transfer } from '../helpers/guest-net.js';
 import { Netns, uniqueIfname } from '../helpers/netns.js';
 import type { Vm } from '../helpers/vm.js';
@@ -40,60 +40,48 @@ function delta(a: PortJson, b: PortJson): { rx_gso: number; tx_gso: number; tx_s
 }
 
 describe('vhost-user offloads with real VMs', { timeout: 600_000 }, () => {
-  let daemon: TestDaemon | undefined;
-  let vms: Vm[] = [];
   let ns: Netns | undefined;
   let httpd: ChildProcess | undefined;
   const ifname = uniqueIfname('vho');
-  const diagnose = <T>(fn: () => Promise<T>) =>
-    diagnoseOnFailure(
-      () => vms,
-      () => daemon,
-      fn,
-    );
-
-  before(async () => {
-    daemon = await startDaemon({
+  const fab = useVmFabric({
+    daemon: {
       networks: [{ name: 'lab', vni: 100 }],
       ports: (dir) => [
         { name: 'va', network: 'lab', kind: 'vhost-user', listen: `unix:${dir}/va.sock`, memory_mb: MEM_MB },
         { name: 'vb', network: 'lab', kind: 'vhost-user', listen: `unix:${dir}/vb.sock`, memory_mb: MEM_MB },
         { name: 'ns', network: 'lab', kind: 'tap', ifname, vnet_hdr: true },
       ],
-    });
-    ns = await Netns.create('vhoff');
-    await ns.adopt(ifname, '10.0.6.3/24');
-    for (const f of ['tx', 'sg', 'tso', 'gso']) await ns.exec('ethtool', '-K', ifname, f, 'on');
-    vms = await diagnose(() =>
-      attachVms(daemon!, [
-        { port: 'va', ip: '10.0.6.1/24', memMb: MEM_MB },
-        { port: 'vb', ip: '10.0.6.2/24', memMb: MEM_MB },
-      ]),
-    );
-  });
-
-  after(async () => {
-    httpd?.kill();
-    await Promise.all(vms.map((v) => v.close()));
-    await ns?.delete();
-    await daemon?.cleanup();
+    },
+    prepare: async () => {
+      ns = await Netns.create('vhoff');
+      await ns.adopt(ifname, '10.0.6.3/24');
+      for (const f of ['tx', 'sg', 'tso', 'gso']) await ns.exec('ethtool', '-K', ifname, f, 'on');
+    },
+    vms: [
+      { port: 'va', ip: '10.0.6.1/24', memMb: MEM_MB },
+      { port: 'vb', ip: '10.0.6.2/24', memMb: MEM_MB },
+    ],
+    teardown: async () => {
+      httpd?.kill();
+      await ns?.delete();
+    },
   });
 
   test('QEMU negotiates checksum and TSO offloads both ways on both ports', async () => {
     for (const p of ['va', 'vb']) {
-      const { transport } = await portJson(daemon!, p);
+      const { transport } = await portJson(fab.daemon, p);
       assert.match(String(transport.offloads), /csum,tso4,tso6.*guest_csum,guest_tso4,guest_tso6/, p);
     }
   });
 
   test('two VMs move 10 MiB with the same sha256, large segments carried whole', async (t) => {
-    await diagnose(async () => {
-      const [a, b] = vms as [Vm, Vm];
-      const before = await Promise.all([portJson(daemon!, 'va'), portJson(daemon!, 'vb')]);
+    await fab.diagnose(async () => {
+      const [a, b] = fab.vms as [Vm, Vm];
+      const before = await Promise.all([portJson(fab.daemon, 'va'), portJson(fab.daemon, 'vb')]);
       const tr = await transfer(a, b, 10);
       assert.equal(tr.bytes, 10 * 1024 * 1024);
       assert.equal(tr.received, tr.sent);
-      const now = await Promise.all([portJson(daemon!, 'va'), portJson(daemon!, 'vb')]);
+      const now = await Promise.all([portJson(fab.daemon, 'va'), portJson(fab.daemon, 'vb')]);
       const fromA = delta(before[0], now[0]);
       const toB = delta(before[1], now[1]);
       t.diagnostic(`va ${JSON.stringify(fromA)} vb ${JSON.stringify(toB)}`);
@@ -107,9 +95,9 @@ describe('vhost-user offloads with real VMs', { timeout: 600_000 }, () => {
   });
 
   test('a VM and a namespace on a vnet_hdr TAP exchange TCP with large segments passed whole both ways', async (t) => {
-    await diagnose(async () => {
-      const [a] = vms as [Vm];
-      const www = join(daemon!.dir, 'www');
+    await fab.diagnose(async () => {
+      const [a] = fab.vms as [Vm];
+      const www = join(fab.daemon.dir, 'www');
       await mkdir(www, { recursive: true });
       const blob = randomBytes(4 << 20);
       await writeFile(join(www, 'blob'), blob);
@@ -119,13 +107,13 @@ describe('vhost-user offloads with real VMs', { timeout: 600_000 }, () => {
       assert.equal(ping.code, 0, ping.output);
 
       // namespace -> VM
-      let before = await Promise.all([portJson(daemon!, 'ns'), portJson(daemon!, 'va')]);
+      let before = await Promise.all([portJson(fab.daemon, 'ns'), portJson(fab.daemon, 'va')]);
       const got = await a.sh(
         'rm -f /tmp/blob; timeout 240 wget -q -O /tmp/blob http://10.0.6.3:8080/blob && sha256sum /tmp/blob',
         { timeoutMs: 300_000 },
       );
       assert.equal(got.trim().split(/\s+/)[0], want);
-      let now = await Promise.all([portJson(daemon!, 'ns'), portJson(daemon!, 'va')]);
+      let now = await Promise.all([portJson(fab.daemon, 'ns'), portJson(fab.daemon, 'va')]);
       const fromTap = delta(before[0], now[0]);
       const toVm = delta(before[1], now[1]);
       t.diagnostic(`tap->vm: ns ${JSON.stringify(fromTap)} va ${JSON.stringify(toVm)}`);
@@ -141,7 +129,7 @@ describe('vhost-user offloads with real VMs', { timeout: 600_000 }, () => {
       before = now;
       const r = await ns!.exec('sh', '-c', 'busybox wget -q -O - http://10.0.6.1/up | sha256sum');
       assert.equal(r.stdout.trim().split(/\s+/)[0], sent);
-      now = await Promise.all([portJson(daemon!, 'ns'), portJson(daemon!, 'va')]);
+      now = await Promise.all([portJson(fab.daemon, 'ns'), portJson(fab.daemon, 'va')]);
       const fromVm = delta(before[1], now[1]);
       const toTap = delta(before[0], now[0]);
       t.diagnostic(`vm->tap: va ${JSON.stringify(fromVm)} ns ${JSON.stringify(toTap)}`);
