@@ -8,16 +8,14 @@
  * daemon answering) is refused.
  */
 import { once } from 'node:events';
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { chmod, unlink } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import { connect } from 'node:net';
-import { dirname } from 'node:path';
 import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConfigError } from '../config/errors.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { PortOpenError } from '../net/errors.js';
-import { mkdirp } from '../util/fs.js';
+import { claimUnixPath, UnixPathError } from '../util/unix-socket.js';
 import type { ControlBackend } from './backend.js';
 import { PcapCapture } from './capture.js';
 import { BadRequestError, ControlInUseError, ControlPathError, RouteNotFoundError } from './errors.js';
@@ -131,22 +129,15 @@ export class ApiServer {
    */
   async checkPath(): Promise<void> {
     const path = this.path;
+    let removed: boolean;
     try {
-      await mkdirp(dirname(path), 0o755);
+      removed = await claimUnixPath(path);
     } catch (err) {
-      throw new ControlPathError(path, `cannot create its directory: ${describeError(err)}`, { cause: err });
+      if (!(err instanceof UnixPathError)) throw err;
+      if (err.live) throw new ControlInUseError(path);
+      throw new ControlPathError(path, err.reason, { cause: err });
     }
-    let isSocket: boolean;
-    try {
-      isSocket = (await lstat(path)).isSocket();
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new ControlPathError(path, describeError(err), { cause: err });
-    }
-    if (!isSocket) throw new ControlPathError(path, 'a file that is not a socket is in the way');
-    if (await answers(path)) throw new ControlInUseError(path);
-    await unlink(path).catch(() => undefined);
-    this.#log.info({ control: path }, 'removed a stale control socket');
+    if (removed) this.#log.info({ control: path }, 'removed a stale control socket');
   }
 
   /** Starts serving. The socket is mode 0600 before the first request can arrive. */
@@ -264,16 +255,4 @@ export class ApiServer {
     else this.#log.warn(fields, body.error.message);
     return reply.code(status).type('application/json').send(body);
   }
-}
-
-/** True when something accepts connections on the unix socket `path`. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

@@ -14,12 +14,12 @@
  * disconnected with one log line and counted through ctx.onMalformed; the
  * port keeps listening (or re-dials).
  */
-import { connect, createServer, type Server, Socket } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Address } from '../../config/address.js';
 import { formatAddress } from '../../config/address.js';
 import type { PortConfig } from '../../config/schema.js';
 import { describeError } from '../../errors.js';
-import { native } from '../../native/index.js';
+import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
 import { PortAddressError } from '../errors.js';
 import { Backoff } from './backoff.js';
 import { Deframer, PushResult } from './deframer.js';
@@ -46,13 +46,8 @@ const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** Enlarges the kernel buffers of a connected socket; best effort (see SOCKET_BUFFER_BYTES). */
 function enlargeBuffers(sock: Socket, log: PortContext['logger']): void {
-  const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return;
-  try {
-    native().setBuffers(fd, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
-  } catch (err) {
-    log.debug({ err: describeError(err) }, 'socket buffers left at the kernel defaults');
-  }
+  const err = enlargeSocketBuffers(sock, SOCKET_BUFFER_BYTES);
+  if (err) log.debug({ err: describeError(err) }, 'socket buffers left at the kernel defaults');
 }
 
 /**
@@ -69,21 +64,6 @@ class Reader {
     buffer: Buffer.allocUnsafe(READ_BYTES),
     callback: (nread: number, buf: Buffer): boolean => (this.conn ? this.conn.onRead(nread, buf) : true),
   };
-}
-
-/**
- * Re-wraps an accepted socket (accepted with pauseOnConnect, so nothing was
- * read yet) around the same handle with the `onread` option, which
- * net.Server cannot pass to the sockets it accepts. The original socket
- * object is destroyed without its handle, which only releases the server's
- * connection count.
- */
-function adoptWithReader(accepted: Socket, reader: Reader): Socket {
-  const holder = accepted as unknown as { _handle: unknown };
-  const handle = holder._handle;
-  holder._handle = null;
-  accepted.destroy();
-  return new Socket({ handle, onread: reader.onread } as ConstructorParameters<typeof Socket>[0]);
 }
 
 export interface StreamPortOptions {
@@ -309,7 +289,7 @@ export class StreamPort implements Port {
         return;
       }
       const reader = new Reader();
-      const sock = adoptWithReader(accepted, reader);
+      const sock = adoptWithReader(accepted, reader.onread);
       const peer = a.type === 'unix' ? formatAddress(a) : `tcp:${sock.remoteAddress}:${sock.remotePort}`;
       reader.conn = this.#attach(sock, peer);
     });

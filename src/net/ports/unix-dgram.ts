@@ -24,16 +24,16 @@
  * dgram ports (the sink runs synchronously, so one buffer serves them all).
  * Egress is copied into one arena and flushed once per event-loop turn.
  */
-import { closeSync, lstatSync, unlinkSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { closeSync, unlinkSync } from 'node:fs';
 import type { Address } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
-import { mkdirp } from '../../util/fs.js';
+import type { Probe } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
+import { prepareUnixPath } from './unix-path.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;
 
@@ -55,6 +55,23 @@ const TX_BYTES = 1 << 20;
 const CLOSE_GRACE_MS = 2000;
 
 let sharedRx: Buffer | undefined;
+
+/**
+ * Probes a datagram socket file with a datagram connect: ECONNREFUSED or
+ * ENOENT means nobody has it bound any more; success or EPROTOTYPE (a live
+ * socket of another type) means someone is there.
+ */
+function probeDatagram(n: NativeAddon, path: string): Probe {
+  const probe = n.socket(n.SOCK_DGRAM);
+  try {
+    n.connect(probe, path);
+    return 'live';
+  } catch (err) {
+    return isSyscallError(err, 'ECONNREFUSED') || isSyscallError(err, 'ENOENT') ? 'stale' : 'live';
+  } finally {
+    closeSync(probe);
+  }
+}
 
 export class UnixDgramPort implements Port {
   readonly name: string;
@@ -120,19 +137,7 @@ export class UnixDgramPort implements Port {
     const where = `unix:${this.#local}`;
     if (this.#opened || this.#closed) throw new PortAddressError(this.name, where, 'the port was already opened');
     const n = native();
-    try {
-      await mkdirp(dirname(this.#local));
-    } catch (err) {
-      throw new PortAddressError(
-        this.name,
-        where,
-        `cannot create directory ${dirname(this.#local)}: ${describeError(err)}`,
-        {
-          cause: err,
-        },
-      );
-    }
-    this.#clearStale(n, where);
+    await prepareUnixPath(this.name, this.#local, (path) => Promise.resolve(probeDatagram(n, path)));
     let rx = -1;
     let tx = -1;
     try {
@@ -154,51 +159,6 @@ export class UnixDgramPort implements Port {
     this.#txPoller = new n.Poller(tx, this.#onTx);
     this.#connect(n);
     this.#setState('up', `bound ${where}, sending to unix:${this.#remote}`);
-  }
-
-  /**
-   * Like stream ports: a socket file nobody has bound any more is removed; a
-   * live socket or a file that is not a socket refuses the port. Probed with
-   * a datagram connect: ECONNREFUSED means stale, success or EPROTOTYPE (a
-   * live socket of another type) means someone is there.
-   */
-  #clearStale(n: NativeAddon, where: string): void {
-    try {
-      if (!lstatSync(this.#local).isSocket())
-        throw new PortAddressError(
-          this.name,
-          where,
-          'a file that is not a socket is in the way; move it or choose another path',
-        );
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err instanceof PortAddressError
-        ? err
-        : new PortAddressError(this.name, where, describeError(err), { cause: err });
-    }
-    const probe = n.socket(n.SOCK_DGRAM);
-    let live = true;
-    try {
-      n.connect(probe, this.#local);
-    } catch (err) {
-      live = !isSyscallError(err, 'ECONNREFUSED') && !isSyscallError(err, 'ENOENT');
-    } finally {
-      closeSync(probe);
-    }
-    if (live)
-      throw new PortAddressError(
-        this.name,
-        where,
-        'another process has this socket bound (a second vmlink, or a QEMU whose local.path it is?); stop it or choose another path',
-      );
-    try {
-      unlinkSync(this.#local);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
-        throw new PortAddressError(this.name, where, `cannot remove the stale socket: ${describeError(err)}`, {
-          cause: err,
-        });
-    }
   }
 
   /** Connects the send socket to `remote`; false when nobody is bound there now. */

@@ -3,11 +3,12 @@
  * {@link NbdConnection} per client, and sends every client's requests to the
  * backends through one shared {@link IoScheduler} (DWRR by export weight).
  */
-import { lstat, unlink } from 'node:fs/promises';
-import { connect, createServer, type Server, Socket } from 'node:net';
+import { unlink } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
 import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
-import { native } from '../../native/index.js';
+import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
+import { claimUnixPath, UnixPathError } from '../../util/unix-socket.js';
 import { StorageError } from '../errors.js';
 import type { ExportRegistry } from '../exports.js';
 import { IoScheduler } from '../scheduler.js';
@@ -94,8 +95,8 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
     // Without TLS every connection reads into the shared buffer (see READ_BUFFER); TLS
     // needs the plain socket as Node made it, to wrap it at STARTTLS.
     const reader = opts.tls ? undefined : new Reader();
-    const socket = reader ? adoptWithReader(accepted, reader) : accepted;
-    enlargeBuffers(socket);
+    const socket = reader ? adoptWithReader(accepted, reader.onread) : accepted;
+    enlargeSocketBuffers(socket, SOCKET_BUFFER_BYTES);
     const c = new NbdConnection({
       transient: reader !== undefined,
       socket,
@@ -120,8 +121,7 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
     if (a.type === 'udp') throw new NbdListenError(formatAddress(a), 'NBD runs over TCP or unix sockets, not UDP');
     // Paused at accept without TLS: adoptWithReader takes the handle before anything is read.
     const server = createServer({ noDelay: true, pauseOnConnect: !opts.tls }, onSocket);
-    if (a.type === 'unix' && !(await removeStaleSocket(a.path)))
-      throw new NbdListenError(formatAddress(a), 'another server is answering on it; stop it or choose another path');
+    if (a.type === 'unix') await claimListenPath(a.path, formatAddress(a));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new NbdListenError(formatAddress(a), err.message, { cause: err })));
       if (a.type === 'unix') server.listen(a.path, resolve);
@@ -198,19 +198,6 @@ class Reader {
 }
 
 /**
- * Re-wraps an accepted socket (accepted with pauseOnConnect, so nothing was
- * read yet) around the same handle with the `onread` option, which
- * net.Server cannot pass to the sockets it accepts (as src/net/ports/stream.ts does).
- */
-function adoptWithReader(accepted: Socket, reader: Reader): Socket {
-  const holder = accepted as unknown as { _handle: unknown };
-  const handle = holder._handle;
-  holder._handle = null;
-  accepted.destroy();
-  return new Socket({ handle, onread: reader.onread } as ConstructorParameters<typeof Socket>[0]);
-}
-
-/**
  * Kernel socket buffers per connection: 4 MiB each way, so a 1 MiB reply or
  * write payload passes in one or two syscalls instead of waiting on a
  * ~200 KiB default buffer several times (the native addon's SO_*BUFFORCE, as
@@ -218,40 +205,13 @@ function adoptWithReader(accepted: Socket, reader: Reader): Socket {
  */
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
 
-function enlargeBuffers(socket: Socket): void {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return;
+/** Removes a leftover unix socket file from an earlier run; refuses a live one or anything else in the way. */
+async function claimListenPath(path: string, address: string): Promise<void> {
   try {
-    native().setBuffers(fd, SOCKET_BUFFER_BYTES, SOCKET_BUFFER_BYTES);
-  } catch {
-    // Defaults stay.
+    await claimUnixPath(path);
+  } catch (err) {
+    if (!(err instanceof UnixPathError)) throw err;
+    const reason = err.live ? 'another server is answering on it; stop it or choose another path' : err.reason;
+    throw new NbdListenError(address, reason, { cause: err });
   }
-}
-
-/**
- * Removes a leftover unix socket file from an earlier run (never a regular
- * file, never a socket someone still answers on: false then).
- */
-async function removeStaleSocket(path: string): Promise<boolean> {
-  try {
-    const st = await lstat(path);
-    if (!st.isSocket()) return true; // listen() reports EADDRINUSE for whatever is in the way
-    if (await answers(path)) return false;
-    await unlink(path);
-  } catch {
-    // Absent: nothing to remove.
-  }
-  return true;
-}
-
-/** True when something accepts connections on the unix socket `path`. */
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

@@ -1,0 +1,41 @@
+/** Helpers for the net.Socket connections of the ports and the NBD server. */
+import { Socket } from 'node:net';
+import { native } from '../native/index.js';
+
+/** The `onread` option of a net.Socket: reads land in `buffer`, `callback` gets each. */
+export interface OnRead {
+  buffer: Buffer;
+  callback: (nread: number, buf: Buffer) => boolean;
+}
+
+/**
+ * Re-wraps an accepted socket (accepted with pauseOnConnect, so nothing was
+ * read yet) around the same handle with the `onread` option, which
+ * net.Server cannot pass to the sockets it accepts. The original socket
+ * object is destroyed without its handle, which only releases the server's
+ * connection count.
+ */
+export function adoptWithReader(accepted: Socket, onread: OnRead): Socket {
+  const holder = accepted as unknown as { _handle: unknown };
+  const handle = holder._handle;
+  holder._handle = null;
+  accepted.destroy();
+  return new Socket({ handle, onread } as ConstructorParameters<typeof Socket>[0]);
+}
+
+/**
+ * Sets a connected socket's kernel send and receive buffers to `bytes` each
+ * (SO_SNDBUFFORCE/SO_RCVBUFFORCE through the native addon, as root). Best
+ * effort: returns the error when the addon or the privilege is missing, and
+ * the kernel defaults stay.
+ */
+export function enlargeSocketBuffers(socket: Socket, bytes: number): unknown {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return undefined;
+  try {
+    native().setBuffers(fd, bytes, bytes);
+    return undefined;
+  } catch (err) {
+    return err;
+  }
+}
