@@ -11,6 +11,7 @@
         "src/native/c/poll.c",
         "src/native/c/tap.c",
         "src/native/c/udp.c",
+        "src/native/c/udp-batch.c",
         "src/native/c/unix.c",
         "src/native/c/vring.c"
       ],

@@ -150,6 +150,52 @@ export interface NativeAddon {
    */
   sockaddrInet(host: string, port: number, v6: boolean): Buffer;
   /**
+   * recvmmsg on a UDP socket that serves many peers: up to min(lens.length,
+   * buf.length / slot, senders.length / 20, gso.length) datagrams; datagram i
+   * at buf[i*slot ..], lens[i] its full length (> slot: truncated),
+   * senders[20i .. 20i+20) its sender: 16 bytes of address in IPv6 form (IPv4
+   * as ::ffff:a.b.c.d), 2 bytes of port (big-endian), the family (4 or 6), 0.
+   * With `gso` (after udpOffloads(fd, true) switched UDP_GRO on): gso[i] > 0
+   * when datagram i is several of one sender coalesced by the kernel, each
+   * gso[i] bytes but the last. Nothing is allocated per datagram.
+   * @returns datagrams received (0: none ready)
+   */
+  udpRecvBatch(
+    fd: number,
+    buf: Uint8Array,
+    slot: number,
+    lens: Uint32Array,
+    senders: Uint8Array,
+    gso: Uint32Array | null,
+  ): number;
+  /**
+   * sendmmsg of datagrams start..end-1, datagram i to entry dests[i] of
+   * `table` (28 bytes per entry, each a {@link sockaddrInet} Buffer). With
+   * gsoSegs > 1: up to gsoSegs datagrams that lie back to back in buf, go to
+   * one entry and have the first one's length (the last may be shorter)
+   * leave as one message with UDP_SEGMENT (UDP GSO).
+   * @returns index of the first datagram not sent (end when all were); throws
+   *   only if the first message fails (not for EAGAIN). EIO or EINVAL with
+   *   gsoSegs > 1: the path cannot take GSO; send with gsoSegs 1.
+   */
+  udpSendBatch(
+    fd: number,
+    buf: Uint8Array,
+    offs: Uint32Array,
+    lens: Uint32Array,
+    dests: Uint16Array,
+    table: Uint8Array,
+    start: number,
+    end: number,
+    gsoSegs: number,
+  ): number;
+  /**
+   * UDP offloads of a socket: bit 1 when the kernel takes UDP_SEGMENT (GSO
+   * sends), bit 2 when UDP_GRO was switched on (`gro` true and the kernel has
+   * it). Never throws for a kernel without them.
+   */
+  udpOffloads(fd: number, gro: boolean): number;
+  /**
    * Socket buffer sizes in bytes (SO_SNDBUFFORCE/SO_RCVBUFFORCE, falling back
    * to SO_SNDBUF/SO_RCVBUF, capped by net.core.wmem_max/rmem_max); 0 leaves
    * one alone.

@@ -157,7 +157,8 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (vl_init_tap(env, exports) != napi_ok || vl_init_io(env, exports) != napi_ok ||
       vl_init_unix(env, exports) != napi_ok || vl_init_mem(env, exports) != napi_ok ||
       vl_init_poll(env, exports) != napi_ok || vl_init_packet(env, exports) != napi_ok ||
-      vl_init_udp(env, exports) != napi_ok || vl_init_file(env, exports) != napi_ok ||
+      vl_init_udp(env, exports) != napi_ok || vl_init_udp_batch(env, exports) != napi_ok ||
+      vl_init_file(env, exports) != napi_ok ||
       vl_init_vring(env, exports) != napi_ok) {
     vl_throw_napi(env, "module init");
     return NULL;
