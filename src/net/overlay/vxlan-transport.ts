@@ -13,18 +13,30 @@
  * Datagrams from unknown addresses, without the I bit or too short are
  * dropped and counted.
  *
+ * Data path (docs/overlay.md "The VXLAN transport"): one receiving socket
+ * read with recvmmsg (udpRecvBatch: the sender of each datagram lands in a
+ * buffer, so nothing is allocated per datagram), with UDP GRO where the
+ * kernel has it (runs of one sender's datagrams arrive as one buffer and
+ * their size). Sending: a few sockets, each bound to its own source port in
+ * `sourcePorts` (default 49152-65535, §5); a frame leaves from the one its
+ * inner flow hashes to (vxlan-flow.ts), queued and sent with sendmmsg once
+ * per event-loop turn, with UDP GSO where the kernel has it
+ * (vxlan-egress.ts).
+ *
  * MTU: a datagram carries the frame plus 36 bytes (outer IPv4 20, UDP 8,
  * VXLAN 8); with the outer Ethernet header that is the 50 bytes of RFC 7348
  * §4.3. A frame longer than `underlayMtu - 36` bytes is dropped and counted
  * in `drops_too_big` (the underlay would fragment or drop it); set the
  * network MTU 50 bytes below the underlay's (1450 on a 1500-byte LAN).
  */
-import { createSocket, type Socket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { closeSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { WriteResult } from '../ports/port.js';
-import { LinkDialError } from './errors.js';
+import { LinkDialError, LinkTlsConfigError } from './errors.js';
 import type {
   ChannelHandlers,
   ChannelStats,
@@ -34,6 +46,8 @@ import type {
   PeerHello,
   TransportAddress,
 } from './transport.js';
+import { type EgressCounters, VxlanEgress } from './vxlan-egress.js';
+import { flowHash } from './vxlan-flow.js';
 
 /** IANA port of VXLAN (RFC 7348 §5). */
 export const VXLAN_PORT = 4789;
@@ -43,6 +57,21 @@ export const VXLAN_HLEN = 8;
 export const VXLAN_OVERHEAD = 20 + 8 + VXLAN_HLEN;
 /** The I flag: the VNI field is valid. */
 const FLAG_I = 0x08;
+/** Default source ports (RFC 7348 §5: the dynamic/private range). */
+export const VXLAN_SOURCE_PORTS = { min: 49152, max: 65535 } as const;
+
+/** Sending sockets (source ports) at most. */
+const SOURCE_SOCKETS = 8;
+/** Datagrams per receive call. */
+const RX_BATCH = 64;
+/** Receive slot with UDP GRO: the largest coalesced datagram. */
+const GRO_SLOT = 65536;
+/** Bytes per sender record of udpRecvBatch, and per destination entry of udpSendBatch. */
+const SENDER_REC = 20;
+const DEST_ENTRY = 28;
+/** Kernel socket buffers (bursts of 64 KB segments cut into datagrams). */
+const RX_SOCK_BUF = 8 << 20;
+const TX_SOCK_BUF = 4 << 20;
 
 export interface VxlanTransportOptions {
   logger: Logger;
@@ -50,13 +79,24 @@ export interface VxlanTransportOptions {
   hello: () => PeerHello;
   /** Underlay MTU in bytes (the IP MTU of the path to the VTEPs). Default 1500. */
   underlayMtu?: number | undefined;
+  /**
+   * UDP source ports of sent datagrams, chosen per inner flow (RFC 7348 §5).
+   * Default 49152-65535. min = max = the listening port: every datagram
+   * leaves from the listening socket.
+   */
+  sourcePorts?: { min: number; max: number } | undefined;
+  /** Use UDP GSO and GRO where the kernel has them. Default true (false: one datagram per message). */
+  offloads?: boolean | undefined;
 }
 
-/** Parses a VXLAN header at `buf[0..]`; returns the VNI or -1 when it is not a valid VXLAN datagram. */
-export function parseVxlan(buf: Buffer, len: number): number {
+/**
+ * Parses a VXLAN header at `buf[at..]` of a datagram of `len` bytes; returns
+ * the VNI or -1 when it is not a valid VXLAN datagram.
+ */
+export function parseVxlan(buf: Buffer, len: number, at = 0): number {
   if (len < VXLAN_HLEN + 14) return -1;
-  if (((buf[0] as number) & FLAG_I) === 0) return -1;
-  return buf.readUInt32BE(4) >>> 8;
+  if (((buf[at] as number) & FLAG_I) === 0) return -1;
+  return buf.readUInt32BE(at + 4) >>> 8;
 }
 
 /** Writes a VXLAN header for `vni` at `buf[at]`. */
@@ -83,13 +123,19 @@ class VxlanChannel implements LinkChannel {
     drops_unknown_vni: 0,
   };
 
+  /**
+   * @param ip the VTEP's numeric address (what received datagrams are matched by)
+   * @param dest this channel's entry in the transport's destination table
+   */
   constructor(
     readonly peer: PeerHello,
     readonly address: TransportAddress,
+    readonly ip: string,
+    readonly dest: number,
     readonly transport: VxlanTransport,
     readonly maxFrame: number,
   ) {
-    this.remote = `udp:${isIPv6(address.host) ? `[${address.host}]` : address.host}:${address.port}`;
+    this.remote = `udp:${isIP(ip) === 6 ? `[${ip}]` : ip}:${address.port}`;
   }
 
   attach(h: ChannelHandlers): void {
@@ -102,17 +148,11 @@ class VxlanChannel implements LinkChannel {
       this.s.drops_too_big++;
       return WriteResult.OK;
     }
-    const sock = this.transport.socket;
-    if (!sock) return WriteResult.DOWN;
-    if (sock.getSendQueueSize() > 4096) {
-      this.s.drops_queue_full++;
-      return WriteResult.QUEUE_FULL;
+    const r = this.transport.queue(this.dest, vni, buf, off, len);
+    if (r !== WriteResult.OK) {
+      if (r === WriteResult.QUEUE_FULL) this.s.drops_queue_full++;
+      return r;
     }
-    // The datagram is sent later: copy (header and frame in one buffer).
-    const d = Buffer.allocUnsafe(VXLAN_HLEN + len);
-    writeVxlan(d, 0, vni);
-    buf.copy(d, VXLAN_HLEN, off, off + len);
-    sock.send(d, this.address.port, this.address.host);
     this.s.tx_frames++;
     this.s.tx_bytes += len;
     this.s.tx_writes++;
@@ -135,16 +175,56 @@ class VxlanChannel implements LinkChannel {
   }
 }
 
+/** The transport's data-path counters (for tests, benchmarks and logs). */
+export interface VxlanCounters extends EgressCounters {
+  /** udpRecvBatch calls that returned datagrams, and the buffers they returned. */
+  rxCalls: number;
+  rxBuffers: number;
+  /** VXLAN datagrams received (a GRO buffer holds several). */
+  rxDatagrams: number;
+}
+
 export class VxlanTransport implements LinkTransport {
   readonly kind = 'vxlan';
   readonly #o: VxlanTransportOptions;
   readonly #log: Logger;
-  socket: Socket | undefined;
-  /** Remote address -> channel. */
+  #n: NativeAddon | undefined;
+  #fd = -1;
+  #v6 = false;
+  #poller: Poller | undefined;
+  #rxWritable = false;
+  /** Receive slot bytes; GRO on the receiving socket. */
+  #slot = 0;
+  #gro = false;
+  #rx: Buffer | undefined;
+  readonly #rxLens = new Uint32Array(RX_BATCH);
+  readonly #rxGso = new Uint32Array(RX_BATCH);
+  readonly #rxFrom = Buffer.alloc(RX_BATCH * SENDER_REC);
+  /** Sending sockets, one per source port. */
+  #tx: VxlanEgress[] = [];
+  /** Destination table: entry d (DEST_ENTRY bytes) is the sockaddr of the channel with dest d. */
+  #table = Buffer.alloc(16 * DEST_ENTRY);
+  #nextDest = 0;
+  readonly #freeDests: number[] = [];
+  /** IPv4 VTEPs by address as a 32-bit number; IPv6 ones in a list (few; compared byte by byte). */
+  readonly #byV4 = new Map<number, VxlanChannel>();
+  readonly #byV6: { addr: Buffer; ch: VxlanChannel }[] = [];
+  /** Channels by numeric address text. */
   readonly #byAddr = new Map<string, VxlanChannel>();
-  /** Datagrams dropped: unknown source, not VXLAN (no I flag, short). */
+  #scheduled: NodeJS.Immediate | undefined;
+  readonly #flushBound = (): void => this.#flush();
+  /** Datagrams dropped: unknown source, not VXLAN (no I flag, short, or longer than a receive slot). */
   unknownSource = 0;
   malformed = 0;
+  readonly counters: VxlanCounters = {
+    calls: 0,
+    datagrams: 0,
+    errors: 0,
+    lastError: '',
+    rxCalls: 0,
+    rxBuffers: 0,
+    rxDatagrams: 0,
+  };
   #lastLog = -Infinity;
 
   constructor(opts: VxlanTransportOptions) {
@@ -152,78 +232,298 @@ export class VxlanTransport implements LinkTransport {
     this.#log = opts.logger;
   }
 
-  /** Binds the UDP socket; VTEPs are only those dialled (no channel is ever accepted). */
-  listen(address: TransportAddress, _onChannel: (ch: LinkChannel) => void): Promise<TransportAddress> {
-    const sock = createSocket({ type: isIPv6(address.host) ? 'udp6' : 'udp4', reuseAddr: false });
-    return new Promise((resolve, reject) => {
-      sock.once('error', reject);
-      sock.bind(address.port, address.host, () => {
-        sock.off('error', reject);
-        sock.on('error', (err) => this.#log.warn({ err: describeError(err) }, 'vxlan socket error'));
-        sock.on('message', (msg, rinfo) => this.#message(msg, rinfo.address));
-        this.socket = sock;
-        const a = sock.address();
-        resolve({ host: a.address, port: a.port });
-      });
-    });
+  /** The source ports datagrams leave from; UDP GSO and GRO as the kernel granted them. */
+  get offloads(): { sourcePorts: number[]; gso: boolean; gro: boolean } {
+    return { sourcePorts: this.#tx.map((t) => t.port), gso: this.#tx.some((t) => t.gso), gro: this.#gro };
   }
 
-  #message(msg: Buffer, from: string): void {
-    const ch = this.#byAddr.get(from);
-    if (ch === undefined) {
-      this.unknownSource++;
-      this.#rateLog(from, 'datagram from an address that is no configured VXLAN link');
+  /** Binds the UDP socket; VTEPs are only those dialled (no channel is ever accepted). */
+  async listen(address: TransportAddress, _onChannel: (ch: LinkChannel) => void): Promise<TransportAddress> {
+    const host = await resolve(address.host, 0);
+    const n = native();
+    const { fd, port } = n.udpOpen(host, address.port);
+    try {
+      this.#setUp(n, fd, host, port);
+    } catch (err) {
+      this.#teardown();
+      throw err;
+    }
+    return { host, port };
+  }
+
+  #setUp(n: NativeAddon, fd: number, host: string, port: number): void {
+    this.#n = n;
+    this.#fd = fd;
+    this.#v6 = isIP(host) === 6;
+    const offloads = this.#o.offloads !== false;
+    trySetBuffers(n, fd, 0, RX_SOCK_BUF);
+    const bits = n.udpOffloads(fd, offloads);
+    this.#gro = (bits & 2) !== 0;
+    const mtu = this.#o.underlayMtu ?? 1500;
+    this.#slot = this.#gro ? GRO_SLOT : (Math.max(mtu, 2048) + 7) & ~7;
+    this.#rx = Buffer.allocUnsafe(RX_BATCH * this.#slot);
+    this.#poller = new n.Poller(fd, (status, events) => this.#ready(status, events));
+    this.#poller.start(n.READABLE);
+    const range = this.#o.sourcePorts ?? VXLAN_SOURCE_PORTS;
+    if (range.min === range.max && range.min === port) {
+      this.#tx.push(this.#egress(n, fd, port, offloads && (bits & 1) !== 0, true));
       return;
     }
-    const vni = parseVxlan(msg, msg.length);
+    this.#openSources(n, host, range, offloads);
+  }
+
+  /** Binds up to SOURCE_SOCKETS sending sockets on distinct random ports of `range`. */
+  #openSources(n: NativeAddon, host: string, range: { min: number; max: number }, offloads: boolean): void {
+    const size = range.max - range.min + 1;
+    const want = Math.min(SOURCE_SOCKETS, size);
+    const tried = new Set<number>();
+    while (this.#tx.length < want && tried.size < size && tried.size < want * 64) {
+      const p = range.min + Math.floor(Math.random() * size);
+      if (tried.has(p)) continue;
+      tried.add(p);
+      let s: { fd: number; port: number };
+      try {
+        s = n.udpOpen(host, p);
+      } catch (err) {
+        if (isSyscallError(err, 'EADDRINUSE')) continue;
+        throw err;
+      }
+      trySetBuffers(n, s.fd, TX_SOCK_BUF, 0);
+      this.#tx.push(this.#egress(n, s.fd, s.port, offloads && (n.udpOffloads(s.fd, false) & 1) !== 0, false));
+    }
+    if (this.#tx.length === 0)
+      throw new LinkTlsConfigError(
+        `overlay.vxlan.source_ports ${range.min}-${range.max}: no port of the range is free on ${host}`,
+      );
+  }
+
+  #egress(n: NativeAddon, fd: number, port: number, gso: boolean, shared: boolean): VxlanEgress {
+    let poller: Poller | undefined;
+    const watch = shared
+      ? (on: boolean) => this.#watchRx(on)
+      : (on: boolean) => {
+          if (on) {
+            poller ??= new n.Poller(fd, (_s, events) => {
+              if (events & n.WRITABLE) this.#flush();
+            });
+            poller.start(n.WRITABLE);
+          } else poller?.stop();
+          if (!on && this.#fd < 0) poller?.close();
+        };
+    return new VxlanEgress(n, fd, port, gso, shared, this.counters, watch, (err) =>
+      this.#log.warn(
+        { err: describeError(err), port },
+        'vxlan: the kernel refused a UDP GSO send; sending datagram by datagram on this socket',
+      ),
+    );
+  }
+
+  #watchRx(on: boolean): void {
+    const n = this.#n;
+    if (on === this.#rxWritable || n === undefined) return;
+    this.#rxWritable = on;
+    this.#poller?.start(on ? n.READABLE | n.WRITABLE : n.READABLE);
+  }
+
+  #ready(status: number, events: number): void {
+    const n = this.#n;
+    if (n === undefined || this.#fd < 0) return;
+    if (events & n.WRITABLE) this.#flush();
+    if (events & n.READABLE || status < 0) this.#read(n);
+  }
+
+  /** One batch from the receiving socket. Hot path: nothing allocated per datagram. */
+  #read(n: NativeAddon): void {
+    const rx = this.#rx as Buffer;
+    const slot = this.#slot;
+    const lens = this.#rxLens;
+    const gso = this.#rxGso;
+    const from = this.#rxFrom;
+    let count: number;
+    try {
+      count = n.udpRecvBatch(this.#fd, rx, slot, lens, from, this.#gro ? gso : null);
+    } catch (err) {
+      // An ICMP error reported on the socket; nothing to read.
+      this.counters.lastError = describeError(err);
+      return;
+    }
+    if (count === 0) return;
+    this.counters.rxCalls++;
+    this.counters.rxBuffers += count;
+    for (let i = 0; i < count; i++) {
+      const len = lens[i] as number;
+      const base = i * slot;
+      const ch = this.#sender(from, i * SENDER_REC);
+      const seg = this.#gro && (gso[i] as number) > 0 ? (gso[i] as number) : len;
+      if (ch === undefined) {
+        this.unknownSource += len > slot ? 1 : Math.ceil(len / seg);
+        this.#rateLog(from, i, 'datagram from an address that is no configured VXLAN link');
+        continue;
+      }
+      if (len > slot) {
+        this.malformed++;
+        this.#rateLog(from, i, `datagram of ${len} bytes, longer than any this host takes`);
+        continue;
+      }
+      for (let o = 0; o < len; o += seg) this.#deliver(ch, rx, base + o, Math.min(seg, len - o), from, i);
+    }
+  }
+
+  #deliver(ch: VxlanChannel, rx: Buffer, at: number, len: number, from: Buffer, i: number): void {
+    this.counters.rxDatagrams++;
+    const vni = parseVxlan(rx, len, at);
     if (vni < 0) {
       this.malformed++;
-      this.#rateLog(from, 'not a VXLAN datagram (no I flag, or shorter than header and Ethernet header)');
+      this.#rateLog(from, i, 'not a VXLAN datagram (no I flag, or shorter than header and Ethernet header)');
       return;
     }
     ch.s.rx_frames++;
-    ch.s.rx_bytes += msg.length - VXLAN_HLEN;
-    ch.handlers?.frame(vni, msg, VXLAN_HLEN, msg.length - VXLAN_HLEN);
+    ch.s.rx_bytes += len - VXLAN_HLEN;
+    ch.handlers?.frame(vni, rx, at + VXLAN_HLEN, len - VXLAN_HLEN);
   }
 
-  #rateLog(from: string, what: string): void {
+  /** The channel of the sender record at `from[at..]`, matched by address only (the kernel varies the source port). */
+  #sender(from: Buffer, at: number): VxlanChannel | undefined {
+    if (from[at + 18] === 4) return this.#byV4.get(from.readUInt32BE(at + 12));
+    for (const v of this.#byV6) {
+      const a = v.addr;
+      if (
+        a.readUInt32BE(0) === from.readUInt32BE(at) &&
+        a.readUInt32BE(4) === from.readUInt32BE(at + 4) &&
+        a.readUInt32BE(8) === from.readUInt32BE(at + 8) &&
+        a.readUInt32BE(12) === from.readUInt32BE(at + 12)
+      )
+        return v.ch;
+    }
+    return undefined;
+  }
+
+  #rateLog(from: Buffer, i: number, what: string): void {
     const now = performance.now();
     if (now - this.#lastLog < 1000) return;
     this.#lastLog = now;
+    const who = senderText(from, i * SENDER_REC);
     this.#log.warn(
-      { from, unknown: this.unknownSource, malformed: this.malformed },
-      `vxlan: dropped a ${what} (${from})`,
+      { from: who, unknown: this.unknownSource, malformed: this.malformed },
+      `vxlan: dropped a ${what} (${who})`,
     );
+  }
+
+  /**
+   * Queues one datagram (VXLAN header for `vni` + the frame) to destination
+   * `dest`, on the sending socket of the frame's flow. QUEUE_FULL when that
+   * socket's queue is full; DOWN when the transport is closed.
+   */
+  queue(dest: number, vni: number, buf: Buffer, off: number, len: number): WriteResult {
+    const tx = this.#tx;
+    if (tx.length === 0 || this.#fd < 0) return WriteResult.DOWN;
+    const e = tx.length === 1 ? (tx[0] as VxlanEgress) : (tx[flowHash(buf, off, len) % tx.length] as VxlanEgress);
+    const at = e.push(dest, VXLAN_HLEN, buf, off, len);
+    if (at < 0) return WriteResult.QUEUE_FULL;
+    writeVxlan(e.buffer, at, vni);
+    if (this.#scheduled === undefined) this.#scheduled = setImmediate(this.#flushBound);
+    return WriteResult.OK;
+  }
+
+  #flush(): void {
+    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    for (const e of this.#tx) if (e.queued > 0) e.flush(this.#table);
   }
 
   /** A channel to the VTEP at `address`, up at once (VXLAN has no handshake). */
   async dial(address: TransportAddress): Promise<LinkChannel> {
-    if (!this.socket)
-      throw new LinkDialError(
-        `udp:${address.host}:${address.port}`,
-        'the VXLAN socket is not bound (overlay.vxlan.listen)',
-      );
-    if (this.#byAddr.has(address.host))
-      throw new LinkDialError(`udp:${address.host}:${address.port}`, 'another VXLAN link already uses that address');
+    const where = `udp:${address.host}:${address.port}`;
+    const n = this.#n;
+    if (n === undefined || this.#fd < 0)
+      throw new LinkDialError(where, 'the VXLAN socket is not bound (overlay.vxlan.listen)');
+    let ip: string;
+    try {
+      ip = await resolve(address.host, this.#v6 ? 0 : 4);
+    } catch (err) {
+      throw new LinkDialError(where, `cannot resolve "${address.host}": ${describeError(err)}`, { cause: err });
+    }
+    if (!this.#v6 && isIP(ip) === 6)
+      throw new LinkDialError(where, `the VXLAN socket is IPv4 (overlay.vxlan.listen) and cannot reach IPv6 ${ip}`);
+    if (this.#byAddr.has(ip)) throw new LinkDialError(where, 'another VXLAN link already uses that address');
+    const sa = n.sockaddrInet(ip, address.port, this.#v6);
+    const dest = this.#allocDest();
+    sa.copy(this.#table, dest * DEST_ENTRY);
     const h = this.#o.hello();
     const peer: PeerHello = {
-      host: `vtep-${address.host.replaceAll(':', '-')}`.slice(0, 32),
+      host: `vtep-${ip.replaceAll(':', '-')}`.slice(0, 32),
       networks: h.networks,
       relay: false,
     };
-    const ch = new VxlanChannel(peer, address, this, (this.#o.underlayMtu ?? 1500) - VXLAN_OVERHEAD);
-    this.#byAddr.set(address.host, ch);
+    const ch = new VxlanChannel(peer, address, ip, dest, this, (this.#o.underlayMtu ?? 1500) - VXLAN_OVERHEAD);
+    this.#byAddr.set(ip, ch);
+    const mapped = n.sockaddrInet(ip, 0, true).subarray(8, 24); // sin6_addr: IPv4 as ::ffff:a.b.c.d
+    if (isIP(ip) === 4) this.#byV4.set(mapped.readUInt32BE(12), ch);
+    else this.#byV6.push({ addr: Buffer.from(mapped), ch });
     return ch;
   }
 
+  /** A destination entry: a freed one only when nothing queued may still point at it. */
+  #allocDest(): number {
+    const idle = this.#tx.every((e) => e.queued === 0);
+    if (idle && this.#freeDests.length > 0) return this.#freeDests.pop() as number;
+    if (this.#nextDest >= 0xffff) throw new LinkDialError('udp', 'too many VXLAN links were opened on this socket');
+    const d = this.#nextDest++;
+    if ((d + 1) * DEST_ENTRY > this.#table.length) {
+      const t = Buffer.alloc(this.#table.length * 2);
+      this.#table.copy(t);
+      this.#table = t;
+    }
+    return d;
+  }
+
   forget(ch: VxlanChannel): void {
-    if (this.#byAddr.get(ch.address.host) === ch) this.#byAddr.delete(ch.address.host);
+    if (this.#byAddr.get(ch.ip) !== ch) return;
+    this.#byAddr.delete(ch.ip);
+    for (const [k, v] of this.#byV4) if (v === ch) this.#byV4.delete(k);
+    const j = this.#byV6.findIndex((v) => v.ch === ch);
+    if (j >= 0) this.#byV6.splice(j, 1);
+    this.#freeDests.push(ch.dest);
   }
 
   async close(): Promise<void> {
     for (const ch of [...this.#byAddr.values()]) await ch.close('the daemon is stopping');
-    const sock = this.socket;
-    this.socket = undefined;
-    if (sock) await new Promise<void>((r) => sock.close(() => r()));
+    this.#flush();
+    this.#teardown();
   }
+
+  #teardown(): void {
+    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    const fd = this.#fd;
+    this.#fd = -1;
+    for (const e of this.#tx) e.close();
+    this.#tx = [];
+    this.#poller?.close();
+    this.#poller = undefined;
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+/** A numeric address for `host` (numeric hosts as they are). */
+async function resolve(host: string, family: 0 | 4 | 6): Promise<string> {
+  if (isIP(host)) return host;
+  return (await lookup(host, { family })).address;
+}
+
+function trySetBuffers(n: NativeAddon, fd: number, snd: number, rcv: number): void {
+  try {
+    n.setBuffers(fd, snd, rcv);
+  } catch {
+    // The kernel's defaults: bursts may drop sooner; nothing breaks.
+  }
+}
+
+/** The sender record at `from[at..]` as text, for a log line (not on the data path). */
+function senderText(from: Buffer, at: number): string {
+  const port = from.readUInt16BE(at + 16);
+  if (from[at + 18] === 4) return `${from[at + 12]}.${from[at + 13]}.${from[at + 14]}.${from[at + 15]}:${port}`;
+  const groups: string[] = [];
+  for (let k = 0; k < 16; k += 2) groups.push(from.readUInt16BE(at + k).toString(16));
+  return `[${groups.join(':')}]:${port}`;
 }
