@@ -115,6 +115,40 @@ const to2 = n.sockaddrInet('::1', u2.port, true);
 n.sendBatch(u2.fd, Buffer.from('u'), Uint32Array.of(0), Uint32Array.of(1), 0, 1, to2);
 const uStr = new Uint8Array(2);
 check(n.recvBatchFrom(u2.fd, Buffer.alloc(128), 64, new Uint32Array(2), to2, uStr) === 1 && uStr[0] === 0, 'udp');
+// udpSendBatch (a GSO run and a single) to u1, read back by udpRecvBatch with GRO on.
+n.udpOffloads(u1.fd, true);
+const uTable = Buffer.alloc(28);
+n.sockaddrInet('127.0.0.1', u1.port, false).copy(uTable);
+const u3 = n.udpOpen('127.0.0.1', 0);
+const uSent = n.udpSendBatch(
+  u3.fd,
+  Buffer.alloc(300, 1),
+  Uint32Array.of(0, 100, 200),
+  Uint32Array.of(100, 100, 50),
+  new Uint16Array(3),
+  uTable,
+  0,
+  3,
+  n.udpOffloads(u3.fd, false) & 1 ? 64 : 1,
+);
+check(uSent === 3, 'udpSendBatch');
+let uGot = 0;
+for (let i = 0; i < 100 && uGot === 0; i++)
+  uGot = n.udpRecvBatch(
+    u1.fd,
+    Buffer.alloc(65536 * 2),
+    65536,
+    new Uint32Array(2),
+    Buffer.alloc(40),
+    new Uint32Array(2),
+  );
+check(uGot >= 1, 'udpRecvBatch');
+throwsCode(
+  () =>
+    n.udpSendBatch(u3.fd, Buffer.alloc(1), Uint32Array.of(0), Uint32Array.of(1), Uint16Array.of(5), uTable, 0, 1, 1),
+  'ERR_OUT_OF_RANGE',
+);
+closeSync(u3.fd);
 throwsCode(() => n.udpOpen('127.0.0.1', u1.port), 'EADDRINUSE');
 throwsCode(() => n.sockaddrInet('nowhere', 1, false), 'EINVAL');
 closeSync(u1.fd);

@@ -406,6 +406,150 @@ describe('UDP', () => {
   });
 });
 
+describe('UDP batches with many peers (udpRecvBatch, udpSendBatch, udpOffloads)', () => {
+  /** Receives until `want` datagrams or buffers arrived (loopback delivers at once; bounded retries). */
+  const recvAll = (fd: number, slot: number, want: number, gso: Uint32Array | null) => {
+    const buf = Buffer.alloc(slot * 16);
+    const lens = new Uint32Array(16);
+    const from = Buffer.alloc(16 * 20);
+    let got = 0;
+    for (let i = 0; i < 1000 && got < want; i++)
+      got += n.udpRecvBatch(fd, buf.subarray(got * slot), slot, lens.subarray(got), from.subarray(got * 20), gso);
+    return { got, buf, lens, from };
+  };
+  /** A destination table of sockaddrInet entries, 28 bytes each. */
+  const table = (...sa: Buffer[]): Buffer => {
+    const t = Buffer.alloc(28 * sa.length);
+    sa.forEach((s, i) => {
+      s.copy(t, i * 28);
+    });
+    return t;
+  };
+
+  test('udpRecvBatch reports each datagram length and sender (IPv4, IPv6 and IPv4 on a dual-stack socket)', () => {
+    const six = n.udpOpen('::', 0);
+    own(six.fd);
+    const a4 = n.udpOpen('127.0.0.1', 0);
+    own(a4.fd);
+    const a6 = n.udpOpen('::1', 0);
+    own(a6.fd);
+    n.sendBatch(
+      a4.fd,
+      Buffer.from('four'),
+      Uint32Array.of(0),
+      Uint32Array.of(4),
+      0,
+      1,
+      n.sockaddrInet('127.0.0.1', six.port, false),
+    );
+    n.sendBatch(
+      a6.fd,
+      Buffer.from('six!!!'),
+      Uint32Array.of(0),
+      Uint32Array.of(6),
+      0,
+      1,
+      n.sockaddrInet('::1', six.port, true),
+    );
+    const r = recvAll(six.fd, 64, 2, null);
+    assert.equal(r.got, 2);
+    assert.deepEqual([...r.lens.subarray(0, 2)], [4, 6]);
+    assert.equal(
+      r.from.toString('hex', 0, 20),
+      `00000000000000000000ffff7f000001${a4.port.toString(16).padStart(4, '0')}0400`,
+    );
+    assert.equal(
+      r.from.toString('hex', 20, 40),
+      `00000000000000000000000000000001${a6.port.toString(16).padStart(4, '0')}0600`,
+    );
+    assert.equal(r.buf.toString('latin1', 64, 70), 'six!!!');
+  });
+
+  test('udpSendBatch sends each datagram to its own destination entry, and a longer datagram than the slot is reported whole', () => {
+    const tx = own(n.udpOpen('127.0.0.1', 0).fd);
+    const b = n.udpOpen('127.0.0.1', 0);
+    own(b.fd);
+    const c = n.udpOpen('127.0.0.1', 0);
+    own(c.fd);
+    const t = table(n.sockaddrInet('127.0.0.1', b.port, false), n.sockaddrInet('127.0.0.1', c.port, false));
+    const data = Buffer.from('abbcccdddd');
+    const sent = n.udpSendBatch(
+      tx,
+      data,
+      Uint32Array.of(0, 1, 3, 6),
+      Uint32Array.of(1, 2, 3, 4),
+      Uint16Array.of(0, 1, 0, 1),
+      t,
+      0,
+      4,
+      1,
+    );
+    assert.equal(sent, 4);
+    const rb = recvAll(b.fd, 64, 2, null);
+    const rc = recvAll(c.fd, 2, 2, null);
+    assert.deepEqual([rb.got, rc.got], [2, 2]);
+    assert.equal(rb.buf.toString('latin1', 0, 1) + rb.buf.toString('latin1', 64, 67), 'accc');
+    assert.deepEqual([...rc.lens.subarray(0, 2)], [2, 4], 'lengths are full lengths even when the slot was shorter');
+    assert.equal(
+      catchErr(() => n.udpSendBatch(tx, data, Uint32Array.of(0), Uint32Array.of(1), Uint16Array.of(2), t, 0, 1, 1))
+        .code,
+      'ERR_OUT_OF_RANGE',
+    );
+    assert.equal(
+      catchErr(() => n.udpSendBatch(tx, data, Uint32Array.of(8), Uint32Array.of(9), Uint16Array.of(0), t, 0, 1, 1))
+        .code,
+      'ERR_OUT_OF_RANGE',
+    );
+  });
+
+  test('with GSO a run of equal datagrams (the last shorter) leaves as one message: separate datagrams without GRO, one buffer and its size with GRO', (t) => {
+    const tx = own(n.udpOpen('127.0.0.1', 0).fd);
+    if ((n.udpOffloads(tx, false) & 1) === 0) return t.skip('this kernel has no UDP_SEGMENT');
+    const plain = n.udpOpen('127.0.0.1', 0);
+    own(plain.fd);
+    const gro = n.udpOpen('127.0.0.1', 0);
+    own(gro.fd);
+    assert.equal(n.udpOffloads(gro.fd, true) & 2, 2);
+    const data = Buffer.alloc(1000 * 3 + 400);
+    for (let i = 0; i < data.length; i++) data[i] = i % 251;
+    const offs = Uint32Array.of(0, 1000, 2000, 3000);
+    const lens = Uint32Array.of(1000, 1000, 1000, 400);
+    for (const to of [plain.port, gro.port]) {
+      const tb = table(n.sockaddrInet('127.0.0.1', to, false));
+      assert.equal(n.udpSendBatch(tx, data, offs, lens, new Uint16Array(4), tb, 0, 4, 64), 4);
+    }
+    const p = recvAll(plain.fd, 2048, 4, new Uint32Array(16));
+    assert.equal(p.got, 4);
+    assert.deepEqual([...p.lens.subarray(0, 4)], [1000, 1000, 1000, 400]);
+    assert.ok(p.buf.subarray(2048 * 3, 2048 * 3 + 400).equals(data.subarray(3000)));
+    const gso = new Uint32Array(16);
+    const g = recvAll(gro.fd, 65536, 1, gso);
+    assert.equal(g.got, 1, 'one buffer');
+    assert.equal(g.lens[0], 3400);
+    assert.equal(gso[0], 1000);
+    assert.ok(g.buf.subarray(0, 3400).equals(data));
+  });
+
+  test('GSO runs stop at another destination, a gap in the buffer or a longer datagram', (t) => {
+    const tx = own(n.udpOpen('127.0.0.1', 0).fd);
+    if ((n.udpOffloads(tx, false) & 1) === 0) return t.skip('this kernel has no UDP_SEGMENT');
+    const rx = n.udpOpen('127.0.0.1', 0);
+    own(rx.fd);
+    n.udpOffloads(rx.fd, true);
+    const tb = table(n.sockaddrInet('127.0.0.1', rx.port, false), n.sockaddrInet('127.0.0.1', rx.port, false));
+    const data = Buffer.alloc(1000, 7);
+    // [0,1] one run; 2 has another entry; 3 lies after a gap; 4 is longer than 3.
+    const offs = Uint32Array.of(0, 100, 200, 400, 500);
+    const lens = Uint32Array.of(100, 100, 100, 100, 200);
+    assert.equal(n.udpSendBatch(tx, data, offs, lens, Uint16Array.of(0, 0, 1, 1, 1), tb, 0, 5, 64), 5);
+    const gso = new Uint32Array(16);
+    const r = recvAll(rx.fd, 65536, 4, gso);
+    assert.equal(r.got, 4);
+    assert.deepEqual([...r.lens.subarray(0, 4)], [200, 100, 100, 200]);
+    assert.deepEqual([...gso.subarray(0, 4)], [100, 0, 0, 0]);
+  });
+});
+
 describe('block files', () => {
   const file = (size: number): number => {
     const path = join(dir, `blk-${Math.random().toString(36).slice(2)}.img`);

@@ -230,6 +230,7 @@ static napi_value udp_send_batch(napi_env env, napi_callback_info info) {
       msgs[n].msg_hdr.msg_name = sa;
       msgs[n].msg_hdr.msg_namelen = sl;
       if (k - j > 1) {
+        memset(ctrl[n].buf, 0, sizeof ctrl[n].buf); /* the padding after the 2-byte value goes to the kernel too */
         msgs[n].msg_hdr.msg_control = ctrl[n].buf;
         msgs[n].msg_hdr.msg_controllen = sizeof ctrl[n].buf;
         struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[n].msg_hdr);
