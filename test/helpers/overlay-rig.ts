@@ -66,7 +66,13 @@ export interface RigHostOptions {
   /** On a relay: spoke-to-spoke bits per second that make it ask for a direct link. */
   directThresholdBps?: number;
   /** Also a VXLAN transport bound on this address (port 0: any), with this underlay MTU. */
-  vxlan?: { host: string; port?: number; mtu?: number };
+  vxlan?: {
+    host: string;
+    port?: number;
+    mtu?: number;
+    sourcePorts?: { min: number; max: number };
+    offloads?: boolean;
+  };
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
@@ -91,7 +97,13 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     keepaliveMs: o.keepaliveMs ?? 200,
   });
   const vxlan = o.vxlan
-    ? new VxlanTransport({ logger, hello: () => (overlay as Overlay).hello(), underlayMtu: o.vxlan.mtu })
+    ? new VxlanTransport({
+        logger,
+        hello: () => (overlay as Overlay).hello(),
+        underlayMtu: o.vxlan.mtu,
+        sourcePorts: o.vxlan.sourcePorts,
+        offloads: o.vxlan.offloads,
+      })
     : undefined;
   const vxlanAt =
     vxlan && o.vxlan ? await vxlan.listen({ host: o.vxlan.host, port: o.vxlan.port ?? 0 }, () => undefined) : undefined;

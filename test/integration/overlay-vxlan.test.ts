@@ -1,10 +1,11 @@
 /**
  * VXLAN links (RFC 7348) between two vmlink hosts on loopback addresses:
  * frames tagged with their VNI, too-large frames counted, datagrams from
- * strangers and non-VXLAN datagrams dropped and counted.
+ * strangers and non-VXLAN datagrams dropped and counted; the source port of
+ * each inner flow, and bursts moved with and without UDP GSO/GRO.
  */
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
+import { createSocket, type Socket } from 'node:dgram';
 import { after, before, describe, test } from 'node:test';
 import { eth, type RigHost, rigHost, until } from '../helpers/overlay-rig.js';
 
@@ -74,4 +75,131 @@ describe('VXLAN links between two vmlink hosts', { timeout: 30_000 }, () => {
     a.ports.lab?.rx(f);
     await until('still works', () => b.ports.lab?.got.some((g) => g.equals(f)) ?? false);
   });
+});
+
+/** An IPv4/TCP frame 10.0.0.1:sport -> 10.0.0.2:80 with `pay` payload bytes of `fill`. */
+function tcpFrame(sport: number, pay = 6, fill = 0): Buffer {
+  const b = Buffer.alloc(54 + pay, fill);
+  Buffer.from('ffffffffffff5254000000010800', 'hex').copy(b, 0);
+  Buffer.from('4500002800004000400600000a0000010a000002', 'hex').copy(b, 14);
+  b.writeUInt16BE(20 + 20 + pay, 16);
+  b.writeUInt16BE(sport, 34);
+  b.writeUInt16BE(80, 36);
+  b.writeUInt8(0x50, 46);
+  return b;
+}
+
+/** A UDP port that was free a moment ago on `host`. */
+async function freePort(host: string): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, host, r));
+  const p = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+/** A plain UDP socket standing in for a VTEP: records each datagram's source port and the inner TCP source port. */
+async function fakeVtep(host: string): Promise<{ sock: Socket; port: number; seen: { src: number; flow: number }[] }> {
+  const sock = createSocket('udp4');
+  const seen: { src: number; flow: number }[] = [];
+  sock.on('message', (m, r) => seen.push({ src: r.port, flow: m.length >= 8 + 38 ? m.readUInt16BE(8 + 34) : -1 }));
+  await new Promise<void>((r) => sock.bind(0, host, r));
+  return { sock, port: sock.address().port, seen };
+}
+
+describe('VXLAN source ports (RFC 7348 §5)', { timeout: 30_000 }, () => {
+  const nets = [{ name: 'lab', vni: 100, mtu: 1450 }];
+  const hosts: RigHost[] = [];
+  const socks: Socket[] = [];
+  after(async () => {
+    for (const h of hosts) await h.stop();
+    for (const s of socks) s.close();
+  });
+
+  test('each inner flow keeps one source port in 49152-65535, and flows spread over several', async () => {
+    const a = await rigHost({ id: 'a', networks: nets, listen: false, vxlan: { host: '127.0.0.1' } });
+    hosts.push(a);
+    const v = await fakeVtep('127.0.0.5');
+    socks.push(v.sock);
+    a.overlay.add({ name: 'v', connect: { host: '127.0.0.5', port: v.port }, transport: 'vxlan' }, 'config');
+    await until('up', () => a.overlay.view('v').state === 'up');
+    for (let round = 0; round < 3; round++) for (let p = 1000; p < 1032; p++) a.ports.lab?.rx(tcpFrame(p));
+    await until('all 96 at the VTEP', () => v.seen.length >= 96);
+    const byFlow = new Map<number, Set<number>>();
+    for (const { src, flow } of v.seen) byFlow.set(flow, (byFlow.get(flow) ?? new Set()).add(src));
+    assert.equal(byFlow.size, 32);
+    for (const [flow, ports] of byFlow) assert.equal(ports.size, 1, `flow ${flow} used ${[...ports]}`);
+    const all = new Set(v.seen.map((x) => x.src));
+    assert.ok(all.size > 1, 'several source ports');
+    for (const p of all) assert.ok(p >= 49152 && p <= 65535, `source port ${p}`);
+    assert.deepEqual(new Set(a.vxlan?.offloads.sourcePorts), all);
+  });
+
+  test('a one-port range sends from that port; the listening port itself sends from the listening socket', async () => {
+    const p = await freePort('127.0.0.1');
+    const a = await rigHost({
+      id: 'a',
+      networks: nets,
+      listen: false,
+      vxlan: { host: '127.0.0.1', sourcePorts: { min: p, max: p } },
+    });
+    hosts.push(a);
+    const l = await freePort('127.0.0.2');
+    const b = await rigHost({
+      id: 'b',
+      networks: nets,
+      listen: false,
+      vxlan: { host: '127.0.0.2', port: l, sourcePorts: { min: l, max: l } },
+    });
+    hosts.push(b);
+    const v = await fakeVtep('127.0.0.6');
+    socks.push(v.sock);
+    a.overlay.add({ name: 'v', connect: { host: '127.0.0.6', port: v.port }, transport: 'vxlan' }, 'config');
+    b.overlay.add({ name: 'v', connect: { host: '127.0.0.6', port: v.port }, transport: 'vxlan' }, 'config');
+    await until('up', () => a.overlay.view('v').state === 'up' && b.overlay.view('v').state === 'up');
+    a.ports.lab?.rx(tcpFrame(1));
+    b.ports.lab?.rx(tcpFrame(2));
+    await until('both at the VTEP', () => v.seen.length >= 2);
+    assert.deepEqual(new Set(v.seen.map((x) => x.src)), new Set([p, l]));
+    assert.deepEqual(b.vxlan?.offloads.sourcePorts, [l]);
+  });
+});
+
+describe('VXLAN bursts of one flow', { timeout: 30_000 }, () => {
+  const nets = [{ name: 'lab', vni: 100, mtu: 1450 }];
+  for (const offloads of [true, false]) {
+    test(`arrive whole and in order ${offloads ? 'with UDP GSO and GRO where the kernel has them' : 'datagram by datagram with offloads off'}`, async () => {
+      const a = await rigHost({ id: 'a', networks: nets, listen: false, vxlan: { host: '127.0.0.1', offloads } });
+      const b = await rigHost({ id: 'b', networks: nets, listen: false, vxlan: { host: '127.0.0.2', offloads } });
+      try {
+        a.overlay.add({ name: 'b', connect: { host: '127.0.0.2', port: b.vxlanPort }, transport: 'vxlan' }, 'config');
+        b.overlay.add({ name: 'a', connect: { host: '127.0.0.1', port: a.vxlanPort }, transport: 'vxlan' }, 'config');
+        await until('up', () => a.overlay.view('b').state === 'up' && b.overlay.view('a').state === 'up');
+        // A cut 64 KB segment: 45 frames of 1450 bytes and a shorter last one, all in one event-loop turn.
+        const frames: Buffer[] = [];
+        for (let i = 0; i < 45; i++) frames.push(tcpFrame(5000, 1450 - 54, i));
+        frames.push(tcpFrame(5000, 300, 45));
+        for (const f of frames) a.ports.lab?.rx(f);
+        await until('all at b', () => (b.ports.lab?.got.length ?? 0) >= frames.length);
+        assert.deepEqual(b.ports.lab?.got, frames);
+        const tx = a.vxlan?.counters;
+        const rx = b.vxlan?.counters;
+        const o = a.vxlan?.offloads;
+        assert.equal(tx?.datagrams, frames.length);
+        assert.equal(rx?.rxDatagrams, frames.length);
+        if (!offloads) {
+          assert.deepEqual([o?.gso, b.vxlan?.offloads.gro], [false, false]);
+          assert.equal(rx?.rxBuffers, frames.length, 'one buffer per datagram');
+        } else if (o?.gso && b.vxlan?.offloads.gro) {
+          assert.ok(
+            (rx?.rxBuffers ?? 0) < frames.length,
+            `GRO: ${rx?.rxBuffers} buffers for ${frames.length} datagrams`,
+          );
+        }
+      } finally {
+        await a.stop();
+        await b.stop();
+      }
+    });
+  }
 });

@@ -1,6 +1,7 @@
-/** VXLAN headers (RFC 7348 §5): byte-exact, and fuzzed datagrams never throw. */
+/** VXLAN headers (RFC 7348 §5): byte-exact, and fuzzed datagrams never throw; the flow hash of the source port. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { flowHash } from '../../src/net/overlay/vxlan-flow.js';
 import { parseVxlan, VXLAN_HLEN, writeVxlan } from '../../src/net/overlay/vxlan-transport.js';
 import { prng } from '../helpers/prng.js';
 
@@ -33,6 +34,60 @@ describe('VXLAN header', () => {
       for (let j = 0; j < len; j++) b[j] = Math.floor(rnd() * 256);
       const vni = parseVxlan(b, len);
       assert.ok(vni === -1 || (vni >= 0 && vni <= 0xffffff && len >= VXLAN_HLEN + 14));
+    }
+  });
+});
+
+/** An IPv4/TCP frame between 10.0.0.1:sport and 10.0.0.2:dport; `frag` sets the fragment field. */
+function tcp4(sport: number, dport: number, frag = 0, vlan = false): Buffer {
+  const hex =
+    `525400000002525400000001${vlan ? '81000064' : ''}0800` +
+    `4500002800004000400600000a0000010a000002${sport.toString(16).padStart(4, '0')}${dport.toString(16).padStart(4, '0')}` +
+    '00000001000000005010ffff00000000';
+  const b = Buffer.from(hex, 'hex');
+  b.writeUInt16BE(frag, (vlan ? 18 : 14) + 6);
+  return b;
+}
+
+describe('VXLAN flow hash (the source port, RFC 7348 §5)', () => {
+  test('is the same for every frame of one flow and differs between flows of one host pair', () => {
+    const a = tcp4(40000, 80);
+    const a2 = tcp4(40000, 80);
+    a2.fill(0x55, 54 - 10); // payload and TCP sequence differ
+    assert.equal(flowHash(a, 0, a.length), flowHash(a2, 0, a2.length));
+    const hashes = new Set<number>();
+    for (let p = 40000; p < 40064; p++) {
+      const f = tcp4(p, 80);
+      hashes.add(flowHash(f, 0, f.length) % 8);
+    }
+    assert.equal(hashes.size, 8, '64 flows spread over all 8 sockets');
+  });
+
+  test('ignores the ports of IPv4 fragments, looks through one 802.1Q tag, and reads only inside the frame', () => {
+    const f1 = tcp4(1, 2, 0x2000);
+    const f2 = tcp4(3, 4, 0x0010);
+    assert.equal(flowHash(f1, 0, f1.length), flowHash(f2, 0, f2.length));
+    const t = tcp4(5, 6, 0, true);
+    const u = tcp4(5, 6, 0, true);
+    u.writeUInt16BE(7, 18 + 20);
+    assert.notEqual(flowHash(t, 0, t.length), flowHash(u, 0, u.length));
+    // Within a larger buffer: the same hash at an offset.
+    const big = Buffer.concat([Buffer.alloc(7, 0xee), t, Buffer.alloc(9, 0xee)]);
+    assert.equal(flowHash(big, 7, t.length), flowHash(t, 0, t.length));
+  });
+
+  test('never throws on random frames of any length (seeded fuzz)', () => {
+    const rnd = prng(7348);
+    const ipv = [0x08, 0x86, 0x81];
+    for (let i = 0; i < 5000; i++) {
+      const len = Math.floor(rnd() * 80);
+      const b = Buffer.alloc(len + 8);
+      for (let j = 0; j < b.length; j++) b[j] = Math.floor(rnd() * 256);
+      if (len > 13) b[12] = ipv[Math.floor(rnd() * 3)] as number;
+      if (len > 13 && b[12] === 0x86) b[13] = 0xdd;
+      if (len > 13 && b[12] === 0x81) b[13] = 0x00;
+      const h = flowHash(b, 4, len);
+      assert.ok(Number.isInteger(h) && h >= 0 && h <= 0xffffffff);
     }
   });
 });
