@@ -62,6 +62,14 @@ export const overlaySchema = z
       .strictObject({
         listen: udpAddress.default({ type: 'udp', host: '0.0.0.0', port: 4789 } as never),
         mtu: z.number().int().min(576).max(65535).default(1500),
+        /**
+         * UDP source ports of sent datagrams, one per inner flow (RFC 7348 §5: a hash of the
+         * inner headers). Default 49152-65535; min = max = the listen port: all from the listen socket.
+         */
+        source_ports: z
+          .strictObject({ min: z.number().int().min(1).max(65535), max: z.number().int().min(1).max(65535) })
+          .refine((r) => r.min <= r.max, { message: 'source_ports: min must not be above max' })
+          .optional(),
       })
       .optional(),
     /** Keepalive interval in ms; a link silent for 3 intervals is closed and re-dialled. Default 1000. */

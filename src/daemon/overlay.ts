@@ -87,7 +87,12 @@ export class OverlayService {
       queueBytes: cfg.queue_bytes,
     });
     const vxlan = cfg.vxlan
-      ? new VxlanTransport({ logger: log, hello: () => (overlay as Overlay).hello(), underlayMtu: cfg.vxlan.mtu })
+      ? new VxlanTransport({
+          logger: log,
+          hello: () => (overlay as Overlay).hello(),
+          underlayMtu: cfg.vxlan.mtu,
+          sourcePorts: cfg.vxlan.source_ports,
+        })
       : undefined;
     if (vxlan) {
       const a = cfg.vxlan?.listen as { host: string; port: number };

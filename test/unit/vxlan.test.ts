@@ -1,6 +1,7 @@
 /** VXLAN headers (RFC 7348 §5): byte-exact, and fuzzed datagrams never throw; the flow hash of the source port. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { parseConfig } from '../../src/config/load.js';
 import { flowHash } from '../../src/net/overlay/vxlan-flow.js';
 import { parseVxlan, VXLAN_HLEN, writeVxlan } from '../../src/net/overlay/vxlan-transport.js';
 import { prng } from '../helpers/prng.js';
@@ -88,6 +89,33 @@ describe('VXLAN flow hash (the source port, RFC 7348 §5)', () => {
       if (len > 13 && b[12] === 0x81) b[13] = 0x00;
       const h = flowHash(b, 4, len);
       assert.ok(Number.isInteger(h) && h >= 0 && h <= 0xffffffff);
+    }
+  });
+});
+
+describe('overlay.vxlan.source_ports', () => {
+  const cfg = (ports: string) =>
+    parseConfig(
+      `host: { id: a, control: /tmp/x.sock, state_dir: /tmp/x }\noverlay: { plain: true, vxlan: { listen: "udp:0.0.0.0:4789"${ports} } }\n`,
+    );
+
+  test('is absent by default (the transport uses 49152-65535) and takes a range', () => {
+    assert.equal(cfg('').overlay?.vxlan?.source_ports, undefined);
+    assert.deepEqual(cfg(', source_ports: { min: 4789, max: 4789 }').overlay?.vxlan?.source_ports, {
+      min: 4789,
+      max: 4789,
+    });
+  });
+
+  test('refuses a range with min above max, or ports outside 1-65535, naming the field', () => {
+    for (const bad of ['{ min: 600, max: 500 }', '{ min: 0, max: 10 }', '{ min: 1, max: 70000 }', '{ min: 1 }']) {
+      try {
+        cfg(`, source_ports: ${bad}`);
+        assert.fail(`accepted ${bad}`);
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, 'ERR_CONFIG_INVALID', String(err));
+        assert.match(String(err), /overlay\.vxlan\.source_ports/);
+      }
     }
   });
 });
