@@ -48,6 +48,7 @@ import type {
 } from './transport.js';
 import { type EgressCounters, VxlanEgress } from './vxlan-egress.js';
 import { flowHash } from './vxlan-flow.js';
+import { TcpCoalescer } from './vxlan-gro.js';
 
 /** IANA port of VXLAN (RFC 7348 §5). */
 export const VXLAN_PORT = 4789;
@@ -226,10 +227,17 @@ export class VxlanTransport implements LinkTransport {
     rxDatagrams: 0,
   };
   #lastLog = -Infinity;
+  /** Software GRO of received TCP frames (off with `offloads: false`). */
+  readonly coalescer: TcpCoalescer<VxlanChannel> | undefined;
 
   constructor(opts: VxlanTransportOptions) {
     this.#o = opts;
     this.#log = opts.logger;
+    if (opts.offloads !== false)
+      this.coalescer = new TcpCoalescer<VxlanChannel>((ch, vni, buf, off, len, meta) => {
+        if (meta === undefined) ch.handlers?.frame(vni, buf, off, len);
+        else ch.handlers?.frame(vni, buf, off, len, meta);
+      });
   }
 
   /** The source ports datagrams leave from; UDP GSO and GRO as the kernel granted them. */
@@ -367,6 +375,7 @@ export class VxlanTransport implements LinkTransport {
       }
       for (let o = 0; o < len; o += seg) this.#deliver(ch, rx, base + o, Math.min(seg, len - o), from, i);
     }
+    this.coalescer?.flush();
   }
 
   #deliver(ch: VxlanChannel, rx: Buffer, at: number, len: number, from: Buffer, i: number): void {
@@ -379,7 +388,8 @@ export class VxlanTransport implements LinkTransport {
     }
     ch.s.rx_frames++;
     ch.s.rx_bytes += len - VXLAN_HLEN;
-    ch.handlers?.frame(vni, rx, at + VXLAN_HLEN, len - VXLAN_HLEN);
+    if (this.coalescer !== undefined) this.coalescer.push(ch, vni, rx, at + VXLAN_HLEN, len - VXLAN_HLEN);
+    else ch.handlers?.frame(vni, rx, at + VXLAN_HLEN, len - VXLAN_HLEN);
   }
 
   /** The channel of the sender record at `from[at..]`, matched by address only (the kernel varies the source port). */
