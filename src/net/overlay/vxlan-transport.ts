@@ -37,27 +37,14 @@ import type { Logger } from '../../log.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { WriteResult } from '../ports/port.js';
 import { LinkDialError, LinkTlsConfigError } from './errors.js';
-import type {
-  ChannelHandlers,
-  ChannelStats,
-  ControlMessage,
-  LinkChannel,
-  LinkTransport,
-  PeerHello,
-  TransportAddress,
-} from './transport.js';
+import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
+import { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VxlanChannel, type VxlanSender, writeVxlan } from './vxlan-channel.js';
 import { type EgressCounters, VxlanEgress } from './vxlan-egress.js';
 import { flowHash } from './vxlan-flow.js';
 import { TcpCoalescer } from './vxlan-gro.js';
 
-/** IANA port of VXLAN (RFC 7348 §5). */
-export const VXLAN_PORT = 4789;
-/** VXLAN header bytes. */
-export const VXLAN_HLEN = 8;
-/** Outer IPv4 + UDP + VXLAN header bytes within the underlay MTU. */
-export const VXLAN_OVERHEAD = 20 + 8 + VXLAN_HLEN;
-/** The I flag: the VNI field is valid. */
-const FLAG_I = 0x08;
+export { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VXLAN_PORT, writeVxlan } from './vxlan-channel.js';
+
 /** Default source ports (RFC 7348 §5: the dynamic/private range). */
 export const VXLAN_SOURCE_PORTS = { min: 49152, max: 65535 } as const;
 
@@ -86,94 +73,12 @@ export interface VxlanTransportOptions {
    * leaves from the listening socket.
    */
   sourcePorts?: { min: number; max: number } | undefined;
-  /** Use UDP GSO and GRO where the kernel has them. Default true (false: one datagram per message). */
-  offloads?: boolean | undefined;
-}
-
-/**
- * Parses a VXLAN header at `buf[at..]` of a datagram of `len` bytes; returns
- * the VNI or -1 when it is not a valid VXLAN datagram.
- */
-export function parseVxlan(buf: Buffer, len: number, at = 0): number {
-  if (len < VXLAN_HLEN + 14) return -1;
-  if (((buf[at] as number) & FLAG_I) === 0) return -1;
-  return buf.readUInt32BE(at + 4) >>> 8;
-}
-
-/** Writes a VXLAN header for `vni` at `buf[at]`. */
-export function writeVxlan(buf: Buffer, at: number, vni: number): void {
-  buf.writeUInt32BE(FLAG_I << 24, at);
-  buf.writeUInt32BE((vni & 0xffffff) << 8, at + 4);
-}
-
-class VxlanChannel implements LinkChannel {
-  readonly kind = 'vxlan';
-  readonly outbound = true;
-  readonly queuedBytes = 0;
-  readonly remote: string;
-  handlers: ChannelHandlers | undefined;
-  closed = false;
-  readonly s = {
-    tx_frames: 0,
-    tx_bytes: 0,
-    rx_frames: 0,
-    rx_bytes: 0,
-    tx_writes: 0,
-    drops_queue_full: 0,
-    drops_too_big: 0,
-    drops_unknown_vni: 0,
-  };
-
   /**
-   * @param ip the VTEP's numeric address (what received datagrams are matched by)
-   * @param dest this channel's entry in the transport's destination table
+   * Use UDP GSO and GRO where the kernel has them, and merge received TCP
+   * frames into large segments. Default true (false: one datagram per
+   * message, every frame delivered as it came).
    */
-  constructor(
-    readonly peer: PeerHello,
-    readonly address: TransportAddress,
-    readonly ip: string,
-    readonly dest: number,
-    readonly transport: VxlanTransport,
-    readonly maxFrame: number,
-  ) {
-    this.remote = `udp:${isIP(ip) === 6 ? `[${ip}]` : ip}:${address.port}`;
-  }
-
-  attach(h: ChannelHandlers): void {
-    this.handlers = h;
-  }
-
-  send(vni: number, buf: Buffer, off: number, len: number): WriteResult {
-    if (this.closed) return WriteResult.DOWN;
-    if (len > this.maxFrame) {
-      this.s.drops_too_big++;
-      return WriteResult.OK;
-    }
-    const r = this.transport.queue(this.dest, vni, buf, off, len);
-    if (r !== WriteResult.OK) {
-      if (r === WriteResult.QUEUE_FULL) this.s.drops_queue_full++;
-      return r;
-    }
-    this.s.tx_frames++;
-    this.s.tx_bytes += len;
-    this.s.tx_writes++;
-    return WriteResult.OK;
-  }
-
-  sendControl(_msg: ControlMessage): boolean {
-    return false;
-  }
-
-  stats(): ChannelStats {
-    return { rtt_ms: undefined, ...this.s };
-  }
-
-  async close(reason: string): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.transport.forget(this);
-    this.handlers?.closed(reason);
-  }
+  offloads?: boolean | undefined;
 }
 
 /** The transport's data-path counters (for tests, benchmarks and logs). */
@@ -185,7 +90,7 @@ export interface VxlanCounters extends EgressCounters {
   rxDatagrams: number;
 }
 
-export class VxlanTransport implements LinkTransport {
+export class VxlanTransport implements LinkTransport, VxlanSender {
   readonly kind = 'vxlan';
   readonly #o: VxlanTransportOptions;
   readonly #log: Logger;
