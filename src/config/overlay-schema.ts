@@ -70,6 +70,8 @@ export const overlaySchema = z
           .strictObject({ min: z.number().int().min(1).max(65535), max: z.number().int().min(1).max(65535) })
           .refine((r) => r.min <= r.max, { message: 'source_ports: min must not be above max' })
           .optional(),
+        /** UDP GSO/GRO and the merging of received TCP frames where the kernel has them. Default true. */
+        offloads: z.boolean().default(true),
       })
       .optional(),
     /** Keepalive interval in ms; a link silent for 3 intervals is closed and re-dialled. Default 1000. */

@@ -92,6 +92,7 @@ export class OverlayService {
           hello: () => (overlay as Overlay).hello(),
           underlayMtu: cfg.vxlan.mtu,
           sourcePorts: cfg.vxlan.source_ports,
+          offloads: cfg.vxlan.offloads,
         })
       : undefined;
     if (vxlan) {
