@@ -100,7 +100,7 @@ async function iperf(o: Opts, to: string): Promise<number> {
 
 type Mode = 'tcp' | 'tls' | 'vxlan';
 
-async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode): Promise<ChildProcess> {
+async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode, vxlanOffloads = true): Promise<ChildProcess> {
   const id = i === 0 ? 'a' : 'b';
   const control = join(dir, `${id}.sock`);
   const listen = i === 0 ? `listen: "tcp:${UNDER[0]}:7400", ` : '';
@@ -108,7 +108,7 @@ async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode): Promise<Child
     mode === 'tls'
       ? `overlay: { ${listen}tls: { ca: ${dir}/${id}/ca.pem, cert: ${dir}/${id}/${id}.pem, key: ${dir}/${id}/${id}.key } }`
       : mode === 'vxlan'
-        ? `overlay: { plain: true, vxlan: { listen: "udp:${UNDER[i]}:4789" } }`
+        ? `overlay: { plain: true, vxlan: { listen: "udp:${UNDER[i]}:4789", offloads: ${vxlanOffloads} } }`
         : `overlay: { ${listen}plain: true }`;
   const link =
     mode === 'vxlan'
@@ -153,7 +153,7 @@ async function daemon(o: Opts, dir: string, i: 0 | 1, mode: Mode): Promise<Child
   return proc;
 }
 
-async function viaVmlink(o: Opts, mode: Mode): Promise<number> {
+async function viaVmlink(o: Opts, mode: Mode, vxlanOffloads = true): Promise<number> {
   const tls = mode === 'tls';
   await setup();
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-overlay-'));
@@ -163,8 +163,8 @@ async function viaVmlink(o: Opts, mode: Mode): Promise<number> {
       await caInit(join(dir, 'ca'));
       for (const id of ['a', 'b']) await hostCert(join(dir, 'ca'), id, join(dir, id));
     }
-    procs.push(await daemon(o, dir, 0, mode));
-    procs.push(await daemon(o, dir, 1, mode));
+    procs.push(await daemon(o, dir, 0, mode, vxlanOffloads));
+    procs.push(await daemon(o, dir, 1, mode, vxlanOffloads));
     for (const i of [0, 1] as const) {
       await sh('ip', '-n', NS[i], 'addr', 'add', `${OVER[i]}/24`, 'dev', `vlot${tag}`);
       for (const f of ['tx', 'sg', 'tso', 'gso', 'gro'])
@@ -352,11 +352,13 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
 
 /** Only the VXLAN rows (kernel vxlan versus vmlink VXLAN links), alternating in one run. */
 async function vxlanOnly(o: Opts, kvx: number[], vvx: number[]): Promise<ScenarioResult> {
+  const off: number[] = [];
   for (let i = 0; i < o.repeat; i++) {
     kvx.push(await kernelVxlan(o));
     vvx.push(await viaVmlink(o, 'vxlan'));
+    off.push(await viaVmlink(o, 'vxlan', false));
     console.log(
-      `overlay run ${i + 1}: kernel vxlan ${(kvx.at(-1) as number).toFixed(2)}, vmlink vxlan ${(vvx.at(-1) as number).toFixed(2)} Gbit/s`,
+      `overlay run ${i + 1}: kernel vxlan ${(kvx.at(-1) as number).toFixed(2)}, vmlink vxlan ${(vvx.at(-1) as number).toFixed(2)}, vmlink vxlan with offloads off ${(off.at(-1) as number).toFixed(2)} Gbit/s`,
     );
   }
   const row = {
@@ -369,6 +371,12 @@ async function vxlanOnly(o: Opts, kvx: number[], vvx: number[]): Promise<Scenari
     runs: o.repeat,
     seconds: o.seconds,
   };
+  const offRow = {
+    ...row,
+    link: 'vxlan, offloads off (vs kernel vxlan)',
+    vmlink_gbps: +median(off).toFixed(3),
+    ratio: +(median(off) / median(kvx)).toFixed(3),
+  };
   const md = [
     '## Overlay: VXLAN links only',
     '',
@@ -376,9 +384,15 @@ async function vxlanOnly(o: Opts, kvx: number[], vvx: number[]): Promise<Scenari
     '',
     '| link | kernel vxlan Gbit/s | vmlink Gbit/s | vmlink/peer |',
     '| --- | ---: | ---: | ---: |',
-    `| ${row.link} | ${row.raw_gbps} | ${row.vmlink_gbps} | ${row.ratio} |`,
+    ...[row, offRow].map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} |`),
   ].join('\n');
-  return { scenario: 'overlay', when: new Date().toISOString(), machine: machineInfo(), rows: [row], markdown: md };
+  return {
+    scenario: 'overlay',
+    when: new Date().toISOString(),
+    machine: machineInfo(),
+    rows: [row, offRow],
+    markdown: md,
+  };
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
