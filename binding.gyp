@@ -4,6 +4,7 @@
       "target_name": "vmlink_native",
       "sources": [
         "src/native/c/addon.c",
+        "src/native/c/csum.c",
         "src/native/c/file.c",
         "src/native/c/io.c",
         "src/native/c/mem.c",

@@ -190,6 +190,13 @@ export interface NativeAddon {
     gsoSegs: number,
   ): number;
   /**
+   * The ones'-complement sum (RFC 1071) of the big-endian 16-bit words of
+   * buf[from .. to) (an odd last byte padded with zero), folded to
+   * 1..0xffff, or 0 when all are zero. Throws ERR_OUT_OF_RANGE unless
+   * from <= to <= buf.length.
+   */
+  inetSum(buf: Uint8Array, from: number, to: number): number;
+  /**
    * UDP offloads of a socket: bit 1 when the kernel takes UDP_SEGMENT (GSO
    * sends), bit 2 when UDP_GRO was switched on (`gro` true and the kernel has
    * it). Never throws for a kernel without them.

@@ -149,6 +149,8 @@ throwsCode(
   'ERR_OUT_OF_RANGE',
 );
 closeSync(u3.fd);
+check(n.inetSum(Buffer.from('0001f203f4f5f6f7', 'hex'), 0, 8) === 0xddf2, 'inetSum');
+throwsCode(() => n.inetSum(Buffer.alloc(2), 1, 3), 'ERR_OUT_OF_RANGE');
 throwsCode(() => n.udpOpen('127.0.0.1', u1.port), 'EADDRINUSE');
 throwsCode(() => n.sockaddrInet('nowhere', 1, false), 'EINVAL');
 closeSync(u1.fd);

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../src/native/index.js';
 import { Netns, uniqueIfname } from '../helpers/netns.js';
+import { prng } from '../helpers/prng.js';
 
 let n: NativeAddon;
 const fds: number[] = [];
@@ -403,6 +404,37 @@ describe('UDP', () => {
     const err = catchErr(() => n.udpOpen('127.0.0.1', a.port));
     assert.ok(isSyscallError(err, 'EADDRINUSE'));
     assert.equal(err.syscall, 'bind');
+  });
+});
+
+describe('inetSum', () => {
+  test('is the RFC 1071 sum, folded: the worked example of §3, an odd last byte, all zeros', () => {
+    const ex = Buffer.from('0001f203f4f5f6f7', 'hex');
+    assert.equal(n.inetSum(ex, 0, 8), 0xddf2);
+    assert.equal(n.inetSum(Buffer.from('ab', 'hex'), 0, 1), 0xab00);
+    assert.equal(n.inetSum(Buffer.alloc(100), 0, 100), 0);
+    assert.equal(n.inetSum(Buffer.alloc(2, 0xff), 0, 2), 0xffff);
+    assert.equal(catchErr(() => n.inetSum(ex, 4, 9)).code, 'ERR_OUT_OF_RANGE');
+    assert.equal(catchErr(() => n.inetSum(ex, 5, 4)).code, 'ERR_OUT_OF_RANGE');
+  });
+
+  test('folds to what the JavaScript sum folds to, for any offset and length (seeded fuzz)', () => {
+    const rnd = prng(1071);
+    const fold = (x: number) => {
+      let s = x;
+      while (s > 0xffff) s = (s & 0xffff) + Math.floor(s / 0x10000);
+      return s;
+    };
+    for (let i = 0; i < 2000; i++) {
+      const b = Buffer.alloc(1 + Math.floor(rnd() * 3000));
+      const dense = rnd() < 0.3;
+      for (let j = 0; j < b.length; j++) b[j] = dense ? 0xff : Math.floor(rnd() * 256);
+      const from = Math.floor(rnd() * b.length);
+      const to = from + Math.floor(rnd() * (b.length - from + 1));
+      let js = 0;
+      for (let k = from; k < to; k += 2) js += ((b[k] as number) << 8) | (k + 1 < to ? (b[k + 1] as number) : 0);
+      assert.equal(n.inetSum(b, from, to), fold(js), `${from}..${to} of ${b.length}`);
+    }
   });
 });
 

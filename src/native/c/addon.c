@@ -158,6 +158,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       vl_init_unix(env, exports) != napi_ok || vl_init_mem(env, exports) != napi_ok ||
       vl_init_poll(env, exports) != napi_ok || vl_init_packet(env, exports) != napi_ok ||
       vl_init_udp(env, exports) != napi_ok || vl_init_udp_batch(env, exports) != napi_ok ||
+      vl_init_csum(env, exports) != napi_ok ||
       vl_init_file(env, exports) != napi_ok ||
       vl_init_vring(env, exports) != napi_ok) {
     vl_throw_napi(env, "module init");

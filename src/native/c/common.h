@@ -59,6 +59,7 @@ napi_status vl_init_poll(napi_env env, napi_value exports);
 napi_status vl_init_packet(napi_env env, napi_value exports);
 napi_status vl_init_udp(napi_env env, napi_value exports);
 napi_status vl_init_udp_batch(napi_env env, napi_value exports);
+napi_status vl_init_csum(napi_env env, napi_value exports);
 napi_status vl_init_file(napi_env env, napi_value exports);
 napi_status vl_init_vring(napi_env env, napi_value exports);
 
