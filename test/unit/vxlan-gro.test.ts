@@ -126,6 +126,31 @@ describe('VXLAN receive coalescing', () => {
     assert.deepEqual(cut(got[1]?.frame as Buffer, got[1]?.meta as OffloadMeta), f.slice(46));
   });
 
+  test('keeps apart frames whose TCP options, ack or addresses differ from the first', () => {
+    const { frame, meta } = tso(4 * 100, 100, 1000, 0x10);
+    const f = cut(frame, meta);
+    /** f[1] with a byte changed at `at` and its checksum made right again. */
+    const changed = (at: number): Buffer => {
+      const x = Buffer.from(f[1] as Buffer);
+      x.writeUInt8((x.readUInt8(at) + 1) & 0xff, at);
+      x.writeUInt16BE(0, 50);
+      x.writeUInt16BE(~fold(sum16(x, 34, x.length, sum16(x, 26, 34, 6 + x.length - 34))) & 0xffff, 50);
+      return x;
+    };
+    for (const [what, at] of [
+      ['timestamp option', 66 - 1],
+      ['ack', 34 + 8 + 3],
+      ['destination address', 14 + 19],
+    ] as const) {
+      const { c, got } = coalescer();
+      const x = changed(at);
+      for (const y of [f[0] as Buffer, x]) c.push('a', 1, y, 0, y.length);
+      c.flush();
+      assert.equal(got.length, 2, what);
+      assert.ok(got[1]?.frame.equals(x), what);
+    }
+  });
+
   test('never throws on fuzzed frames, and delivers each pushed frame once (merged or not)', () => {
     const rnd = prng(1071);
     const { frame, meta } = tso(8 * 200, 200);
