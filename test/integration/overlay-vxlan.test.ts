@@ -203,3 +203,28 @@ describe('VXLAN bursts of one flow', { timeout: 30_000 }, () => {
     });
   }
 });
+
+describe('VXLAN over an IPv6 underlay', { timeout: 30_000 }, () => {
+  test('carries frames both ways between two hosts on ::1, senders matched by their IPv6 address', async () => {
+    const nets = [{ name: 'lab', vni: 300, mtu: 1400 }];
+    const a = await rigHost({ id: 'a', networks: nets, listen: false, vxlan: { host: '::1' } });
+    const b = await rigHost({ id: 'b', networks: nets, listen: false, vxlan: { host: '::1' } });
+    try {
+      a.overlay.add({ name: 'b', connect: { host: '::1', port: b.vxlanPort }, transport: 'vxlan' }, 'config');
+      b.overlay.add({ name: 'a', connect: { host: '::1', port: a.vxlanPort }, transport: 'vxlan' }, 'config');
+      await until('up', () => a.overlay.view('b').state === 'up' && b.overlay.view('a').state === 'up');
+      const f = eth(BCAST, '52:54:00:00:06:01', 100, 0x61);
+      a.ports.lab?.rx(f);
+      await until('at b', () => (b.ports.lab?.got.length ?? 0) >= 1);
+      assert.deepEqual(b.ports.lab?.got, [f]);
+      const g = eth('52:54:00:00:06:01', '52:54:00:00:06:02', 60, 0x62);
+      b.ports.lab?.rx(g);
+      await until('at a', () => (a.ports.lab?.got.length ?? 0) >= 1);
+      assert.deepEqual(a.ports.lab?.got, [g]);
+      assert.equal(b.vxlan?.unknownSource, 0);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  });
+});

@@ -101,6 +101,8 @@ describe('overlay.vxlan.source_ports', () => {
 
   test('is absent by default (the transport uses 49152-65535) and takes a range', () => {
     assert.equal(cfg('').overlay?.vxlan?.source_ports, undefined);
+    assert.equal(cfg('').overlay?.vxlan?.offloads, true);
+    assert.equal(cfg(', offloads: false').overlay?.vxlan?.offloads, false);
     assert.deepEqual(cfg(', source_ports: { min: 4789, max: 4789 }').overlay?.vxlan?.source_ports, {
       min: 4789,
       max: 4789,

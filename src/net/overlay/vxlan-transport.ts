@@ -98,6 +98,8 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
   #fd = -1;
   #v6 = false;
   #poller: Poller | undefined;
+  /** The sending sockets' pollers (made when one first waits for POLLOUT); closed before their fds. */
+  readonly #txPollers: Poller[] = [];
   #rxWritable = false;
   /** Receive slot bytes; GRO on the receiving socket. */
   #slot = 0;
@@ -215,13 +217,15 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
     const watch = shared
       ? (on: boolean) => this.#watchRx(on)
       : (on: boolean) => {
-          if (on) {
-            poller ??= new n.Poller(fd, (_s, events) => {
-              if (events & n.WRITABLE) this.#flush();
-            });
+          if (on && this.#fd >= 0) {
+            if (poller === undefined) {
+              poller = new n.Poller(fd, (_s, events) => {
+                if (events & n.WRITABLE) this.#flush();
+              });
+              this.#txPollers.push(poller);
+            }
             poller.start(n.WRITABLE);
           } else poller?.stop();
-          if (!on && this.#fd < 0) poller?.close();
         };
     return new VxlanEgress(n, fd, port, gso, shared, this.counters, watch, (err) =>
       this.#log.warn(
@@ -412,6 +416,7 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
     this.#scheduled = undefined;
     const fd = this.#fd;
     this.#fd = -1;
+    for (const p of this.#txPollers.splice(0)) p.close();
     for (const e of this.#tx) e.close();
     this.#tx = [];
     this.#poller?.close();
