@@ -77,6 +77,8 @@ export class TcpCoalescer<C> {
   #nextSeq = 0;
   /** No more may join (a shorter payload or a PSH came). */
   #closed = false;
+  /** The first frame's header words that every joining frame must repeat (see #joins). */
+  readonly #key = new Uint32Array(9);
   /** Frames merged into larger segments, and segments delivered, since start. */
   merged = 0;
   segments = 0;
@@ -105,6 +107,16 @@ export class TcpCoalescer<C> {
     this.#segs = 1;
     this.#nextSeq = (buf.readUInt32BE(off + TCP + 4) + this.#mss) >>> 0;
     this.#closed = ((buf[off + TCP + 13] as number) & F_PSH) !== 0;
+    const k = this.#key;
+    k[0] = buf.readUInt32BE(off);
+    k[1] = buf.readUInt32BE(off + 4);
+    k[2] = buf.readUInt32BE(off + 8);
+    k[3] = ((buf[off + IP + 1] as number) << 16) | buf.readUInt16BE(off + IP + 8);
+    k[4] = buf.readUInt32BE(off + IP + 12);
+    k[5] = buf.readUInt32BE(off + IP + 16);
+    k[6] = buf.readUInt32BE(off + TCP);
+    k[7] = buf.readUInt32BE(off + TCP + 8);
+    k[8] = buf.readUInt16BE(off + TCP + 14);
   }
 
   /** Appends the payload when the frame continues the pending segment. */
@@ -115,13 +127,15 @@ export class TcpCoalescer<C> {
     if (this.#closed || ch !== this.#ch || vni !== this.#vni || TCP + thl !== hdr || pay > this.#mss) return false;
     if (this.#len - ETH + pay > MAX_IP_LEN) return false;
     if (buf.readUInt32BE(off + TCP + 4) !== this.#nextSeq) return false;
-    // MACs (the type is IPv4 for both); TOS; TTL and protocol; addresses; ports; ack; window; options: as the
-    // first. Word reads: Buffer.compare with offsets costs more than these in validation alone.
-    if (!same32(buf, off, o, 0) || !same32(buf, off + 4, o, 4) || !same32(buf, off + 8, o, 8)) return false;
-    if (buf[off + IP + 1] !== o[IP + 1] || buf.readUInt16BE(off + IP + 8) !== o.readUInt16BE(IP + 8)) return false;
-    if (!same32(buf, off + IP + 12, o, IP + 12) || !same32(buf, off + IP + 16, o, IP + 16)) return false;
-    if (!same32(buf, off + TCP, o, TCP) || !same32(buf, off + TCP + 8, o, TCP + 8)) return false;
-    if (buf.readUInt16BE(off + TCP + 14) !== o.readUInt16BE(TCP + 14)) return false;
+    // MACs (the type is IPv4 for both); TOS; TTL and protocol; addresses; ports; ack; window: as the first
+    // (kept in #key), then the options. Word reads: Buffer.compare with offsets costs more in validation alone.
+    const k = this.#key;
+    if (buf.readUInt32BE(off) !== k[0] || buf.readUInt32BE(off + 4) !== k[1] || buf.readUInt32BE(off + 8) !== k[2])
+      return false;
+    if ((((buf[off + IP + 1] as number) << 16) | buf.readUInt16BE(off + IP + 8)) !== k[3]) return false;
+    if (buf.readUInt32BE(off + IP + 12) !== k[4] || buf.readUInt32BE(off + IP + 16) !== k[5]) return false;
+    if (buf.readUInt32BE(off + TCP) !== k[6] || buf.readUInt32BE(off + TCP + 8) !== k[7]) return false;
+    if (buf.readUInt16BE(off + TCP + 14) !== k[8]) return false;
     // Options are a multiple of 4 bytes (the data offset counts words).
     for (let i = TCP + 20; i < hdr; i += 4) if (!same32(buf, off + i, o, i)) return false;
     buf.copy(o, this.#len, off + hdr, off + len);
