@@ -341,6 +341,8 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
     ...rows.map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.target || '-'} |`),
     '',
     `The link alone (two overlays in one process on loopback, 1500-byte frames, switch ingress on both ends, one core for both): ${(fps / 1e3).toFixed(0)} kframes/s = ${((fps * 1500 * 8) / 1e9).toFixed(2)} Gbit/s. The end-to-end flow shares ${cpus().length} cores among four busy processes (two daemons, iperf3 client and server).`,
+    '',
+    'VXLAN: the transport sends with sendmmsg and UDP GSO from per-flow source ports, receives with recvmmsg and UDP GRO, and merges received TCP frames into large segments (docs/overlay.md "The VXLAN transport"); `--links vxlan` also measures it with offloads off.',
   ].join('\n');
   rows.push({
     link: 'link-only',
