@@ -165,6 +165,27 @@ describe('VXLAN source ports (RFC 7348 §5)', { timeout: 30_000 }, () => {
   });
 });
 
+describe('VXLAN source ports in use', { timeout: 30_000 }, () => {
+  test('a one-port range whose port is taken refuses to start with ERR_VXLAN_CONFIG', async () => {
+    const s = createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    try {
+      const p = s.address().port;
+      await assert.rejects(
+        rigHost({
+          id: 'a',
+          networks: [{ name: 'lab', vni: 1 }],
+          listen: false,
+          vxlan: { host: '127.0.0.1', sourcePorts: { min: p, max: p } },
+        }),
+        (err: Error & { code?: string }) => err.code === 'ERR_VXLAN_CONFIG' && err.message.includes(`${p}-${p}`),
+      );
+    } finally {
+      s.close();
+    }
+  });
+});
+
 describe('VXLAN bursts of one flow', { timeout: 30_000 }, () => {
   const nets = [{ name: 'lab', vni: 100, mtu: 1450 }];
   for (const offloads of [true, false]) {

@@ -31,6 +31,13 @@ export class LinkTlsConfigError extends OverlayError {
   }
 }
 
+/** The VXLAN transport cannot be set up as configured (overlay.vxlan). */
+export class VxlanConfigError extends OverlayError {
+  constructor(reason: string, options?: ErrorOptions) {
+    super('ERR_VXLAN_CONFIG', reason, options);
+  }
+}
+
 export class LinkExistsError extends OverlayError {
   constructor(name: string) {
     super('ERR_LINK_EXISTS', `link "${name}" already exists; choose another name or delete it first`);

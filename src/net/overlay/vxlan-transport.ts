@@ -36,7 +36,7 @@ import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { WriteResult } from '../ports/port.js';
-import { LinkDialError, LinkTlsConfigError } from './errors.js';
+import { LinkDialError, VxlanConfigError } from './errors.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 import { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VxlanChannel, type VxlanSender, writeVxlan } from './vxlan-channel.js';
 import { type EgressCounters, VxlanEgress } from './vxlan-egress.js';
@@ -207,8 +207,8 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
       this.#tx.push(this.#egress(n, s.fd, s.port, offloads && (n.udpOffloads(s.fd, false) & 1) !== 0, false));
     }
     if (this.#tx.length === 0)
-      throw new LinkTlsConfigError(
-        `overlay.vxlan.source_ports ${range.min}-${range.max}: no port of the range is free on ${host}`,
+      throw new VxlanConfigError(
+        `overlay.vxlan.source_ports ${range.min}-${range.max}: no port of the range is free on ${host}; widen the range or free a port`,
       );
   }
 
