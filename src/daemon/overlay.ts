@@ -10,7 +10,14 @@ import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
 import { linkSchema } from '../config/overlay-schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { LinkNotDeletableError, LinkNotFoundError, LinkTlsConfigError, OverlayError } from '../net/overlay/errors.js';
+import {
+  LinkListenError,
+  LinkNotDeletableError,
+  LinkNotFoundError,
+  LinkTlsConfigError,
+  OverlayError,
+  VxlanConfigError,
+} from '../net/overlay/errors.js';
 import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
@@ -104,7 +111,7 @@ export class OverlayService {
           'VXLAN links are unencrypted and unauthenticated (RFC 7348): use them on trusted underlays only',
         );
       } catch (err) {
-        throw new LinkTlsConfigError(`overlay.vxlan.listen: cannot bind: ${describeError(err)}`, { cause: err });
+        throw new VxlanConfigError(`overlay.vxlan.listen: cannot bind: ${describeError(err)}`, { cause: err });
       }
     }
     overlay = new Overlay({
@@ -122,7 +129,7 @@ export class OverlayService {
     try {
       await overlay.start(listen);
     } catch (err) {
-      throw new LinkTlsConfigError(
+      throw new LinkListenError(
         `overlay.listen ${cfg.listen ? formatAddress(cfg.listen) : ''}: cannot listen: ${describeError(err)}`,
         { cause: err },
       );
