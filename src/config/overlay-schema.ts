@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { type Address, parseAddress } from './address.js';
+import { linkQosSchema } from './qos-schema.js';
 
 /** Default TCP port of the link listener. */
 export const DEFAULT_LINK_PORT = 7400;
@@ -114,5 +115,7 @@ export const linkSchema = z.strictObject({
     ),
   /** The peer's link listener, `tcp:HOST:PORT` (TCP or TLS per overlay), or a VXLAN VTEP `udp:HOST:PORT`. */
   connect: linkAddress,
+  /** The link's QoS: `{ capacity: 100mbit, latency_cap?, burst? }` (docs/qos.md "Links"). */
+  qos: linkQosSchema.optional(),
 });
 export type LinkConfig = z.infer<typeof linkSchema>;

@@ -26,15 +26,27 @@ export function parseRate(input: number | string): number | string {
   return Math.round(n);
 }
 
-/** A rate field, parsed into bits per second. */
-export const rateSchema = z.union([z.number(), z.string()]).transform((v, ctx): number => {
+function toRate(v: number | string, ctx: z.RefinementCtx): number {
   const n = parseRate(v);
   if (typeof n === 'string') {
     ctx.addIssue({ code: 'custom', message: n });
     return z.NEVER;
   }
   return n;
-});
+}
+
+/** A rate field, parsed into bits per second. */
+export const rateSchema = z.union([z.number(), z.string()]).transform(toRate);
+
+/** A rate field that must be given: `missing` says so when it is not. */
+function requiredRate(missing: string) {
+  return z
+    .union([z.number(), z.string()], {
+      error: (iss) =>
+        iss.input === undefined ? missing : 'a rate is text such as 200mbit, or a number of bits per second',
+    })
+    .transform(toRate);
+}
 
 /** Format bits per second the way they are written in the config: `200mbit`. */
 export function formatRate(bits: number): string {
@@ -110,3 +122,42 @@ export type PortQosConfig = z.infer<typeof portQosSchema>;
 /** The body of `POST /v1/ports/:name/qos`: the fields given replace the port's current ones. */
 export const qosRequestSchema = z.strictObject(requestFields).superRefine(checkMinMax);
 export type QosRequest = z.infer<typeof qosRequestSchema>;
+
+/**
+ * `links[].qos` in the config file and in `POST /v1/links` (`vmlink link
+ * add --capacity`): the link's capacity shapes everything it sends, over all
+ * the networks it carries, and the reservations of the ports on those
+ * networks must fit in it (docs/qos.md "Links").
+ */
+export const linkQosSchema = z
+  .strictObject(
+    {
+      /** The link's capacity (e.g. the remote site's uplink): required. */
+      capacity: requiredRate('capacity is required: the rate the link may send, e.g. 100mbit'),
+      /** Cap of the latency class over the link; default a tenth of capacity. */
+      latency_cap: rateSchema.optional(),
+      /** Shaper burst in bytes (`64K`, `1M`); default 50 ms at capacity, at least 64 KiB. */
+      burst: sizeSchema.optional(),
+    },
+    {
+      error: (iss) =>
+        iss.code === 'invalid_type' && iss.input !== undefined
+          ? 'qos must be an object such as { capacity: 100mbit }'
+          : undefined,
+    },
+  )
+  .superRefine((p, ctx) => {
+    if (p.latency_cap !== undefined && p.capacity !== undefined && p.latency_cap > p.capacity)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['latency_cap'],
+        message: `latency_cap ${formatRate(p.latency_cap)} is above capacity ${formatRate(p.capacity)}`,
+      });
+    if (p.burst !== undefined && (p.burst < 1600 || p.burst > 1 << 30))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['burst'],
+        message: `burst ${p.burst} bytes is outside 1600 bytes to 1 GiB (it must hold one frame)`,
+      });
+  });
+export type LinkQosConfig = z.infer<typeof linkQosSchema>;

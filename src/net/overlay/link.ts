@@ -6,6 +6,7 @@
 import type { Backoff } from '../ports/backoff.js';
 import type { FrameSink } from '../ports/port.js';
 import type { SwitchPort } from '../switch/switch.js';
+import type { LinkQosPolicy, LinkQosView, LinkShaper } from './link-qos.js';
 import type { ChannelStats, LinkChannel, TransportAddress } from './transport.js';
 
 export type LinkState = 'connecting' | 'up' | 'standby' | 'down' | 'closed';
@@ -19,6 +20,8 @@ export interface LinkSpec {
   connect: TransportAddress;
   /** Kind of the transport to use (e.g. `vxlan`); default the overlay's main transport. */
   transport?: string | undefined;
+  /** The link's QoS: its capacity shapes everything it sends (link-qos.ts); none by default. */
+  qos?: LinkQosPolicy | undefined;
 }
 
 /** One link as listed by `vmlink link list --json`. */
@@ -56,6 +59,8 @@ export interface LinkView {
   relayed_to: Record<string, number>;
   /** On a relaying host: hosts this link's peer reports a direct link with (relay between them stops). */
   direct_peers: string[];
+  /** The link's QoS (configured capacity; `tx_bps` is what it measured), when it has some. */
+  qos?: LinkQosView;
 }
 
 export const addr = (a: TransportAddress) => `${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
@@ -66,6 +71,8 @@ export class Link {
   reason = 'not started';
   peer: string | undefined;
   readonly ports = new Map<number, { sp: SwitchPort; sink: FrameSink }>();
+  /** The link's shaper, shared by its ports, when it has a QoS capacity. */
+  shaper: LinkShaper | undefined;
   timer: NodeJS.Timeout | undefined;
   abort: AbortController | undefined;
   connects = 0;
@@ -158,6 +165,7 @@ export class Link {
       relayed_bytes: this.relayedTotal,
       relayed_to: Object.fromEntries(this.relayedTo),
       direct_peers: [...this.directPeers],
+      ...(this.shaper ? { qos: this.shaper.view() } : {}),
     };
   }
 }

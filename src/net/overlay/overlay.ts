@@ -18,6 +18,7 @@ import { DirectPolicy } from './direct.js';
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { addr, Link, type LinkSource, type LinkSpec, type LinkState, type LinkView } from './link.js';
 import { LinkPort } from './link-port.js';
+import { type LinkQosPolicy, LinkShaper } from './link-qos.js';
 import type { ControlMessage, LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
 export type { LinkSource, LinkSpec, LinkState, LinkView };
@@ -57,6 +58,8 @@ export class Overlay {
   /** The link whose frame the switch is handling now (set around each link ingress), for relay accounting. */
   #rxLink: Link | undefined;
   readonly #direct: DirectPolicy;
+  /** Switch port id -> the link it belongs to (relay accounting of frames leaving a link's shaper). */
+  readonly #linkOfPort = new Map<number, Link>();
 
   constructor(opts: OverlayOptions) {
     this.#o = opts;
@@ -87,7 +90,61 @@ export class Overlay {
     const r = this.#o.reconnect;
     const link = new Link(spec.name, source, spec, new Backoff(r?.min_ms ?? 100, r?.max_ms ?? 5000, this.#o.random));
     this.#links.set(spec.name, link);
+    if (spec.qos) this.setQos(spec.name, spec.qos);
     this.#dial(link);
+  }
+
+  /**
+   * Sets (or with undefined removes) a link's QoS: one shaper at its
+   * capacity shared by all its link ports (link-qos.ts). Admission is the caller's job.
+   */
+  setQos(name: string, policy: LinkQosPolicy | undefined): void {
+    const link = this.#links.get(name);
+    if (!link) throw new LinkNotFoundError(name);
+    const sw = this.#o.switch;
+    if (policy === undefined) {
+      if (!link.shaper) return;
+      for (const p of link.ports.values()) sw.shareEgress(p.sp.name, undefined);
+      link.shaper.close();
+      link.shaper = undefined;
+      return;
+    }
+    if (link.shaper) {
+      link.shaper.set(policy);
+      return;
+    }
+    const relayed = this.#o.relay
+      ? (source: number, len: number) => this.#relayed(link, len, this.#linkOfPort.get(source))
+      : undefined;
+    link.shaper = new LinkShaper(
+      sw,
+      { channel: () => link.channel, port: (vni) => link.ports.get(vni)?.sp, relayed },
+      policy,
+    );
+    for (const [vni, p] of link.ports) sw.shareEgress(p.sp.name, link.shaper.egress, vni);
+  }
+
+  /** The links with a QoS capacity: their policy, shaper and the networks they carry or may carry. */
+  shapedLinks(): { name: string; policy: LinkQosPolicy; shaper: LinkShaper; networks: string[] }[] {
+    const out = [];
+    for (const l of this.#links.values()) {
+      if (!l.shaper) continue;
+      out.push({ name: l.name, policy: l.shaper.policy, shaper: l.shaper, networks: this.mayCarry(l.name) });
+    }
+    return out;
+  }
+
+  /**
+   * The local networks a link carries or may carry: those its peer offered
+   * (last known, also while down), or every local network before the peer
+   * was ever heard (and on VXLAN links, which carry every network).
+   */
+  mayCarry(name: string): string[] {
+    const offered = this.#links.get(name)?.offered;
+    return this.#o.switch
+      .networks()
+      .filter((n) => offered === undefined || offered.has(n.vni))
+      .map((n) => n.name);
   }
 
   has(name: string): boolean {
@@ -302,6 +359,7 @@ export class Overlay {
     if (link.peer !== undefined && this.#byPeer.get(link.peer) === link) this.#byPeer.delete(link.peer);
     link.accumulate(ch);
     const removing = [...link.ports.values()].map((p) => {
+      this.#linkOfPort.delete(p.sp.id);
       link.pastDown += p.sp.counters.down;
       link.pastSplit += p.sp.counters.split_horizon;
       return this.#o.switch.removePort(p.sp.name).catch(() => undefined);
@@ -338,6 +396,7 @@ export class Overlay {
       const name = want.get(vni);
       if (name !== undefined && p.sp.networks()[0] === name) continue;
       link.ports.delete(vni);
+      this.#linkOfPort.delete(p.sp.id);
       link.pastDown += p.sp.counters.down;
       link.pastSplit += p.sp.counters.split_horizon;
       void sw.removePort(p.sp.name).catch(() => undefined);
@@ -352,6 +411,8 @@ export class Overlay {
       });
       sw.portState(sp, 'up');
       link.ports.set(vni, { sp, sink });
+      this.#linkOfPort.set(sp.id, link);
+      if (link.shaper) sw.shareEgress(name, link.shaper.egress, vni);
     }
     return [...link.ports.values()].map((p) => p.sp.networks()[0] as string);
   }
@@ -376,6 +437,7 @@ export class Overlay {
       for (const [vni, p] of l.ports) {
         if (p.sp.networks()[0] !== name) continue;
         l.ports.delete(vni);
+        this.#linkOfPort.delete(p.sp.id);
         l.offered?.delete(vni);
         removing.push(this.#o.switch.removePort(p.sp.name).catch(() => undefined));
       }
@@ -384,8 +446,7 @@ export class Overlay {
   }
 
   /** A frame from the link being switched now goes out on `to`'s link: count it; false to drop it (direct link). */
-  #relayed(to: Link, len: number): boolean {
-    const from = this.#rxLink;
+  #relayed(to: Link, len: number, from = this.#rxLink): boolean {
     if (from === undefined || from === to) return true;
     const toPeer = to.peer as string;
     if (from.directPeers.has(toPeer) || (from.peer !== undefined && to.directPeers.has(from.peer))) return false;
@@ -445,6 +506,7 @@ export class Overlay {
 
   async #closeLink(link: Link, reason: string): Promise<void> {
     link.closed = true;
+    link.shaper?.close();
     clearTimeout(link.timer);
     link.abort?.abort();
     await this.#drop(link, reason, false);

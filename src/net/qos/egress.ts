@@ -23,14 +23,21 @@ import { FrameRing } from './frame-ring.js';
 import { QosScheduler } from './scheduler.js';
 import { TokenBucket } from './token-bucket.js';
 
-/** Where scheduled frames go. */
+/**
+ * Where scheduled frames go. One egress may serve several ports (an overlay
+ * link's per-network ports share the link's): the owner tells them apart by
+ * the `tag` given to {@link QosEgress.enqueue}, handed back with the frame.
+ */
 export interface EgressTarget {
-  /** Sends (copies) a frame; the result is handed to {@link after}. */
-  write(buf: Buffer, off: number, len: number): WriteResult;
+  /**
+   * Sends (copies) a frame; the result is handed to {@link after}. `tag` is
+   * the frame's tag from enqueue, `source` the source it was queued for.
+   */
+  write(buf: Buffer, off: number, len: number, tag: number, source: number): WriteResult;
   /** Frames the target holds and has not yet handed to the kernel. */
   readonly queued: number;
   /** Called once per frame that left the scheduler, with the write result (counters, capture). */
-  after(r: WriteResult, buf: Buffer, off: number, len: number): void;
+  after(r: WriteResult, buf: Buffer, off: number, len: number, tag: number): void;
 }
 
 /** How one source shares this egress. */
@@ -157,16 +164,17 @@ export class QosEgress {
   }
 
   /**
-   * Queues a copy of `buf[off .. off+len)` from `source` in class `cls`.
-   * False when that flow's queue is full (the frame is dropped and counted).
+   * Queues a copy of `buf[off .. off+len)` from `source` in class `cls`,
+   * with `tag` (handed back to the target; default 0). False when that
+   * flow's queue is full (the frame is dropped and counted).
    */
-  enqueue(source: number, cls: number, buf: Buffer, off: number, len: number): boolean {
+  enqueue(source: number, cls: number, buf: Buffer, off: number, len: number, tag = 0): boolean {
     if (this.#closed) return false;
     const k = source * CLASS_COUNT + cls;
     let id = k < this.#flowOf.length ? (this.#flowOf[k] as number) : -1;
     if (id < 0) id = this.#addFlow(source, cls);
     const f = this.#flows[id] as FlowState;
-    if (!f.ring.push(buf, off, len)) {
+    if (!f.ring.push(buf, off, len, tag)) {
       f.drops++;
       return false;
     }
@@ -222,10 +230,12 @@ export class QosEgress {
       }
       const id = this.#sched.dequeue(now);
       if (id === undefined) break;
-      const r = (this.#flows[id] as FlowState).ring;
+      const f = this.#flows[id] as FlowState;
+      const r = f.ring;
       const off = r.headOff;
       const len = r.headLen;
-      t.after(t.write(r.buf, off, len), r.buf, off, len);
+      const tag = r.headTag;
+      t.after(t.write(r.buf, off, len, tag, f.source), r.buf, off, len, tag);
       r.shift();
     }
     if (this.#sched.size === 0) return;

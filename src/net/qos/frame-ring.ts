@@ -11,6 +11,8 @@ export class FrameRing {
   readonly buf: Buffer;
   readonly #offs: Uint32Array;
   readonly #lens: Uint32Array;
+  /** A number the owner keeps with each frame (a shared egress: which member port it is for). */
+  readonly #tags: Uint32Array;
   #head = 0;
   #count = 0;
   /** Where the next frame goes. */
@@ -26,6 +28,7 @@ export class FrameRing {
     this.buf = Buffer.allocUnsafe(bytes);
     this.#offs = new Uint32Array(frames);
     this.#lens = new Uint32Array(frames);
+    this.#tags = new Uint32Array(frames);
   }
 
   /** Frames held. */
@@ -43,8 +46,17 @@ export class FrameRing {
     return this.#lens[this.#head] as number;
   }
 
-  /** Copies `src[off .. off+len)` in as the newest frame; false (nothing copied) when it does not fit. */
-  push(src: Buffer, off: number, len: number): boolean {
+  /** The tag of the oldest frame (valid while length > 0). */
+  get headTag(): number {
+    return this.#tags[this.#head] as number;
+  }
+
+  /**
+   * Copies `src[off .. off+len)` in as the newest frame, with `tag` (an
+   * unsigned 32-bit number kept beside it; default 0); false (nothing copied)
+   * when it does not fit.
+   */
+  push(src: Buffer, off: number, len: number, tag = 0): boolean {
     const cap = this.#offs.length;
     if (this.#count === cap) return false;
     let pos: number;
@@ -70,6 +82,7 @@ export class FrameRing {
     const slot = (this.#head + this.#count) % cap;
     this.#offs[slot] = pos;
     this.#lens[slot] = len;
+    this.#tags[slot] = tag;
     this.#count++;
     this.#tail = pos + len;
     return true;

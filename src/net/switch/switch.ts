@@ -122,8 +122,11 @@ export class SwitchPort {
   qosTrust = true;
   qosWeight = 1;
   qosMin = 0;
-  /** The shaped, scheduled egress when this port has a QoS capacity. */
+  /** The shaped, scheduled egress when this port has a QoS capacity, or the shared one it joined ({@link Switch.shareEgress}). */
   egress: QosEgress | undefined;
+  /** True when {@link egress} is shared with other ports (its owner closes it), and the tag of this port's frames in it. */
+  egressShared = false;
+  egressTag = 0;
   /** {@link LINK_NONE}, {@link LINK_EDGE} or {@link LINK_RELAY}: a number, compared per frame. */
   readonly link: number;
 
@@ -371,7 +374,9 @@ export class Switch {
     sp.qosTrust = p?.trust ?? true;
     sp.qosWeight = p?.weight ?? 1;
     sp.qosMin = p?.min ?? 0;
-    if (p?.capacity === undefined) {
+    if (sp.egressShared) {
+      // A port in a shared egress (an overlay link's) is shaped by its owner, not by its own capacity.
+    } else if (p?.capacity === undefined) {
       if (sp.egress) this.#unshape(sp);
     } else if (sp.egress) {
       sp.egress.setRate(p.capacity, p.latencyCap);
@@ -395,9 +400,34 @@ export class Switch {
   }
 
   #unshape(sp: SwitchPort): void {
-    sp.egress?.close();
+    if (!sp.egressShared) sp.egress?.close();
     sp.egress = undefined;
+    sp.egressShared = false;
     this.#shaped--;
+  }
+
+  /**
+   * Makes port `name` send through `egress`, an egress shared with other
+   * ports and owned (closed) by the caller: an overlay link's shaper, shared
+   * by its per-network link ports. Frames to the port queue in it by (source
+   * port, class) like a shaped port's, carrying `tag`; the egress's target
+   * sends them and reports each with {@link countSent}. Undefined: the port
+   * leaves it (frames it holds for the port stay the owner's).
+   */
+  shareEgress(name: string, egress: QosEgress | undefined, tag = 0): void {
+    const sp = this.port(name);
+    if (sp.egress) this.#unshape(sp);
+    if (egress === undefined) return;
+    sp.egress = egress;
+    sp.egressShared = true;
+    sp.egressTag = tag;
+    this.#shaped++;
+    for (const o of this.#ports.values()) if (o !== sp) egress.setSource(o.id, { weight: o.qosWeight, min: o.qosMin });
+  }
+
+  /** Counts a frame that a shared egress's target handed to `sp`'s transport (tx counters, capture). */
+  countSent(sp: SwitchPort, r: WriteResult, buf: Buffer, off: number, len: number): void {
+    this.#sent(sp, r, buf, off, len, undefined);
   }
 
   /** The name of the port with id `id`, if it exists. */
@@ -625,7 +655,7 @@ export class Switch {
     }
     if (sp.egress !== undefined) {
       // Shaped (never with metadata, see #output): the frame waits in its (source, class) flow; counted when it leaves (#sent).
-      if (sp.egress.enqueue(this.#srcId, this.#cls, b, o, l)) return true;
+      if (sp.egress.enqueue(this.#srcId, this.#cls, b, o, l, sp.egressTag)) return true;
       sp.counters.queue_full++;
       return false;
     }

@@ -1,0 +1,126 @@
+/**
+ * QoS of an overlay link: one shaper for the link as a whole (docs/qos.md
+ * "Links", docs/overlay.md "QoS").
+ *
+ * A link carries every network both hosts have, through one switch port per
+ * (link, network). Those ports share ONE {@link QosEgress}: the switch
+ * queues a frame bound for any of them by (source port, class), as it does
+ * for a shaped port, and tags it with the network's VNI
+ * ({@link Switch.shareEgress}). The egress's scheduler then serves the
+ * latency class first (capped), the sources below their reservation next,
+ * and DWRR by source weight over the rest, at the link's capacity; the
+ * target built here hands each frame to the link's current channel under its
+ * VNI and reports it to the switch's counters of that network's link port.
+ * So all the networks a link carries share its capacity, and a sender's
+ * weight and reservation count across them.
+ *
+ * The shaper lives as long as the link (not its channel): frames queued when
+ * the channel goes down are dropped as `down` when they leave, and a new
+ * channel is used as soon as it is up.
+ */
+import { WriteResult } from '../ports/port.js';
+import { QosEgress } from '../qos/egress.js';
+import type { Switch, SwitchPort } from '../switch/switch.js';
+import type { LinkChannel } from './transport.js';
+
+/** A link's QoS as the overlay applies it; rates in bytes per second. */
+export interface LinkQosPolicy {
+  /** The link's capacity: everything it sends, over all its networks, is shaped to it. */
+  capacity: number;
+  /** Cap of the latency class over the link; default a tenth of capacity. */
+  latencyCap?: number | undefined;
+  /** Shaper burst in bytes; default max(50 ms at capacity, 64 KiB). */
+  burst?: number | undefined;
+}
+
+/** A link's QoS in `vmlink link list --json`; rates in bits per second. */
+export interface LinkQosView {
+  /** Configured capacity. */
+  capacity: number;
+  latency_cap: number;
+  /** Shaper burst, bytes. */
+  burst: number | undefined;
+  /** Frames waiting in the shaper now. */
+  queued: number;
+  /** Frames dropped because their (source, class) queue was full. */
+  drops_queue_full: number;
+  /** Frames that left the shaper while the link or its network's port was down. */
+  drops_down: number;
+}
+
+/** What the shaper needs of its link (supplied by the overlay). */
+export interface LinkQosHooks {
+  /** The link's channel now, if up. */
+  channel(): LinkChannel | undefined;
+  /** The link's switch port of network `vni`, if it has one now. */
+  port(vni: number): SwitchPort | undefined;
+  /**
+   * On a relaying host: false to drop a frame from switch port `source`
+   * (its link's peer has a direct link to this link's peer); it also counts
+   * relayed bytes. Undefined elsewhere.
+   */
+  relayed?: ((source: number, len: number) => boolean) | undefined;
+}
+
+/** Frames a link's channel may hold (in 2 KiB units of its queued bytes) before the shaper waits for it. */
+const CHANNEL_BACKLOG_UNIT = 2048;
+
+export class LinkShaper {
+  readonly egress: QosEgress;
+  #policy: LinkQosPolicy;
+  #dropsDown = 0;
+
+  constructor(sw: Switch, hooks: LinkQosHooks, policy: LinkQosPolicy, clock?: () => number) {
+    this.#policy = policy;
+    this.egress = new QosEgress(
+      {
+        write: (buf, off, len, vni, source) => {
+          const ch = hooks.channel();
+          if (ch === undefined) return WriteResult.DOWN;
+          // A relayed frame whose two hosts now talk directly is not sent (as LinkPort.write does).
+          if (hooks.relayed !== undefined && !hooks.relayed(source, len)) return WriteResult.OK;
+          return ch.send(vni, buf, off, len);
+        },
+        get queued() {
+          const ch = hooks.channel();
+          return ch === undefined ? 0 : Math.floor(ch.queuedBytes / CHANNEL_BACKLOG_UNIT);
+        },
+        after: (r, buf, off, len, vni) => {
+          const sp = hooks.port(vni);
+          // Counted on the network's link port (its `down` counter too); a port gone meanwhile: here.
+          if (sp !== undefined) sw.countSent(sp, r, buf, off, len);
+          else if (r === WriteResult.DOWN) this.#dropsDown++;
+        },
+      },
+      { rate: policy.capacity, latencyCap: policy.latencyCap, burst: policy.burst, clock },
+    );
+  }
+
+  get policy(): LinkQosPolicy {
+    return this.#policy;
+  }
+
+  /** Changes the capacity, latency cap and burst; queued frames stay. */
+  set(policy: LinkQosPolicy): void {
+    this.#policy = policy;
+    this.egress.setRate(policy.capacity, policy.latencyCap, policy.burst);
+  }
+
+  view(): LinkQosView {
+    let queueFull = 0;
+    for (const f of this.egress.flows()) queueFull += f.drops;
+    return {
+      capacity: this.egress.rate * 8,
+      latency_cap: this.egress.latencyCap * 8,
+      burst: this.#policy.burst,
+      queued: this.egress.queued,
+      drops_queue_full: queueFull,
+      drops_down: this.#dropsDown,
+    };
+  }
+
+  /** Drops what is queued and stops. Idempotent. */
+  close(): void {
+    this.egress.close();
+  }
+}
