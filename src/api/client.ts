@@ -335,7 +335,7 @@ export class ControlClient {
   }
 
   /** `POST /v1/links`. */
-  async addLink(body: { name: string; connect: string }): Promise<LinkView> {
+  async addLink(body: { name: string; connect: string; qos?: Record<string, unknown> }): Promise<LinkView> {
     return (await this.#json<{ link: LinkView }>('POST', '/v1/links', body)).link;
   }
 

@@ -1,10 +1,12 @@
 /** `vmlink link add|list|delete`, `vmlink ca init` and `vmlink host cert` (docs/overlay.md). */
 import type { Command } from 'commander';
 import type { LinkView } from '../api/client.js';
+import { formatRate } from '../config/qos-schema.js';
 import { caInit, hostCert } from '../net/overlay/ca.js';
 import { addressArg, intArg } from './args.js';
 import { defineAction } from './context.js';
 import { formatDuration, formatJson, formatTable, print } from './output.js';
+import { linkQosArgs } from './qos.js';
 
 /** `1.2 Gbit/s`, `340 kbit/s`. */
 function rate(bps: number): string {
@@ -25,6 +27,7 @@ export function formatLinks(links: readonly LinkView[]): string {
       { header: 'NETWORKS' },
       { header: 'RTT', align: 'right' },
       { header: 'TX', align: 'right' },
+      { header: 'CAPACITY', align: 'right' },
       { header: 'RX', align: 'right' },
       { header: 'DROPS', align: 'right' },
       { header: 'UP', align: 'right' },
@@ -37,6 +40,7 @@ export function formatLinks(links: readonly LinkView[]): string {
       l.networks.length ? l.networks.join(',') : '-',
       l.rtt_ms === undefined ? '-' : `${l.rtt_ms.toFixed(2)}ms`,
       rate(l.tx_bps),
+      l.qos ? formatRate(l.qos.capacity) : '-',
       rate(l.rx_bps),
       String(Object.values(l.drops).reduce((a, b) => a + b, 0)),
       l.up_s === undefined ? '-' : formatDuration(l.up_s),
@@ -55,11 +59,16 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
       '--connect <address>',
       "the peer's overlay.listen address tcp:HOST:PORT, or a VXLAN VTEP udp:HOST:PORT",
     )
+    .option('--capacity <rate>', "the link's capacity: everything it sends is shaped to it, e.g. 100mbit")
+    .option('--latency-cap <rate>', 'cap of the latency class over the link (default a tenth of capacity)')
+    .option('--burst <bytes>', 'shaper burst, e.g. 256K (default 50 ms at capacity, at least 64K)')
     .option('--json', 'print the link as JSON');
   defineAction(add, done, async ([name], opts, cli) => {
+    const qos = linkQosArgs(opts);
     const l = await cli.client.addLink({
       name: name as string,
       connect: addressArg('--connect', String(opts['connect']), ['tcp', 'udp']),
+      ...(qos ? { qos } : {}),
     });
     print(opts['json'] ? formatJson(l) : `link "${l.name}" added: ${l.state} (${l.reason})\n`);
     return 0;

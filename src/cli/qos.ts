@@ -15,7 +15,51 @@ function rateArg(flag: string, text: string): string {
   return text;
 }
 
-/** `qos show` as text: one line per port, then one table per shaped port. */
+/**
+ * `--capacity`, `--latency-cap`, `--burst` of `link add` as the `qos` of the
+ * request body, or undefined when none is given.
+ */
+export function linkQosArgs(opts: Record<string, unknown>): Record<string, unknown> | undefined {
+  const q: Record<string, unknown> = {};
+  if (opts['capacity'] !== undefined) q['capacity'] = rateArg('--capacity', String(opts['capacity']));
+  if (opts['latencyCap'] !== undefined) q['latency_cap'] = rateArg('--latency-cap', String(opts['latencyCap']));
+  if (opts['burst'] !== undefined) {
+    const b = parseSize(String(opts['burst']));
+    if (typeof b === 'string') throw new UsageError(`--burst ${b}`);
+    q['burst'] = b;
+  }
+  if (Object.keys(q).length === 0) return undefined;
+  if (q['capacity'] === undefined) throw new UsageError('--latency-cap and --burst shape a link: give --capacity too');
+  return q;
+}
+
+/** The table of one shaped egress's flows. */
+function flowTable(e: NonNullable<QosView['ports'][number]['egress']>): string {
+  return formatTable(
+    [
+      { header: 'SOURCE' },
+      { header: 'CLASS' },
+      { header: 'WEIGHT', align: 'right' },
+      { header: 'MIN', align: 'right' },
+      { header: 'RATE', align: 'right' },
+      { header: 'FRAMES', align: 'right' },
+      { header: 'DROPS', align: 'right' },
+      { header: 'QUEUED', align: 'right' },
+    ],
+    e.flows.map((f) => [
+      f.source,
+      f.class,
+      String(f.weight),
+      f.min ? formatRate(f.min) : '-',
+      formatRate(f.rate),
+      String(f.frames),
+      String(f.drops),
+      String(f.queued),
+    ]),
+  );
+}
+
+/** `qos show` as text: one line per port, then one table per shaped port and per shaped link. */
 export function formatQos(v: QosView): string {
   const rate = (bits: number) => formatRate(bits);
   const policy = (p: Record<string, unknown>) =>
@@ -44,28 +88,14 @@ export function formatQos(v: QosView): string {
     if (!p.egress) continue;
     const e = p.egress;
     out += `\nshaped egress of ${p.name}: capacity ${rate(e.capacity)}, latency cap ${rate(e.latency_cap)}, reserved ${rate(e.reserved)}\n`;
-    out += formatTable(
-      [
-        { header: 'SOURCE' },
-        { header: 'CLASS' },
-        { header: 'WEIGHT', align: 'right' },
-        { header: 'MIN', align: 'right' },
-        { header: 'RATE', align: 'right' },
-        { header: 'FRAMES', align: 'right' },
-        { header: 'DROPS', align: 'right' },
-        { header: 'QUEUED', align: 'right' },
-      ],
-      e.flows.map((f) => [
-        f.source,
-        f.class,
-        String(f.weight),
-        f.min ? rate(f.min) : '-',
-        rate(f.rate),
-        String(f.frames),
-        String(f.drops),
-        String(f.queued),
-      ]),
-    );
+    out += flowTable(e);
+  }
+  for (const l of v.links ?? []) {
+    const e = l.egress;
+    out +=
+      `\nshaped link ${l.name} (${l.networks.join(', ') || 'no network'}): capacity ${rate(e.capacity)}, ` +
+      `latency cap ${rate(e.latency_cap)}, reserved ${rate(e.reserved)}, sent ${rate(l.tx_rate)}\n`;
+    out += flowTable(e);
   }
   return out;
 }

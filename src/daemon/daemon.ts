@@ -114,7 +114,9 @@ export class Daemon implements ControlBackend {
       hostId: opts.config.host.id,
       config: opts.config.overlay,
       links: opts.config.links,
+      admitLink: (name, qos) => this.#qos.admitLink(name, qos),
     });
+    this.#qos.setLinks(() => this.#overlay.shapedLinks());
     this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
   }
 
@@ -128,7 +130,7 @@ export class Daemon implements ControlBackend {
       this.#switch.start();
       for (const n of this.config.networks) this.#addNetwork(n, 'config');
       for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config', true);
-      this.#qos.checkConfig(this.config.ports, this.#configPath ?? 'the configuration');
+      this.#qos.checkConfig(this.config.ports, this.#configPath ?? 'the configuration', this.config.links);
       this.#qos.start();
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));

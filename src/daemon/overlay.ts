@@ -8,9 +8,11 @@ import { readFile } from 'node:fs/promises';
 import { formatAddress } from '../config/address.js';
 import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
 import { linkSchema } from '../config/overlay-schema.js';
+import type { LinkQosConfig } from '../config/qos-schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
+  LinkExistsError,
   LinkListenError,
   LinkNotDeletableError,
   LinkNotFoundError,
@@ -22,6 +24,7 @@ import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
+import { type ShapedLink, toLinkPolicy } from './qos.js';
 import { parseWith } from './specs.js';
 
 /** The overlay is not configured on this host. */
@@ -42,6 +45,7 @@ function linkSpec(l: LinkConfig): LinkSpec {
     name: l.name,
     connect: { host: l.connect.host, port: l.connect.port },
     transport: l.connect.type === 'udp' ? 'vxlan' : undefined,
+    qos: l.qos && toLinkPolicy(l.qos),
   };
 }
 
@@ -62,6 +66,8 @@ export interface OverlayServiceOptions {
   hostId: string;
   config: OverlayConfig | undefined;
   links: LinkConfig[];
+  /** Admission of a link's QoS before it is added over the API (throws to refuse). */
+  admitLink?: ((name: string, qos: LinkQosConfig | undefined) => void) | undefined;
 }
 
 export class OverlayService {
@@ -159,6 +165,11 @@ export class OverlayService {
     return a ? formatAddress({ type: 'tcp', host: a.host, port: a.port }) : undefined;
   }
 
+  /** Links with a QoS capacity (for admission and `qos show`). */
+  shapedLinks(): ShapedLink[] {
+    return this.#overlay?.shapedLinks() ?? [];
+  }
+
   links(): LinkView[] {
     return this.#overlay?.list() ?? [];
   }
@@ -173,6 +184,8 @@ export class OverlayService {
     if (!overlay) throw new OverlayOffError();
     const l = parseWith(linkSchema, body, 'the link in the request body');
     if (l.connect.type === 'udp' && !this.#o.config?.vxlan) throw new OverlayOffError('vxlan');
+    if (overlay.has(l.name)) throw new LinkExistsError(l.name);
+    this.#o.admitLink?.(l.name, l.qos);
     overlay.add(linkSpec(l), 'api');
     return overlay.view(l.name);
   }

@@ -6,15 +6,18 @@
  * Rates are bits per second here and in the API; the switch works in bytes.
  */
 import { ConfigError, type ConfigProblem } from '../config/errors.js';
-import { formatRate, type PortQosConfig, qosRequestSchema } from '../config/qos-schema.js';
+import type { LinkConfig } from '../config/overlay-schema.js';
+import { formatRate, type LinkQosConfig, type PortQosConfig, qosRequestSchema } from '../config/qos-schema.js';
 import type { PortConfig } from '../config/schema.js';
 import { portNetworkRefs } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import type { LinkQosPolicy, LinkShaper } from '../net/overlay/link-qos.js';
 import { type AdmissionPort, type AdmissionViolation, admissionViolations } from '../net/qos/admission.js';
 import { CLASS_LATENCY, CLASS_WEIGHT, classId, QOS_CLASSES } from '../net/qos/classes.js';
+import type { QosEgress } from '../net/qos/egress.js';
 import { QosAdmissionError, QosRequestError } from '../net/qos/errors.js';
 import type { PortQosPolicy } from '../net/qos/policy.js';
-import type { QosPortView, QosView } from '../net/qos/view.js';
+import type { QosFlowView, QosLinkView, QosPortView, QosView } from '../net/qos/view.js';
 import type { Switch } from '../net/switch/switch.js';
 import { parseWith } from './specs.js';
 
@@ -22,6 +25,15 @@ interface Entry {
   name: string;
   networks: string[];
   qos: PortQosConfig | undefined;
+}
+
+/** An overlay link with a capacity, as the overlay lists it (Overlay.shapedLinks). */
+export interface ShapedLink {
+  name: string;
+  policy: LinkQosPolicy;
+  shaper: LinkShaper;
+  /** Local networks it carries or may carry. */
+  networks: string[];
 }
 
 interface Sample {
@@ -38,10 +50,16 @@ export class QosService {
   readonly #last = new Map<string, Sample>();
   readonly #rates = new Map<string, { rx: number; tx: number; flows: Map<string, number> }>();
   #timer: NodeJS.Timeout | undefined;
+  #links: () => ShapedLink[] = () => [];
 
   constructor(opts: { switch: Switch; logger: Logger }) {
     this.#sw = opts.switch;
     this.#log = opts.logger;
+  }
+
+  /** Where the overlay links with a capacity come from (admission counts them, `qos show` lists them). */
+  setLinks(links: () => ShapedLink[]): void {
+    this.#links = links;
   }
 
   /** Starts the once-a-second rate measurement. */
@@ -74,13 +92,18 @@ export class QosService {
    * Admission of the config's ports: a ConfigError naming each `ports[i].qos.min`
    * field of an oversubscribed shaped port's sharers.
    */
-  checkConfig(ports: readonly PortConfig[], source: string): void {
-    const v = admissionViolations(this.#admissionPorts());
+  checkConfig(ports: readonly PortConfig[], source: string, links: readonly LinkConfig[] = []): void {
+    // A configured link has not met its peer yet: it may carry every network of this host.
+    const all = this.#sw.networks().map((n) => n.name);
+    const configLinks = links.filter((l) => l.qos).map((l) => linkAdmission(l.name, all, l.qos as LinkQosConfig));
+    const v = admissionViolations([...this.#admissionPorts(), ...configLinks]);
     if (!v.length) return;
     const problems: ConfigProblem[] = [];
     for (const x of v) {
-      const i = ports.findIndex((p) => p.name === x.port);
-      problems.push({ path: i >= 0 ? `ports[${i}].qos.capacity` : x.port, message: describeViolation(x) });
+      const i =
+        x.kind === 'link' ? links.findIndex((l) => l.name === x.port) : ports.findIndex((p) => p.name === x.port);
+      const field = x.kind === 'link' ? `links[${i}].qos.capacity` : `ports[${i}].qos.capacity`;
+      problems.push({ path: i >= 0 ? field : x.port, message: describeViolation(x) });
     }
     throw new ConfigError(source, problems);
   }
@@ -88,7 +111,7 @@ export class QosService {
   /** Admission of a port about to be added with `spec` (API): throws and changes nothing when refused. */
   admit(spec: PortConfig): void {
     const proposed = [
-      ...this.#admissionPorts().filter((p) => p.name !== spec.name),
+      ...this.#admissionPorts().filter((p) => p.kind === 'link' || p.name !== spec.name),
       admissionPort({ name: spec.name, networks: networksOf(spec), qos: spec.qos }),
     ];
     refuseOn(admissionViolations(proposed), spec.name);
@@ -109,12 +132,35 @@ export class QosService {
       throw new QosRequestError(
         `port "${name}": min ${formatRate(next.min)} is above its max ${formatRate(next.max)}; ask for a min at most the max, or raise max too`,
       );
-    const proposed = this.#admissionPorts().map((p) => (p.name === name ? admissionPort({ ...e, qos: next }) : p));
+    const proposed = this.#admissionPorts().map((p) =>
+      p.kind !== 'link' && p.name === name ? admissionPort({ ...e, qos: next }) : p,
+    );
     refuseOn(admissionViolations(proposed), name);
     this.#sw.setPortQos(name, toPolicy(next));
     e.qos = next;
     this.#log.info({ port: name, qos: policyView(next) }, `QoS of port "${name}" changed`);
     return this.#view(e);
+  }
+
+  /**
+   * Admission of a link about to be added (or re-configured) with `qos`: the
+   * reservations of the ports on every network it may carry (a new link:
+   * every network of this host) must fit in its capacity. Throws
+   * ERR_QOS_ADMISSION and changes nothing when they do not.
+   */
+  admitLink(name: string, qos: LinkQosConfig | undefined, networks?: string[]): void {
+    if (!qos) return;
+    const nets = networks ?? this.#sw.networks().map((n) => n.name);
+    const proposed = [
+      ...this.#admissionPorts().filter((p) => p.kind !== 'link' || p.name !== name),
+      linkAdmission(name, nets, qos),
+    ];
+    const x = admissionViolations(proposed).find((v) => v.kind === 'link' && v.port === name);
+    if (!x) return;
+    throw new QosAdmissionError(
+      name,
+      `refused: ${describeViolation(x)}; give link "${name}" a capacity of at least ${formatRate(x.reserved)}, or lower those reservations; nothing was changed`,
+    );
   }
 
   /** The policy in force on a port (numbers in bits per second, as the schema accepts them back). */
@@ -132,11 +178,59 @@ export class QosService {
 
   /** `GET /v1/qos`. */
   view(): QosView {
-    return { ports: [...this.#entries.values()].map((e) => this.#view(e)) };
+    return {
+      ports: [...this.#entries.values()].map((e) => this.#view(e)),
+      links: this.#links().map((l) => this.#linkView(l)),
+    };
   }
 
   #admissionPorts(): AdmissionPort[] {
-    return [...this.#entries.values()].map(admissionPort);
+    const links = this.#links().map((l) => linkAdmission(l.name, l.networks, linkConfigOf(l.policy)));
+    return [...[...this.#entries.values()].map(admissionPort), ...links];
+  }
+
+  /** The reservations of the ports (not links) sharing a network with `networks`, bits per second. */
+  #reservedOn(networks: readonly string[], except: string): number {
+    const nets = new Set(networks);
+    let sum = 0;
+    for (const e of this.#entries.values())
+      if (e.name !== except && e.networks.some((n) => nets.has(n))) sum += e.qos?.min ?? 0;
+    return sum;
+  }
+
+  #flowViews(egress: QosEgress, rates: Map<string, number> | undefined): QosFlowView[] {
+    return egress.flows().map((f) => {
+      const src = this.#sw.portName(f.source) ?? `#${f.source}`;
+      const se = this.#entries.get(src)?.qos;
+      return {
+        source: src,
+        class: QOS_CLASSES[f.class] as string,
+        weight: f.class === CLASS_LATENCY ? 'strict' : (se?.weight ?? 1) * (CLASS_WEIGHT[f.class] as number),
+        min: se?.min ?? 0,
+        rate: rates?.get(`${f.source}/${f.class}`) ?? 0,
+        frames: f.frames,
+        bytes: f.bytes,
+        drops: f.drops,
+        queued: f.queued,
+      };
+    });
+  }
+
+  #linkView(l: ShapedLink): QosLinkView {
+    const e = l.shaper.egress;
+    const r = this.#rates.get(linkKey(l.name));
+    return {
+      name: l.name,
+      policy: policyView(linkConfigOf(l.policy)),
+      networks: l.networks,
+      tx_rate: r?.tx ?? 0,
+      egress: {
+        capacity: e.rate * 8,
+        latency_cap: e.latencyCap * 8,
+        reserved: this.#reservedOn(l.networks, ''),
+        flows: this.#flowViews(e, r?.flows),
+      },
+    };
   }
 
   #view(e: Entry): QosPortView {
@@ -150,32 +244,12 @@ export class QosService {
       tx_rate: r?.tx ?? 0,
       drops: { police: c.police, queue_full: c.queue_full },
     };
-    if (sp.egress) {
-      const ports = this.#admissionPorts();
-      const me = ports.find((p) => p.name === e.name);
-      const nets = new Set(me?.networks ?? []);
-      const reserved = ports
-        .filter((p) => p.name !== e.name && p.networks.some((n) => nets.has(n)))
-        .reduce((a, p) => a + (p.min ?? 0), 0);
+    if (sp.egress && !sp.egressShared) {
       v.egress = {
         capacity: sp.egress.rate * 8,
         latency_cap: sp.egress.latencyCap * 8,
-        reserved,
-        flows: sp.egress.flows().map((f) => {
-          const src = this.#sw.portName(f.source) ?? `#${f.source}`;
-          const se = this.#entries.get(src)?.qos;
-          return {
-            source: src,
-            class: QOS_CLASSES[f.class] as string,
-            weight: f.class === CLASS_LATENCY ? 'strict' : (se?.weight ?? 1) * (CLASS_WEIGHT[f.class] as number),
-            min: se?.min ?? 0,
-            rate: r?.flows.get(`${f.source}/${f.class}`) ?? 0,
-            frames: f.frames,
-            bytes: f.bytes,
-            drops: f.drops,
-            queued: f.queued,
-          };
-        }),
+        reserved: this.#reservedOn(e.networks, e.name),
+        flows: this.#flowViews(sp.egress, r?.flows),
       };
     }
     return v;
@@ -184,6 +258,7 @@ export class QosService {
   /** One sample of every port's counters; rates are the difference to the previous one. */
   #measure(): void {
     const now = performance.now();
+    for (const l of this.#links()) this.#sampleEgress(linkKey(l.name), l.shaper.egress, now);
     for (const e of this.#entries.values()) {
       let sp: ReturnType<Switch['port']>;
       try {
@@ -193,17 +268,56 @@ export class QosService {
       }
       const flows = new Map<string, number>();
       for (const f of sp.egress?.flows() ?? []) flows.set(`${f.source}/${f.class}`, f.bytes);
-      const s: Sample = { at: now, rx: sp.counters.rxBytes, tx: sp.counters.txBytes, flows };
-      const prev = this.#last.get(e.name);
-      this.#last.set(e.name, s);
-      if (!prev) continue;
-      const dt = (now - prev.at) / 1000;
-      const rate = (a: number, b: number) => Math.max(0, Math.round(((a - b) * 8) / dt));
-      const fr = new Map<string, number>();
-      for (const [k, b] of flows) fr.set(k, rate(b, prev.flows.get(k) ?? 0));
-      this.#rates.set(e.name, { rx: rate(s.rx, prev.rx), tx: rate(s.tx, prev.tx), flows: fr });
+      this.#record(e.name, { at: now, rx: sp.counters.rxBytes, tx: sp.counters.txBytes, flows });
     }
   }
+
+  /** A link's egress: its tx rate is what left the shaper. */
+  #sampleEgress(key: string, egress: QosEgress, now: number): void {
+    const flows = new Map<string, number>();
+    let tx = 0;
+    for (const f of egress.flows()) {
+      flows.set(`${f.source}/${f.class}`, f.bytes);
+      tx += f.bytes;
+    }
+    this.#record(key, { at: now, rx: 0, tx, flows });
+  }
+
+  #record(key: string, s: Sample): void {
+    const prev = this.#last.get(key);
+    this.#last.set(key, s);
+    if (!prev) return;
+    const dt = (s.at - prev.at) / 1000;
+    const rate = (a: number, b: number) => Math.max(0, Math.round(((a - b) * 8) / dt));
+    const fr = new Map<string, number>();
+    for (const [k, b] of s.flows) fr.set(k, rate(b, prev.flows.get(k) ?? 0));
+    this.#rates.set(key, { rx: rate(s.rx, prev.rx), tx: rate(s.tx, prev.tx), flows: fr });
+  }
+}
+
+/** Key of a link's samples (port names never contain ':'). */
+const linkKey = (name: string) => `link:${name}`;
+
+function linkAdmission(name: string, networks: string[], q: LinkQosConfig): AdmissionPort {
+  return { name, kind: 'link', networks, capacity: q.capacity };
+}
+
+/** The overlay's link policy (bytes per second) from the config's (bits per second). */
+export function toLinkPolicy(q: LinkQosConfig): LinkQosPolicy {
+  return {
+    capacity: q.capacity / 8,
+    latencyCap: q.latency_cap === undefined ? undefined : q.latency_cap / 8,
+    burst: q.burst,
+  };
+}
+
+/** And back. */
+function linkConfigOf(p: LinkQosPolicy): LinkQosConfig {
+  return {
+    capacity: p.capacity * 8,
+    ...(p.latencyCap === undefined ? {} : { latency_cap: p.latencyCap * 8 }),
+    ...(p.burst === undefined ? {} : { burst: p.burst }),
+  };
 }
 
 function networksOf(spec: PortConfig): string[] {
@@ -241,7 +355,7 @@ function policyView(q: PortQosConfig): Record<string, string | number | boolean>
 function describeViolation(x: AdmissionViolation): string {
   const list = x.holders.map((h) => `${h.name} ${formatRate(h.min)}`).join(', ');
   return (
-    `port "${x.port}" has capacity ${formatRate(x.capacity)} but the reservations of the ports sharing its networks ` +
+    `${x.kind ?? 'port'} "${x.port}" has capacity ${formatRate(x.capacity)} but the reservations of the ports sharing its networks ` +
     `would total ${formatRate(x.reserved)} (${list})`
   );
 }

@@ -1,6 +1,6 @@
 /**
- * Admission control: on every port with a capacity (a shaped egress; an
- * overlay link later), the reservations of the ports that can send through it
+ * Admission control: on every port with a capacity (a shaped egress) and
+ * every overlay link with one, the reservations of the ports that can send through it
  * (those sharing one of its networks) must fit in the capacity. Pure and
  * control-plane only: callers check a proposed state before applying it, so a
  * refusal changes nothing.
@@ -9,6 +9,8 @@
 /** What admission needs to know of a port. Rates in bits per second. */
 export interface AdmissionPort {
   name: string;
+  /** `link` for an overlay link (it holds no reservation itself); default a port. */
+  kind?: 'port' | 'link' | undefined;
   networks: readonly string[];
   /** Reservation; 0 or absent: none. */
   min?: number | undefined;
@@ -18,8 +20,10 @@ export interface AdmissionPort {
 
 /** One shaped port whose capacity the reservations exceed. */
 export interface AdmissionViolation {
-  /** The shaped port. */
+  /** The shaped port (or link). */
   port: string;
+  /** `link` when {@link port} names an overlay link. */
+  kind?: 'port' | 'link' | undefined;
   capacity: number;
   /** Sum of the reservations sharing it. */
   reserved: number;
@@ -40,7 +44,8 @@ export function admissionViolations(ports: readonly AdmissionPort[]): AdmissionV
       holders.push({ name: q.name, min: q.min });
       reserved += q.min;
     }
-    if (reserved > e.capacity) out.push({ port: e.name, capacity: e.capacity, reserved, holders });
+    if (reserved > e.capacity)
+      out.push({ port: e.name, ...(e.kind ? { kind: e.kind } : {}), capacity: e.capacity, reserved, holders });
   }
   return out;
 }

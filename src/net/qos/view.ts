@@ -29,6 +29,20 @@ export interface QosPortView {
   egress?: { capacity: number; latency_cap: number; reserved: number; flows: QosFlowView[] };
 }
 
+/** An overlay link with a QoS capacity in `GET /v1/qos`: one shaped egress for all the networks it carries. */
+export interface QosLinkView {
+  name: string;
+  /** The policy in force, rates as written (`100mbit`). */
+  policy: Record<string, string | number | boolean>;
+  /** Networks the link carries, or may carry (admission counts their ports' reservations). */
+  networks: string[];
+  /** Sent over the last second, bits/s. */
+  tx_rate: number;
+  egress: { capacity: number; latency_cap: number; reserved: number; flows: QosFlowView[] };
+}
+
 export interface QosView {
   ports: QosPortView[];
+  /** Overlay links with a capacity (`links[].qos`). */
+  links?: QosLinkView[];
 }
