@@ -84,6 +84,21 @@ export const overlaySchema = z
         max_ms: z.number().int().min(10).max(600_000).default(5000),
       })
       .optional(),
+    /**
+     * QoS of the links other hosts dial in on, by the peer's host id (a hub's
+     * links down to its spokes): `{ spoke1: { capacity: 20mbit } }`, as `links[].qos`.
+     */
+    peer_qos: z
+      .record(
+        z
+          .string()
+          .regex(
+            /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/,
+            'peer_qos keys are host ids (1-32 characters: letters, digits, _ . -)',
+          ),
+        linkQosSchema,
+      )
+      .optional(),
     /** Bound on bytes queued per link before frames are dropped. Default 8 MiB. */
     queue_bytes: z
       .number()

@@ -130,7 +130,8 @@ export class Daemon implements ControlBackend {
       this.#switch.start();
       for (const n of this.config.networks) this.#addNetwork(n, 'config');
       for (const p of this.config.ports) this.#addPort(p, rawOf(p), 'config', true);
-      this.#qos.checkConfig(this.config.ports, this.#configPath ?? 'the configuration', this.config.links);
+      const cfg = this.config;
+      this.#qos.checkConfig(cfg.ports, this.#configPath ?? 'the configuration', cfg.links, cfg.overlay?.peer_qos);
       this.#qos.start();
       this.#restore(stored.networks, stored.ports);
       await Promise.all([...this.#ports.values()].map((e) => this.#openAtStart(e)));

@@ -129,6 +129,7 @@ export class OverlayService {
       transports: vxlan ? [vxlan] : [],
       reconnect: cfg.reconnect,
       directThresholdBps: cfg.direct_threshold_bps,
+      peerQos: new Map(Object.entries(cfg.peer_qos ?? {}).map(([host, q]) => [host, toLinkPolicy(q)])),
     });
     this.#overlay = overlay;
     const listen = cfg.listen ? { host: cfg.listen.host, port: cfg.listen.port } : undefined;

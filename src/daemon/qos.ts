@@ -31,7 +31,8 @@ interface Entry {
 export interface ShapedLink {
   name: string;
   policy: LinkQosPolicy;
-  shaper: LinkShaper;
+  /** Undefined for a peer's link (overlay.peer_qos) that is not connected now: admission still counts it. */
+  shaper: LinkShaper | undefined;
   /** Local networks it carries or may carry. */
   networks: string[];
 }
@@ -92,18 +93,29 @@ export class QosService {
    * Admission of the config's ports: a ConfigError naming each `ports[i].qos.min`
    * field of an oversubscribed shaped port's sharers.
    */
-  checkConfig(ports: readonly PortConfig[], source: string, links: readonly LinkConfig[] = []): void {
+  checkConfig(
+    ports: readonly PortConfig[],
+    source: string,
+    links: readonly LinkConfig[] = [],
+    peerQos: Readonly<Record<string, LinkQosConfig>> = {},
+  ): void {
     // A configured link has not met its peer yet: it may carry every network of this host.
     const all = this.#sw.networks().map((n) => n.name);
-    const configLinks = links.filter((l) => l.qos).map((l) => linkAdmission(l.name, all, l.qos as LinkQosConfig));
-    const v = admissionViolations([...this.#admissionPorts(), ...configLinks]);
+    const fields = new Map<AdmissionPort, string>();
+    links.forEach((l, i) => {
+      if (l.qos) fields.set(linkAdmission(l.name, all, l.qos), `links[${i}].qos.capacity`);
+    });
+    for (const [host, q] of Object.entries(peerQos))
+      fields.set(linkAdmission(host, all, q), `overlay.peer_qos.${host}.capacity`);
+    const entries = [...this.#admissionPorts(), ...fields.keys()];
+    const v = admissionViolations(entries);
     if (!v.length) return;
     const problems: ConfigProblem[] = [];
     for (const x of v) {
-      const i =
-        x.kind === 'link' ? links.findIndex((l) => l.name === x.port) : ports.findIndex((p) => p.name === x.port);
-      const field = x.kind === 'link' ? `links[${i}].qos.capacity` : `ports[${i}].qos.capacity`;
-      problems.push({ path: i >= 0 ? field : x.port, message: describeViolation(x) });
+      const e = entries.find((p) => p.name === x.port && p.kind === x.kind);
+      const i = ports.findIndex((p) => p.name === x.port);
+      const path = (e && fields.get(e)) ?? (i >= 0 ? `ports[${i}].qos.capacity` : x.port);
+      problems.push({ path, message: describeViolation(x) });
     }
     throw new ConfigError(source, problems);
   }
@@ -180,7 +192,7 @@ export class QosService {
   view(): QosView {
     return {
       ports: [...this.#entries.values()].map((e) => this.#view(e)),
-      links: this.#links().map((l) => this.#linkView(l)),
+      links: this.#links().flatMap((l) => (l.shaper ? [this.#linkView(l, l.shaper)] : [])),
     };
   }
 
@@ -216,8 +228,8 @@ export class QosService {
     });
   }
 
-  #linkView(l: ShapedLink): QosLinkView {
-    const e = l.shaper.egress;
+  #linkView(l: ShapedLink, shaper: LinkShaper): QosLinkView {
+    const e = shaper.egress;
     const r = this.#rates.get(linkKey(l.name));
     return {
       name: l.name,
@@ -258,7 +270,7 @@ export class QosService {
   /** One sample of every port's counters; rates are the difference to the previous one. */
   #measure(): void {
     const now = performance.now();
-    for (const l of this.#links()) this.#sampleEgress(linkKey(l.name), l.shaper.egress, now);
+    for (const l of this.#links()) if (l.shaper) this.#sampleEgress(linkKey(l.name), l.shaper.egress, now);
     for (const e of this.#entries.values()) {
       let sp: ReturnType<Switch['port']>;
       try {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { silentLogger } from '../../src/log.js';
 import { caInit, hostCert } from '../../src/net/overlay/ca.js';
+import type { LinkQosPolicy } from '../../src/net/overlay/link-qos.js';
 import { Overlay } from '../../src/net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../../src/net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../../src/net/overlay/vxlan-transport.js';
@@ -73,6 +74,8 @@ export interface RigHostOptions {
     sourcePorts?: { min: number; max: number };
     offloads?: boolean;
   };
+  /** QoS of the links accepted from these peer hosts (overlay.peer_qos), bytes per second. */
+  peerQos?: Record<string, LinkQosPolicy>;
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
@@ -116,6 +119,7 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     reconnect: { min_ms: 50, max_ms: 400 },
     directThresholdBps: o.directThresholdBps,
     transports: vxlan ? [vxlan] : [],
+    peerQos: o.peerQos ? new Map(Object.entries(o.peerQos)) : undefined,
   });
   await overlay.start(o.listen === false ? undefined : { host: '127.0.0.1', port: 0 });
   const ov = overlay;

@@ -43,6 +43,8 @@ export interface OverlayOptions {
    * 0 or undefined: never.
    */
   directThresholdBps?: number | undefined;
+  /** QoS of the links accepted from these peer hosts (by host id), applied whenever they dial in. */
+  peerQos?: ReadonlyMap<string, LinkQosPolicy> | undefined;
 }
 
 export class Overlay {
@@ -125,12 +127,17 @@ export class Overlay {
   }
 
   /** The links with a QoS capacity: their policy, shaper and the networks they carry or may carry. */
-  shapedLinks(): { name: string; policy: LinkQosPolicy; shaper: LinkShaper; networks: string[] }[] {
+  shapedLinks(): { name: string; policy: LinkQosPolicy; shaper: LinkShaper | undefined; networks: string[] }[] {
     const out = [];
+    const shapedPeers = new Set<string>();
     for (const l of this.#links.values()) {
       if (!l.shaper) continue;
       out.push({ name: l.name, policy: l.shaper.policy, shaper: l.shaper, networks: this.mayCarry(l.name) });
+      if (l.source === 'peer' && l.peer !== undefined) shapedPeers.add(l.peer);
     }
+    // A peer's link with a QoS that has not dialled in yet still counts for admission (it may at any time).
+    for (const [host, policy] of this.#o.peerQos ?? [])
+      if (!shapedPeers.has(host)) out.push({ name: host, policy, shaper: undefined, networks: this.mayCarry(host) });
     return out;
   }
 
@@ -274,6 +281,8 @@ export class Overlay {
       link = new Link(name, 'peer', undefined, new Backoff());
       this.#links.set(name, link);
     }
+    const q = this.#o.peerQos?.get(host);
+    if (q !== undefined && !link.shaper) this.setQos(link.name, q);
     this.#up(link, ch);
   }
 
