@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatRate, parseRate, portQosSchema, qosRequestSchema } from '../../src/config/qos-schema.js';
+import { formatPath } from '../../src/config/errors.js';
+import { formatRate, linkQosSchema, parseRate, portQosSchema, qosRequestSchema } from '../../src/config/qos-schema.js';
 import { configSchema } from '../../src/config/schema.js';
 import { admissionViolations, reservedOn } from '../../src/net/qos/admission.js';
 import { prng } from '../helpers/prng.js';
@@ -68,6 +69,62 @@ describe('QoS config', () => {
   });
 });
 
+describe('link QoS config', () => {
+  const base = { host: { id: 'a' }, networks: [{ name: 'lab', vni: 1 }], overlay: { plain: true } };
+  const problems = (qos: unknown, at: 'link' | 'peer' = 'link') => {
+    const doc =
+      at === 'link'
+        ? { ...base, links: [{ name: 'x', connect: 'tcp:1.2.3.4:5', qos }] }
+        : { ...base, overlay: { plain: true, peer_qos: { spoke1: qos } } };
+    const r = configSchema.safeParse(doc);
+    return r.success ? [] : r.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
+  };
+
+  it('parses a link capacity, latency cap and burst', () => {
+    assert.deepEqual(linkQosSchema.parse({ capacity: '100mbit', latency_cap: '5mbit', burst: '256K' }), {
+      capacity: 100e6,
+      latency_cap: 5e6,
+      burst: 256 * 1024,
+    });
+  });
+
+  it('names the field of each bad value under links[i].qos and overlay.peer_qos', () => {
+    assert.match(problems({ capacity: 'fast' })[0] ?? '', /^links\[0\]\.qos\.capacity: "fast" is not a rate/);
+    assert.match(problems({})[0] ?? '', /^links\[0\]\.qos\.capacity: capacity is required/);
+    assert.match(problems({ capacity: true })[0] ?? '', /^links\[0\]\.qos\.capacity: a rate is text such as 200mbit/);
+    assert.match(
+      problems({ capacity: '10mbit', latency_cap: '20mbit' })[0] ?? '',
+      /^links\[0\]\.qos\.latency_cap: latency_cap 20mbit is above capacity 10mbit/,
+    );
+    assert.match(problems({ capacity: '10mbit', burst: 100 })[0] ?? '', /^links\[0\]\.qos\.burst: burst 100 bytes/);
+    assert.match(
+      problems('10mbit')[0] ?? '',
+      /^links\[0\]\.qos: qos must be an object such as \{ capacity: 100mbit \}/,
+    );
+    assert.match(problems({ capacity: '1gbit', min: '1mbit' })[0] ?? '', /^links\[0\]\.qos: .*min/);
+    assert.match(
+      problems({ capacity: '1kbit' }, 'peer')[0] ?? '',
+      /^overlay\.peer_qos\.spoke1\.capacity: "1kbit" is not a rate/,
+    );
+    assert.deepEqual(problems({ capacity: '1gbit' }, 'peer'), []);
+  });
+
+  it('never throws on seeded random link policies, and accepts only valid ones', () => {
+    const rnd = prng(29);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)] as T;
+    const values = ['10mbit', '1gbit', 'x', -1, 0, 8000, 1e13, '5 mbit', true, null, {}, '64K', 2000, '1M'];
+    for (let i = 0; i < 5000; i++) {
+      const q: Record<string, unknown> = {};
+      for (const k of ['capacity', 'latency_cap', 'burst', 'weight']) if (rnd() < 0.6) q[k] = pick(values);
+      const r = linkQosSchema.safeParse(q);
+      if (!r.success) continue;
+      assert.ok(r.data.capacity >= 8000 && r.data.capacity <= 1e12, JSON.stringify(q));
+      assert.ok(r.data.latency_cap === undefined || r.data.latency_cap <= r.data.capacity, JSON.stringify(q));
+      assert.ok(r.data.burst === undefined || r.data.burst >= 1600, JSON.stringify(q));
+    }
+  });
+});
+
 describe('QoS admission', () => {
   const ports = [
     { name: 'up', networks: ['lab'], capacity: 1e9 },
@@ -96,5 +153,22 @@ describe('QoS admission', () => {
         ],
       },
     ]);
+  });
+
+  it('counts the reservations of the ports on the networks a link may carry against its capacity', () => {
+    const link = { name: 'wan', kind: 'link' as const, networks: ['dmz'], capacity: 1e9 };
+    assert.deepEqual(admissionViolations([...ports, link]), [
+      {
+        port: 'wan',
+        kind: 'link',
+        capacity: 1e9,
+        reserved: 1.4e9,
+        holders: [
+          { name: 'b', min: 500e6 },
+          { name: 'c', min: 900e6 },
+        ],
+      },
+    ]);
+    assert.deepEqual(admissionViolations([...ports, { ...link, networks: ['lab'] }]), []);
   });
 });
