@@ -64,6 +64,8 @@ export interface ControlBackend {
   link(name: string): LinkView;
   /** `POST /v1/links`: validates and starts dialling (until the daemon stops). */
   addLink(body: unknown): Promise<LinkView>;
+  /** `POST /v1/links/:name/qos` (a `{ capacity, latency_cap?, burst? }`) and `DELETE` (undefined): admitted and applied, or refused. */
+  setLinkQos(name: string, body: unknown): Promise<LinkView>;
   /** `DELETE /v1/links/:name`: closes the link. */
   deleteLink(name: string): Promise<void>;
   /** Attaches a capture tap to a port; returns the function that detaches it. Throws when the port does not exist. */

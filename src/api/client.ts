@@ -339,6 +339,12 @@ export class ControlClient {
     return (await this.#json<{ link: LinkView }>('POST', '/v1/links', body)).link;
   }
 
+  /** `POST /v1/links/:name/qos` with a policy, or `DELETE` with undefined (the link is unshaped). */
+  async setLinkQos(name: string, qos: Record<string, unknown> | undefined): Promise<LinkView> {
+    const path = `/v1/links/${encodeURIComponent(name)}/qos`;
+    return (await this.#json<{ link: LinkView }>(qos ? 'POST' : 'DELETE', path, qos)).link;
+  }
+
   /** `DELETE /v1/links/:name`. */
   async deleteLink(name: string): Promise<void> {
     await this.#json('DELETE', `/v1/links/${encodeURIComponent(name)}`);

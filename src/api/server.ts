@@ -221,6 +221,8 @@ export class ApiServer {
     app.get('/v1/links', async () => ({ links: b.links() }));
     app.post('/v1/links', async (req, reply) => reply.code(201).send({ link: await b.addLink(req.body) }));
     app.get('/v1/links/:name', async (req) => ({ link: b.link(name(req)) }));
+    app.post('/v1/links/:name/qos', async (req) => ({ link: await b.setLinkQos(name(req), req.body ?? {}) }));
+    app.delete('/v1/links/:name/qos', async (req) => ({ link: await b.setLinkQos(name(req), undefined) }));
     app.delete('/v1/links/:name', async (req, reply) => {
       await b.deleteLink(name(req));
       return reply.code(204).send();

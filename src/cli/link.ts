@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { LinkView } from '../api/client.js';
 import { formatRate } from '../config/qos-schema.js';
 import { caInit, hostCert } from '../net/overlay/ca.js';
-import { addressArg, intArg } from './args.js';
+import { addressArg, intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { formatDuration, formatJson, formatTable, print } from './output.js';
 import { linkQosArgs } from './qos.js';
@@ -81,6 +81,32 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
   defineAction(list, done, async (_args, opts, cli) => {
     const links = await cli.client.listLinks();
     print(opts['json'] ? formatJson({ links }) : formatLinks(links));
+    return 0;
+  });
+
+  const qos = link
+    .command('qos')
+    .description(
+      "change a link's QoS at once (admitted or refused; kept across restarts for links added with link add)",
+    )
+    .argument('<name>')
+    .option('--capacity <rate>', 'shape everything the link sends to this rate, e.g. 100mbit')
+    .option('--latency-cap <rate>', 'cap of the latency class over the link (default a tenth of capacity)')
+    .option('--burst <bytes>', 'shaper burst, e.g. 256K')
+    .option('--none', 'remove the capacity: the link is no longer shaped')
+    .option('--json', 'print the link as JSON');
+  defineAction(qos, done, async ([name], opts, cli) => {
+    const q = linkQosArgs(opts);
+    if ((q === undefined) === (opts['none'] !== true))
+      throw new UsageError('give --capacity (with --latency-cap, --burst if you like) or --none');
+    const l = await cli.client.setLinkQos(name as string, q);
+    print(
+      opts['json']
+        ? formatJson(l)
+        : l.qos
+          ? `link "${l.name}" shaped to ${formatRate(l.qos.capacity)} (latency cap ${formatRate(l.qos.latency_cap)})\n`
+          : `link "${l.name}" is not shaped\n`,
+    );
     return 0;
   });
 

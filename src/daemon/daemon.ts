@@ -114,7 +114,7 @@ export class Daemon implements ControlBackend {
       hostId: opts.config.host.id,
       config: opts.config.overlay,
       links: opts.config.links,
-      admitLink: (name, qos) => this.#qos.admitLink(name, qos),
+      admitLink: (name, qos, networks) => this.#qos.admitLink(name, qos, networks),
     });
     this.#qos.setLinks(() => this.#overlay.shapedLinks());
     this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
@@ -513,6 +513,28 @@ export class Daemon implements ControlBackend {
       }
       this.logger.info({ link: v.name, address: v.address }, `link "${v.name}" added`);
       return v;
+    });
+  }
+
+  setLinkQos(name: string, body: unknown): Promise<LinkView> {
+    return this.#serial(async () => {
+      const { before, qos } = this.#overlay.setLinkQos(name, body);
+      const view = this.#overlay.link(name);
+      // A link added over the API keeps its QoS across restarts; a config link's is the file's (until restart).
+      if (view.source === 'api') {
+        const stored = (await this.#store.load()).links?.find((l) => l.name === name);
+        if (stored) {
+          const { qos: _old, ...rest } = stored;
+          try {
+            await this.#store.putLink((qos ? { ...rest, qos: body } : rest) as StoredItem);
+          } catch (err) {
+            this.#overlay.restoreLinkQos(name, before);
+            throw err;
+          }
+        }
+      }
+      this.logger.info({ link: name, qos: body ?? null }, `QoS of link "${name}" changed`);
+      return this.#overlay.link(name);
     });
   }
 

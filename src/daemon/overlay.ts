@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { formatAddress } from '../config/address.js';
 import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
 import { linkSchema } from '../config/overlay-schema.js';
-import type { LinkQosConfig } from '../config/qos-schema.js';
+import { type LinkQosConfig, linkQosSchema } from '../config/qos-schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
@@ -67,7 +67,7 @@ export interface OverlayServiceOptions {
   config: OverlayConfig | undefined;
   links: LinkConfig[];
   /** Admission of a link's QoS before it is added over the API (throws to refuse). */
-  admitLink?: ((name: string, qos: LinkQosConfig | undefined) => void) | undefined;
+  admitLink?: ((name: string, qos: LinkQosConfig | undefined, networks?: string[]) => void) | undefined;
 }
 
 export class OverlayService {
@@ -164,6 +164,36 @@ export class OverlayService {
   listening(): string | undefined {
     const a = this.#overlay?.listening;
     return a ? formatAddress({ type: 'tcp', host: a.host, port: a.port }) : undefined;
+  }
+
+  /**
+   * `POST /v1/links/:name/qos` (a policy) and `DELETE` (undefined): admitted
+   * against the networks the link may carry and applied at once, or refused
+   * with nothing changed. Returns the policy before, to undo with {@link restoreLinkQos}.
+   */
+  setLinkQos(name: string, body: unknown): { before: LinkQosConfig | undefined; qos: LinkQosConfig | undefined } {
+    const overlay = this.#overlay;
+    if (!overlay?.has(name)) throw new LinkNotFoundError(name);
+    const qos = body === undefined ? undefined : parseWith(linkQosSchema, body, `the QoS of link "${name}"`);
+    this.#o.admitLink?.(name, qos, overlay.mayCarry(name));
+    const before = this.#qosOf(name);
+    overlay.setQos(name, qos && toLinkPolicy(qos));
+    return { before, qos };
+  }
+
+  /** Puts a link's QoS back without admission (a change whose persistence failed). */
+  restoreLinkQos(name: string, qos: LinkQosConfig | undefined): void {
+    if (this.#overlay?.has(name)) this.#overlay.setQos(name, qos && toLinkPolicy(qos));
+  }
+
+  #qosOf(name: string): LinkQosConfig | undefined {
+    const p = this.#overlay?.shapedLinks().find((l) => l.name === name && l.shaper)?.policy;
+    if (!p) return undefined;
+    return {
+      capacity: p.capacity * 8,
+      ...(p.latencyCap === undefined ? {} : { latency_cap: p.latencyCap * 8 }),
+      ...(p.burst === undefined ? {} : { burst: p.burst }),
+    };
   }
 
   /** Links with a QoS capacity (for admission and `qos show`). */

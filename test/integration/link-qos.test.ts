@@ -257,7 +257,39 @@ describe('QoS of an overlay link between two daemons', () => {
     }
   });
 
-  test('a link added with a capacity keeps it across a daemon restart', T, async () => {
+  test(
+    "a link's QoS changes at once when it fits, is refused with the reason when not, and can be removed",
+    T,
+    async () => {
+      const wan = async () => (await links(a)).find((l) => l.name === 'wan') as LinkView;
+      const no = await a.cli(['link', 'qos', 'wan', '--capacity', '4mbit']);
+      assert.equal(no.code, 1);
+      assert.match(
+        no.stderr,
+        /refused: link "wan" has capacity 4mbit but the reservations of the ports sharing its networks would total 16mbit \(s1 6mbit, s3 10mbit\)/,
+      );
+      assert.equal((await wan()).qos?.capacity, CAPACITY, 'nothing changed');
+      const ok = await a.cli(['link', 'qos', 'wan', '--capacity', '24mbit', '--latency-cap', '3mbit']);
+      assert.equal(ok.code, 0, ok.stderr);
+      assert.match(ok.stdout, /link "wan" shaped to 24mbit \(latency cap 3mbit\)/);
+      assert.deepEqual([(await wan()).qos?.capacity, (await wan()).qos?.latency_cap], [24e6, 3e6]);
+      await assert.rejects(client.setLinkQos('wan', { capacity: 'x' }), (e: ApiError) => {
+        assert.equal(e.code, 'ERR_CONFIG_INVALID');
+        assert.equal(e.problems[0]?.path, 'capacity');
+        return true;
+      });
+      await assert.rejects(client.setLinkQos('nope', { capacity: '1mbit' }), { code: 'ERR_LINK_NOT_FOUND' });
+      assert.equal((await a.cli(['link', 'qos', 'wan'])).code, 2);
+      const none = await a.cli(['link', 'qos', 'wan', '--none']);
+      assert.equal(none.code, 0, none.stderr);
+      assert.equal((await wan()).qos, undefined);
+      assert.equal((await client.qos()).links?.length, 0);
+      assert.equal((await a.cli(['link', 'qos', 'wan', '--capacity', '16mbit'])).code, 0);
+      assert.equal((await wan()).qos?.capacity, CAPACITY);
+    },
+  );
+
+  test('a link added with a capacity keeps it, and a change of it, across a daemon restart', T, async () => {
     const r = await a.cli(['link', 'add', 'spare', '--connect', 'tcp:127.0.0.1:1', '--capacity', '50mbit']);
     assert.equal(r.code, 0, r.stderr);
     await a.stop();
@@ -265,6 +297,10 @@ describe('QoS of an overlay link between two daemons', () => {
     const spare = (await links(a)).find((l) => l.name === 'spare');
     assert.equal(spare?.source, 'api');
     assert.equal(spare?.qos?.capacity, 50_000_000);
+    assert.equal((await a.cli(['link', 'qos', 'spare', '--capacity', '60mbit'])).code, 0);
+    await a.stop();
+    await a.start();
+    assert.equal((await links(a)).find((l) => l.name === 'spare')?.qos?.capacity, 60_000_000);
     assert.equal((await a.cli(['link', 'delete', 'spare'])).code, 0);
   });
 

@@ -60,6 +60,8 @@ export class Overlay {
   /** The link whose frame the switch is handling now (set around each link ingress), for relay accounting. */
   #rxLink: Link | undefined;
   readonly #direct: DirectPolicy;
+  /** QoS of the links accepted from these hosts (overlay.peer_qos, then changes over the API). */
+  readonly #peerQos: Map<string, LinkQosPolicy>;
   /** Switch port id -> the link it belongs to (relay accounting of frames leaving a link's shaper). */
   readonly #linkOfPort = new Map<number, Link>();
 
@@ -67,6 +69,7 @@ export class Overlay {
     this.#o = opts;
     this.#log = opts.logger;
     this.#direct = new DirectPolicy(this.#log, opts.directThresholdBps ?? 0);
+    this.#peerQos = new Map(opts.peerQos ?? []);
   }
 
   /** This host's hello: its id, every network it has, whether it relays. */
@@ -103,6 +106,11 @@ export class Overlay {
   setQos(name: string, policy: LinkQosPolicy | undefined): void {
     const link = this.#links.get(name);
     if (!link) throw new LinkNotFoundError(name);
+    // A link accepted from a peer is re-made when the peer dials in again: keep its QoS by host.
+    if (link.source === 'peer' && link.peer !== undefined) {
+      if (policy) this.#peerQos.set(link.peer, policy);
+      else this.#peerQos.delete(link.peer);
+    }
     const sw = this.#o.switch;
     if (policy === undefined) {
       if (!link.shaper) return;
@@ -136,7 +144,7 @@ export class Overlay {
       if (l.source === 'peer' && l.peer !== undefined) shapedPeers.add(l.peer);
     }
     // A peer's link with a QoS that has not dialled in yet still counts for admission (it may at any time).
-    for (const [host, policy] of this.#o.peerQos ?? [])
+    for (const [host, policy] of this.#peerQos)
       if (!shapedPeers.has(host)) out.push({ name: host, policy, shaper: undefined, networks: this.mayCarry(host) });
     return out;
   }
@@ -281,7 +289,7 @@ export class Overlay {
       link = new Link(name, 'peer', undefined, new Backoff());
       this.#links.set(name, link);
     }
-    const q = this.#o.peerQos?.get(host);
+    const q = this.#peerQos.get(host);
     if (q !== undefined && !link.shaper) this.setQos(link.name, q);
     this.#up(link, ch);
   }
