@@ -3,12 +3,13 @@
  * peer in the same run, writes bench/results/<scenario>-<time>.json and the
  * summary table in BENCHMARKS.md.
  *
- *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap,vhost,nbd,qos,overlay,latency]
+ *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap,vhost,nbd,qos,linkqos,overlay,latency]
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { latencyScenario } from './latency.js';
+import { linkQosScenario } from './link-qos.js';
 import { nbdScenario } from './nbd.js';
 import { overlayScenario } from './overlay.js';
 import { qosScenario } from './qos.js';
@@ -25,7 +26,7 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '3' },
     repeat: { type: 'string', default: '3' },
     pin: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'stream,vde,tap,vhost,nbd,qos,overlay,latency' },
+    only: { type: 'string', default: 'stream,vde,tap,vhost,nbd,qos,linkqos,overlay,latency' },
   },
 });
 const seconds = Number(values.seconds);
@@ -46,6 +47,7 @@ if (only.has('vhost')) results.push(await vhostScenario({ root, seconds, repeat,
 if (only.has('nbd')) results.push(await nbdScenario({ repeat }));
 // QoS rates are measured over 5 s at least (the rate-limit target is stated over 5 s).
 if (only.has('qos')) results.push(await qosScenario({ root, seconds: Math.max(5, seconds) }));
+if (only.has('linkqos')) results.push(await linkQosScenario({ root, seconds: Math.max(5, seconds) }));
 if (only.has('overlay')) results.push(await overlayScenario({ root, seconds, repeat, mtu: 1500 }));
 if (only.has('latency')) results.push(await latencyScenario({ root, count: 2000 }));
 
