@@ -137,13 +137,13 @@ describe('QoS of an overlay link between two daemons', () => {
           got.set(m[11] as number, (got.get(m[11] as number) ?? 0) + m.length);
         });
       }
-      // Each sender offers ~12 Mbit/s (1000-byte frames, 30 per 20 ms): 36 Mbit/s into a 16 Mbit/s link.
+      // Each sender offers ~16 Mbit/s (1000-byte frames, 40 per 20 ms): 48 Mbit/s into a 16 Mbit/s link.
       const end = performance.now() + 3000;
       while (performance.now() < end) {
         const sends: Promise<void>[] = [];
         SENDERS.forEach((s, k) => {
           const to = s.network === 'lab' ? SINK_LAB : SINK_DMZ;
-          for (let i = 0; i < 30; i++) sends.push(send(vms[s.name] as Socket, s.name, frame(k + 1, to)));
+          for (let i = 0; i < 40; i++) sends.push(send(vms[s.name] as Socket, s.name, frame(k + 1, to)));
         });
         await Promise.all(sends);
         await new Promise((r) => setTimeout(r, 20));
@@ -164,7 +164,7 @@ describe('QoS of an overlay link between two daemons', () => {
       // s2 and s3 share the rest 1:3 (s3 sits on the other network: the link is shaped as a whole).
       // Wide bounds: a sender this busy process could not keep saturated gets less.
       const ratio = share(3) / share(2);
-      assert.ok(ratio > 2 && ratio < 4.5, `weights 1:3 gave s2 ${share(2)}, s3 ${share(3)} (ratio ${ratio})`);
+      assert.ok(ratio > 1.8 && ratio < 5, `weights 1:3 gave s2 ${share(2)}, s3 ${share(3)} (ratio ${ratio})`);
       // qos show lists the link's flows by source and class, its capacity and the reservation on it.
       const v = await a.json<QosView>(['qos', 'show', '--json']);
       const wan = v.links?.find((l) => l.name === 'wan');

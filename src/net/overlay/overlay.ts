@@ -518,6 +518,8 @@ export class Overlay {
   }
 
   #forget(link: Link): void {
+    // A peer's or direct link is made anew when it comes back: its shaper goes with it (unless it still carries a channel).
+    if (!link.channel) link.shaper?.close();
     if (this.#links.get(link.name) === link) this.#links.delete(link.name);
   }
 
