@@ -137,6 +137,12 @@ describe('a shaped link between two hosts', { timeout: 60_000 }, () => {
     const pos = got.findIndex((f) => f.readUInt32BE(40) === 9999);
     // The shaper's burst lets ~64 frames through at once; the EF frame goes next, not after the other ~136.
     assert.ok(pos >= 0 && pos < bulk - 50, `the EF frame arrived at position ${pos} of ${bulk + 1}`);
+    // Each frame was charged to the shaper with the link's 8-byte record header.
+    const flows = x.overlay.shapedLinks()[0]?.shaper?.egress.flows() ?? [];
+    assert.equal(
+      flows.reduce((a, f) => a + f.bytes, 0),
+      flows.reduce((a, f) => a + f.frames, 0) * (FRAME + 8),
+    );
   });
 
   test('without its capacity the link sends unshaped again: a burst arrives whole', async () => {

@@ -18,10 +18,14 @@
  * the channel goes down are dropped as `down` when they leave, and a new
  * channel is used as soon as it is up.
  */
+
+import { ETH_HLEN } from '../frame.js';
 import { WriteResult } from '../ports/port.js';
 import { QosEgress } from '../qos/egress.js';
 import type { Switch, SwitchPort } from '../switch/switch.js';
+import { HEADER_LEN } from './codec.js';
 import type { LinkChannel } from './transport.js';
+import { VXLAN_OVERHEAD } from './vxlan-transport.js';
 
 /** A link's QoS as the overlay applies it; rates in bytes per second. */
 export interface LinkQosPolicy {
@@ -31,6 +35,16 @@ export interface LinkQosPolicy {
   latencyCap?: number | undefined;
   /** Shaper burst in bytes; default max(50 ms at capacity, 64 KiB). */
   burst?: number | undefined;
+}
+
+/**
+ * Bytes a frame costs on the link beyond its own length, charged to the
+ * shaper: a TCP/TLS link's record header (TCP, IP and TLS headers are
+ * spread over large aggregated writes and not counted); a VXLAN link's
+ * outer Ethernet, IP, UDP and VXLAN headers.
+ */
+export function linkOverhead(transport: string | undefined): number {
+  return transport === 'vxlan' ? ETH_HLEN + VXLAN_OVERHEAD : HEADER_LEN;
 }
 
 /** A link's QoS in `vmlink link list --json`; rates in bits per second. */
@@ -70,7 +84,8 @@ export class LinkShaper {
   #policy: LinkQosPolicy;
   #dropsDown = 0;
 
-  constructor(sw: Switch, hooks: LinkQosHooks, policy: LinkQosPolicy, clock?: () => number) {
+  /** @param overhead bytes charged per frame beyond its length ({@link linkOverhead}) */
+  constructor(sw: Switch, hooks: LinkQosHooks, policy: LinkQosPolicy, overhead = 0, clock?: () => number) {
     this.#policy = policy;
     this.egress = new QosEgress(
       {
@@ -92,7 +107,7 @@ export class LinkShaper {
           else if (r === WriteResult.DOWN) this.#dropsDown++;
         },
       },
-      { rate: policy.capacity, latencyCap: policy.latencyCap, burst: policy.burst, clock },
+      { rate: policy.capacity, latencyCap: policy.latencyCap, burst: policy.burst, overhead, clock },
     );
   }
 

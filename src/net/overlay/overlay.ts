@@ -18,7 +18,7 @@ import { DirectPolicy } from './direct.js';
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { addr, Link, type LinkSource, type LinkSpec, type LinkState, type LinkView } from './link.js';
 import { LinkPort } from './link-port.js';
-import { type LinkQosPolicy, LinkShaper } from './link-qos.js';
+import { type LinkQosPolicy, LinkShaper, linkOverhead } from './link-qos.js';
 import type { ControlMessage, LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
 export type { LinkSource, LinkSpec, LinkState, LinkView };
@@ -130,6 +130,7 @@ export class Overlay {
       sw,
       { channel: () => link.channel, port: (vni) => link.ports.get(vni)?.sp, relayed },
       policy,
+      linkOverhead(link.spec ? this.#transport(link.spec).kind : this.#o.transport.kind),
     );
     for (const [vni, p] of link.ports) sw.shareEgress(p.sp.name, link.shaper.egress, vni);
   }

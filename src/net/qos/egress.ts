@@ -57,6 +57,11 @@ export interface QosEgressOptions {
   latencyCap?: number | undefined;
   /** Frames queued per flow before tail drop; default 256. */
   queueFrames?: number | undefined;
+  /**
+   * Bytes added to each frame's length when it is charged to the shaper,
+   * reservations and DWRR (an overlay link's encapsulation); default 0.
+   */
+  overhead?: number | undefined;
   /** Frames the target may hold before the drain waits for it; default 128. */
   targetBacklog?: number | undefined;
   /** Milliseconds clock; default performance.now. */
@@ -89,6 +94,7 @@ export class QosEgress {
   readonly #sched: QosScheduler<number>;
   readonly #queueFrames: number;
   readonly #backlog: number;
+  readonly #overhead: number;
   #latency: TokenBucket;
   /** (source * CLASS_COUNT + class) -> flow id, or -1. Grows with the highest source id. */
   #flowOf = new Int32Array(16 * CLASS_COUNT).fill(-1);
@@ -110,6 +116,7 @@ export class QosEgress {
     this.#clock = opts.clock ?? (() => performance.now());
     this.#queueFrames = Math.max(2, opts.queueFrames ?? 256);
     this.#backlog = Math.max(1, opts.targetBacklog ?? 128);
+    this.#overhead = Math.max(0, opts.overhead ?? 0);
     this.#sched = new QosScheduler<number>({ clock: this.#clock, rate: opts.rate, burst: opts.burst });
     this.#latency = new TokenBucket(opts.latencyCap ?? opts.rate / 10, latencyBurst(opts.rate), this.#clock());
   }
@@ -178,7 +185,7 @@ export class QosEgress {
       f.drops++;
       return false;
     }
-    this.#sched.enqueue(id, id, len);
+    this.#sched.enqueue(id, id, len + this.#overhead);
     // A latency frame does not wait for the shaper's timer (the scheduler lets it through first).
     if (!this.#immediate && (this.#timer === undefined || cls === CLASS_LATENCY)) {
       this.#immediate = true;
