@@ -78,7 +78,9 @@ describe('QoS of an overlay link between two daemons', () => {
         local: 'udp:127.0.0.1:0',
         remote: `udp:127.0.0.1:${sinks[n]?.port}`,
       })),
-      extra: () => ({ overlay: { listen: `tcp:127.0.0.1:${bPort}`, plain: true } }),
+      extra: () => ({
+        overlay: { listen: `tcp:127.0.0.1:${bPort}`, plain: true, peer_qos: { a: { capacity: '12mbit' } } },
+      }),
     });
     a = await startDaemon({
       hostId: 'a',
@@ -288,6 +290,20 @@ describe('QoS of an overlay link between two daemons', () => {
       assert.equal((await wan()).qos?.capacity, CAPACITY);
     },
   );
+
+  test("a hub's peer_qos shapes the link a peer dialled in on, and admission counts it", T, async () => {
+    const onB = (await links(b)).find((l) => l.peer === 'a') as LinkView;
+    assert.equal(onB.mode, 'accept');
+    assert.equal(onB.qos?.capacity, 12_000_000);
+    const v = await b.json<QosView>(['qos', 'show', '--json']);
+    assert.deepEqual(
+      v.links?.map((l) => [l.name, l.egress.capacity]),
+      [['a', 12_000_000]],
+    );
+    const no = await b.cli(['qos', 'request', 'sink-lab', '--min', '13mbit']);
+    assert.equal(no.code, 1);
+    assert.match(no.stderr, /refused: link "a" has capacity 12mbit but .* would total 13mbit \(sink-lab 13mbit\)/);
+  });
 
   test('a link added with a capacity keeps it, and a change of it, across a daemon restart', T, async () => {
     const r = await a.cli(['link', 'add', 'spare', '--connect', 'tcp:127.0.0.1:1', '--capacity', '50mbit']);
