@@ -40,7 +40,7 @@ export function formatLinks(links: readonly LinkView[]): string {
       l.networks.length ? l.networks.join(',') : '-',
       l.rtt_ms === undefined ? '-' : `${l.rtt_ms.toFixed(2)}ms`,
       rate(l.tx_bps),
-      l.qos ? formatRate(l.qos.capacity) : '-',
+      l.qos ? `${formatRate(l.qos.capacity)}${l.qos.shared_with ? ` (${l.qos.shared_with})` : ''}` : '-',
       rate(l.rx_bps),
       String(Object.values(l.drops).reduce((a, b) => a + b, 0)),
       l.up_s === undefined ? '-' : formatDuration(l.up_s),

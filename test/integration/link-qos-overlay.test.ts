@@ -159,3 +159,93 @@ describe('a shaped link between two hosts', { timeout: 60_000 }, () => {
     assert.equal(x.sw.port('link/y/lab').egressShared, true);
   });
 });
+
+describe("a spoke's direct link shares the shaper of its uplink to the hub", { timeout: 90_000 }, () => {
+  let hub: RigHost;
+  let x: RigHost;
+  let y: RigHost;
+  const MX = '52:54:00:00:2a:01';
+  const MY = '52:54:00:00:2b:01';
+
+  before(async () => {
+    hub = await rigHost({ id: 'hub', networks: lab, relay: true, directThresholdBps: 200_000 });
+    [x, y] = await Promise.all([
+      rigHost({ id: 'x', networks: lab }),
+      rigHost({ id: 'y', networks: lab, listen: false }),
+    ]);
+    x.overlay.add({ name: 'hub', connect: to(hub), qos: { capacity: RATE } }, 'config');
+    y.overlay.add({ name: 'hub', connect: to(hub), qos: { capacity: RATE } }, 'config');
+    await until('spokes up', () => hub.overlay.list().filter((l) => l.state === 'up').length === 2);
+    x.ports.lab?.rx(eth(BCAST, MX));
+    await until('MX learned at y', () => y.sw.fdb('lab').some((e) => e.mac === MX));
+  });
+
+  after(async () => {
+    await Promise.all([hub?.stop(), x?.stop(), y?.stop()]);
+  });
+
+  test('both ends of the direct link go through their uplink shaper, and the capacity still holds', async () => {
+    // y sends to x through the hub until the hub asks for a direct link.
+    let stop = false;
+    const pump = (async () => {
+      for (let i = 0; !stop; i++) {
+        for (let k = 0; k < 20; k++) y.ports.lab?.rx(ipv4(MX, MY, 0, i));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    try {
+      await until(
+        'direct link up',
+        () => y.overlay.has('direct-x') && y.overlay.view('direct-x').state === 'up',
+        20_000,
+      );
+    } finally {
+      stop = true;
+      await pump;
+    }
+    assert.equal(y.overlay.view('direct-x').qos?.shared_with, 'hub');
+    assert.equal(y.overlay.view('direct-x').qos?.capacity, RATE * 8);
+    await until('x accepted y', () => x.overlay.list().some((l) => l.peer === 'y' && l.state === 'up'));
+    const onX = x.overlay.list().find((l) => l.peer === 'y');
+    assert.equal(onX?.qos?.shared_with, 'hub');
+    // Only the uplinks count for admission and qos show: one shaped link per spoke.
+    assert.deepEqual(
+      y.overlay.shapedLinks().map((l) => l.name),
+      ['hub'],
+    );
+    // Frames y -> x now take the direct link, through y's uplink shaper.
+    await until('the shaper drained', () => y.overlay.view('hub').qos?.queued === 0);
+    y.ports.lab?.rx(eth(BCAST, MY));
+    await until(
+      'x learned y on the direct link',
+      () => x.sw.fdb('lab').find((e) => e.mac === MY)?.port === 'link/y/lab',
+    );
+    x.ports.lab?.rx(eth(BCAST, MX));
+    await until(
+      'y learned x on the direct link',
+      () => y.sw.fdb('lab').find((e) => e.mac === MX)?.port === 'link/direct-x/lab',
+    );
+    const got = x.ports.lab?.got as Buffer[];
+    got.length = 0;
+    const times = timeArrivals(x);
+    const directBefore = y.overlay.view('direct-x').tx_frames;
+    const n = 300;
+    for (let i = 0; i < n; i++) y.ports.lab?.rx(ipv4(MX, MY, 0, 100_000 + i));
+    await until('the shaper drained again', () => y.overlay.view('hub').qos?.queued === 0);
+    await until('frames at x', () => got.filter((f) => f.readUInt32BE(40) >= 100_000).length > 0);
+    await new Promise((r) => setTimeout(r, 200));
+    const mine = got.filter((f) => f.readUInt32BE(40) >= 100_000);
+    assert.ok(y.overlay.view('direct-x').tx_frames - directBefore >= mine.length, 'they took the direct link');
+    const bytes = mine.length * FRAME;
+    const elapsed = ((times.at(-1) as number) - (times[0] as number)) / 1000;
+    const least = (bytes - 64 * 1024 - FRAME) / RATE;
+    assert.ok(
+      elapsed >= least * 0.95,
+      `${bytes} bytes in ${elapsed} s over a direct link sharing a ${RATE} B/s uplink`,
+    );
+    // Deleting the direct link leaves the uplink shaped.
+    await y.overlay.delete('direct-x');
+    assert.equal(y.overlay.view('hub').qos?.capacity, RATE * 8);
+    assert.equal(y.sw.port('link/hub/lab').egressShared, true);
+  });
+});

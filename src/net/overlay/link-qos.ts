@@ -58,8 +58,10 @@ export interface LinkQosView {
   queued: number;
   /** Frames dropped because their (source, class) queue was full. */
   drops_queue_full: number;
-  /** Frames that left the shaper while the link or its network's port was down. */
+  /** Frames that left the shaper after the link went down or lost that network's port. */
   drops_down: number;
+  /** The link whose shaper (and capacity) this one shares: a spoke's direct link shares its uplink's. */
+  shared_with?: string;
 }
 
 /** What the shaper needs of its link (supplied by the overlay). */
@@ -78,30 +80,41 @@ export interface LinkQosHooks {
 
 /** Frames a link's channel may hold (in 2 KiB units of its queued bytes) before the shaper waits for it. */
 const CHANNEL_BACKLOG_UNIT = 2048;
+/** Links one shaper can serve: a tag is (member slot << 24 | VNI), slots are never reused. */
+const MAX_MEMBERS = 256;
 
 export class LinkShaper {
   readonly egress: QosEgress;
+  /** The link that owns it (its QoS); other members share its capacity (a spoke's direct links). */
+  readonly owner: string;
   #policy: LinkQosPolicy;
   #dropsDown = 0;
+  /** Member slot -> its link's hooks; undefined once it left. */
+  readonly #members: (LinkQosHooks | undefined)[] = [];
 
   /** @param overhead bytes charged per frame beyond its length ({@link linkOverhead}) */
-  constructor(sw: Switch, hooks: LinkQosHooks, policy: LinkQosPolicy, overhead = 0, clock?: () => number) {
+  constructor(sw: Switch, owner: string, policy: LinkQosPolicy, overhead = 0, clock?: () => number) {
+    this.owner = owner;
     this.#policy = policy;
+    const members = this.#members;
     this.egress = new QosEgress(
       {
-        write: (buf, off, len, vni, source) => {
-          const ch = hooks.channel();
+        write: (buf, off, len, tag, source) => {
+          const h = members[tag >>> 24];
+          const ch = h?.channel();
           if (ch === undefined) return WriteResult.DOWN;
           // A relayed frame whose two hosts now talk directly is not sent (as LinkPort.write does).
-          if (hooks.relayed !== undefined && !hooks.relayed(source, len)) return WriteResult.OK;
-          return ch.send(vni, buf, off, len);
+          if (h?.relayed !== undefined && !h.relayed(source, len)) return WriteResult.OK;
+          return ch.send(tag & 0xffffff, buf, off, len);
         },
         get queued() {
-          const ch = hooks.channel();
-          return ch === undefined ? 0 : Math.floor(ch.queuedBytes / CHANNEL_BACKLOG_UNIT);
+          // Every member's channel goes out over the same uplink.
+          let bytes = 0;
+          for (const h of members) bytes += h?.channel()?.queuedBytes ?? 0;
+          return Math.floor(bytes / CHANNEL_BACKLOG_UNIT);
         },
-        after: (r, buf, off, len, vni) => {
-          const sp = hooks.port(vni);
+        after: (r, buf, off, len, tag) => {
+          const sp = members[tag >>> 24]?.port(tag & 0xffffff);
           // Counted on the network's link port (its `down` counter too); a port gone meanwhile: here.
           if (sp !== undefined) sw.countSent(sp, r, buf, off, len);
           else if (r === WriteResult.DOWN) this.#dropsDown++;
@@ -109,6 +122,21 @@ export class LinkShaper {
       },
       { rate: policy.capacity, latencyCap: policy.latencyCap, burst: policy.burst, overhead, clock },
     );
+  }
+
+  /**
+   * Adds a link; returns the base of its tags (a port of network `vni` uses
+   * `base + vni`), or -1 when the shaper has served {@link MAX_MEMBERS} links.
+   */
+  join(hooks: LinkQosHooks): number {
+    if (this.#members.length >= MAX_MEMBERS) return -1;
+    this.#members.push(hooks);
+    return ((this.#members.length - 1) << 24) >>> 0;
+  }
+
+  /** A member leaves: frames still queued for it are dropped as `down` when they leave. */
+  leave(base: number): void {
+    this.#members[base >>> 24] = undefined;
   }
 
   get policy(): LinkQosPolicy {

@@ -71,8 +71,11 @@ export class Link {
   reason = 'not started';
   peer: string | undefined;
   readonly ports = new Map<number, { sp: SwitchPort; sink: FrameSink }>();
-  /** The link's shaper, shared by its ports, when it has a QoS capacity. */
+  /** The link's shaper, shared by its ports, when it has a QoS capacity (its own, or its uplink's: a spoke's direct link). */
   shaper: LinkShaper | undefined;
+  /** True when {@link shaper} is this link's own; the base of its ports' tags in it. */
+  shaperOwned = false;
+  shaperTag = 0;
   timer: NodeJS.Timeout | undefined;
   abort: AbortController | undefined;
   connects = 0;
@@ -165,7 +168,9 @@ export class Link {
       relayed_bytes: this.relayedTotal,
       relayed_to: Object.fromEntries(this.relayedTo),
       direct_peers: [...this.directPeers],
-      ...(this.shaper ? { qos: this.shaper.view() } : {}),
+      ...(this.shaper
+        ? { qos: { ...this.shaper.view(), ...(this.shaperOwned ? {} : { shared_with: this.shaper.owner }) } }
+        : {}),
     };
   }
 }

@@ -111,28 +111,55 @@ export class Overlay {
       if (policy) this.#peerQos.set(link.peer, policy);
       else this.#peerQos.delete(link.peer);
     }
-    const sw = this.#o.switch;
+    // A link sharing its uplink's shaper gets its own when given a policy, none without.
+    if (link.shaper && !link.shaperOwned) this.#releaseShaper(link);
     if (policy === undefined) {
-      if (!link.shaper) return;
-      for (const p of link.ports.values()) sw.shareEgress(p.sp.name, undefined);
-      link.shaper.close();
-      link.shaper = undefined;
+      this.#releaseShaper(link);
       return;
     }
     if (link.shaper) {
       link.shaper.set(policy);
       return;
     }
+    const kind = link.spec ? this.#transport(link.spec).kind : this.#o.transport.kind;
+    this.#joinShaper(link, new LinkShaper(this.#o.switch, link.name, policy, linkOverhead(kind)), true);
+  }
+
+  /** Makes `link` send through `shaper` (its own, or its uplink's); false when the shaper is full. */
+  #joinShaper(link: Link, shaper: LinkShaper, owned: boolean): boolean {
     const relayed = this.#o.relay
       ? (source: number, len: number) => this.#relayed(link, len, this.#linkOfPort.get(source))
       : undefined;
-    link.shaper = new LinkShaper(
-      sw,
-      { channel: () => link.channel, port: (vni) => link.ports.get(vni)?.sp, relayed },
-      policy,
-      linkOverhead(link.spec ? this.#transport(link.spec).kind : this.#o.transport.kind),
-    );
-    for (const [vni, p] of link.ports) sw.shareEgress(p.sp.name, link.shaper.egress, vni);
+    const base = shaper.join({ channel: () => link.channel, port: (vni) => link.ports.get(vni)?.sp, relayed });
+    if (base < 0) {
+      this.#log.warn({ link: link.name }, `link "${link.name}" is not shaped: link "${shaper.owner}"'s shaper is full`);
+      return false;
+    }
+    link.shaper = shaper;
+    link.shaperOwned = owned;
+    link.shaperTag = base;
+    for (const [vni, p] of link.ports) this.#o.switch.shareEgress(p.sp.name, shaper.egress, base + vni);
+    return true;
+  }
+
+  /** Takes `link` out of its shaper; an owner's shaper closes, and the links sharing it leave it too. */
+  #releaseShaper(link: Link): void {
+    const shaper = link.shaper;
+    if (!shaper) return;
+    for (const p of link.ports.values()) this.#o.switch.shareEgress(p.sp.name, undefined);
+    shaper.leave(link.shaperTag);
+    link.shaper = undefined;
+    if (!link.shaperOwned) return;
+    link.shaperOwned = false;
+    for (const l of this.#links.values()) if (l.shaper === shaper) this.#releaseShaper(l);
+    shaper.close();
+  }
+
+  /** On a spoke: the shaper of its shaped link to a relaying hub (its uplink), which its links to other spokes share. */
+  #uplinkShaper(): LinkShaper | undefined {
+    if (this.#o.relay) return undefined;
+    for (const l of this.#links.values()) if (l.shaperOwned && l.peerRelays && l.channel) return l.shaper;
+    return undefined;
   }
 
   /** The links with a QoS capacity: their policy, shaper and the networks they carry or may carry. */
@@ -140,7 +167,7 @@ export class Overlay {
     const out = [];
     const shapedPeers = new Set<string>();
     for (const l of this.#links.values()) {
-      if (!l.shaper) continue;
+      if (!l.shaper || !l.shaperOwned) continue;
       out.push({ name: l.name, policy: l.shaper.policy, shaper: l.shaper, networks: this.mayCarry(l.name) });
       if (l.source === 'peer' && l.peer !== undefined) shapedPeers.add(l.peer);
     }
@@ -292,6 +319,11 @@ export class Overlay {
     }
     const q = this.#peerQos.get(host);
     if (q !== undefined && !link.shaper) this.setQos(link.name, q);
+    else if (!link.shaper && !ch.peer.relay) {
+      // Another spoke dialled this spoke directly: the frames leave over this spoke's uplink too.
+      const up = this.#uplinkShaper();
+      if (up) this.#joinShaper(link, up, false);
+    }
     this.#up(link, ch);
   }
 
@@ -430,7 +462,7 @@ export class Overlay {
       sw.portState(sp, 'up');
       link.ports.set(vni, { sp, sink });
       this.#linkOfPort.set(sp.id, link);
-      if (link.shaper) sw.shareEgress(name, link.shaper.egress, vni);
+      if (link.shaper) sw.shareEgress(name, link.shaper.egress, link.shaperTag + vni);
     }
     return [...link.ports.values()].map((p) => p.sp.networks()[0] as string);
   }
@@ -503,6 +535,9 @@ export class Overlay {
       if (this.#byPeer.has(host) || this.#links.has(name) || host === this.#o.hostId) return;
       this.#log.info({ host, connect: to }, `the hub "${link.peer}" asks for a direct link to host "${host}"`);
       this.add({ name, connect: { host: to.host, port: to.port as number } }, 'direct');
+      // The direct link leaves over the same uplink as the link to the hub: it shares its shaper.
+      const direct = this.#links.get(name);
+      if (direct && link.shaper && link.shaperOwned) this.#joinShaper(direct, link.shaper, false);
       return;
     }
     this.#log.debug({ link: link.name, type: msg.type }, 'ignored a control message');
@@ -520,13 +555,13 @@ export class Overlay {
 
   #forget(link: Link): void {
     // A peer's or direct link is made anew when it comes back: its shaper goes with it (unless it still carries a channel).
-    if (!link.channel) link.shaper?.close();
+    if (!link.channel) this.#releaseShaper(link);
     if (this.#links.get(link.name) === link) this.#links.delete(link.name);
   }
 
   async #closeLink(link: Link, reason: string): Promise<void> {
     link.closed = true;
-    link.shaper?.close();
+    this.#releaseShaper(link);
     clearTimeout(link.timer);
     link.abort?.abort();
     await this.#drop(link, reason, false);
