@@ -270,7 +270,19 @@ export class QosService {
   /** One sample of every port's counters; rates are the difference to the previous one. */
   #measure(): void {
     const now = performance.now();
-    for (const l of this.#links()) if (l.shaper) this.#sampleEgress(linkKey(l.name), l.shaper.egress, now);
+    const links = new Set<string>();
+    for (const l of this.#links()) {
+      if (!l.shaper) continue;
+      links.add(linkKey(l.name));
+      this.#sampleEgress(linkKey(l.name), l.shaper.egress, now);
+    }
+    // Links deleted or unshaped since: their samples go.
+    for (const k of this.#last.keys()) {
+      if (k.startsWith('link:') && !links.has(k)) {
+        this.#last.delete(k);
+        this.#rates.delete(k);
+      }
+    }
     for (const e of this.#entries.values()) {
       let sp: ReturnType<Switch['port']>;
       try {

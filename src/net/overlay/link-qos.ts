@@ -110,7 +110,7 @@ export class LinkShaper {
         get queued() {
           // Every member's channel goes out over the same uplink.
           let bytes = 0;
-          for (const h of members) bytes += h?.channel()?.queuedBytes ?? 0;
+          for (let i = 0; i < members.length; i++) bytes += members[i]?.channel()?.queuedBytes ?? 0;
           return Math.floor(bytes / CHANNEL_BACKLOG_UNIT);
         },
         after: (r, buf, off, len, tag) => {
