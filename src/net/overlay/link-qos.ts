@@ -1,12 +1,13 @@
 /**
  * QoS of an overlay link: one shaper for the link as a whole (docs/qos.md
- * "Links", docs/overlay.md "QoS").
+ * "Overlay links", docs/overlay.md "QoS: a link's capacity").
  *
  * A link carries every network both hosts have, through one switch port per
  * (link, network). Those ports share ONE {@link QosEgress}: the switch
  * queues a frame bound for any of them by (source port, class), as it does
- * for a shaped port, and tags it with the network's VNI
- * ({@link Switch.shareEgress}). The egress's scheduler then serves the
+ * for a shaped port, and tags it with the link's member slot and the
+ * network's VNI ({@link Switch.shareEgress}; a spoke's direct links join
+ * the shaper of its uplink as further members). The egress's scheduler then serves the
  * latency class first (capped), the sources below their reservation next,
  * and DWRR by source weight over the rest, at the link's capacity; the
  * target built here hands each frame to the link's current channel under its
@@ -18,7 +19,6 @@
  * the channel goes down are dropped as `down` when they leave, and a new
  * channel is used as soon as it is up.
  */
-
 import { ETH_HLEN } from '../frame.js';
 import { WriteResult } from '../ports/port.js';
 import { QosEgress } from '../qos/egress.js';
