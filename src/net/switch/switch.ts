@@ -546,7 +546,7 @@ export class Switch {
     const trunk = sp.vlans.size !== 0;
     const mtu = net === undefined ? 0 : net.spec.mtu;
     let srcHi = -1;
-    const srcLo = -1;
+    let srcLo = -1;
     let dstHi = -1;
     let dstLo = -1;
     let out: SwitchPort | undefined;
@@ -569,6 +569,7 @@ export class Switch {
             (sp.allowed === undefined || sp.allowed.has(hi * 0x1_0000_0000 + lo)) &&
             this.#learn(sp, net as Network, hi, lo);
           srcHi = fast ? hi : -1;
+          srcLo = lo;
           dstHi = -1; // learning may have moved a MAC
         }
       }
