@@ -555,13 +555,13 @@ export class Switch {
       const len = frames[2 * k + 1] as number;
       let fast = net !== undefined && len >= ETH_HLEN && ((buf[off] as number) & 1) === 0;
       if (fast) {
-        const type = buf.readUInt16BE(off + 12);
+        const type = u16(buf, off + 12);
         const tagged = type === ETHERTYPE_VLAN;
         fast = !(tagged && trunk) && len - ETH_HLEN - (tagged ? VLAN_HLEN : 0) <= mtu;
       }
       if (fast) {
-        const hi = buf.readUInt16BE(off + 6);
-        const lo = buf.readUInt32BE(off + 8);
+        const hi = u16(buf, off + 6);
+        const lo = u32(buf, off + 8);
         if (hi !== srcHi || lo !== srcLo) {
           // A new source: checked and learned as ingress() would (a refusal is counted there).
           fast =
@@ -574,8 +574,8 @@ export class Switch {
         }
       }
       if (fast) {
-        const hi = buf.readUInt16BE(off);
-        const lo = buf.readUInt32BE(off + 2);
+        const hi = u16(buf, off);
+        const lo = u32(buf, off + 2);
         if (hi !== dstHi || lo !== dstLo) {
           dstHi = hi;
           dstLo = lo;
@@ -785,6 +785,22 @@ export class Switch {
     sp.lastMalformedLog = now;
     this.#log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
   }
+}
+
+/**
+ * Big-endian reads for the batch path, bounds already checked by the caller
+ * (Buffer's readUInt16BE/readUInt32BE validate their offset on every call:
+ * a few percent of the switch's time at 64-byte frames).
+ */
+function u16(b: Buffer, at: number): number {
+  return ((b[at] as number) << 8) | (b[at + 1] as number);
+}
+
+function u32(b: Buffer, at: number): number {
+  return (
+    (b[at] as number) * 0x100_0000 +
+    (((b[at + 1] as number) << 16) | ((b[at + 2] as number) << 8) | (b[at + 3] as number))
+  );
 }
 
 /**
