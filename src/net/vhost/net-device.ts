@@ -76,7 +76,7 @@ export class VhostNetDevice {
   readonly #backlog: FrameArena;
   /** Frames deferred from the current transmit batch: offset, length pairs in batch.src. */
   readonly #pend = new Uint32Array(2 * PEND_MAX);
-  /** Offset, length pairs of one transmit batch for sinkBatch (vringTx takes at most 256 chains a call). */
+  /** Offset, length pairs of one transmit batch for sinkBatch (vringTx takes at most 256 chains a call), or of backlog frames for rxBatch. */
   readonly #txFrames = new Uint32Array(2 * 256);
   #pendN = 0;
   /** Free receive buffers not yet promised to deferred frames. */
@@ -411,6 +411,14 @@ export class VhostNetDevice {
   #drainBacklog(q: Virtqueue): void {
     const b = this.#backlog;
     let i = b.head;
+    // Outside a transmit batch the native source is free: runs of plain frames go in one call each.
+    if (q.fast && batch.src === undefined && i < b.count && q.rxSource(b.buf)) {
+      try {
+        i = this.#drainPlain(q, i);
+      } finally {
+        q.rxSource(undefined);
+      }
+    }
     for (; i < b.count; i++) {
       const at = b.offs[i] as number;
       b.buf.copy(this.#hdr, 0, at, at + RX_HDR);
@@ -420,6 +428,38 @@ export class VhostNetDevice {
     }
     // Waiting for buffers: the guest's next post kicks us (a post since the last look: try again next turn).
     if (!b.advance(i) && q.armKick()) this.#schedule();
+  }
+
+  /**
+   * Copies backlog frames from `i` on whose kept header is all zero (no
+   * offload metadata) into the receive ring with rxBatch, up to 256 a call;
+   * returns the first frame not copied (the caller's per-frame loop takes it).
+   */
+  #drainPlain(q: Virtqueue, i: number): number {
+    const b = this.#backlog;
+    const bb = b.buf;
+    const f = this.#txFrames;
+    const max = this.#ctx.maxFrameLen;
+    while (i < b.count) {
+      let n = 0;
+      for (let k = i; k < b.count && n < 256; k++, n++) {
+        const at = b.offs[k] as number;
+        const len = (b.lens[k] as number) - RX_HDR;
+        if (len > max || bb.readUInt32LE(at) !== 0 || bb.readUInt32LE(at + 4) !== 0 || bb.readUInt16LE(at + 8) !== 0)
+          break;
+        f[2 * n] = at + RX_HDR;
+        f[2 * n + 1] = len;
+      }
+      if (n === 0) return i;
+      const done = q.rxBatch(f, n);
+      if (done > 0) {
+        this.rxFrames += done;
+        this.#published(q);
+      }
+      i += done;
+      if (done < n) return i;
+    }
+    return i;
   }
 
   /** Copies one frame with the header in #hdr into receive buffers (one chain, or several with MRG_RXBUF). */
