@@ -134,6 +134,18 @@ describe('Switch batch ingress', () => {
     assert.equal(c?.mtu, 1);
   });
 
+  test('a batch larger than one destination collects is written in pieces, in order', () => {
+    const { ports, batch, one } = rig(['a', 'b']);
+    one('b', eth(BCAST, MAC(2)));
+    ports['b']!.sent.length = 0;
+    const frames = Array.from({ length: 300 }, (_, i) =>
+      eth(MAC(2), MAC(1), 46, (i & 0xff).toString(16).padStart(2, '0')),
+    );
+    batch('a', frames);
+    assert.deepEqual(ports['b']?.batches, [256, 44]);
+    assert.deepEqual(ports['b']?.sent, frames);
+  });
+
   test('frames a port refuses in writeBatch are counted as queue_full or down on that port', () => {
     const { ports, sps, batch, one } = rig(['a', 'b']);
     one('b', eth(BCAST, MAC(2)));
