@@ -9,7 +9,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { run as streamRun } from './stream.js';
@@ -18,7 +18,8 @@ import { fmtM, machineInfo, median, startBenchDaemon } from './util.js';
 
 const GEN_MAC = '02:00:00:00:00:01';
 const SINK_MAC = '02:00:00:00:00:02';
-const SIZES = [64, 1500, 65536];
+/** Frame sizes; VHOST_BENCH_SIZES=64,65536 runs a subset. */
+const SIZES = (process.env['VHOST_BENCH_SIZES'] ?? '64,1500,65536').split(',').map(Number);
 
 interface Opts {
   root: string;
@@ -86,7 +87,9 @@ async function withDaemon<T>(o: Opts, dir: string, kind: string, fn: () => Promi
 
 export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
   const rows: Record<string, unknown>[] = [];
+  // The machine is shared: the 1-minute load average before and after each size goes with its row.
   for (const size of SIZES) {
+    const loadBefore = loadavg()[0] as number;
     const st: Measure[] = [];
     const vh: Measure[] = [];
     for (let i = 0; i < o.repeat; i++) {
@@ -116,18 +119,19 @@ export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
       ratio: +(vFps / sFps).toFixed(3),
       runs: o.repeat,
       seconds: o.seconds,
+      load: [+loadBefore.toFixed(2), +(loadavg()[0] as number).toFixed(2)],
     });
   }
   const md = [
     '## vhost-user ports versus stream ports',
     '',
-    `Front-end A -> vhost-user port a -> switch -> vhost-user port b -> front-end B (guest memory to guest memory), versus generator -> stream port a -> switch -> stream port b -> sink, on one daemon each, same run. Front-ends: bench/vhost-peers.ts (memfd memory, EVENT_IDX, queue size ${process.env['VHOST_BENCH_QUEUE'] ?? 1024}, as vmlink qemu-args gives QEMU). Network MTU 65535. Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned' : 'unpinned'}, ${cpus().length} cores.`,
+    `Front-end A -> vhost-user port a -> switch -> vhost-user port b -> front-end B (guest memory to guest memory), versus generator -> stream port a -> switch -> stream port b -> sink, on one daemon each, same run. Front-ends: bench/vhost-peers.ts (memfd memory, EVENT_IDX, queue size ${process.env['VHOST_BENCH_QUEUE'] ?? 1024} as vmlink qemu-args gives QEMU, receive buffers of a Linux guest with MRG_RXBUF: 1536 bytes, 4 KiB for 64 KiB frames). Network MTU 65535. Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned' : 'unpinned'}, ${cpus().length} cores.`,
     '',
-    '| frame | stream frames/s | vhost-user frames/s | stream Gbit/s | vhost-user Gbit/s | vhost-user/stream |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| frame | stream frames/s | vhost-user frames/s | stream Gbit/s | vhost-user Gbit/s | vhost-user/stream | load (1 min, before/after) |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map(
       (r) =>
-        `| ${r['frame_bytes']} B | ${fmtM(r['stream_fps'] as number)} | ${fmtM(r['vhost_fps'] as number)} | ${r['stream_gbps']} | ${r['vhost_gbps']} | ${r['ratio']} |`,
+        `| ${r['frame_bytes']} B | ${fmtM(r['stream_fps'] as number)} | ${fmtM(r['vhost_fps'] as number)} | ${r['stream_gbps']} | ${r['vhost_gbps']} | ${r['ratio']} | ${(r['load'] as number[]).join(' / ')} |`,
     ),
     '',
     'Targets (issue 5): vhost-user at least 6x the stream frame rate; 5 M 64-byte frames/s; 40 Gbit/s with 64 KB frames.',

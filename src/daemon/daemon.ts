@@ -207,6 +207,7 @@ export class Daemon implements ControlBackend {
     entry.sp = this.#switch.addPort(spec.name, portBinding(spec), (sink, sp) => {
       const ctx: PortContext = {
         sink,
+        sinkBatch: sp.ingressBatch,
         onState: (state: PortState, reason: string) => {
           this.#switch.portState(sp, state);
           entry.reason = reason;

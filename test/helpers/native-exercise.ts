@@ -159,12 +159,12 @@ closeSync(u2.fd);
 closeSync(n.packetOpen('lo', false).fd);
 throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');
 // vring fast path over a small ring in memfd memory: one frame each way, refusals, a handle left to the finalizer.
-{
+(() => {
   const vfd = n.memfdCreate('vg-vring');
   ftruncateSync(vfd, 65536);
   const vab = n.mmap(vfd, 65536, 0, true);
   const g = Buffer.from(vab);
-  const io = new Uint32Array(new ArrayBuffer(8));
+  const io = new Uint32Array(new ArrayBuffer(12));
   const ring = n.vringNew(io);
   check(n.vringRx(ring, Buffer.alloc(60), 0, 60) === 2, 'vringRx detached');
   n.vringAttach(
@@ -197,6 +197,36 @@ throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');
   n.vringSource(undefined);
   throwsCode(() => n.vringRxBatch(ring, Uint32Array.of(0, 60), 1), 'ERR_OUT_OF_RANGE');
 
+  // Mergeable receive buffers (io[2] bit 0): a 3000-byte frame fills two 2048-byte buffers.
+  io.set([0, 0, 1]);
+  const mrg = ring;
+  n.vringAttach(
+    mrg,
+    [g],
+    Float64Array.of(0),
+    4,
+    g.subarray(0x3000, 0x3040),
+    g.subarray(0x4000, 0x4010),
+    g.subarray(0x5000, 0x5030),
+  );
+  for (let i = 0; i < 2; i++) {
+    g.writeBigUInt64LE(BigInt(0xa000 + 0x1000 * i), 0x3000 + 16 * i);
+    g.writeUInt32LE(2048, 0x3008 + 16 * i);
+    g.writeUInt16LE(2, 0x300c + 16 * i);
+    g.writeUInt16LE(i, 0x4004 + 2 * i);
+  }
+  g.writeUInt16LE(1, 0x4002);
+  check(n.vringRx(mrg, Buffer.alloc(3000, 3), 0, 3000) === 1, 'vringRx mergeable, too few buffers');
+  g.writeUInt16LE(2, 0x4002);
+  check(
+    n.vringRx(mrg, Buffer.alloc(3000, 3), 0, 3000) === 0 &&
+      g[0xa000 + 10] === 2 &&
+      g[0xb000 + 3012 - 2048 - 1] === 3 &&
+      g.readUInt16LE(0x5002) === 2,
+    'vringRx mergeable',
+  );
+  io.set([0, 0, 0]);
+
   throwsCode(() => n.vringRx(ring, Buffer.alloc(8), 4, 60), 'ERR_OUT_OF_RANGE');
   throwsCode(() => n.vringTx({} as never, 1, 14, 1514, out), 'ERR_INVALID_ARG_TYPE');
   throwsCode(() => n.vringAttach(ring, [g], Float64Array.of(0), 1 << 20, g, g, g), 'ERR_INVALID_ARG_VALUE');
@@ -204,7 +234,7 @@ throwsCode(() => n.packetOpen('vmlink-none0', true), 'ENODEV');
   check(n.vringTx(ring, 4, 14, 1514, out) === 0, 'vringTx detached');
   n.munmap(vab);
   closeSync(vfd);
-}
+})(); // a function, not a block: its locals must not outlive it in the suspended module frame (top-level await)
 for (const fd of [a, b, rx, tx, efd, mfd]) closeSync(fd);
 // Block files: nowait I/O, fallocate, SEEK_DATA/SEEK_HOLE, a batch on the pool (and its error path).
 const blk = n.memfdCreate('vg-blk');

@@ -9,7 +9,8 @@
  * Memory layout (one region, guest-physical GPA_BASE, front-end virtual
  * UVA_BASE): ring i at i * RING_STRIDE (descriptors, then the available ring,
  * then the used ring at the next 4 KiB), buffers after the rings: for each
- * queue pair its receive buffers, then its transmit buffers, `bufSize` bytes each.
+ * queue pair its receive buffers (`rxBufSize` bytes each), then its transmit
+ * buffers (`bufSize` bytes each).
  */
 import { closeSync, ftruncateSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +27,8 @@ export interface FrontendOptions {
   queueSize?: number;
   /** Size of each buffer in bytes; default 2048 (room for a 1514-byte frame and its header). */
   bufSize?: number;
+  /** Size of each receive buffer in bytes (with MRG_RXBUF a frame may fill several); default `bufSize`. */
+  rxBufSize?: number;
   /** Features to ask for; default VERSION_1 + PROTOCOL_FEATURES + EVENT_IDX. */
   features?: number;
   /** Protocol features to ask for; default REPLY_ACK. */
@@ -57,6 +60,7 @@ export class TestFrontend {
   readonly memBytes: number;
   readonly num: number;
   readonly bufSize: number;
+  readonly rxBufSize: number;
   readonly rings: Ring[] = [];
   /** The memory as u16s: indexes the back-end changes are read with one load (Buffer reads bytes and can tear). */
   readonly #u16: Uint16Array;
@@ -76,9 +80,10 @@ export class TestFrontend {
     this.n = n;
     this.num = opts.queueSize ?? 256;
     this.bufSize = opts.bufSize ?? 2048;
+    this.rxBufSize = opts.rxBufSize ?? this.bufSize;
     this.pairs = opts.pairs ?? 1;
     this.#bufBase = 2 * this.pairs * RING_STRIDE;
-    this.memBytes = this.#bufBase + 2 * this.pairs * this.num * this.bufSize;
+    this.memBytes = this.#bufBase + this.pairs * this.num * (this.rxBufSize + this.bufSize);
     this.#memfd = n.memfdCreate('vhost-test-guest');
     ftruncateSync(this.#memfd, this.memBytes);
     this.#ab = n.mmap(this.#memfd, this.memBytes, 0, true);
@@ -265,16 +270,18 @@ export class TestFrontend {
 
   /** Offset of receive buffer i / transmit buffer i. */
   rxBuf(i: number, pair = 0): number {
-    return this.#bufBase + (2 * pair * this.num + i) * this.bufSize;
+    return this.#bufBase + pair * this.num * (this.rxBufSize + this.bufSize) + i * this.rxBufSize;
   }
   txBuf(i: number, pair = 0): number {
-    return this.#bufBase + ((2 * pair + 1) * this.num + i) * this.bufSize;
+    return (
+      this.#bufBase + pair * this.num * (this.rxBufSize + this.bufSize) + this.num * this.rxBufSize + i * this.bufSize
+    );
   }
 
   /** Posts `count` receive buffers (descriptor i = buffer i, device-writable). */
   postRx(count: number, pair = 0): void {
     for (let i = 0; i < count; i++) {
-      this.writeDesc(2 * pair, i, this.gpa(this.rxBuf(i, pair)), this.bufSize, 2, 0);
+      this.writeDesc(2 * pair, i, this.gpa(this.rxBuf(i, pair)), this.rxBufSize, 2, 0);
       this.pushAvail(2 * pair, i);
     }
     this.kick(2 * pair);
@@ -395,7 +402,13 @@ export class TestFrontend {
     return free;
   }
 
-  /** Counts received frames and bytes, posts their buffers again, and asks for an interrupt at the next frame. */
+  /**
+   * Counts received frames and bytes, posts their buffers again, and asks
+   * for an interrupt at the next frame. With MRG_RXBUF a frame is the
+   * num_buffers used entries its first buffer's header announces (read as
+   * Linux's receive_mergeable does). Every used entry is read and its buffer
+   * reposted.
+   */
   drainRx(): { frames: number; bytes: number } {
     const r = this.rings[0] as Ring;
     const m = this.mem;
@@ -403,22 +416,32 @@ export class TestFrontend {
     let frames = 0;
     let bytes = 0;
     const old = r.availIdx;
+    const mrg = this.#mrg;
     while (r.lastUsed !== idx) {
       const e = r.used + 4 + 8 * (r.lastUsed % this.num);
-      bytes += m.readUInt32LE(e + 4) - NET_HDR_LEN;
-      m.writeUInt16LE(m.readUInt32LE(e), r.avail + 4 + 2 * (r.availIdx % this.num));
+      const id = m.readUInt32LE(e);
+      const len = m.readUInt32LE(e + 4);
+      if (this.#rxLeft === 0) {
+        this.#rxLeft = mrg ? m.readUInt16LE(this.rxBuf(id) + 10) : 1;
+        bytes -= NET_HDR_LEN;
+      }
+      bytes += len;
+      if (--this.#rxLeft === 0) frames++;
+      m.writeUInt16LE(id, r.avail + 4 + 2 * (r.availIdx % this.num));
       r.availIdx = (r.availIdx + 1) & 0xffff;
       r.lastUsed = (r.lastUsed + 1) & 0xffff;
-      frames++;
     }
     m.writeUInt16LE(r.lastUsed, r.avail + 4 + 2 * this.num); // used_event: call me at the next frame
     Atomics.store(this.#u16, (r.avail + 2) >> 1, r.availIdx);
-    if (frames) {
+    if (r.availIdx !== old) {
       const event = this.#u16[(r.used + 4 + 8 * this.num) >> 1] as number;
       if (((r.availIdx - event - 1) & 0xffff) < ((r.availIdx - old) & 0xffff)) this.kick(0);
     }
     return { frames, bytes };
   }
+
+  /** Used entries still owed to the frame drainRx is in the middle of (MRG_RXBUF). */
+  #rxLeft = 0;
 
   /** Calls `cb` whenever the back-end interrupts ring `ring`; returns a stop function. */
   onCall(ring: number, cb: () => void): () => void {

@@ -6,7 +6,8 @@
  * It takes only the common, simple case: a transmit chain of one descriptor
  * (header + frame) or two (a header-sized descriptor, then the frame), a
  * receive chain of one device-writable descriptor big enough for header and
- * frame. Everything else (indirect tables, longer chains, bad indexes,
+ * frame, or with mergeable buffers several such chains filled in order.
+ * Everything else (indirect tables, longer chains, bad indexes,
  * addresses outside memory, wrong directions, odd lengths) makes it stop
  * BEFORE taking that head, and the TypeScript walk (virtqueue.ts) takes the
  * same head and refuses or accepts it with its own checks and messages. So the
@@ -28,6 +29,10 @@
 #define VL_NET_HDR 12
 #define VL_DESC_F_NEXT 1
 #define VL_DESC_F_WRITE 2
+/* io[2] bit: mergeable receive buffers (VIRTIO_NET_F_MRG_RXBUF): a frame may fill several chains. */
+#define VL_IO_MRG 1
+/* Most receive chains one frame fills on the fast path (a 64 KiB frame in 1 KiB buffers); more go to the walk. */
+#define VL_MRG_MAX 80
 
 typedef struct {
   uint8_t *base;
@@ -49,8 +54,12 @@ typedef struct {
   uint8_t *desc;
   uint8_t *avail; /* flags, idx, ring[num], used_event */
   uint8_t *used;  /* flags, idx, ring[num] of {id, len}, avail_event */
-  /* io[0] = next available slot (free-running u16), io[1] = next used slot: shared with the Virtqueue object. */
+  /*
+   * io[0] = next available slot (free-running u16), io[1] = next used slot: shared with the Virtqueue object;
+   * io[2] (when io has 3 elements) = receive flags: VL_IO_MRG (the guest negotiated MRG_RXBUF).
+   */
   uint32_t *io;
+  size_t io_len;
   bool attached;
 } vl_vring_t;
 
@@ -70,7 +79,7 @@ static bool get_vring(napi_env env, napi_value v, vl_vring_t **out) {
   return true;
 }
 
-/* vringNew(io: Uint32Array(>=2)) -> handle. `io` holds the ring's two indexes; keep it alive with the handle. */
+/* vringNew(io: Uint32Array(>=2)) -> handle. `io` holds the ring's two indexes (and flags); keep it alive with the handle. */
 static napi_value vring_new(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
   uint32_t *io;
@@ -80,6 +89,7 @@ static napi_value vring_new(napi_env env, napi_callback_info info) {
   vl_vring_t *q = calloc(1, sizeof *q);
   if (!q) return vl_throw_errno(env, ENOMEM, "calloc", NULL);
   q->io = io;
+  q->io_len = n;
   napi_value h;
   if (napi_create_external(env, q, vring_finalize, NULL, &h) != napi_ok) {
     free(q);
@@ -258,10 +268,11 @@ static napi_value vring_tx(napi_env env, napi_callback_info info) {
 
 /*
  * vringRx(ring, buf, off, len) -> VL_RX_*
- * Copies a 12-byte header (all zero, num_buffers 1) and buf[off, off+len)
+ * Copies a 12-byte header (all zero but num_buffers) and buf[off, off+len)
  * into the next receive chain when it is one device-writable descriptor with
- * room for both, writes the used element and publishes it. EMPTY: no
- * buffer. SLOW: the next chain (or the ring state) needs the TypeScript path.
+ * room for both (with MRG_RXBUF: into as many such chains as needed), writes
+ * the used elements and publishes them. EMPTY: not enough buffers. SLOW: the
+ * next chains (or the ring state) need the TypeScript path.
  */
 static int32_t rx_one(vl_vring_t *q, const uint8_t *buf, uint32_t len);
 
@@ -345,35 +356,76 @@ static napi_value vring_rx_batch(napi_env env, napi_callback_info info) {
   return r;
 }
 
+/*
+ * One frame into the receive ring, used elements written but not published.
+ * Without MRG_RXBUF: one chain that is one writable descriptor with room for
+ * header + frame. With it (virtio 1.2 §5.1.6.4.2): as many chains as the frame
+ * needs, each one writable descriptor (what a Linux guest posts), filled in
+ * order, num_buffers in the header, each used length the bytes written into
+ * that chain. EMPTY when the simple chains available are too few for the
+ * frame (the walk would wait for more too); SLOW for anything else, before a
+ * single byte or index is changed.
+ */
 static int32_t rx_one_unpublished(vl_vring_t *q, const uint8_t *src, uint32_t len) {
-  int32_t res = VL_RX_SLOW;
-  if (q->attached) {
-    int32_t n = avail_count(q);
-    if (n == 0) {
-      res = VL_RX_EMPTY;
-    } else if (n > 0) {
-      uint32_t slot = q->io[0] % q->num;
-      uint16_t head;
-      memcpy(&head, q->avail + 4 + 2 * (size_t)slot, 2);
-      vl_desc_t d;
-      uint32_t region;
-      uint64_t goff;
-      uint8_t *p;
-      if (head < q->num) {
-        read_desc(q, head, &d);
-        if (d.flags == VL_DESC_F_WRITE && d.len >= VL_NET_HDR + (uint64_t)len &&
-            (p = gpa_ptr(q, d.addr, d.len, &region, &goff)) != NULL) {
-          static const uint8_t hdr[VL_NET_HDR] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0};
-          memcpy(p, hdr, VL_NET_HDR);
-          memcpy(p + VL_NET_HDR, src, len);
-          q->io[0] = (q->io[0] + 1) & 0xffff;
-          push_used(q, head, VL_NET_HDR + len);
-          res = VL_RX_OK;
-        }
+  if (!q->attached) return VL_RX_SLOW;
+  int32_t n = avail_count(q);
+  if (n == 0) return VL_RX_EMPTY;
+  if (n < 0) return VL_RX_SLOW;
+  bool mrg = q->io_len > 2 && (q->io[2] & VL_IO_MRG) != 0;
+  uint64_t need = VL_NET_HDR + (uint64_t)len;
+  uint8_t *ptr[VL_MRG_MAX];
+  uint32_t cap[VL_MRG_MAX];
+  uint16_t heads[VL_MRG_MAX];
+  uint64_t have = 0;
+  uint32_t h = 0;
+  while (have < need) {
+    if (h == (uint32_t)n) {
+      /* Every buffer the guest can post is too small: the walk drops and counts it. */
+      return mrg && (uint32_t)n < q->num ? VL_RX_EMPTY : VL_RX_SLOW;
+    }
+    if (h == VL_MRG_MAX || (h == 1 && !mrg)) return VL_RX_SLOW;
+    uint16_t head;
+    memcpy(&head, q->avail + 4 + 2 * (size_t)((q->io[0] + h) % q->num), 2);
+    if (head >= q->num) return VL_RX_SLOW;
+    vl_desc_t d;
+    read_desc(q, head, &d);
+    uint32_t region;
+    uint64_t goff;
+    if (d.flags != VL_DESC_F_WRITE || d.len == 0 || (ptr[h] = gpa_ptr(q, d.addr, d.len, &region, &goff)) == NULL)
+      return VL_RX_SLOW;
+    cap[h] = d.len;
+    heads[h] = head;
+    have += d.len;
+    h++;
+  }
+  uint8_t hdr[VL_NET_HDR] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, (uint8_t)h, (uint8_t)(h >> 8)};
+  /* Header then frame, across the chains in order. */
+  const uint8_t *from = hdr;
+  uint32_t from_left = VL_NET_HDR;
+  bool in_hdr = true;
+  uint64_t left = need;
+  for (uint32_t k = 0; k < h; k++) {
+    uint32_t w = left < cap[k] ? (uint32_t)left : cap[k];
+    uint8_t *to = ptr[k];
+    uint32_t room = w;
+    while (room > 0) {
+      uint32_t c = from_left < room ? from_left : room;
+      memcpy(to, from, c);
+      to += c;
+      room -= c;
+      from += c;
+      from_left -= c;
+      if (from_left == 0 && in_hdr) {
+        in_hdr = false;
+        from = src;
+        from_left = len;
       }
     }
+    push_used(q, heads[k], w);
+    left -= w;
   }
-  return res;
+  q->io[0] = (q->io[0] + h) & 0xffff;
+  return VL_RX_OK;
 }
 
 /* vringPublish(ring): stores the used index (after the used elements vringTx wrote). */

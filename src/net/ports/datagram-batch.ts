@@ -5,9 +5,13 @@
  */
 import type { PortContext } from './port.js';
 
+/** Offset, length pairs of the datagrams of one batch for `sinkBatch` (grown to the largest batch seen). */
+let frames = new Uint32Array(2 * 64);
+
 /**
  * Hands datagrams `0 .. count` of a received batch (datagram i at
- * `rx[i * slot]`, length `lens[i]`) to the sink. A datagram from a stranger
+ * `rx[i * slot]`, length `lens[i]`) to the sink: with `ctx.sinkBatch`, all
+ * of them in one call (the switch then writes each destination once). A datagram from a stranger
  * (`strangers[i] === 1`) is reported with `strangerReason`; one longer than
  * the largest frame or its slot is reported as oversized. Returns how many
  * strangers the batch had. Hot path: nothing allocated per frame.
@@ -22,8 +26,11 @@ export function deliverBatch(
   strangerReason: string,
 ): number {
   const sink = ctx.sink;
+  const batch = ctx.sinkBatch;
   const max = ctx.maxFrameLen;
   let seen = 0;
+  let n = 0;
+  if (batch !== undefined && frames.length < 2 * count) frames = new Uint32Array(2 * count);
   for (let i = 0; i < count; i++) {
     const len = lens[i] as number;
     if (strangers[i] === 1) {
@@ -31,10 +38,15 @@ export function deliverBatch(
       ctx.onMalformed(strangerReason);
     } else if (len > max || len > slot) {
       ctx.onMalformed(`datagram of ${len} bytes exceeds the largest frame of ${max}`);
+    } else if (batch !== undefined) {
+      frames[2 * n] = i * slot;
+      frames[2 * n + 1] = len;
+      n++;
     } else {
       sink(rx, i * slot, len);
     }
   }
+  if (n > 0) (batch as NonNullable<typeof batch>)(rx, frames, n);
   return seen;
 }
 

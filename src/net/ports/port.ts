@@ -35,10 +35,35 @@ export type PortState = 'closed' | 'listening' | 'connecting' | 'up' | 'down';
  */
 export type FrameSink = (buf: Buffer, off: number, len: number, meta?: OffloadMeta) => void;
 
+/**
+ * Receives a batch of complete, ordinary frames (no offload metadata) that a
+ * port read at once, all in `buf`: frame k is at `frames[2k]` (offset),
+ * `frames[2k+1]` (length), k < count. Same rules as {@link FrameSink}: the
+ * bytes are valid only during the call and may be modified in place.
+ */
+export type BatchSink = (buf: Buffer, frames: Uint32Array, count: number) => void;
+
+/** What {@link Port.writeBatch} did, added to by the port (the caller zeroes it). */
+export interface BatchResult {
+  /** Frames queued, and their bytes. */
+  ok: number;
+  bytes: number;
+  /** Frames refused because the egress queue was full. */
+  full: number;
+  /** Frames refused because the transport is down. */
+  down: number;
+}
+
 /** What a factory hands a port: its collaborators. */
 export interface PortContext {
   /** Where received frames go (the switch's ingress for this port). */
   sink: FrameSink;
+  /**
+   * Where a batch of received frames may go at once (the switch's batch
+   * ingress: one call, and one {@link Port.writeBatch} per destination).
+   * Optional: absent, the port calls {@link sink} per frame.
+   */
+  sinkBatch?: BatchSink;
   /** Called on every state change, with a short human reason. */
   onState: (state: PortState, reason: string) => void;
   /** Logger already bound to this port's name. */
@@ -96,6 +121,14 @@ export interface Port {
    * e.g. with writeVnetHdr()).
    */
   write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult;
+
+  /**
+   * Optional: {@link write} for frames `frames[2k]` (offset), `frames[2k+1]`
+   * (length) in `buf`, k < count, in order, none with offload metadata;
+   * adds what happened to each to `res`. The switch uses it for the frames
+   * of one ingress batch bound for this port.
+   */
+  writeBatch?(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult): void;
 
   /** Frames currently queued and not yet handed to the kernel. */
   readonly queued: number;

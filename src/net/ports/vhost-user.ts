@@ -26,7 +26,14 @@ import { F, has } from '../vhost/constants.js';
 import { rarpFrame, VhostNetDevice } from '../vhost/net-device.js';
 import { VhostSession } from '../vhost/session.js';
 import { Backoff } from './backoff.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
+import {
+  type BatchResult,
+  type Port,
+  type PortContext,
+  type PortFactory,
+  type PortState,
+  WriteResult,
+} from './port.js';
 import { prepareUnixPath, removeUnixPath } from './unix-path.js';
 
 /** A vhost-user port's validated config (see config/schema.ts). */
@@ -185,6 +192,7 @@ export class VhostUserPort implements Port {
     );
     dev = new VhostNetDevice(session, {
       sink: ctx.sink,
+      sinkBatch: ctx.sinkBatch,
       onMalformed: ctx.onMalformed,
       maxFrameLen: ctx.maxFrameLen,
       queueLen: ctx.queueLen,
@@ -232,6 +240,12 @@ export class VhostUserPort implements Port {
     if (dev === undefined) return WriteResult.DOWN;
     if (meta === undefined || dev.offloads.accepts(meta)) return dev.write(buf, off, len, meta);
     return this.#cut(dev, buf, off, len, meta);
+  }
+
+  writeBatch(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult): void {
+    const dev = this.#dev;
+    if (dev === undefined) res.down += count;
+    else dev.writeBatch(buf, frames, count, res);
   }
 
   /** A frame with metadata the guest cannot take (a large segment of a type it did not negotiate): cut here. */

@@ -19,7 +19,7 @@
 
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { FrameArena } from '../ports/frame-arena.js';
-import type { FrameSink } from '../ports/port.js';
+import type { BatchResult, BatchSink, FrameSink } from '../ports/port.js';
 import { WriteResult } from '../ports/port.js';
 import { NET_HDR_LEN } from './constants.js';
 import { VirtqueueError } from './errors.js';
@@ -57,6 +57,8 @@ const Rx = { OK: 0, NO_ROOM: 1, DROPPED: 2, ERROR: 3 } as const;
 
 export interface NetDeviceContext {
   sink: FrameSink;
+  /** Where a transmit batch of plain frames goes at once (the switch's batch ingress); absent: {@link sink} per frame. */
+  sinkBatch?: BatchSink | undefined;
   onMalformed: (reason: string) => void;
   /** Largest frame (Ethernet header included) in either direction. */
   maxFrameLen: number;
@@ -74,6 +76,8 @@ export class VhostNetDevice {
   readonly #backlog: FrameArena;
   /** Frames deferred from the current transmit batch: offset, length pairs in batch.src. */
   readonly #pend = new Uint32Array(2 * PEND_MAX);
+  /** Offset, length pairs of one transmit batch for sinkBatch (vringTx takes at most 256 chains a call), or of backlog frames for rxBatch. */
+  readonly #txFrames = new Uint32Array(2 * 256);
   #pendN = 0;
   /** Free receive buffers not yet promised to deferred frames. */
   #room = 0;
@@ -129,6 +133,7 @@ export class VhostNetDevice {
     this.offloads.setFeatures(this.#s.features);
     this.#rxq = undefined;
     for (const q of this.#s.rings) {
+      if ((q.index & 1) === 0) q.mrgRx = this.#s.mrg;
       if ((q.index & 1) === 0 && q.ready) {
         this.#rxq = q;
         break;
@@ -188,7 +193,7 @@ export class VhostNetDevice {
         if (--budget === 0) break;
       }
       q.publish();
-      this.#callMask |= 1 << q.index;
+      this.#published(q);
       if (budget === 0) {
         // Let other ports and sessions run; carry on next turn without waiting for a kick.
         this.#txAgain |= 1 << q.index;
@@ -198,18 +203,35 @@ export class VhostNetDevice {
     this.#schedule();
   }
 
-  /** Hands the `k` frames of the last txBatch to the sink, in place (their used elements are not yet published). */
+  /**
+   * Hands the `k` frames of the last txBatch to the sink, in place (their
+   * used elements are not yet published): with a batch sink, one call per
+   * run of frames in one memory region (nearly always one call).
+   */
   #txFast(q: Virtqueue, k: number): void {
     const out = q.txOut;
     const sink = this.#ctx.sink;
+    const sinkBatch = this.#ctx.sinkBatch;
     try {
-      for (let i = 0; i < 3 * k; i += 3) {
-        const view = q.regionView(out[i] as number);
+      for (let i = 0; i < 3 * k; ) {
+        const region = out[i] as number;
+        const view = q.regionView(region);
         if (view !== batch.src) {
           flushBatch();
           batch.src = q.rxSource(view) ? view : undefined;
         }
-        sink(view, out[i + 1] as number, out[i + 2] as number);
+        if (sinkBatch === undefined) {
+          sink(view, out[i + 1] as number, out[i + 2] as number);
+          i += 3;
+        } else {
+          const f = this.#txFrames;
+          let n = 0;
+          for (; i < 3 * k && out[i] === region; i += 3, n++) {
+            f[2 * n] = out[i + 1] as number;
+            f[2 * n + 1] = out[i + 2] as number;
+          }
+          sinkBatch(view, f, n);
+        }
         if (this.#dead) return;
       }
       this.txFrames += k;
@@ -304,6 +326,40 @@ export class VhostNetDevice {
   }
 
   /**
+   * Port.writeBatch: frames from the switch's batch ingress. Frames of the
+   * transmit batch being handed on (another guest's memory) go into the
+   * receive ring in one native call, as many as it takes; the rest, and
+   * frames from anywhere else, take write() one by one.
+   */
+  writeBatch(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult): void {
+    const q = this.#rxq;
+    if (this.#dead || q === undefined || !q.ready) {
+      res.down += count;
+      return;
+    }
+    let i = 0;
+    if (buf === batch.src && this.#backlog.queued === 0 && q.fast) {
+      if (this.#pendN > 0) this.flush();
+      i = q.rxBatch(frames, count);
+      if (i > 0) {
+        this.rxFrames += i;
+        res.ok += i;
+        for (let k = 1; k < 2 * i; k += 2) res.bytes += frames[k] as number;
+        this.#published(q);
+      }
+    }
+    for (; i < count; i++) {
+      const len = frames[2 * i + 1] as number;
+      const r = this.write(buf, frames[2 * i] as number, len);
+      if (r === WriteResult.OK) {
+        res.ok++;
+        res.bytes += len;
+      } else if (r === WriteResult.QUEUE_FULL) res.full++;
+      else res.down++;
+    }
+  }
+
+  /**
    * Copies the frames deferred from the current transmit batch into the
    * receive ring (one native call for the simple buffers; the rest one by
    * one, into the backlog when the buffers ran out after all). A frame that
@@ -324,8 +380,7 @@ export class VhostNetDevice {
     // Deferred frames carry no offload metadata: an all-zero header (but num_buffers).
     if (done > 0) {
       this.rxFrames += done;
-      this.#callMask |= 1 << q.index;
-      this.#schedule();
+      this.#published(q);
     }
     for (let i = done; i < n; i++) {
       const off = pend[2 * i] as number;
@@ -356,6 +411,14 @@ export class VhostNetDevice {
   #drainBacklog(q: Virtqueue): void {
     const b = this.#backlog;
     let i = b.head;
+    // Outside a transmit batch the native source is free: runs of plain frames go in one call each.
+    if (q.fast && batch.src === undefined && i < b.count && q.rxSource(b.buf)) {
+      try {
+        i = this.#drainPlain(q, i);
+      } finally {
+        q.rxSource(undefined);
+      }
+    }
     for (; i < b.count; i++) {
       const at = b.offs[i] as number;
       b.buf.copy(this.#hdr, 0, at, at + RX_HDR);
@@ -363,7 +426,40 @@ export class VhostNetDevice {
       if (r === Rx.NO_ROOM) break;
       if (r === Rx.ERROR) return;
     }
-    if (!b.advance(i)) q.armKick();
+    // Waiting for buffers: the guest's next post kicks us (a post since the last look: try again next turn).
+    if (!b.advance(i) && q.armKick()) this.#schedule();
+  }
+
+  /**
+   * Copies backlog frames from `i` on whose kept header is all zero (no
+   * offload metadata) into the receive ring with rxBatch, up to 256 a call;
+   * returns the first frame not copied (the caller's per-frame loop takes it).
+   */
+  #drainPlain(q: Virtqueue, i: number): number {
+    const b = this.#backlog;
+    const bb = b.buf;
+    const f = this.#txFrames;
+    const max = this.#ctx.maxFrameLen;
+    while (i < b.count) {
+      let n = 0;
+      for (let k = i; k < b.count && n < 256; k++, n++) {
+        const at = b.offs[k] as number;
+        const len = (b.lens[k] as number) - RX_HDR;
+        if (len > max || bb.readUInt32LE(at) !== 0 || bb.readUInt32LE(at + 4) !== 0 || bb.readUInt16LE(at + 8) !== 0)
+          break;
+        f[2 * n] = at + RX_HDR;
+        f[2 * n + 1] = len;
+      }
+      if (n === 0) return i;
+      const done = q.rxBatch(f, n);
+      if (done > 0) {
+        this.rxFrames += done;
+        this.#published(q);
+      }
+      i += done;
+      if (done < n) return i;
+    }
+    return i;
   }
 
   /** Copies one frame with the header in #hdr into receive buffers (one chain, or several with MRG_RXBUF). */
@@ -372,14 +468,13 @@ export class VhostNetDevice {
       this.rxDropped++;
       return Rx.DROPPED;
     }
-    // The native copy writes an all-zero header (num_buffers 1): only for frames without offload metadata.
+    // The native copy writes an all-zero header (but num_buffers): only for frames without offload metadata.
     const hdr = this.#hdr;
     const plain = hdr.readUInt32LE(0) === 0 && hdr.readUInt32LE(4) === 0 && hdr.readUInt16LE(8) === 0;
     const fast = plain ? q.rxOne(buf, off, len) : 2;
     if (fast === 0) {
       this.rxFrames++;
-      this.#callMask |= 1 << q.index;
-      this.#schedule();
+      this.#published(q);
       return Rx.OK;
     }
     if (fast === 1) return Rx.NO_ROOM;
@@ -431,8 +526,7 @@ export class VhostNetDevice {
     q.publish();
     this.rxFrames++;
     this.offloads.delivered(this.#hdr, 0);
-    this.#callMask |= 1 << q.index;
-    this.#schedule();
+    this.#published(q);
     return Rx.OK;
   }
 
@@ -499,6 +593,12 @@ export class VhostNetDevice {
       if ((again >>> i) & 1 && q.ready && !this.#dead) this.#tx(q);
     }
     // Frames still waiting for receive buffers: the receive kick brings us back (no busy loop).
+  }
+
+  /** Used entries were published on `q`: the guest gets an interrupt at the end of this turn if it asked (#turn). */
+  #published(q: Virtqueue): void {
+    this.#callMask |= 1 << q.index;
+    this.#schedule();
   }
 
   #call(q: Virtqueue): void {

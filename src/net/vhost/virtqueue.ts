@@ -44,8 +44,11 @@ export class Virtqueue {
   /** Queue size (SET_VRING_NUM); 0 until set. */
   num = 0;
   addrs: RingAddrs | undefined;
-  /** [next available-ring slot to read, next used-ring slot to fill] (free-running u16s), shared with the native fast path. */
-  readonly #io = new Uint32Array(new ArrayBuffer(8));
+  /**
+   * [next available-ring slot to read, next used-ring slot to fill] (free-running u16s), and receive flags
+   * (bit 0: mergeable buffers), shared with the native fast path.
+   */
+  readonly #io = new Uint32Array(new ArrayBuffer(12));
   /** The native fast path (vring.c) when an addon was given. */
   readonly #n: NativeAddon | undefined;
   readonly #vr: VringHandle | undefined;
@@ -95,6 +98,11 @@ export class Virtqueue {
 
   set lastAvail(v: number) {
     this.#io[0] = v;
+  }
+
+  /** The guest negotiated MRG_RXBUF: the native receive path may fill several chains with one frame. */
+  set mrgRx(on: boolean) {
+    this.#io[2] = on ? 1 : 0;
   }
 
   /** Next used-ring slot to fill (free-running u16). */
@@ -275,7 +283,8 @@ export class Virtqueue {
 
   /**
    * Native fast path of receive: header + frame into the next chain when it
-   * is one big-enough writable buffer, published. 0 done, 1 no buffer, 2 use
+   * is one big-enough writable buffer (with {@link mrgRx}: into as many
+   * one-buffer chains as it needs), published. 0 done, 1 no buffer, 2 use
    * the walk (also without the addon or while dirty logging).
    */
   rxOne(buf: Buffer, off: number, len: number): number {
@@ -360,14 +369,22 @@ export class Virtqueue {
   }
 
   /**
-   * Asks for a kick when the driver adds buffers beyond what we have taken
-   * (EVENT_IDX: avail_event = lastAvail, stored with a full barrier so the
-   * re-read of the available index that follows cannot pass it).
+   * Asks for a kick when the driver adds buffers beyond those it has made
+   * available so far (EVENT_IDX: avail_event = the available index now, as
+   * Linux vhost_enable_notify does; stored with a full barrier so the re-read
+   * that follows cannot pass it). Not lastAvail: on a receive ring waiting
+   * for more mergeable buffers than are there, the driver has already passed
+   * lastAvail and would never kick. Returns true when the available index
+   * moved meanwhile (look again: that kick may have been missed).
    */
-  armKick(): void {
+  armKick(): boolean {
     const u16 = this.#usedU16;
-    if (!u16 || !this.eventIdx) return;
-    Atomics.store(u16, (this.#usedOff + 4 + 8 * this.num) >>> 1, this.lastAvail);
+    const au = this.#availU16;
+    if (!u16 || !au || !this.eventIdx) return false;
+    const at = (this.#availOff + 2) >>> 1;
+    const idx = au[at] as number;
+    Atomics.store(u16, (this.#usedOff + 4 + 8 * this.num) >>> 1, idx);
+    return au[at] !== idx;
   }
 
   /** Restarts interrupt accounting (a new ring base). */
