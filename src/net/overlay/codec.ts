@@ -146,24 +146,53 @@ export class LinkDecoder {
       p = this.#resume(chunk, end);
       if (p < 0) return this.#broken;
     }
-    while (end - p >= HEADER_LEN) {
-      const len = chunk.readUInt32BE(p);
+    p = this.#scan(chunk, p, end);
+    if (p < 0) return this.#broken;
+    if (end - p >= HEADER_LEN) {
       const tv = chunk.readUInt32BE(p + 4);
-      const type = tv >>> 24;
-      if (!this.#check(len, type)) return this.#broken;
-      const start = p + HEADER_LEN;
-      if (end - start < len) {
-        this.#startBody(len, type, tv & 0xffffff, chunk, start, end);
-        return DecodeResult.OK;
-      }
-      if (!this.#deliver(type, tv & 0xffffff, chunk, start, len)) return this.#broken;
-      p = start + len;
-    }
-    if (p < end) {
+      this.#startBody(chunk.readUInt32BE(p), tv >>> 24, tv & 0xffffff, chunk, p + HEADER_LEN, end);
+    } else if (p < end) {
       chunk.copy(this.#hdr, 0, p, end);
       this.#hdrHave = end - p;
     }
     return DecodeResult.OK;
+  }
+
+  /**
+   * Parses the records that lie whole in `buf[start .. end)` in place (no
+   * copy) and hands each to the sink. Returns the offset of the first byte of
+   * the incomplete record at the end (`end` when there is none), which the
+   * caller keeps and passes again with more bytes after it; or -1 when a
+   * header is bad (the decoder is then broken, as after push()). For a reader
+   * that owns its read buffer (link-reader.ts); not to be mixed with push()
+   * on one decoder.
+   */
+  parse(buf: Buffer, start: number, end: number): number {
+    if (this.#broken !== DecodeResult.OK) return -1;
+    return this.#scan(buf, start, end);
+  }
+
+  /** The last result of a failed parse() (OK while not broken). */
+  get error(): DecodeResult {
+    return this.#broken;
+  }
+
+  /**
+   * Delivers the whole records from `p`; returns the offset of the first
+   * incomplete one (its header already checked when complete), or -1 when broken.
+   */
+  #scan(chunk: Buffer, p: number, end: number): number {
+    while (end - p >= HEADER_LEN) {
+      const len = chunk.readUInt32BE(p);
+      const tv = chunk.readUInt32BE(p + 4);
+      const type = tv >>> 24;
+      if (!this.#check(len, type)) return -1;
+      const start = p + HEADER_LEN;
+      if (end - start < len) return p;
+      if (!this.#deliver(type, tv & 0xffffff, chunk, start, len)) return -1;
+      p = start + len;
+    }
+    return p;
   }
 
   /** Continues a split header or body from chunk[0]; returns the next offset, or -1 when broken. */
