@@ -2,9 +2,13 @@
 import { Socket } from 'node:net';
 import { native } from '../native/index.js';
 
-/** The `onread` option of a net.Socket: reads land in `buffer`, `callback` gets each. */
+/**
+ * The `onread` option of a net.Socket: reads land in `buffer`, `callback`
+ * gets each. `buffer` may be a function: Node then asks it for the buffer
+ * of each next read.
+ */
 export interface OnRead {
-  buffer: Buffer;
+  buffer: Buffer | (() => Buffer);
   callback: (nread: number, buf: Buffer) => boolean;
 }
 

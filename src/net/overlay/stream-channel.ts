@@ -11,6 +11,7 @@ import { WriteResult } from '../ports/port.js';
 import { DecodeResult, encodeControl, LinkDecoder } from './codec.js';
 import { LinkEgress } from './egress.js';
 import { LinkProtocolError } from './errors.js';
+import type { LinkReader } from './link-reader.js';
 import type {
   ChannelHandlers,
   ChannelStats,
@@ -46,6 +47,12 @@ export interface StreamChannelOptions {
   verify?: ((hello: PeerHello) => string | undefined) | undefined;
   /** ms clock; default performance.now. */
   clock?: () => number;
+  /**
+   * The receive window the socket was made with (its `onread` option):
+   * records are parsed in place in it. Without one, 'data' events feed the
+   * decoder (a TLS socket the server accepted cannot take `onread`).
+   */
+  reader?: LinkReader | undefined;
 }
 
 /** Validates a decoded hello; returns the hello or the reason it is not one. */
@@ -127,19 +134,21 @@ export class StreamChannel implements LinkChannel {
       new OffloadMeta(),
     );
     sock.setNoDelay(true);
-    sock.on('data', (chunk: Buffer) => {
-      this.#lastRx = this.#clock();
-      const r = this.#decoder.push(chunk);
-      if (r !== DecodeResult.OK) {
-        this.#fail(
-          r === DecodeResult.BAD_TYPE
-            ? `unknown record type ${this.#decoder.badType}`
-            : r === DecodeResult.BAD_OFFLOAD
-              ? `offload record of ${this.#decoder.badLength} bytes has a bad offload header`
-              : `record of ${this.#decoder.badLength} bytes exceeds the limit for type ${this.#decoder.badType}`,
-        );
-      }
-    });
+    const reader = opts.reader;
+    if (reader !== undefined) {
+      reader.bind((buf, start, end) => {
+        this.#lastRx = this.#clock();
+        const p = this.#decoder.parse(buf, start, end);
+        if (p < 0) this.#decodeFailed(this.#decoder.error);
+        return p;
+      });
+    } else {
+      sock.on('data', (chunk: Buffer) => {
+        this.#lastRx = this.#clock();
+        const r = this.#decoder.push(chunk);
+        if (r !== DecodeResult.OK) this.#decodeFailed(r);
+      });
+    }
     sock.on('error', (err) => {
       if (!this.#closeReason) this.#closeReason = describeError(err);
     });
@@ -246,6 +255,17 @@ export class StreamChannel implements LinkChannel {
       });
       this.#sock.end();
     });
+  }
+
+  #decodeFailed(r: DecodeResult): void {
+    const d = this.#decoder;
+    this.#fail(
+      r === DecodeResult.BAD_TYPE
+        ? `unknown record type ${d.badType}`
+        : r === DecodeResult.BAD_OFFLOAD
+          ? `offload record of ${d.badLength} bytes has a bad offload header`
+          : `record of ${d.badLength} bytes exceeds the limit for type ${d.badType}`,
+    );
   }
 
   #fail(reason: string): void {
@@ -367,7 +387,10 @@ export class StreamChannel implements LinkChannel {
     clearInterval(this.#keepalive);
     this.#egress.kill();
     if (!this.#closeReason)
-      this.#closeReason = this.#decoder.partial ? 'connection lost mid-record' : 'connection closed by the peer';
+      this.#closeReason =
+        this.#decoder.partial || this.#opts.reader?.partial
+          ? 'connection lost mid-record'
+          : 'connection closed by the peer';
     const wait = this.#helloWait;
     this.#helloWait = undefined;
     if (wait) {

@@ -10,10 +10,18 @@
  * certificate (hosts move between addresses; the CA vouches for host ids).
  */
 import { createServer as createNetServer, connect as netConnect, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type PeerCertificate, type TLSSocket, connect as tlsConnect } from 'node:tls';
+import {
+  type ConnectionOptions,
+  createServer as createTlsServer,
+  type PeerCertificate,
+  type TLSSocket,
+  connect as tlsConnect,
+} from 'node:tls';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { adoptWithReader } from '../../util/sockets.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
+import { LinkReader } from './link-reader.js';
 import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
@@ -76,7 +84,7 @@ export class TcpTransport implements LinkTransport {
           minVersion: 'TLSv1.3',
           handshakeTimeout: HELLO_TIMEOUT_MS,
         })
-      : createNetServer();
+      : createNetServer({ pauseOnConnect: true });
     const onSocket = (sock: Socket) => {
       const remote = fmt(sock.remoteAddress, sock.remotePort);
       if (this.#closed || this.#pending >= (this.#opts.maxPending ?? 64)) {
@@ -84,7 +92,13 @@ export class TcpTransport implements LinkTransport {
         sock.destroy();
         return;
       }
-      this.#accept(sock, remote, onChannel);
+      if (tls) {
+        this.#accept(sock, remote, onChannel);
+        return;
+      }
+      // Nothing was read yet (pauseOnConnect): re-wrap the handle to read into a receive window.
+      const reader = new LinkReader();
+      this.#accept(adoptWithReader(sock, reader.onread), remote, onChannel, reader);
     };
     if (tls) {
       server.on('secureConnection', onSocket);
@@ -111,9 +125,9 @@ export class TcpTransport implements LinkTransport {
     });
   }
 
-  #accept(sock: Socket, remote: string, onChannel: (ch: LinkChannel) => void): void {
+  #accept(sock: Socket, remote: string, onChannel: (ch: LinkChannel) => void, reader?: LinkReader): void {
     this.#pending++;
-    const ch = this.#channel(sock, remote, false);
+    const ch = this.#channel(sock, remote, false, reader);
     ch.handshake().then(
       () => {
         this.#pending--;
@@ -131,7 +145,7 @@ export class TcpTransport implements LinkTransport {
     );
   }
 
-  #channel(sock: Socket, remote: string, outbound: boolean): StreamChannel {
+  #channel(sock: Socket, remote: string, outbound: boolean, reader: LinkReader | undefined): StreamChannel {
     const tls = this.#opts.tls;
     const ch = new StreamChannel(sock, {
       kind: this.kind,
@@ -141,6 +155,7 @@ export class TcpTransport implements LinkTransport {
       logger: this.#log,
       keepaliveMs: this.#opts.keepaliveMs,
       queueBytes: this.#opts.queueBytes,
+      reader,
       verify: tls
         ? (hello) => {
             const cn = commonName((sock as TLSSocket).getPeerCertificate());
@@ -163,6 +178,7 @@ export class TcpTransport implements LinkTransport {
         reject(new LinkDialError(where, 'the transport is closed'));
         return;
       }
+      const reader = new LinkReader();
       const sock: Socket = tls
         ? tlsConnect({
             host: address.host,
@@ -174,8 +190,10 @@ export class TcpTransport implements LinkTransport {
             rejectUnauthorized: true,
             // The CA vouches for host ids, not addresses: the host id is checked against the hello below.
             checkServerIdentity: () => undefined,
-          })
-        : netConnect({ host: address.host, port: address.port });
+            // Node passes `onread` to the socket of a TLS client too; its types do not list it.
+            onread: reader.onread,
+          } as ConnectionOptions)
+        : netConnect({ host: address.host, port: address.port, onread: reader.onread });
       const timer = setTimeout(
         () => fail(new Error(`no answer within ${HELLO_TIMEOUT_MS / 1000} s`)),
         HELLO_TIMEOUT_MS,
@@ -195,7 +213,7 @@ export class TcpTransport implements LinkTransport {
       sock.once(tls ? 'secureConnect' : 'connect', () => {
         sock.off('error', fail);
         clearTimeout(timer);
-        const ch = this.#channel(sock, where, true);
+        const ch = this.#channel(sock, where, true, reader);
         ch.handshake().then(
           () => {
             settled = true;
