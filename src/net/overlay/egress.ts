@@ -3,12 +3,20 @@
  * dominates, so carry many frames per kernel write).
  *
  * {@link LinkEgress.frame} copies a frame with its record header into the
- * pending batch; the batch goes to the socket as ONE write once per
- * event-loop turn (a pre-bound setImmediate), or at once when it holds
- * FLUSH_BYTES so the peer works in parallel with a long burst. While the
+ * pending batch; the batch goes to the socket as ONE write when the code
+ * that switched it returns (a pre-bound process.nextTick: every frame of one
+ * read batch from a port, or of one read from another link, shares the
+ * write, and a lone frame leaves at once instead of waiting for the rest of
+ * the event-loop turn), or at once when it holds FLUSH_BYTES so the peer
+ * works in parallel with a long burst. While the
  * socket reports backpressure nothing more is written until 'drain'; frames
  * collect in the batch up to the byte bound, beyond which they are dropped
  * (the switch drops, it does not buffer without bound).
+ *
+ * Batch buffers come back to a small pool when their write completes (write
+ * callbacks run in order, one pre-bound callback and a FIFO: nothing
+ * allocated per write), so a steady flow copies into the same few buffers,
+ * warm in the cache, instead of fresh pages the kernel must fault in.
  */
 import type { Writable } from 'node:stream';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
@@ -19,14 +27,19 @@ import { HEADER_LEN, OFFLOAD_HLEN, TYPE_FRAME, TYPE_FRAME_OFFLOAD, writeHeader, 
 const BATCH_BYTES = 256 * 1024;
 /** A batch this large is written at once instead of at the end of the turn. */
 const FLUSH_BYTES = 64 * 1024;
+/** Batch buffers kept for reuse. */
+const POOL_MAX = 4;
 /** Default bound on bytes queued (pending batch plus the socket's unwritten bytes). */
 export const DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024;
 
 export class LinkEgress {
   readonly #sock: Writable;
   readonly #limit: number;
-  #batch = Buffer.allocUnsafe(BATCH_BYTES);
+  #batch: Buffer = Buffer.allocUnsafe(BATCH_BYTES);
   #used = 0;
+  /** Buffers handed to the socket, oldest first, and buffers free for reuse. */
+  readonly #flight: Buffer[] = [];
+  readonly #pool: Buffer[] = [];
   #scheduled = false;
   #blocked = false;
   #dead = false;
@@ -39,6 +52,11 @@ export class LinkEgress {
   readonly #flushBound = (): void => {
     this.#scheduled = false;
     this.flush();
+  };
+
+  readonly #onWritten = (): void => {
+    const buf = this.#flight.shift();
+    if (buf !== undefined && buf.length === BATCH_BYTES && this.#pool.length < POOL_MAX) this.#pool.push(buf);
   };
 
   readonly #onDrain = (): void => {
@@ -105,20 +123,21 @@ export class LinkEgress {
     }
     if (!this.#scheduled) {
       this.#scheduled = true;
-      setImmediate(this.#flushBound);
+      process.nextTick(this.#flushBound);
     }
   }
 
   /** Hands the pending batch to the socket now, unless it is blocked. */
   flush(): void {
     if (this.#dead || this.#blocked || this.#used === 0) return;
-    const out = this.#batch.subarray(0, this.#used);
-    // The socket keeps `out` until written: start a fresh buffer (the rest of this one is not reused).
-    const rest = this.#batch.length - this.#used;
-    this.#batch = rest >= FLUSH_BYTES ? this.#batch.subarray(this.#used) : Buffer.allocUnsafe(BATCH_BYTES);
+    const batch = this.#batch;
+    const out = batch.subarray(0, this.#used);
+    // The socket keeps the batch until written: take another (it comes back in #onWritten).
+    this.#batch = this.#pool.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
     this.#used = 0;
     this.writes++;
-    if (!this.#sock.write(out)) this.#blocked = true;
+    this.#flight.push(batch);
+    if (!this.#sock.write(out, this.#onWritten)) this.#blocked = true;
   }
 
   /** Stops using the socket; pending bytes are dropped. */
