@@ -3,8 +3,10 @@
  *
  * {@link StreamEgress.write} copies a frame, with its 4-byte big-endian
  * length prefix, into the pending batch. The batch is handed to the socket
- * once per event-loop turn (setImmediate with a pre-bound function) as ONE
- * socket write: many frames per syscall. While the socket reports
+ * when the code that switched the frame returns (process.nextTick with a
+ * pre-bound function: every frame of one read batch from a port shares it,
+ * and a lone frame leaves at once rather than at the end of the event-loop
+ * turn) as ONE socket write: many frames per syscall. While the socket reports
  * backpressure (write() returned false) nothing more is written until
  * 'drain'; frames keep collecting in the batch up to the queue bound.
  *
@@ -125,7 +127,7 @@ export class StreamEgress {
     }
     if (!this.#scheduled && !this.#blocked) {
       this.#scheduled = true;
-      setImmediate(this.#flushBound);
+      process.nextTick(this.#flushBound);
     }
     return WriteResult.OK;
   }
