@@ -8,27 +8,32 @@
  * read batch from a port, or of one read from another link, shares the
  * write, and a lone frame leaves at once instead of waiting for the rest of
  * the event-loop turn), or at once when it holds FLUSH_BYTES so the peer
- * works in parallel with a long burst. While the
- * socket reports backpressure nothing more is written until 'drain'; frames
- * collect in the batch up to the byte bound, beyond which they are dropped
- * (the switch drops, it does not buffer without bound).
+ * works in parallel with a long burst.
  *
- * Batch buffers come back to a small pool when their write completes (write
+ * While the socket reports backpressure, frames collect in the batch; a
+ * full batch joins the socket's own queue (which writes all it holds with one
+ * writev on 'drain') and the next frames go to a fresh batch, so nothing is
+ * copied twice. Beyond the byte bound (batch plus the socket's unwritten
+ * bytes) frames are dropped: the switch drops, it does not buffer without
+ * bound.
+ *
+ * Batch buffers come back to a pool when their write completes (write
  * callbacks run in order, one pre-bound callback and a FIFO: nothing
  * allocated per write), so a steady flow copies into the same few buffers,
- * warm in the cache, instead of fresh pages the kernel must fault in.
+ * warm in the cache, instead of fresh pages the kernel must fault in (and
+ * that V8 counts as external memory, forcing collections).
  */
 import type { Writable } from 'node:stream';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
 import { HEADER_LEN, OFFLOAD_HLEN, TYPE_FRAME, TYPE_FRAME_OFFLOAD, writeHeader, writeOffloadHeader } from './codec.js';
 
-/** Size of a fresh batch buffer, bytes. */
+/** Size of a batch buffer, bytes: larger than any frame record. */
 const BATCH_BYTES = 256 * 1024;
-/** A batch this large is written at once instead of at the end of the turn. */
+/** A batch this large is written at once instead of when switching returns. */
 const FLUSH_BYTES = 64 * 1024;
-/** Batch buffers kept for reuse. */
-const POOL_MAX = 4;
+/** Batch buffers kept for reuse (2 MB). */
+const POOL_MAX = 8;
 /** Default bound on bytes queued (pending batch plus the socket's unwritten bytes). */
 export const DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024;
 
@@ -91,7 +96,7 @@ export class LinkEgress {
       this.dropsQueueFull++;
       return WriteResult.QUEUE_FULL;
     }
-    if (this.#batch.length - this.#used < need) this.#makeRoom(need);
+    if (BATCH_BYTES - this.#used < need) this.#handOver();
     if (meta === undefined) writeHeader(this.#batch, this.#used, len, TYPE_FRAME, vni);
     else {
       writeHeader(this.#batch, this.#used, OFFLOAD_HLEN + len, TYPE_FRAME_OFFLOAD, vni);
@@ -108,7 +113,14 @@ export class LinkEgress {
   /** Queues an encoded record (control messages), in order with the frames. */
   raw(rec: Buffer): boolean {
     if (this.#dead) return false;
-    if (this.#batch.length - this.#used < rec.length) this.#makeRoom(rec.length);
+    if (BATCH_BYTES - this.#used < rec.length) this.#handOver();
+    if (rec.length > BATCH_BYTES) {
+      // A control record larger than a batch (the peer refuses it anyway): as it is, in order.
+      this.writes++;
+      this.#flight.push(rec);
+      if (!this.#sock.write(rec, this.#onWritten)) this.#blocked = true;
+      return true;
+    }
     rec.copy(this.#batch, this.#used);
     this.#used += rec.length;
     this.#kick();
@@ -130,14 +142,7 @@ export class LinkEgress {
   /** Hands the pending batch to the socket now, unless it is blocked. */
   flush(): void {
     if (this.#dead || this.#blocked || this.#used === 0) return;
-    const batch = this.#batch;
-    const out = batch.subarray(0, this.#used);
-    // The socket keeps the batch until written: take another (it comes back in #onWritten).
-    this.#batch = this.#pool.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
-    this.#used = 0;
-    this.writes++;
-    this.#flight.push(batch);
-    if (!this.#sock.write(out, this.#onWritten)) this.#blocked = true;
+    this.#handOver();
   }
 
   /** Stops using the socket; pending bytes are dropped. */
@@ -148,13 +153,19 @@ export class LinkEgress {
     this.#sock.off('drain', this.#onDrain);
   }
 
-  #makeRoom(need: number): void {
-    if (!this.#blocked && this.#used > 0) {
-      this.flush();
-      if (this.#batch.length - this.#used >= need) return;
-    }
-    const grown = Buffer.allocUnsafe(Math.max(BATCH_BYTES, this.#batch.length * 2, this.#used + need));
-    this.#batch.copy(grown, 0, 0, this.#used);
-    this.#batch = grown;
+  /**
+   * Writes the pending batch (also while blocked: the socket queues it and
+   * writes its queue in one writev on 'drain') and starts a fresh one.
+   */
+  #handOver(): void {
+    if (this.#used === 0) return;
+    const batch = this.#batch;
+    const out = batch.subarray(0, this.#used);
+    // The socket keeps the batch until written: take another (it comes back in #onWritten).
+    this.#batch = this.#pool.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
+    this.#used = 0;
+    this.writes++;
+    this.#flight.push(batch);
+    if (!this.#sock.write(out, this.#onWritten)) this.#blocked = true;
   }
 }
