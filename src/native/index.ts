@@ -91,6 +91,15 @@ export interface NativeAddon {
     errs: Int32Array,
   ): number;
 
+  /**
+   * One writev of a[aOff, aOff+aLen) then b[bOff, bOff+bLen) on a
+   * non-blocking stream socket. Returns the bytes written (fewer than asked
+   * when the socket buffer fills, 0 when it would block), or -errno for
+   * another error (nothing thrown: the caller hands the rest to Node's queue,
+   * which reports the error).
+   */
+  streamWrite(fd: number, a: Uint8Array, aOff: number, aLen: number, b: Uint8Array, bOff: number, bLen: number): number;
+
   /** An AF_UNIX socket of the given type (SOCK_DGRAM, SOCK_STREAM, SOCK_SEQPACKET). */
   socket(type: number): number;
   /** A connected pair of AF_UNIX sockets. */

@@ -190,6 +190,23 @@ describe('batched frame I/O', () => {
       code: 'ERR_OUT_OF_RANGE',
     });
   });
+
+  test('streamWrite gathers two ranges into one write, returns 0 when the socket is full and -errno for a closed peer', () => {
+    const [a, b] = n.socketpair(n.SOCK_STREAM);
+    own(a);
+    assert.equal(n.streamWrite(a, Buffer.from('..hdr'), 2, 3, Buffer.from('frame!'), 0, 5), 8);
+    const rx = Buffer.alloc(64);
+    assert.equal(readSync(b, rx, 0, 64, null), 8);
+    assert.equal(rx.toString('latin1', 0, 8), 'hdrframe');
+    let total = 0;
+    const chunk = Buffer.alloc(65536);
+    for (let w = 1; w > 0; total += w) w = n.streamWrite(a, chunk, 0, chunk.length, chunk, 0, 0);
+    assert.ok(total > 0);
+    assert.equal(n.streamWrite(a, chunk, 0, 1, chunk, 0, 0), 0);
+    closeSync(b);
+    assert.equal(n.streamWrite(a, chunk, 0, 1, chunk, 0, 0), -32); // EPIPE (Node ignores SIGPIPE)
+    assert.throws(() => n.streamWrite(a, chunk, 65536, 1, chunk, 0, 0), { code: 'ERR_OUT_OF_RANGE' });
+  });
 });
 
 describe('eventfd', () => {

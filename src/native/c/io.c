@@ -1,6 +1,7 @@
 /*
  * Batched frame I/O on a non-blocking fd that carries one frame per read or
- * write (a TAP): many frames per N-API call, no allocation per frame.
+ * write (a TAP): many frames per N-API call, no allocation per frame. And
+ * one gathered write on a stream socket (links).
  */
 #include "common.h"
 
@@ -100,8 +101,40 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
   return res;
 }
 
+/*
+ * streamWrite(fd, a, aOff, aLen, b, bOff, bLen) -> bytes
+ * One writev of a[aOff .. aOff+aLen) then b[bOff .. bOff+bLen) on a
+ * non-blocking stream socket (a link: a record header, then a frame straight
+ * from where it was read). Returns the bytes written (possibly fewer than
+ * asked, 0 when the socket would block), or -errno for another error: the
+ * caller hands the rest to the socket's own queue, which reports errors.
+ */
+static napi_value stream_write(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 7);
+  int32_t fd;
+  uint8_t *a, *b;
+  size_t a_len, b_len;
+  uint32_t a_off, a_n, b_off, b_n;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_bytes(env, argv[1], "a", &a, &a_len) ||
+      !vl_get_uint32(env, argv[2], "aOff", &a_off) || !vl_get_uint32(env, argv[3], "aLen", &a_n) ||
+      !vl_get_bytes(env, argv[4], "b", &b, &b_len) || !vl_get_uint32(env, argv[5], "bOff", &b_off) ||
+      !vl_get_uint32(env, argv[6], "bLen", &b_n))
+    return NULL;
+  if ((uint64_t)a_off + a_n > a_len || (uint64_t)b_off + b_n > b_len)
+    return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "a range lies outside its buffer (off + len > length)");
+  struct iovec iov[2] = {{.iov_base = a + a_off, .iov_len = a_n}, {.iov_base = b + b_off, .iov_len = b_n}};
+  ssize_t r;
+  do r = writev(fd, iov, 2);
+  while (r < 0 && errno == EINTR);
+  double res_v = r >= 0 ? (double)r : (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -(double)errno;
+  napi_value res;
+  NAPI_CALL(env, napi_create_double(env, res_v, &res));
+  return res;
+}
+
 napi_status vl_init_io(napi_env env, napi_value exports) {
   napi_status s;
   if ((s = vl_export(env, exports, "readBatch", read_batch)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "streamWrite", stream_write)) != napi_ok) return s;
   return vl_export(env, exports, "writeBatch", write_batch);
 }
