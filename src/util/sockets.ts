@@ -27,6 +27,12 @@ export function adoptWithReader(accepted: Socket, onread: OnRead): Socket {
   return new Socket({ handle, onread } as ConstructorParameters<typeof Socket>[0]);
 }
 
+/** The fd of a connected socket's handle, or undefined (no handle yet, or not an fd-backed one such as TLS). */
+export function socketFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
 /**
  * Sets a connected socket's kernel send and receive buffers to `bytes` each
  * (SO_SNDBUFFORCE/SO_RCVBUFFORCE through the native addon, as root). Best
@@ -34,8 +40,8 @@ export function adoptWithReader(accepted: Socket, onread: OnRead): Socket {
  * the kernel defaults stay.
  */
 export function enlargeSocketBuffers(socket: Socket, bytes: number): unknown {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) return undefined;
+  const fd = socketFd(socket);
+  if (fd === undefined) return undefined;
   try {
     native().setBuffers(fd, bytes, bytes);
     return undefined;

@@ -17,6 +17,13 @@
  * bytes) frames are dropped: the switch drops, it does not buffer without
  * bound.
  *
+ * On a plain TCP socket with nothing queued, writes skip Node's stream
+ * machinery: a batch goes to the kernel with one native writev, and a large
+ * frame (a 64 KB segment) is not even copied into the batch: its record
+ * header and the frame, where the port read it, go in one writev. Whatever
+ * the kernel does not take at once is copied into a batch and handed to the
+ * socket's queue, and later frames queue behind it until it is written.
+ *
  * Batch buffers come back to a pool when their write completes (write
  * callbacks run in order, one pre-bound callback and a FIFO: nothing
  * allocated per write), so a steady flow copies into the same few buffers,
@@ -34,6 +41,17 @@ const BATCH_BYTES = 256 * 1024;
 const FLUSH_BYTES = 192 * 1024;
 /** Batch buffers kept for reuse (2 MB). */
 const POOL_MAX = 8;
+/** Frames at least this long go out without a copy when the socket takes them at once. */
+const DIRECT_MIN = 16 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * A gathered write straight to the socket's fd: a[aOff, +aLen) then
+ * b[bOff, +bLen). Returns the bytes written, 0 when it would block, < 0 for
+ * another error (the socket's queue then meets the same error and reports it).
+ */
+export type DirectWrite = (a: Buffer, aOff: number, aLen: number, b: Buffer, bOff: number, bLen: number) => number;
+
 /** Default bound on bytes queued (pending batch plus the socket's unwritten bytes). */
 export const DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024;
 
@@ -45,10 +63,13 @@ export class LinkEgress {
   /** Buffers handed to the socket, oldest first, and buffers free for reuse. */
   readonly #flight: Buffer[] = [];
   readonly #pool: Buffer[] = [];
+  readonly #direct: DirectWrite | undefined;
+  /** Record and offload header of a frame written directly. */
+  readonly #hdr = Buffer.alloc(HEADER_LEN + OFFLOAD_HLEN);
   #scheduled = false;
   #blocked = false;
   #dead = false;
-  /** Kernel writes issued (each a batch). */
+  /** Kernel writes issued (each a batch, or one large frame). */
   writes = 0;
   txFrames = 0;
   txBytes = 0;
@@ -72,10 +93,12 @@ export class LinkEgress {
   /**
    * @param sock the connected socket (plain or TLS)
    * @param limit bound on queued bytes; default {@link DEFAULT_QUEUE_BYTES}
+   * @param direct writes straight to the socket's fd (plain TCP only: a TLS socket must encrypt)
    */
-  constructor(sock: Writable, limit = DEFAULT_QUEUE_BYTES) {
+  constructor(sock: Writable, limit = DEFAULT_QUEUE_BYTES, direct?: DirectWrite) {
     this.#sock = sock;
     this.#limit = limit;
+    this.#direct = direct;
     sock.on('drain', this.#onDrain);
   }
 
@@ -96,6 +119,7 @@ export class LinkEgress {
       this.dropsQueueFull++;
       return WriteResult.QUEUE_FULL;
     }
+    if (len >= DIRECT_MIN && this.#used === 0 && this.#idle()) return this.#frameDirect(vni, buf, off, len, meta);
     if (BATCH_BYTES - this.#used < need) this.#handOver();
     if (meta === undefined) writeHeader(this.#batch, this.#used, len, TYPE_FRAME, vni);
     else {
@@ -107,6 +131,36 @@ export class LinkEgress {
     this.txFrames++;
     this.txBytes += len;
     this.#kick();
+    return WriteResult.OK;
+  }
+
+  /** True when a write may go straight to the fd: nothing of ours waits in Node's queue or libuv. */
+  #idle(): boolean {
+    return this.#direct !== undefined && !this.#blocked && this.#sock.writableLength === 0;
+  }
+
+  /** Writes header and frame with one writev, no copy; the rest, if any, through a batch. */
+  #frameDirect(vni: number, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): WriteResult {
+    const h = this.#hdr;
+    const hl = meta === undefined ? HEADER_LEN : HEADER_LEN + OFFLOAD_HLEN;
+    if (meta === undefined) writeHeader(h, 0, len, TYPE_FRAME, vni);
+    else {
+      writeHeader(h, 0, OFFLOAD_HLEN + len, TYPE_FRAME_OFFLOAD, vni);
+      writeOffloadHeader(h, HEADER_LEN, meta);
+    }
+    const n = Math.max(0, (this.#direct as DirectWrite)(h, 0, hl, buf, off, len));
+    this.txFrames++;
+    this.txBytes += len;
+    if (n === hl + len) {
+      this.writes++;
+      return WriteResult.OK;
+    }
+    // The kernel took part (or nothing): the rest goes first through the socket's queue.
+    if (n < hl) h.copy(this.#batch, 0, n, hl);
+    const from = Math.max(0, n - hl);
+    buf.copy(this.#batch, Math.max(0, hl - n), off + from, off + len);
+    this.#used = hl + len - n;
+    this.#handOver(false);
     return WriteResult.OK;
   }
 
@@ -154,13 +208,24 @@ export class LinkEgress {
   }
 
   /**
-   * Writes the pending batch (also while blocked: the socket queues it and
-   * writes its queue in one writev on 'drain') and starts a fresh one.
+   * Writes the pending batch: straight to the fd when idle (unless `direct`
+   * is false: right after the kernel took only part of a write, its buffer is
+   * full), else through the socket, also while blocked (the socket queues it
+   * and writes its queue in one writev on 'drain'), starting a fresh batch.
    */
-  #handOver(): void {
+  #handOver(direct = true): void {
     if (this.#used === 0) return;
     const batch = this.#batch;
-    const out = batch.subarray(0, this.#used);
+    let from = 0;
+    if (direct && this.#idle()) {
+      from = Math.max(0, (this.#direct as DirectWrite)(batch, 0, this.#used, EMPTY, 0, 0));
+      if (from === this.#used) {
+        this.writes++;
+        this.#used = 0;
+        return;
+      }
+    }
+    const out = batch.subarray(from, this.#used);
     // The socket keeps the batch until written: take another (it comes back in #onWritten).
     this.#batch = this.#pool.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
     this.#used = 0;

@@ -9,7 +9,7 @@ import type { Logger } from '../../log.js';
 import { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
 import { DecodeResult, encodeControl, LinkDecoder } from './codec.js';
-import { LinkEgress } from './egress.js';
+import { type DirectWrite, LinkEgress } from './egress.js';
 import { LinkProtocolError } from './errors.js';
 import type { LinkReader } from './link-reader.js';
 import type {
@@ -53,6 +53,8 @@ export interface StreamChannelOptions {
    * decoder (a TLS socket the server accepted cannot take `onread`).
    */
   reader?: LinkReader | undefined;
+  /** Writes straight to the socket's fd when nothing is queued (plain TCP only; see egress.ts). */
+  direct?: DirectWrite | undefined;
 }
 
 /** Validates a decoded hello; returns the hello or the reason it is not one. */
@@ -125,7 +127,7 @@ export class StreamChannel implements LinkChannel {
     this.remote = opts.remote;
     this.#log = opts.logger;
     this.#clock = opts.clock ?? (() => performance.now());
-    this.#egress = new LinkEgress(sock, opts.queueBytes);
+    this.#egress = new LinkEgress(sock, opts.queueBytes, opts.direct);
     this.#decoder = new LinkDecoder(
       {
         frame: (vni, buf, off, len, meta) => this.#frame(vni, buf, off, len, meta),
