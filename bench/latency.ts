@@ -5,9 +5,10 @@
  * A client and an echo peer (this process) exchange 64-byte frames one at
  * a time, in QEMU's stream framing, over unix sockets:
  *   direct: client <-> echo
- *   C:      client <-> relay <-> relay <-> echo
+ *   C:      client <-> relay <-> relay <-> echo (unix sockets throughout)
+ *   C/TCP:  client <-> relay <-> TCP on loopback <-> relay <-> echo (the sockets vmlink uses)
  *   vmlink: client <-> daemon A (stream port) <-> plain TCP link <-> daemon B (stream port) <-> echo
- * Two processes in the path each way in both relayed cases, so the added
+ * Two processes in the path each way in all relayed cases, so the added
  * latency per hop is (RTT - direct RTT) / 4. Pinned: the relays or daemons
  * on cpu 1, this process on cpu 0; unpinned: wherever the kernel puts them.
  * Needs gcc, taskset.
@@ -16,9 +17,9 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
@@ -62,8 +63,24 @@ function echoServer(path: string): Promise<Server> {
   return new Promise((r) => server.listen(path, () => r(server)));
 }
 
-/** Dials a stream-framed echo (repeating), then runs `count` round trips; RTTs in microseconds. */
-async function pingPong(path: string, count: number): Promise<number[]> {
+/** CPU time of a process's main thread, ns (/proc/PID/schedstat); 0 when unknown. */
+function cpuNs(p: ChildProcess): number {
+  try {
+    return Number(readFileSync(`/proc/${p.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU µs the relaying processes spent per frame per hop in the measured round trips (each crosses every process twice). */
+let lastCpuPerHop = 0;
+
+/**
+ * Dials a stream-framed echo (repeating), then runs `count` round trips; RTTs
+ * in microseconds. The CPU time of `procs` over the measured round trips goes
+ * to lastCpuPerHop.
+ */
+async function pingPong(path: string, count: number, procs: ChildProcess[] = []): Promise<number[]> {
   let sock: Socket | undefined;
   for (let i = 0; i < 200 && !sock; i++) {
     sock = await new Promise<Socket | undefined>((resolve) => {
@@ -91,11 +108,14 @@ async function pingPong(path: string, count: number): Promise<number[]> {
   const uni = frame(ECHO_MAC);
   for (let i = 0; i < 200; i++) await once1(uni, 1000);
   const rtts: number[] = [];
+  const cpu0 = procs.reduce((t, p) => t + cpuNs(p), 0);
   for (let i = 0; i < count; i++) {
     const t0 = process.hrtime.bigint();
     if (!(await once1(uni, 1000))) throw new Error('a frame was lost');
     rtts.push(Number(process.hrtime.bigint() - t0) / 1000);
   }
+  const cpu = procs.reduce((t, p) => t + cpuNs(p), 0) - cpu0;
+  lastCpuPerHop = procs.length ? cpu / 1000 / (count * 2 * procs.length) : 0;
   s.destroy();
   return rtts;
 }
@@ -120,23 +140,25 @@ async function stopAll(procs: ChildProcess[]): Promise<void> {
   }
 }
 
-async function viaC(dir: string, relay: string, pin: boolean, count: number): Promise<number[]> {
+/** Two C relays; with `tcp`, joined by TCP on loopback (as the two daemons are) instead of a unix socket. */
+async function viaC(dir: string, relay: string, pin: boolean, count: number, tcp: boolean): Promise<number[]> {
   const echo = await echoServer(join(dir, 'echo-c.sock'));
+  const middle = tcp ? `tcp:${20000 + Math.floor(Math.random() * 20000)}` : join(dir, 'r2.sock');
   const procs: ChildProcess[] = [];
   try {
     // Each relay serves one connection: wait for its "ready" line (a probe connection would use it up).
     for (const [l, c] of [
-      ['r2.sock', 'echo-c.sock'],
-      ['r1.sock', 'r2.sock'],
+      [middle, join(dir, 'echo-c.sock')],
+      [join(dir, 'r1.sock'), middle],
     ] as const) {
-      const p = spawnPinned(pin, relay, [join(dir, l), join(dir, c)]);
+      const p = spawnPinned(pin, relay, [l, c]);
       procs.push(p);
       await new Promise<void>((resolve, reject) => {
         p.stdout?.once('data', () => resolve());
         p.once('close', (code) => reject(new Error(`relay exited (${code})`)));
       });
     }
-    return await pingPong(join(dir, 'r1.sock'), count);
+    return await pingPong(join(dir, 'r1.sock'), count, procs);
   } finally {
     await stopAll(procs);
     echo.close();
@@ -181,7 +203,7 @@ async function viaVmlink(o: Opts, dir: string, pin: boolean, count: number): Pro
     } finally {
       await c.close();
     }
-    return await pingPong(join(dir, 'a-port.sock'), count);
+    return await pingPong(join(dir, 'a-port.sock'), count, procs);
   } finally {
     await stopAll(procs);
     echo.close();
@@ -207,8 +229,11 @@ export async function latencyScenario(o: Opts): Promise<ScenarioResult> {
       if (pin) await execFileP('taskset', ['-cp', '0', String(process.pid)]);
       else await execFileP('taskset', ['-cp', `0-${cpus().length - 1}`, String(process.pid)]);
       const d = await direct(dir, o.count);
-      const c = await viaC(dir, relay, pin, o.count);
+      const c = await viaC(dir, relay, pin, o.count, false);
+      const ct = await viaC(dir, relay, pin, o.count, true);
+      const ctCpu = lastCpuPerHop;
       const v = await viaVmlink(o, dir, pin, o.count);
+      const vCpu = lastCpuPerHop;
       const hop = (xs: number[], p: number): number => Math.max(0, (pct(xs, p) - pct(d, p)) / 4);
       const row = {
         pinned: pin,
@@ -216,11 +241,17 @@ export async function latencyScenario(o: Opts): Promise<ScenarioResult> {
         direct_rtt_p99_us: +pct(d, 99).toFixed(1),
         c_rtt_p50_us: +pct(c, 50).toFixed(1),
         c_rtt_p99_us: +pct(c, 99).toFixed(1),
+        c_tcp_rtt_p50_us: +pct(ct, 50).toFixed(1),
+        c_tcp_rtt_p99_us: +pct(ct, 99).toFixed(1),
         vmlink_rtt_p50_us: +pct(v, 50).toFixed(1),
         vmlink_rtt_p99_us: +pct(v, 99).toFixed(1),
         c_hop_p50_us: +hop(c, 50).toFixed(1),
+        c_tcp_hop_p50_us: +hop(ct, 50).toFixed(1),
         vmlink_hop_p50_us: +hop(v, 50).toFixed(1),
         ratio_p50: +(hop(v, 50) / Math.max(0.1, hop(c, 50))).toFixed(2),
+        ratio_p50_tcp: +(hop(v, 50) / Math.max(0.1, hop(ct, 50))).toFixed(2),
+        c_tcp_cpu_us_per_hop: +ctCpu.toFixed(2),
+        vmlink_cpu_us_per_hop: +vCpu.toFixed(2),
         count: o.count,
       };
       rows.push(row);
@@ -232,16 +263,16 @@ export async function latencyScenario(o: Opts): Promise<ScenarioResult> {
   const md = [
     '## Latency added per hop: vmlink versus a minimal C relay',
     '',
-    `64-byte frames one at a time (${o.count} round trips after warm-up) from a client to an echo peer, over unix sockets in QEMU's stream framing: directly, through two C relays (bench/relay.c: poll, read, write), and through two vmlink daemons joined by a plain TCP link (client and echo on stream ports). Per hop = (RTT - direct RTT) / 4. Pinned: relays or daemons on cpu 1, client and echo on cpu 0. Target: vmlink's hop within 1.5x the C relay's (VNET 2004: 0.66 ms).`,
+    `64-byte frames one at a time (${o.count} round trips after warm-up) from a client to an echo peer, over unix sockets in QEMU's stream framing: directly, through two C relays (bench/relay.c: poll, read, write) joined by a unix socket, through the same two C relays joined by TCP on loopback (the sockets the daemons use between them), and through two vmlink daemons joined by a plain TCP link (client and echo on stream ports). Per hop = (RTT - direct RTT) / 4. Pinned: relays or daemons on cpu 1, client and echo on cpu 0. Target: vmlink's hop within 1.5x the C relay's (VNET 2004: 0.66 ms). Load average at the end: ${loadavg()[0]?.toFixed(1)}.`,
     '',
-    '| pinned | RTT p50 / p99 µs: direct | two C relays | two vmlink daemons + link | hop p50 µs: C | vmlink | vmlink/C |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| pinned | RTT p50 / p99 µs: direct | two C relays (unix) | two C relays (TCP between) | two vmlink daemons + link | hop p50 µs: C (unix) | C (TCP) | vmlink | vmlink / C (unix) | vmlink / C (TCP) | CPU µs per frame per hop: C (TCP) | vmlink |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map(
       (r) =>
-        `| ${r['pinned'] ? 'yes' : 'no'} | ${r['direct_rtt_p50_us']} / ${r['direct_rtt_p99_us']} | ${r['c_rtt_p50_us']} / ${r['c_rtt_p99_us']} | ${r['vmlink_rtt_p50_us']} / ${r['vmlink_rtt_p99_us']} | ${r['c_hop_p50_us']} | ${r['vmlink_hop_p50_us']} | ${r['ratio_p50']} |`,
+        `| ${r['pinned'] ? 'yes' : 'no'} | ${r['direct_rtt_p50_us']} / ${r['direct_rtt_p99_us']} | ${r['c_rtt_p50_us']} / ${r['c_rtt_p99_us']} | ${r['c_tcp_rtt_p50_us']} / ${r['c_tcp_rtt_p99_us']} | ${r['vmlink_rtt_p50_us']} / ${r['vmlink_rtt_p99_us']} | ${r['c_hop_p50_us']} | ${r['c_tcp_hop_p50_us']} | ${r['vmlink_hop_p50_us']} | ${r['ratio_p50']} | ${r['ratio_p50_tcp']} | ${r['c_tcp_cpu_us_per_hop']} | ${r['vmlink_cpu_us_per_hop']} |`,
     ),
     '',
-    'p99 is dominated by scheduling on a 2-core machine shared with other work; compare p50s.',
+    'p99 is dominated by scheduling on a 2-core machine shared with other work; compare p50s. The CPU columns (main-thread time from /proc/PID/schedstat over the measured round trips, per frame per process crossed) do not depend on how long a process waits for a core.',
   ].join('\n');
   return { scenario: 'latency', when: new Date().toISOString(), machine: machineInfo(), rows, markdown: md };
 }
