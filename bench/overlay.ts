@@ -16,7 +16,7 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
@@ -334,7 +334,7 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
   const md = [
     '## Overlay: a bulk TCP flow through two daemons and a link, versus the same veth directly',
     '',
-    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}; vnet_hdr TAPs with offloads on, so 64 KB TCP segments cross the switches and TCP/TLS links whole and are never cut; VXLAN links take no offloads, so segments are cut into MTU frames before a VXLAN link); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores.`,
+    `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}; vnet_hdr TAPs with offloads on, so 64 KB TCP segments cross the switches and TCP/TLS links whole and are never cut; VXLAN links take no offloads, so segments are cut into MTU frames before a VXLAN link); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores (load average ${loadavg()[0]?.toFixed(1)} at the end).`,
     '',
     '| link | peer Gbit/s (veth; kernel vxlan for vxlan) | vmlink Gbit/s | vmlink/peer | target |',
     '| --- | ---: | ---: | ---: | ---: |',
