@@ -106,7 +106,8 @@ async function pingPong(path: string, count: number, procs: ChildProcess[] = [])
   // Warm up: a broadcast teaches the switches where both ends are.
   for (let i = 0; i < 100 && !(await once1(frame(Buffer.from('ffffffffffff', 'hex')), 200)); i++);
   const uni = frame(ECHO_MAC);
-  for (let i = 0; i < 200; i++) await once1(uni, 1000);
+  // Steady state: enough round trips for the JIT to have compiled the daemons' frame path (the C relays need none).
+  for (let i = 0; i < 3000; i++) await once1(uni, 1000);
   const rtts: number[] = [];
   const cpu0 = procs.reduce((t, p) => t + cpuNs(p), 0);
   for (let i = 0; i < count; i++) {
@@ -263,7 +264,7 @@ export async function latencyScenario(o: Opts): Promise<ScenarioResult> {
   const md = [
     '## Latency added per hop: vmlink versus a minimal C relay',
     '',
-    `64-byte frames one at a time (${o.count} round trips after warm-up) from a client to an echo peer, over unix sockets in QEMU's stream framing: directly, through two C relays (bench/relay.c: poll, read, write) joined by a unix socket, through the same two C relays joined by TCP on loopback (the sockets the daemons use between them), and through two vmlink daemons joined by a plain TCP link (client and echo on stream ports). Per hop = (RTT - direct RTT) / 4. Pinned: relays or daemons on cpu 1, client and echo on cpu 0. Target: vmlink's hop within 1.5x the C relay's (VNET 2004: 0.66 ms). Load average at the end: ${loadavg()[0]?.toFixed(1)}.`,
+    `64-byte frames one at a time (${o.count} round trips after 3000 of warm-up, so the daemons run JIT-compiled code) from a client to an echo peer, over unix sockets in QEMU's stream framing: directly, through two C relays (bench/relay.c: poll, read, write) joined by a unix socket, through the same two C relays joined by TCP on loopback (the sockets the daemons use between them), and through two vmlink daemons joined by a plain TCP link (client and echo on stream ports). Per hop = (RTT - direct RTT) / 4. Pinned: relays or daemons on cpu 1, client and echo on cpu 0. Target: vmlink's hop within 1.5x the C relay's (VNET 2004: 0.66 ms). Load average at the end: ${loadavg()[0]?.toFixed(1)}.`,
     '',
     '| pinned | RTT p50 / p99 µs: direct | two C relays (unix) | two C relays (TCP between) | two vmlink daemons + link | hop p50 µs: C (unix) | C (TCP) | vmlink | vmlink / C (unix) | vmlink / C (TCP) | CPU µs per frame per hop: C (TCP) | vmlink |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
