@@ -129,6 +129,20 @@ describe('link egress', () => {
     );
   });
 
+  test('never writes to the fd of a socket that was ended or destroyed (its fd number may belong to another file by then)', async () => {
+    for (const stop of ['end', 'destroy'] as const) {
+      const r = rig();
+      r.sock.on('error', () => undefined);
+      r.egress.frame(1, frame(40_000, 1), 0, 40_000);
+      assert.equal(r.directCalls.length, 1);
+      r.sock[stop]();
+      r.egress.frame(1, frame(40_000, 2), 0, 40_000);
+      r.egress.frame(1, frame(60, 3), 0, 60);
+      await tick();
+      assert.equal(r.directCalls.length, 1, `a direct write after ${stop}()`);
+    }
+  });
+
   test('any mix of frame sizes, partial direct writes and push-back keeps every record whole and in order (seeded fuzz)', async () => {
     const rnd = prng(2026);
     for (let round = 0; round < 20; round++) {

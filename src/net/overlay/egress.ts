@@ -134,9 +134,13 @@ export class LinkEgress {
     return WriteResult.OK;
   }
 
-  /** True when a write may go straight to the fd: nothing of ours waits in Node's queue or libuv. */
+  /**
+   * True when a write may go straight to the fd: nothing of ours waits in
+   * Node's queue or libuv, and the socket is still writable (after end() or
+   * destroy() its fd may be closed, and its number reused by another file).
+   */
   #idle(): boolean {
-    return this.#direct !== undefined && !this.#blocked && this.#sock.writableLength === 0;
+    return this.#direct !== undefined && !this.#blocked && this.#sock.writableLength === 0 && this.#sock.writable;
   }
 
   /** Writes header and frame with one writev, no copy; the rest, if any, through a batch. */
