@@ -75,6 +75,8 @@ export class Rig {
     handle.sp = this.sw.addPort(name, { network }, (sink, sp) =>
       createPort(ep.spec as PortConfig, {
         sink,
+        // As the daemon wires ports: batch-capable ports deliver a read's frames in one call.
+        sinkBatch: sp.ingressBatch,
         logger: silentLogger(),
         maxFrameLen: o.maxFrameLen ?? MAX_FRAME_LEN,
         queueLen: o.queueLen ?? 1024,

@@ -179,4 +179,63 @@ describe('Deframer', () => {
       assert.equal(d.partial, false);
     }
   });
+
+  test('batch mode: the frames of each chunk come in one call, prefixes in place, in stream order with the reassembled ones (seeded)', () => {
+    const rand = prng(0xba7c4);
+    const int = (n: number) => Math.floor(rand() * n);
+    for (let iter = 0; iter < 1000; iter++) {
+      const max = 1 + int(3000);
+      const frames: Buffer[] = [];
+      for (let k = int(40); k > 0; k--) {
+        const f = Buffer.alloc(int(max + 1));
+        for (let i = 0; i < f.length; i++) f[i] = int(256);
+        frames.push(f);
+      }
+      // One more past a batch's limit now and then: 1100 small frames.
+      if (iter % 100 === 7) for (let k = 0; k < 1100; k++) frames.push(Buffer.from([k & 0xff, k >> 8]));
+      const wire = encode(frames);
+      const got: string[] = [];
+      let batches = 0;
+      const d = new Deframer(
+        (b, o, l) => got.push(b.toString('hex', o, o + l)),
+        Math.max(max, 2),
+        (b, fr, n) => {
+          batches++;
+          assert.ok(n > 0 && n <= 1024, `a batch of ${n} frames`);
+          for (let k = 0; k < n; k++) {
+            const o = fr[2 * k] as number;
+            const l = fr[2 * k + 1] as number;
+            assert.equal(b.readUInt32BE(o - 4), l, 'the length prefix is in place before the frame');
+            got.push(b.toString('hex', o, o + l));
+          }
+        },
+      );
+      for (let p = 0; p < wire.length; ) {
+        const n = 1 + int(rand() < 0.3 ? 8 : 20_000);
+        assert.equal(d.push(wire.subarray(p, p + n)), PushResult.OK);
+        p += n;
+      }
+      assert.deepEqual(
+        got,
+        frames.map((f) => f.toString('hex')),
+        `iteration ${iter}`,
+      );
+      if (iter % 100 === 7) assert.ok(batches >= 2, 'more than 1024 frames in one chunk take two calls');
+    }
+  });
+
+  test('batch mode: frames before an oversized prefix are delivered, then the stream is broken', () => {
+    const got: number[] = [];
+    const d = new Deframer(
+      () => assert.fail('no frame is reassembled here'),
+      100,
+      (_b, fr, n) => {
+        for (let k = 0; k < n; k++) got.push(fr[2 * k + 1] as number);
+      },
+    );
+    const wire = Buffer.concat([encode([Buffer.alloc(20), Buffer.alloc(30)]), Buffer.from('00000065', 'hex')]);
+    assert.equal(d.push(wire), PushResult.OVERSIZED);
+    assert.deepEqual(got, [20, 30]);
+    assert.equal(d.badLength, 101);
+  });
 });

@@ -22,12 +22,32 @@
  * A batch is handed to the socket as soon as it holds FLUSH_BYTES, so the
  * reader on the other side works in parallel with a long burst.
  *
+ * Frames from another stream port arrive in batches that still lie in that
+ * port's read buffer with their length prefixes ({@link StreamEgress.writeBatch}):
+ * when nothing is queued they are written from there with one writev, so a
+ * byte crosses the daemon with two copies (from the kernel, to the kernel)
+ * instead of three.
+ *
  * One object per connection: callbacks of a dead connection cannot disturb
  * the counters of the next one.
  */
 import type { Socket } from 'node:net';
+import { native } from '../../native/index.js';
+import { socketFd } from '../../util/sockets.js';
 import { PREFIX_LEN } from './deframer.js';
-import { WriteResult } from './port.js';
+import { type BatchResult, WriteResult } from './port.js';
+
+const EMPTY = Buffer.alloc(0);
+
+/** The socket's fd when the native addon can write to it directly, else -1. */
+function directFd(socket: Socket): number {
+  try {
+    native();
+  } catch {
+    return -1;
+  }
+  return socketFd(socket) ?? -1;
+}
 
 /** Initial batch buffer size in bytes; batches grow while the socket is blocked. */
 const BATCH_BYTES = 256 * 1024;
@@ -38,6 +58,8 @@ const FLUSH_BYTES = 64 * 1024;
 
 export class StreamEgress {
   readonly #socket: Socket;
+  /** The socket's fd for direct writes ({@link writeBatch}), or -1 without one. */
+  readonly #fd: number;
   readonly #queueLen: number;
   /** The batch being filled. */
   #batch: Buffer;
@@ -92,6 +114,7 @@ export class StreamEgress {
    */
   constructor(socket: Socket, queueLen: number) {
     this.#socket = socket;
+    this.#fd = directFd(socket);
     this.#queueLen = queueLen;
     this.#batch = Buffer.allocUnsafe(BATCH_BYTES);
     socket.on('drain', this.#onDrain);
@@ -130,6 +153,77 @@ export class StreamEgress {
       process.nextTick(this.#flushBound);
     }
     return WriteResult.OK;
+  }
+
+  /**
+   * {@link write} for frames `frames[2k]` (offset), `frames[2k+1]` (length)
+   * of `buf`. A run of frames that lie back to back in `buf`, each with its
+   * length prefix already in place before it (frames another stream port
+   * just read), goes to the socket's fd straight from `buf` in one write,
+   * with no copy, when nothing is queued ahead of it; what the kernel does
+   * not take at once is copied into the pending batch. Every other frame is
+   * copied as by {@link write}.
+   */
+  writeBatch(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult): void {
+    let k = 0;
+    while (k < count) {
+      const off = frames[2 * k] as number;
+      const len = frames[2 * k + 1] as number;
+      if (off >= PREFIX_LEN && buf.readUInt32BE(off - PREFIX_LEN) === len && this.#canWriteDirect()) {
+        let j = k + 1;
+        let end = off + len;
+        let bytes = len;
+        while (j < count) {
+          const o = frames[2 * j] as number;
+          const l = frames[2 * j + 1] as number;
+          if (o !== end + PREFIX_LEN || buf.readUInt32BE(end) !== l) break;
+          end = o + l;
+          bytes += l;
+          j++;
+        }
+        const start = off - PREFIX_LEN;
+        const n = native().streamWrite(this.#fd, buf, start, end - start, EMPTY, 0, 0);
+        if (n < end - start) this.#queueRest(buf, frames, k, j, start + Math.max(0, n), end);
+        this.batches++;
+        res.ok += j - k;
+        res.bytes += bytes;
+        k = j;
+        continue;
+      }
+      const r = this.write(buf, off, len);
+      if (r === WriteResult.OK) {
+        res.ok++;
+        res.bytes += len;
+      } else if (r === WriteResult.QUEUE_FULL) res.full++;
+      else res.down++;
+      k++;
+    }
+  }
+
+  /** True when a direct write to the fd cannot overtake anything: nothing pending, nothing in the socket. */
+  #canWriteDirect(): boolean {
+    if (this.#fd < 0 || this.#dead || this.#blocked || this.#pendingFrames !== 0) return false;
+    const sock = this.#socket;
+    return sock.writableLength === 0 && !sock.destroyed && !sock.writableEnded;
+  }
+
+  /**
+   * Puts `buf[from .. end)` (the unwritten tail of a direct write: whole
+   * frames with their prefixes, the first possibly cut) into the pending
+   * batch, as raw bytes, counting the frames of k..j-1 that end after `from`.
+   */
+  #queueRest(buf: Buffer, frames: Uint32Array, k: number, j: number, from: number, end: number): void {
+    let n = 0;
+    for (let i = k; i < j; i++) if ((frames[2 * i] as number) + (frames[2 * i + 1] as number) > from) n++;
+    const need = end - from;
+    if (this.#batch.length - this.#used < need) this.#makeRoom(need);
+    buf.copy(this.#batch, this.#used, from, end);
+    this.#used += need;
+    this.#pendingFrames += n;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      process.nextTick(this.#flushBound);
+    }
   }
 
   /** Hands the pending batch to the socket now, unless it is blocked. */

@@ -23,7 +23,7 @@ import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
 import { PortAddressError } from '../errors.js';
 import { Backoff } from './backoff.js';
 import { Deframer, PushResult } from './deframer.js';
-import type { Port, PortContext, PortState } from './port.js';
+import type { BatchResult, Port, PortContext, PortState } from './port.js';
 import { WriteResult } from './port.js';
 import { StreamEgress } from './stream-egress.js';
 import { prepareUnixPath, removeUnixPath } from './unix-path.js';
@@ -96,7 +96,7 @@ class Conn {
     port: StreamPort,
     ctx: PortContext,
   ) {
-    this.deframer = new Deframer(ctx.sink, ctx.maxFrameLen);
+    this.deframer = new Deframer(ctx.sink, ctx.maxFrameLen, ctx.sinkBatch);
     this.egress = new StreamEgress(sock, ctx.queueLen);
     this.onRead = (nread: number, buf: Buffer): boolean => {
       if (this.deframer.push(buf, nread) !== PushResult.OK) {
@@ -181,6 +181,12 @@ export class StreamPort implements Port {
   write(buf: Buffer, off: number, len: number): WriteResult {
     const c = this.#conn;
     return c === undefined ? WriteResult.DOWN : c.egress.write(buf, off, len);
+  }
+
+  writeBatch(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult): void {
+    const c = this.#conn;
+    if (c === undefined) res.down += count;
+    else c.egress.writeBatch(buf, frames, count, res);
   }
 
   describe(): Record<string, unknown> {
