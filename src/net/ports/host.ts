@@ -18,10 +18,10 @@
  * before a packet socket sees them; such frames are dropped by the switch as
  * mtu); VLAN tags the NIC strips (rx-vlan-offload) do not reach vmlink.
  */
-import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
+import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
@@ -48,23 +48,16 @@ export class HostPort implements Port {
   readonly #ctx: PortContext;
   readonly #slot: number;
   #n: NativeAddon | undefined;
-  #state: PortState = 'closed';
   #fd = -1;
-  #closed = false;
   #poller: Poller | undefined;
   #rx: Buffer | undefined;
   readonly #rxLens: Uint32Array;
   readonly #tx: FrameArena;
-  #scheduled: NodeJS.Immediate | undefined;
+  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
+  readonly #core: FdPortCore;
   #watchingWrite = false;
-  readonly #flushBound = (): void => this.#flush();
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
-  #rxFrames = 0;
-  #rxBatches = 0;
-  #txFrames = 0;
-  #txBatches = 0;
   #txErrors = 0;
-  #lastError = '';
   #linkTimer: NodeJS.Timeout | undefined;
 
   constructor(spec: HostSpec, ctx: PortContext) {
@@ -74,10 +67,11 @@ export class HostPort implements Port {
     this.#slot = (Math.min(ctx.maxFrameLen, 65536) + 7) & ~7;
     this.#rxLens = new Uint32Array(Math.max(4, Math.min(RX_BATCH_MAX, Math.floor(RX_BYTES / this.#slot))));
     this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
   }
 
   get state(): PortState {
-    return this.#state;
+    return this.#core.state;
   }
 
   get queued(): number {
@@ -87,7 +81,7 @@ export class HostPort implements Port {
   async open(): Promise<void> {
     if (this.#fd >= 0) return;
     const p = `port "${this.name}"`;
-    if (this.#closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
+    if (this.#core.closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
     const n = native();
     let fd: number;
     try {
@@ -114,19 +108,20 @@ export class HostPort implements Port {
     this.#rx ??= Buffer.allocUnsafe(this.#rxLens.length * this.#slot);
     this.#poller = new n.Poller(fd, this.#onPoll);
     this.#poller.start(n.READABLE);
-    this.#setState('up', `bridged to host interface ${this.#ifname}`);
+    this.#core.setState('up', `bridged to host interface ${this.#ifname}`);
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
     if (this.#fd < 0) return WriteResult.DOWN;
     if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
+    const c = this.#core;
+    if (c.scheduled === undefined && !this.#watchingWrite) c.scheduled = setImmediate(c.flushBound);
     return WriteResult.OK;
   }
 
   /** sendmmsg of the queue; a frame the kernel refuses (too big, device down) is skipped and counted. */
   #flush(): void {
-    this.#scheduled = undefined;
+    this.#core.scheduled = undefined;
     const n = this.#n;
     if (n === undefined || this.#fd < 0) return;
     const tx = this.#tx;
@@ -137,12 +132,12 @@ export class HostPort implements Port {
         next = n.sendBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
       } catch (err) {
         this.#txErrors++;
-        this.#lastError = describeError(err);
+        this.#core.lastError = describeError(err);
         done = tx.advance(tx.head + 1);
         continue;
       }
-      this.#txBatches++;
-      this.#txFrames += next - tx.head;
+      this.#core.txBatches++;
+      this.#core.txFrames += next - tx.head;
       if (next === tx.head) break; // EAGAIN
       done = tx.advance(next);
     }
@@ -158,7 +153,7 @@ export class HostPort implements Port {
     if (status < 0) {
       // libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away).
       this.#read(n); // takes the pending error
-      if (this.#fd >= 0 && this.#state === 'up')
+      if (this.#fd >= 0 && this.#core.state === 'up')
         this.#poller?.start(this.#watchingWrite ? n.READABLE | n.WRITABLE : n.READABLE);
       return;
     }
@@ -176,12 +171,12 @@ export class HostPort implements Port {
       count = n.recvBatch(this.#fd, rx, slot, lens, null);
     } catch (err) {
       // ENETDOWN: the interface went down (the port stays) or was deleted (the port is down for good).
-      this.#lastError = describeError(err);
+      this.#core.lastError = describeError(err);
       this.#watchLink();
       return;
     }
-    this.#rxBatches++;
-    this.#rxFrames += count;
+    this.#core.rxBatches++;
+    this.#core.rxFrames += count;
     const sink = this.#ctx.sink;
     for (let i = 0; i < count; i++) {
       const len = lens[i] as number;
@@ -198,14 +193,14 @@ export class HostPort implements Port {
    */
   #watchLink(): void {
     if (this.#linkTimer !== undefined) return;
-    const rx = this.#rxFrames;
+    const rx = this.#core.rxFrames;
     const check = (): void => {
       this.#linkTimer = undefined;
       const n = this.#n;
-      if (n === undefined || this.#fd < 0 || this.#rxFrames !== rx) return;
+      if (n === undefined || this.#fd < 0 || this.#core.rxFrames !== rx) return;
       if (n.ifIndex(this.#ifname) === 0) {
         this.#poller?.stop();
-        this.#setState('down', `host interface ${this.#ifname} was deleted`);
+        this.#core.setState('down', `host interface ${this.#ifname} was deleted`);
         return;
       }
       this.#linkTimer = setTimeout(check, LINK_CHECK_MS);
@@ -215,20 +210,12 @@ export class HostPort implements Port {
     this.#linkTimer.unref();
   }
 
-  #setState(state: PortState, reason: string): void {
-    this.#state = state;
-    this.#ctx.onState(state, reason);
-  }
-
   describe(): Record<string, unknown> {
     return {
       ifname: this.#ifname,
-      rx_frames: this.#rxFrames,
-      rx_batches: this.#rxBatches,
-      tx_frames: this.#txFrames,
-      tx_batches: this.#txBatches,
+      ...this.#core.counters(),
       tx_errors: this.#txErrors,
-      last_error: this.#lastError || undefined,
+      last_error: this.#core.lastError || undefined,
     };
   }
 
@@ -238,23 +225,15 @@ export class HostPort implements Port {
   }
 
   async destroy(err?: Error): Promise<void> {
-    this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+    this.#teardown(destroyReason(err));
   }
 
   #teardown(reason: string): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
-    clearTimeout(this.#linkTimer);
-    this.#tx.clear();
-    this.#poller?.close();
-    this.#poller = undefined;
-    if (this.#fd >= 0) {
-      closeSync(this.#fd);
-      this.#fd = -1;
-    }
-    if (this.#state !== 'closed') this.#setState('closed', reason);
+    this.#core.teardown(reason, () => {
+      clearTimeout(this.#linkTimer);
+      this.#fd = releaseFd(this.#poller, this.#fd);
+      this.#poller = undefined;
+    });
   }
 }
 

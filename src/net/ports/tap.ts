@@ -30,6 +30,7 @@ import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
+import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
@@ -101,16 +102,16 @@ export class TapPort implements Port {
   readonly #ctx: PortContext;
   readonly #hdr: number;
   #n: NativeAddon | undefined;
-  #state: PortState = 'closed';
   #fd = -1;
   #ifname = '';
   #poller: Poller | undefined;
-  #closed = false;
   // receive
   #rx: Buffer | undefined;
   readonly #rxOffs = new Uint32Array(RX_BATCH);
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #tx: FrameArena;
+  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
+  readonly #core: FdPortCore;
   readonly #txErrs = new Int32Array(2);
   /** Offset and length of a frame written directly, and its virtio_net_hdr. */
   readonly #direct = { offs: new Uint32Array(1), lens: new Uint32Array(1) };
@@ -119,15 +120,9 @@ export class TapPort implements Port {
   #offload = 0;
   /** Metadata of the frame being handed to the sink (reused). */
   readonly #meta = new OffloadMeta();
-  #scheduled: NodeJS.Immediate | undefined;
   #watchingWrite = false;
-  readonly #flushBound = (): void => this.#flush();
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
-  #rxFrames = 0;
-  #rxBatches = 0;
-  #txFrames = 0;
-  #txBatches = 0;
   #txErrors = 0;
   #lastTxErrno = 0;
   #lastTxLog = -Infinity;
@@ -138,10 +133,11 @@ export class TapPort implements Port {
     this.#ctx = ctx;
     this.#hdr = spec.vnet_hdr ? VNET_HDR_LEN : 0;
     this.#tx = new FrameArena(ctx.queueLen, Math.max(this.#hdr ? TX_BYTES_VNET : TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
   }
 
   get state(): PortState {
-    return this.#state;
+    return this.#core.state;
   }
 
   get queued(): number {
@@ -160,7 +156,7 @@ export class TapPort implements Port {
 
   async open(): Promise<void> {
     if (this.#fd >= 0) return;
-    if (this.#closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
+    if (this.#core.closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
     const { ifname } = this.#spec;
     const n = native();
     if (Buffer.byteLength(ifname) >= n.IFNAMSIZ || ifname === '' || !IFNAME_RE.test(ifname)) {
@@ -195,7 +191,7 @@ export class TapPort implements Port {
     this.#rx ??= Buffer.allocUnsafe(
       Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)),
     );
-    this.#setState('up', `TAP ${this.#ifname} open`);
+    this.#core.setState('up', `TAP ${this.#ifname} open`);
   }
 
   /** tapOpen with the largest offload set the kernel accepts (none without vnet_hdr); returns the fd. */
@@ -255,11 +251,12 @@ export class TapPort implements Port {
       // Full within one event-loop turn (e.g. large segments cut into many frames for this TAP): send what is
       // queued now rather than drop, unless the TAP itself pushes back (EAGAIN: waiting for POLLOUT).
       if (this.#watchingWrite) return WriteResult.QUEUE_FULL;
-      if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+      this.#core.cancelFlush();
       this.#flush();
       if (!this.#enqueue(buf, off, len, meta)) return WriteResult.QUEUE_FULL;
     }
-    if (this.#scheduled === undefined && !this.#watchingWrite) this.#scheduled = setImmediate(this.#flushBound);
+    const c = this.#core;
+    if (c.scheduled === undefined && !this.#watchingWrite) c.scheduled = setImmediate(c.flushBound);
     return WriteResult.OK;
   }
 
@@ -278,8 +275,8 @@ export class TapPort implements Port {
     const errs = this.#txErrs;
     errs[0] = 0;
     if (n.writeBatch(this.#fd, buf, d.offs, d.lens, 0, 1, h > 0 ? this.#directHdr : null, errs) === 0) return false;
-    this.#txBatches++;
-    this.#txFrames++;
+    this.#core.txBatches++;
+    this.#core.txFrames++;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
     return true;
   }
@@ -296,15 +293,15 @@ export class TapPort implements Port {
 
   /** Writes the queued frames; on EAGAIN keeps the rest and waits for the fd to become writable. */
   #flush(): void {
-    this.#scheduled = undefined;
+    this.#core.scheduled = undefined;
     const n = this.#n;
     const tx = this.#tx;
     if (this.#fd < 0 || n === undefined || tx.queued === 0) return;
     const errs = this.#txErrs;
     errs[0] = 0;
     const next = n.writeBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
-    this.#txBatches++;
-    this.#txFrames += next - tx.head;
+    this.#core.txBatches++;
+    this.#core.txFrames += next - tx.head;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
     if (tx.advance(next)) {
       if (this.#watchingWrite) {
@@ -360,8 +357,8 @@ export class TapPort implements Port {
       this.#down('end of file on the TAP fd');
       return;
     }
-    this.#rxBatches++;
-    this.#rxFrames += count;
+    this.#core.rxBatches++;
+    this.#core.rxFrames += count;
     const sink = this.#ctx.sink;
     try {
       for (let i = 0; i < count; i++) {
@@ -386,15 +383,10 @@ export class TapPort implements Port {
   }
 
   #down(reason: string): void {
-    if (this.#state === 'down' || this.#fd < 0) return;
+    if (this.#core.state === 'down' || this.#fd < 0) return;
     this.#poller?.stop();
     this.#ctx.logger.warn({ ifname: this.#ifname, reason }, 'TAP port down');
-    this.#setState('down', reason);
-  }
-
-  #setState(state: PortState, reason: string): void {
-    this.#state = state;
-    this.#ctx.onState(state, reason);
+    this.#core.setState('down', reason);
   }
 
   describe(): Record<string, unknown> {
@@ -404,10 +396,7 @@ export class TapPort implements Port {
       vnet_hdr: this.#hdr > 0,
       offloads: this.#offloadNames(),
       mtu: this.#spec.mtu,
-      rx_frames: this.#rxFrames,
-      rx_batches: this.#rxBatches,
-      tx_frames: this.#txFrames,
-      tx_batches: this.#txBatches,
+      ...this.#core.counters(),
       tx_errors: this.#txErrors,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
@@ -426,23 +415,15 @@ export class TapPort implements Port {
   }
 
   async destroy(err?: Error): Promise<void> {
-    this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+    this.#teardown(destroyReason(err));
   }
 
   /** Releases the fd (a created TAP disappears with it; an attached persistent one stays). */
   #teardown(reason: string): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
-    this.#tx.clear();
-    this.#poller?.close();
-    this.#poller = undefined;
-    if (this.#fd >= 0) {
-      closeSync(this.#fd);
-      this.#fd = -1;
-      this.#setState('closed', reason);
-    }
+    this.#core.teardown(reason, () => {
+      this.#fd = releaseFd(this.#poller, this.#fd);
+      this.#poller = undefined;
+    });
   }
 }
 

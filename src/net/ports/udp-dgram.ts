@@ -21,6 +21,7 @@ import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { PortAddressError } from '../errors.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
+import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
 
@@ -55,9 +56,7 @@ export class UdpDgramPort implements Port {
   /** Receive slot: the largest frame, 8-byte aligned (a longer datagram is truncated, then dropped). */
   readonly #slot: number;
   #n: NativeAddon | undefined;
-  #state: PortState = 'closed';
   #opened = false;
-  #closed = false;
   #fd = -1;
   #poller: Poller | undefined;
   /** The remote as a raw sockaddr (sendBatch dest, recvBatchFrom peer). */
@@ -66,7 +65,8 @@ export class UdpDgramPort implements Port {
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #rxStrangers = new Uint8Array(RX_BATCH);
   readonly #tx: FrameArena;
-  #scheduled: NodeJS.Immediate | undefined;
+  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
+  readonly #core: FdPortCore;
   #waitingWritable = false;
   #drained: (() => void) | undefined;
   readonly #setDrained = (fn: (() => void) | undefined): void => {
@@ -75,16 +75,10 @@ export class UdpDgramPort implements Port {
   /** What a datagram from another sender is reported as (built once, not per datagram). */
   readonly #strangerReason: string;
   #closing: Promise<void> | undefined;
-  readonly #flushBound = (): void => this.#flush();
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
   #strangers = 0;
   #sendErrors = 0;
-  #lastError = '';
-  #rxFrames = 0;
-  #rxBatches = 0;
-  #txFrames = 0;
-  #txBatches = 0;
 
   constructor(spec: UdpDgramSpec, ctx: PortContext) {
     this.name = spec.name;
@@ -93,10 +87,11 @@ export class UdpDgramPort implements Port {
     this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / RX_BATCH) + 7) & ~7;
     this.#strangerReason = `datagram from an address other than the port's remote ${formatAddress(spec.remote)}`;
     this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
   }
 
   get state(): PortState {
-    return this.#state;
+    return this.#core.state;
   }
 
   get queued(): number {
@@ -105,7 +100,7 @@ export class UdpDgramPort implements Port {
 
   async open(): Promise<void> {
     const where = formatAddress(this.#spec.local);
-    if (this.#opened || this.#closed) throw new PortAddressError(this.name, where, 'the port was already opened');
+    if (this.#opened || this.#core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
     this.#opened = true;
     try {
       await this.#bind(where);
@@ -135,7 +130,7 @@ export class UdpDgramPort implements Port {
         : describeError(err);
       throw new PortAddressError(this.name, where, why, { cause: err });
     }
-    if (this.#closed) {
+    if (this.#core.closed) {
       closeSync(fd);
       return;
     }
@@ -151,7 +146,7 @@ export class UdpDgramPort implements Port {
     sharedRx ??= Buffer.allocUnsafe(RX_BYTES);
     this.#poller = new n.Poller(fd, this.#onPoll);
     this.#poller.start(n.READABLE);
-    this.#setState('up', `bound ${this.#local}, sending to ${remoteWhere}`);
+    this.#core.setState('up', `bound ${this.#local}, sending to ${remoteWhere}`);
   }
 
   async #resolve(host: string, family: 0 | 4 | 6, where: string): Promise<string> {
@@ -168,7 +163,7 @@ export class UdpDgramPort implements Port {
     if (n === undefined || this.#fd < 0) return;
     if (status < 0) {
       // A pending socket error (an ICMP error for an earlier datagram); the next calls take it.
-      this.#lastError = `poll error ${status}`;
+      this.#core.lastError = `poll error ${status}`;
     }
     if (events & n.WRITABLE) this.#flush();
     if (events & n.READABLE || status < 0) this.#read(n);
@@ -185,24 +180,25 @@ export class UdpDgramPort implements Port {
       count = n.recvBatchFrom(this.#fd, rx, slot, lens, this.#remote as Buffer, strangers);
     } catch (err) {
       // ECONNREFUSED and the like: an ICMP error about a datagram we sent; nothing to read.
-      this.#lastError = describeError(err);
+      this.#core.lastError = describeError(err);
       return;
     }
-    this.#rxBatches++;
-    this.#rxFrames += count;
+    this.#core.rxBatches++;
+    this.#core.rxFrames += count;
     this.#strangers += deliverBatch(this.#ctx, rx, slot, lens, strangers, count, this.#strangerReason);
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.#state !== 'up' || this.#closing) return WriteResult.DOWN;
+    if (this.#core.state !== 'up' || this.#closing) return WriteResult.DOWN;
     if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    if (this.#scheduled === undefined && !this.#waitingWritable) this.#scheduled = setImmediate(this.#flushBound);
+    const c = this.#core;
+    if (c.scheduled === undefined && !this.#waitingWritable) c.scheduled = setImmediate(c.flushBound);
     return WriteResult.OK;
   }
 
   /** Sends the queue with sendmmsg; on EAGAIN keeps the rest and waits for POLLOUT. */
   #flush(): void {
-    this.#scheduled = undefined;
+    this.#core.scheduled = undefined;
     const n = this.#n;
     const tx = this.#tx;
     if (n === undefined || this.#fd < 0 || tx.queued === 0) return;
@@ -214,12 +210,12 @@ export class UdpDgramPort implements Port {
       } catch (err) {
         // An error of the first datagram (an ICMP error reported late, EMSGSIZE, ...): skip it and go on.
         this.#sendErrors++;
-        this.#lastError = describeError(err);
+        this.#core.lastError = describeError(err);
         done = tx.advance(tx.head + 1);
         continue;
       }
-      this.#txBatches++;
-      this.#txFrames += next - tx.head;
+      this.#core.txBatches++;
+      this.#core.txFrames += next - tx.head;
       if (next === tx.head) break; // EAGAIN: our send buffer is full
       done = tx.advance(next);
     }
@@ -234,11 +230,6 @@ export class UdpDgramPort implements Port {
     this.#poller?.start(on ? n.READABLE | n.WRITABLE : n.READABLE);
   }
 
-  #setState(state: PortState, reason: string): void {
-    this.#state = state;
-    this.#ctx.onState(state, reason);
-  }
-
   describe(): Record<string, unknown> {
     return {
       local: this.#local || formatAddress(this.#spec.local),
@@ -246,11 +237,8 @@ export class UdpDgramPort implements Port {
       queued: this.queued,
       strangers: this.#strangers,
       send_errors: this.#sendErrors,
-      rx_frames: this.#rxFrames,
-      rx_batches: this.#rxBatches,
-      tx_frames: this.#txFrames,
-      tx_batches: this.#txBatches,
-      last_error: this.#lastError || undefined,
+      ...this.#core.counters(),
+      last_error: this.#core.lastError || undefined,
     };
   }
 
@@ -260,8 +248,8 @@ export class UdpDgramPort implements Port {
   }
 
   async #shutdown(): Promise<void> {
-    if (!this.#closed && this.#fd >= 0) {
-      if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    if (!this.#core.closed && this.#fd >= 0) {
+      this.#core.cancelFlush();
       this.#flush();
       if (this.queued > 0) await drainWithin(CLOSE_GRACE_MS, this.#setDrained);
     }
@@ -269,23 +257,15 @@ export class UdpDgramPort implements Port {
   }
 
   async destroy(err?: Error): Promise<void> {
-    this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+    this.#teardown(destroyReason(err));
   }
 
   /** Releases the socket. Idempotent. */
   #teardown(reason: string): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
-    this.#tx.clear();
-    this.#drained?.();
-    this.#poller?.close();
-    this.#poller = undefined;
-    if (this.#fd >= 0) {
-      closeSync(this.#fd);
-      this.#fd = -1;
-    }
-    if (this.#state !== 'closed') this.#setState('closed', reason);
+    this.#core.teardown(reason, () => {
+      this.#drained?.();
+      this.#fd = releaseFd(this.#poller, this.#fd);
+      this.#poller = undefined;
+    });
   }
 }

@@ -31,6 +31,7 @@ import { isSyscallError, type NativeAddon, native, type Poller } from '../../nat
 import type { Probe } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
+import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
 import { prepareUnixPath } from './unix-path.js';
@@ -82,9 +83,7 @@ export class UnixDgramPort implements Port {
   /** Receive slot: the largest frame rounded up to 8 bytes (a longer datagram is truncated, then dropped). */
   readonly #slot: number;
   #n: NativeAddon | undefined;
-  #state: PortState = 'closed';
   #opened = false;
-  #closed = false;
   #rxFd = -1;
   #txFd = -1;
   #rxPoller: Poller | undefined;
@@ -93,7 +92,8 @@ export class UnixDgramPort implements Port {
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #rxStrangers = new Uint8Array(RX_BATCH);
   readonly #tx: FrameArena;
-  #scheduled: NodeJS.Immediate | undefined;
+  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
+  readonly #core: FdPortCore;
   #waitingWritable = false;
   #drained: (() => void) | undefined;
   readonly #setDrained = (fn: (() => void) | undefined): void => {
@@ -102,18 +102,12 @@ export class UnixDgramPort implements Port {
   /** What a datagram from another sender is reported as (built once, not per datagram). */
   readonly #strangerReason: string;
   #closing: Promise<void> | undefined;
-  readonly #flushBound = (): void => this.#flush();
   readonly #onRx = (status: number): void => this.#read(status);
   readonly #onTx = (status: number): void => this.#writable(status);
   // counters for describe()
   #strangers = 0;
   #sendErrors = 0;
   #noPeer = 0;
-  #lastError = '';
-  #rxFrames = 0;
-  #rxBatches = 0;
-  #txFrames = 0;
-  #txBatches = 0;
 
   constructor(spec: UnixDgramSpec, ctx: PortContext) {
     this.name = spec.name;
@@ -123,10 +117,11 @@ export class UnixDgramPort implements Port {
     this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
     this.#strangerReason = `datagram from a socket other than the port's remote unix:${spec.remote.path}`;
     this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
+    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
   }
 
   get state(): PortState {
-    return this.#state;
+    return this.#core.state;
   }
 
   get queued(): number {
@@ -135,7 +130,7 @@ export class UnixDgramPort implements Port {
 
   async open(): Promise<void> {
     const where = `unix:${this.#local}`;
-    if (this.#opened || this.#closed) throw new PortAddressError(this.name, where, 'the port was already opened');
+    if (this.#opened || this.#core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
     const n = native();
     await prepareUnixPath(this.name, this.#local, (path) => Promise.resolve(probeDatagram(n, path)));
     let rx = -1;
@@ -158,7 +153,7 @@ export class UnixDgramPort implements Port {
     this.#rxPoller.start(n.READABLE);
     this.#txPoller = new n.Poller(tx, this.#onTx);
     this.#connect(n);
-    this.#setState('up', `bound ${where}, sending to unix:${this.#remote}`);
+    this.#core.setState('up', `bound ${where}, sending to unix:${this.#remote}`);
   }
 
   /** Connects the send socket to `remote`; false when nobody is bound there now. */
@@ -168,7 +163,7 @@ export class UnixDgramPort implements Port {
       this.#connected = true;
     } catch (err) {
       this.#connected = false;
-      this.#lastError = describeError(err);
+      this.#core.lastError = describeError(err);
     }
     return this.#connected;
   }
@@ -189,25 +184,26 @@ export class UnixDgramPort implements Port {
     try {
       count = n.recvBatchFrom(this.#rxFd, rx, slot, lens, this.#remote, strangers);
     } catch (err) {
-      this.#lastError = describeError(err);
-      this.#ctx.logger.warn({ err: this.#lastError }, 'receive failed on the unix datagram socket');
+      this.#core.lastError = describeError(err);
+      this.#ctx.logger.warn({ err: this.#core.lastError }, 'receive failed on the unix datagram socket');
       return;
     }
-    this.#rxBatches++;
-    this.#rxFrames += count;
+    this.#core.rxBatches++;
+    this.#core.rxFrames += count;
     this.#strangers += deliverBatch(this.#ctx, rx, slot, lens, strangers, count, this.#strangerReason);
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.#state !== 'up' || this.#closing) return WriteResult.DOWN;
+    if (this.#core.state !== 'up' || this.#closing) return WriteResult.DOWN;
     if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    if (this.#scheduled === undefined && !this.#waitingWritable) this.#scheduled = setImmediate(this.#flushBound);
+    const c = this.#core;
+    if (c.scheduled === undefined && !this.#waitingWritable) c.scheduled = setImmediate(c.flushBound);
     return WriteResult.OK;
   }
 
   /** Sends the queue with sendmmsg; keeps what the peer cannot take now and waits for POLLOUT. */
   #flush(): void {
-    this.#scheduled = undefined;
+    this.#core.scheduled = undefined;
     const n = this.#n;
     const tx = this.#tx;
     if (n === undefined || this.#txFd < 0 || tx.queued === 0) return;
@@ -229,18 +225,18 @@ export class UnixDgramPort implements Port {
             reconnected = true;
             continue;
           }
-          this.#lastError = describeError(err);
+          this.#core.lastError = describeError(err);
           this.#dropQueue();
           return;
         }
         // Any other error belongs to the first datagram: skip it and go on.
         this.#sendErrors++;
-        this.#lastError = describeError(err);
+        this.#core.lastError = describeError(err);
         done = tx.advance(tx.head + 1);
         continue;
       }
-      this.#txBatches++;
-      this.#txFrames += next - tx.head;
+      this.#core.txBatches++;
+      this.#core.txFrames += next - tx.head;
       if (next === tx.head) break; // EAGAIN: the peer's queue is full
       done = tx.advance(next);
     }
@@ -274,11 +270,6 @@ export class UnixDgramPort implements Port {
     this.#drained?.();
   }
 
-  #setState(state: PortState, reason: string): void {
-    this.#state = state;
-    this.#ctx.onState(state, reason);
-  }
-
   describe(): Record<string, unknown> {
     return {
       local: `unix:${this.#local}`,
@@ -288,11 +279,8 @@ export class UnixDgramPort implements Port {
       strangers: this.#strangers,
       send_errors: this.#sendErrors,
       no_peer: this.#noPeer,
-      rx_frames: this.#rxFrames,
-      rx_batches: this.#rxBatches,
-      tx_frames: this.#txFrames,
-      tx_batches: this.#txBatches,
-      last_error: this.#lastError || undefined,
+      ...this.#core.counters(),
+      last_error: this.#core.lastError || undefined,
     };
   }
 
@@ -302,8 +290,8 @@ export class UnixDgramPort implements Port {
   }
 
   async #shutdown(): Promise<void> {
-    if (!this.#closed && this.#txFd >= 0) {
-      if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    if (!this.#core.closed && this.#txFd >= 0) {
+      this.#core.cancelFlush();
       this.#flush();
       // A slow peer gets a grace period to take the rest.
       if (this.queued > 0) await drainWithin(CLOSE_GRACE_MS, this.#setDrained);
@@ -312,30 +300,23 @@ export class UnixDgramPort implements Port {
   }
 
   async destroy(err?: Error): Promise<void> {
-    this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+    this.#teardown(destroyReason(err));
   }
 
   /** Releases both sockets and removes the bound socket file. Idempotent. */
   #teardown(reason: string): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
-    this.#tx.clear();
-    this.#drained?.();
-    this.#rxPoller?.close();
-    this.#txPoller?.close();
-    this.#rxPoller = this.#txPoller = undefined;
-    if (this.#rxFd >= 0) {
-      closeSync(this.#rxFd);
-      closeSync(this.#txFd);
-      this.#rxFd = this.#txFd = -1;
-      try {
-        unlinkSync(this.#local);
-      } catch {
-        // already gone
+    this.#core.teardown(reason, () => {
+      this.#drained?.();
+      if (this.#rxFd >= 0) {
+        try {
+          unlinkSync(this.#local);
+        } catch {
+          // already gone
+        }
       }
-    }
-    if (this.#state !== 'closed') this.#setState('closed', reason);
+      this.#rxFd = releaseFd(this.#rxPoller, this.#rxFd);
+      this.#txFd = releaseFd(this.#txPoller, this.#txFd);
+      this.#rxPoller = this.#txPoller = undefined;
+    });
   }
 }
