@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { ControlClient } from '../src/api/client.js';
 import type { ScenarioResult } from './types.js';
-import { machineInfo, waitListening } from './util.js';
+import { iperfServer, machineInfo, waitListening } from './util.js';
 
 const execFileP = promisify(execFile);
 const tag = process.pid.toString(36);
@@ -132,21 +132,7 @@ async function rig(root: string, linkQos: Qos | undefined, portQos: (i: number) 
 async function blast(senders: number[], offered: number, seconds: number): Promise<number[]> {
   const servers = senders.map((i) => {
     const sink = SINK[NET[i] as 'lab' | 'dmz'];
-    const s = spawn(
-      'ip',
-      ['netns', 'exec', ns(sink), 'iperf3', '-s', '-1', '--forceflush', '-p', String(5300 + i), '-B', addr(sink)],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    const closed = once(s, 'close').catch(() => undefined);
-    const ready = new Promise<void>((resolve, reject) => {
-      let out = '';
-      s.stdout?.on('data', (b: Buffer) => {
-        out += b.toString();
-        if (out.includes('listening')) resolve();
-      });
-      s.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
-    });
-    return { s, closed, ready };
+    return iperfServer(ns(sink), ['-p', String(5300 + i), '-B', addr(sink)]);
   });
   await Promise.all(servers.map((x) => x.ready));
   try {
@@ -172,8 +158,7 @@ async function blast(senders: number[], offered: number, seconds: number): Promi
       return iv.reduce((a, x) => a + x.bps * x.secs, 0) / iv.reduce((a, x) => a + x.secs, 0) / 1e6;
     });
   } finally {
-    for (const x of servers) if (x.s.exitCode === null && x.s.signalCode === null) x.s.kill();
-    await Promise.all(servers.map((x) => x.closed));
+    await Promise.all(servers.map((x) => x.stop()));
   }
 }
 

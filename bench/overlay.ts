@@ -27,7 +27,7 @@ import { TcpTransport } from '../src/net/overlay/tcp-transport.js';
 import type { FrameSink, Port } from '../src/net/ports/port.js';
 import { Switch } from '../src/net/switch/switch.js';
 import type { ScenarioResult } from './types.js';
-import { machineInfo, median, waitListening } from './util.js';
+import { iperfServer, machineInfo, median, waitListening } from './util.js';
 
 const execFileP = promisify(execFile);
 
@@ -72,18 +72,8 @@ async function cleanup(): Promise<void> {
 
 /** iperf3 from namespace A to `to` in namespace B; Gbit/s received. */
 async function iperf(o: Opts, to: string): Promise<number> {
-  const server = spawn('ip', ['netns', 'exec', NS[1], 'iperf3', '-s', '-1', '--forceflush', '-B', to], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const closed = once(server, 'close').catch(() => undefined);
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    server.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('listening')) resolve();
-    });
-    server.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
-  });
+  const server = iperfServer(NS[1], ['-B', to]);
+  await server.ready;
   try {
     const { stdout } = await execFileP(
       'ip',
@@ -93,8 +83,7 @@ async function iperf(o: Opts, to: string): Promise<number> {
     const r = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number } } };
     return r.end.sum_received.bits_per_second / 1e9;
   } finally {
-    if (server.exitCode === null && server.signalCode === null) server.kill();
-    await closed;
+    await server.stop();
   }
 }
 

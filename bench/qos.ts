@@ -16,7 +16,7 @@
  *
  *   node dist/bench/qos.js [--seconds S]
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { ControlClient } from '../src/api/client.js';
 import type { ScenarioResult } from './types.js';
-import { machineInfo, median, startBenchDaemon } from './util.js';
+import { iperfServer, machineInfo, median, startBenchDaemon } from './util.js';
 
 const execFileP = promisify(execFile);
 const tag = process.pid.toString(36);
@@ -95,25 +95,7 @@ async function rig(root: string, sinkQos: PortQos | undefined, senderQos: (i: nu
  * of queued frames, which would favour the lighter flows).
  */
 async function blast(senders: number[], offered: number, seconds: number): Promise<number[]> {
-  const servers = senders.map((i) => {
-    const s = spawn(
-      'ip',
-      ['netns', 'exec', ns(0), 'iperf3', '-s', '-1', '--forceflush', '-p', String(5200 + i), '-B', addr(0)],
-      {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    );
-    const closed = once(s, 'close').catch(() => undefined);
-    const ready = new Promise<void>((resolve, reject) => {
-      let out = '';
-      s.stdout?.on('data', (b: Buffer) => {
-        out += b.toString();
-        if (out.includes('listening')) resolve();
-      });
-      s.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
-    });
-    return { s, closed, ready };
-  });
+  const servers = senders.map((i) => iperfServer(ns(0), ['-p', String(5200 + i), '-B', addr(0)]));
   await Promise.all(servers.map((x) => x.ready));
   try {
     const outs = await Promise.all(
@@ -141,8 +123,7 @@ async function blast(senders: number[], offered: number, seconds: number): Promi
       return bits / secs / 1e6;
     });
   } finally {
-    for (const x of servers) if (x.s.exitCode === null && x.s.signalCode === null) x.s.kill();
-    await Promise.all(servers.map((x) => x.closed));
+    await Promise.all(servers.map((x) => x.stop()));
   }
 }
 

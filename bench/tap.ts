@@ -11,7 +11,7 @@
  *
  *   node dist/bench/tap.js [--seconds S] [--repeat N] [--pin]
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import type { ScenarioResult } from './types.js';
-import { machineInfo, median, startBenchDaemon } from './util.js';
+import { iperfServer, machineInfo, median, startBenchDaemon } from './util.js';
 
 const execFileP = promisify(execFile);
 
@@ -74,30 +74,14 @@ async function adopt(i: 0 | 1, dev: string, on: boolean): Promise<void> {
 /** iperf3 from namespace 0 to namespace 1; Gbit/s received. */
 async function iperf(o: Opts): Promise<number> {
   const pin = (cpu: string, args: string[]) => (o.pin ? ['taskset', '-c', cpu, ...args] : args);
-  const server = spawn(
-    'ip',
-    ['netns', 'exec', NS[1], ...pin('1', ['iperf3', '-s', '-1', '--forceflush', '-B', ADDR[1]])],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  );
-  // iperf3 -s -1 exits by itself after the test: listen for that from the start.
-  const closed = once(server, 'close').catch(() => undefined);
-  await new Promise<void>((resolve, reject) => {
-    let out = '';
-    server.stdout?.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('listening')) resolve();
-    });
-    server.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
-  });
+  const server = iperfServer(NS[1], ['-B', ADDR[1]], (cmd) => pin('1', cmd));
+  await server.ready;
   try {
     const json = await nsExec(NS[0], ...pin('0', ['iperf3', '-c', ADDR[1], '-t', String(o.seconds), '-J']));
     const r = JSON.parse(json) as { end: { sum_received: { bits_per_second: number } } };
     return r.end.sum_received.bits_per_second / 1e9;
   } finally {
-    if (server.exitCode === null && server.signalCode === null) server.kill();
-    await closed;
+    await server.stop();
   }
 }
 

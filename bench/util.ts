@@ -1,5 +1,6 @@
 /** Small helpers shared by benchmark scenarios. */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus } from 'node:os';
@@ -82,4 +83,42 @@ export async function startBenchDaemon(
     throw err;
   }
   return { proc, control };
+}
+
+/** A one-shot iperf3 server (`iperf3 -s -1`) running in a network namespace. */
+export interface IperfServer {
+  /** Settles once the server listens; rejects when it exits first. */
+  ready: Promise<void>;
+  /** Settles when the process has exited. */
+  closed: Promise<unknown>;
+  /** Kills the server if it still runs, and waits for it to exit. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `iperf3 -s -1 --forceflush ARGS` in namespace `ns` (`wrap` may put
+ * a prefix such as taskset before iperf3). The server exits by itself after
+ * one test: its exit is listened for from the start.
+ */
+export function iperfServer(ns: string, args: string[], wrap = (cmd: string[]) => cmd): IperfServer {
+  const proc = spawn('ip', ['netns', 'exec', ns, ...wrap(['iperf3', '-s', '-1', '--forceflush', ...args])], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const closed = once(proc, 'close').catch(() => undefined);
+  const ready = new Promise<void>((resolve, reject) => {
+    let out = '';
+    proc.stdout?.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (out.includes('listening')) resolve();
+    });
+    proc.once('close', (code) => reject(new Error(`iperf3 -s exited (${code}): ${out}`)));
+  });
+  return {
+    ready,
+    closed,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill();
+      await closed;
+    },
+  };
 }
