@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { ControlClient } from '../src/api/client.js';
 import type { ScenarioResult } from './types.js';
-import { iperfServer, machineInfo, waitListening } from './util.js';
+import { iperfServer, iperfServerRateMbps, machineInfo, waitListening } from './util.js';
 
 const execFileP = promisify(execFile);
 const tag = process.pid.toString(36);
@@ -145,18 +145,7 @@ async function blast(senders: number[], offered: number, seconds: number): Promi
         ),
       ),
     );
-    return outs.map((j) => {
-      const r = JSON.parse(j) as { server_output_text?: string };
-      const text = (r.server_output_text ?? '').split('- - -')[0] ?? '';
-      const unit: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9 };
-      const iv = [...text.matchAll(/\]\s+([\d.]+)-([\d.]+)\s+sec\s+[\d.]+\s+\w?Bytes\s+([\d.]+)\s+([KMG]?)bits\/sec/g)]
-        .map((m) => ({ secs: Number(m[2]) - Number(m[1]), bps: Number(m[3]) * (unit[m[4] as string] as number) }))
-        .slice(1, -1)
-        .slice(0, seconds);
-      if (iv.length < seconds)
-        throw new Error(`iperf3 server reported ${iv.length} steady intervals, wanted ${seconds}`);
-      return iv.reduce((a, x) => a + x.bps * x.secs, 0) / iv.reduce((a, x) => a + x.secs, 0) / 1e6;
-    });
+    return outs.map((j) => iperfServerRateMbps(j, seconds));
   } finally {
     await Promise.all(servers.map((x) => x.stop()));
   }

@@ -122,3 +122,21 @@ export function iperfServer(ns: string, args: string[], wrap = (cmd: string[]) =
     },
   };
 }
+
+/**
+ * The steady receive rate, Mbit/s, of a UDP iperf3 run from its client's
+ * `--get-server-output -J` JSON: the server's per-second lines before its
+ * summary ("[  5]   1.00-2.00   sec  4.01 MBytes  33.6 Mbits/sec ..."), the
+ * first and last left out, `seconds` of them averaged by duration.
+ */
+export function iperfServerRateMbps(json: string, seconds: number): number {
+  const r = JSON.parse(json) as { server_output_text?: string };
+  const text = (r.server_output_text ?? '').split('- - -')[0] ?? '';
+  const unit: Record<string, number> = { '': 1, K: 1e3, M: 1e6, G: 1e9 };
+  const iv = [...text.matchAll(/\]\s+([\d.]+)-([\d.]+)\s+sec\s+[\d.]+\s+\w?Bytes\s+([\d.]+)\s+([KMG]?)bits\/sec/g)]
+    .map((m) => ({ secs: Number(m[2]) - Number(m[1]), bps: Number(m[3]) * (unit[m[4] as string] as number) }))
+    .slice(1, -1)
+    .slice(0, seconds);
+  if (iv.length < seconds) throw new Error(`iperf3 server reported ${iv.length} steady intervals, wanted ${seconds}`);
+  return iv.reduce((a, x) => a + x.bps * x.secs, 0) / iv.reduce((a, x) => a + x.secs, 0) / 1e6;
+}
