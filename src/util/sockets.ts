@@ -27,6 +27,32 @@ export function adoptWithReader(accepted: Socket, onread: OnRead): Socket {
   return new Socket({ handle, onread } as ConstructorParameters<typeof Socket>[0]);
 }
 
+/**
+ * A gathered write straight to the socket's fd: a[aOff, +aLen) then
+ * b[bOff, +bLen). Returns the bytes written, 0 when it would block, < 0 for
+ * another error (the socket's queue then meets the same error and reports it).
+ */
+export type DirectWrite = (a: Buffer, aOff: number, aLen: number, b: Buffer, bOff: number, bLen: number) => number;
+
+/**
+ * A writer straight to a connected socket's fd (the native addon's
+ * streamWrite), or undefined when there is no fd (e.g. TLS) or no addon:
+ * the caller then writes through the socket alone. Write directly only
+ * while nothing of the caller's waits in the socket's queue
+ * (`writableLength === 0`) and the socket is still `writable`: after end()
+ * or destroy() its fd may be closed and the number reused.
+ */
+export function directWriter(socket: Socket): DirectWrite | undefined {
+  const fd = socketFd(socket);
+  if (fd === undefined) return undefined;
+  try {
+    const n = native();
+    return (a, aOff, aLen, b, bOff, bLen) => n.streamWrite(fd, a, aOff, aLen, b, bOff, bLen);
+  } catch {
+    return undefined;
+  }
+}
+
 /** The fd of a connected socket's handle, or undefined (no handle yet, or not an fd-backed one such as TLS). */
 export function socketFd(socket: Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;

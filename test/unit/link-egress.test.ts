@@ -10,8 +10,9 @@ import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import { DecodeResult, HEADER_LEN, LinkDecoder } from '../../src/net/overlay/codec.js';
-import { type DirectWrite, LinkEgress } from '../../src/net/overlay/egress.js';
+import { LinkEgress } from '../../src/net/overlay/egress.js';
 import { WriteResult } from '../../src/net/ports/port.js';
+import type { DirectWrite } from '../../src/util/sockets.js';
 import { prng } from '../helpers/prng.js';
 
 const tick = () => new Promise((r) => setImmediate(r));

@@ -30,7 +30,9 @@
  * warm in the cache, instead of fresh pages the kernel must fault in (and
  * that V8 counts as external memory, forcing collections).
  */
+
 import type { Writable } from 'node:stream';
+import type { DirectWrite } from '../../util/sockets.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
 import { HEADER_LEN, OFFLOAD_HLEN, TYPE_FRAME, TYPE_FRAME_OFFLOAD, writeHeader, writeOffloadHeader } from './codec.js';
@@ -44,13 +46,6 @@ const POOL_MAX = 8;
 /** Frames at least this long go out without a copy when the socket takes them at once. */
 const DIRECT_MIN = 16 * 1024;
 const EMPTY = Buffer.alloc(0);
-
-/**
- * A gathered write straight to the socket's fd: a[aOff, +aLen) then
- * b[bOff, +bLen). Returns the bytes written, 0 when it would block, < 0 for
- * another error (the socket's queue then meets the same error and reports it).
- */
-export type DirectWrite = (a: Buffer, aOff: number, aLen: number, b: Buffer, bOff: number, bLen: number) => number;
 
 /** Default bound on bytes queued (pending batch plus the socket's unwritten bytes). */
 export const DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024;

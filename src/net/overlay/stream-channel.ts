@@ -6,10 +6,11 @@
 import type { Socket } from 'node:net';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import type { DirectWrite } from '../../util/sockets.js';
 import { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
 import { DecodeResult, encodeControl, LinkDecoder } from './codec.js';
-import { type DirectWrite, LinkEgress } from './egress.js';
+import { LinkEgress } from './egress.js';
 import { LinkProtocolError } from './errors.js';
 import type { LinkReader } from './link-reader.js';
 import type {

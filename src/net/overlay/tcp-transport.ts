@@ -19,9 +19,7 @@ import {
 } from 'node:tls';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { native } from '../../native/index.js';
-import { adoptWithReader, socketFd } from '../../util/sockets.js';
-import type { DirectWrite } from './egress.js';
+import { adoptWithReader, directWriter } from '../../util/sockets.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
 import { LinkReader } from './link-reader.js';
 import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
@@ -57,22 +55,6 @@ export const LINK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_C
 
 const fmt = (host: string | undefined, port: number | undefined) =>
   `tcp:${host?.includes(':') ? `[${host}]` : host}:${port}`;
-
-/**
- * A writer straight to a plain TCP socket's fd (the native addon's
- * streamWrite), or undefined when there is no fd or no addon: the egress
- * then writes through the socket alone.
- */
-function directWriter(sock: Socket): DirectWrite | undefined {
-  const fd = socketFd(sock);
-  if (fd === undefined) return undefined;
-  try {
-    const n = native();
-    return (a, aOff, aLen, b, bOff, bLen) => n.streamWrite(fd, a, aOff, aLen, b, bOff, bLen);
-  } catch {
-    return undefined;
-  }
-}
 
 /** The common name of a certificate, or undefined. */
 function commonName(cert: PeerCertificate | undefined): string | undefined {

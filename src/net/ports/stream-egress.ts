@@ -32,22 +32,11 @@
  * the counters of the next one.
  */
 import type { Socket } from 'node:net';
-import { native } from '../../native/index.js';
-import { socketFd } from '../../util/sockets.js';
+import { type DirectWrite, directWriter } from '../../util/sockets.js';
 import { PREFIX_LEN } from './deframer.js';
 import { type BatchResult, WriteResult } from './port.js';
 
 const EMPTY = Buffer.alloc(0);
-
-/** The socket's fd when the native addon can write to it directly, else -1. */
-function directFd(socket: Socket): number {
-  try {
-    native();
-  } catch {
-    return -1;
-  }
-  return socketFd(socket) ?? -1;
-}
 
 /** Initial batch buffer size in bytes; batches grow while the socket is blocked. */
 const BATCH_BYTES = 256 * 1024;
@@ -58,8 +47,8 @@ const FLUSH_BYTES = 64 * 1024;
 
 export class StreamEgress {
   readonly #socket: Socket;
-  /** The socket's fd for direct writes ({@link writeBatch}), or -1 without one. */
-  readonly #fd: number;
+  /** Writes straight to the socket's fd ({@link writeBatch}), if it has one and the addon is there. */
+  readonly #direct: DirectWrite | undefined;
   readonly #queueLen: number;
   /** The batch being filled. */
   #batch: Buffer;
@@ -114,7 +103,7 @@ export class StreamEgress {
    */
   constructor(socket: Socket, queueLen: number) {
     this.#socket = socket;
-    this.#fd = directFd(socket);
+    this.#direct = directWriter(socket);
     this.#queueLen = queueLen;
     this.#batch = Buffer.allocUnsafe(BATCH_BYTES);
     socket.on('drain', this.#onDrain);
@@ -182,7 +171,7 @@ export class StreamEgress {
           j++;
         }
         const start = off - PREFIX_LEN;
-        const n = native().streamWrite(this.#fd, buf, start, end - start, EMPTY, 0, 0);
+        const n = (this.#direct as DirectWrite)(buf, start, end - start, EMPTY, 0, 0);
         if (n < end - start) this.#queueRest(buf, frames, k, j, start + Math.max(0, n), end);
         this.batches++;
         res.ok += j - k;
@@ -202,9 +191,8 @@ export class StreamEgress {
 
   /** True when a direct write to the fd cannot overtake anything: nothing pending, nothing in the socket. */
   #canWriteDirect(): boolean {
-    if (this.#fd < 0 || this.#dead || this.#blocked || this.#pendingFrames !== 0) return false;
-    const sock = this.#socket;
-    return sock.writableLength === 0 && !sock.destroyed && !sock.writableEnded;
+    if (this.#direct === undefined || this.#dead || this.#blocked || this.#pendingFrames !== 0) return false;
+    return this.#socket.writableLength === 0 && this.#socket.writable;
   }
 
   /**
