@@ -41,6 +41,9 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
+/** openssl req options for a new unencrypted P-256 key. */
+const NEW_EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+
 export interface CaFiles {
   cert: string;
   key: string;
@@ -61,11 +64,7 @@ export async function caInit(
     'req',
     '-x509',
     '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
+    ...NEW_EC_KEY,
     '-keyout',
     key,
     '-out',
@@ -113,21 +112,7 @@ export async function hostCert(
       `${tmp}.ext`,
       'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n',
     );
-    await openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      `${tmp}.csr`,
-      '-subj',
-      `/CN=${host}`,
-    ]);
+    await openssl(['req', '-new', ...NEW_EC_KEY, '-keyout', key, '-out', `${tmp}.csr`, '-subj', `/CN=${host}`]);
     await chmod(key, 0o600);
     await openssl([
       'x509',
