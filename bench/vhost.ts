@@ -18,6 +18,8 @@ import { fmtM, machineInfo, median, startBenchDaemon } from './util.js';
 
 const GEN_MAC = '02:00:00:00:00:01';
 const SINK_MAC = '02:00:00:00:00:02';
+/** Halt-polling of the front-ends' second vhost-user run (µs; bench/vhost-peers.ts): KVM's default is 200, adaptive. */
+const HALT_POLL_US = Number(process.env['VHOST_BENCH_HALT_POLL'] ?? 50);
 /** Frame sizes; VHOST_BENCH_SIZES=64,65536 runs a subset. */
 const SIZES = (process.env['VHOST_BENCH_SIZES'] ?? '64,1500,65536').split(',').map(Number);
 
@@ -33,9 +35,10 @@ interface Measure {
   gbps: number;
 }
 
-function peer(root: string, args: string[]): ChildProcess {
+function peer(root: string, args: string[], haltPollUs: number): ChildProcess {
   return spawn(process.execPath, [join(root, 'dist', 'bench', 'vhost-peers.js'), ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, VHOST_BENCH_HALT_POLL_US: String(haltPollUs) },
   });
 }
 
@@ -52,12 +55,16 @@ function lines(p: ChildProcess): { first: Promise<string>; last: Promise<Record<
   return { first, last };
 }
 
-async function vhostRun(o: Opts, dir: string, size: number): Promise<Measure> {
-  const sink = peer(o.root, ['sink', join(dir, 'b.sock'), String(size), String(o.seconds), SINK_MAC]);
+async function vhostRun(o: Opts, dir: string, size: number, haltPollUs: number): Promise<Measure> {
+  const sink = peer(o.root, ['sink', join(dir, 'b.sock'), String(size), String(o.seconds), SINK_MAC], haltPollUs);
   const s = lines(sink);
   await s.first;
   await new Promise((r) => setTimeout(r, 200));
-  const gen = peer(o.root, ['gen', join(dir, 'a.sock'), String(size), String(o.seconds + 2), SINK_MAC, GEN_MAC]);
+  const gen = peer(
+    o.root,
+    ['gen', join(dir, 'a.sock'), String(size), String(o.seconds + 2), SINK_MAC, GEN_MAC],
+    haltPollUs,
+  );
   const r = await s.last;
   gen.kill('SIGTERM');
   await once(gen, 'close').catch(() => {});
@@ -92,6 +99,7 @@ export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
     const loadBefore = loadavg()[0] as number;
     const st: Measure[] = [];
     const vh: Measure[] = [];
+    const hp: Measure[] = [];
     for (let i = 0; i < o.repeat; i++) {
       const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-'));
       try {
@@ -100,16 +108,18 @@ export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
             streamRun(o, size, join(dir, 'b.sock'), 'connect', join(dir, 'a.sock')),
           ),
         );
-        vh.push(await withDaemon(o, dir, 'vhost-user', () => vhostRun(o, dir, size)));
+        vh.push(await withDaemon(o, dir, 'vhost-user', () => vhostRun(o, dir, size, 0)));
+        hp.push(await withDaemon(o, dir, 'vhost-user', () => vhostRun(o, dir, size, HALT_POLL_US)));
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
       console.log(
-        `vhost ${size} B run ${i + 1}: stream ${fmtM(st.at(-1)!.fps)} f/s, vhost-user ${fmtM(vh.at(-1)!.fps)} f/s`,
+        `vhost ${size} B run ${i + 1}: stream ${fmtM(st.at(-1)!.fps)} f/s, vhost-user ${fmtM(vh.at(-1)!.fps)} f/s, halt-polled ${fmtM(hp.at(-1)!.fps)} f/s`,
       );
     }
     const sFps = median(st.map((m) => m.fps));
     const vFps = median(vh.map((m) => m.fps));
+    const hFps = median(hp.map((m) => m.fps));
     rows.push({
       frame_bytes: size,
       stream_fps: Math.round(sFps),
@@ -117,6 +127,10 @@ export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
       stream_gbps: +median(st.map((m) => m.gbps)).toFixed(3),
       vhost_gbps: +median(vh.map((m) => m.gbps)).toFixed(3),
       ratio: +(vFps / sFps).toFixed(3),
+      halt_poll_us: HALT_POLL_US,
+      vhost_halt_polled_fps: Math.round(hFps),
+      vhost_halt_polled_gbps: +median(hp.map((m) => m.gbps)).toFixed(3),
+      halt_polled_ratio: +(hFps / sFps).toFixed(3),
       runs: o.repeat,
       seconds: o.seconds,
       load: [+loadBefore.toFixed(2), +(loadavg()[0] as number).toFixed(2)],
@@ -127,11 +141,13 @@ export async function vhostScenario(o: Opts): Promise<ScenarioResult> {
     '',
     `Front-end A -> vhost-user port a -> switch -> vhost-user port b -> front-end B (guest memory to guest memory), versus generator -> stream port a -> switch -> stream port b -> sink, on one daemon each, same run. Front-ends: bench/vhost-peers.ts (memfd memory, EVENT_IDX, queue size ${process.env['VHOST_BENCH_QUEUE'] ?? 1024} as vmlink qemu-args gives QEMU, receive buffers of a Linux guest with MRG_RXBUF: 1536 bytes, 4 KiB for 64 KiB frames). Network MTU 65535. Median of ${o.repeat} runs of ${o.seconds} s, ${o.pin ? 'pinned' : 'unpinned'}, ${cpus().length} cores.`,
     '',
-    '| frame | stream frames/s | vhost-user frames/s | stream Gbit/s | vhost-user Gbit/s | vhost-user/stream | load (1 min, before/after) |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `Each vhost-user size runs twice: front-ends that wait for a call as soon as their ring runs dry, and front-ends halt-polled for ${HALT_POLL_US} µs first (VHOST_BENCH_HALT_POLL_US, a model of KVM's halt_poll_ns, whose default is 200 µs).`,
+    '',
+    `| frame | stream frames/s | vhost-user frames/s | halt-polled ${HALT_POLL_US} µs | stream Gbit/s | vhost-user Gbit/s | halt-polled | vhost-user/stream | halt-polled/stream | load (1 min, before/after) |`,
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...rows.map(
       (r) =>
-        `| ${r['frame_bytes']} B | ${fmtM(r['stream_fps'] as number)} | ${fmtM(r['vhost_fps'] as number)} | ${r['stream_gbps']} | ${r['vhost_gbps']} | ${r['ratio']} | ${(r['load'] as number[]).join(' / ')} |`,
+        `| ${r['frame_bytes']} B | ${fmtM(r['stream_fps'] as number)} | ${fmtM(r['vhost_fps'] as number)} | ${fmtM(r['vhost_halt_polled_fps'] as number)} | ${r['stream_gbps']} | ${r['vhost_gbps']} | ${r['vhost_halt_polled_gbps']} | ${r['ratio']} | ${r['halt_polled_ratio']} | ${(r['load'] as number[]).join(' / ')} |`,
     ),
     '',
     'Targets (issue 5): vhost-user at least 6x the stream frame rate; 5 M 64-byte frames/s; 40 Gbit/s with 64 KB frames.',

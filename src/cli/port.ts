@@ -22,6 +22,7 @@ const TRANSPORT_FLAGS: Record<string, string> = {
   dir: '--dir',
   memoryMb: '--memory-mb',
   queues: '--queues',
+  holdMs: '--hold-ms',
 };
 
 /** The transport flags each kind takes. */
@@ -32,7 +33,7 @@ const KIND_FLAGS: Record<Kind, readonly string[]> = {
   tap: ['ifname', 'vnetHdr'],
   vde: ['dir'],
   host: ['ifname'],
-  'vhost-user': ['listen', 'connect', 'memoryMb', 'queues'],
+  'vhost-user': ['listen', 'connect', 'memoryMb', 'queues', 'holdMs'],
 };
 
 /** The transport fields of the body for a kind; refuses flags the kind does not take. */
@@ -71,6 +72,7 @@ function transportFields(kind: Kind, opts: Opts): Record<string, unknown> {
     out[f] = addressArg(`--${f}`, String(opts[f]), ['unix']);
     if (given('memoryMb')) out['memory_mb'] = intArg('--memory-mb', String(opts['memoryMb']), 16, 1 << 20);
     if (given('queues')) out['queues'] = intArg('--queues', String(opts['queues']), 1, 8);
+    if (given('holdMs')) out['hold_ms'] = intArg('--hold-ms', String(opts['holdMs']), 0, 60_000);
   } else {
     if (given('listen') === given('connect')) {
       throw new UsageError(`--kind ${kind} needs exactly one of --listen ADDR (QEMU connects) or --connect ADDR`);
@@ -219,6 +221,11 @@ export function addPortCommands(program: Command, done: (code: number) => void):
     .option(
       '--memory-mb <mib>',
       'vhost-user: the VM RAM in MiB that `vmlink qemu-args` shares with vmlink (default 1024)',
+    )
+    .option('--queues <n>', 'vhost-user: queue pairs of the VM NIC, 1-8 (multiqueue; default 1)')
+    .option(
+      '--hold-ms <ms>',
+      'vhost-user: how long a full receive ring may hold up co-resident senders, 0-60000 (0: drop instead; default 100)',
     )
     .option('--allowed-mac <mac>', 'accept only frames from this source MAC (repeatable)', collect)
     .option('--max-macs <N>', 'most MACs learned on the port, 1-65536 (default 1024)')

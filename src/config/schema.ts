@@ -178,6 +178,12 @@ const vhostUserPort = z.strictObject({
     .default(1024),
   /** Queue pairs the VM's NIC gets from `vmlink qemu-args` (multiqueue); 1-8, default 1. */
   queues: z.number().int().min(1, 'queues must be 1-8').max(8, 'queues must be 1-8').default(1),
+  /**
+   * Backpressure: how long this guest, with its receive ring full, may hold
+   * up co-resident senders whose frames all go to it without taking any
+   * (ms); 0 turns it off (frames wait in the backlog, dropped when it fills).
+   */
+  hold_ms: z.number().int().min(0, 'hold_ms must be 0-60000').max(60_000, 'hold_ms must be 0-60000').default(100),
 });
 
 export const portSchema = z

@@ -290,9 +290,10 @@ export class TestFrontend {
   /**
    * Transmits one frame: header + frame in one buffer (or split at `split`
    * bytes into two chained descriptors). `hdr`: the first bytes of the
-   * virtio_net_hdr (offload fields); all zero when absent.
+   * virtio_net_hdr (offload fields); all zero when absent. `kick` false:
+   * the frame waits in the ring until the next kick.
    */
-  sendFrame(frame: Buffer, split?: number, pair = 0, hdr?: Buffer): void {
+  sendFrame(frame: Buffer, split?: number, pair = 0, hdr?: Buffer, kick = true): void {
     const ring = 2 * pair + 1;
     const r = this.rings[ring] as Ring;
     const used = this.#u16[(r.used + 2) >> 1] as number;
@@ -311,7 +312,7 @@ export class TestFrontend {
       this.writeDesc(ring, slot, this.gpa(off), total, 0, 0);
     }
     this.pushAvail(ring, slot);
-    this.kick(ring);
+    if (kick) this.kick(ring);
   }
 
   /** Transmit buffers the back-end has returned so far. */

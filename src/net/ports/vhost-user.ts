@@ -23,7 +23,7 @@ import { PortAddressError } from '../errors.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { F, has } from '../vhost/constants.js';
-import { rarpFrame, VhostNetDevice } from '../vhost/net-device.js';
+import { DEFAULT_HOLD_MS, rarpFrame, VhostNetDevice } from '../vhost/net-device.js';
 import { VhostSession } from '../vhost/session.js';
 import { Backoff } from './backoff.js';
 import {
@@ -48,6 +48,8 @@ export interface VhostUserSpec {
   memory_mb?: number | undefined;
   /** Queue pairs for `vmlink qemu-args` (`queues=N`, `mq=on`); default 1. */
   queues?: number | undefined;
+  /** Backpressure: how long a full receive ring may hold up senders without progress (ms); 0 off; default 100. */
+  hold_ms?: number | undefined;
 }
 
 export class VhostUserPort implements Port {
@@ -73,6 +75,7 @@ export class VhostUserPort implements Port {
   #rxFrames = 0;
   #txFrames = 0;
   #rxDropped = 0;
+  #txPauses = 0;
   /** Cuts large segments of a kind the guest did not negotiate (UDP, ECN); made at the first one. */
   #seg: Segmenter | undefined;
   /** Offload counters of past sessions. */
@@ -196,6 +199,7 @@ export class VhostUserPort implements Port {
       onMalformed: ctx.onMalformed,
       maxFrameLen: ctx.maxFrameLen,
       queueLen: ctx.queueLen,
+      holdMs: this.#spec.hold_ms ?? DEFAULT_HOLD_MS,
       onError: (err) => session.close('', err),
     });
     this.#session = session;
@@ -211,6 +215,7 @@ export class VhostUserPort implements Port {
       this.#rxFrames += dev.rxFrames;
       this.#txFrames += dev.txFrames;
       this.#rxDropped += dev.rxDropped;
+      this.#txPauses += dev.txPauses;
       const o = dev.offloads;
       this.#off.txGso += o.txGso;
       this.#off.txCsum += o.txCsum;
@@ -288,6 +293,8 @@ export class VhostUserPort implements Port {
       rx_frames: this.#rxFrames + (d?.rxFrames ?? 0),
       tx_frames: this.#txFrames + (d?.txFrames ?? 0),
       rx_dropped: this.#rxDropped + (d?.rxDropped ?? 0),
+      tx_pauses: this.#txPauses + (d?.txPauses ?? 0),
+      tx_paused: d?.paused,
       kicks: d?.kicks,
       calls: d?.calls,
       sessions: this.#sessions,

@@ -15,6 +15,17 @@
  * frame waits in a bounded backlog and the ring asks for a kick (EVENT_IDX
  * avail_event) when the guest adds buffers. Interrupts are sent once per
  * event-loop turn at most, and only when the guest wants one (§2.7.10).
+ *
+ * Backpressure between co-resident guests: when every frame of a transmit
+ * batch went to vhost-user receivers and each of them had to queue it (its
+ * receive ring was full), the sender stops reading its transmit ring until
+ * one of them has drained its backlog. The frames then wait in the sending
+ * guest's ring, as they would behind a slow NIC, instead of being copied
+ * into a backlog and dropped when it fills. A sender that also sent
+ * elsewhere in the last MIXED_MS is not paused (one slow receiver must not
+ * hold up its other traffic), and a receiver that takes nothing for its hold time (port
+ * option hold_ms) releases its senders and stops pausing them until it
+ * drains (a stuck guest is dropped from, not waited for).
  */
 
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
@@ -33,8 +44,25 @@ const ETH_HLEN = 14;
 /** Header bytes kept with each backlog frame: the virtio_net_hdr without num_buffers. */
 const RX_HDR = 10;
 
+/**
+ * Frames taken from a transmit ring per native call: a sender pauses only
+ * between calls, so what one call takes beyond a full receiver's ring must
+ * fit in that receiver's backlog. A call takes at most TX_CHUNK_BYTES (the
+ * backlog holds at least 4 MiB) and 256 frames (the native maximum); after
+ * a pause it starts again at TX_CHUNK_MIN frames and doubles per call that
+ * met no full receiver, so a small backlog (queue_len) is not overrun either.
+ */
+const TX_CHUNK_BYTES = 1 << 20;
+const TX_CHUNK_MIN = 32;
+
 /** Frames a receive ring defers during one transmit batch before it copies them. */
 const PEND_MAX = 256;
+
+/** A sender that sent to a port other than full vhost-user receivers this recently (ms) is not paused. */
+const MIXED_MS = 10;
+
+/** How long a receiver that takes no frame from its backlog holds up its senders by default (ms). */
+export const DEFAULT_HOLD_MS = 100;
 
 /**
  * The transmit batch being handed to the switch (one at a time: this runs
@@ -45,6 +73,19 @@ const PEND_MAX = 256;
  * it has counted a free buffer for every deferred frame.
  */
 const batch: { src: Buffer | undefined; pending: VhostNetDevice[] } = { src: undefined, pending: [] };
+
+/**
+ * The transmit batch being forwarded, for backpressure: its sender, a
+ * sequence number, the vhost-user devices it wrote to, how many frames
+ * reached them, and whether any of them could not queue or deliver
+ * without the backlog.
+ */
+const flow: { sender: VhostNetDevice | undefined; seq: number; receivers: VhostNetDevice[]; frames: number } = {
+  sender: undefined,
+  seq: 0,
+  receivers: [],
+  frames: 0,
+};
 
 function flushBatch(): void {
   const p = batch.pending;
@@ -64,6 +105,8 @@ export interface NetDeviceContext {
   maxFrameLen: number;
   /** Receive backlog bound in frames. */
   queueLen: number;
+  /** Backpressure: how long this device may hold up senders without taking a frame (ms); 0: never. */
+  holdMs: number;
   /** The guest broke the ring protocol: disconnect it (called once per error). */
   onError: (err: Error) => void;
 }
@@ -79,6 +122,8 @@ export class VhostNetDevice {
   /** Offset, length pairs of one transmit batch for sinkBatch (vringTx takes at most 256 chains a call), or of backlog frames for rxBatch. */
   readonly #txFrames = new Uint32Array(2 * 256);
   #pendN = 0;
+  /** Frames per vringTx call (TX_CHUNK_MIN to 256, see TX_CHUNK_BYTES). */
+  #txChunk = TX_CHUNK_MIN;
   /** Free receive buffers not yet promised to deferred frames. */
   #room = 0;
   #heads = new Uint16Array(0);
@@ -93,6 +138,20 @@ export class VhostNetDevice {
   #rxq: Virtqueue | undefined;
   readonly #turnBound = (): void => this.#turn();
   #dead = false;
+  /** Backpressure: set while a full receiver holds this device's transmit rings (see the module comment). */
+  #paused = false;
+  /** Senders this device holds up until its backlog drains. */
+  readonly #waiters = new Set<VhostNetDevice>();
+  #stallTimer: NodeJS.Timeout | undefined;
+  /** rxFrames when the stall timer was armed: no change by the time it fires means no progress. */
+  #stallMark = 0;
+  /** Took nothing for its hold time while holding senders: pauses nobody until its backlog drains. */
+  #stalled = false;
+  /** The {@link flow} sequence number of the batch this device last received from, and last had to queue in. */
+  #flowSeq = 0;
+  #congestedSeq = 0;
+  /** Where this device sent frames lately, and when (performance.now()): vhost-user receivers, null for any other port. */
+  readonly #recent = new Map<VhostNetDevice | null, number>();
   /** Negotiated offloads and the header reads and writes. */
   readonly offloads = new VhostOffloads();
   // counters
@@ -101,6 +160,8 @@ export class VhostNetDevice {
   rxDropped = 0;
   calls = 0;
   kicks = 0;
+  /** Times this device's transmit rings were paused by a full receiver. */
+  txPauses = 0;
 
   constructor(session: VhostSession, ctx: NetDeviceContext) {
     this.#s = session;
@@ -139,7 +200,10 @@ export class VhostNetDevice {
         break;
       }
     }
-    if (!this.rxReady) this.rxDropped += this.#backlog.clear();
+    if (!this.rxReady) {
+      this.rxDropped += this.#backlog.clear();
+      this.#releaseWaiters();
+    }
   }
 
   /** Stops all work (session closed). */
@@ -148,11 +212,18 @@ export class VhostNetDevice {
     if (this.#scheduled) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
     this.#backlog.clear();
+    this.#releaseWaiters();
+  }
+
+  /** True while a full receiver holds this device's transmit rings. */
+  get paused(): boolean {
+    return this.#paused;
   }
 
   // ---- transmit: guest -> switch ----
 
   #tx(q: Virtqueue): void {
+    if (this.#paused) return; // a receiver's drain resumes us
     let budget = TX_BUDGET;
     for (;;) {
       let n = q.availCount();
@@ -167,13 +238,13 @@ export class VhostNetDevice {
       }
       while (n > 0) {
         // Simple chains move in one native call (vring.c); the first other one is walked below.
-        const k = q.txBatch(Math.min(n, budget), ETH_HLEN, this.#ctx.maxFrameLen);
+        const k = q.txBatch(Math.min(n, budget, this.#txChunk), ETH_HLEN, this.#ctx.maxFrameLen);
         if (k > 0) {
           this.#txFast(q, k);
           if (this.#dead) return;
           n -= k;
           budget -= k;
-          if (budget === 0) break;
+          if (budget === 0 || this.#paused) break;
           continue;
         }
         n--;
@@ -187,13 +258,16 @@ export class VhostNetDevice {
           this.#fail(q.error);
           return;
         }
+        this.#flowStart();
         this.#txFrame(q, segs);
+        this.#flowEnd(1);
         if (this.#dead) return;
         q.pushUsed(head, 0);
-        if (--budget === 0) break;
+        if (--budget === 0 || this.#paused) break;
       }
       q.publish();
       this.#published(q);
+      if (this.#paused) break; // the receiver that drains first brings us back (#resume)
       if (budget === 0) {
         // Let other ports and sessions run; carry on next turn without waiting for a kick.
         this.#txAgain |= 1 << q.index;
@@ -212,6 +286,10 @@ export class VhostNetDevice {
     const out = q.txOut;
     const sink = this.#ctx.sink;
     const sinkBatch = this.#ctx.sinkBatch;
+    let bytes = 0;
+    for (let i = 2; i < 3 * k; i += 3) bytes += out[i] as number;
+    this.#txChunk = Math.max(1, Math.min(2 * this.#txChunk, 256, Math.floor((TX_CHUNK_BYTES * k) / bytes)));
+    this.#flowStart();
     try {
       for (let i = 0; i < 3 * k; ) {
         const region = out[i] as number;
@@ -240,7 +318,96 @@ export class VhostNetDevice {
       flushBatch();
       if (batch.src) q.rxSource(undefined);
       batch.src = undefined;
+      this.#flowEnd(k);
     }
+  }
+
+  // ---- backpressure (see the module comment) ----
+
+  #flowStart(): void {
+    flow.sender = this;
+    flow.seq = (flow.seq + 1) | 0 || 1;
+    flow.receivers.length = 0;
+    flow.frames = 0;
+  }
+
+  /** After `k` frames were forwarded: pauses this sender when all went to vhost-user receivers that all had to queue. */
+  #flowEnd(k: number): void {
+    flow.sender = undefined;
+    const rs = flow.receivers;
+    const now = performance.now();
+    const recent = this.#recent;
+    let full = flow.frames >= k;
+    if (!full) recent.set(null, now);
+    for (let i = 0; i < rs.length; i++) {
+      const r = rs[i] as VhostNetDevice;
+      recent.set(r, now);
+      if (r.#congestedSeq !== flow.seq) full = false;
+    }
+    if (!full || this.#dead) return;
+    // Not when it also sent elsewhere lately: to another port, or to a receiver that is not full.
+    for (const [dst, at] of recent) {
+      if (now - at >= MIXED_MS) recent.delete(dst);
+      else if (dst === null || dst.#congestedSeq !== flow.seq) full = false;
+    }
+    if (!full) return;
+    this.#paused = true;
+    this.#txChunk = Math.min(this.#txChunk, TX_CHUNK_MIN);
+    this.txPauses++;
+    for (let i = 0; i < rs.length; i++) (rs[i] as VhostNetDevice).#hold(this);
+  }
+
+  /** Notes a frame from the current transmit batch (if any) reaching this device. */
+  #noteFlow(frames: number): void {
+    if (flow.sender === undefined) return;
+    if (this.#flowSeq !== flow.seq) {
+      this.#flowSeq = flow.seq;
+      flow.receivers.push(this);
+    }
+    flow.frames += frames;
+  }
+
+  /** The frame being written must wait in (or is refused by) the backlog: the sender may pause. */
+  #noteCongested(): void {
+    if (flow.sender !== undefined && !this.#stalled && this.#ctx.holdMs > 0) this.#congestedSeq = flow.seq;
+  }
+
+  /** Holds `sender` until this device's backlog drains, or it stalls. */
+  #hold(sender: VhostNetDevice): void {
+    this.#waiters.add(sender);
+    if (this.#stallTimer === undefined) this.#armStall();
+  }
+
+  #armStall(): void {
+    this.#stallMark = this.rxFrames;
+    this.#stallTimer = setTimeout(() => {
+      this.#stallTimer = undefined;
+      if (this.#waiters.size === 0) return;
+      if (this.rxFrames !== this.#stallMark) {
+        this.#armStall(); // slow, not stuck
+        return;
+      }
+      this.#stalled = true;
+      this.#releaseWaiters();
+    }, this.#ctx.holdMs);
+  }
+
+  #releaseWaiters(): void {
+    if (this.#stallTimer !== undefined) clearTimeout(this.#stallTimer);
+    this.#stallTimer = undefined;
+    if (this.#waiters.size === 0) return;
+    for (const w of this.#waiters) w.#resume();
+    this.#waiters.clear();
+  }
+
+  /** A receiver that held us drained: read the transmit rings again. */
+  #resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (this.#dead) return;
+    const rings = this.#s.rings;
+    for (let i = 1; i < rings.length; i += 2) if ((rings[i] as Virtqueue).ready) this.#txAgain |= 1 << i;
+    this.#schedule();
   }
 
   /** Hands the frame in segments [0, segs) to the sink, in place when it is one segment. */
@@ -297,6 +464,11 @@ export class VhostNetDevice {
   write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
     const q = this.#rxq;
     if (this.#dead || q === undefined || !q.ready) return WriteResult.DOWN;
+    this.#noteFlow(1);
+    return this.#write(q, buf, off, len, meta);
+  }
+
+  #write(q: Virtqueue, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): WriteResult {
     if (
       meta === undefined &&
       buf === batch.src &&
@@ -337,6 +509,7 @@ export class VhostNetDevice {
       res.down += count;
       return;
     }
+    this.#noteFlow(count);
     let i = 0;
     if (buf === batch.src && this.#backlog.queued === 0 && q.fast) {
       if (this.#pendN > 0) this.flush();
@@ -350,7 +523,7 @@ export class VhostNetDevice {
     }
     for (; i < count; i++) {
       const len = frames[2 * i + 1] as number;
-      const r = this.write(buf, frames[2 * i] as number, len);
+      const r = this.#write(q, buf, frames[2 * i] as number, len, undefined);
       if (r === WriteResult.OK) {
         res.ok++;
         res.bytes += len;
@@ -399,6 +572,7 @@ export class VhostNetDevice {
   }
 
   #enqueue(q: Virtqueue, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): WriteResult {
+    this.#noteCongested();
     const at = this.#backlog.pushAfter(RX_HDR, buf, off, len);
     if (at < 0) return WriteResult.QUEUE_FULL;
     this.offloads.writeRx(this.#backlog.buf, at, meta);
@@ -427,7 +601,10 @@ export class VhostNetDevice {
       if (r === Rx.ERROR) return;
     }
     // Waiting for buffers: the guest's next post kicks us (a post since the last look: try again next turn).
-    if (!b.advance(i) && q.armKick()) this.#schedule();
+    if (b.advance(i)) {
+      this.#stalled = false;
+      this.#releaseWaiters();
+    } else if (q.armKick()) this.#schedule();
   }
 
   /**
