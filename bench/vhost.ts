@@ -19,7 +19,7 @@ import { fmtM, machineInfo, median, startBenchDaemon } from './util.js';
 const GEN_MAC = '02:00:00:00:00:01';
 const SINK_MAC = '02:00:00:00:00:02';
 /** Halt-polling of the front-ends' second vhost-user run (µs; bench/vhost-peers.ts): KVM's default is 200, adaptive. */
-const HALT_POLL_US = Number(process.env['VHOST_BENCH_HALT_POLL'] ?? 50);
+const HALT_POLL_US = Number(process.env['VHOST_BENCH_HALT_POLL'] ?? 20);
 /** Frame sizes; VHOST_BENCH_SIZES=64,65536 runs a subset. */
 const SIZES = (process.env['VHOST_BENCH_SIZES'] ?? '64,1500,65536').split(',').map(Number);
 

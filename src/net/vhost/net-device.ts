@@ -38,8 +38,12 @@ import { VhostOffloads } from './net-offload.js';
 import type { VhostSession } from './session.js';
 import type { Virtqueue } from './virtqueue.js';
 
-/** Frames taken from a transmit ring per callback before yielding to the event loop. */
-const TX_BUDGET = 512;
+/**
+ * Frames taken from a transmit ring per callback before yielding to the
+ * event loop: a whole ring (at least this many), so a guest that sleeps
+ * between interrupts gets one per ring rather than one per half ring.
+ */
+const TX_BUDGET_MIN = 256;
 const ETH_HLEN = 14;
 /** Header bytes kept with each backlog frame: the virtio_net_hdr without num_buffers. */
 const RX_HDR = 10;
@@ -224,7 +228,7 @@ export class VhostNetDevice {
 
   #tx(q: Virtqueue): void {
     if (this.#paused) return; // a receiver's drain resumes us
-    let budget = TX_BUDGET;
+    let budget = Math.max(TX_BUDGET_MIN, q.num);
     for (;;) {
       let n = q.availCount();
       if (n < 0) {
