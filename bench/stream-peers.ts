@@ -10,9 +10,16 @@
  * sink counts frames and bytes over a window of SECONDS that opens at the
  * first frame (so the generator must run longer) and prints one JSON line:
  * { frames, bytes, seconds }.
+ *
+ * STREAM_BENCH_PER_FRAME=1: the generator writes one frame per writev(2)
+ * instead, length prefix and frame, as QEMU's `-netdev stream` sends each
+ * packet of a guest (net/stream_data.c, net_stream_data_receive), and waits
+ * for the socket to be writable when it is full.
  */
 import { createConnection, createServer, type Socket } from 'node:net';
+import { native } from '../src/native/index.js';
 import { writeMac } from '../src/net/frame.js';
+import { socketFd } from '../src/util/sockets.js';
 import { parseMacOrThrow } from './util.js';
 
 const [role, addr, ...rest] = process.argv.slice(2);
@@ -46,14 +53,41 @@ function gen(): void {
       if (!sock.write(batch)) return;
     }
   };
+  const perFrame = process.env['STREAM_BENCH_PER_FRAME'] === '1';
+  let sent = 0;
   sock.on('connect', () => {
     setTimeout(() => {
       stop = true;
+      if (perFrame) process.stdout.write(`${JSON.stringify({ frames: sent })}\n`);
       sock.end();
     }, seconds * 1000);
-    pump();
+    if (perFrame) pumpFrames(sock);
+    else pump();
   });
-  sock.on('drain', pump);
+  /**
+   * One writev per frame. When the socket is full, the rest of the frame
+   * goes to Node's queue, and the next frame waits for its 'drain'.
+   */
+  const pumpFrames = (s: typeof sock): void => {
+    const n = native();
+    const fd = socketFd(s) as number;
+    const per = size + 4;
+    const write = (): void => {
+      for (let k = 0; k < 8192 && !stop; k++) {
+        const w = n.streamWrite(fd, batch, 0, per, batch, 0, 0);
+        if (w < 0) return;
+        sent++;
+        if (w < per) {
+          if (s.write(batch.subarray(w, per))) setImmediate(write);
+          else s.once('drain', write);
+          return;
+        }
+      }
+      if (!stop) setImmediate(write); // let the stop timer run
+    };
+    write();
+  };
+  if (!perFrame) sock.on('drain', pump);
   sock.on('error', () => {});
   sock.on('close', () => {
     process.stdout.write(`${JSON.stringify({ batches, frames: batches * (batch.length / (size + 4)) })}\n`);

@@ -28,11 +28,11 @@ interface Measure {
   gbps: number;
 }
 
-function node(root: string, args: string[], cpu: string | undefined): ChildProcess {
+function node(root: string, args: string[], cpu: string | undefined, env?: Record<string, string>): ChildProcess {
   const argv = [join(root, 'dist', ...args[0]!.split('/')), ...args.slice(1)];
   const cmd = cpu === undefined ? process.execPath : 'taskset';
   const full = cpu === undefined ? argv : ['-c', cpu, process.execPath, ...argv];
-  return spawn(cmd, full, { stdio: ['ignore', 'pipe', 'inherit'] });
+  return spawn(cmd, full, { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
 }
 
 async function firstLine(p: ChildProcess): Promise<string> {
@@ -58,6 +58,8 @@ export async function run(
   sinkAddr: string,
   sinkMode: string,
   genAddr: string,
+  /** The generator writes one frame per writev, as QEMU's -netdev stream does (bench/stream-peers.ts). */
+  perFrame = false,
 ): Promise<Measure> {
   const sink = node(
     o.root,
@@ -72,6 +74,7 @@ export async function run(
     o.root,
     ['bench/stream-peers.js', 'gen', genAddr, String(size), String(o.seconds + 2), SINK_MAC, GEN_MAC],
     o.pin ? '0' : undefined,
+    perFrame ? { STREAM_BENCH_PER_FRAME: '1' } : undefined,
   );
   const r = await result;
   gen.kill('SIGTERM');
