@@ -15,7 +15,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,6 +68,25 @@ async function setup(): Promise<void> {
 
 async function cleanup(): Promise<void> {
   for (const ns of NS) await sh('ip', 'netns', 'del', ns).catch(() => undefined);
+}
+
+/** CPU seconds (user + system) a live process has used so far, from /proc. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** CPU ms per GB moved by each of the two relays (daemons or C relays) of the last run through them. */
+let lastCpuMsPerGb: [number, number] = [Number.NaN, Number.NaN];
+
+function noteCpu(procs: ChildProcess[], gbps: number, seconds: number): void {
+  const gb = (gbps * seconds) / 8;
+  lastCpuMsPerGb = [0, 1].map((i) => Math.round((cpuSeconds(procs[i]?.pid) * 1000) / gb)) as [number, number];
 }
 
 /** iperf3 from namespace A to `to` in namespace B; Gbit/s received. */
@@ -154,21 +173,10 @@ async function viaVmlink(o: Opts, mode: Mode, vxlanOffloads = true): Promise<num
     }
     procs.push(await daemon(o, dir, 0, mode, vxlanOffloads));
     procs.push(await daemon(o, dir, 1, mode, vxlanOffloads));
-    for (const i of [0, 1] as const) {
-      await sh('ip', '-n', NS[i], 'addr', 'add', `${OVER[i]}/24`, 'dev', `vlot${tag}`);
-      for (const f of ['tx', 'sg', 'tso', 'gso', 'gro'])
-        await sh('ip', 'netns', 'exec', NS[i], 'ethtool', '-K', `vlot${tag}`, f, 'on').catch(() => undefined);
-    }
-    // Wait until the overlay carries traffic: one ping through it.
-    for (let i = 0; ; i++) {
-      const ok = await sh('ip', 'netns', 'exec', NS[0], 'ping', '-c', '1', '-W', '1', OVER[1]).then(
-        () => true,
-        () => false,
-      );
-      if (ok) break;
-      if (i > 30) throw new Error('the overlay did not come up');
-    }
-    return await iperf(o, OVER[1]);
+    await overTaps();
+    const gbps = await iperf(o, OVER[1]);
+    noteCpu(procs, gbps, o.seconds);
+    return gbps;
   } finally {
     for (const p of procs) {
       p.kill('SIGTERM');
@@ -176,6 +184,58 @@ async function viaVmlink(o: Opts, mode: Mode, vxlanOffloads = true): Promise<num
     }
     await cleanup();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The TAP and interface setup both relayed paths share: addresses, offloads on, one ping through. */
+async function overTaps(): Promise<void> {
+  for (const i of [0, 1] as const) {
+    await sh('ip', '-n', NS[i], 'addr', 'add', `${OVER[i]}/24`, 'dev', `vlot${tag}`);
+    await sh('ip', '-n', NS[i], 'link', 'set', `vlot${tag}`, 'up');
+    for (const f of ['tx', 'sg', 'tso', 'gso', 'gro'])
+      await sh('ip', 'netns', 'exec', NS[i], 'ethtool', '-K', `vlot${tag}`, f, 'on').catch(() => undefined);
+  }
+  for (let i = 0; ; i++) {
+    const ok = await sh('ip', 'netns', 'exec', NS[0], 'ping', '-c', '1', '-W', '1', OVER[1]).then(
+      () => true,
+      () => false,
+    );
+    if (ok) return;
+    if (i > 30) throw new Error('the relayed path did not come up');
+  }
+}
+
+/**
+ * The same path through two C relays (bench/tap-relay.c: TAP with vnet
+ * headers <-> TCP, nothing else) instead of two daemons: the floor of any
+ * userspace relay here.
+ */
+async function viaCRelay(o: Opts, relay: string): Promise<number> {
+  await setup();
+  const procs: ChildProcess[] = [];
+  try {
+    for (const i of [0, 1] as const) {
+      const p = spawn(
+        'ip',
+        ['netns', 'exec', NS[i], relay, `vlot${tag}`, i === 0 ? 'listen' : 'connect', UNDER[0], '7401'],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      procs.push(p);
+      await new Promise<void>((resolve, reject) => {
+        p.stdout?.once('data', () => resolve());
+        p.once('exit', (code) => reject(new Error(`tap-relay exited with ${code}`)));
+      });
+    }
+    await overTaps();
+    const gbps = await iperf(o, OVER[1]);
+    noteCpu(procs, gbps, o.seconds);
+    return gbps;
+  } finally {
+    for (const p of procs) {
+      p.kill('SIGTERM');
+      if (p.exitCode === null) await once(p, 'close');
+    }
+    await cleanup();
   }
 }
 
@@ -285,21 +345,41 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
   const want = new Set<Mode>(o.links ?? ['tcp', 'tls', 'vxlan']);
   if (!want.has('tcp') && !want.has('tls')) return vxlanOnly(o, kvx, vvx);
   const withVxlan = want.has('vxlan');
+  const relayDir = mkdtempSync(join(tmpdir(), 'vmlink-tap-relay-'));
+  const relay = join(relayDir, 'tap-relay');
+  await sh('gcc', '-O2', '-o', relay, join(o.root, 'bench', 'tap-relay.c'));
+  const crelay: number[] = [];
+  const cpu: Record<string, [number, number][]> = { crelay: [], tcp: [], tls: [] };
   for (let i = 0; i < o.repeat; i++) {
     raw.push(await direct(o));
+    crelay.push(await viaCRelay(o, relay));
+    cpu['crelay']?.push(lastCpuMsPerGb);
     if (want.has('tcp')) plain.push(await viaVmlink(o, 'tcp'));
+    cpu['tcp']?.push(lastCpuMsPerGb);
     if (want.has('tls')) tls.push(await viaVmlink(o, 'tls'));
+    cpu['tls']?.push(lastCpuMsPerGb);
     if (withVxlan) kvx.push(await kernelVxlan(o));
     if (withVxlan) vvx.push(await viaVmlink(o, 'vxlan'));
     const f = (xs: number[]) => (xs.length > 0 ? (xs.at(-1) as number).toFixed(2) : '-');
     console.log(
-      `overlay run ${i + 1}: veth ${f(raw)}, vmlink tcp ${f(plain)}, vmlink tls ${f(tls)}, kernel vxlan ${f(kvx)}, vmlink vxlan ${f(vvx)} Gbit/s`,
+      `overlay run ${i + 1}: veth ${f(raw)}, C relays ${f(crelay)}, vmlink tcp ${f(plain)}, vmlink tls ${f(tls)}, kernel vxlan ${f(kvx)}, vmlink vxlan ${f(vvx)} Gbit/s`,
     );
   }
+  rmSync(relayDir, { recursive: true, force: true });
   const fps = await linkOnly(300_000);
   console.log(`overlay link only: ${(fps / 1e3).toFixed(0)} kframes/s of 1500 bytes`);
   const r = median(raw);
+  const c = median(crelay);
+  const cpuOf = (k: string) =>
+    [0, 1].map((side) => Math.round(median((cpu[k] ?? []).map((x) => x[side] as number)))).join(' / ');
   const rows = [
+    {
+      link: 'C relays over TCP (bench/tap-relay.c)',
+      raw_gbps: +r.toFixed(3),
+      vmlink_gbps: +c.toFixed(3),
+      ratio: +(c / r).toFixed(3),
+      target: 0,
+    },
     {
       link: 'tcp',
       raw_gbps: +r.toFixed(3),
@@ -322,16 +402,31 @@ export async function overlayScenario(o: Opts): Promise<ScenarioResult> {
       target: 0,
     },
   ]
-    .filter((x) => (x.link === 'tcp' ? plain : x.link === 'tls' ? tls : vvx).length > 0)
-    .map((x) => ({ ...x, mtu: o.mtu, runs: o.repeat, seconds: o.seconds }));
+    .filter(
+      (x) => (x.link === 'tcp' ? plain : x.link === 'tls' ? tls : x.link.startsWith('vxlan') ? vvx : crelay).length > 0,
+    )
+    .map((x) => ({
+      ...x,
+      vs_c_relay: x.link === 'tcp' || x.link === 'tls' ? +(x.vmlink_gbps / c).toFixed(3) : undefined,
+      cpu_ms_per_gb:
+        x.link === 'tcp' || x.link === 'tls' ? cpuOf(x.link) : x.link.startsWith('C') ? cpuOf('crelay') : undefined,
+      mtu: o.mtu,
+      runs: o.repeat,
+      seconds: o.seconds,
+    }));
   const md = [
     '## Overlay: a bulk TCP flow through two daemons and a link, versus the same veth directly',
     '',
     `iperf3 (one flow) from namespace A to namespace B: once straight over the veth pair between them, once from a TAP on vmlink A through a link over that veth to vmlink B and its TAP (MTU ${o.mtu}; vnet_hdr TAPs with offloads on, so 64 KB TCP segments cross the switches and TCP/TLS links whole and are never cut; VXLAN links take no offloads, so segments are cut into MTU frames before a VXLAN link); for VXLAN, kernel vxlan devices in both namespaces versus vmlink VXLAN links (inner MTU ${o.mtu - 50} in both cases). Median of ${o.repeat} runs of ${o.seconds} s, unpinned, ${cpus().length} cores (load average ${loadavg()[0]?.toFixed(1)} at the end).`,
     '',
-    '| link | peer Gbit/s (veth; kernel vxlan for vxlan) | vmlink Gbit/s | vmlink/peer | target |',
-    '| --- | ---: | ---: | ---: | ---: |',
-    ...rows.map((x) => `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.target || '-'} |`),
+    "The C relays (bench/tap-relay.c) take the daemons' place on the same path with nothing but the relay: TAP with vnet headers, a 4-byte length per segment, batched writes to TCP, records written to the TAP where they lie. They are the floor of any userspace relay here.",
+    '',
+    '| path | peer Gbit/s (veth; kernel vxlan for vxlan) | Gbit/s | /peer | /C relays | target (/peer) | CPU ms per GB, relay A / B |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(
+      (x) =>
+        `| ${x.link} | ${x.raw_gbps} | ${x.vmlink_gbps} | ${x.ratio} | ${x.vs_c_relay ?? '-'} | ${x.target || '-'} | ${x.cpu_ms_per_gb ?? '-'} |`,
+    ),
     '',
     `The link alone (two overlays in one process on loopback, 1500-byte frames, switch ingress on both ends, one core for both): ${(fps / 1e3).toFixed(0)} kframes/s = ${((fps * 1500 * 8) / 1e9).toFixed(2)} Gbit/s. The end-to-end flow shares ${cpus().length} cores among four busy processes (two daemons, iperf3 client and server).`,
     '',
