@@ -384,8 +384,9 @@ export class TestFrontend {
   /**
    * Makes every free transmit slot available again (the back-end completes
    * in order, so slot = index mod size), kicks only when the back-end asked
-   * (EVENT_IDX avail_event), and asks for an interrupt when half the ring is
-   * done. Returns the frames made available.
+   * (EVENT_IDX avail_event), and asks for an interrupt when three quarters
+   * of the ring are done (as Linux's virtqueue_enable_cb_delayed does for
+   * transmit completions). Returns the frames made available.
    */
   pumpTx(): number {
     const r = this.rings[1] as Ring;
@@ -400,7 +401,7 @@ export class TestFrontend {
       u16[ring + slot] = slot;
       r.availIdx = (r.availIdx + 1) & 0xffff;
     }
-    u16[ring + this.num] = (used + this.num / 2) & 0xffff; // used_event
+    u16[ring + this.num] = (used + ((3 * this.num) >> 2)) & 0xffff; // used_event
     Atomics.store(this.#u16, (r.avail + 2) >> 1, r.availIdx);
     const event = this.#u16[(r.used + 4 + 8 * this.num) >> 1] as number;
     if (((r.availIdx - event - 1) & 0xffff) < ((r.availIdx - old) & 0xffff)) this.kick(1);
