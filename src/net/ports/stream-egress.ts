@@ -214,23 +214,40 @@ export class StreamEgress {
     }
   }
 
-  /** Hands the pending batch to the socket now, unless it is blocked. */
+  /**
+   * Hands the pending batch to the socket now, unless it is blocked. When
+   * nothing is queued in the socket, the batch goes to the fd in one native
+   * write and the buffer is kept for the next batch; only what the kernel
+   * does not take at once goes through the socket's queue.
+   */
   flush(): void {
     if (this.#dead || this.#blocked || this.#pendingFrames === 0) return;
     const batch = this.#batch;
     const frames = this.#pendingFrames;
     const bytes = this.#used;
+    let from = 0;
+    if (this.#direct !== undefined && this.#socket.writableLength === 0 && this.#socket.writable) {
+      const n = this.#direct(batch, 0, bytes, EMPTY, 0, 0);
+      this.batches++;
+      if (n >= bytes) {
+        this.#used = 0;
+        this.#pendingFrames = 0;
+        return;
+      }
+      // Short write: the rest (whole frames but the first) goes through the socket; an error is reported there.
+      if (n > 0) from = n;
+    }
     this.#batch = this.#pool.pop() ?? Buffer.allocUnsafe(BATCH_BYTES);
     this.#used = 0;
     this.#pendingFrames = 0;
     this.#flightFrames.push(frames);
     this.#flightBufs.push(batch);
-    this.#flightBytes.push(bytes);
-    this.#flightTotalBytes += bytes;
+    this.#flightBytes.push(bytes - from);
+    this.#flightTotalBytes += bytes - from;
     this.#inflight += frames;
-    this.batches++;
+    if (from === 0) this.batches++;
     // One subarray per batch (not per frame): the socket keeps it until written.
-    if (!this.#socket.write(batch.subarray(0, bytes), this.#onWritten)) this.#blocked = true;
+    if (!this.#socket.write(batch.subarray(from, bytes), this.#onWritten)) this.#blocked = true;
   }
 
   /** Stops using the socket: pending frames are dropped (counted in {@link lost}). */
