@@ -7,9 +7,12 @@
  * TAP -> TCP: reads segments (virtio_net_hdr + frame, up to 64 KiB TSO
  * segments: TUNSETOFFLOAD CSUM|TSO4|TSO6|TSO_ECN as vmlink asks) until the
  * TAP is empty or the batch holds 1 MiB, each behind its length, and sends
- * the batch with one write. TCP -> TAP: reads up to 2 MiB, writes every whole
- * record to the TAP where it lies, and moves only a partial tail. poll(2),
- * non-blocking, one thread.
+ * the batch with one write; while the socket takes only part of it, more
+ * segments are read behind the rest. TCP -> TAP: reads up to 2 MiB at a time
+ * until the socket is empty, writes every whole record to the TAP where it
+ * lies, and moves only a partial tail. poll(2), non-blocking, one thread.
+ * Socket buffers: the kernel's autotuned ones, as vmlink's links keep
+ * (TAP_RELAY_SOCKBUF=BYTES forces a size; 4 MiB made no difference here).
  *
  *   tap-relay IFNAME listen|connect IPV4 PORT
  */
@@ -33,7 +36,6 @@
 #define SEG_MAX (HDR + 65536 + 64)
 #define OUT_CAP (1 << 20)
 #define IN_CAP (2 << 20)
-#define SOCKBUF (4 << 20)
 
 static int tap_open(const char *name) {
   int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK);
@@ -53,7 +55,7 @@ static int tcp_open(const char *mode, const char *ip, int port) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   if (inet_pton(AF_INET, ip, &a.sin_addr) != 1) return -1;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int one = 1, big = SOCKBUF;
+  int one = 1, big = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (strcmp(mode, "listen") == 0) {
     if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 1)) return -1;
@@ -72,8 +74,11 @@ static int tcp_open(const char *mode, const char *ip, int port) {
   }
   if (fd < 0) return -1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+  if (getenv("TAP_RELAY_SOCKBUF")) big = atoi(getenv("TAP_RELAY_SOCKBUF"));
+  if (big > 0) { /* default 0: the kernel's autotuned buffers, as vmlink's links keep */
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+  }
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   return fd;
 }
@@ -100,14 +105,14 @@ int main(int argc, char **argv) {
   size_t in_len = 0;
   unsigned long dropped = 0;
   for (;;) {
-    struct pollfd p[2] = {{.fd = tap, .events = out_len == 0 ? POLLIN : 0},
+    struct pollfd p[2] = {{.fd = tap, .events = out_len < OUT_CAP ? POLLIN : 0},
                           {.fd = tcp, .events = POLLIN | (out_len ? POLLOUT : 0)}};
     if (poll(p, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
     /* TAP -> TCP: a batch of segments, each behind its length. */
-    if (out_len == 0 && (p[0].revents & POLLIN)) {
+    if (out_len < OUT_CAP && (p[0].revents & POLLIN)) {
       while (out_len < OUT_CAP) {
         ssize_t n = read(tap, out + out_len + 4, SEG_MAX);
         if (n <= 0) break;
@@ -121,10 +126,17 @@ int main(int argc, char **argv) {
       if (w < 0 && errno != EAGAIN && errno != EINTR) return 1;
       if (w > 0) out_off += (size_t)w;
       if (out_off == out_len) out_len = out_off = 0;
+      else if (out_off >= OUT_CAP / 2) { /* keep room behind the unsent rest */
+        memmove(out, out + out_off, out_len - out_off);
+        out_len -= out_off;
+        out_off = 0;
+      }
     }
     /* TCP -> TAP: whole records where they lie; a partial tail moves to the front. */
-    if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t n = read(tcp, in + in_len, IN_CAP - in_len);
+    for (int more = (p[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0; more;) {
+      size_t room = IN_CAP - in_len;
+      ssize_t n = read(tcp, in + in_len, room);
+      more = n > 0 && (size_t)n == room; /* the socket may hold more */
       if (n == 0) {
         if (dropped) fprintf(stderr, "tap-relay: %lu segments not written to the TAP\n", dropped);
         return 0;
