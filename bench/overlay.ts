@@ -173,17 +173,26 @@ async function viaVmlink(o: Opts, mode: Mode, vxlanOffloads = true): Promise<num
     }
     procs.push(await daemon(o, dir, 0, mode, vxlanOffloads));
     procs.push(await daemon(o, dir, 1, mode, vxlanOffloads));
-    await overTaps();
-    const gbps = await iperf(o, OVER[1]);
-    noteCpu(procs, gbps, o.seconds);
-    return gbps;
+    return await throughRelays(o, procs);
   } finally {
-    for (const p of procs) {
-      p.kill('SIGTERM');
-      await once(p, 'close');
-    }
+    await stopAll(procs);
     await cleanup();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Brings the relayed path up (overTaps), runs iperf3 through it, and notes the two relays' CPU. */
+async function throughRelays(o: Opts, procs: ChildProcess[]): Promise<number> {
+  await overTaps();
+  const gbps = await iperf(o, OVER[1]);
+  noteCpu(procs, gbps, o.seconds);
+  return gbps;
+}
+
+async function stopAll(procs: ChildProcess[]): Promise<void> {
+  for (const p of procs) {
+    p.kill('SIGTERM');
+    if (p.exitCode === null && p.signalCode === null) await once(p, 'close');
   }
 }
 
@@ -226,15 +235,9 @@ async function viaCRelay(o: Opts, relay: string): Promise<number> {
         p.once('exit', (code) => reject(new Error(`tap-relay exited with ${code}`)));
       });
     }
-    await overTaps();
-    const gbps = await iperf(o, OVER[1]);
-    noteCpu(procs, gbps, o.seconds);
-    return gbps;
+    return await throughRelays(o, procs);
   } finally {
-    for (const p of procs) {
-      p.kill('SIGTERM');
-      if (p.exitCode === null) await once(p, 'close');
-    }
+    await stopAll(procs);
     await cleanup();
   }
 }

@@ -10,23 +10,13 @@ import { request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { ScenarioResult } from './types.js';
+import type { Measure, RateOpts, ScenarioResult } from './types.js';
 import { fmtM, machineInfo, median, startBenchDaemon } from './util.js';
 
 const GEN_MAC = '02:00:00:00:00:01';
 const SINK_MAC = '02:00:00:00:00:02';
 
-interface Opts {
-  root: string;
-  seconds: number;
-  repeat: number;
-  pin: boolean;
-}
-
-interface Measure {
-  fps: number;
-  gbps: number;
-}
+type Opts = RateOpts;
 
 function node(root: string, args: string[], cpu: string | undefined, env?: Record<string, string>): ChildProcess {
   const argv = [join(root, 'dist', ...args[0]!.split('/')), ...args.slice(1)];

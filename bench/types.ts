@@ -10,3 +10,17 @@ export interface ScenarioResult {
   /** A markdown section (title, table, notes) for BENCHMARKS.md. */
   markdown: string;
 }
+
+/** Options of the frame-rate scenarios (stream, vhost). */
+export interface RateOpts {
+  root: string;
+  seconds: number;
+  repeat: number;
+  pin: boolean;
+}
+
+/** One frame-rate measurement: frames and Gbit/s a sink received per second. */
+export interface Measure {
+  fps: number;
+  gbps: number;
+}

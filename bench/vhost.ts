@@ -13,7 +13,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { run as streamRun } from './stream.js';
-import type { ScenarioResult } from './types.js';
+import type { Measure, RateOpts, ScenarioResult } from './types.js';
 import { fmtM, machineInfo, median, startBenchDaemon } from './util.js';
 
 const GEN_MAC = '02:00:00:00:00:01';
@@ -23,17 +23,7 @@ const HALT_POLL_US = Number(process.env['VHOST_BENCH_HALT_POLL'] ?? 20);
 /** Frame sizes; VHOST_BENCH_SIZES=64,65536 runs a subset. */
 const SIZES = (process.env['VHOST_BENCH_SIZES'] ?? '64,1500,65536').split(',').map(Number);
 
-interface Opts {
-  root: string;
-  seconds: number;
-  repeat: number;
-  pin: boolean;
-}
-
-interface Measure {
-  fps: number;
-  gbps: number;
-}
+type Opts = RateOpts;
 
 function peer(root: string, args: string[], haltPollUs: number): ChildProcess {
   return spawn(process.execPath, [join(root, 'dist', 'bench', 'vhost-peers.js'), ...args], {
