@@ -23,9 +23,9 @@
  * guest's ring, as they would behind a slow NIC, instead of being copied
  * into a backlog and dropped when it fills. A sender that also sent
  * elsewhere in the last MIXED_MS is not paused (one slow receiver must not
- * hold up its other traffic), and a receiver that takes nothing for its hold time (port
- * option hold_ms) releases its senders and stops pausing them until it
- * drains (a stuck guest is dropped from, not waited for).
+ * hold up its other traffic), and a receiver that takes nothing for its
+ * hold time (port option hold_ms) releases its senders and stops pausing
+ * them until it drains (a stuck guest is dropped from, not waited for).
  */
 
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
@@ -348,7 +348,11 @@ export class VhostNetDevice {
       recent.set(r, now);
       if (r.#congestedSeq !== flow.seq) full = false;
     }
-    if (!full || this.#dead) return;
+    if (!full || this.#dead) {
+      // Devices of guests long gone must not pile up here.
+      if (recent.size > 16) for (const [dst, at] of recent) if (now - at >= MIXED_MS) recent.delete(dst);
+      return;
+    }
     // Not when it also sent elsewhere lately: to another port, or to a receiver that is not full.
     for (const [dst, at] of recent) {
       if (now - at >= MIXED_MS) recent.delete(dst);
