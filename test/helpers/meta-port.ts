@@ -3,8 +3,20 @@
  * written to it with a copy of its offload metadata, and takes offloads or
  * not as the test says. Frames enter the switch through `sink`.
  */
-import { OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
+import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import { type FrameSink, type Port, type PortState, WriteResult } from '../../src/net/ports/port.js';
+
+/** Offload metadata of a TCP/IPv4 large segment (54-byte headers, MSS 1448), as a TSO guest or TAP hands it over. */
+export function tsoMeta(): OffloadMeta {
+  return Object.assign(new OffloadMeta(), {
+    flags: 1,
+    gsoType: GSO_TCPV4,
+    hdrLen: 54,
+    gsoSize: 1448,
+    csumStart: 34,
+    csumOffset: 16,
+  });
+}
 
 export class MetaPort implements Port {
   readonly kind = 'mem';

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
+import type { OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import {
   DecodeResult,
   encodeControl,
@@ -18,6 +18,7 @@ import {
   writeOffloadHeader,
 } from '../../src/net/overlay/codec.js';
 import { parseHello } from '../../src/net/overlay/stream-channel.js';
+import { tsoMeta } from '../helpers/meta-port.js';
 import { prng } from '../helpers/prng.js';
 
 type Rec = ['f', number, string] | ['c', string];
@@ -146,15 +147,7 @@ function offloadRecord(vni: number, frame: Buffer, m: OffloadMeta): Buffer {
   return b;
 }
 
-const TSO = () =>
-  Object.assign(new OffloadMeta(), {
-    flags: 1,
-    gsoType: GSO_TCPV4,
-    hdrLen: 54,
-    gsoSize: 1448,
-    csumStart: 34,
-    csumOffset: 16,
-  });
+const TSO = tsoMeta;
 
 describe('offload records (type 3)', () => {
   test('an offload record is type 3, then flags, gso_type, hdr_len, gso_size, csum_start, csum_offset (big-endian), then the frame', () => {

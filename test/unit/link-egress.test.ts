@@ -8,11 +8,11 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
-import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import { DecodeResult, HEADER_LEN, LinkDecoder } from '../../src/net/overlay/codec.js';
 import { LinkEgress } from '../../src/net/overlay/egress.js';
 import { WriteResult } from '../../src/net/ports/port.js';
 import type { DirectWrite } from '../../src/util/sockets.js';
+import { tsoMeta } from '../helpers/meta-port.js';
 import { prng } from '../helpers/prng.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -79,14 +79,7 @@ function frame(len: number, seed: number): Buffer {
   return f;
 }
 
-const TSO = Object.assign(new OffloadMeta(), {
-  flags: 1,
-  gsoType: GSO_TCPV4,
-  hdrLen: 54,
-  gsoSize: 1448,
-  csumStart: 34,
-  csumOffset: 16,
-});
+const TSO = tsoMeta();
 
 describe('link egress', () => {
   test('small frames switched together leave in one write when switching returns', async () => {

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
+import type { OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import {
   DecodeResult,
   encodeControl,
@@ -19,6 +19,7 @@ import {
   writeOffloadHeader,
 } from '../../src/net/overlay/codec.js';
 import { LinkReader } from '../../src/net/overlay/link-reader.js';
+import { tsoMeta } from '../helpers/meta-port.js';
 import { prng } from '../helpers/prng.js';
 
 function record(vni: number, frame: Buffer, meta?: OffloadMeta): Buffer {
@@ -30,14 +31,7 @@ function record(vni: number, frame: Buffer, meta?: OffloadMeta): Buffer {
   return b;
 }
 
-const TSO = Object.assign(new OffloadMeta(), {
-  flags: 1,
-  gsoType: GSO_TCPV4,
-  hdrLen: 54,
-  gsoSize: 1448,
-  csumStart: 34,
-  csumOffset: 16,
-});
+const TSO = tsoMeta();
 
 /** A reader bound to a decoder; `read(bytes)` plays the socket: copies into the offered room and reports it. */
 function rig(bytes?: number) {

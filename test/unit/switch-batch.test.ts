@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
 import type { BatchResult, FrameSink, Port, PortState } from '../../src/net/ports/port.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import { countWrite, WriteResult } from '../../src/net/ports/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
 import { prng } from '../helpers/prng.js';
 
@@ -33,12 +33,7 @@ class RecPort implements Port {
         for (let k = 0; k < count; k++) {
           const off = frames[2 * k] as number;
           const len = frames[2 * k + 1] as number;
-          const r = this.write(buf, off, len);
-          if (r === WriteResult.OK) {
-            res.ok++;
-            res.bytes += len;
-          } else if (r === WriteResult.QUEUE_FULL) res.full++;
-          else res.down++;
+          countWrite(res, this.write(buf, off, len), len);
         }
       };
   }

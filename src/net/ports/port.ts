@@ -54,6 +54,15 @@ export interface BatchResult {
   down: number;
 }
 
+/** Counts one frame's {@link WriteResult} of `len` bytes into `res` (writeBatch implementations that fall back to write()). */
+export function countWrite(res: BatchResult, r: WriteResult, len: number): void {
+  if (r === WriteResult.OK) {
+    res.ok++;
+    res.bytes += len;
+  } else if (r === WriteResult.QUEUE_FULL) res.full++;
+  else res.down++;
+}
+
 /** What a factory hands a port: its collaborators. */
 export interface PortContext {
   /** Where received frames go (the switch's ingress for this port). */

@@ -34,7 +34,7 @@
 import type { Socket } from 'node:net';
 import { type DirectWrite, directWriter } from '../../util/sockets.js';
 import { PREFIX_LEN } from './deframer.js';
-import { type BatchResult, WriteResult } from './port.js';
+import { type BatchResult, countWrite, WriteResult } from './port.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -179,12 +179,7 @@ export class StreamEgress {
         k = j;
         continue;
       }
-      const r = this.write(buf, off, len);
-      if (r === WriteResult.OK) {
-        res.ok++;
-        res.bytes += len;
-      } else if (r === WriteResult.QUEUE_FULL) res.full++;
-      else res.down++;
+      countWrite(res, this.write(buf, off, len), len);
       k++;
     }
   }

@@ -31,7 +31,7 @@
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { FrameArena } from '../ports/frame-arena.js';
 import type { BatchResult, BatchSink, FrameSink } from '../ports/port.js';
-import { WriteResult } from '../ports/port.js';
+import { countWrite, WriteResult } from '../ports/port.js';
 import { NET_HDR_LEN } from './constants.js';
 import { VirtqueueError } from './errors.js';
 import { VhostOffloads } from './net-offload.js';
@@ -531,12 +531,7 @@ export class VhostNetDevice {
     }
     for (; i < count; i++) {
       const len = frames[2 * i + 1] as number;
-      const r = this.#write(q, buf, frames[2 * i] as number, len, undefined);
-      if (r === WriteResult.OK) {
-        res.ok++;
-        res.bytes += len;
-      } else if (r === WriteResult.QUEUE_FULL) res.full++;
-      else res.down++;
+      countWrite(res, this.#write(q, buf, frames[2 * i] as number, len, undefined), len);
     }
   }
 
