@@ -291,8 +291,6 @@ export class VhostNetDevice {
     const sink = this.#ctx.sink;
     const sinkBatch = this.#ctx.sinkBatch;
     let bytes = 0;
-    for (let i = 2; i < 3 * k; i += 3) bytes += out[i] as number;
-    this.#txChunk = Math.max(1, Math.min(2 * this.#txChunk, 256, Math.floor((TX_CHUNK_BYTES * k) / bytes)));
     this.#flowStart();
     try {
       for (let i = 0; i < 3 * k; ) {
@@ -303,14 +301,17 @@ export class VhostNetDevice {
           batch.src = q.rxSource(view) ? view : undefined;
         }
         if (sinkBatch === undefined) {
+          bytes += out[i + 2] as number;
           sink(view, out[i + 1] as number, out[i + 2] as number);
           i += 3;
         } else {
           const f = this.#txFrames;
           let n = 0;
           for (; i < 3 * k && out[i] === region; i += 3, n++) {
+            const len = out[i + 2] as number;
             f[2 * n] = out[i + 1] as number;
-            f[2 * n + 1] = out[i + 2] as number;
+            f[2 * n + 1] = len;
+            bytes += len;
           }
           sinkBatch(view, f, n);
         }
@@ -322,6 +323,11 @@ export class VhostNetDevice {
       flushBatch();
       if (batch.src) q.rxSource(undefined);
       batch.src = undefined;
+      // The next call's size, from this one's frames (a pause in #flowEnd starts it small again).
+      this.#txChunk = Math.max(
+        1,
+        Math.min(2 * this.#txChunk, 256, Math.floor((TX_CHUNK_BYTES * k) / Math.max(1, bytes))),
+      );
       this.#flowEnd(k);
     }
   }
