@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { ftruncateSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync } from 'node:fs';
 import { after, test } from 'node:test';
 import { native } from '../../src/native/index.js';
 import { GuestMemory } from '../../src/net/vhost/memory.js';
@@ -24,6 +24,8 @@ after(() => {
 function setup(fast: boolean) {
   const fd = n.memfdCreate('vring-test');
   ftruncateSync(fd, SIZE);
+  // The driver's own fd to the file (the mapping closes the one it is given): to shrink it under the device.
+  const own = openSync(`/proc/self/fd/${fd}`, 'r+');
   const ab = n.mmap(fd, SIZE, 0, true);
   const g = Buffer.from(ab);
   const mem = GuestMemory.map(n, [{ gpa: GPA, size: SIZE, uva: UVA, mmapOffset: 0 }], [fd]);
@@ -34,6 +36,7 @@ function setup(fast: boolean) {
   cleanups.push(() => {
     mem.unmap();
     n.munmap(ab);
+    closeSync(own);
   });
   let availIdx = 0;
   return {
@@ -51,6 +54,9 @@ function setup(fast: boolean) {
       g.writeUInt16LE(availIdx & 0xffff, AVAIL + 2);
     },
     used: () => g.subarray(USED, USED + 4 + 8 * NUM),
+    mem,
+    /** Shrinks the file (as a front-end that did not seal it can). */
+    shrink: (len: number) => ftruncateSync(own, len),
   };
 }
 
@@ -343,4 +349,56 @@ test('fuzz: with mergeable buffers or not, random receive rings get the same byt
     assert.equal(b.q.usedIdx, a.q.usedIdx);
   }
   assert.ok(fast > 100, `only ${fast} frames took the fast path`);
+});
+
+test('a transmit buffer beyond the end of a shrunk memory file makes the fast path report a fault (-1), not kill the process', () => {
+  const { q, desc, avail, shrink, mem } = setup(true);
+  desc(0, GPA + 0x8000, HDR + 60, 0);
+  desc(1, GPA + 0x9000, HDR + 60, 0);
+  avail(0);
+  avail(1);
+  shrink(0x9000); // the second buffer's page is gone
+  assert.equal(q.txBatch(8, 14, 1514), -1);
+  assert.equal(q.lastAvail, 1, 'the first chain was taken before the fault');
+  assert.equal(mem.fault()?.code, 'ERR_VHOST_MEMORY_FAULT');
+});
+
+test('a receive buffer, or a source frame, beyond the end of a shrunk memory file: the copy reports a fault and publishes nothing', () => {
+  const { q, desc, avail, used, shrink, mem } = setup(true);
+  desc(0, GPA + 0x8000, 2048, 2);
+  desc(1, GPA + 0xa000, 2048, 2);
+  avail(0);
+  avail(1);
+  shrink(0xa000);
+  const frame = Buffer.alloc(60, 0x5a);
+  assert.equal(q.rxOne(frame, 0, 60), 0, 'the buffer inside the file takes the frame');
+  assert.equal(q.rxOne(frame, 0, 60), 3, 'the one beyond its end faults');
+  assert.equal(used().readUInt16LE(2), 1, 'only the first frame is published');
+  assert.equal(q.usedIdx, 1);
+  assert.ok(mem.fault());
+
+  // The source of a batch is another guest's memory that shrank: the copy stops there, nothing is published for it.
+  const other = setup(true);
+  desc(2, GPA + 0x8000, 2048, 2);
+  avail(2);
+  other.shrink(0x1000);
+  const src = other.q.regionView(0);
+  assert.equal(q.rxSource(src), true);
+  try {
+    assert.equal(q.rxBatch(Uint32Array.of(0x4000, 60), 1), 0);
+  } finally {
+    q.rxSource(undefined);
+  }
+  assert.equal(q.usedIdx, 1);
+  assert.ok(other.mem.fault(), 'the fault is counted on the source memory');
+});
+
+test('rings in the truncated part of a memory file read as zeros: nothing available, no crash', () => {
+  const { q, avail, desc, shrink, mem } = setup(true);
+  desc(0, GPA + 0x8000, HDR + 60, 0);
+  avail(0);
+  shrink(0);
+  assert.equal(q.availCount(), 0);
+  assert.equal(q.txBatch(8, 14, 1514), 0);
+  assert.ok(mem.fault());
 });
