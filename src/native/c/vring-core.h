@@ -58,6 +58,9 @@ typedef struct {
   bool attached;
 } vl_vring_t;
 
+/* Whether guest-physical [gpa, gpa+len) lies inside one region: the first such region and the offset in it. */
+bool vl_gpa_find(const vl_vring_t *q, uint64_t gpa, uint32_t len, uint32_t *region, uint64_t *off);
+
 /* Pointer to guest-physical [gpa, gpa+len) when it lies inside one region, else NULL. */
 uint8_t *vl_gpa_ptr(const vl_vring_t *q, uint64_t gpa, uint32_t len, uint32_t *region, uint64_t *off);
 
