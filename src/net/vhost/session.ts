@@ -165,7 +165,12 @@ export class VhostSession {
         this.close('', err);
         return;
       }
-      if (this.#closed) return;
+      if (this.#closed) {
+        // Closed by a message of this chunk: fds that came with the chunk for a later message reached the
+        // reader after close() emptied it (found by a property test: they leaked).
+        for (const fd of this.#reader.takeFds()) closeQuietly(fd);
+        return;
+      }
     }
   }
 
