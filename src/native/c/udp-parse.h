@@ -55,7 +55,11 @@ static inline void put_sender(uint8_t *rec, const struct sockaddr_storage *from,
 /* The gso_size of a UDP_GRO control message, 0 when there is none. */
 static inline uint32_t gro_size(struct msghdr *h) {
   for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
-    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+    /* The int must also lie inside the buffer: cmsg_len is not checked against msg_controllen by CMSG_FIRSTHDR
+     * (found by fuzz/udp-parse.c with a header that claims more than the buffer holds). */
+    size_t at = (size_t)((const uint8_t *)CMSG_DATA(c) - (const uint8_t *)h->msg_control);
+    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int)) &&
+        at + sizeof(int) <= h->msg_controllen) {
       int v;
       memcpy(&v, CMSG_DATA(c), sizeof v);
       return v > 0 ? (uint32_t)v : 0;
