@@ -315,7 +315,7 @@ export interface NativeAddon {
    * front-end's memory faulted (a file shrunk under a ring or buffer).
    */
   vringTx(ring: VringHandle, max: number, minLen: number, maxLen: number, out: Uint32Array): number;
-  /** Copies header + frame into the next receive chain when it is one big-enough writable descriptor, and publishes it: 0 done, 1 no buffer, 2 take the slow path, 3 guest memory faulted (nothing published; see guardFd). */
+  /** Copies header + frame into the next receive chain when it is one big-enough writable descriptor, and publishes it: 0 done, 1 no buffer, 2 take the slow path. */
   vringRx(ring: VringHandle, buf: Uint8Array, off: number, len: number): number;
   /** Sets (or with undefined clears) the source buffer of vringRxBatch; it is referenced until cleared. */
   vringSource(buf?: Uint8Array): void;

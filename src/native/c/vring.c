@@ -22,9 +22,10 @@
  *
  * The walks themselves live in vring-core.c (no Node-API: the fuzz harnesses
  * build it alone); each call here runs its walk under the SIGBUS guard
- * (guard.h): one sigsetjmp per call, and a front-end that shrank its memory
- * file makes the call stop (-1 from vringTx, VL_RX_FAULT from vringRx,
- * the frames done so far from vringRxBatch) instead of killing the process.
+ * (guard.h): one sigsetjmp per batch call, and a front-end that shrank its
+ * memory file makes the call stop (-1 from vringTx, the frames done so far
+ * from vringRxBatch) instead of killing the process. vringRx (one frame a
+ * call) has no sigsetjmp: a fault there completes on the guard's zero page.
  */
 #include "common.h"
 #include "guard.h"
@@ -32,9 +33,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-/* vringRx: a guest-memory fault stopped the copy (nothing was published for this frame). */
-#define VL_RX_FAULT 3
 
 static void vring_finalize(napi_env env, void *data, void *hint) {
   (void)env;
@@ -174,18 +172,15 @@ static napi_value vring_tx(napi_env env, napi_callback_info info) {
  * into the next receive chain when it is one device-writable descriptor with
  * room for both (with MRG_RXBUF: into as many such chains as needed), writes
  * the used elements and publishes them. EMPTY: not enough buffers. SLOW: the
- * next chains (or the ring state) need the TypeScript path. FAULT: guest
- * memory (this ring's, or the source's when that is a guest's) faulted; the
- * fault is reported through guard.h and nothing was published.
+ * next chains (or the ring state) need the TypeScript path. A call per
+ * frame, so not guarded by a sigsetjmp of its own: a guest-memory fault in it
+ * completes on the zero page the guard maps (guard.h) and is reported
+ * through the guard's eventfd.
  */
 static int32_t rx_one(vl_vring_t *q, const uint8_t *src, uint32_t len) {
-  volatile int32_t res = VL_RX_FAULT;
   int32_t avail = -2;
-  VL_GUARD_BEGIN(fault);
-  res = vl_rx_one(q, src, len, &avail);
+  int32_t res = vl_rx_one(q, src, len, &avail);
   if (res == VL_RX_OK) vl_publish(q);
-  VL_GUARD_END();
-fault:
   return res;
 }
 

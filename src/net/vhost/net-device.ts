@@ -669,11 +669,6 @@ export class VhostNetDevice {
       return Rx.OK;
     }
     if (fast === 1) return Rx.NO_ROOM;
-    if (fast === 3) {
-      // A guest's memory faulted (this one's or the sender's); the fault watch disconnects that front-end.
-      this.rxDropped++;
-      return Rx.DROPPED;
-    }
     const need = NET_HDR_LEN + len;
     const avail = q.availCount();
     if (avail < 0) return this.#rxFail(q);
