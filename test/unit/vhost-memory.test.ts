@@ -179,3 +179,23 @@ test('the dirty log sets one bit per 4 KiB page written, and ignores pages beyon
     log.unmap();
   }
 });
+
+test('refuses a dirty log that ends beyond its file, and counts a fault when the log file shrinks under it', () => {
+  const small = memfd(4096);
+  assert.throws(() => new DirtyLog(n, small, 8192, 0), {
+    code: 'ERR_VHOST_MEMORY',
+    message: 'the dirty log (8192 bytes at fd offset 0) ends beyond its file of 4096 bytes',
+  });
+  closed(small);
+  const fd = memfd(16384);
+  const front = openSync(`/proc/self/fd/${fd}`, 'r+');
+  const log = new DirtyLog(n, fd, 16384, 0);
+  try {
+    ftruncateSync(front, 4096);
+    log.mark(0x1000 * 8 * 8192, 1); // a bit in the log's third page, now beyond the file
+    assert.equal(log.fault()?.code, 'ERR_VHOST_MEMORY_FAULT');
+  } finally {
+    log.unmap();
+    closeSync(front);
+  }
+});
