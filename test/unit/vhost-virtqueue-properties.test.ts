@@ -63,11 +63,11 @@ test('walking arbitrary descriptor tables (chains, loops, indirect tables) never
       fc.boolean(),
       (table, indirect, heads, writable, fast) => {
         g.fill(0, 0, DATA + 16 * 24);
-        table.forEach((d, i) => writeDesc(16 * i, d));
-        indirect.forEach((d, i) => writeDesc(DATA + 16 * i, d));
-        // Often make one descriptor point at the indirect table, so the walk goes there.
+        for (const [i, d] of table.entries()) writeDesc(16 * i, d);
+        for (const [i, d] of indirect.entries()) writeDesc(DATA + 16 * i, d);
+        // Descriptor 0 points at the indirect table, so heads of 0 walk into it.
         writeDesc(0, { addr: GPA + DATA, len: 16 * indirect.length, flags: DESC_F_INDIRECT, next: 0 });
-        heads.forEach((h, i) => g.writeUInt16LE(h, AVAIL + 4 + 2 * i));
+        for (const [i, h] of heads.entries()) g.writeUInt16LE(h, AVAIL + 4 + 2 * i);
         g.writeUInt16LE(heads.length, AVAIL + 2);
         const q = new Virtqueue(writable ? 0 : 1, fast ? n : undefined);
         q.setNum(NUM);
