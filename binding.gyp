@@ -14,6 +14,8 @@
         "src/native/c/udp.c",
         "src/native/c/udp-batch.c",
         "src/native/c/unix.c",
+        "src/native/c/guard.c",
+        "src/native/c/vring-core.c",
         "src/native/c/vring.c"
       ],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-fvisibility=hidden"],

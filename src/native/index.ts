@@ -230,12 +230,25 @@ export interface NativeAddon {
   /** recvmsg into buf taking SCM_RIGHTS fds (close-on-exec). null when nothing is ready; bytes 0 at end of stream. */
   recvFds(fd: number, buf: Uint8Array): { bytes: number; fds: number[]; truncated: boolean } | null;
 
-  /** MAP_SHARED mapping of fd[offset .. offset+length) as an external ArrayBuffer; unmapped on GC or by munmap(). */
+  /**
+   * MAP_SHARED mapping of fd[offset .. offset+length) as an external ArrayBuffer; unmapped on GC or by munmap().
+   * Guarded (guard.c): an access beyond the end of the file (a file shrunk after mapping) reads zeros from a
+   * private page that replaces the faulting one, counts a fault ({@link mmapFaults}) and signals {@link guardFd},
+   * instead of a SIGBUS that kills the process.
+   */
   mmap(fd: number, length: number, offset: number, writable: boolean): ArrayBuffer;
   /** Unmaps now and detaches the ArrayBuffer (byteLength becomes 0). Idempotent. */
   munmap(ab: ArrayBuffer): void;
-  /** memfd_create(name, MFD_CLOEXEC). */
-  memfdCreate(name: string): number;
+  /** Faults (accesses beyond the end of the file) in a mapping from {@link mmap} so far; 0 once unmapped. */
+  mmapFaults(ab: ArrayBuffer): number;
+  /** The non-blocking eventfd the SIGBUS guard writes at every guarded fault (one per process). */
+  guardFd(): number;
+  /** fstat size and regular-file flag of an fd, and its memfd seals (F_GET_SEALS; -1 when it cannot carry seals). */
+  fdInfo(fd: number): { size: number; regular: boolean; seals: number };
+  /** memfd_create(name, MFD_CLOEXEC, plus MFD_ALLOW_SEALING when `sealing`). */
+  memfdCreate(name: string, sealing?: boolean): number;
+  /** fcntl(F_ADD_SEALS) with F_SEAL_* bits, on a memfd made with sealing. */
+  addSeals(fd: number, seals: number): void;
   /** A non-blocking eventfd. */
   eventfd(initval: number, semaphore: boolean): number;
   /** Reads (and resets) the counter; null when it is 0. */
@@ -298,14 +311,15 @@ export interface NativeAddon {
    * header descriptor and one frame descriptor) with frames of
    * minLen..maxLen bytes; out[3k..3k+2] = region, offset, length of frame k.
    * Used elements are written, not published. Stops before the first chain
-   * it does not take (the caller's walk handles that one).
+   * it does not take (the caller's walk handles that one). -1: the
+   * front-end's memory faulted (a file shrunk under a ring or buffer).
    */
   vringTx(ring: VringHandle, max: number, minLen: number, maxLen: number, out: Uint32Array): number;
   /** Copies header + frame into the next receive chain when it is one big-enough writable descriptor, and publishes it: 0 done, 1 no buffer, 2 take the slow path. */
   vringRx(ring: VringHandle, buf: Uint8Array, off: number, len: number): number;
   /** Sets (or with undefined clears) the source buffer of vringRxBatch; it is referenced until cleared. */
   vringSource(buf?: Uint8Array): void;
-  /** vringRx for frames[2k] = offset, frames[2k+1] = length in the source buffer, k < count, published once; returns how many were done (it stops at the first that was not). */
+  /** vringRx for frames[2k] = offset, frames[2k+1] = length in the source buffer, k < count, published once; returns how many were done (it stops at the first that was not, or at a guest-memory fault). */
   vringRxBatch(ring: VringHandle, frames: Uint32Array, count: number): number;
   /** Stores the used index (publishes what vringTx wrote). */
   vringPublish(ring: VringHandle): void;
@@ -326,6 +340,10 @@ export interface NativeAddon {
   readonly FALLOC_FL_KEEP_SIZE: number;
   readonly FALLOC_FL_PUNCH_HOLE: number;
   readonly FALLOC_FL_ZERO_RANGE: number;
+  /** memfd seal bits (fcntl(2)). */
+  readonly F_SEAL_SEAL: number;
+  readonly F_SEAL_SHRINK: number;
+  readonly F_SEAL_GROW: number;
 }
 
 /** The addon was not built (or cannot be loaded on this machine). */

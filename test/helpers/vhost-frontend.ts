@@ -37,6 +37,8 @@ export interface FrontendOptions {
   pairs?: number;
   /** Ask for used-ring dirty logging in SET_VRING_ADDR (flag bit 0, log = the used ring's guest address). */
   logRings?: boolean;
+  /** Seal the memory file against shrinking and growing, as QEMU's memfd backend does by default; default false. */
+  sealed?: boolean;
 }
 
 export const DEFAULT_FEATURES = bit(F.VERSION_1) + bit(F.PROTOCOL_FEATURES) + bit(F.RING_EVENT_IDX);
@@ -85,15 +87,24 @@ export class TestFrontend {
     this.pairs = opts.pairs ?? 1;
     this.#bufBase = 2 * this.pairs * RING_STRIDE;
     this.memBytes = this.#bufBase + this.pairs * this.num * (this.rxBufSize + this.bufSize);
-    this.#memfd = n.memfdCreate('vhost-test-guest');
+    this.#memfd = n.memfdCreate('vhost-test-guest', opts.sealed === true);
     ftruncateSync(this.#memfd, this.memBytes);
+    if (opts.sealed) n.addSeals(this.#memfd, n.F_SEAL_SHRINK | n.F_SEAL_GROW);
     this.#ab = n.mmap(this.#memfd, this.memBytes, 0, true);
     this.mem = Buffer.from(this.#ab);
     this.#u16 = new Uint16Array(this.#ab);
     this.#u32 = new Uint32Array(this.#ab);
     if (typeof path === 'string') {
       this.fd = n.socket(n.SOCK_STREAM);
-      n.connect(this.fd, path);
+      try {
+        n.connect(this.fd, path);
+      } catch (err) {
+        // Nothing of this front-end outlives a failed connect (EAGAIN: the listen backlog is full; try again).
+        closeSync(this.fd);
+        closeSync(this.#memfd);
+        n.munmap(this.#ab);
+        throw err;
+      }
     } else {
       this.fd = path.fd;
     }
@@ -109,6 +120,15 @@ export class TestFrontend {
         lastUsed: 0,
       });
     }
+  }
+
+  /**
+   * Shrinks the memory file to `bytes` under the back-end (what a front-end
+   * that did not seal it can do). Our own accesses beyond the new end then
+   * land in private pages (the addon's guard), so the back-end sees none of them.
+   */
+  truncateMemory(bytes: number): void {
+    ftruncateSync(this.#memfd, bytes);
   }
 
   /** Sends one request (with `fds`); `needReply` sets the REPLY_ACK flag. */
@@ -197,15 +217,7 @@ export class TestFrontend {
   #mrg = false;
 
   async setup(opts: FrontendOptions = {}): Promise<{ features: bigint; protocolFeatures: bigint }> {
-    this.send(Req.GET_FEATURES);
-    const features = (await this.reply()).payload.readBigUInt64LE(0);
-    this.send(Req.GET_PROTOCOL_FEATURES);
-    const protocolFeatures = (await this.reply()).payload.readBigUInt64LE(0);
-    this.send(Req.SET_PROTOCOL_FEATURES, TestFrontend.u64(opts.protocolFeatures ?? bit(ProtoF.REPLY_ACK)));
-    this.send(Req.SET_OWNER);
-    const want = opts.features ?? DEFAULT_FEATURES;
-    this.#mrg = Math.floor(want / 2 ** F.NET_MRG_RXBUF) % 2 === 1;
-    this.send(Req.SET_FEATURES, TestFrontend.u64(want));
+    const { features, protocolFeatures } = await this.negotiate(opts);
     await this.ack(Req.SET_MEM_TABLE, this.memTable(), [this.#memfd]);
     for (let i = 0; i < 2 * this.pairs; i++) {
       const r = this.rings[i] as Ring;
@@ -227,6 +239,25 @@ export class TestFrontend {
     }
     for (let p = 0; p < this.pairs; p++) this.postRx(this.num, p);
     return { features, protocolFeatures };
+  }
+
+  /** The start-up messages before SET_MEM_TABLE: features, protocol features (REPLY_ACK by default), owner. */
+  async negotiate(opts: FrontendOptions = {}): Promise<{ features: bigint; protocolFeatures: bigint }> {
+    this.send(Req.GET_FEATURES);
+    const features = (await this.reply()).payload.readBigUInt64LE(0);
+    this.send(Req.GET_PROTOCOL_FEATURES);
+    const protocolFeatures = (await this.reply()).payload.readBigUInt64LE(0);
+    this.send(Req.SET_PROTOCOL_FEATURES, TestFrontend.u64(opts.protocolFeatures ?? bit(ProtoF.REPLY_ACK)));
+    this.send(Req.SET_OWNER);
+    const want = opts.features ?? DEFAULT_FEATURES;
+    this.#mrg = Math.floor(want / 2 ** F.NET_MRG_RXBUF) % 2 === 1;
+    this.send(Req.SET_FEATURES, TestFrontend.u64(want));
+    return { features, protocolFeatures };
+  }
+
+  /** SET_MEM_TABLE with the given table and fds, waiting for the REPLY_ACK; rejects when it is refused. */
+  async memTableWith(table: Buffer, fds: number[]): Promise<void> {
+    await this.ack(Req.SET_MEM_TABLE, table, fds);
   }
 
   /** Sends a request with need_reply and waits for a zero REPLY_ACK. */

@@ -281,6 +281,49 @@ describe('mmap', () => {
   });
 });
 
+describe('the SIGBUS guard of mappings', () => {
+  test('an access beyond the end of a shrunk file reads zeros, counts one fault per page and wakes the guard eventfd', async () => {
+    const fd = own(n.memfdCreate('vmlink-guard', false));
+    ftruncateSync(fd, 4 * 4096);
+    const ab = n.mmap(fd, 4 * 4096, 0, true);
+    const b = new Uint8Array(ab);
+    b.fill(9);
+    ftruncateSync(fd, 4096);
+    const woke = ready(n.guardFd(), n.READABLE);
+    assert.equal(b[4095], 9);
+    assert.equal(b[4096], 0);
+    assert.equal(b[4097], 0, 'the page was replaced: no second fault');
+    b[3 * 4096] = 1;
+    assert.equal(n.mmapFaults(ab), 2);
+    assert.equal((await woke).status, 0);
+    n.eventfdRead(n.guardFd());
+    n.munmap(ab);
+    assert.equal(n.mmapFaults(ab), 0);
+  });
+
+  test('reports the seals of a memfd and its size; a file that cannot carry seals reports -1', () => {
+    const fd = own(n.memfdCreate('vmlink-seals', true));
+    ftruncateSync(fd, 8192);
+    assert.deepEqual(n.fdInfo(fd), { size: 8192, regular: true, seals: 0 });
+    n.addSeals(fd, n.F_SEAL_SHRINK);
+    assert.equal(n.fdInfo(fd).seals, n.F_SEAL_SHRINK);
+    assert.throws(() => ftruncateSync(fd, 4096), { code: 'EPERM' });
+    const plain = own(openSync(join(dir, 'plain'), 'w+'));
+    assert.equal(n.fdInfo(plain).seals, -1);
+  });
+
+  test('a SIGBUS that is not a guest-memory fault still kills the process with SIGBUS', async () => {
+    const index = fileURLToPath(new URL('../../src/native/index.js', import.meta.url));
+    const code = `import(${JSON.stringify(index)}).then((m) => { m.native(); process.kill(process.pid, 'SIGBUS'); setTimeout(() => {}, 5000); });`;
+    const child = spawn(process.execPath, ['-e', code], { stdio: 'ignore' });
+    const [exitCode, signal] = await new Promise<[number | null, string | null]>((resolve) =>
+      child.once('exit', (c, s) => resolve([c, s])),
+    );
+    assert.equal(exitCode, null);
+    assert.equal(signal, 'SIGBUS');
+  });
+});
+
 describe('SCM_RIGHTS', () => {
   test('passes an eventfd across a socketpair: the received fd is the same eventfd', () => {
     const [a, b] = n.socketpair(n.SOCK_STREAM);

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { fstatSync, ftruncateSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync } from 'node:fs';
 import { test } from 'node:test';
 import { native } from '../../src/native/index.js';
 import { DirtyLog, GuestMemory, parseMemTable } from '../../src/net/vhost/memory.js';
@@ -81,8 +81,83 @@ test('refuses overlapping, empty and misaligned tables, closing every fd', () =>
   assert.throws(() => GuestMemory.map(n, [], []), { message: /no regions/ });
   assert.throws(() => GuestMemory.map(n, [{ gpa: 0, size: 4096, uva: 0, mmapOffset: 0 }], [-1]), {
     code: 'ERR_VHOST_MEMORY',
-    message: /cannot map region 0/,
+    message: /region 0: cannot fstat its fd/,
   });
+});
+
+test('refuses a region larger than its file, naming the region, its size and the file size, and closes every fd', () => {
+  const small = memfd(16 << 20);
+  const ok = memfd(4096);
+  assert.throws(
+    () =>
+      GuestMemory.map(
+        n,
+        [
+          { gpa: 0x100000, size: 4096, uva: 0x1000, mmapOffset: 0 },
+          { gpa: 0x4000_0000, size: 1 << 30, uva: 0x7f00_0000_0000, mmapOffset: 0 },
+        ],
+        [ok, small],
+      ),
+    {
+      code: 'ERR_VHOST_MEMORY',
+      message:
+        'region 1 (gpa 0x40000000): 1073741824 bytes at fd offset 0 end at byte 1073741824, but its file holds 16777216 bytes; the front-end must size each memory file to cover its regions',
+    },
+  );
+  closed(small);
+  closed(ok);
+  // The mmap offset counts: a region that starts inside the file but runs past its end is refused too.
+  const fd = memfd(8192);
+  assert.throws(() => GuestMemory.map(n, [{ gpa: 0, size: 8192, uva: 0, mmapOffset: 4096 }], [fd]), {
+    message: /8192 bytes at fd offset 4096 end at byte 12288, but its file holds 8192 bytes/,
+  });
+});
+
+test('records whether each memory file is sealed against shrinking', () => {
+  const sealedFd = n.memfdCreate('vhost-mem-sealed', true);
+  ftruncateSync(sealedFd, 8192);
+  n.addSeals(sealedFd, n.F_SEAL_SHRINK | n.F_SEAL_GROW);
+  const mem = GuestMemory.map(
+    n,
+    [
+      { gpa: 0, size: 8192, uva: 0, mmapOffset: 0 },
+      { gpa: 0x10000, size: 4096, uva: 0x10000, mmapOffset: 0 },
+    ],
+    [sealedFd, memfd(4096)],
+  );
+  try {
+    assert.deepEqual(mem.sealed, [true, false]);
+    assert.equal(mem.allSealed, false);
+  } finally {
+    mem.unmap();
+  }
+});
+
+test('a memory file shrunk after mapping reads zeros beyond its end instead of killing the process, and the fault names the region', () => {
+  const fd = memfd(64 << 10);
+  // The front-end keeps its own fd to the file (the session closes the one it was sent).
+  const front = openSync(`/proc/self/fd/${fd}`, 'r+');
+  const mem = GuestMemory.map(n, [{ gpa: 0x200000, size: 64 << 10, uva: 0, mmapOffset: 0 }], [fd]);
+  try {
+    const view = mem.views[0] as Buffer;
+    view.fill(0x77);
+    assert.equal(mem.fault(), undefined);
+    ftruncateSync(front, 16 << 10);
+    assert.equal(view[100], 0x77, 'below the new end: the file');
+    assert.equal(view[40 << 10], 0, 'beyond it: zeros');
+    view[40 << 10] = 1; // a write there lands in private memory, also without a fault
+    assert.equal(view[(16 << 10) - 1], 0x77);
+    const err = mem.fault();
+    assert.equal(err?.code, 'ERR_VHOST_MEMORY_FAULT');
+    assert.match(
+      err?.message ?? '',
+      /^guest memory region 0 \(gpa 0x200000, 65536 bytes at fd offset 0\) faulted 1 time/,
+    );
+  } finally {
+    mem.unmap();
+    closeSync(front);
+  }
+  assert.equal(mem.fault(), undefined, 'nothing is reported once unmapped');
 });
 
 test('the dirty log sets one bit per 4 KiB page written, and ignores pages beyond it', () => {
@@ -102,5 +177,25 @@ test('the dirty log sets one bit per 4 KiB page written, and ignores pages beyon
     );
   } finally {
     log.unmap();
+  }
+});
+
+test('refuses a dirty log that ends beyond its file, and counts a fault when the log file shrinks under it', () => {
+  const small = memfd(4096);
+  assert.throws(() => new DirtyLog(n, small, 8192, 0), {
+    code: 'ERR_VHOST_MEMORY',
+    message: 'the dirty log (8192 bytes at fd offset 0) ends beyond its file of 4096 bytes',
+  });
+  closed(small);
+  const fd = memfd(16384);
+  const front = openSync(`/proc/self/fd/${fd}`, 'r+');
+  const log = new DirtyLog(n, fd, 16384, 0);
+  try {
+    ftruncateSync(front, 4096);
+    log.mark(0x1000 * 8 * 8192, 1); // a bit in the log's third page, now beyond the file
+    assert.equal(log.fault()?.code, 'ERR_VHOST_MEMORY_FAULT');
+  } finally {
+    log.unmap();
+    closeSync(front);
   }
 });

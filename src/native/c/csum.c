@@ -5,8 +5,7 @@
  * payload byte once).
  */
 #include "common.h"
-
-#include <string.h>
+#include "inet-sum.h"
 
 /*
  * inetSum(buf, from, to) -> the ones'-complement sum of the big-endian
@@ -24,30 +23,7 @@ static napi_value inet_sum(napi_env env, napi_callback_info info) {
       !vl_get_uint32(env, argv[2], "to", &to))
     return NULL;
   if (from > to || to > len) return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "from <= to <= buf.length is required");
-  const uint8_t *p = buf + from;
-  size_t n = to - from;
-  uint64_t s = 0;
-  /* Each turn adds at most 2^33; 64 KiB of input stays far below 2^64. */
-  for (; n >= 8; p += 8, n -= 8) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    s += (w & 0xffffffffu) + (w >> 32);
-  }
-  for (; n >= 2; p += 2, n -= 2) {
-    uint16_t w;
-    memcpy(&w, p, 2);
-    s += w;
-  }
-  if (n) { /* the odd last byte is the high byte of a big-endian word */
-    uint16_t w = 0;
-    memcpy(&w, p, 1);
-    s += w;
-  }
-  while (s >> 16) s = (s & 0xffff) + (s >> 16);
-  uint32_t folded = (uint32_t)s;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  folded = ((folded & 0xff) << 8) | (folded >> 8);
-#endif
+  uint32_t folded = vl_inet_sum(buf + from, to - from);
   napi_value res;
   NAPI_CALL(env, napi_create_uint32(env, folded, &res));
   return res;

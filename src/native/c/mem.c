@@ -3,17 +3,21 @@
  * eventfd. vhost-user maps guest memory this way and kicks with eventfds.
  */
 #include "common.h"
+#include "guard.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* One mapping. Freed by the ArrayBuffer's finalizer, which unmaps unless munmap() did. */
 typedef struct {
   void *addr;
   size_t len;
+  int slot; /* guard.c slot, -1 when unguarded */
   bool unmapped;
 } mapping_t;
 
@@ -21,7 +25,10 @@ static void mapping_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)data;
   mapping_t *m = hint;
-  if (!m->unmapped) munmap(m->addr, m->len);
+  if (!m->unmapped) {
+    vl_guard_remove(m->slot);
+    munmap(m->addr, m->len);
+  }
   free(m);
 }
 
@@ -29,7 +36,10 @@ static void mapping_finalize(napi_env env, void *data, void *hint) {
  * mmap(fd, length, offset, writable) -> ArrayBuffer
  * MAP_SHARED mapping of fd[offset .. offset+length) (offset page-aligned),
  * PROT_READ plus PROT_WRITE when writable. Unmapped when the ArrayBuffer is
- * collected, or at once by munmap().
+ * collected, or at once by munmap(). The mapping is registered with the
+ * SIGBUS guard (guard.h): an access beyond the end of the file (which may
+ * shrink later) reads zeros and counts a fault (mmapFaults) instead of
+ * killing the process.
  */
 static napi_value do_mmap(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 4);
@@ -51,8 +61,10 @@ static napi_value do_mmap(napi_env env, napi_callback_info info) {
     free(m);
     return vl_throw_errno(env, err, "mmap", NULL);
   }
+  m->slot = vl_guard_add(m->addr, m->len, fd);
   napi_value ab;
   if (napi_create_external_arraybuffer(env, m->addr, m->len, mapping_finalize, m, &ab) != napi_ok) {
+    vl_guard_remove(m->slot);
     munmap(m->addr, m->len);
     free(m);
     vl_throw_napi(env, "napi_create_external_arraybuffer");
@@ -71,6 +83,7 @@ static napi_value do_munmap(napi_env env, napi_callback_info info) {
     return vl_throw_arg(env, "ERR_INVALID_ARG_TYPE", "the \"ab\" argument must be an ArrayBuffer returned by mmap()");
   mapping_t *m = p;
   if (m->unmapped) return NULL;
+  vl_guard_remove(m->slot);
   if (munmap(m->addr, m->len) < 0) return vl_throw_errno(env, errno, "munmap", NULL);
   m->unmapped = true;
   /* Detach last: the finalizer may run (and free m) as a consequence. */
@@ -78,16 +91,71 @@ static napi_value do_munmap(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* memfdCreate(name) -> fd (close-on-exec): anonymous memory to share by fd. */
-static napi_value memfd(napi_env env, napi_callback_info info) {
+/* mmapFaults(ab) -> guest-memory faults (accesses beyond the end of the file) in an ArrayBuffer from mmap(); 0 once unmapped. */
+static napi_value do_mmap_faults(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
+  void *p = NULL;
+  if (napi_unwrap(env, argv[0], &p) != napi_ok || p == NULL)
+    return vl_throw_arg(env, "ERR_INVALID_ARG_TYPE", "the \"ab\" argument must be an ArrayBuffer returned by mmap()");
+  mapping_t *m = p;
+  napi_value res;
+  NAPI_CALL(env, napi_create_uint32(env, m->unmapped ? 0 : vl_guard_faults(m->slot), &res));
+  return res;
+}
+
+/* guardFd() -> the eventfd the SIGBUS guard writes at every guest-memory fault (read it with eventfdRead). */
+static napi_value guard_fd(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value res;
+  NAPI_CALL(env, napi_create_int32(env, vl_guard_fd(), &res));
+  return res;
+}
+
+/*
+ * fdInfo(fd) -> { size, regular, seals }
+ * fstat's size and whether the fd is a regular file (memfds and tmpfs or
+ * hugetlbfs files are), and fcntl(F_GET_SEALS): the memfd seals, or -1
+ * when the file cannot carry seals.
+ */
+static napi_value fd_info(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 1);
+  int32_t fd;
+  if (!vl_get_int32(env, argv[0], "fd", &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return vl_throw_errno(env, errno, "fstat", NULL);
+  int seals = fcntl(fd, F_GET_SEALS);
+  napi_value res, v;
+  NAPI_CALL(env, napi_create_object(env, &res));
+  NAPI_CALL(env, napi_create_double(env, (double)st.st_size, &v));
+  NAPI_CALL(env, napi_set_named_property(env, res, "size", v));
+  NAPI_CALL(env, napi_get_boolean(env, S_ISREG(st.st_mode), &v));
+  NAPI_CALL(env, napi_set_named_property(env, res, "regular", v));
+  NAPI_CALL(env, napi_create_int32(env, seals < 0 ? -1 : seals, &v));
+  NAPI_CALL(env, napi_set_named_property(env, res, "seals", v));
+  return res;
+}
+
+/* memfdCreate(name, sealing?) -> fd (close-on-exec): anonymous memory to share by fd; `sealing`: MFD_ALLOW_SEALING. */
+static napi_value memfd(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
   char name[250];
+  bool sealing = false;
   if (!vl_get_string(env, argv[0], "name", name, sizeof name)) return NULL;
-  int fd = memfd_create(name, MFD_CLOEXEC);
+  if (!vl_is_nullish(env, argv[1]) && !vl_get_bool(env, argv[1], "sealing", &sealing)) return NULL;
+  int fd = memfd_create(name, MFD_CLOEXEC | (sealing ? MFD_ALLOW_SEALING : 0));
   if (fd < 0) return vl_throw_errno(env, errno, "memfd_create", name);
   napi_value res;
   NAPI_CALL(env, napi_create_int32(env, fd, &res));
   return res;
+}
+
+/* addSeals(fd, seals): fcntl(F_ADD_SEALS) on a memfd made with sealing (F_SEAL_* bits). */
+static napi_value add_seals(napi_env env, napi_callback_info info) {
+  GET_ARGS(env, info, 2);
+  int32_t fd, seals;
+  if (!vl_get_int32(env, argv[0], "fd", &fd) || !vl_get_int32(env, argv[1], "seals", &seals)) return NULL;
+  if (fcntl(fd, F_ADD_SEALS, seals) < 0) return vl_throw_errno(env, errno, "fcntl F_ADD_SEALS", NULL);
+  return NULL;
 }
 
 /* eventfd(initval, semaphore) -> fd, non-blocking and close-on-exec. */
@@ -143,9 +211,21 @@ static napi_value efd_write(napi_env env, napi_callback_info info) {
 
 napi_status vl_init_mem(napi_env env, napi_value exports) {
   napi_status s;
+  int g = vl_guard_install();
+  if (g < 0) {
+    vl_throw_errno(env, -g, "sigaction SIGBUS", NULL);
+    return napi_pending_exception;
+  }
+  if ((s = vl_export(env, exports, "mmapFaults", do_mmap_faults)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "guardFd", guard_fd)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "fdInfo", fd_info)) != napi_ok) return s;
+  if ((s = vl_export_int(env, exports, "F_SEAL_SHRINK", F_SEAL_SHRINK)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "mmap", do_mmap)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "munmap", do_munmap)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "memfdCreate", memfd)) != napi_ok) return s;
+  if ((s = vl_export(env, exports, "addSeals", add_seals)) != napi_ok) return s;
+  if ((s = vl_export_int(env, exports, "F_SEAL_GROW", F_SEAL_GROW)) != napi_ok) return s;
+  if ((s = vl_export_int(env, exports, "F_SEAL_SEAL", F_SEAL_SEAL)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "eventfd", efd_create)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "eventfdRead", efd_read)) != napi_ok) return s;
   return vl_export(env, exports, "eventfdWrite", efd_write);

@@ -7,63 +7,17 @@
  * hands over runs of one flow's datagrams as one buffer plus their size).
  */
 #include "common.h"
+#include "udp-parse.h"
 
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-
 #define UB_MMSG 64        /* messages per recvmmsg/sendmmsg call */
-#define UB_ADDR 20        /* bytes per sender record: 16 address, 2 port, 1 family, 1 zero */
 #define UB_DEST 28        /* bytes per destination entry: a sockaddr_in or sockaddr_in6 */
 #define UB_GSO_SEGS 64    /* UDP_MAX_SEGMENTS of every kernel with UDP_SEGMENT (4.18+) */
 #define UB_GSO_BYTES 65000 /* payload bytes of one GSO message, below the 65507 of IPv4 UDP */
-
-/*
- * Writes the 20-byte sender record of `from`: the address as IPv6 (IPv4 as
- * ::ffff:a.b.c.d), the port (network order), the family (4 or 6). An
- * unexpected family gives family 0.
- */
-static void put_sender(uint8_t *rec, const struct sockaddr_storage *from, socklen_t al) {
-  memset(rec, 0, UB_ADDR);
-  if (from->ss_family == AF_INET && al >= sizeof(struct sockaddr_in)) {
-    const struct sockaddr_in *s4 = (const void *)from;
-    rec[10] = rec[11] = 0xff;
-    memcpy(rec + 12, &s4->sin_addr, 4);
-    memcpy(rec + 16, &s4->sin_port, 2);
-    rec[18] = 4;
-  } else if (from->ss_family == AF_INET6 && al >= sizeof(struct sockaddr_in6)) {
-    const struct sockaddr_in6 *s6 = (const void *)from;
-    memcpy(rec, &s6->sin6_addr, 16);
-    memcpy(rec + 16, &s6->sin6_port, 2);
-    const uint8_t *a = rec;
-    bool mapped = !a[0] && !a[1] && !a[2] && !a[3] && !a[4] && !a[5] && !a[6] && !a[7] && !a[8] && !a[9] &&
-                  a[10] == 0xff && a[11] == 0xff;
-    rec[18] = mapped ? 4 : 6;
-  }
-}
-
-/* The gso_size of a UDP_GRO control message, 0 when there is none. */
-static uint32_t gro_size(struct msghdr *h) {
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
-    if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
-      int v;
-      memcpy(&v, CMSG_DATA(c), sizeof v);
-      return v > 0 ? (uint32_t)v : 0;
-    }
-  }
-  return 0;
-}
 
 /*
  * udpRecvBatch(fd, buf, slot, lens: Uint32Array, senders: Uint8Array, gso: Uint32Array|null) -> n

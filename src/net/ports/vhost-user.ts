@@ -143,6 +143,9 @@ export class VhostUserPort implements Port {
         return;
       }
       if (fd < 0) return;
+      // The front-end attached may have hung up just before this one connected (a reconnect): its socket's
+      // end may not have been read yet. Read it now; a session that ended is gone, not a reason to refuse.
+      this.#session?.drain();
       if (this.#session) {
         // One front-end per port: a second one is refused, the first carries on.
         this.#refused++;
@@ -285,6 +288,7 @@ export class VhostUserPort implements Port {
       offload_frames: this.#offloadCounters(d),
       mtu: s?.mtu || undefined,
       guest_memory_bytes: s?.mem?.bytes,
+      guest_memory_sealed: s?.mem ? s.mem.allSealed : undefined,
       rings: s?.rings
         .filter((q) => q.num > 0)
         .map((q) => ({ index: q.index, num: q.num, ready: q.ready, last_avail: q.lastAvail, used: q.usedIdx })),

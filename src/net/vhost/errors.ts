@@ -29,6 +29,17 @@ export class VhostMemoryError extends VhostError {
   }
 }
 
+/**
+ * The front-end's memory faulted under an access (its file is shorter than a
+ * region: shrunk after SET_MEM_TABLE). The access read zeros; the front-end
+ * is disconnected.
+ */
+export class VhostMemoryFaultError extends VhostError {
+  constructor(message: string) {
+    super('ERR_VHOST_MEMORY_FAULT', message);
+  }
+}
+
 /** A ring set-up message is invalid (index, size, address outside memory). */
 export class VhostRingError extends VhostError {
   constructor(message: string) {

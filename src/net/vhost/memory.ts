@@ -5,12 +5,18 @@
  * mmap_offset). Two address spaces name the same bytes: guest-physical
  * addresses (descriptor buffers) and the front-end's (QEMU's) virtual
  * addresses (ring addresses in SET_VRING_ADDR). Every translation checks
- * that the whole range lies inside one region.
+ * that the whole range lies inside one region, and so inside the mapping.
+ *
+ * The file behind each region must hold it (fstat at SET_MEM_TABLE: a region
+ * beyond the end of its file is refused). A file that shrinks later (not
+ * sealed with F_SEAL_SHRINK) is caught by the addon's SIGBUS guard: the
+ * access reads zeros and the fault is counted on the mapping
+ * ({@link GuestMemory.fault}); the session then disconnects the front-end.
  */
 import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import type { NativeAddon } from '../../native/index.js';
-import { VhostMemoryError } from './errors.js';
+import { VhostMemoryError, VhostMemoryFaultError } from './errors.js';
 
 /** One region as SET_MEM_TABLE describes it. */
 export interface RegionDesc {
@@ -52,6 +58,8 @@ export class GuestMemory {
   /** The same bytes as u16 / u32 arrays (for Atomics on ring indexes); offsets are byte offsets / 2 or / 4. */
   readonly u16: Uint16Array[] = [];
   readonly regions: RegionDesc[] = [];
+  /** Whether each region's file is sealed against shrinking (F_SEAL_SHRINK): it can never fault. */
+  readonly sealed: boolean[] = [];
   readonly #maps: ArrayBuffer[] = [];
   readonly #n: NativeAddon;
   /** Region of the last successful translation. */
@@ -64,13 +72,15 @@ export class GuestMemory {
   /**
    * Maps `regions` from `fds` (one per region; every fd is closed here, mapped
    * or not). Throws {@link VhostMemoryError} for an empty, overlapping or
-   * unmappable table; nothing stays mapped then.
+   * unmappable table, or a region that its file does not hold (fstat);
+   * nothing stays mapped then.
    */
   static map(n: NativeAddon, regions: RegionDesc[], fds: number[]): GuestMemory {
     const mem = new GuestMemory(n);
     try {
       check(regions);
       regions.forEach((r, i) => {
+        mem.sealed.push(checkFile(n, fds[i] as number, r, i));
         let ab: ArrayBuffer;
         try {
           ab = n.mmap(fds[i] as number, r.mmapOffset + r.size, 0, true);
@@ -99,16 +109,39 @@ export class GuestMemory {
     return this.regions.reduce((a, r) => a + r.size, 0);
   }
 
+  /** True when every region's file is sealed against shrinking (no access can fault). */
+  get allSealed(): boolean {
+    return this.sealed.length > 0 && this.sealed.every((s) => s);
+  }
+
+  /**
+   * The first region an access faulted in (its file shrank under it), as an
+   * error for the session to close with; undefined when none did.
+   */
+  fault(): VhostMemoryFaultError | undefined {
+    for (let i = 0; i < this.#maps.length; i++) {
+      const faults = this.#n.mmapFaults(this.#maps[i] as ArrayBuffer);
+      if (faults === 0) continue;
+      const r = this.regions[i] as RegionDesc;
+      return new VhostMemoryFaultError(
+        `guest memory region ${i} (gpa 0x${r.gpa.toString(16)}, ${r.size} bytes at fd offset ${r.mmapOffset}) faulted ${faults} time(s): its file is shorter than the region (shrunk after SET_MEM_TABLE); the access read zeros. Seal memory files against shrinking (F_SEAL_SHRINK; QEMU memfd backends do by default)`,
+      );
+    }
+    return undefined;
+  }
+
   /**
    * Offset in `views[region]` of guest-physical [gpa, gpa+len), setting
    * {@link region}; -1 when the range is not inside one region.
    */
   gpa(gpa: number, len: number): number {
     const rs = this.regions;
+    const vs = this.views;
     for (let i = 0; i < rs.length; i++) {
       const r = rs[i] as RegionDesc;
       const off = gpa - r.gpa;
-      if (off >= 0 && off + len <= r.size) {
+      // The region's size and the mapped view's length are the same number; the view's is what bounds an access.
+      if (off >= 0 && off + len <= (vs[i] as Buffer).length) {
         this.region = i;
         return off;
       }
@@ -119,10 +152,11 @@ export class GuestMemory {
   /** Like {@link gpa} for a front-end virtual address. */
   uva(uva: number, len: number): number {
     const rs = this.regions;
+    const vs = this.views;
     for (let i = 0; i < rs.length; i++) {
       const r = rs[i] as RegionDesc;
       const off = uva - r.uva;
-      if (off >= 0 && off + len <= r.size) {
+      if (off >= 0 && off + len <= (vs[i] as Buffer).length) {
         this.region = i;
         return off;
       }
@@ -143,7 +177,28 @@ export class GuestMemory {
     this.views.length = 0;
     this.u16.length = 0;
     this.regions.length = 0;
+    this.sealed.length = 0;
   }
+}
+
+/**
+ * Region `i` must lie inside its file: a mapping beyond the end of a file
+ * faults (SIGBUS) on access. Returns whether the file is sealed against
+ * shrinking. Files that are not regular (devices) have no size to check.
+ */
+function checkFile(n: NativeAddon, fd: number, r: RegionDesc, i: number): boolean {
+  let info: ReturnType<NativeAddon['fdInfo']>;
+  try {
+    info = n.fdInfo(fd);
+  } catch (err) {
+    throw new VhostMemoryError(`region ${i}: cannot fstat its fd: ${describeError(err)}`, { cause: err });
+  }
+  const end = r.mmapOffset + r.size;
+  if (info.regular && end > info.size)
+    throw new VhostMemoryError(
+      `region ${i} (gpa 0x${r.gpa.toString(16)}): ${r.size} bytes at fd offset ${r.mmapOffset} end at byte ${end}, but its file holds ${info.size} bytes; the front-end must size each memory file to cover its regions`,
+    );
+  return info.seals >= 0 && (info.seals & n.F_SEAL_SHRINK) !== 0;
 }
 
 function check(regions: RegionDesc[]): void {
@@ -184,8 +239,14 @@ export class DirtyLog {
   constructor(n: NativeAddon, fd: number, size: number, offset: number) {
     this.#n = n;
     try {
+      const info = n.fdInfo(fd);
+      if (info.regular && size + offset > info.size)
+        throw new VhostMemoryError(
+          `the dirty log (${size} bytes at fd offset ${offset}) ends beyond its file of ${info.size} bytes`,
+        );
       this.#ab = n.mmap(fd, size + offset, 0, true);
     } catch (err) {
+      if (err instanceof VhostMemoryError) throw err;
       throw new VhostMemoryError(`cannot map the dirty log (${size} bytes): ${describeError(err)}`, { cause: err });
     } finally {
       closeFd(fd);
@@ -203,6 +264,14 @@ export class DirtyLog {
       if (byte >= b.length) return;
       b[byte] = (b[byte] as number) | (1 << (page & 7));
     }
+  }
+
+  /** An error when a write to the log faulted (its file shrank), else undefined. */
+  fault(): VhostMemoryFaultError | undefined {
+    const f = this.#n.mmapFaults(this.#ab);
+    return f === 0
+      ? undefined
+      : new VhostMemoryFaultError(`the dirty log faulted ${f} time(s): its file is shorter than the log`);
   }
 
   unmap(): void {

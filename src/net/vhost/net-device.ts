@@ -33,7 +33,7 @@ import { FrameArena } from '../ports/frame-arena.js';
 import type { BatchResult, BatchSink, FrameSink } from '../ports/port.js';
 import { countWrite, WriteResult } from '../ports/port.js';
 import { NET_HDR_LEN } from './constants.js';
-import { VirtqueueError } from './errors.js';
+import { VhostMemoryFaultError, VirtqueueError } from './errors.js';
 import { VhostOffloads } from './net-offload.js';
 import type { VhostSession } from './session.js';
 import type { Virtqueue } from './virtqueue.js';
@@ -243,6 +243,11 @@ export class VhostNetDevice {
       while (n > 0) {
         // Simple chains move in one native call (vring.c); the first other one is walked below.
         const k = q.txBatch(Math.min(n, budget, this.#txChunk), ETH_HLEN, this.#ctx.maxFrameLen);
+        if (k < 0) {
+          // The guest's memory faulted under the ring (its file shrank): the session says where.
+          this.#failWith(this.#s.memoryFault() ?? new VhostMemoryFaultError(`ring ${q.index}: guest memory faulted`));
+          return;
+        }
         if (k > 0) {
           this.#txFast(q, k);
           if (this.#dead) return;
@@ -749,9 +754,13 @@ export class VhostNetDevice {
   }
 
   #fail(msg: string): void {
+    this.#failWith(new VirtqueueError(msg));
+  }
+
+  #failWith(err: Error): void {
     if (this.#dead) return;
     this.stop();
-    this.#ctx.onError(new VirtqueueError(msg));
+    this.#ctx.onError(err);
   }
 
   // ---- once per event-loop turn: interrupts, carried-over work ----

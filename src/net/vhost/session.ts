@@ -25,7 +25,8 @@ import {
   VRING_IDX_MASK,
   VRING_NOFD_MASK,
 } from './constants.js';
-import { VhostError, VhostProtocolError, VhostRingError } from './errors.js';
+import { VhostError, VhostMemoryFaultError, VhostProtocolError, VhostRingError } from './errors.js';
+import { watchFaults } from './fault-watch.js';
 import { DirtyLog, GuestMemory, parseMemTable, readU64 } from './memory.js';
 import {
   encodeMessage,
@@ -97,6 +98,7 @@ export class VhostSession {
   readonly #kickPollers: (Poller | undefined)[] = [];
   #log: DirtyLog | undefined;
   #closed = false;
+  readonly #unwatch: () => void;
 
   constructor(n: NativeAddon, fd: number, hooks: SessionHooks, opts: SessionOptions) {
     this.#n = n;
@@ -106,6 +108,25 @@ export class VhostSession {
     for (let i = 0; i < MAX_RINGS; i++) this.rings.push(new Virtqueue(i, n));
     this.#poller = new n.Poller(fd, (status) => this.#readable(status));
     this.#poller.start(n.READABLE);
+    this.#unwatch = watchFaults(n, () => {
+      const fault = this.memoryFault();
+      if (fault) this.close('', fault);
+    });
+  }
+
+  /**
+   * Handles whatever the front-end has sent so far, now (not when the loop
+   * next polls the socket); when it has closed the connection, the session
+   * ends here. The port calls this before it refuses a new front-end: the old
+   * one may have hung up just before.
+   */
+  drain(): void {
+    this.#readable(0);
+  }
+
+  /** An error naming the memory that faulted (the front-end shrank a memory file under an access), else undefined. */
+  memoryFault(): VhostMemoryFaultError | undefined {
+    return this.mem?.fault() ?? this.#log?.fault();
   }
 
   get closed(): boolean {
@@ -144,7 +165,12 @@ export class VhostSession {
         this.close('', err);
         return;
       }
-      if (this.#closed) return;
+      if (this.#closed) {
+        // Closed by a message of this chunk: fds that came with the chunk for a later message reached the
+        // reader after close() emptied it (found by a property test: they leaked).
+        for (const fd of this.#reader.takeFds()) closeQuietly(fd);
+        return;
+      }
     }
   }
 
@@ -409,6 +435,12 @@ export class VhostSession {
   close(reason: string, err?: Error): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#unwatch();
+    // A fault explains whatever else went wrong after it (the access read zeros): report it instead.
+    if (!(err instanceof VhostMemoryFaultError)) {
+      const fault = this.memoryFault();
+      if (fault) err = fault;
+    }
     this.#poller.close();
     this.#stopAll();
     for (const fd of this.#reader.takeFds()) closeQuietly(fd);
