@@ -12,6 +12,7 @@ import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './cont
 import { addDaemonCommand } from './daemon.js';
 import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
+import { addGuestImageCommand } from './guest.js';
 import { addCaCommands, addLinkCommands } from './link.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
@@ -55,6 +56,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addQosCommands(program, done);
   addLinkCommands(program, done);
   addCaCommands(program, done);
+  addGuestImageCommand(program, done);
   configure(program);
   return program;
 }
