@@ -26,7 +26,8 @@ export function bashCompletion(root: CommandNode): string {
   const nodes = allCommands(root);
   const arms = (f: (n: CommandNode) => string[]) =>
     nodes.map((n) => `    '${key(n)}') echo '${f(n).join(' ')}' ;;`).join('\n');
-  // Options that take a value: the word after them is a value, not a command.
+  // Options that take a value: the word after them is a value, not a command. (`cmdpath`, not
+  // `path`: zsh ties `path` to PATH, and the same function runs there through bashcompinit.)
   const valued = [
     ...new Set(nodes.flatMap((n) => n.options.filter((o) => o.takesValue).flatMap((o) => [o.long, o.short]))),
   ].filter(Boolean);
@@ -42,7 +43,7 @@ ${arms(longOptions)}
   esac
 }
 _vmlink() {
-  local cur="\${COMP_WORDS[COMP_CWORD]}" path=vmlink i w skip=
+  local cur="\${COMP_WORDS[COMP_CWORD]}" cmdpath=vmlink i w skip=
   for ((i = 1; i < COMP_CWORD; i++)); do
     w="\${COMP_WORDS[i]}"
     if [ -n "$skip" ]; then skip=; continue; fi
@@ -50,12 +51,12 @@ _vmlink() {
       ${valued.join('|')}) skip=1; continue ;;
       -*) continue ;;
     esac
-    if [[ " $(_vmlink_subcommands "$path") " == *" $w "* ]]; then path="$path $w"; fi
+    if [[ " $(_vmlink_subcommands "$cmdpath") " == *" $w "* ]]; then cmdpath="$cmdpath $w"; fi
   done
   if [[ "$cur" == -* ]]; then
-    COMPREPLY=($(compgen -W "$(_vmlink_options "$path") --control" -- "$cur"))
+    COMPREPLY=($(compgen -W "$(_vmlink_options "$cmdpath") --control" -- "$cur"))
   else
-    COMPREPLY=($(compgen -W "$(_vmlink_subcommands "$path")" -- "$cur"))
+    COMPREPLY=($(compgen -W "$(_vmlink_subcommands "$cmdpath")" -- "$cur"))
   fi
 }
 complete -o default -F _vmlink vmlink
