@@ -16,12 +16,47 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 
+usage() {
+  cat <<'EOF'
+usage: ./scripts/up.sh [--once] [--help]
+
+The vmlink demo, as root: installs what is needed (scripts/setup.sh), starts a
+daemon with a network "demo" and two stream ports (vm1, vm2), boots two tiny
+VMs (QEMU, TCG) on them and shows them pinging each other, then `vmlink status`
+and `vmlink port list`. Runs until Ctrl-C, which stops the VMs and the daemon.
+
+options:
+  --once      exit after the pings (status 0 only if they succeeded)
+  -h, --help  print this text
+
+environment (default):
+  VMLINK_DEMO_CONTROL       control socket (/run/vmlink/vmlink.sock)
+  VMLINK_DEMO_STATE_DIR     state dir (/var/lib/vmlink/demo)
+  VMLINK_DEMO_RUN_DIR       port sockets, demo.yaml, demo-daemon.log (/run/vmlink)
+  VMLINK_DEMO_SKIP_SETUP=1  do not run scripts/setup.sh (already done)
+
+A guest of your own: `vmlink guest-image --out DIR --port PORT` writes a kernel
+and an initramfs into DIR and prints the QEMU command that boots them on PORT.
+EOF
+}
+
+# Printed before the script ends: how to go on from the demo.
+next_steps() {
+  cat <<EOF
+
+up.sh: next, boot a guest of your own on a port of this daemon:
+  node $root/bin/vmlink.js --control $control guest-image --out ./vmlink-guest --port vm1
+  then run the qemu-system-x86_64 line it prints, with VMLINK_CONTROL=$control
+  and vmlink on PATH (npm link); see docs/cli.md "vmlink guest-image".
+EOF
+}
+
 once=0
 for arg in "$@"; do
   case "$arg" in
     --once) once=1 ;;
     -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      usage
       exit 0
       ;;
     *)
@@ -104,6 +139,7 @@ if command -v qemu-system-x86_64 >/dev/null; then
   rc=0
   wait "$demo_pid" || rc=$?
   demo_pid=
+  next_steps
   exit "$rc"
 fi
 
@@ -112,6 +148,7 @@ echo "\$ vmlink status"
 vmlink status
 echo "\$ vmlink port list"
 vmlink port list
+next_steps
 if [ "$once" = 1 ]; then exit 0; fi
 echo "up.sh: daemon running; Ctrl-C stops it"
 wait "$daemon_pid" || true

@@ -48,7 +48,8 @@ export class DaemonUnreachableError extends VmlinkError {
   constructor(socketPath: string, reason: string, options?: ErrorOptions) {
     super(
       'ERR_DAEMON_UNREACHABLE',
-      `cannot reach the vmlink daemon at ${socketPath} (${reason}): is it running? start it with: vmlink daemon --config FILE`,
+      `cannot reach the vmlink daemon at ${socketPath} (${reason}): is it running? start it with: vmlink daemon --config FILE; ` +
+        `if it runs on another control socket (its host.control), name that socket with --control PATH or VMLINK_CONTROL=PATH`,
       options,
     );
     this.socketPath = socketPath;
@@ -168,6 +169,8 @@ export interface PortView {
   kind: string;
   source: Source;
   state: 'closed' | 'listening' | 'connecting' | 'up' | 'down';
+  /** Why the port is in its state, e.g. `cannot open: ...` while down. */
+  reason?: string;
   network?: string;
   trunk?: { vlans: Record<string, string>; native?: string };
   /** The port as given (config entry or API body). */

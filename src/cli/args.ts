@@ -36,6 +36,17 @@ export function addressArg(flag: string, text: string, allowed: readonly Address
   return text;
 }
 
+/** Host, network and port names (config/schema.ts): 1-32 letters, digits, `_`, `.`, `-`, not starting with the last three. */
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+
+/** A host id (`host.id` of a config); a bad one is a usage error (exit 2). */
+export function hostIdArg(text: string): string {
+  if (!NAME_RE.test(text)) {
+    throw new UsageError(`"${text}" is not a host id: 1-32 letters, digits, '_', '.', '-' (not first)`);
+  }
+  return text;
+}
+
 /** A unicast MAC address. */
 export function macArg(flag: string, text: string): string {
   const m = parseMac(text);

@@ -7,9 +7,29 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Command } from 'commander';
+import type { PortView } from '../api/client.js';
 import { intArg, UsageError } from './args.js';
+import { captureFileError, checkCaptureFile } from './capture-file.js';
 import { defineAction } from './context.js';
 import { PcapSplitter } from './pcap.js';
+
+/**
+ * What to tell someone who captures on a port that carries no frames now (no
+ * peer connected, or down), so the wait is not silent; undefined when it is up.
+ */
+export function idleNotice(p: Pick<PortView, 'name' | 'state' | 'reason'>): string | undefined {
+  const why = p.reason ? ` (${p.reason})` : '';
+  switch (p.state) {
+    case 'up':
+      return undefined;
+    case 'listening':
+      return `port "${p.name}" is listening: no peer is connected${why}, so no frames flow yet; waiting for them (Ctrl-C stops)`;
+    case 'connecting':
+      return `port "${p.name}" is connecting: its peer does not answer yet${why}; waiting for frames (Ctrl-C stops)`;
+    default:
+      return `port "${p.name}" is ${p.state}${why}: no frames flow until it is up; waiting (Ctrl-C stops)`;
+  }
+}
 
 /** Resolves on the stream's 'drain', 'close' or 'error', whichever comes first (at once if it is gone). */
 function drained(out: Writable): Promise<void> {
@@ -72,6 +92,10 @@ export function addCaptureCommand(program: Command, done: (code: number) => void
     process.once('SIGTERM', stop);
     const splitter = new PcapSplitter(count);
     const isStdout = file === '-';
+    if (!isStdout) await checkCaptureFile(file);
+    // Said before the wait, on stderr (stdout may be the pcap): why no frames may come for a while.
+    const notice = idleNotice(await cli.client.getPort(port as string));
+    if (notice) process.stderr.write(`${notice}\n`);
     let out: Writable | undefined;
     try {
       const body = await cli.client.capture(port as string, {
@@ -90,7 +114,7 @@ export function addCaptureCommand(program: Command, done: (code: number) => void
       } catch (err) {
         if (!isAbort(err)) throw err;
       }
-      if (!isStdout && out.errored) throw out.errored;
+      if (!isStdout && out.errored) throw captureFileError(file, out.errored);
     } catch (err) {
       if (!isAbort(err)) throw err;
     } finally {

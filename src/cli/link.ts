@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { LinkView } from '../api/client.js';
 import { formatRate } from '../config/qos-schema.js';
 import { caInit, hostCert } from '../net/overlay/ca.js';
-import { addressArg, intArg, UsageError } from './args.js';
+import { addressArg, hostIdArg, intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { formatDuration, formatJson, formatTable, print } from './output.js';
 import { linkQosArgs } from './qos.js';
@@ -14,6 +14,15 @@ function rate(bps: number): string {
   if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mbit/s`;
   if (bps >= 1e3) return `${(bps / 1e3).toFixed(0)} kbit/s`;
   return `${bps} bit/s`;
+}
+
+/**
+ * The address with the link's transport as its scheme: an accepted TLS link
+ * reads `tls:` like a dialled one (the API gives where the peer came from as `tcp:`).
+ */
+function displayAddress(l: LinkView): string {
+  if (l.address === undefined) return '-';
+  return l.transport === 'tls' ? l.address.replace(/^tcp:/, 'tls:') : l.address;
 }
 
 /** The link table. */
@@ -36,7 +45,7 @@ export function formatLinks(links: readonly LinkView[]): string {
       l.name,
       l.state,
       l.peer ?? '-',
-      l.address ?? '-',
+      displayAddress(l),
       l.networks.length ? l.networks.join(',') : '-',
       l.rtt_ms === undefined ? '-' : `${l.rtt_ms.toFixed(2)}ms`,
       rate(l.tx_bps),
@@ -99,14 +108,18 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
     const q = linkQosArgs(opts);
     if ((q === undefined) === (opts['none'] !== true))
       throw new UsageError('give --capacity (with --latency-cap, --burst if you like) or --none');
+    // Whether --none removes something, so the answer can say "nothing changed" when it does not.
+    const wasShaped = q === undefined ? (await cli.client.listLinks()).find((x) => x.name === name)?.qos : undefined;
     const l = await cli.client.setLinkQos(name as string, q);
-    print(
-      opts['json']
-        ? formatJson(l)
-        : l.qos
-          ? `link "${l.name}" shaped to ${formatRate(l.qos.capacity)} (latency cap ${formatRate(l.qos.latency_cap)})\n`
-          : `link "${l.name}" is not shaped\n`,
-    );
+    let text: string;
+    if (l.qos) {
+      text = `link "${l.name}" shaped to ${formatRate(l.qos.capacity)} (latency cap ${formatRate(l.qos.latency_cap)})`;
+    } else if (wasShaped) {
+      text = `link "${l.name}" is no longer shaped (it was ${formatRate(wasShaped.capacity)})`;
+    } else {
+      text = `link "${l.name}" was not shaped; nothing changed`;
+    }
+    print(opts['json'] ? formatJson(l) : `${text}\n`);
     return 0;
   });
 
@@ -150,6 +163,7 @@ export function addCaCommands(program: Command, done: (code: number) => void): v
     .option('--days <n>', 'validity in days (default 825)')
     .option('--force', 'replace an existing certificate');
   defineAction(cert, done, async ([id], opts) => {
+    hostIdArg(id as string);
     const f = await hostCert(String(opts['caDir']), id as string, String(opts['out']), {
       days: opts['days'] === undefined ? undefined : intArg('--days', String(opts['days']), 1, 36500),
       force: opts['force'] === true,

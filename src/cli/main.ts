@@ -8,11 +8,14 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addCaptureCommand } from './capture.js';
+import { addCompletionCommand } from './completion.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './context.js';
 import { addDaemonCommand } from './daemon.js';
 import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
+import { addGuestImageCommand } from './guest.js';
 import { addCaCommands, addLinkCommands } from './link.js';
+import { addManCommand } from './man.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
 import { addQosCommands } from './qos.js';
@@ -55,6 +58,9 @@ export function buildProgram(done: (code: number) => void): Command {
   addQosCommands(program, done);
   addLinkCommands(program, done);
   addCaCommands(program, done);
+  addGuestImageCommand(program, done);
+  addCompletionCommand(program, done);
+  addManCommand(program, done, version());
   configure(program);
   return program;
 }

@@ -1,6 +1,12 @@
 /** `vmlink network create|list|delete` and `vmlink status`. */
 import type { Command } from 'commander';
-import type { NetworkBody, NetworkView, StatusView } from '../api/client.js';
+import {
+  type ControlClient,
+  DaemonUnreachableError,
+  type NetworkBody,
+  type NetworkView,
+  type StatusView,
+} from '../api/client.js';
 import { intArg } from './args.js';
 import { defineAction } from './context.js';
 import { formatDuration, formatJson, formatPairs, formatTable, print } from './output.js';
@@ -51,13 +57,31 @@ export function formatStatus(s: StatusView): string {
   ]);
 }
 
+/**
+ * `GET /v1/status`, asked again every 200 ms while nothing answers on the
+ * socket (a daemon still starting), for up to `waitMs`; other errors at once.
+ */
+async function statusWhenUp(client: ControlClient, waitMs: number): Promise<StatusView> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await client.status();
+    } catch (err) {
+      if (!(err instanceof DaemonUnreachableError) || Date.now() >= deadline) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
 export function addStatusCommand(program: Command, done: (code: number) => void): void {
   const cmd = program
     .command('status')
     .description("show the daemon's host id, version, uptime and totals")
+    .option('--wait <seconds>', 'wait up to this long for a daemon that is starting (for scripts)')
     .option('--json', 'print the API answer as JSON');
   defineAction(cmd, done, async (_args, opts, cli) => {
-    const s = await cli.client.status();
+    const waitS = opts['wait'] === undefined ? 0 : intArg('--wait', String(opts['wait']), 0, 3600);
+    const s = await statusWhenUp(cli.client, waitS * 1000);
     print(opts['json'] ? formatJson(s) : formatStatus(s));
     return 0;
   });

@@ -27,12 +27,22 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return s;
 }
 
+/** Top-level sections of the config file, each a `### \`name\`` heading of docs/daemon.md's reference. */
+const SECTIONS = ['host', 'networks', 'ports', 'storage', 'exports', 'overlay', 'links', 'log'];
+
+/** Where the fields at `path` are documented: `docs/daemon.md "Configuration reference", section ports`. */
+function docPointer(path: readonly PropertyKey[]): string {
+  const top = path[0];
+  const section = typeof top === 'string' && SECTIONS.includes(top) ? `, section ${top}` : '';
+  return `docs/daemon.md "Configuration reference"${section}`;
+}
+
 /** Problems from a zod error, with messages that name the value where zod's do not. */
 export function problemsOf(err: z.ZodError): ConfigProblem[] {
   return err.issues.map((i) => {
     let message = i.message;
     if (i.code === 'unrecognized_keys')
-      message = `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; see README "Configuration")`;
+      message = `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; the fields are in ${docPointer(i.path)})`;
     else if (i.code === 'invalid_type' && /received undefined/.test(i.message))
       message = `required field is missing (expected ${i.expected})`;
     return { path: formatPath(i.path), message };

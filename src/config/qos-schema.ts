@@ -20,9 +20,14 @@ export function parseRate(input: number | string): number | string {
   const text = String(input).trim();
   const m = /^(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit)?$/i.exec(text);
   const n = m ? Number(m[1]) * (UNITS[(m[2] ?? '').toLowerCase()] as number) : Number.NaN;
-  if (!(n >= MIN_RATE_BITS && n <= MAX_RATE_BITS)) {
-    return `"${text}" is not a rate from 8kbit to 1tbit; write a number with a unit bit, kbit, mbit, gbit or tbit (e.g. 200mbit, 1gbit)`;
+  if (Number.isNaN(n)) {
+    return `"${text}" is not a rate from 8kbit to 1tbit: write bits per second as a number, or with a unit bit, kbit, mbit, gbit or tbit (e.g. 200mbit, 1gbit)`;
   }
+  if (n < MIN_RATE_BITS) {
+    const plain = m?.[2] === undefined ? `; a number without a unit is bits per second: did you mean ${text}mbit?` : '';
+    return `"${text}" is not a rate from 8kbit to 1tbit: it is ${n} bit/s, below the 8kbit minimum${plain}`;
+  }
+  if (n > MAX_RATE_BITS) return `"${text}" is not a rate from 8kbit to 1tbit: it is above the 1tbit maximum`;
   return Math.round(n);
 }
 

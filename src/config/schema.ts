@@ -13,7 +13,7 @@ import { exportSchema, storageSchema } from './storage-schema.js';
 export {
   type BackendConfig,
   backendSchema,
-  DEFAULT_NBD_SOCKET,
+  defaultNbdSocket,
   type ExportConfig,
   exportSchema,
   parseSize,

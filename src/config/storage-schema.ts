@@ -4,14 +4,23 @@
  * the API is validated by the same schema as one declared in the file.
  */
 import { isIP } from 'node:net';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { type Address, parseAddress } from './address.js';
 
 /** Export names as NBD clients ask for them (src/storage/exports.ts accepts the same). */
 const EXPORT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-/** Where the NBD server listens when `storage.listen` is not given. */
-export const DEFAULT_NBD_SOCKET = '/run/vmlink/nbd.sock';
+/**
+ * Where the NBD server listens when `storage.listen` is not given: beside the
+ * control socket, named after it, so that daemons with different control
+ * sockets never share one: `/run/vmlink/vmlink.sock` (the default) gives
+ * `/run/vmlink/nbd.sock`, `/run/vmlink/a.sock` gives `/run/vmlink/a.nbd.sock`.
+ */
+export function defaultNbdSocket(control: string): string {
+  const name = basename(control).replace(/\.sock$/, '');
+  return join(dirname(control), name === 'vmlink' ? 'nbd.sock' : `${name}.nbd.sock`);
+}
 
 /** Largest device we accept: 2^53 bytes, the largest offset a number holds exactly. */
 const MAX_SIZE = 2 ** 53;
@@ -171,11 +180,8 @@ const tlsSchema = z
   });
 
 export const storageSchema = z.strictObject({
-  /** Where the NBD server listens: `unix:/path.sock` and `tcp:HOST:PORT`; default unix:/run/vmlink/nbd.sock. */
-  listen: z
-    .array(nbdAddress)
-    .min(1, 'give at least one listen address')
-    .default([{ type: 'unix', path: DEFAULT_NBD_SOCKET }]),
+  /** Where the NBD server listens: `unix:/path.sock` and `tcp:HOST:PORT`; default beside the control socket ({@link defaultNbdSocket}). */
+  listen: z.array(nbdAddress).min(1, 'give at least one listen address').optional(),
   /** Requests in flight per client before its socket is paused (backpressure); default 64. */
   max_in_flight_per_client: range('max_in_flight_per_client', 1, 4096).default(64),
   /** Requests executing in backends at once, over all clients; default 64. */

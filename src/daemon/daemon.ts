@@ -20,7 +20,14 @@ import type {
   StatusView,
 } from '../api/backend.js';
 import { ApiServer } from '../api/server.js';
-import { type Config, type NetworkConfig, networkSchema, type PortConfig, portSchema } from '../config/schema.js';
+import {
+  type Config,
+  defaultNbdSocket,
+  type NetworkConfig,
+  networkSchema,
+  type PortConfig,
+  portSchema,
+} from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
 import type { StateStore, StoredItem } from '../control/store.js';
 import { describeError, VmlinkError } from '../errors.js';
@@ -107,6 +114,7 @@ export class Daemon implements ControlBackend {
       config: opts.config.storage,
       store: this.#store,
       configPath: opts.configPath,
+      defaultSocket: defaultNbdSocket(this.controlPath),
     });
     this.#overlay = new OverlayService({
       logger: this.logger,

@@ -13,7 +13,7 @@
  */
 import type { StorageStatusView } from '../api/client.js';
 import { formatAddress } from '../config/address.js';
-import { DEFAULT_NBD_SOCKET, type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
+import { type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
 import type { StateStore, StoredItem } from '../control/store.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -56,6 +56,8 @@ export interface StorageServiceOptions {
   store: StateStore;
   /** Path of the config file, named in messages. */
   configPath: string | undefined;
+  /** Where the server listens when `storage.listen` is not given (config/storage-schema.ts `defaultNbdSocket`). */
+  defaultSocket: string;
   /**
    * A backend that has not opened within this many ms (a remote that accepts
    * but never answers) counts as failed, so neither the daemon's start nor the
@@ -72,6 +74,7 @@ export class StorageService {
   readonly #config: StorageConfig | undefined;
   readonly #store: StateStore;
   readonly #configPath: string | undefined;
+  readonly #defaultSocket: string;
   readonly #openTimeoutMs: number;
   readonly #registry = new ExportRegistry();
   readonly #entries = new Map<string, ExportEntry>();
@@ -89,6 +92,7 @@ export class StorageService {
     });
     this.#log = opts.logger;
     this.#config = opts.config;
+    this.#defaultSocket = opts.defaultSocket;
     this.#store = opts.store;
     this.#configPath = opts.configPath;
     this.#openTimeoutMs = opts.openTimeoutMs ?? opts.config?.backend_open_timeout_ms ?? 10_000;
@@ -264,7 +268,7 @@ export class StorageService {
       server = createNbdServer({
         logger: this.#log.child({ component: 'nbd' }),
         exports: this.#registry,
-        listen: c?.listen ?? [{ type: 'unix', path: DEFAULT_NBD_SOCKET }],
+        listen: c?.listen ?? [{ type: 'unix', path: this.#defaultSocket }],
         maxInFlightPerClient: c?.max_in_flight_per_client,
         concurrency: c?.concurrency,
         maxConnections: c?.max_connections,

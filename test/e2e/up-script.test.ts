@@ -62,6 +62,8 @@ describe('scripts/up.sh', { timeout: 300_000 }, () => {
     assert.match(r.stdout, /host\s+demo/);
     assert.match(r.stdout, /^vm1\s+stream\s+demo\s+up/m);
     assert.match(r.stdout, /^vm2\s+stream\s+demo\s+up/m);
+    // It ends by saying how to get a guest of one's own.
+    assert.match(r.stdout, /guest-image --out \S+ --port vm1/);
     const config = await readFile(join(dir, 'run', 'demo.yaml'), 'utf8');
     assert.match(config, /vni: 100/);
     // The script stopped its daemon on the way out.
@@ -77,5 +79,18 @@ describe('scripts/up.sh', { timeout: 300_000 }, () => {
     });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /unknown argument "--bogus"/);
+  });
+
+  test('--help prints a usage text with the options and the environment, not lines of the script', async () => {
+    const r = await new Promise<Run>((resolve) => {
+      execFile('bash', [join(REPO_ROOT, 'scripts', 'up.sh'), '--help'], (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+      );
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^usage: \.\/scripts\/up\.sh \[--once\] \[--help\]$/m);
+    assert.match(r.stdout, /^ {2}--once {6}exit after the pings/m);
+    assert.match(r.stdout, /VMLINK_DEMO_CONTROL/);
+    assert.doesNotMatch(r.stdout, /set -euo|^#/m);
   });
 });

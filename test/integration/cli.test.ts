@@ -181,7 +181,7 @@ function tsharkSources(file: string): Promise<string[]> {
   });
 }
 
-describe('vmlink command line against a running daemon', { timeout: 120_000 }, () => {
+describe('vmlink command line against a running daemon', { timeout: 300_000 }, () => {
   let d: Daemon;
   const cli = (...args: string[]) => run(['--control', d.control, ...args]);
 

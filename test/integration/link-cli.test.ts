@@ -234,7 +234,7 @@ describe('link configuration checks and the CA commands', { timeout: 60_000 }, (
     assert.equal(again.code, 1);
     assert.match(again.stderr, /already holds a CA/);
     const bad = await runCli(['host', 'cert', '../x', '--ca-dir', ca, '--out', join(dir, 'o')]);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2); // a usage error (docs/cli.md "Exit status")
     assert.match(bad.stderr, /not a host id/);
     const noCa = await runCli(['host', 'cert', 'a', '--ca-dir', join(dir, 'nothing'), '--out', join(dir, 'o')]);
     assert.equal(noCa.code, 1);

@@ -23,6 +23,7 @@ import { adoptWithReader, directWriter } from '../../util/sockets.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
 import { LinkReader } from './link-reader.js';
 import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
+import { describeDialError } from './tls-errors.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
 /** PEM material of one host: the fabric CA, its certificate and key. */
@@ -218,7 +219,7 @@ export class TcpTransport implements LinkTransport {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         sock.destroy();
-        reject(err instanceof LinkDialError ? err : new LinkDialError(where, describeError(err), { cause: err }));
+        reject(err instanceof LinkDialError ? err : new LinkDialError(where, describeDialError(err), { cause: err }));
       }
       sock.once('error', fail);
       sock.once(tls ? 'secureConnect' : 'connect', () => {
@@ -233,7 +234,7 @@ export class TcpTransport implements LinkTransport {
           },
           (err: unknown) => {
             const why =
-              err instanceof LinkProtocolError ? err.message.replace(/^link peer \S+: /, '') : describeError(err);
+              err instanceof LinkProtocolError ? err.message.replace(/^link peer \S+: /, '') : describeDialError(err);
             fail(new LinkDialError(where, why, { cause: err }));
           },
         );
