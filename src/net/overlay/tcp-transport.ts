@@ -51,7 +51,11 @@ export interface TcpTransportOptions {
   maxConnections?: number | undefined;
   /** Inbound connections at once from one source address (IPv6: one /64). Default 8. */
   maxConnectionsPerSource?: number | undefined;
-  /** An inbound connection must finish TLS and send a valid hello within this many ms. Default 5000. */
+  /**
+   * An inbound connection must finish TLS and send a valid hello within this
+   * many ms. Default 5000; keep it below the link protocol's own hello
+   * deadline (HELLO_TIMEOUT_MS, 10 s), which otherwise ends it first.
+   */
   helloTimeoutMs?: number | undefined;
   /** Source addresses that may connect at all, checked at accept; undefined: every address. */
   allowedClients?: ((address: string) => boolean) | undefined;
@@ -169,7 +173,8 @@ export class TcpTransport implements LinkTransport {
           minVersion: 'TLSv1.3',
           ciphers: LINK_CIPHERS,
           honorCipherOrder: true,
-          handshakeTimeout: this.#gate.admission.limits.handshakeTimeoutMs,
+          // A backstop only: admission closes a connection without a hello first, counted, without a log line each.
+          handshakeTimeout: this.#gate.admission.limits.handshakeTimeoutMs + HELLO_TIMEOUT_MS,
         })
       : createNetServer({ pauseOnConnect: true });
     if (tls) {

@@ -1,0 +1,119 @@
+/**
+ * Connection admission of the link listener, TLS and plain: a flood of
+ * connections that never send a hello from several loopback sources fills
+ * each source's cap and then the listener, yet a real peer daemon's link
+ * comes up (its connection takes the place of the oldest one still in its
+ * handshake); the flood is closed at the hello deadline and every refusal
+ * is counted in `vmlink status --json`.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { LinkView, StatusView } from '../../src/api/client.js';
+import { caInit, hostCert } from '../../src/net/overlay/ca.js';
+import type { AdmissionStatus } from '../../src/util/admission.js';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { Flood } from '../helpers/flood.js';
+import { untilAsync } from '../helpers/overlay-rig.js';
+import { freeTcpPort } from '../helpers/vm.js';
+
+const SOURCES = ['127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'];
+const PER_SOURCE_FLOOD = 50;
+const MAX = 16;
+const PER_SOURCE = 8;
+
+for (const mode of ['tls', 'plain'] as const) {
+  describe(`link listener admission (${mode}) under a flood that never says hello`, { timeout: 120_000 }, () => {
+    let pki: string;
+    let a: TestDaemon;
+    let b: TestDaemon | undefined;
+    let port: number;
+    const floods: Flood[] = [];
+    const overlay = async (host: string) => {
+      if (mode === 'plain') return { plain: true };
+      const f = await hostCert(join(pki, 'ca'), host, join(pki, host));
+      return { tls: { ca: f.ca, cert: f.cert, key: f.key } };
+    };
+    const linksAdmission = async (): Promise<AdmissionStatus> => {
+      const s = await a.json<StatusView>(['status']);
+      assert.ok(s.admission?.links, 'status --json has admission.links');
+      return s.admission.links;
+    };
+
+    before(async () => {
+      pki = await mkdtemp(join(tmpdir(), 'vmlink-adm-pki-'));
+      if (mode === 'tls') await caInit(join(pki, 'ca'));
+      port = await freeTcpPort();
+      const ov = await overlay('a');
+      a = await startDaemon({
+        hostId: 'a',
+        networks: [{ name: 'lab', vni: 100 }],
+        extra: () => ({
+          overlay: {
+            ...ov,
+            listen: `tcp:127.0.0.1:${port}`,
+            max_connections: MAX,
+            max_connections_per_source: PER_SOURCE,
+            hello_timeout_ms: 9000,
+          },
+        }),
+      });
+    });
+
+    after(async () => {
+      for (const f of floods) f.destroy();
+      await b?.cleanup();
+      await a?.cleanup();
+      await rm(pki, { recursive: true, force: true });
+    });
+
+    test('a peer daemon links up while the listener is full of connections without a hello', async () => {
+      for (const src of SOURCES) {
+        const f = await Flood.open({ host: '127.0.0.1', port, localAddress: src }, PER_SOURCE_FLOOD);
+        floods.push(f);
+        // Past its own cap, a source is closed at accept.
+        await f.closedAtLeast(PER_SOURCE_FLOOD - PER_SOURCE);
+      }
+      const full = await linksAdmission();
+      assert.equal(full.tcp, MAX);
+      assert.equal(full.refused.per_source, SOURCES.length * (PER_SOURCE_FLOOD - PER_SOURCE));
+      // The last two sources took the places of the first two's pending connections.
+      assert.equal(full.refused.evicted, SOURCES.length * PER_SOURCE - MAX);
+
+      const ovb = await overlay('b');
+      b = await startDaemon({
+        hostId: 'b',
+        networks: [{ name: 'lab', vni: 100 }],
+        extra: () => ({ overlay: ovb, links: [{ name: 'a', connect: `tcp:127.0.0.1:${port}` }] }),
+      });
+      const peer = b;
+      await untilAsync('link to a up', async () => {
+        const links = (await peer.json<{ links: LinkView[] }>(['link', 'list'])).links;
+        return links.find((l) => l.name === 'a')?.state === 'up';
+      });
+      const onA = (await a.json<{ links: LinkView[] }>(['link', 'list'])).links;
+      assert.equal(onA.find((l) => l.peer === 'b')?.state, 'up');
+      // b came in while the flood still held every place (the deadline is 9 s; a daemon starts in 1-2):
+      // its connection closed the oldest pending one.
+      const up = await linksAdmission();
+      assert.equal(up.refused.handshake_timeout, 0);
+      assert.equal(up.refused.evicted, SOURCES.length * PER_SOURCE - MAX + 1);
+    });
+
+    test('the flood is closed at the hello deadline and counted; the link stays up', async () => {
+      const total = SOURCES.length * PER_SOURCE_FLOOD;
+      await Promise.all(floods.map((f) => f.closedAtLeast(PER_SOURCE_FLOOD)));
+      const s = await linksAdmission();
+      const r = s.refused;
+      assert.equal(r.per_source + r.evicted + r.handshake_timeout, total);
+      assert.ok(r.handshake_timeout >= 1);
+      assert.equal(s.tcp, 1, 'only the link from b is left');
+      assert.equal(s.pending, 0);
+      const links = (await (b as TestDaemon).json<{ links: LinkView[] }>(['link', 'list'])).links;
+      assert.equal(links.find((l) => l.name === 'a')?.state, 'up');
+      assert.doesNotMatch(a.log, /link connection from \S+ not established|refused link peer/);
+    });
+  });
+}
