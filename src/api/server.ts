@@ -138,7 +138,11 @@ export class ApiServer {
         maxUnix: opts.maxConnections ?? 64,
         handshakeTimeoutMs: opts.headersTimeoutMs ?? 10_000,
       },
-      fields: { listener_full: 'host.control_max_connections', handshake_timeout: 'host.control_headers_timeout_ms' },
+      fields: {
+        listener_full: 'host.control_max_connections',
+        evicted: 'host.control_max_connections',
+        handshake_timeout: 'host.control_headers_timeout_ms',
+      },
     });
     this.#routes(this.#app);
     this.#admit(this.#server as Server, opts.headersTimeoutMs ?? 10_000);

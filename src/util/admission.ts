@@ -352,7 +352,9 @@ export class AdmissionGate {
     const limit: Record<Refusal, string> = {
       not_allowed: 'not in allowed_clients',
       per_source: `${l.maxPerSource} per source`,
-      listener_full: `${l.maxConnections} TCP / ${l.maxUnix} unix`,
+      listener_full: [l.maxConnections > 0 ? `${l.maxConnections} TCP` : '', l.maxUnix > 0 ? `${l.maxUnix} unix` : '']
+        .filter(Boolean)
+        .join(' / '),
       evicted: 'oldest pending closed for a new one',
       handshake_timeout: `${l.handshakeTimeoutMs} ms`,
     };
