@@ -29,7 +29,7 @@ import type { Logger } from '../log.js';
 export type Refusal = 'not_allowed' | 'per_source' | 'listener_full' | 'evicted' | 'handshake_timeout';
 
 /** Every {@link Refusal}, in report order. */
-export const REFUSALS: readonly Refusal[] = [
+const REFUSALS: readonly Refusal[] = [
   'not_allowed',
   'per_source',
   'listener_full',
