@@ -29,13 +29,7 @@ import type { Logger } from '../log.js';
 export type Refusal = 'not_allowed' | 'per_source' | 'listener_full' | 'evicted' | 'handshake_timeout';
 
 /** Every {@link Refusal}, in report order. */
-const REFUSALS: readonly Refusal[] = [
-  'not_allowed',
-  'per_source',
-  'listener_full',
-  'evicted',
-  'handshake_timeout',
-];
+const REFUSALS: readonly Refusal[] = ['not_allowed', 'per_source', 'listener_full', 'evicted', 'handshake_timeout'];
 
 /** The limits of one listener. */
 export interface AdmissionLimits {
@@ -83,13 +77,13 @@ export function sourceKey(address: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(a)?.[1];
   if (mapped !== undefined) return mapped;
   if (!a.includes(':')) return a;
+  // Expand `::` to the zero groups it stands for (a dotted-quad tail is two groups).
   const [head = '', tail] = a.split('::', 2) as [string, string | undefined];
-  const left = head === '' ? [] : head.split(':');
-  // The /64 is in the first four groups; a trailing dotted quad only affects groups past the gap.
-  const right = tail === undefined || tail === '' ? [] : tail.split(':');
-  const rightGroups = right.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0);
-  const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - rightGroups)).fill('0')];
-  const all = tail === undefined ? groups : [...groups, ...right];
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const width = (gs: string[]) => gs.reduce((n, g) => n + (g.includes('.') ? 2 : 1), 0);
+  const gap = tail === undefined ? 0 : Math.max(0, 8 - width(left) - width(right));
+  const all = [...left, ...Array<string>(gap).fill('0'), ...right];
   const first = all.slice(0, 4).map((g) => (g.includes('.') ? '0' : (Number.parseInt(g, 16) || 0).toString(16)));
   while (first.length < 4) first.push('0');
   return `${first.join(':')}::/64`;
