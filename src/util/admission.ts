@@ -12,9 +12,11 @@
  * - A connection is *pending* until its owner calls
  *   {@link AdmissionTicket.established} (NBD handshake done, link hello
  *   checked, first HTTP request read); one still pending after
- *   `handshakeTimeoutMs` is closed. A full budget makes room by closing its
- *   oldest pending connection (`evicted`); only when every connection is
- *   established is the new one refused (`listener_full`).
+ *   `handshakeTimeoutMs` is closed. A full budget makes room by closing a
+ *   pending connection (`evicted`): for TCP the oldest one of the source
+ *   holding the most connections, so a flood evicts itself before a lone
+ *   peer in its handshake; for unix the oldest. Only when every connection
+ *   is established is the new one refused (`listener_full`).
  *
  * What is refused or closed is counted per reason and reported in one log
  * line per `logIntervalMs` at most, never one per connection.
@@ -178,11 +180,28 @@ export class Admission {
     else this.#perSource.delete(e.source);
   }
 
-  /** Closes the oldest pending connection of `pending` to make room; false when there is none. */
+  /**
+   * Closes a pending connection of `pending` to make room: the oldest one of
+   * the source holding the most connections (unix: the oldest); false when
+   * none is pending. O(pending), bounded by the listener's cap.
+   */
   #evict(pending: Set<Entry>): boolean {
-    const oldest = pending.values().next().value as Entry | undefined;
-    if (!oldest) return false;
-    this.#drop(oldest, 'evicted');
+    let victim: Entry | undefined;
+    let most = 0;
+    for (const e of pending) {
+      if (e.source === undefined) {
+        victim = e;
+        break;
+      }
+      // Oldest first: a later entry wins only with strictly more connections at its source.
+      const n = this.#perSource.get(e.source) ?? 0;
+      if (n > most) {
+        most = n;
+        victim = e;
+      }
+    }
+    if (!victim) return false;
+    this.#drop(victim, 'evicted');
     return true;
   }
 
@@ -349,7 +368,7 @@ export class AdmissionGate {
       listener_full: [l.maxConnections > 0 ? `${l.maxConnections} TCP` : '', l.maxUnix > 0 ? `${l.maxUnix} unix` : '']
         .filter(Boolean)
         .join(' / '),
-      evicted: 'oldest pending closed for a new one',
+      evicted: 'a pending one closed for a new one',
       handshake_timeout: `${l.handshakeTimeoutMs} ms`,
     };
     const parts = REFUSALS.filter((r) => counts[r] !== undefined).map((r) => {

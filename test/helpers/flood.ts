@@ -18,6 +18,13 @@ export class Flood {
   /** Established connections the server has closed. */
   closed = 0;
   #waiters: { n: number; resolve: () => void }[] = [];
+  #target: FloodTarget | undefined;
+  #send: string | undefined;
+  /** Connections still to open again when one of ours is closed (see {@link renew}). */
+  #renewals = 0;
+  /** Connections opening now. */
+  #opening = 0;
+  #idle: (() => void)[] = [];
 
   /**
    * Opens `count` connections, `batch` at a time (each batch connected or
@@ -25,6 +32,8 @@ export class Flood {
    */
   static async open(target: FloodTarget, count: number, opts: { batch?: number; send?: string } = {}): Promise<Flood> {
     const f = new Flood();
+    f.#target = target;
+    f.#send = opts.send;
     const batch = opts.batch ?? 100;
     for (let i = 0; i < count; i += batch) {
       const n = Math.min(batch, count - i);
@@ -34,7 +43,8 @@ export class Flood {
   }
 
   #one(target: FloodTarget, send: string | undefined): Promise<void> {
-    return new Promise((resolve) => {
+    this.#opening++;
+    return new Promise<void>((resolve) => {
       const s =
         'path' in target
           ? connect(target.path)
@@ -61,7 +71,41 @@ export class Flood {
           w.resolve();
           return false;
         });
+        if (this.#renewals > 0 && this.#target) {
+          this.#renewals--;
+          void this.#one(this.#target, this.#send);
+        }
+        this.#checkIdle();
       });
+    }).finally(() => {
+      this.#opening--;
+      this.#checkIdle();
+    });
+  }
+
+  #checkIdle(): void {
+    if (this.#opening > 0 || this.open > 0) return;
+    for (const f of this.#idle.splice(0)) f();
+  }
+
+  /**
+   * From now on, each connection the server closes is opened again, like an
+   * attacker who keeps the listener full, at most `max` times in all.
+   */
+  renew(max: number): void {
+    this.#renewals = max;
+  }
+
+  /** Stops opening closed connections again. */
+  stopRenewing(): void {
+    this.#renewals = 0;
+  }
+
+  /** Resolves once no connection is open or opening (the server closed them all). */
+  allClosed(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#idle.push(resolve);
+      this.#checkIdle();
     });
   }
 

@@ -103,6 +103,18 @@ test('a full listener closes its oldest pending connection to admit a new one', 
   assert.equal(a.status().refused.evicted, 1);
 });
 
+test('a full listener evicts from the source holding the most connections before a lone client', () => {
+  const { admit, closed, advance } = rig({ maxPerSource: 3 });
+  ticket(admit('10.0.0.1', 'peer'));
+  advance(10);
+  for (const id of ['f1', 'f2', 'f3']) ticket(admit('10.0.0.9', id));
+  ticket(admit('10.0.0.2', 'new'));
+  assert.deepEqual(closed, ['f1']);
+  ticket(admit('10.0.0.3', 'newer'));
+  // 10.0.0.9 still holds the most (2): its oldest goes, not the older lone peer.
+  assert.deepEqual(closed, ['f1', 'f2']);
+});
+
 test('refuses as listener_full only when every connection is established', () => {
   const { admit, closed } = rig();
   for (const n of [1, 2, 3, 4]) ticket(admit(`10.0.0.${n}`)).established();

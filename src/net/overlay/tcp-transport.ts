@@ -45,8 +45,8 @@ export interface TcpTransportOptions {
   queueBytes?: number | undefined;
   /**
    * Inbound connections at once, in the handshake and established; when
-   * full, the oldest one still in its handshake is closed for the new one
-   * (docs/overlay.md "Admission"). Default 256.
+   * full, one still in its handshake (the oldest of the source holding the
+   * most) is closed for the new one (docs/overlay.md "Admission"). Default 256.
    */
   maxConnections?: number | undefined;
   /** Inbound connections at once from one source address (IPv6: one /64). Default 8. */

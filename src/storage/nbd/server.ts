@@ -31,9 +31,10 @@ export interface NbdServerOptions {
   /** Requests executing in backends at once, over all clients; default 64. */
   concurrency?: number;
   /**
-   * TCP connections at once over all TCP listen addresses; when full, the
-   * oldest connection still in its handshake is closed for the new one, and
-   * only when none is the new one refused (docs/storage.md "Admission"); default 1024.
+   * TCP connections at once over all TCP listen addresses; when full, a
+   * connection still in its handshake (the oldest of the source holding the
+   * most) is closed for the new one, and only when none is the new one is
+   * refused (docs/storage.md "Admission"); default 1024.
    */
   maxConnections?: number | undefined;
   /** TCP connections at once from one source (IPv4 address, IPv6 /64); default 64. */
