@@ -46,7 +46,7 @@ describe('control API admission under a flood of half-open connections', { timeo
       send: 'GET /v1/status HTTP/1.1\r\nHost: x\r\n',
     });
     assert.ok(flood.connected > FLOOD / 2, `${flood.connected} of ${FLOOD} connected`);
-    // Each connection past the cap closed the oldest pending one: at most CAP are open.
+    // Each connection past the cap closed the oldest pending one: at most CAP stay open.
     await flood.closedAtLeast(flood.connected - CAP);
     assert.ok(flood.open <= CAP, `${flood.open} flood connections open`);
 
@@ -57,7 +57,10 @@ describe('control API admission under a flood of half-open connections', { timeo
     const a = s.admission?.control;
     assert.ok(a, 'status --json has admission.control');
     assert.ok(a.unix <= CAP, `${a.unix} control connections`);
-    assert.ok(a.refused.evicted >= flood.connected - CAP, `evicted ${a.refused.evicted}`);
+    // Closed for a newer one, or (had the flood taken longer than the deadline) at the deadline.
+    const closed = a.refused.evicted + a.refused.handshake_timeout;
+    assert.ok(closed >= flood.connected - CAP, `${closed} closed of ${flood.connected}`);
+    assert.ok(a.refused.evicted >= 1);
     assert.equal(a.refused.listener_full, 0);
   });
 

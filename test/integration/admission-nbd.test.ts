@@ -20,6 +20,8 @@ import { until } from '../helpers/overlay-rig.js';
 const FLOOD = 1100;
 /** storage.max_connections_per_source's default. */
 const PER_SOURCE = 64;
+/** Connections the flood opens again as the server closes its own, while the clients work. */
+const RENEWALS = 640;
 const PATTERN = Buffer.from('admission keeps this readable');
 
 describe('NBD server admission under a flood of idle connections', { timeout: 120_000 }, () => {
@@ -62,12 +64,13 @@ describe('NBD server admission under a flood of idle connections', { timeout: 12
     flood = await Flood.open({ host: '127.0.0.1', port, localAddress: '127.0.0.3' }, FLOOD);
     floods.push(flood);
     assert.equal(flood.connected, FLOOD);
-    // Everything past the source's cap is closed at accept.
+    // Everything past the source's cap is closed at accept (and what it holds, at the deadline).
     await flood.closedAtLeast(FLOOD - PER_SOURCE);
+    // From now on the source keeps its places: what the server closes is opened again.
+    flood.renew(RENEWALS);
     const a = await nbdAdmission();
-    assert.equal(a.tcp, PER_SOURCE);
-    assert.equal(a.refused.per_source, FLOOD - PER_SOURCE);
-    assert.equal(flood.open, PER_SOURCE);
+    assert.ok(a.tcp <= PER_SOURCE, `${a.tcp} TCP connections from one source`);
+    assert.ok(a.refused.per_source >= FLOOD - PER_SOURCE - a.refused.handshake_timeout);
 
     const viaUnix = await NbdClient.connect({ address: unixAddr(), export: 'disk' });
     assert.deepEqual(await viaUnix.read(4096, PATTERN.length), PATTERN);
@@ -88,14 +91,20 @@ describe('NBD server admission under a flood of idle connections', { timeout: 12
 
   test('the idle connections are closed at the handshake deadline, counted, and reported in a few lines', async () => {
     assert.ok(flood, 'the flood test ran first');
-    await flood.closedAtLeast(FLOOD);
+    flood.stopRenewing();
+    await flood.allClosed();
     const a = await nbdAdmission();
-    assert.equal(a.refused.handshake_timeout, PER_SOURCE);
+    // Every connection of the flood was refused at accept or closed at the deadline.
+    assert.equal(a.refused.per_source + a.refused.handshake_timeout, flood.connected);
+    assert.ok(a.refused.handshake_timeout >= PER_SOURCE);
     assert.equal(a.tcp, 0);
     assert.equal(a.pending, 0);
     const lines = d.log.split('\n').filter((l) => l.includes('NBD server: refused or closed'));
     assert.ok(lines.length >= 1, 'refusals are reported');
-    assert.ok(lines.length < 50, `${lines.length} report lines for ${FLOOD + 1} refusals: not one per connection`);
+    assert.ok(
+      lines.length < 50,
+      `${lines.length} report lines for ${flood.connected + 1} refusals: not one per connection`,
+    );
     assert.match(lines.join('\n'), /per_source \d+ \(64 per source; storage\.max_connections_per_source\)/);
     // Reported with the next line at the latest one report interval (10 s) later.
     await until(
