@@ -122,10 +122,12 @@ export class ApiServer {
     this.path = opts.path;
     this.#backend = opts.backend;
     this.#log = opts.logger;
+    const headersTimeoutMs = opts.headersTimeoutMs ?? 10_000;
     this.#app = fastify({
       logger: false,
       serverFactory: (handler) => {
-        this.#server = createServer(handler);
+        // Node checks headersTimeout on this interval (default 30 s): check often enough to keep to it.
+        this.#server = createServer({ connectionsCheckingInterval: Math.min(1000, headersTimeoutMs) }, handler);
         return this.#server;
       },
     });
@@ -136,7 +138,7 @@ export class ApiServer {
         maxConnections: 0,
         maxPerSource: 0,
         maxUnix: opts.maxConnections ?? 64,
-        handshakeTimeoutMs: opts.headersTimeoutMs ?? 10_000,
+        handshakeTimeoutMs: headersTimeoutMs,
       },
       fields: {
         listener_full: 'host.control_max_connections',
@@ -145,7 +147,7 @@ export class ApiServer {
       },
     });
     this.#routes(this.#app);
-    this.#admit(this.#server as Server, opts.headersTimeoutMs ?? 10_000);
+    this.#admit(this.#server as Server, headersTimeoutMs);
   }
 
   /** Connections now and refused since start (`GET /v1/status` `admission.control`). */
