@@ -17,7 +17,7 @@ import { caInit, hostCert } from '../../src/net/overlay/ca.js';
 import type { AdmissionStatus } from '../../src/util/admission.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { Flood } from '../helpers/flood.js';
-import { untilAsync } from '../helpers/overlay-rig.js';
+import { until, untilAsync } from '../helpers/overlay-rig.js';
 import { freeTcpPort } from '../helpers/vm.js';
 
 /** Two sources of PER_SOURCE connections each fill the listener's MAX places. */
@@ -53,6 +53,7 @@ for (const mode of ['tls', 'plain'] as const) {
       const ov = await overlay('a');
       a = await startDaemon({
         hostId: 'a',
+        logLevel: 'debug',
         networks: [{ name: 'lab', vni: 100 }],
         extra: () => ({
           overlay: {
@@ -115,6 +116,19 @@ for (const mode of ['tls', 'plain'] as const) {
       assert.equal(s.pending, 0);
       const links = (await (b as TestDaemon).json<{ links: LinkView[] }>(['link', 'list'])).links;
       assert.equal(links.find((l) => l.name === 'a')?.state, 'up');
+      assert.doesNotMatch(a.log, /link connection from \S+ not established|refused link peer/);
+    });
+
+    test('connections that hang up before a hello are logged at debug level only', async () => {
+      const hungUp = () => a.log.split('\n').filter((l) => l.includes('hung up before its hello'));
+      const before = hungUp().length;
+      const quitters = await Flood.open({ host: '127.0.0.1', port, localAddress: '127.0.0.7' }, 20);
+      floods.push(quitters);
+      quitters.destroy();
+      // Seen once one is logged and all have left their places (a hang-up in TLS may end before Node reports it).
+      await until('hang-ups logged', () => hungUp().length > before, 30_000);
+      await untilAsync('hang-ups gone', async () => (await linksAdmission()).tcp === 1);
+      for (const l of hungUp()) assert.equal((JSON.parse(l) as { level: number }).level, 20, l);
       assert.doesNotMatch(a.log, /link connection from \S+ not established|refused link peer/);
     });
   });

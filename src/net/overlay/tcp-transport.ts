@@ -72,6 +72,14 @@ interface Admitted {
   sock: Socket;
 }
 
+/**
+ * The client went away before its hello (or before any TLS alert): that
+ * proves nothing about it, and a warning each would let anyone who can
+ * connect write the log. Such connections are counted in `refused` and
+ * logged at debug level.
+ */
+const hungUp = (reason: string): boolean => /socket hang up|ECONNRESET|connection closed by the peer/.test(reason);
+
 /** The plain socket under a TLS socket the server accepted (Node keeps it as `_parent`). */
 const rawOf = (tls: Socket): Socket | undefined => (tls as unknown as { _parent?: Socket })._parent;
 
@@ -200,7 +208,14 @@ export class TcpTransport implements LinkTransport {
         const raw = rawOf(sock);
         if (raw && this.#dropped.has(raw)) return;
         this.refused++;
-        const remote = fmt(sock.remoteAddress, sock.remotePort);
+        const remote = (raw && this.#admitted.get(raw)?.remote) ?? fmt(sock.remoteAddress, sock.remotePort);
+        if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || hungUp(err.message)) {
+          this.#log.debug(
+            { peer: remote, reason: describeError(err) },
+            `link connection from ${remote} hung up before its hello`,
+          );
+          return;
+        }
         this.#log.warn(
           { peer: remote, reason: describeError(err) },
           `refused link peer ${remote}: TLS handshake failed (${describeError(err)}); it needs a certificate from this fabric's CA`,
@@ -244,7 +259,10 @@ export class TcpTransport implements LinkTransport {
       (err: unknown) => {
         if (this.#dropped.has(a.raw)) return;
         this.refused++;
-        this.#log.info({ peer: remote, reason: describeError(err) }, `link connection from ${remote} not established`);
+        const reason = describeError(err);
+        if (hungUp(reason))
+          this.#log.debug({ peer: remote, reason }, `link connection from ${remote} hung up before its hello`);
+        else this.#log.info({ peer: remote, reason }, `link connection from ${remote} not established`);
       },
     );
   }
