@@ -11,6 +11,7 @@ import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
 import type { LinkView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';
+import type { AdmissionStatus } from '../util/admission.js';
 
 export type { LinkView };
 
@@ -75,6 +76,11 @@ export interface StatusView {
   ports: { total: number; up: number };
   /** The NBD server: bound listen addresses (empty while it is not running), exports, connected clients. */
   storage: StorageStatusView;
+  /**
+   * Connection admission of each listener (docs/api.md "Admission"): `control`
+   * always, `nbd` while the NBD server runs, `links` while the link listener runs.
+   */
+  admission?: { control: AdmissionStatus; nbd?: AdmissionStatus; links?: AdmissionStatus };
 }
 
 /** The storage part of `GET /v1/status`. */

@@ -9,12 +9,14 @@
  */
 import { once } from 'node:events';
 import { chmod, unlink } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ConfigError } from '../config/errors.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { PortOpenError } from '../net/errors.js';
+import { AdmissionGate, type AdmissionStatus, type AdmissionTicket, isRefusal } from '../util/admission.js';
 import { claimUnixPath, UnixPathError } from '../util/unix-socket.js';
 import type { ControlBackend } from './backend.js';
 import { PcapCapture } from './capture.js';
@@ -53,6 +55,13 @@ export interface ApiServerOptions {
   logger: Logger;
   /** Unix socket path (absolute). */
   path: string;
+  /**
+   * Connections at once; when full, the oldest one that has not sent a whole
+   * request yet is closed for the new one (docs/api.md "Admission"); default 64.
+   */
+  maxConnections?: number | undefined;
+  /** A connection must send its first request's headers within this many ms (later ones too); default 10000. */
+  headersTimeoutMs?: number | undefined;
 }
 
 export interface ErrorBody {
@@ -105,6 +114,7 @@ export class ApiServer {
   readonly #log: Logger;
   readonly #app: FastifyInstance;
   #server: Server | undefined;
+  readonly #gate: AdmissionGate;
   #listening = false;
   #closing: Promise<void> | undefined;
 
@@ -112,14 +122,57 @@ export class ApiServer {
     this.path = opts.path;
     this.#backend = opts.backend;
     this.#log = opts.logger;
+    const headersTimeoutMs = opts.headersTimeoutMs ?? 10_000;
     this.#app = fastify({
       logger: false,
       serverFactory: (handler) => {
-        this.#server = createServer(handler);
+        // Node checks headersTimeout on this interval (default 30 s): check often enough to keep to it.
+        this.#server = createServer({ connectionsCheckingInterval: Math.min(1000, headersTimeoutMs) }, handler);
         return this.#server;
       },
     });
+    this.#gate = new AdmissionGate({
+      name: 'control API',
+      logger: this.#log,
+      limits: {
+        maxConnections: 0,
+        maxPerSource: 0,
+        maxUnix: opts.maxConnections ?? 64,
+        handshakeTimeoutMs: headersTimeoutMs,
+      },
+      fields: {
+        listener_full: 'host.control_max_connections',
+        evicted: 'host.control_max_connections',
+        handshake_timeout: 'host.control_headers_timeout_ms',
+      },
+    });
     this.#routes(this.#app);
+    this.#admit(this.#server as Server, headersTimeoutMs);
+  }
+
+  /** Connections now and refused since start (`GET /v1/status` `admission.control`). */
+  admission(): AdmissionStatus {
+    return this.#gate.status();
+  }
+
+  /**
+   * Every connection takes a place in the admission budget until it closes;
+   * it is pending until its first request's headers are read. Node's own
+   * headersTimeout covers the requests after the first.
+   */
+  #admit(server: Server, headersTimeoutMs: number): void {
+    server.headersTimeout = headersTimeoutMs;
+    const tickets = new WeakMap<Socket, AdmissionTicket>();
+    server.on('connection', (sock: Socket) => {
+      const t = this.#gate.admit(undefined, () => sock.destroy());
+      if (isRefusal(t)) {
+        sock.destroy();
+        return;
+      }
+      tickets.set(sock, t);
+      sock.once('close', t.release);
+    });
+    server.on('request', (req: IncomingMessage) => tickets.get(req.socket)?.established());
   }
 
   /**
@@ -169,6 +222,7 @@ export class ApiServer {
   }
 
   async #close(): Promise<void> {
+    this.#gate.close();
     const server = this.#server;
     if (server && this.#listening) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { type Address, parseAddress } from './address.js';
+import { allowedClientsSchema, limitSchema } from './admission-schema.js';
 import { linkQosSchema } from './qos-schema.js';
 
 /** Default TCP port of the link listener. */
@@ -99,6 +100,17 @@ export const overlaySchema = z
         linkQosSchema,
       )
       .optional(),
+    /** Inbound link connections at once, in the handshake and established (docs/overlay.md "Admission"). Default 256. */
+    max_connections: limitSchema('overlay.max_connections', 'connections', 1, 65536).default(256),
+    /** Inbound link connections at once from one source address (IPv6: one /64). Default 8. */
+    max_connections_per_source: limitSchema('overlay.max_connections_per_source', 'connections', 1, 65536).default(8),
+    /**
+     * An inbound connection must finish TLS and send a valid hello within this many ms, or it
+     * is closed. 100-9000 (the link protocol itself gives up on a hello after 10 s). Default 5000.
+     */
+    hello_timeout_ms: limitSchema('overlay.hello_timeout_ms', 'ms', 100, 9000).default(5000),
+    /** Source addresses or networks that may connect to the link listener at all; default every address. */
+    allowed_clients: allowedClientsSchema('overlay.allowed_clients').optional(),
     /** Bound on bytes queued per link before frames are dropped. Default 8 MiB. */
     queue_bytes: z
       .number()

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { parseMac } from '../net/frame.js';
 import { type Address, parseAddress } from './address.js';
+import { limitSchema } from './admission-schema.js';
 import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';
 import { exportSchema, storageSchema } from './storage-schema.js';
@@ -223,6 +224,10 @@ export const hostSchema = z.strictObject({
   id: nameSchema('host'),
   /** Control API unix socket (mode 0600); default /run/vmlink/vmlink.sock (`vmlink daemon --control` overrides). */
   control: z.string().startsWith('/', 'control must be an absolute socket path').default('/run/vmlink/vmlink.sock'),
+  /** Control API connections at once (docs/api.md "Admission"); default 64. */
+  control_max_connections: limitSchema('host.control_max_connections', 'connections', 1, 65536).default(64),
+  /** A control API client must send a request's headers within this many ms, or it is closed; default 10000. */
+  control_headers_timeout_ms: limitSchema('host.control_headers_timeout_ms', 'ms', 100, 300_000).default(10_000),
   /** Where the embedded state store keeps `state.json` (directory mode 0700); default /var/lib/vmlink. */
   state_dir: z.string().startsWith('/', 'state_dir must be an absolute path').default('/var/lib/vmlink'),
   /** MAC aging time in seconds; default 300. */

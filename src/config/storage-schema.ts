@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { type Address, parseAddress } from './address.js';
+import { allowedClientsSchema, limitSchema } from './admission-schema.js';
 
 /** Export names as NBD clients ask for them (src/storage/exports.ts accepts the same). */
 const EXPORT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -186,8 +187,16 @@ export const storageSchema = z.strictObject({
   max_in_flight_per_client: range('max_in_flight_per_client', 1, 4096).default(64),
   /** Requests executing in backends at once, over all clients; default 64. */
   concurrency: range('concurrency', 1, 4096).default(64),
-  /** Most client connections at once; default 1024. */
+  /** TCP client connections at once (over all TCP listen addresses); default 1024. docs/storage.md "Admission". */
   max_connections: range('max_connections', 1, 65536).default(1024),
+  /** TCP client connections at once from one source address (IPv6: one /64); default 64. */
+  max_connections_per_source: limitSchema('storage.max_connections_per_source', 'connections', 1, 65536).default(64),
+  /** Unix-socket client connections at once (a budget apart from TCP's); default 1024. */
+  max_unix_connections: limitSchema('storage.max_unix_connections', 'connections', 1, 65536).default(1024),
+  /** A client must finish the NBD handshake (TLS included) within this many ms, or it is closed; default 10000. */
+  handshake_timeout_ms: limitSchema('storage.handshake_timeout_ms', 'ms', 100, 600_000).default(10_000),
+  /** TCP client addresses or networks that may connect at all (checked at accept); default every address. */
+  allowed_clients: allowedClientsSchema('storage.allowed_clients').optional(),
   /** A backend not open within this many ms (a remote that never answers) counts as failed; default 10000. */
   backend_open_timeout_ms: range('backend_open_timeout_ms', 100, 600_000).default(10_000),
   /** TLS for clients (STARTTLS); default none. */

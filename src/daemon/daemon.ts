@@ -125,7 +125,13 @@ export class Daemon implements ControlBackend {
       admitLink: (name, qos, networks) => this.#qos.admitLink(name, qos, networks),
     });
     this.#qos.setLinks(() => this.#overlay.shapedLinks());
-    this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
+    this.#api = new ApiServer({
+      backend: this,
+      logger: this.logger,
+      path: this.controlPath,
+      maxConnections: opts.config.host.control_max_connections,
+      headersTimeoutMs: opts.config.host.control_headers_timeout_ms,
+    });
   }
 
   /** Brings everything up; rejects (after undoing what it did) when the control socket or the store is unusable. */
@@ -316,6 +322,18 @@ export class Daemon implements ControlBackend {
       networks: this.#networkSource.size,
       ports: { total: ports.length, up: ports.filter((e) => e.sp.state === 'up').length },
       storage: this.#storage.status(),
+      admission: this.#admissionStatus(),
+    };
+  }
+
+  /** Each listener's admission counters: control always, nbd and links while they listen. */
+  #admissionStatus(): NonNullable<StatusView['admission']> {
+    const nbd = this.#storage.admission();
+    const links = this.#overlay.admission();
+    return {
+      control: this.#api.admission(),
+      ...(nbd ? { nbd } : {}),
+      ...(links ? { links } : {}),
     };
   }
 

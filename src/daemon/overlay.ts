@@ -24,6 +24,8 @@ import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
+import type { AdmissionStatus } from '../util/admission.js';
+import { clientPolicy } from './export-specs.js';
 import { type ShapedLink, toLinkPolicy } from './qos.js';
 import { parseWith } from './specs.js';
 
@@ -73,6 +75,7 @@ export interface OverlayServiceOptions {
 export class OverlayService {
   readonly #o: OverlayServiceOptions;
   #overlay: Overlay | undefined;
+  #transport: TcpTransport | undefined;
 
   constructor(opts: OverlayServiceOptions) {
     this.#o = opts;
@@ -98,7 +101,12 @@ export class OverlayService {
       tls,
       keepaliveMs: cfg.keepalive_ms,
       queueBytes: cfg.queue_bytes,
+      maxConnections: cfg.max_connections,
+      maxConnectionsPerSource: cfg.max_connections_per_source,
+      helloTimeoutMs: cfg.hello_timeout_ms,
+      allowedClients: clientPolicy(cfg.allowed_clients),
     });
+    this.#transport = transport;
     const vxlan = cfg.vxlan
       ? new VxlanTransport({
           logger: log,
@@ -158,6 +166,11 @@ export class OverlayService {
 
   async stop(): Promise<void> {
     await this.#overlay?.stop();
+  }
+
+  /** The link listener's admission counters; undefined when this host does not listen for links. */
+  admission(): AdmissionStatus | undefined {
+    return this.#overlay?.listening ? this.#transport?.admission() : undefined;
   }
 
   /** Bound listener address, e.g. `tcp:0.0.0.0:7400`. */

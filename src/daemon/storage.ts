@@ -22,6 +22,7 @@ import { type BackendSpec, openBackend } from '../storage/backends/index.js';
 import { ExportRegistry, type NbdExport } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import { loadNbdTls } from '../storage/nbd/tls.js';
+import type { AdmissionStatus } from '../util/admission.js';
 import {
   DeclaredInConfigError,
   ExportBackendError,
@@ -272,6 +273,10 @@ export class StorageService {
         maxInFlightPerClient: c?.max_in_flight_per_client,
         concurrency: c?.concurrency,
         maxConnections: c?.max_connections,
+        maxConnectionsPerSource: c?.max_connections_per_source,
+        maxUnixConnections: c?.max_unix_connections,
+        handshakeTimeoutMs: c?.handshake_timeout_ms,
+        allowedClients: clientPolicy(c?.allowed_clients),
         tls,
       });
       await server.open();
@@ -313,6 +318,11 @@ export class StorageService {
       return { host, port: a.port };
     }
     return undefined;
+  }
+
+  /** The NBD server's admission counters (`GET /v1/status` `admission.nbd`); undefined while it is not running. */
+  admission(): AdmissionStatus | undefined {
+    return this.#server?.admission();
   }
 
   /** `GET /v1/status`'s storage part. */

@@ -322,9 +322,9 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     await once(idle, 'close');
   });
 
-  it('refuses connections beyond maxConnections and keeps serving the ones it has', async () => {
+  it('refuses unix connections beyond maxUnixConnections and keeps serving the ones it has', async () => {
     const s5 = await startServer(dir, 'limit', [{ name: 'm', backend: new MemoryBackend({ size: SIZE }) }], {
-      maxConnections: 1,
+      maxUnixConnections: 1,
     });
     extra.push(s5);
     const c = await NbdClient.connect({ address: s5.address, export: 'm' });
@@ -333,6 +333,7 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     await once(over, 'close');
     await c.write(0, Buffer.from('ok'));
     assert.equal((await c.read(0, 2)).toString(), 'ok');
+    assert.equal(s5.server.admission().refused.listener_full, 1);
     c.destroy();
   });
 

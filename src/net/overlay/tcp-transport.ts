@@ -19,6 +19,7 @@ import {
 } from 'node:tls';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { AdmissionGate, type AdmissionStatus, type AdmissionTicket, isRefusal } from '../../util/admission.js';
 import { adoptWithReader, directWriter } from '../../util/sockets.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
 import { LinkReader } from './link-reader.js';
@@ -43,9 +44,54 @@ export interface TcpTransportOptions {
   keepaliveMs: number;
   /** Egress bound per channel, bytes. */
   queueBytes?: number | undefined;
-  /** Most connections in the handshake at once (more are refused). Default 64. */
-  maxPending?: number | undefined;
+  /**
+   * Inbound connections at once, in the handshake and established; when
+   * full, one still in its handshake (the oldest of the source holding the
+   * most) is closed for the new one (docs/overlay.md "Admission"). Default 256.
+   */
+  maxConnections?: number | undefined;
+  /** Inbound connections at once from one source address (IPv6: one /64). Default 8. */
+  maxConnectionsPerSource?: number | undefined;
+  /**
+   * An inbound connection must finish TLS and send a valid hello within this
+   * many ms. Default 5000; keep it below the link protocol's own hello
+   * deadline (HELLO_TIMEOUT_MS, 10 s), which otherwise ends it first.
+   */
+  helloTimeoutMs?: number | undefined;
+  /** Source addresses that may connect at all, checked at accept; undefined: every address. */
+  allowedClients?: ((address: string) => boolean) | undefined;
 }
+
+/** An inbound connection's place in the admission budget. */
+interface Admitted {
+  ticket: AdmissionTicket;
+  /** The socket accepted (under TLS, the TLS socket's transport). */
+  raw: Socket;
+  /** `tcp:HOST:PORT` of the peer. */
+  remote: string;
+  /** The socket the connection goes on with: re-wrapped (plain) or the TLS socket. */
+  sock: Socket;
+}
+
+/**
+ * The client went away before its hello (or before any TLS alert): that
+ * proves nothing about it, and a warning each would let anyone who can
+ * connect write the log. Such connections are counted in `refused` and
+ * logged at debug level.
+ */
+const hungUp = (reason: string): boolean => /socket hang up|ECONNRESET|connection closed by the peer/.test(reason);
+
+/** The plain socket under a TLS socket the server accepted (Node keeps it as `_parent`). */
+const rawOf = (tls: Socket): Socket | undefined => (tls as unknown as { _parent?: Socket })._parent;
+
+/** The config fields that set each limit, named in the refusal report. */
+const ADMISSION_FIELDS = {
+  not_allowed: 'overlay.allowed_clients',
+  per_source: 'overlay.max_connections_per_source',
+  listener_full: 'overlay.max_connections',
+  evicted: 'overlay.max_connections',
+  handshake_timeout: 'overlay.hello_timeout_ms',
+} as const;
 
 /**
  * TLS 1.3 suites offered and accepted, fastest first: AES-128-GCM takes 10
@@ -69,15 +115,59 @@ export class TcpTransport implements LinkTransport {
   readonly #log: Logger;
   #server: Server | undefined;
   readonly #channels = new Set<StreamChannel>();
-  #pending = 0;
+  readonly #gate: AdmissionGate;
+  /** Admitted TLS connections by raw socket, until their TLS handshake is done. */
+  readonly #admitted = new WeakMap<Socket, Admitted>();
+  /** Raw sockets admission refused or closed: counted there, not logged one by one. */
+  readonly #dropped = new WeakSet<Socket>();
   #closed = false;
-  /** Connections refused (failed TLS handshake, bad or refused hello). */
+  /** Connections refused (failed TLS handshake, bad or refused hello); admission's refusals are counted apart. */
   refused = 0;
 
   constructor(opts: TcpTransportOptions) {
     this.#opts = opts;
     this.#log = opts.logger;
     this.kind = opts.tls ? 'tls' : 'tcp';
+    this.#gate = new AdmissionGate({
+      name: 'link listener',
+      logger: opts.logger,
+      limits: {
+        maxConnections: opts.maxConnections ?? 256,
+        maxPerSource: opts.maxConnectionsPerSource ?? 8,
+        maxUnix: 0,
+        handshakeTimeoutMs: opts.helloTimeoutMs ?? 5000,
+        allowed: opts.allowedClients,
+      },
+      fields: ADMISSION_FIELDS,
+    });
+  }
+
+  /** Inbound connections now and refused since start, by reason (`GET /v1/status` `admission.links`). */
+  admission(): AdmissionStatus {
+    return this.#gate.status();
+  }
+
+  /**
+   * Admission of an inbound socket, before TLS or any byte is read:
+   * undefined when refused (the socket is then closed).
+   */
+  #admit(raw: Socket): Admitted | undefined {
+    if (this.#closed) {
+      raw.destroy();
+      return undefined;
+    }
+    const a = { raw, sock: raw, remote: fmt(raw.remoteAddress, raw.remotePort) } as Admitted;
+    const t = this.#gate.admit(raw.remoteAddress ?? '', () => {
+      this.#dropped.add(raw);
+      a.sock.destroy();
+    });
+    if (isRefusal(t)) {
+      this.#dropped.add(raw);
+      raw.destroy();
+      return undefined;
+    }
+    a.ticket = t;
+    return a;
   }
 
   listen(address: TransportAddress, onChannel: (ch: LinkChannel) => void): Promise<TransportAddress> {
@@ -92,36 +182,56 @@ export class TcpTransport implements LinkTransport {
           minVersion: 'TLSv1.3',
           ciphers: LINK_CIPHERS,
           honorCipherOrder: true,
-          handshakeTimeout: HELLO_TIMEOUT_MS,
+          // A backstop only: admission closes a connection without a hello first, counted, without a log line each.
+          handshakeTimeout: this.#gate.admission.limits.handshakeTimeoutMs + HELLO_TIMEOUT_MS,
         })
       : createNetServer({ pauseOnConnect: true });
-    const onSocket = (sock: Socket) => {
-      const remote = fmt(sock.remoteAddress, sock.remotePort);
-      if (this.#closed || this.#pending >= (this.#opts.maxPending ?? 64)) {
-        this.#log.warn({ peer: remote }, `refused link connection from ${remote}: too many handshakes in progress`);
-        sock.destroy();
-        return;
-      }
-      if (tls) {
-        this.#accept(sock, remote, onChannel);
-        return;
-      }
-      // Nothing was read yet (pauseOnConnect): re-wrap the handle to read into a receive window.
-      const reader = new LinkReader();
-      this.#accept(adoptWithReader(sock, reader.onread), remote, onChannel, reader);
-    };
     if (tls) {
-      server.on('secureConnection', onSocket);
+      // Before the TLS server's own listener starts a handshake on it.
+      server.prependListener('connection', (raw: Socket) => {
+        const a = this.#admit(raw);
+        if (!a) return;
+        this.#admitted.set(raw, a);
+        raw.once('close', a.ticket.release);
+      });
+      server.on('secureConnection', (sock: TLSSocket) => {
+        const raw = rawOf(sock);
+        const a = raw && this.#admitted.get(raw);
+        if (!a) {
+          sock.destroy();
+          return;
+        }
+        this.#admitted.delete(a.raw);
+        a.sock = sock;
+        this.#accept(sock, a, onChannel);
+      });
       server.on('tlsClientError', (err, sock) => {
+        const raw = rawOf(sock);
+        if (raw && this.#dropped.has(raw)) return;
         this.refused++;
-        const remote = fmt(sock.remoteAddress, sock.remotePort);
+        const remote = (raw && this.#admitted.get(raw)?.remote) ?? fmt(sock.remoteAddress, sock.remotePort);
+        if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || hungUp(err.message)) {
+          this.#log.debug(
+            { peer: remote, reason: describeError(err) },
+            `link connection from ${remote} hung up before its hello`,
+          );
+          return;
+        }
         this.#log.warn(
           { peer: remote, reason: describeError(err) },
           `refused link peer ${remote}: TLS handshake failed (${describeError(err)}); it needs a certificate from this fabric's CA`,
         );
       });
     } else {
-      server.on('connection', onSocket);
+      server.on('connection', (raw: Socket) => {
+        const a = this.#admit(raw);
+        if (!a) return;
+        // Nothing was read yet (pauseOnConnect): re-wrap the handle to read into a receive window.
+        const reader = new LinkReader();
+        a.sock = adoptWithReader(raw, reader.onread);
+        a.sock.once('close', a.ticket.release);
+        this.#accept(a.sock, a, onChannel, reader);
+      });
     }
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -135,12 +245,12 @@ export class TcpTransport implements LinkTransport {
     });
   }
 
-  #accept(sock: Socket, remote: string, onChannel: (ch: LinkChannel) => void, reader?: LinkReader): void {
-    this.#pending++;
+  #accept(sock: Socket, a: Admitted, onChannel: (ch: LinkChannel) => void, reader?: LinkReader): void {
+    const remote = a.remote;
     const ch = this.#channel(sock, remote, false, reader);
     ch.handshake().then(
       () => {
-        this.#pending--;
+        a.ticket.established();
         if (this.#closed) {
           void ch.close('the daemon is stopping');
           return;
@@ -148,9 +258,12 @@ export class TcpTransport implements LinkTransport {
         onChannel(ch);
       },
       (err: unknown) => {
-        this.#pending--;
+        if (this.#dropped.has(a.raw)) return;
         this.refused++;
-        this.#log.info({ peer: remote, reason: describeError(err) }, `link connection from ${remote} not established`);
+        const reason = describeError(err);
+        if (hungUp(reason))
+          this.#log.debug({ peer: remote, reason }, `link connection from ${remote} hung up before its hello`);
+        else this.#log.info({ peer: remote, reason }, `link connection from ${remote} not established`);
       },
     );
   }
@@ -245,6 +358,7 @@ export class TcpTransport implements LinkTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#gate.close();
     const server = this.#server;
     const done = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
     await Promise.all([...this.#channels].map((c) => c.close('the daemon is stopping')));

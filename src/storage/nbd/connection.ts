@@ -49,8 +49,8 @@ export interface ConnectionOptions {
   maxInFlight: number;
   /** READ/WRITE payload bytes in flight per client before its socket is paused (one request may exceed it). */
   maxInFlightBytes: number;
-  /** Handshake must finish within this many ms. */
-  handshakeTimeoutMs: number;
+  /** Called once when the handshake is done (the server's admission then stops its deadline). */
+  onEstablished?: (() => void) | undefined;
   /** TLS the server offers (STARTTLS); undefined: none. */
   tls?: NbdTls | undefined;
   /**
@@ -70,7 +70,6 @@ export class NbdConnection {
   /** The plain socket, then the TLS socket over it after STARTTLS. */
   #sock: Socket;
   #o: ConnectionOptions;
-  #handshakeTimer: NodeJS.Timeout | undefined;
   #hs: ServerHandshake | undefined;
   #parser: RequestParser | undefined;
   #neg: Negotiated | undefined;
@@ -92,19 +91,10 @@ export class NbdConnection {
     this.#closed = new Promise((resolve) => {
       closed = resolve;
     });
-    this.#onClose = () => {
-      clearTimeout(this.#handshakeTimer);
-      closed();
-    };
+    this.#onClose = () => closed();
     const s = o.socket;
     s.setNoDelay?.(true);
     s.on('error', (err) => o.logger.debug({ peer: this.peer, err: err.message }, 'NBD connection error'));
-    // A deadline for the whole handshake (TLS included), not an idle timeout.
-    this.#handshakeTimer = setTimeout(() => {
-      o.logger.warn({ peer: this.peer }, `closing NBD connection: no handshake within ${o.handshakeTimeoutMs} ms`);
-      this.#sock.destroy();
-    }, o.handshakeTimeoutMs);
-    this.#handshakeTimer.unref();
     this.#hs = new ServerHandshake(o.exports, o.socket.remoteAddress, o.tls?.mode);
     this.#flushHandshake();
     this.#wire(s);
@@ -192,7 +182,7 @@ export class NbdConnection {
     } else if (hs.state === 'starttls' && this.#o.tls) {
       this.#startTls(hs, this.#o.tls);
     } else if (hs.state === 'done' && hs.result) {
-      clearTimeout(this.#handshakeTimer);
+      this.#o.onEstablished?.();
       this.#neg = hs.result;
       const exp = hs.result.export;
       this.#exp = exp;

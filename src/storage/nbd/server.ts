@@ -7,6 +7,7 @@ import { unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
+import { AdmissionGate, type AdmissionStatus, isRefusal } from '../../util/admission.js';
 import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
 import { claimUnixPath, UnixPathError } from '../../util/unix-socket.js';
 import { StorageError } from '../errors.js';
@@ -29,10 +30,21 @@ export interface NbdServerOptions {
   maxInFlightBytesPerClient?: number;
   /** Requests executing in backends at once, over all clients; default 64. */
   concurrency?: number;
-  /** Connections at once per server; more are closed at accept with a log line; default 1024. */
-  maxConnections?: number;
-  /** A client must finish the handshake within this many ms; default 30000. */
-  handshakeTimeoutMs?: number;
+  /**
+   * TCP connections at once over all TCP listen addresses; when full, a
+   * connection still in its handshake (the oldest of the source holding the
+   * most) is closed for the new one, and only when none is the new one is
+   * refused (docs/storage.md "Admission"); default 1024.
+   */
+  maxConnections?: number | undefined;
+  /** TCP connections at once from one source (IPv4 address, IPv6 /64); default 64. */
+  maxConnectionsPerSource?: number | undefined;
+  /** Unix-socket connections at once (a budget apart from TCP's); default 1024. */
+  maxUnixConnections?: number | undefined;
+  /** A client must finish the handshake (TLS included) within this many ms; default 10000. */
+  handshakeTimeoutMs?: number | undefined;
+  /** TCP client addresses that may connect at all, checked at accept; undefined: every address. */
+  allowedClients?: ((address: string) => boolean) | undefined;
   /** Offer TLS (NBD_OPT_STARTTLS), required or optional (see loadNbdTls); default: no TLS. */
   tls?: NbdTls | undefined;
 }
@@ -46,6 +58,8 @@ export interface NbdServer {
   readonly stats: Readonly<NbdStats>;
   /** Connected clients. */
   readonly connections: number;
+  /** Connections now and refused since start, by reason (docs/storage.md "Admission"). */
+  admission(): AdmissionStatus;
   /**
    * Stops listening, stops reading requests, answers those in flight, closes
    * connections, then flushes every export's backend. Idempotent.
@@ -73,22 +87,36 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
     bytesRead: 0,
     bytesWritten: 0,
   };
-  const maxConnections = opts.maxConnections ?? 1024;
+  const gate = new AdmissionGate({
+    name: 'NBD server',
+    logger,
+    limits: {
+      maxConnections: opts.maxConnections ?? 1024,
+      maxPerSource: opts.maxConnectionsPerSource ?? 64,
+      maxUnix: opts.maxUnixConnections ?? 1024,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 10_000,
+      allowed: opts.allowedClients,
+    },
+    fields: ADMISSION_FIELDS,
+  });
   const conns = new Set<NbdConnection>();
   const servers: { server: Server; address: Address }[] = [];
   let closing: Promise<void> | undefined;
   let destroyed = false;
 
-  const onSocket = (accepted: Socket): void => {
-    if (closing || destroyed || conns.size >= maxConnections) {
-      const socket = accepted;
-      logger.warn(
-        { peer: socket.remoteAddress },
-        closing || destroyed
-          ? 'refusing NBD connection: server is shutting down'
-          : `refusing NBD connection: ${maxConnections} connections already open (raise maxConnections)`,
-      );
-      socket.destroy();
+  const onSocket = (accepted: Socket, unix: boolean): void => {
+    if (closing || destroyed) {
+      logger.debug({ peer: accepted.remoteAddress }, 'refusing NBD connection: server is shutting down');
+      accepted.destroy();
+      return;
+    }
+    let conn: NbdConnection | undefined;
+    // Checked before anything is read: a refused client costs an accept and a close.
+    const ticket = gate.admit(unix ? undefined : (accepted.remoteAddress ?? ''), () =>
+      (conn?.socket ?? accepted).destroy(),
+    );
+    if (isRefusal(ticket)) {
+      accepted.destroy();
       return;
     }
     stats.connections++;
@@ -106,21 +134,26 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
       stats,
       maxInFlight: opts.maxInFlightPerClient ?? 64,
       maxInFlightBytes: opts.maxInFlightBytesPerClient ?? 64 * 1024 * 1024,
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 30_000,
+      onEstablished: ticket.established,
       tls: opts.tls,
     });
+    conn = c;
     if (reader) {
       reader.conn = c;
       socket.resume();
     }
     conns.add(c);
-    void c.closed.then(() => conns.delete(c));
+    void c.closed.then(() => {
+      conns.delete(c);
+      ticket.release();
+    });
   };
 
   const listenOne = async (a: Address): Promise<void> => {
     if (a.type === 'udp') throw new NbdListenError(formatAddress(a), 'NBD runs over TCP or unix sockets, not UDP');
     // Paused at accept without TLS: adoptWithReader takes the handle before anything is read.
-    const server = createServer({ noDelay: true, pauseOnConnect: !opts.tls }, onSocket);
+    const unix = a.type === 'unix';
+    const server = createServer({ noDelay: true, pauseOnConnect: !opts.tls }, (sock) => onSocket(sock, unix));
     if (a.type === 'unix') await claimListenPath(a.path, formatAddress(a));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new NbdListenError(formatAddress(a), err.message, { cause: err })));
@@ -162,8 +195,10 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
     get connections() {
       return conns.size;
     },
+    admission: () => gate.status(),
     close() {
       closing ??= (async () => {
+        gate.close();
         const listeners = closeListeners();
         await Promise.all([...conns].map((c) => c.shutdown()));
         await listeners;
@@ -174,11 +209,21 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
     },
     async destroy() {
       destroyed = true;
+      gate.close();
       for (const c of conns) c.socket.destroy();
       await closeListeners();
     },
   };
 }
+
+/** The config fields that set each limit, named in the refusal report. */
+const ADMISSION_FIELDS = {
+  not_allowed: 'storage.allowed_clients',
+  per_source: 'storage.max_connections_per_source',
+  listener_full: 'storage.max_connections, storage.max_unix_connections',
+  evicted: 'storage.max_connections',
+  handshake_timeout: 'storage.handshake_timeout_ms',
+} as const;
 
 /**
  * One read buffer for every plain connection of the process: libuv reads
