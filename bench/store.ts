@@ -40,7 +40,11 @@ function dirBytes(dir: string): number {
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { counts: { type: 'string', default: '100,2700' }, window: { type: 'string', default: '100' }, json: { type: 'string' } },
+    options: {
+      counts: { type: 'string', default: '100,2700' },
+      window: { type: 'string', default: '100' },
+      json: { type: 'string' },
+    },
   });
   const counts = values.counts.split(',').map(Number);
   const window = Number(values.window);

@@ -99,7 +99,7 @@ export class Daemon implements ControlBackend {
     this.#configPath = opts.configPath;
     this.controlPath = opts.control ?? opts.config.host.control;
     this.logger = opts.logger ?? createLogger({ level: opts.config.log?.level, base: { host: opts.config.host.id } });
-    this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir });
+    this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir, logger: this.logger });
     this.#switch = new Switch({ logger: this.logger, agingSec: opts.config.host.aging_sec });
     this.#qos = new QosService({ switch: this.#switch, logger: this.logger });
     this.#storage = new StorageService({
