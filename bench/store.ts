@@ -5,7 +5,10 @@
  * reports the median and p99 latency of the POSTs made around each of the
  * given counts, plus the bytes on disk in the state dir.
  *
- *   node dist/bench/store.js [--counts 100,2700] [--window 100] [--json FILE]
+ *   node dist/bench/store.js [--counts 100,2700] [--window 100] [--root CHECKOUT] [--json FILE]
+ *
+ * `--root` runs the daemon of another built checkout (default this one), to
+ * compare two versions of the store under the same conditions.
  *
  * Outside the test run; no result here is a pass/fail threshold.
  */
@@ -16,7 +19,7 @@ import { parseArgs } from 'node:util';
 import { ControlClient } from '../src/api/client.js';
 import { machineInfo, median, startBenchDaemon } from './util.js';
 
-const root = new URL('../..', import.meta.url).pathname;
+const thisRoot = new URL('../..', import.meta.url).pathname;
 
 interface Point {
   /** Networks stored when the window ended. */
@@ -43,9 +46,11 @@ async function main(): Promise<void> {
     options: {
       counts: { type: 'string', default: '100,2700' },
       window: { type: 'string', default: '100' },
+      root: { type: 'string', default: thisRoot },
       json: { type: 'string' },
     },
   });
+  const root = values.root;
   const counts = values.counts.split(',').map(Number);
   const window = Number(values.window);
   const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-store-'));

@@ -316,9 +316,10 @@ export class Daemon implements ControlBackend {
   }
 
   #networkView(name: string): NetworkView {
-    const n = this.networks().find((x) => x.name === name);
+    // One lookup, not a list of every network: a create's answer must not cost more as networks grow.
+    const n = this.#switch.network(name);
     if (!n) throw new NetworkNotFoundError(name, [...this.#networkSource.keys()]);
-    return n;
+    return { ...n, source: this.#networkSource.get(n.name) ?? 'api' };
   }
 
   addNetwork(body: unknown): Promise<NetworkView> {
