@@ -223,7 +223,7 @@ export const hostSchema = z.strictObject({
   id: nameSchema('host'),
   /** Control API unix socket (mode 0600); default /run/vmlink/vmlink.sock (`vmlink daemon --control` overrides). */
   control: z.string().startsWith('/', 'control must be an absolute socket path').default('/run/vmlink/vmlink.sock'),
-  /** Where the embedded state store keeps `state.json` (directory mode 0700); default /var/lib/vmlink. */
+  /** Where the embedded state store keeps `state.json` and `state.journal` (directory mode 0700); default /var/lib/vmlink. */
   state_dir: z.string().startsWith('/', 'state_dir must be an absolute path').default('/var/lib/vmlink'),
   /** MAC aging time in seconds; default 300. */
   aging_sec: z.number().int().min(1).max(1_000_000).default(300),
