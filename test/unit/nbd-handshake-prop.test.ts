@@ -40,7 +40,7 @@ const nameData = (name: string, infos: number[]): Buffer => {
   b.writeUInt32BE(n.length, 0);
   n.copy(b, 4);
   b.writeUInt16BE(infos.length, 4 + n.length);
-  infos.forEach((t, i) => b.writeUInt16BE(t, 6 + n.length + 2 * i));
+  for (const [i, t] of infos.entries()) b.writeUInt16BE(t, 6 + n.length + 2 * i);
   return b;
 };
 const bytes = (max: number) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
