@@ -63,7 +63,9 @@ const spec: fc.Arbitrary<Spec> = fc.record({
       kind: fc.constant('other' as const),
       type: fc
         .integer({ min: 0, max: 0xffff })
-        .filter((t) => ![ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_ARP, 0x8035, ETHERTYPE_VLAN, ETHERTYPE_QINQ].includes(t)),
+        .filter(
+          (t) => ![ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_ARP, 0x8035, ETHERTYPE_VLAN, ETHERTYPE_QINQ].includes(t),
+        ),
     }),
   ),
   payload: fc.uint8Array({ maxLength: 64 }),
