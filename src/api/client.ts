@@ -74,6 +74,21 @@ export interface StatusView {
   ports: { total: number; up: number };
   /** The NBD server: bound listen addresses (empty while it is not running), exports, connected clients. */
   storage: StorageStatusView;
+  /** The daemon process's resources and responsiveness. */
+  process: ProcessStatusView;
+}
+
+/** The process part of `GET /v1/status`. */
+export interface ProcessStatusView {
+  /** Resident set size, bytes. */
+  rss_bytes: number;
+  /** Open file descriptors (-1 where /proc/self/fd cannot be read). */
+  fds: number;
+  /**
+   * Event-loop delay in ms, sampled every 20 ms: p50, p99 and max over the last
+   * complete one-second window (0 before the first), and the largest window max since start.
+   */
+  event_loop_delay_ms: { p50: number; p99: number; max: number; max_since_start: number };
 }
 
 /** The storage part of `GET /v1/status`. */

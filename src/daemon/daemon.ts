@@ -42,6 +42,7 @@ import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
 import { OverlayService } from './overlay.js';
+import { startProcessStats } from './process-stats.js';
 import { QosService } from './qos.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
 import { StorageService } from './storage.js';
@@ -89,6 +90,8 @@ export class Daemon implements ControlBackend {
   readonly #ports = new Map<string, PortEntry>();
   readonly #version = packageVersion();
   readonly #startedAt = performance.now();
+  /** RSS, fds and event-loop delay for the status API. */
+  readonly #processStats = startProcessStats();
   /** Tail of the chain that serializes changes (API calls). */
   #chain: Promise<unknown> = Promise.resolve();
   #started = false;
@@ -185,6 +188,7 @@ export class Daemon implements ControlBackend {
     // After pending API changes: an export being added is then closed too.
     await this.#storage.close();
     await this.#store.close().catch((err) => this.logger.error({ err }, describeError(err)));
+    this.#processStats.stop();
     if (this.#started) this.logger.info('vmlink daemon stopped');
   }
 
@@ -308,6 +312,7 @@ export class Daemon implements ControlBackend {
       networks: this.#networkSource.size,
       ports: { total: ports.length, up: ports.filter((e) => e.sp.state === 'up').length },
       storage: this.#storage.status(),
+      process: this.#processStats.view(),
     };
   }
 
