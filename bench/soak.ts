@@ -53,6 +53,8 @@ export interface Sample {
   t: number;
   phase: 'warmup' | 'traffic';
   rssBytes: number;
+  /** JavaScript heap in use, from the status API. */
+  heapUsedBytes: number;
   fds: number;
   /** Event-loop delay of the last one-second window, ms. */
   eldP99Ms: number;
@@ -190,6 +192,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
           t: Math.round((Date.now() - t0) / 100) / 10,
           phase,
           rssBytes: rssOf(pid),
+          heapUsedBytes: s.process.heap_used_bytes,
           fds: fdsOf(pid),
           eldP99Ms: d.p99,
           eldMaxMs: d.max,

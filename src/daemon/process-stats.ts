@@ -27,7 +27,8 @@ export function startProcessStats(): ProcessStats {
   h.enable();
   let last = { p50: 0, p99: 0, max: 0 };
   let maxEver = 0;
-  const ms = (ns: number): number => Math.round(ns / 1e4) / 100;
+  // The histogram records each timer interval whole (at least the resolution): report the lateness beyond it.
+  const ms = (ns: number): number => Math.max(0, Math.round((ns / 1e6 - RESOLUTION_MS) * 100) / 100);
   const timer = setInterval(() => {
     // An empty histogram reports NaN/huge values: no sample means no delay to report.
     last = h.count ? { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max) } : last;
@@ -43,8 +44,10 @@ export function startProcessStats(): ProcessStats {
       } catch {
         // Not Linux: unknown.
       }
+      const mem = process.memoryUsage();
       return {
-        rss_bytes: process.memoryUsage.rss(),
+        rss_bytes: mem.rss,
+        heap_used_bytes: mem.heapUsed,
         fds,
         event_loop_delay_ms: { ...last, max_since_start: maxEver },
       };
