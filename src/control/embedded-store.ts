@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { describeError } from '../errors.js';
 import { type Logger, silentLogger } from '../log.js';
 import { mkdirp } from '../util/fs.js';
-import { StateCorruptError, StateIoError } from './errors.js';
+import { StateIoError, StateJournalCorruptError } from './errors.js';
 import { decodeJournal, encodeRecord, type JournalRecord, type Kind } from './journal.js';
 import { emptyMaps, encodeSnapshot, parseSnapshot, type StateMaps, syncDir, writeAtomically } from './snapshot.js';
 import type { StateStore, StoredItem, StoredState } from './store.js';
@@ -310,7 +310,7 @@ class EmbeddedStore implements StateStore {
     for (const r of journal.records) {
       if (r.seq <= snap.seq) continue; // already in the snapshot
       if (r.seq !== seq + 1)
-        throw new StateCorruptError(
+        throw new StateJournalCorruptError(
           this.#journal,
           `its record ${r.seq} does not follow the snapshot's last record ${snap.seq}; records are missing`,
         );

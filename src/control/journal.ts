@@ -11,7 +11,7 @@
  * a crash while it was being appended.
  */
 import { crc32 } from 'node:zlib';
-import { StateCorruptError } from './errors.js';
+import { StateJournalCorruptError } from './errors.js';
 import type { StoredItem } from './store.js';
 
 /** The kinds of item the store keeps, as named in records and in the snapshot. */
@@ -43,7 +43,7 @@ export interface DecodedJournal {
  * good record after them) is reported in `tornBytes`, not thrown: it is what
  * a crash in the middle of an append leaves. A bad line followed by a good one,
  * a good checksum over a record of the wrong shape, or a gap in `seq` is
- * corruption and throws {@link StateCorruptError} naming `file`.
+ * corruption and throws {@link StateJournalCorruptError} naming `file`.
  */
 export function decodeJournal(buf: Buffer, file: string): DecodedJournal {
   const records: JournalRecord[] = [];
@@ -57,13 +57,16 @@ export function decodeJournal(buf: Buffer, file: string): DecodedJournal {
       if (badAt < 0) badAt = start;
     } else {
       if (badAt >= 0)
-        throw new StateCorruptError(
+        throw new StateJournalCorruptError(
           file,
           `the journal record at byte ${badAt} is damaged but later records are intact (only the last record may be torn by a crash)`,
         );
       const prev = records.at(-1);
       if (prev && rec.seq !== prev.seq + 1)
-        throw new StateCorruptError(file, `journal record ${rec.seq} at byte ${start} follows record ${prev.seq}`);
+        throw new StateJournalCorruptError(
+          file,
+          `journal record ${rec.seq} at byte ${start} follows record ${prev.seq}`,
+        );
       records.push(rec);
       validBytes = end;
     }
@@ -85,7 +88,7 @@ function checkedRecord(line: Buffer, file: string, at: number): JournalRecord | 
     return undefined;
   }
   const problem = shapeProblem(rec);
-  if (problem) throw new StateCorruptError(file, `the journal record at byte ${at} ${problem}`);
+  if (problem) throw new StateJournalCorruptError(file, `the journal record at byte ${at} ${problem}`);
   return rec as JournalRecord;
 }
 

@@ -112,6 +112,7 @@ describe('embedded state store journal', () => {
         err.message,
         new RegExp(`${JOURNAL_FILE}.*record at byte \\d+ is damaged but later records are intact`),
       );
+      assert.match(err.message, /move it away to start from the snapshot \(state\.json\) alone/);
       return true;
     });
   });
