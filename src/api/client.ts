@@ -81,6 +81,23 @@ export interface StatusView {
    * always, `nbd` while the NBD server runs, `links` while the link listener runs.
    */
   admission?: { control: AdmissionStatus; nbd?: AdmissionStatus; links?: AdmissionStatus };
+  /** The daemon process's resources and responsiveness. */
+  process: ProcessStatusView;
+}
+
+/** The process part of `GET /v1/status`. */
+export interface ProcessStatusView {
+  /** Resident set size, bytes. */
+  rss_bytes: number;
+  /** JavaScript heap in use (V8 heapUsed), bytes. */
+  heap_used_bytes: number;
+  /** Open file descriptors (-1 where /proc/self/fd cannot be read). */
+  fds: number;
+  /**
+   * Event-loop delay in ms (how late a 20 ms timer fires): p50, p99 and max over the last
+   * complete one-second window (0 before the first), and the largest window max since start.
+   */
+  event_loop_delay_ms: { p50: number; p99: number; max: number; max_since_start: number };
 }
 
 /** The storage part of `GET /v1/status`. */

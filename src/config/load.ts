@@ -21,7 +21,14 @@ export function parseConfig(text: string, source = 'configuration'): Config {
       doc.errors.map((e) => ({ path: '', message: `YAML syntax: ${e.message.split('\n')[0]}` })),
     );
   }
-  return validateConfig(doc.toJS() ?? {}, source);
+  let value: unknown;
+  try {
+    value = doc.toJS();
+  } catch (err) {
+    // toJS resolves aliases: an alias to no anchor (`*a` before `&a`) or one expanding too far throws here.
+    throw new ConfigError(source, [{ path: '', message: `YAML: ${describeError(err)}` }]);
+  }
+  return validateConfig(value ?? {}, source);
 }
 
 /** Reads, parses and validates a config file. */

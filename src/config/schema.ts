@@ -228,7 +228,7 @@ export const hostSchema = z.strictObject({
   control_max_connections: limitSchema('host.control_max_connections', 'connections', 1, 65536).default(64),
   /** A control API client must send a request's headers within this many ms, or it is closed; default 10000. */
   control_headers_timeout_ms: limitSchema('host.control_headers_timeout_ms', 'ms', 100, 300_000).default(10_000),
-  /** Where the embedded state store keeps `state.json` (directory mode 0700); default /var/lib/vmlink. */
+  /** Where the embedded state store keeps `state.json` and `state.journal` (directory mode 0700); default /var/lib/vmlink. */
   state_dir: z.string().startsWith('/', 'state_dir must be an absolute path').default('/var/lib/vmlink'),
   /** MAC aging time in seconds; default 300. */
   aging_sec: z.number().int().min(1).max(1_000_000).default(300),

@@ -25,3 +25,15 @@ export class StateIoError extends ControlError {
     );
   }
 }
+
+/** The journal next to the snapshot is damaged beyond a torn last record: the daemon refuses to start. */
+export class StateJournalCorruptError extends ControlError {
+  constructor(file: string, reason: string, options?: ErrorOptions) {
+    super(
+      'ERR_STATE_CORRUPT',
+      `state journal ${file} is not usable: ${reason}; fix it, or move it away to start from the snapshot ` +
+        `(state.json) alone (the changes made through the API since it was written would then be lost)`,
+      options,
+    );
+  }
+}

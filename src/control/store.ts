@@ -5,7 +5,8 @@
  * A store holds the raw input objects exactly as the API received them (not
  * the parsed forms): on load they are validated again by the current schema,
  * so a stored item never bypasses validation. Implementations: the embedded
- * store (one JSON file, the default); an etcd store for clusters later.
+ * store (a snapshot and a journal in host.state_dir, the default); an etcd
+ * store for clusters later.
  */
 
 /** A stored item: the object as given to the API (`POST /v1/networks`, `/v1/ports` or `/v1/exports` body). */

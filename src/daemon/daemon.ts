@@ -49,6 +49,7 @@ import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
 import { DeclaredInConfigError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
 import { OverlayService } from './overlay.js';
+import { startProcessStats } from './process-stats.js';
 import { QosService } from './qos.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
 import { StorageService } from './storage.js';
@@ -96,6 +97,8 @@ export class Daemon implements ControlBackend {
   readonly #ports = new Map<string, PortEntry>();
   readonly #version = packageVersion();
   readonly #startedAt = performance.now();
+  /** RSS, fds and event-loop delay for the status API. */
+  readonly #processStats = startProcessStats();
   /** Tail of the chain that serializes changes (API calls). */
   #chain: Promise<unknown> = Promise.resolve();
   #started = false;
@@ -106,7 +109,7 @@ export class Daemon implements ControlBackend {
     this.#configPath = opts.configPath;
     this.controlPath = opts.control ?? opts.config.host.control;
     this.logger = opts.logger ?? createLogger({ level: opts.config.log?.level, base: { host: opts.config.host.id } });
-    this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir });
+    this.#store = opts.store ?? createEmbeddedStore({ dir: opts.config.host.state_dir, logger: this.logger });
     this.#switch = new Switch({ logger: this.logger, agingSec: opts.config.host.aging_sec });
     this.#qos = new QosService({ switch: this.#switch, logger: this.logger });
     this.#storage = new StorageService({
@@ -199,6 +202,7 @@ export class Daemon implements ControlBackend {
     // After pending API changes: an export being added is then closed too.
     await this.#storage.close();
     await this.#store.close().catch((err) => this.logger.error({ err }, describeError(err)));
+    this.#processStats.stop();
     if (this.#started) this.logger.info('vmlink daemon stopped');
   }
 
@@ -323,6 +327,7 @@ export class Daemon implements ControlBackend {
       ports: { total: ports.length, up: ports.filter((e) => e.sp.state === 'up').length },
       storage: this.#storage.status(),
       admission: this.#admissionStatus(),
+      process: this.#processStats.view(),
     };
   }
 
@@ -342,9 +347,10 @@ export class Daemon implements ControlBackend {
   }
 
   #networkView(name: string): NetworkView {
-    const n = this.networks().find((x) => x.name === name);
+    // One lookup, not a list of every network: a create's answer must not cost more as networks grow.
+    const n = this.#switch.network(name);
     if (!n) throw new NetworkNotFoundError(name, [...this.#networkSource.keys()]);
-    return n;
+    return { ...n, source: this.#networkSource.get(n.name) ?? 'api' };
   }
 
   addNetwork(body: unknown): Promise<NetworkView> {

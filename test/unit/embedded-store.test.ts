@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { createEmbeddedStore, STATE_FILE } from '../../src/control/embedded-store.js';
+import { createEmbeddedStore, JOURNAL_FILE, STATE_FILE } from '../../src/control/embedded-store.js';
 import { hasCode } from '../../src/errors.js';
 
 const root = await mkdtemp(join(tmpdir(), 'vmlink-store-'));
@@ -40,14 +40,16 @@ describe('embedded state store', () => {
     await b.close();
   });
 
-  test('writes a versioned JSON file and leaves no temporary file behind', async () => {
+  test('journals changes while open and leaves only a versioned snapshot after close', async () => {
     const dir = freshDir();
     const s = createEmbeddedStore({ dir });
     await s.putPort(PORT);
+    assert.deepEqual(await readdir(dir), [JOURNAL_FILE]);
     await s.close();
     assert.deepEqual(await readdir(dir), [STATE_FILE]);
     assert.deepEqual(JSON.parse(await readFile(join(dir, STATE_FILE), 'utf8')), {
-      version: 1,
+      version: 2,
+      seq: 1,
       networks: [],
       ports: [PORT],
       exports: [],
@@ -106,7 +108,12 @@ describe('embedded state store', () => {
   });
 
   test('refuses a file of another version or shape with ERR_STATE_CORRUPT', async () => {
-    for (const text of ['[]', '{"version":2,"networks":[],"ports":[]}', '{"version":1,"networks":{},"ports":[]}']) {
+    for (const text of [
+      '[]',
+      '{"version":3,"seq":0,"networks":[],"ports":[]}',
+      '{"version":2,"networks":[],"ports":[]}',
+      '{"version":1,"networks":{},"ports":[]}',
+    ]) {
       const dir = freshDir();
       await createEmbeddedStore({ dir }).putNetwork(NET);
       await writeFile(join(dir, STATE_FILE), text);
@@ -120,13 +127,15 @@ describe('embedded state store', () => {
 
   test('reports a write it cannot make with ERR_STATE_IO, keeps its state, and accepts later writes', async () => {
     const dir = freshDir();
+    await mkdir(dir, { recursive: true });
     const s = createEmbeddedStore({ dir });
-    await s.putNetwork(NET);
-    // Root ignores directory permissions: block the temp file's name with a directory instead.
-    const tmpName = join(dir, `${STATE_FILE}.tmp-${process.pid}`);
-    await mkdir(tmpName);
+    await s.load();
+    // Root ignores permissions: block the journal's name with a directory instead.
+    const journal = join(dir, JOURNAL_FILE);
+    await mkdir(journal);
     await assert.rejects(s.putNetwork({ name: 'b', vni: 2 }), (err) => hasCode(err, 'ERR_STATE_IO'));
-    await rm(tmpName, { recursive: true });
+    await rm(journal, { recursive: true });
+    await s.putNetwork(NET);
     await s.putPort(PORT);
     await s.close();
     assert.deepEqual(await createEmbeddedStore({ dir }).load(), { networks: [NET], ports: [PORT], exports: [] });

@@ -271,11 +271,13 @@ export class Switch {
   }
 
   networks(): (NetworkSpec & { ports: string[]; macs: number })[] {
-    return [...this.#networks.values()].map((n) => ({
-      ...n.spec,
-      ports: [...new Set(n.members.map((m) => m.sp.name))],
-      macs: n.fdb.size,
-    }));
+    return [...this.#networks.values()].map(networkInfo);
+  }
+
+  /** One network as {@link networks} lists it, or undefined when there is none of that name. */
+  network(name: string): (NetworkSpec & { ports: string[]; macs: number }) | undefined {
+    const n = this.#networks.get(name);
+    return n && networkInfo(n);
   }
 
   hasNetwork(name: string): boolean {
@@ -841,4 +843,8 @@ function u32(b: Buffer, at: number): number {
 function shiftOffsets(m: OffloadMeta, by: number): void {
   if (m.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) m.csumStart += by;
   if (m.hdrLen !== 0) m.hdrLen = Math.max(0, m.hdrLen + by);
+}
+
+function networkInfo(n: Network): NetworkSpec & { ports: string[]; macs: number } {
+  return { ...n.spec, ports: [...new Set(n.members.map((m) => m.sp.name))], macs: n.fdb.size };
 }
