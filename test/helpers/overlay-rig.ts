@@ -76,6 +76,8 @@ export interface RigHostOptions {
   };
   /** QoS of the links accepted from these peer hosts (overlay.peer_qos), bytes per second. */
   peerQos?: Record<string, LinkQosPolicy>;
+  /** Networks that get a local port (default all): hosts with thousands of networks need few. */
+  localPorts?: string[];
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
@@ -85,6 +87,7 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
   const sps: Record<string, SwitchPort> = {};
   for (const n of o.networks) {
     sw.addNetwork({ name: n.name, vni: n.vni, mtu: n.mtu ?? 9000 });
+    if (o.localPorts && !o.localPorts.includes(n.name)) continue;
     const name = `vm-${n.name}`;
     sps[n.name] = sw.addPort(name, { network: n.name }, (sink) => {
       const p = new MemPort(name, sink);

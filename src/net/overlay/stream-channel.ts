@@ -390,9 +390,14 @@ export class StreamChannel implements LinkChannel {
     this.#helloWait = undefined;
     this.#lastRx = this.#clock();
     const ka = this.#opts.keepaliveMs;
+    let tick = this.#clock();
     this.#keepalive = setInterval(() => {
       const now = this.#clock();
-      if (now - this.#lastRx > 3 * ka) {
+      const late = now - tick > 2 * ka;
+      tick = now;
+      // A timer this late means this process was busy (e.g. setting up thousands of link
+      // ports), not that the peer is silent: what it sent may be unread yet. Check next tick.
+      if (!late && now - this.#lastRx > 3 * ka) {
         this.#log.warn(
           { peer: this.remote },
           `link to ${this.remote}: nothing received for ${Math.round(now - this.#lastRx)} ms`,
