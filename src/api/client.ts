@@ -9,10 +9,10 @@
 import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
-import type { LinkView } from '../net/overlay/overlay.js';
+import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';
 
-export type { LinkView };
+export type { LinkView, ListenerView };
 
 /** Default control socket, also the default of `vmlink daemon`. */
 export const DEFAULT_CONTROL = '/run/vmlink/vmlink.sock';
@@ -74,6 +74,8 @@ export interface StatusView {
   ports: { total: number; up: number };
   /** The NBD server: bound listen addresses (empty while it is not running), exports, connected clients. */
   storage: StorageStatusView;
+  /** The overlay's link listener: up, down with the reason (retried with backoff), or off. */
+  overlay?: { listener: ListenerView };
 }
 
 /** The storage part of `GET /v1/status`. */
@@ -331,7 +333,12 @@ export class ControlClient {
   /** `GET /v1/fdb`, optionally of one network. */
   /** `GET /v1/links`. */
   async listLinks(): Promise<LinkView[]> {
-    return (await this.#json<{ links: LinkView[] }>('GET', '/v1/links')).links;
+    return (await this.linkList()).links;
+  }
+
+  /** `GET /v1/links` whole: the links and the link listener (absent from an older daemon). */
+  linkList(): Promise<{ links: LinkView[]; listener?: ListenerView }> {
+    return this.#json('GET', '/v1/links');
   }
 
   /** `POST /v1/links`. */

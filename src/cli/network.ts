@@ -1,6 +1,6 @@
 /** `vmlink network create|list|delete` and `vmlink status`. */
 import type { Command } from 'commander';
-import type { NetworkBody, NetworkView, StatusView } from '../api/client.js';
+import type { ListenerView, NetworkBody, NetworkView, StatusView } from '../api/client.js';
 import { intArg } from './args.js';
 import { defineAction } from './context.js';
 import { formatDuration, formatJson, formatPairs, formatTable, print } from './output.js';
@@ -48,7 +48,13 @@ export function formatStatus(s: StatusView): string {
     ['networks', String(s.networks)],
     ['ports', `${s.ports.total} (${s.ports.up} up)`],
     ['storage', storageLine(s)],
+    ...(s.overlay ? [['link listener', listenerLine(s.overlay.listener)] as [string, string]] : []),
   ]);
+}
+
+/** `up on 0.0.0.0:7400`, `down: cannot listen on ...`, `off`. */
+export function listenerLine(l: ListenerView): string {
+  return l.state === 'up' ? `up on ${l.address}` : l.state === 'down' ? `down: ${l.reason}` : 'off';
 }
 
 export function addStatusCommand(program: Command, done: (code: number) => void): void {

@@ -13,14 +13,13 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   LinkExistsError,
-  LinkListenError,
   LinkNotDeletableError,
   LinkNotFoundError,
   LinkTlsConfigError,
   OverlayError,
   VxlanConfigError,
 } from '../net/overlay/errors.js';
-import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js';
+import { type LinkSpec, type LinkView, type ListenerView, Overlay } from '../net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
@@ -133,14 +132,8 @@ export class OverlayService {
     });
     this.#overlay = overlay;
     const listen = cfg.listen ? { host: cfg.listen.host, port: cfg.listen.port } : undefined;
-    try {
-      await overlay.start(listen);
-    } catch (err) {
-      throw new LinkListenError(
-        `overlay.listen ${cfg.listen ? formatAddress(cfg.listen) : ''}: cannot listen: ${describeError(err)}`,
-        { cause: err },
-      );
-    }
+    // A listener that cannot bind is down (with the reason, retried), not fatal: like a port or NBD address.
+    await overlay.start(listen);
     if (overlay.listening)
       log.info({ listen: overlay.listening, transport: transport.kind }, 'overlay listening for links');
     for (const l of this.#o.links) overlay.add(linkSpec(l), 'config');
@@ -158,6 +151,13 @@ export class OverlayService {
 
   async stop(): Promise<void> {
     await this.#overlay?.stop();
+  }
+
+  /** The link listener: up, down (why; retried) or off. */
+  listener(): ListenerView {
+    return (
+      this.#overlay?.listener() ?? { state: 'off', address: undefined, reason: 'no overlay section in the config' }
+    );
   }
 
   /** Bound listener address, e.g. `tcp:0.0.0.0:7400`. */

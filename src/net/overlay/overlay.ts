@@ -31,6 +31,15 @@ import type {
 
 export type { LinkSource, LinkSpec, LinkState, LinkView };
 
+/** The link listener in `GET /v1/links` and `GET /v1/status`. */
+export interface ListenerView {
+  /** `up`: accepting links; `down`: cannot bind (see reason; retried with backoff); `off`: no overlay.listen. */
+  state: 'up' | 'down' | 'off';
+  /** Bound address (up) or the configured one (down), `HOST:PORT`. */
+  address: string | undefined;
+  reason: string;
+}
+
 export interface OverlayOptions {
   logger: Logger;
   switch: Switch;
@@ -65,6 +74,10 @@ export class Overlay {
   #stopped = false;
   /** Bound listener address, when listening. */
   listening: TransportAddress | undefined;
+  /** The configured listen address, its retry state and why it is down. */
+  #listen:
+    | { at: TransportAddress; backoff: Backoff; reason?: string | undefined; timer?: NodeJS.Timeout | undefined }
+    | undefined;
   /** The link whose frame the switch is handling now (set around each link ingress), for relay accounting. */
   #rxLink: Link | undefined;
   readonly #direct: DirectPolicy;
@@ -90,11 +103,58 @@ export class Overlay {
     return this.#o.switch.networks().map((n) => ({ vni: n.vni, name: n.name }));
   }
 
-  /** Starts listening (when an address is given) and the one-second statistics sampler. */
+  /**
+   * Starts listening (when an address is given) and the one-second
+   * statistics sampler. A listener that cannot bind (address in use, not
+   * this host's) does not fail the start: it is `down` with the reason in
+   * {@link listener} and retried with the re-dial backoff; links go on dialling.
+   */
   async start(listen: TransportAddress | undefined): Promise<void> {
-    if (listen) this.listening = await this.#o.transport.listen(listen, (ch) => this.#accepted(ch));
     this.#sampler = setInterval(() => this.#sample(), 1000);
     this.#sampler.unref();
+    if (!listen) return;
+    const r = this.#o.reconnect;
+    this.#listen = { at: listen, backoff: new Backoff(r?.min_ms ?? 100, r?.max_ms ?? 5000, this.#o.random) };
+    await this.#bind();
+  }
+
+  /** The link listener: `up`, `down` with why (and when it retries), or `off` (no listen address). */
+  listener(): ListenerView {
+    const l = this.#listen;
+    if (!l) return { state: 'off', address: undefined, reason: 'no listen address configured' };
+    const up = this.listening;
+    return up
+      ? { state: 'up', address: addr(up), reason: `listening on ${addr(up)}` }
+      : { state: 'down', address: addr(l.at), reason: l.reason ?? 'not bound yet' };
+  }
+
+  /** One attempt to bind the listener; on failure it is down and tried again after a backoff delay. */
+  async #bind(): Promise<void> {
+    const l = this.#listen;
+    if (!l || this.#stopped) return;
+    l.timer = undefined;
+    try {
+      this.listening = await this.#o.transport.listen(l.at, (ch) => this.#accepted(ch));
+    } catch (err) {
+      const delay = l.backoff.next();
+      l.reason = `cannot listen on ${addr(l.at)}: ${describeError(err)}; retrying in ${delay} ms`;
+      if (l.backoff.attempt === 1)
+        this.#log.error(
+          { listen: addr(l.at), code: (err as { code?: unknown }).code },
+          `overlay listener down: ${l.reason} (links this host dials still work; peers cannot dial in)`,
+        );
+      l.timer = setTimeout(() => void this.#bind(), delay);
+      l.timer.unref();
+      return;
+    }
+    if (this.#stopped) return;
+    if (l.backoff.attempt > 0)
+      this.#log.info(
+        { listen: this.listening },
+        `overlay listener up on ${addr(this.listening)} after ${l.backoff.attempt} failed tries`,
+      );
+    l.backoff.reset();
+    l.reason = undefined;
   }
 
   /** Adds a link to dial; it starts dialling at once. */
@@ -238,6 +298,7 @@ export class Overlay {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#sampler);
+    clearTimeout(this.#listen?.timer);
     await Promise.all([...this.#links.values()].map((l) => this.#closeLink(l, 'the daemon is stopping')));
     await this.#o.transport.close();
     for (const t of this.#o.transports ?? []) await t.close();

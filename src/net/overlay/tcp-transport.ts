@@ -20,6 +20,7 @@ import {
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { adoptWithReader, directWriter } from '../../util/sockets.js';
+import { explainDial } from './dial-errors.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
 import { LinkReader } from './link-reader.js';
 import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
@@ -111,9 +112,15 @@ export class TcpTransport implements LinkTransport {
     };
     if (tls) {
       server.on('secureConnection', onSocket);
+      // Addresses of connections in their TLS handshake: one that fails may have lost its own.
+      const remotes = new WeakMap<object, string>();
+      server.on('connection', (raw: Socket) => remotes.set(raw, fmt(raw.remoteAddress, raw.remotePort)));
       server.on('tlsClientError', (err, sock) => {
         this.refused++;
-        const remote = fmt(sock.remoteAddress, sock.remotePort);
+        const remote =
+          sock.remoteAddress !== undefined
+            ? fmt(sock.remoteAddress, sock.remotePort)
+            : (remotes.get((sock as unknown as { _parent?: object })._parent ?? sock) ?? 'an unknown address');
         this.#log.warn(
           { peer: remote, reason: describeError(err) },
           `refused link peer ${remote}: TLS handshake failed (${describeError(err)}); it needs a certificate from this fabric's CA`,
@@ -218,7 +225,7 @@ export class TcpTransport implements LinkTransport {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         sock.destroy();
-        reject(err instanceof LinkDialError ? err : new LinkDialError(where, describeError(err), { cause: err }));
+        reject(err instanceof LinkDialError ? err : new LinkDialError(where, explainDial(err), { cause: err }));
       }
       sock.once('error', fail);
       sock.once(tls ? 'secureConnect' : 'connect', () => {
