@@ -421,7 +421,12 @@ export class StreamChannel implements LinkChannel {
       this.#closeReason =
         this.#decoder.partial || this.#opts.reader?.partial
           ? 'connection lost mid-record'
-          : 'connection closed by the peer';
+          : this.peer !== undefined
+            ? 'connection closed by the peer'
+            : this.kind === 'tls'
+              ? // TLS 1.3: the server checks the client's certificate after the client is done, and just closes.
+                "peer closed the connection before its hello: it may have refused this host's certificate (is overlay.tls.cert issued by the CA in the peer's overlay.tls.ca?)"
+              : 'peer closed the connection before its hello';
     const wait = this.#helloWait;
     this.#helloWait = undefined;
     if (wait) {
