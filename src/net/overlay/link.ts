@@ -114,6 +114,8 @@ export class Link {
   peerNets: PeerNetworks | undefined;
   /** VNIs this host told the peer it has on the current channel (undefined: VXLAN, or no channel). */
   announced: Set<number> | undefined;
+  /** Closes the channel when the peer's network list does not come in time. */
+  syncTimer: NodeJS.Timeout | undefined;
   lastError: string | undefined;
   lastErrorAt: Date | undefined;
   constructor(

@@ -453,6 +453,15 @@ export class Overlay {
       const mine = this.#localNetworks();
       link.announced = new Set(mine.map((n) => n.vni));
       for (const m of snapshotMessages(mine)) ch.sendControl(m);
+      link.syncTimer = setTimeout(() => {
+        if (link.channel === ch && link.peerNets?.offered === undefined)
+          void this.#drop(
+            link,
+            `protocol error: no network list within ${NETWORK_LIST_TIMEOUT_MS / 1000} s after the hello`,
+            true,
+          );
+      }, NETWORK_LIST_TIMEOUT_MS);
+      link.syncTimer.unref();
     }
     ch.attach({
       carries: (vni) => ports.has(vni),
@@ -489,6 +498,7 @@ export class Overlay {
     if (!ch) return;
     link.channel = undefined;
     link.peerNets = undefined;
+    clearTimeout(link.syncTimer);
     link.announced = undefined;
     if (link.peer !== undefined && this.#byPeer.get(link.peer) === link) this.#byPeer.delete(link.peer);
     if (performance.now() - link.upSince >= stableMs(this.#o.reconnect?.max_ms)) link.backoff.reset();
@@ -721,6 +731,9 @@ function carrying(names: string[]): string {
   if (names.length <= 8) return names.join(', ');
   return `${names.length} networks (${names.slice(0, 3).join(', ')}, ...)`;
 }
+
+/** Time allowed for a peer's whole network list after the hello, ms. */
+const NETWORK_LIST_TIMEOUT_MS = 30_000;
 
 /** How long a channel must stay up before the re-dial backoff starts again at its minimum, ms. */
 function stableMs(maxMs = 5000): number {
