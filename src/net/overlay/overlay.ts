@@ -19,6 +19,7 @@ import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { addr, Link, type LinkSource, type LinkSpec, type LinkState, type LinkView } from './link.js';
 import { LinkPort } from './link-port.js';
 import { type LinkQosPolicy, LinkShaper, linkOverhead } from './link-qos.js';
+import { LinkListener, type ListenerView } from './listener.js';
 import { MAX_PEER_NETWORKS, PeerNetworks, snapshotMessages, updateMessages } from './network-sync.js';
 import type {
   ControlMessage,
@@ -29,16 +30,7 @@ import type {
   TransportAddress,
 } from './transport.js';
 
-export type { LinkSource, LinkSpec, LinkState, LinkView };
-
-/** The link listener in `GET /v1/links` and `GET /v1/status`. */
-export interface ListenerView {
-  /** `up`: accepting links; `down`: cannot bind (see reason; retried with backoff); `off`: no overlay.listen. */
-  state: 'up' | 'down' | 'off';
-  /** Bound address (up) or the configured one (down), `HOST:PORT`. */
-  address: string | undefined;
-  reason: string;
-}
+export type { LinkSource, LinkSpec, LinkState, LinkView, ListenerView };
 
 export interface OverlayOptions {
   logger: Logger;
@@ -72,12 +64,8 @@ export class Overlay {
   readonly #byPeer = new Map<string, Link>();
   #sampler: NodeJS.Timeout | undefined;
   #stopped = false;
-  /** Bound listener address, when listening. */
-  listening: TransportAddress | undefined;
-  /** The configured listen address, its retry state and why it is down. */
-  #listen:
-    | { at: TransportAddress; backoff: Backoff; reason?: string | undefined; timer?: NodeJS.Timeout | undefined }
-    | undefined;
+  /** The link listener, when a listen address is given. */
+  #listener: LinkListener | undefined;
   /** The link whose frame the switch is handling now (set around each link ingress), for relay accounting. */
   #rxLink: Link | undefined;
   readonly #direct: DirectPolicy;
@@ -114,47 +102,19 @@ export class Overlay {
     this.#sampler.unref();
     if (!listen) return;
     const r = this.#o.reconnect;
-    this.#listen = { at: listen, backoff: new Backoff(r?.min_ms ?? 100, r?.max_ms ?? 5000, this.#o.random) };
-    await this.#bind();
+    const backoff = new Backoff(r?.min_ms ?? 100, r?.max_ms ?? 5000, this.#o.random);
+    this.#listener = new LinkListener(this.#o.transport, listen, backoff, this.#log, (ch) => this.#accepted(ch));
+    await this.#listener.bind();
+  }
+
+  /** Bound listener address, when listening. */
+  get listening(): TransportAddress | undefined {
+    return this.#listener?.bound;
   }
 
   /** The link listener: `up`, `down` with why (and when it retries), or `off` (no listen address). */
   listener(): ListenerView {
-    const l = this.#listen;
-    if (!l) return { state: 'off', address: undefined, reason: 'no listen address configured' };
-    const up = this.listening;
-    return up
-      ? { state: 'up', address: addr(up), reason: `listening on ${addr(up)}` }
-      : { state: 'down', address: addr(l.at), reason: l.reason ?? 'not bound yet' };
-  }
-
-  /** One attempt to bind the listener; on failure it is down and tried again after a backoff delay. */
-  async #bind(): Promise<void> {
-    const l = this.#listen;
-    if (!l || this.#stopped) return;
-    l.timer = undefined;
-    try {
-      this.listening = await this.#o.transport.listen(l.at, (ch) => this.#accepted(ch));
-    } catch (err) {
-      const delay = l.backoff.next();
-      l.reason = `cannot listen on ${addr(l.at)}: ${describeError(err)}; retrying in ${delay} ms`;
-      if (l.backoff.attempt === 1)
-        this.#log.error(
-          { listen: addr(l.at), code: (err as { code?: unknown }).code },
-          `overlay listener down: ${l.reason} (links this host dials still work; peers cannot dial in)`,
-        );
-      l.timer = setTimeout(() => void this.#bind(), delay);
-      l.timer.unref();
-      return;
-    }
-    if (this.#stopped) return;
-    if (l.backoff.attempt > 0)
-      this.#log.info(
-        { listen: this.listening },
-        `overlay listener up on ${addr(this.listening)} after ${l.backoff.attempt} failed tries`,
-      );
-    l.backoff.reset();
-    l.reason = undefined;
+    return this.#listener?.view() ?? { state: 'off', address: undefined, reason: 'no listen address configured' };
   }
 
   /** Adds a link to dial; it starts dialling at once. */
@@ -298,7 +258,7 @@ export class Overlay {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#sampler);
-    clearTimeout(this.#listen?.timer);
+    this.#listener?.close();
     await Promise.all([...this.#links.values()].map((l) => this.#closeLink(l, 'the daemon is stopping')));
     await this.#o.transport.close();
     for (const t of this.#o.transports ?? []) await t.close();
