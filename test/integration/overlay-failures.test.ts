@@ -134,6 +134,28 @@ describe('a peer that breaks the protocol or drops the link at once', { timeout:
     await a.overlay.delete('big');
   });
 
+  test('a frame for a VNI the link does not carry is an unknown_vni drop, not a received frame', async () => {
+    const frame = Buffer.alloc(8 + 60, 0xab);
+    writeHeader(frame, 0, 60, 1, 999);
+    const peer = await fakePeer((s) => {
+      s.write(
+        Buffer.concat([
+          hello('odd'),
+          encodeControl({ type: 'networks', part: 0, last: true, networks: [{ vni: 100, name: 'lab' }] }),
+        ]),
+      );
+      // After a's network list has come (a is up on our side too), a frame of a VNI a does not have.
+      s.once('data', () => s.write(frame));
+    });
+    peers.push(peer);
+    a.overlay.add({ name: 'odd', connect: { host: '127.0.0.1', port: peer.port } }, 'api');
+    await until('the drop is counted', () => a.overlay.view('odd').drops.unknown_vni === 1);
+    assert.equal(a.overlay.view('odd').rx_frames, 0);
+    assert.equal(a.overlay.view('odd').rx_bytes, 0);
+    assert.equal(a.overlay.view('odd').state, 'up');
+    await a.overlay.delete('odd');
+  });
+
   test('a peer that takes each connection and drops it is re-dialled ever more slowly (backoff), not at the minimum', async () => {
     // A valid hello and network list, then a bye: the channel comes up and goes at once, every time.
     const peer = await fakePeer((s) => {
