@@ -4,7 +4,7 @@
  * JSON bodies of docs/api.md, shared with the client (client.ts).
  */
 
-import type { LinkView } from '../net/overlay/overlay.js';
+import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
 import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
@@ -60,6 +60,8 @@ export interface ControlBackend {
   qosRequest(name: string, body: unknown): Promise<QosPortView>;
   /** `GET /v1/links`: every link with state, RTT, throughput and drops. */
   links(): LinkView[];
+  /** The link listener (`GET /v1/links` and `GET /v1/status`): up, down with the reason, or off. */
+  linkListener(): ListenerView;
   /** `GET /v1/links/:name`. */
   link(name: string): LinkView;
   /** `POST /v1/links`: validates and starts dialling (until the daemon stops). */

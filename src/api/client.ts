@@ -9,11 +9,11 @@
 import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
-import type { LinkView } from '../net/overlay/overlay.js';
+import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';
 import type { AdmissionStatus } from '../util/admission.js';
 
-export type { LinkView };
+export type { LinkView, ListenerView };
 
 /** Default control socket, also the default of `vmlink daemon`. */
 export const DEFAULT_CONTROL = '/run/vmlink/vmlink.sock';
@@ -81,6 +81,8 @@ export interface StatusView {
    * always, `nbd` while the NBD server runs, `links` while the link listener runs.
    */
   admission?: { control: AdmissionStatus; nbd?: AdmissionStatus; links?: AdmissionStatus };
+  /** The overlay's link listener: up, down with the reason (retried with backoff), or off. */
+  overlay?: { listener: ListenerView };
   /** The daemon process's resources and responsiveness. */
   process: ProcessStatusView;
 }
@@ -357,7 +359,12 @@ export class ControlClient {
   /** `GET /v1/fdb`, optionally of one network. */
   /** `GET /v1/links`. */
   async listLinks(): Promise<LinkView[]> {
-    return (await this.#json<{ links: LinkView[] }>('GET', '/v1/links')).links;
+    return (await this.linkList()).links;
+  }
+
+  /** `GET /v1/links` whole: the links and the link listener (absent from an older daemon). */
+  linkList(): Promise<{ links: LinkView[]; listener?: ListenerView }> {
+    return this.#json('GET', '/v1/links');
   }
 
   /** `POST /v1/links`. */

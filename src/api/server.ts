@@ -34,6 +34,7 @@ const STATUS_OF: Record<string, number> = {
   ERR_NETWORK_EXISTS: 409,
   ERR_PORT_EXISTS: 409,
   ERR_VNI_IN_USE: 409,
+  ERR_NETWORK_LIMIT: 409,
   ERR_NETWORK_IN_USE: 409,
   ERR_DECLARED_IN_CONFIG: 409,
   ERR_EXPORT_EXISTS: 409,
@@ -272,7 +273,7 @@ export class ApiServer {
     });
     app.get('/v1/qos', async () => b.qos());
     app.post('/v1/ports/:name/qos', async (req) => ({ port: await b.qosRequest(name(req), req.body) }));
-    app.get('/v1/links', async () => ({ links: b.links() }));
+    app.get('/v1/links', async () => ({ links: b.links(), listener: b.linkListener() }));
     app.post('/v1/links', async (req, reply) => reply.code(201).send({ link: await b.addLink(req.body) }));
     app.get('/v1/links/:name', async (req) => ({ link: b.link(name(req)) }));
     app.post('/v1/links/:name/qos', async (req) => ({ link: await b.setLinkQos(name(req), req.body ?? {}) }));

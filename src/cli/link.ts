@@ -5,6 +5,7 @@ import { formatRate } from '../config/qos-schema.js';
 import { caInit, hostCert } from '../net/overlay/ca.js';
 import { addressArg, hostIdArg, intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
+import { listenerLine } from './network.js';
 import { formatDuration, formatJson, formatTable, print } from './output.js';
 import { linkQosArgs } from './qos.js';
 
@@ -25,6 +26,18 @@ function displayAddress(l: LinkView): string {
   return l.transport === 'tls' ? l.address.replace(/^tcp:/, 'tls:') : l.address;
 }
 
+/** `lab, dev` or `lab, dev, web +4997`: the table stays readable with thousands of networks. */
+function networksCell(names: readonly string[]): string {
+  if (names.length === 0) return '-';
+  return names.length <= 3 ? names.join(',') : `${names.slice(0, 3).join(',')} +${names.length - 3}`;
+}
+
+/** Why a link is not up (its reason), or for an up link the last error it had, if any. */
+function reasonCell(l: LinkView): string {
+  if (l.state !== 'up') return l.reason;
+  return l.last_error ? `up; last error: ${l.last_error}` : '-';
+}
+
 /** The link table. */
 export function formatLinks(links: readonly LinkView[]): string {
   return formatTable(
@@ -40,19 +53,21 @@ export function formatLinks(links: readonly LinkView[]): string {
       { header: 'RX', align: 'right' },
       { header: 'DROPS', align: 'right' },
       { header: 'UP', align: 'right' },
+      { header: 'REASON' },
     ],
     links.map((l) => [
       l.name,
       l.state,
       l.peer ?? '-',
       displayAddress(l),
-      l.networks.length ? l.networks.join(',') : '-',
+      networksCell(l.networks),
       l.rtt_ms === undefined ? '-' : `${l.rtt_ms.toFixed(2)}ms`,
       rate(l.tx_bps),
       l.qos ? `${formatRate(l.qos.capacity)}${l.qos.shared_with ? ` (${l.qos.shared_with})` : ''}` : '-',
       rate(l.rx_bps),
       String(Object.values(l.drops).reduce((a, b) => a + b, 0)),
       l.up_s === undefined ? '-' : formatDuration(l.up_s),
+      reasonCell(l),
     ]),
   );
 }
@@ -85,11 +100,18 @@ export function addLinkCommands(program: Command, done: (code: number) => void):
 
   const list = link
     .command('list')
-    .description('list links: state, peer, networks, RTT, throughput, drops')
+    .description(
+      'list links: state, peer, networks, RTT, throughput, drops, why a link is not up; and the link listener',
+    )
     .option('--json', 'print the API answer as JSON');
   defineAction(list, done, async (_args, opts, cli) => {
-    const links = await cli.client.listLinks();
-    print(opts['json'] ? formatJson({ links }) : formatLinks(links));
+    const { links, listener } = await cli.client.linkList();
+    if (opts['json']) print(formatJson({ links, ...(listener ? { listener } : {}) }));
+    else {
+      // A listener that is down is said first: peers cannot dial this host until it is up.
+      const head = listener && listener.state !== 'off' ? `link listener: ${listenerLine(listener)}\n` : '';
+      print(head + (links.length || !head ? formatLinks(links) : ''));
+    }
     return 0;
   });
 

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import {
   type ControlClient,
   DaemonUnreachableError,
+  type ListenerView,
   type NetworkBody,
   type NetworkView,
   type StatusView,
@@ -54,6 +55,7 @@ export function formatStatus(s: StatusView): string {
     ['networks', String(s.networks)],
     ['ports', `${s.ports.total} (${s.ports.up} up)`],
     ['storage', storageLine(s)],
+    ...(s.overlay ? [['link listener', listenerLine(s.overlay.listener)] as [string, string]] : []),
   ]);
 }
 
@@ -71,6 +73,11 @@ async function statusWhenUp(client: ControlClient, waitMs: number): Promise<Stat
       await new Promise((r) => setTimeout(r, 200));
     }
   }
+}
+
+/** `up on 0.0.0.0:7400`, `down: cannot listen on ...`, `off`. */
+export function listenerLine(l: ListenerView): string {
+  return l.state === 'up' ? `up on ${l.address}` : l.state === 'down' ? `down: ${l.reason}` : 'off';
 }
 
 export function addStatusCommand(program: Command, done: (code: number) => void): void {

@@ -234,9 +234,23 @@ export const hostSchema = z.strictObject({
   aging_sec: z.number().int().min(1).max(1_000_000).default(300),
 });
 
+/** Default of `limits.networks`. */
+export const DEFAULT_MAX_NETWORKS = 4096;
+
+export const limitsSchema = z.strictObject({
+  /**
+   * Most networks on this host (config, API and stored together); default
+   * 4096, at most 65536. Each network costs a link port per overlay link
+   * and an entry in every link's network list: the cap bounds both.
+   */
+  networks: z.number().int().min(1).max(65_536).default(DEFAULT_MAX_NETWORKS),
+});
+
 export const configSchema = z
   .strictObject({
     host: hostSchema,
+    /** Caps of this host's resources. */
+    limits: limitsSchema.default({ networks: DEFAULT_MAX_NETWORKS }),
     networks: z.array(networkSchema).default([]),
     ports: z.array(portSchema).default([]),
     /** The NBD server; it runs when this section is given or when `exports` is not empty. */
@@ -250,6 +264,12 @@ export const configSchema = z
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']) }).optional(),
   })
   .superRefine((c, ctx) => {
+    if (c.networks.length > c.limits.networks)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['networks'],
+        message: `${c.networks.length} networks are declared, more than limits.networks allows (${c.limits.networks}); declare fewer, or raise limits.networks (up to 65536)`,
+      });
     const nets = new Map<string, number>();
     const vnis = new Map<number, string>();
     c.networks.forEach((n, i) => {

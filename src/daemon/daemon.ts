@@ -35,12 +35,13 @@ import { createLogger, type Logger } from '../log.js';
 import {
   NetworkExistsError,
   NetworkInUseError,
+  NetworkLimitError,
   NetworkNotFoundError,
   PortExistsError,
   PortNotFoundError,
   PortOpenError,
 } from '../net/errors.js';
-import type { LinkView } from '../net/overlay/overlay.js';
+import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
@@ -208,6 +209,12 @@ export class Daemon implements ControlBackend {
 
   // ---- building -------------------------------------------------------------------
 
+  /** Throws when one more network would pass `limits.networks`. */
+  #checkNetworkCap(): void {
+    const cap = this.config.limits.networks;
+    if (this.#networkSource.size >= cap) throw new NetworkLimitError(this.#networkSource.size, cap);
+  }
+
   #addNetwork(n: NetworkConfig, source: Source): void {
     this.#switch.addNetwork({ name: n.name, vni: n.vni, mtu: n.mtu });
     this.#networkSource.set(n.name, source);
@@ -261,6 +268,7 @@ export class Daemon implements ControlBackend {
         const n = parseWith(networkSchema, raw, `stored network "${raw.name}"`);
         if (this.#networkSource.get(n.name) === 'config')
           throw new DeclaredInConfigError('network', n.name, this.#configPath);
+        this.#checkNetworkCap();
         this.#addNetwork(n, 'api');
       } catch (err) {
         skip('network', raw.name, err);
@@ -328,6 +336,7 @@ export class Daemon implements ControlBackend {
       storage: this.#storage.status(),
       admission: this.#admissionStatus(),
       process: this.#processStats.view(),
+      overlay: { listener: this.#overlay.listener() },
     };
   }
 
@@ -359,6 +368,7 @@ export class Daemon implements ControlBackend {
       const source = this.#networkSource.get(n.name);
       if (source === 'config') throw new DeclaredInConfigError('network', n.name, this.#configPath);
       if (source) throw new NetworkExistsError(n.name);
+      this.#checkNetworkCap();
       this.#addNetwork(n, 'api');
       try {
         await this.#store.putNetwork(body as StoredItem);
@@ -529,6 +539,10 @@ export class Daemon implements ControlBackend {
 
   links(): LinkView[] {
     return this.#overlay.links();
+  }
+
+  linkListener(): ListenerView {
+    return this.#overlay.listener();
   }
 
   link(name: string): LinkView {

@@ -13,14 +13,13 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   LinkExistsError,
-  LinkListenError,
   LinkNotDeletableError,
   LinkNotFoundError,
   LinkTlsConfigError,
   OverlayError,
   VxlanConfigError,
 } from '../net/overlay/errors.js';
-import { type LinkSpec, type LinkView, Overlay } from '../net/overlay/overlay.js';
+import { type LinkSpec, type LinkView, type ListenerView, Overlay } from '../net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
@@ -141,14 +140,8 @@ export class OverlayService {
     });
     this.#overlay = overlay;
     const listen = cfg.listen ? { host: cfg.listen.host, port: cfg.listen.port } : undefined;
-    try {
-      await overlay.start(listen);
-    } catch (err) {
-      throw new LinkListenError(
-        `overlay.listen ${cfg.listen ? formatAddress(cfg.listen) : ''}: cannot listen: ${describeError(err)}`,
-        { cause: err },
-      );
-    }
+    // A listener that cannot bind is down (with the reason, retried), not fatal: like a port or NBD address.
+    await overlay.start(listen);
     if (overlay.listening)
       log.info({ listen: overlay.listening, transport: transport.kind }, 'overlay listening for links');
     for (const l of this.#o.links) overlay.add(linkSpec(l), 'config');
@@ -171,6 +164,13 @@ export class OverlayService {
   /** The link listener's admission counters; undefined when this host does not listen for links. */
   admission(): AdmissionStatus | undefined {
     return this.#overlay?.listening ? this.#transport?.admission() : undefined;
+  }
+
+  /** The link listener: up, down (why; retried) or off. */
+  listener(): ListenerView {
+    return (
+      this.#overlay?.listener() ?? { state: 'off', address: undefined, reason: 'no overlay section in the config' }
+    );
   }
 
   /** Bound listener address, e.g. `tcp:0.0.0.0:7400`. */

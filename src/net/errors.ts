@@ -24,6 +24,16 @@ export class NetworkInUseError extends NetError {
   }
 }
 
+/** Creating one more network would pass the host's cap (config `limits.networks`). */
+export class NetworkLimitError extends NetError {
+  constructor(count: number, cap: number) {
+    super(
+      'ERR_NETWORK_LIMIT',
+      `this host already has ${count} networks, the most limits.networks allows (${cap}); delete a network first, or raise limits.networks in the config (up to 65536) and restart the daemon`,
+    );
+  }
+}
+
 export class VniInUseError extends NetError {
   constructor(vni: number, by: string) {
     super('ERR_VNI_IN_USE', `VNI ${vni} is already used by network "${by}"; each network needs its own VNI`);

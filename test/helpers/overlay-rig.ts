@@ -6,7 +6,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '../../src/log.js';
+import { type Logger, silentLogger } from '../../src/log.js';
 import { caInit, hostCert } from '../../src/net/overlay/ca.js';
 import type { LinkQosPolicy } from '../../src/net/overlay/link-qos.js';
 import { Overlay } from '../../src/net/overlay/overlay.js';
@@ -76,15 +76,20 @@ export interface RigHostOptions {
   };
   /** QoS of the links accepted from these peer hosts (overlay.peer_qos), bytes per second. */
   peerQos?: Record<string, LinkQosPolicy>;
+  /** Networks that get a local port (default all): hosts with thousands of networks need few. */
+  localPorts?: string[];
+  /** Logger of the host (default silent). */
+  logger?: Logger;
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
-  const logger = silentLogger();
+  const logger = o.logger ?? silentLogger();
   const sw = new Switch({ logger });
   const ports: Record<string, MemPort> = {};
   const sps: Record<string, SwitchPort> = {};
   for (const n of o.networks) {
     sw.addNetwork({ name: n.name, vni: n.vni, mtu: n.mtu ?? 9000 });
+    if (o.localPorts && !o.localPorts.includes(n.name)) continue;
     const name = `vm-${n.name}`;
     sps[n.name] = sw.addPort(name, { network: n.name }, (sink) => {
       const p = new MemPort(name, sink);

@@ -46,15 +46,12 @@ function tso(gsoSize: number): OffloadMeta {
   return Object.assign(new OffloadMeta(), { flags: 1, gsoType: GSO_TCPV4, gsoSize, csumStart: 34, csumOffset: 16 });
 }
 
+/** A peer's hello, then its network list (one part). */
 function hello(host: string, extra: object = {}): Buffer {
-  return encodeControl({
-    type: 'hello',
-    proto: 'vmlink-link',
-    version: 1,
-    host,
-    networks: [{ vni: 100, name: 'lab' }],
-    ...extra,
-  });
+  return Buffer.concat([
+    encodeControl({ type: 'hello', proto: 'vmlink-link', version: 2, host, ...extra }),
+    encodeControl({ type: 'networks', part: 0, last: true, networks: [{ vni: 100, name: 'lab' }] }),
+  ]);
 }
 
 /** A raw link peer on a socket: records (type, body hex) it receives, after the host's hello. */

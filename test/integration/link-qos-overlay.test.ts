@@ -63,6 +63,8 @@ describe('a hub shaping its link down to a spoke (peer_qos)', { timeout: 60_000 
     a.overlay.add({ name: 'hub', connect: to(h) }, 'config');
     c.overlay.add({ name: 'hub', connect: to(h) }, 'config');
     await until('both spokes up', () => h.overlay.list().filter((l) => l.state === 'up').length === 2);
+    // Each end is up once it has the other's network list: wait for the spokes' ends too.
+    await until('spokes see the hub', () => [a, c].every((s) => s.overlay.view('hub').state === 'up'));
     // c announces its MAC: the hub and a learn it, so a's frames to it are unicast.
     c.ports.lab?.rx(eth(BCAST, MC));
     await until('MC learned at a', () => a.sw.fdb('lab').some((e) => e.mac === MC));
@@ -176,6 +178,7 @@ describe("a spoke's direct link shares the shaper of its uplink to the hub", { t
     x.overlay.add({ name: 'hub', connect: to(hub), qos: { capacity: RATE } }, 'config');
     y.overlay.add({ name: 'hub', connect: to(hub), qos: { capacity: RATE } }, 'config');
     await until('spokes up', () => hub.overlay.list().filter((l) => l.state === 'up').length === 2);
+    await until('spokes see the hub', () => [x, y].every((s) => s.overlay.view('hub').state === 'up'));
     x.ports.lab?.rx(eth(BCAST, MX));
     await until('MX learned at y', () => y.sw.fdb('lab').some((e) => e.mac === MX));
   });

@@ -75,6 +75,30 @@ describe('VXLAN links between two vmlink hosts', { timeout: 30_000 }, () => {
     a.ports.lab?.rx(f);
     await until('still works', () => b.ports.lab?.got.some((g) => g.equals(f)) ?? false);
   });
+
+  test('frames for a VNI the link does not carry, and for VNI 0, are counted as unknown_vni drops, not as received', async () => {
+    b.ports.lab?.got.splice(0);
+    const before1 = b.overlay.view('a');
+    // From a's address: VNI 0 (never a network) and VNI 999 (b has none), with the I flag.
+    const s = createSocket('udp4');
+    await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+    const send = (vni: number) =>
+      new Promise<void>((r) => {
+        const hdr = Buffer.alloc(8);
+        hdr[0] = 0x08;
+        hdr.writeUInt32BE(vni << 8, 4);
+        s.send(Buffer.concat([hdr, eth(BCAST, '52:54:00:00:0e:02')]), b.vxlanPort, '127.0.0.2', () => r());
+      });
+    await send(0);
+    await send(999);
+    await until('two unknown_vni drops', () => b.overlay.view('a').drops.unknown_vni >= before1.drops.unknown_vni + 2);
+    s.close();
+    const after1 = b.overlay.view('a');
+    assert.equal(after1.drops.unknown_vni, before1.drops.unknown_vni + 2);
+    assert.equal(after1.rx_frames, before1.rx_frames);
+    assert.equal(after1.rx_bytes, before1.rx_bytes);
+    assert.equal(b.ports.lab?.got.length, 0);
+  });
 });
 
 /** An IPv4/TCP frame 10.0.0.1:sport -> 10.0.0.2:80 with `pay` payload bytes of `fill`. */

@@ -1,11 +1,11 @@
 /**
- * The dialling side's words for TLS failures (src/net/overlay/tls-errors.ts):
+ * The dialling side's words for TLS failures (src/net/overlay/dial-errors.ts):
  * OpenSSL's codes become what is wrong and what to do, the code kept; other
  * errors pass through as they are.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { describeDialError } from '../../src/net/overlay/tls-errors.js';
+import { explainDial as describeDialError } from '../../src/net/overlay/dial-errors.js';
 
 const withCode = (message: string, code: string) => Object.assign(new Error(message), { code });
 
@@ -25,8 +25,12 @@ test("the peer's refusal of this host's certificate is told apart from ours of t
 test('a code found on a cause is used; an unknown error is described as it is', () => {
   const wrapped = new Error('dial failed', { cause: withCode('certificate has expired', 'CERT_HAS_EXPIRED') });
   assert.match(describeDialError(wrapped), /has expired: issue it a new one .*\(CERT_HAS_EXPIRED\)$/);
-  assert.equal(
+  assert.match(
     describeDialError(withCode('connect ECONNREFUSED 127.0.0.1:1', 'ECONNREFUSED')),
-    'connect ECONNREFUSED 127.0.0.1:1',
+    /^connection refused: nothing listens there .*\(ECONNREFUSED\)$/,
+  );
+  assert.equal(
+    describeDialError(withCode('getaddrinfo EAI_AGAIN nowhere', 'EAI_AGAIN')),
+    'getaddrinfo EAI_AGAIN nowhere',
   );
 });

@@ -54,7 +54,8 @@ export type DecodeResult = (typeof DecodeResult)[keyof typeof DecodeResult];
 /** Writes a record header at `buf[at]`. */
 export function writeHeader(buf: Buffer, at: number, bodyLen: number, type: number, vni: number): void {
   buf.writeUInt32BE(bodyLen, at);
-  buf.writeUInt32BE(((type & 0xff) << 24) | (vni & 0xffffff), at + 4);
+  // `>>> 0`: a type of 128 or more would make the shifted value a negative int32 (writeUInt32BE throws).
+  buf.writeUInt32BE((((type & 0xff) << 24) | (vni & 0xffffff)) >>> 0, at + 4);
 }
 
 /**

@@ -38,13 +38,6 @@ export class VxlanConfigError extends OverlayError {
   }
 }
 
-/** The overlay cannot listen for links on overlay.listen. */
-export class LinkListenError extends OverlayError {
-  constructor(reason: string, options?: ErrorOptions) {
-    super('ERR_LINK_LISTEN', reason, options);
-  }
-}
-
 export class LinkExistsError extends OverlayError {
   constructor(name: string) {
     super('ERR_LINK_EXISTS', `link "${name}" already exists; choose another name or delete it first`);

@@ -7,6 +7,7 @@ import type { Backoff } from '../ports/backoff.js';
 import type { FrameSink } from '../ports/port.js';
 import type { SwitchPort } from '../switch/switch.js';
 import type { LinkQosPolicy, LinkQosView, LinkShaper } from './link-qos.js';
+import type { PeerNetworks } from './network-sync.js';
 import type { ChannelStats, LinkChannel, TransportAddress } from './transport.js';
 
 export type LinkState = 'connecting' | 'up' | 'standby' | 'down' | 'closed';
@@ -33,7 +34,12 @@ export interface LinkView {
   /** What we dial, or where the peer came from. */
   address: string | undefined;
   state: LinkState;
+  /** Why the link is in its state, e.g. the error of the last attempt and when it re-dials. */
   reason: string;
+  /** The last reason the link failed to come up or went down (kept after it is up again), or null. */
+  last_error: string | null;
+  /** When {@link last_error} happened, ISO 8601, or null. */
+  last_error_at: string | null;
   transport: string;
   /** Peer host id (once known). */
   peer: string | undefined;
@@ -102,14 +108,28 @@ export class Link {
   /** Peer's remote IP and listen port, for direct links. */
   remoteHost: string | undefined;
   listen: number | undefined;
-  /** VNIs the peer has (its hello, then `networks` messages); undefined: every local network (VXLAN). */
+  /** VNIs the peer has (last known, kept while down); undefined: every local network (VXLAN, or never heard). */
   offered: Set<number> | undefined;
+  /** The peer's network list as it arrives on the current stream channel (undefined: VXLAN, or no channel). */
+  peerNets: PeerNetworks | undefined;
+  /** VNIs this host told the peer it has on the current channel (undefined: VXLAN, or no channel). */
+  announced: Set<number> | undefined;
+  /** Closes the channel when the peer's network list does not come in time. */
+  syncTimer: NodeJS.Timeout | undefined;
+  lastError: string | undefined;
+  lastErrorAt: Date | undefined;
   constructor(
     readonly name: string,
     readonly source: LinkSource,
     readonly spec: LinkSpec | undefined,
     readonly backoff: Backoff,
   ) {}
+
+  /** Remembers why the link failed (a dial error, or why its channel went down). */
+  failed(why: string): void {
+    this.lastError = why;
+    this.lastErrorAt = new Date();
+  }
 
   /** Adds a closing channel's counters to the link's totals. */
   accumulate(ch: LinkChannel): void {
@@ -145,6 +165,8 @@ export class Link {
       address,
       state: this.state,
       reason: this.reason,
+      last_error: this.lastError ?? null,
+      last_error_at: this.lastErrorAt?.toISOString() ?? null,
       transport: kind,
       peer: this.peer,
       networks: [...this.ports.values()].map((p) => p.sp.networks()[0] as string),

@@ -19,9 +19,18 @@ import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { addr, Link, type LinkSource, type LinkSpec, type LinkState, type LinkView } from './link.js';
 import { LinkPort } from './link-port.js';
 import { type LinkQosPolicy, LinkShaper, linkOverhead } from './link-qos.js';
-import type { ControlMessage, LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
+import { LinkListener, type ListenerView } from './listener.js';
+import { MAX_PEER_NETWORKS, PeerNetworks, snapshotMessages, updateMessages } from './network-sync.js';
+import type {
+  ControlMessage,
+  LinkChannel,
+  LinkTransport,
+  OfferedNetwork,
+  PeerHello,
+  TransportAddress,
+} from './transport.js';
 
-export type { LinkSource, LinkSpec, LinkState, LinkView };
+export type { LinkSource, LinkSpec, LinkState, LinkView, ListenerView };
 
 export interface OverlayOptions {
   logger: Logger;
@@ -55,8 +64,8 @@ export class Overlay {
   readonly #byPeer = new Map<string, Link>();
   #sampler: NodeJS.Timeout | undefined;
   #stopped = false;
-  /** Bound listener address, when listening. */
-  listening: TransportAddress | undefined;
+  /** The link listener, when a listen address is given. */
+  #listener: LinkListener | undefined;
   /** The link whose frame the switch is handling now (set around each link ingress), for relay accounting. */
   #rxLink: Link | undefined;
   readonly #direct: DirectPolicy;
@@ -72,21 +81,40 @@ export class Overlay {
     this.#peerQos = new Map(opts.peerQos ?? []);
   }
 
-  /** This host's hello: its id, every network it has, whether it relays. */
+  /** This host's hello: its id, whether it relays, its listen port. Its networks follow the hello (network-sync.ts). */
   hello(): PeerHello {
-    return {
-      host: this.#o.hostId,
-      networks: this.#o.switch.networks().map((n) => ({ vni: n.vni, name: n.name })),
-      relay: this.#o.relay,
-      listen: this.listening?.port,
-    };
+    return { host: this.#o.hostId, relay: this.#o.relay, listen: this.listening?.port };
   }
 
-  /** Starts listening (when an address is given) and the one-second statistics sampler. */
+  /** The networks this host offers on its links. */
+  #localNetworks(): OfferedNetwork[] {
+    return this.#o.switch.networks().map((n) => ({ vni: n.vni, name: n.name }));
+  }
+
+  /**
+   * Starts listening (when an address is given) and the one-second
+   * statistics sampler. A listener that cannot bind (address in use, not
+   * this host's) does not fail the start: it is `down` with the reason in
+   * {@link listener} and retried with the re-dial backoff; links go on dialling.
+   */
   async start(listen: TransportAddress | undefined): Promise<void> {
-    if (listen) this.listening = await this.#o.transport.listen(listen, (ch) => this.#accepted(ch));
     this.#sampler = setInterval(() => this.#sample(), 1000);
     this.#sampler.unref();
+    if (!listen) return;
+    const r = this.#o.reconnect;
+    const backoff = new Backoff(r?.min_ms ?? 100, r?.max_ms ?? 5000, this.#o.random);
+    this.#listener = new LinkListener(this.#o.transport, listen, backoff, this.#log, (ch) => this.#accepted(ch));
+    await this.#listener.bind();
+  }
+
+  /** Bound listener address, when listening. */
+  get listening(): TransportAddress | undefined {
+    return this.#listener?.bound;
+  }
+
+  /** The link listener: `up`, `down` with why (and when it retries), or `off` (no listen address). */
+  listener(): ListenerView {
+    return this.#listener?.view() ?? { state: 'off', address: undefined, reason: 'no listen address configured' };
   }
 
   /** Adds a link to dial; it starts dialling at once. */
@@ -230,6 +258,7 @@ export class Overlay {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#sampler);
+    this.#listener?.close();
     await Promise.all([...this.#links.values()].map((l) => this.#closeLink(l, 'the daemon is stopping')));
     await this.#o.transport.close();
     for (const t of this.#o.transports ?? []) await t.close();
@@ -259,7 +288,8 @@ export class Overlay {
           void ch.close('the link was deleted');
           return;
         }
-        link.backoff.reset();
+        // The backoff is reset only once the channel has stayed up (#drop): a peer that
+        // takes the connection and closes it at once is re-dialled ever more slowly.
         this.#up(link, ch);
       },
       (err: unknown) => {
@@ -288,6 +318,7 @@ export class Overlay {
     }
     const first = link.backoff.attempt === 0;
     const delay = link.backoff.next();
+    link.failed(why);
     if (first) this.#log.info({ link: link.name, delay_ms: delay }, `link "${link.name}": ${why}`);
     this.#setState(link, 'connecting', `${why}; re-dialling in ${delay} ms`, first);
     link.timer = setTimeout(() => this.#dial(link), delay);
@@ -369,15 +400,35 @@ export class Overlay {
     link.remoteHost = /^tcp:\[?([^\]]*?)\]?:\d+$/.exec(ch.remote)?.[1];
     link.directPeers.clear();
     this.#byPeer.set(host, link);
-    // VXLAN has no hello: it carries every local network, now and later.
-    link.offered = ch.kind === 'vxlan' ? undefined : new Set(ch.peer.networks.map((n) => n.vni));
+    // VXLAN has no hello: it carries every local network, now and later. A stream link
+    // carries none until the peer's network list has come (after both hellos were checked).
+    const vxlan = ch.kind === 'vxlan';
+    link.peerNets = vxlan ? undefined : new PeerNetworks();
+    if (vxlan) link.offered = undefined;
     const carried = this.#syncPorts(link);
     const ports = link.ports;
+    if (!vxlan) {
+      // Up once the peer's list is here (#peerNetworks); ours goes now, the peer's hello being checked.
+      this.#setState(link, 'connecting', `connected to host "${host}" at ${ch.remote}; waiting for its network list`);
+      const mine = this.#localNetworks();
+      link.announced = new Set(mine.map((n) => n.vni));
+      for (const m of snapshotMessages(mine)) ch.sendControl(m);
+      link.syncTimer = setTimeout(() => {
+        if (link.channel === ch && link.peerNets?.offered === undefined)
+          void this.#drop(
+            link,
+            `protocol error: no network list within ${NETWORK_LIST_TIMEOUT_MS / 1000} s after the hello`,
+            true,
+          );
+      }, NETWORK_LIST_TIMEOUT_MS);
+      link.syncTimer.unref();
+    }
     ch.attach({
+      carries: (vni) => ports.has(vni),
       frame: (vni, buf, off, len, meta) => {
         const p = ports.get(vni);
         if (p === undefined) {
-          (ch as { unknownVni?: () => void }).unknownVni?.();
+          (ch as { unknownVni?: (len: number) => void }).unknownVni?.(len);
           return;
         }
         this.#rxLink = link;
@@ -390,8 +441,8 @@ export class Overlay {
         void this.#drop(link, reason, true);
       },
     });
-    const reason = `${ch.kind} to host "${host}" at ${ch.remote}, carrying ${carried.length ? carried.join(', ') : 'no shared network'}`;
-    this.#setState(link, 'up', reason, true);
+    if (vxlan)
+      this.#setState(link, 'up', `${ch.kind} to host "${host}" at ${ch.remote}, carrying ${carrying(carried)}`, true);
     if (!this.#o.relay && !link.peerRelays) {
       // A direct link to another spoke: forget what was learned behind the relay, so traffic
       // floods once and is learned on the direct path (the relay stops carrying it).
@@ -406,7 +457,11 @@ export class Overlay {
     const ch = link.channel;
     if (!ch) return;
     link.channel = undefined;
+    link.peerNets = undefined;
+    clearTimeout(link.syncTimer);
+    link.announced = undefined;
     if (link.peer !== undefined && this.#byPeer.get(link.peer) === link) this.#byPeer.delete(link.peer);
+    if (performance.now() - link.upSince >= stableMs(this.#o.reconnect?.max_ms)) link.backoff.reset();
     link.accumulate(ch);
     const removing = [...link.ports.values()].map((p) => {
       this.#linkOfPort.delete(p.sp.id);
@@ -420,6 +475,7 @@ export class Overlay {
     // Closed, or a newer channel took the link over meanwhile: nothing more to do.
     if (link.closed || this.#stopped || link.channel) return;
     this.#log.warn({ link: link.name, reason }, `link "${link.name}" down: ${reason}`);
+    link.failed(reason);
     if (!link.spec || link.source === 'direct') {
       if (link.source === 'direct')
         this.#log.info({ link: link.name }, `direct link "${link.name}" closed; traffic goes through the relay again`);
@@ -440,8 +496,10 @@ export class Overlay {
     if (!ch) return [];
     const sw = this.#o.switch;
     const want = new Map<number, string>();
-    for (const net of sw.networks())
-      if (link.offered === undefined || link.offered.has(net.vni)) want.set(net.vni, net.name);
+    // A stream link before its peer's list: nothing yet; a VXLAN link: everything.
+    const offered = link.peerNets ? link.peerNets.offered : undefined;
+    if (offered !== undefined || link.peerNets === undefined)
+      for (const net of sw.networks()) if (offered === undefined || offered.has(net.vni)) want.set(net.vni, net.name);
     for (const [vni, p] of link.ports) {
       const name = want.get(vni);
       if (name !== undefined && p.sp.networks()[0] === name) continue;
@@ -472,11 +530,19 @@ export class Overlay {
    * what it carries, and tells its peer (TCP/TLS) which networks this host has now.
    */
   networksChanged(): void {
-    const networks = this.hello().networks;
+    const mine = this.#localNetworks();
+    const now = new Set(mine.map((n) => n.vni));
     for (const l of this.#links.values()) {
       if (!l.channel) continue;
       this.#syncPorts(l);
-      l.channel.sendControl({ type: 'networks', networks });
+      const told = l.announced;
+      if (told === undefined) continue;
+      // Only what changed since the peer was last told (networks-update), in records under the limit.
+      const add = mine.filter((n) => !told.has(n.vni));
+      const remove = [...told].filter((v) => !now.has(v));
+      for (const n of add) told.add(n.vni);
+      for (const v of remove) told.delete(v);
+      for (const m of updateMessages(add, remove)) l.channel.sendControl(m);
     }
   }
 
@@ -488,7 +554,6 @@ export class Overlay {
         if (p.sp.networks()[0] !== name) continue;
         l.ports.delete(vni);
         this.#linkOfPort.delete(p.sp.id);
-        l.offered?.delete(vni);
         removing.push(this.#o.switch.removePort(p.sp.name).catch(() => undefined));
       }
     }
@@ -508,18 +573,8 @@ export class Overlay {
 
   /** Topology messages between daemons (docs/overlay.md "Adaptive direct links"). */
   #control(link: Link, msg: ControlMessage): void {
-    if (msg.type === 'networks' && Array.isArray(msg['networks'])) {
-      const vnis = new Set<number>();
-      for (const n of (msg['networks'] as unknown[]).slice(0, 4096)) {
-        const vni = (n as { vni?: unknown })?.vni;
-        if (Number.isInteger(vni) && (vni as number) >= 1 && (vni as number) <= 0xffffff) vnis.add(vni as number);
-      }
-      link.offered = vnis;
-      const carried = this.#syncPorts(link);
-      this.#log.info(
-        { link: link.name, networks: carried },
-        `link "${link.name}" now carries ${carried.join(', ') || 'no shared network'}`,
-      );
+    if (msg.type === 'networks' || msg.type === 'networks-update') {
+      this.#peerNetworks(link, msg);
       return;
     }
     if (msg.type === 'peer-links' && this.#o.relay && Array.isArray(msg['hosts'])) {
@@ -541,6 +596,40 @@ export class Overlay {
       return;
     }
     this.#log.debug({ link: link.name, type: msg.type }, 'ignored a control message');
+  }
+
+  /** The peer's network list (in parts) or a change of it: the link carries what both have now. */
+  #peerNetworks(link: Link, msg: ControlMessage): void {
+    const ch = link.channel;
+    const nets = link.peerNets;
+    if (!ch || !nets) return;
+    const r = nets.apply(msg);
+    if (r.kind === 'pending') return;
+    if (r.kind === 'error') {
+      void this.#drop(link, `protocol error: ${r.reason}`, true);
+      return;
+    }
+    link.offered = nets.offered;
+    const carried = this.#syncPorts(link);
+    if (nets.ignored > 0 && r.first)
+      this.#log.warn(
+        { link: link.name, ignored: nets.ignored },
+        `link "${link.name}": host "${link.peer}" offers more than ${MAX_PEER_NETWORKS} networks; the rest are ignored`,
+      );
+    if (r.first) {
+      this.#setState(
+        link,
+        'up',
+        `${ch.kind} to host "${link.peer}" at ${ch.remote}, carrying ${carrying(carried)}`,
+        true,
+      );
+      return;
+    }
+    link.reason = `${ch.kind} to host "${link.peer}" at ${ch.remote}, carrying ${carrying(carried)}`;
+    this.#log.info(
+      { link: link.name, networks: carried.length },
+      `link "${link.name}" now carries ${carrying(carried)}`,
+    );
   }
 
   /** Tells every relaying peer (or only `to`) which hosts this host has direct links with. */
@@ -594,4 +683,19 @@ export class Overlay {
       l.prevAt = now;
     }
   }
+}
+
+/** `lab, dev` or `10000 networks (lab, dev, web, ...)`: a reason or log line stays short whatever the count. */
+function carrying(names: string[]): string {
+  if (names.length === 0) return 'no shared network';
+  if (names.length <= 8) return names.join(', ');
+  return `${names.length} networks (${names.slice(0, 3).join(', ')}, ...)`;
+}
+
+/** Time allowed for a peer's whole network list after the hello, ms. */
+const NETWORK_LIST_TIMEOUT_MS = 30_000;
+
+/** How long a channel must stay up before the re-dial backoff starts again at its minimum, ms. */
+function stableMs(maxMs = 5000): number {
+  return Math.max(10_000, 2 * maxMs);
 }

@@ -9,26 +9,22 @@ import type { Logger } from '../../log.js';
 import type { DirectWrite } from '../../util/sockets.js';
 import { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../ports/port.js';
-import { DecodeResult, encodeControl, LinkDecoder } from './codec.js';
+import { DecodeResult, encodeControl, HEADER_LEN, LinkDecoder, MAX_CONTROL_BODY } from './codec.js';
 import { LinkEgress } from './egress.js';
 import { LinkProtocolError } from './errors.js';
 import type { LinkReader } from './link-reader.js';
-import type {
-  ChannelHandlers,
-  ChannelStats,
-  ControlMessage,
-  LinkChannel,
-  OfferedNetwork,
-  PeerHello,
-} from './transport.js';
+import type { ChannelHandlers, ChannelStats, ControlMessage, LinkChannel, PeerHello } from './transport.js';
 
 /** Protocol name and version in every hello. */
 export const PROTO = 'vmlink-link';
-export const PROTO_VERSION = 1;
+/** 2: the hello carries no network list; the list follows it in parts (network-sync.ts). */
+export const PROTO_VERSION = 2;
 /** Time allowed for the peer's hello, ms. */
 export const HELLO_TIMEOUT_MS = 10_000;
 /** Frames that arrive between the hello and attach() are held, up to this many. */
 const EARLY_FRAMES = 256;
+/** Control messages that arrive between the hello and attach() are held, up to this many (more: protocol error). */
+const EARLY_CONTROLS = 1024;
 /** How long close() waits for queued bytes to leave, ms. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -63,30 +59,14 @@ export function parseHello(msg: ControlMessage): PeerHello | string {
   if (msg.type !== 'hello') return `expected a hello first, got a "${String(msg.type)}" message`;
   if (msg['proto'] !== PROTO) return `not a vmlink link (proto ${JSON.stringify(msg['proto'])})`;
   if (msg['version'] !== PROTO_VERSION)
-    return `link protocol version ${String(msg['version'])} is not supported (this host speaks ${PROTO_VERSION})`;
+    return `link protocol version ${String(msg['version'])} is not supported (this host speaks ${PROTO_VERSION}): run the same vmlink version on both hosts`;
   const host = msg['host'];
   if (typeof host !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(host)) return 'hello has no valid host id';
-  const nets = msg['networks'];
-  if (!Array.isArray(nets) || nets.length > 4096) return 'hello has no valid networks list';
-  const networks: OfferedNetwork[] = [];
-  for (const n of nets as unknown[]) {
-    const o = n as { vni?: unknown; name?: unknown };
-    if (
-      typeof o !== 'object' ||
-      o === null ||
-      !Number.isInteger(o.vni) ||
-      (o.vni as number) < 1 ||
-      (o.vni as number) > 0xffffff
-    )
-      return 'hello lists a network without a valid vni (1-16777215)';
-    networks.push({ vni: o.vni as number, name: typeof o.name === 'string' ? o.name.slice(0, 64) : '' });
-  }
   const listen = msg['listen'];
   const port =
     Number.isInteger(listen) && (listen as number) > 0 && (listen as number) < 65536 ? (listen as number) : undefined;
   return {
     host,
-    networks,
     relay: msg['relay'] === true,
     ...(port === undefined ? {} : { listen: port }),
     ...(msg['offloads'] === true ? { offloads: true } : {}),
@@ -106,6 +86,7 @@ export class StreamChannel implements LinkChannel {
   readonly #clock: () => number;
   #handlers: ChannelHandlers | undefined;
   #early: { vni: number; frame: Buffer; meta: OffloadMeta | undefined }[] = [];
+  #earlyControls: ControlMessage[] = [];
   /** Both ends take offload records (set from the peer's hello; this end always announces them). */
   #offloads = false;
   #helloWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
@@ -117,6 +98,8 @@ export class StreamChannel implements LinkChannel {
   #rxBytes = 0;
   #unknownVni = 0;
   #closeReason = '';
+  /** A protocol error closed the connection: what still arrives is ignored. */
+  #failed = false;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -175,7 +158,6 @@ export class StreamChannel implements LinkChannel {
         proto: PROTO,
         version: PROTO_VERSION,
         host: h.host,
-        networks: h.networks,
         relay: h.relay,
         listen: h.listen,
         offloads: h.offloads !== false,
@@ -192,6 +174,9 @@ export class StreamChannel implements LinkChannel {
     this.#handlers = h;
     const early = this.#early;
     this.#early = [];
+    const controls = this.#earlyControls;
+    this.#earlyControls = [];
+    for (const m of controls) h.control(m);
     for (const e of early) h.frame(e.vni, e.frame, 0, e.frame.length, e.meta);
     if (this.#closed) h.closed(this.#closeReason);
   }
@@ -204,7 +189,16 @@ export class StreamChannel implements LinkChannel {
 
   sendControl(msg: ControlMessage): boolean {
     if (this.#closed || this.#closing) return false;
-    return this.#egress.raw(encodeControl(msg));
+    const rec = encodeControl(msg);
+    if (rec.length - HEADER_LEN > MAX_CONTROL_BODY) {
+      // The peer would close the link over it: a bug here, never sent.
+      this.#log.error(
+        { peer: this.remote, type: msg.type, bytes: rec.length - HEADER_LEN },
+        `not sending a "${msg.type}" control record of ${rec.length - HEADER_LEN} bytes to ${this.remote}: over the limit of ${MAX_CONTROL_BODY}`,
+      );
+      return false;
+    }
+    return this.#egress.raw(rec);
   }
 
   stats(): ChannelStats {
@@ -222,9 +216,14 @@ export class StreamChannel implements LinkChannel {
     };
   }
 
-  /** Counts a frame for a VNI the link does not carry (called by the overlay). */
-  unknownVni(): void {
+  /**
+   * The frame of `len` bytes just delivered is for a VNI the link does not
+   * carry (called by the overlay): counted as dropped, not as received.
+   */
+  unknownVni(len: number): void {
     this.#unknownVni++;
+    this.#rxFrames--;
+    this.#rxBytes -= len;
   }
 
   close(reason: string): Promise<void> {
@@ -271,13 +270,28 @@ export class StreamChannel implements LinkChannel {
     );
   }
 
-  #fail(reason: string): void {
+  /**
+   * Closes the connection over a protocol error: one log line, and a `bye`
+   * that tells the peer why (so its `link list` shows the reason, not a bare
+   * close), unless `tell` is false (the peer's own bye).
+   */
+  #fail(reason: string, tell = true): void {
     if (this.#closed || this.#closeReason) return;
     this.#log.warn({ peer: this.remote, reason }, `closing link connection with ${this.remote}: ${reason}`);
-    this.destroy(`protocol error: ${reason}`);
+    const why = tell ? `protocol error: ${reason}` : reason;
+    if (tell) {
+      this.#egress.raw(encodeControl({ type: 'bye', reason: why }));
+      this.#egress.flush();
+    }
+    this.#closeReason = why;
+    this.#failed = true;
+    this.#egress.kill();
+    this.#sock.end();
+    setTimeout(() => this.#sock.destroy(), 500).unref();
   }
 
   #frame(vni: number, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): void {
+    if (this.#failed) return;
     this.#rxFrames++;
     this.#rxBytes += len;
     const h = this.#handlers;
@@ -300,6 +314,7 @@ export class StreamChannel implements LinkChannel {
   }
 
   #control(buf: Buffer, off: number, len: number): void {
+    if (this.#failed) return;
     let msg: ControlMessage;
     try {
       msg = JSON.parse(buf.toString('utf8', off, off + len)) as ControlMessage;
@@ -312,6 +327,11 @@ export class StreamChannel implements LinkChannel {
       return;
     }
     if (this.peer === undefined) {
+      if (msg.type === 'bye') {
+        // The peer refused this end (its hello, certificate or limits) and says why.
+        this.#fail(`peer closed the link: ${String(msg['reason'] ?? 'no reason given').slice(0, 200)}`, false);
+        return;
+      }
       this.#onHello(msg);
       return;
     }
@@ -336,7 +356,9 @@ export class StreamChannel implements LinkChannel {
         this.#fail('a second hello');
         return;
       default:
-        this.#handlers?.control(msg);
+        if (this.#handlers) this.#handlers.control(msg);
+        else if (this.#earlyControls.length < EARLY_CONTROLS) this.#earlyControls.push(msg);
+        else this.#fail(`more than ${EARLY_CONTROLS} control messages before the link was set up`);
     }
   }
 
@@ -355,7 +377,8 @@ export class StreamChannel implements LinkChannel {
       );
       this.#egress.raw(encodeControl({ type: 'bye', reason: `refused: ${refused}` }));
       this.#egress.flush();
-      this.#closeReason = `refused: ${refused}`;
+      this.#closeReason = `refused the peer: ${refused}`;
+      this.#failed = true;
       this.#egress.kill();
       this.#sock.end();
       setTimeout(() => this.#sock.destroy(), 500).unref();
@@ -367,9 +390,14 @@ export class StreamChannel implements LinkChannel {
     this.#helloWait = undefined;
     this.#lastRx = this.#clock();
     const ka = this.#opts.keepaliveMs;
+    let tick = this.#clock();
     this.#keepalive = setInterval(() => {
       const now = this.#clock();
-      if (now - this.#lastRx > 3 * ka) {
+      const late = now - tick > 2 * ka;
+      tick = now;
+      // A timer this late means this process was busy (e.g. setting up thousands of link
+      // ports), not that the peer is silent: what it sent may be unread yet. Check next tick.
+      if (!late && now - this.#lastRx > 3 * ka) {
         this.#log.warn(
           { peer: this.remote },
           `link to ${this.remote}: nothing received for ${Math.round(now - this.#lastRx)} ms`,
@@ -393,7 +421,12 @@ export class StreamChannel implements LinkChannel {
       this.#closeReason =
         this.#decoder.partial || this.#opts.reader?.partial
           ? 'connection lost mid-record'
-          : 'connection closed by the peer';
+          : this.peer !== undefined
+            ? 'connection closed by the peer'
+            : this.kind === 'tls'
+              ? // TLS 1.3: the server checks the client's certificate after the client is done, and just closes.
+                "peer closed the connection before its hello: it may have refused this host's certificate (is overlay.tls.cert issued by the CA in the peer's overlay.tls.ca?)"
+              : 'peer closed the connection before its hello';
     const wait = this.#helloWait;
     this.#helloWait = undefined;
     if (wait) {

@@ -21,10 +21,10 @@ import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { AdmissionGate, type AdmissionStatus, type AdmissionTicket, isRefusal } from '../../util/admission.js';
 import { adoptWithReader, directWriter } from '../../util/sockets.js';
+import { explainDial } from './dial-errors.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
 import { LinkReader } from './link-reader.js';
 import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
-import { describeDialError } from './tls-errors.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
 /** PEM material of one host: the fabric CA, its certificate and key. */
@@ -332,7 +332,7 @@ export class TcpTransport implements LinkTransport {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
         sock.destroy();
-        reject(err instanceof LinkDialError ? err : new LinkDialError(where, describeDialError(err), { cause: err }));
+        reject(err instanceof LinkDialError ? err : new LinkDialError(where, explainDial(err), { cause: err }));
       }
       sock.once('error', fail);
       sock.once(tls ? 'secureConnect' : 'connect', () => {
@@ -347,7 +347,7 @@ export class TcpTransport implements LinkTransport {
           },
           (err: unknown) => {
             const why =
-              err instanceof LinkProtocolError ? err.message.replace(/^link peer \S+: /, '') : describeDialError(err);
+              err instanceof LinkProtocolError ? err.message.replace(/^link peer \S+: /, '') : explainDial(err);
             fail(new LinkDialError(where, why, { cause: err }));
           },
         );

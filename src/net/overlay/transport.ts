@@ -22,12 +22,14 @@ export interface OfferedNetwork {
   name: string;
 }
 
-/** What each end tells the other when a channel opens (the hello). */
+/**
+ * What each end tells the other when a channel opens (the hello): who it is
+ * and what it speaks. Which networks it has follows after the hello was
+ * checked (network-sync.ts), so the hello stays small whatever their number.
+ */
 export interface PeerHello {
   /** Host id of the peer (with TLS: checked against its certificate). */
   host: string;
-  /** Networks the peer has: the link carries those both ends have (by VNI). */
-  networks: OfferedNetwork[];
   /** The peer relays between its links (a hub). */
   relay: boolean;
   /** TCP port where the peer accepts links, if it listens (a hub may ask another host to dial it directly). */
@@ -49,8 +51,16 @@ export interface ChannelHandlers {
    * during the call only; the switch checks it like a TAP's).
    */
   frame(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): void;
-  /** A control message (a JSON object with a string `type`) other than hello and keepalives. */
+  /**
+   * A control message (a JSON object with a string `type`) other than hello
+   * and keepalives. Those that arrive before attach() are held and handed over then.
+   */
   control(msg: ControlMessage): void;
+  /**
+   * True when the link carries network `vni`; a transport that asks drops
+   * other frames as `unknown_vni` without counting them as received.
+   */
+  carries?(vni: number): boolean;
   /** The channel closed (peer gone, keepalive timeout, protocol error, close()). Called once. */
   closed(reason: string): void;
 }

@@ -34,7 +34,8 @@ export function parseVxlan(buf: Buffer, len: number, at = 0): number {
 /** Writes a VXLAN header for `vni` at `buf[at]`. */
 export function writeVxlan(buf: Buffer, at: number, vni: number): void {
   buf.writeUInt32BE(FLAG_I << 24, at);
-  buf.writeUInt32BE((vni & 0xffffff) << 8, at + 4);
+  // `>>> 0`: a VNI of 2^23 or more shifted by 8 is a negative int32, which writeUInt32BE refuses.
+  buf.writeUInt32BE(((vni & 0xffffff) << 8) >>> 0, at + 4);
 }
 
 /** What a channel needs from its transport. */

@@ -295,6 +295,12 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
       this.#rateLog(from, i, 'not a VXLAN datagram (no I flag, or shorter than header and Ethernet header)');
       return;
     }
+    const h = ch.handlers;
+    if (h === undefined || (h.carries !== undefined && !h.carries(vni))) {
+      // A VNI the link does not carry (VNI 0 never is): a drop, not a received frame.
+      ch.s.drops_unknown_vni++;
+      return;
+    }
     ch.s.rx_frames++;
     ch.s.rx_bytes += len - VXLAN_HLEN;
     if (this.coalescer !== undefined) this.coalescer.push(ch, vni, rx, at + VXLAN_HLEN, len - VXLAN_HLEN);
@@ -368,12 +374,7 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
     const sa = n.sockaddrInet(ip, address.port, this.#v6);
     const dest = this.#allocDest();
     sa.copy(this.#table, dest * DEST_ENTRY);
-    const h = this.#o.hello();
-    const peer: PeerHello = {
-      host: `vtep-${ip.replaceAll(':', '-')}`.slice(0, 32),
-      networks: h.networks,
-      relay: false,
-    };
+    const peer: PeerHello = { host: `vtep-${ip.replaceAll(':', '-')}`.slice(0, 32), relay: false };
     const ch = new VxlanChannel(peer, address, ip, dest, this, (this.#o.underlayMtu ?? 1500) - VXLAN_OVERHEAD);
     this.#byAddr.set(ip, ch);
     const mapped = n.sockaddrInet(ip, 0, true).subarray(8, 24); // sin6_addr: IPv4 as ::ffff:a.b.c.d

@@ -103,6 +103,13 @@ class Network {
   }
 }
 
+/** The networks a port is a member of (its MACs are learned in these only). */
+function memberOf(sp: SwitchPort): Set<Network> {
+  const nets = new Set<Network>(sp.vlans.values());
+  if (sp.untagged) nets.add(sp.untagged);
+  return nets;
+}
+
 /** One port attached to the switch: the Port plus the switch's state for it. */
 export class SwitchPort {
   readonly counters = new PortCounters();
@@ -189,6 +196,8 @@ export class Switch {
   readonly #agingMs: number;
   readonly #maxMacsPerNetwork: number;
   readonly #networks = new Map<string, Network>();
+  /** VNI -> network name (addNetwork checks a VNI in O(1), also with thousands of networks). */
+  readonly #byVni = new Map<number, string>();
   readonly #ports = new Map<string, SwitchPort>();
   /** Port id -> port, for FDB lookups. Ids are reused after removal. */
   readonly #byId: (SwitchPort | undefined)[] = [];
@@ -255,9 +264,10 @@ export class Switch {
 
   addNetwork(spec: NetworkSpec): void {
     if (this.#networks.has(spec.name)) throw new NetworkExistsError(spec.name);
-    for (const n of this.#networks.values())
-      if (n.spec.vni === spec.vni) throw new VniInUseError(spec.vni, n.spec.name);
+    const other = this.#byVni.get(spec.vni);
+    if (other !== undefined) throw new VniInUseError(spec.vni, other);
     this.#networks.set(spec.name, new Network({ ...spec }, this.#maxMacsPerNetwork));
+    this.#byVni.set(spec.vni, spec.name);
   }
 
   removeNetwork(name: string): void {
@@ -268,6 +278,7 @@ export class Switch {
         net.members.map((m) => m.sp.name),
       );
     this.#networks.delete(name);
+    this.#byVni.delete(net.spec.vni);
   }
 
   networks(): (NetworkSpec & { ports: string[]; macs: number })[] {
@@ -327,7 +338,8 @@ export class Switch {
   async removePort(name: string): Promise<void> {
     const sp = this.port(name);
     this.#ports.delete(name);
-    for (const net of this.#networks.values()) {
+    // Only the port's own networks: with thousands of networks, every link port goes one by one.
+    for (const net of memberOf(sp)) {
       net.members = net.members.filter((m) => m.sp !== sp);
       net.fdb.sweep(this.#now, 0, undefined, sp.id);
     }
@@ -356,7 +368,7 @@ export class Switch {
 
   /** Forgets every MAC learned on the port. */
   flushPort(sp: SwitchPort): void {
-    for (const net of this.#networks.values()) net.fdb.sweep(this.#now, 0, this.#unlearn, sp.id);
+    for (const net of memberOf(sp)) net.fdb.sweep(this.#now, 0, this.#unlearn, sp.id);
   }
 
   fdb(network?: string): FdbRow[] {
