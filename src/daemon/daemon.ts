@@ -107,6 +107,7 @@ export class Daemon implements ControlBackend {
       config: opts.config.storage,
       store: this.#store,
       configPath: opts.configPath,
+      stateDir: opts.config.host.state_dir,
     });
     this.#overlay = new OverlayService({
       logger: this.logger,
@@ -117,7 +118,12 @@ export class Daemon implements ControlBackend {
       admitLink: (name, qos, networks) => this.#qos.admitLink(name, qos, networks),
     });
     this.#qos.setLinks(() => this.#overlay.shapedLinks());
-    this.#api = new ApiServer({ backend: this, logger: this.logger, path: this.controlPath });
+    this.#api = new ApiServer({
+      backend: this,
+      logger: this.logger,
+      path: this.controlPath,
+      socket: opts.config.host.control_socket,
+    });
   }
 
   /** Brings everything up; rejects (after undoing what it did) when the control socket or the store is unusable. */

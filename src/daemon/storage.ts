@@ -11,8 +11,10 @@
  * Through the API, such an export is refused (422 ERR_EXPORT_BACKEND) and
  * nothing is stored.
  */
+import { totalmem } from 'node:os';
+import { join } from 'node:path';
 import type { StorageStatusView } from '../api/client.js';
-import { formatAddress } from '../config/address.js';
+import { type Address, formatAddress } from '../config/address.js';
 import { DEFAULT_NBD_SOCKET, type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
 import type { StateStore, StoredItem } from '../control/store.js';
 import { describeError } from '../errors.js';
@@ -22,6 +24,8 @@ import { type BackendSpec, openBackend } from '../storage/backends/index.js';
 import { ExportRegistry, type NbdExport } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import { loadNbdTls } from '../storage/nbd/tls.js';
+import { mkdirp } from '../util/fs.js';
+import { resolveSocketAccess } from '../util/unix-socket.js';
 import {
   DeclaredInConfigError,
   ExportBackendError,
@@ -30,6 +34,7 @@ import {
   ExportNotFoundError,
   StorageUnavailableError,
 } from './errors.js';
+import { checkExport, type ExportClaims } from './export-guard.js';
 import { ExportRetry } from './export-retry.js';
 import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
 import { parseWith } from './specs.js';
@@ -56,6 +61,8 @@ export interface StorageServiceOptions {
   store: StateStore;
   /** Path of the config file, named in messages. */
   configPath: string | undefined;
+  /** `host.state_dir`: the default root for export files is `<stateDir>/exports`. */
+  stateDir: string;
   /**
    * A backend that has not opened within this many ms (a remote that accepts
    * but never answers) counts as failed, so neither the daemon's start nor the
@@ -75,6 +82,12 @@ export class StorageService {
   readonly #openTimeoutMs: number;
   readonly #registry = new ExportRegistry();
   readonly #entries = new Map<string, ExportEntry>();
+  /** What each admitted export uses (files, memory, reads of our own exports), by name; see export-guard.ts. */
+  readonly #claims = new Map<string, ExportClaims>();
+  /** Directories export files must lie in. */
+  readonly #roots: readonly string[];
+  /** Most bytes all memory exports may declare together. */
+  readonly #memoryLimit: number;
   #server: NbdServer | undefined;
   /** Why the server is not running, when it failed to start. */
   #serverError: Error | undefined;
@@ -92,6 +105,18 @@ export class StorageService {
     this.#store = opts.store;
     this.#configPath = opts.configPath;
     this.#openTimeoutMs = opts.openTimeoutMs ?? opts.config?.backend_open_timeout_ms ?? 10_000;
+    this.#roots = opts.config?.roots ?? [defaultRoot(opts.stateDir)];
+    this.#memoryLimit = opts.config?.memory_limit ?? defaultMemoryLimit();
+  }
+
+  /** Directories export files must lie in (`storage.roots`, default `<state_dir>/exports`). */
+  get roots(): readonly string[] {
+    return this.#roots;
+  }
+
+  /** Most bytes all memory exports may declare together (`storage.memory_limit`, default a quarter of RAM). */
+  get memoryLimit(): number {
+    return this.#memoryLimit;
   }
 
   /**
@@ -100,6 +125,12 @@ export class StorageService {
    * it is configured or there is an export.
    */
   async start(declared: readonly ExportConfig[], stored: readonly StoredItem[]): Promise<void> {
+    if (this.#config?.roots === undefined) {
+      // The default root is made (0700) so images can be put there; configured roots are the operator's.
+      await mkdirp(this.#roots[0] as string, 0o700).catch((err) =>
+        this.#log.warn({ dir: this.#roots[0] }, `cannot create the export directory: ${describeError(err)}`),
+      );
+    }
     for (const e of declared) await this.add(e, rawExport(e), 'config', true);
     for (const raw of stored) {
       try {
@@ -174,6 +205,23 @@ export class StorageService {
    */
   async add(spec: ExportConfig, raw: Record<string, unknown>, source: Source, tolerant: boolean): Promise<ExportEntry> {
     const entry: ExportEntry = { name: spec.name, source, spec, raw, reason: 'not opened yet', exp: undefined };
+    let claims: ExportClaims;
+    try {
+      claims = await checkExport(spec, {
+        roots: this.#roots,
+        memoryLimit: this.#memoryLimit,
+        memoryLimitIsDefault: this.#config?.memory_limit === undefined,
+        admitted: this.#claims,
+        ownAddresses: this.#ownAddresses(),
+      });
+    } catch (err) {
+      if (!tolerant) throw err;
+      // Refused for good (not retried): the config or the stored export must change.
+      entry.reason = `refused: ${describeError(err)}`;
+      this.#entries.set(spec.name, entry);
+      this.#log.error({ export: spec.name, code: (err as { code?: unknown }).code }, describeError(err));
+      return entry;
+    }
     let backend: BlockBackend;
     try {
       backend = await openWithin(backendSpec(spec.backend, spec.read_only), this.#openTimeoutMs);
@@ -181,6 +229,7 @@ export class StorageService {
       if (!tolerant) throw new ExportBackendError(spec.name, describeError(err), { cause: err });
       entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff`;
       this.#entries.set(spec.name, entry);
+      this.#claims.set(spec.name, claims);
       this.#log.error(
         { export: spec.name, code: (err as { code?: unknown }).code },
         `export "${spec.name}" ${entry.reason}`,
@@ -188,8 +237,34 @@ export class StorageService {
       if (!this.#closing) this.#retry.schedule(spec.name);
       return entry;
     }
+    this.#claims.set(spec.name, claims);
     this.#serve(entry, backend);
+    this.#warnIfOpen(spec);
     return entry;
+  }
+
+  /** Where our NBD server listens (bound addresses once running), to spot remote backends that point back at it. */
+  #ownAddresses(): Address[] {
+    const running = this.#server?.addresses();
+    if (running) return running;
+    return this.#config?.listen ?? [{ type: 'unix', path: DEFAULT_NBD_SOCKET }];
+  }
+
+  /** Plain TCP listeners (no `storage.tls`): the addresses anyone who reaches them may use. */
+  #plainTcp(): string[] {
+    if (this.#config?.tls) return [];
+    return (this.#server?.addresses() ?? this.#config?.listen ?? []).filter((a) => a.type === 'tcp').map(formatAddress);
+  }
+
+  /** An export without allowed_clients on a plain TCP listener: say so, loudly. */
+  #warnIfOpen(spec: ExportConfig): void {
+    if (!this.#server || spec.allowed_clients !== undefined) return;
+    const tcp = this.#plainTcp();
+    if (tcp.length === 0) return;
+    this.#log.warn(
+      { export: spec.name, listen: tcp },
+      `EXPORT "${spec.name}" IS OPEN TO ANY TCP CLIENT on ${tcp.join(', ')}: no storage.tls and no allowed_clients, so anyone who reaches the port reads and writes it. Add allowed_clients to the export or tls to storage.`,
+    );
   }
 
   /**
@@ -241,6 +316,7 @@ export class StorageService {
     const clients = e.exp?.stats.clients ?? 0;
     if (clients > 0 && !force) throw new ExportInUseError(name, clients);
     this.#entries.delete(name);
+    this.#claims.delete(name);
     this.#retry.cancel(name);
     if (!e.exp) return;
     this.#registry.remove(name);
@@ -261,7 +337,9 @@ export class StorageService {
     let server: NbdServer;
     try {
       const tls = c?.tls ? await loadNbdTls({ ...c.tls, verifyClients: c.tls.verify_clients }) : undefined;
+      const socketAccess = await resolveSocketAccess(c?.socket, 'storage.socket');
       server = createNbdServer({
+        socketAccess,
         logger: this.#log.child({ component: 'nbd' }),
         exports: this.#registry,
         listen: c?.listen ?? [{ type: 'unix', path: DEFAULT_NBD_SOCKET }],
@@ -278,6 +356,23 @@ export class StorageService {
       return;
     }
     this.#server = server;
+    this.#warnPlainTcp();
+  }
+
+  /** A TCP listener with neither TLS nor allowed_clients on every export: one loud warning at start. */
+  #warnPlainTcp(): void {
+    const tcp = this.#plainTcp();
+    if (tcp.length === 0) return;
+    const open = this.entries()
+      .filter((e) => e.spec.allowed_clients === undefined)
+      .map((e) => e.name);
+    if (open.length === 0 && this.#entries.size > 0) return;
+    this.#log.warn(
+      { listen: tcp, exports: open },
+      `NBD OVER PLAIN TCP on ${tcp.join(', ')} (no storage.tls): no encryption, no authentication; ` +
+        `${open.length ? `exports ${open.map((n) => `"${n}"`).join(', ')} have no allowed_clients, so anyone who reaches the port reads and writes them` : 'every export added without allowed_clients is open to anyone who reaches the port'}. ` +
+        'Use this on a trusted network only, or add storage.tls or allowed_clients.',
+    );
   }
 
   /** Bound listen addresses in text form (TCP port 0 resolved); empty while the server is not running. */
@@ -333,6 +428,16 @@ export class StorageService {
     })();
     return this.#closing;
   }
+}
+
+/** The default root for export files: `<state_dir>/exports`. */
+function defaultRoot(stateDir: string): string {
+  return join(stateDir, 'exports');
+}
+
+/** The default `storage.memory_limit`: a quarter of the host's RAM, in whole MiB. */
+function defaultMemoryLimit(): number {
+  return Math.floor(totalmem() / 4 / 2 ** 20) * 2 ** 20;
 }
 
 /** A parsed config export back in its text form (addresses as `tcp:HOST:PORT`). */

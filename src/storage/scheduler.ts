@@ -58,6 +58,19 @@ export class IoScheduler {
     this.#pump();
   }
 
+  /**
+   * Drops the queue of an export that is no longer served, so the scheduler
+   * holds no reference to it (nor to its backend's memory). A queue that
+   * still holds jobs is kept so they run (the daemon removes an export only
+   * when no client uses it, so its queue is empty then).
+   */
+  forget(exp: NbdExport): void {
+    const q = this.#queues.get(exp);
+    if (q === undefined || this.#dwrr.queued(q) > 0) return;
+    this.#dwrr.removeFlow(q);
+    this.#queues.delete(exp);
+  }
+
   /** Resolves when nothing is queued or running. */
   idle(): Promise<void> {
     if (this.#running === 0 && this.#dwrr.size === 0) return Promise.resolve();
