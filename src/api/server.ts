@@ -24,7 +24,13 @@ import {
 } from '../util/unix-socket.js';
 import type { ControlBackend } from './backend.js';
 import { PcapCapture } from './capture.js';
-import { BadRequestError, ControlInUseError, ControlPathError, RouteNotFoundError } from './errors.js';
+import {
+  BadRequestError,
+  ControlInUseError,
+  ControlPathError,
+  ControlSocketError,
+  RouteNotFoundError,
+} from './errors.js';
 
 /** HTTP status of each error code (docs/api.md "Errors"); anything else is 500. */
 const STATUS_OF: Record<string, number> = {
@@ -159,17 +165,18 @@ export class ApiServer {
     await this.checkPath();
     await this.#app.ready();
     const server = this.#server as Server;
+    const access = await resolveSocketAccess(this.#socket, 'host.control_socket').catch((err: unknown) => {
+      throw err instanceof UnixPathError ? new ControlSocketError(this.path, err.reason, { cause: err }) : err;
+    });
     try {
-      const access = await resolveSocketAccess(this.#socket, 'host.control_socket');
       const listen = async (at: string) => {
         server.listen(at);
         await once(server, 'listening');
       };
       await createUnixSocket(this.path, access, listen, () => void server.close());
     } catch (err) {
-      throw new ControlPathError(this.path, err instanceof UnixPathError ? err.reason : describeError(err), {
-        cause: err,
-      });
+      if (err instanceof UnixPathError) throw new ControlSocketError(this.path, err.reason, { cause: err });
+      throw new ControlPathError(this.path, describeError(err), { cause: err });
     }
     this.#listening = true;
     this.#log.info({ control: this.path }, 'control API listening');

@@ -130,10 +130,11 @@ export class VdePort implements Port {
     this.#access = access;
     try {
       this.#createdDir = (await mkdirp(this.#dir, 0o700)) !== undefined;
-      // A directory we made lets in whom the sockets let in (search and list for each class that may connect).
+      // A directory we made lets in whom the sockets let in: a plug binds its own socket in it, so each
+      // class that may connect gets rwx (as vde_switch -m gives its directory).
       if (this.#createdDir) {
         if (access.uid !== -1 || access.gid !== -1) await chown(this.#dir, access.uid, access.gid);
-        await chmod(this.#dir, 0o700 | (access.mode & 0o060 ? 0o050 : 0) | (access.mode & 0o006 ? 0o005 : 0));
+        await chmod(this.#dir, 0o700 | (access.mode & 0o070 ? 0o070 : 0) | (access.mode & 0o007 ? 0o007 : 0));
       }
     } catch (err) {
       throw new PortAddressError(this.name, this.#dir, `cannot create the directory: ${describeError(err)}`, {
