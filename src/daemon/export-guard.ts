@@ -103,14 +103,22 @@ async function collect(
 
 async function fileClaim(field: string, path: string, writable: boolean): Promise<FileClaim> {
   const real = await realOrResolved(path);
-  let inode: string | undefined;
+  return { field, path, real, inode: await inodeOf(real), writable };
+}
+
+/** `dev:ino` of a file, or undefined when it does not exist (yet). */
+async function inodeOf(path: string): Promise<string | undefined> {
   try {
-    const st = await stat(real);
-    inode = `${st.dev}:${st.ino}`;
+    const st = await stat(path);
+    return `${st.dev}:${st.ino}`;
   } catch {
-    // Not there yet (to be created): its real path identifies it.
+    return undefined;
   }
-  return { field, path, real, inode, writable };
+}
+
+/** After the backend opened (and created its files): the inodes of files that did not exist when checked. */
+export async function settleClaims(claims: ExportClaims): Promise<void> {
+  for (const f of claims.files) f.inode ??= await inodeOf(f.real);
 }
 
 /** realpath of `path`, or of its nearest existing ancestor with the rest appended (normalised). */

@@ -34,7 +34,7 @@ import {
   ExportNotFoundError,
   StorageUnavailableError,
 } from './errors.js';
-import { checkExport, type ExportClaims } from './export-guard.js';
+import { checkExport, type ExportClaims, settleClaims } from './export-guard.js';
 import { ExportRetry } from './export-retry.js';
 import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
 import { parseWith } from './specs.js';
@@ -237,6 +237,7 @@ export class StorageService {
       if (!this.#closing) this.#retry.schedule(spec.name);
       return entry;
     }
+    await settleClaims(claims);
     this.#claims.set(spec.name, claims);
     this.#serve(entry, backend);
     this.#warnIfOpen(spec);
@@ -286,6 +287,8 @@ export class StorageService {
       await backend.close().catch(() => undefined);
       return true;
     }
+    const claims = this.#claims.get(name);
+    if (claims) await settleClaims(claims);
     this.#serve(entry, backend);
     return true;
   }
@@ -364,7 +367,7 @@ export class StorageService {
     const tcp = this.#plainTcp();
     if (tcp.length === 0) return;
     const open = this.entries()
-      .filter((e) => e.spec.allowed_clients === undefined)
+      .filter((e) => e.spec.allowed_clients === undefined && this.#claims.has(e.name))
       .map((e) => e.name);
     if (open.length === 0 && this.#entries.size > 0) return;
     this.#log.warn(
