@@ -42,6 +42,11 @@ export class IoScheduler {
     return this.#running;
   }
 
+  /** Exports with a queue here (each queue holds its export, and so its backend). */
+  get exportQueues(): number {
+    return this.#queues.size;
+  }
+
   /** Requests waiting for a slot. */
   get queued(): number {
     return this.#dwrr.size;

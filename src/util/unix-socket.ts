@@ -208,7 +208,7 @@ const SUN_PATH_MAX = 107;
  * datagram socket receives as soon as it is bound.
  *
  * Fallback: when the temporary path would be longer than sun_path allows
- * (a `path` near 107 bytes), the socket is bound at `path` itself with the
+ * (the directory of `path` is longer than 90 bytes), the socket is bound at `path` itself with the
  * umask narrowed to 077 for the synchronous part of `bind` (which must bind
  * before its first await: Node's `listen(path)` and the addon's `bind` do),
  * then chowned and chmodded: it is never wider than its final mode, only

@@ -41,6 +41,14 @@ describe('memory backend', () => {
     assert.deepEqual(await b.extents(0, 1 << 20), [{ length: 1 << 20, flags: STATE_HOLE | STATE_ZERO }]);
     assert.equal(b.allocated, 0);
   });
+
+  it('releases every chunk when closed', async () => {
+    const b = new MemoryBackend({ size: 8 << 20 });
+    await b.write(0, Buffer.alloc(4 << 20, 7), false);
+    assert.equal(b.allocated, 4 << 20);
+    await b.close();
+    assert.equal(b.allocated, 0);
+  });
 });
 
 describe('file backend', () => {
