@@ -122,7 +122,7 @@ export async function settleClaims(claims: ExportClaims): Promise<void> {
 }
 
 /** realpath of `path`, or of its nearest existing ancestor with the rest appended (normalised). */
-async function realOrResolved(path: string): Promise<string> {
+export async function realOrResolved(path: string): Promise<string> {
   const abs = resolve(path);
   try {
     return await realpath(abs);

@@ -34,7 +34,7 @@ import {
   ExportNotFoundError,
   StorageUnavailableError,
 } from './errors.js';
-import { checkExport, type ExportClaims, settleClaims } from './export-guard.js';
+import { checkExport, type ExportClaims, realOrResolved, settleClaims } from './export-guard.js';
 import { ExportRetry } from './export-retry.js';
 import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
 import { parseWith } from './specs.js';
@@ -224,7 +224,10 @@ export class StorageService {
     }
     let backend: BlockBackend;
     try {
-      backend = await openWithin(backendSpec(spec.backend, spec.read_only), this.#openTimeoutMs);
+      backend = await openWithin(
+        backendSpec(spec.backend, spec.read_only, await this.#realRoots()),
+        this.#openTimeoutMs,
+      );
     } catch (err) {
       if (!tolerant) throw new ExportBackendError(spec.name, describeError(err), { cause: err });
       entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff`;
@@ -242,6 +245,11 @@ export class StorageService {
     this.#serve(entry, backend);
     this.#warnIfOpen(spec);
     return entry;
+  }
+
+  /** The roots with symlinks resolved, as the file backend checks an open image against them. */
+  #realRoots(): Promise<string[]> {
+    return Promise.all(this.#roots.map(realOrResolved));
   }
 
   /** Where our NBD server listens (bound addresses once running), to spot remote backends that point back at it. */
@@ -277,7 +285,10 @@ export class StorageService {
     if (!entry || entry.exp || this.#closing) return true;
     let backend: BlockBackend;
     try {
-      backend = await openWithin(backendSpec(entry.spec.backend, entry.spec.read_only), this.#openTimeoutMs);
+      backend = await openWithin(
+        backendSpec(entry.spec.backend, entry.spec.read_only, await this.#realRoots()),
+        this.#openTimeoutMs,
+      );
     } catch (err) {
       entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff (${attempt} tries so far)`;
       this.#log.warn({ export: name, code: (err as { code?: unknown }).code }, `export "${name}" ${entry.reason}`);
