@@ -141,6 +141,22 @@ describe('unix sockets of a daemon started under umask 000', () => {
     assert.equal(st.gid, idOf('group', 'daemon'));
   });
 
+  test('a socket renamed into place is still removed on close: a VDE port deleted leaves no directory', async () => {
+    const dir = d.path('vde3');
+    const add = await d.cli(['port', 'add', 'w3', '--kind', 'vde', '--network', 'lab', '--dir', dir]);
+    assert.equal(add.code, 0, add.stderr);
+    assert.equal(octal(await modeOf(join(dir, 'ctl'))), '0600');
+    assert.equal((await d.cli(['port', 'delete', 'w3'])).code, 0);
+    await assert.rejects(stat(dir), /ENOENT/);
+    const s2 = d.path('s3.sock');
+    assert.equal(
+      (await d.cli(['port', 'add', 's3', '--kind', 'stream', '--network', 'lab', '--listen', `unix:${s2}`])).code,
+      0,
+    );
+    assert.equal((await d.cli(['port', 'delete', 's3'])).code, 0);
+    await assert.rejects(stat(s2), /ENOENT/);
+  });
+
   test('a vhost-user port with a numeric group and mode 0640 gets them', async () => {
     const path = d.path('v2.sock');
     const add = await d.cli([

@@ -20,7 +20,7 @@
  * (its queue is full) misses it, counted in describe().tx_dropped.
  */
 import { closeSync, unlinkSync } from 'node:fs';
-import { chmod, chown, rmdir } from 'node:fs/promises';
+import { chmod, chown, rmdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
@@ -370,8 +370,10 @@ export class VdePort implements Port {
     const server = this.#server;
     this.#server = undefined;
     if (server) {
-      // close() unlinks the ctl socket; open control connections were destroyed above.
+      // Open control connections were destroyed above. The ctl socket was renamed into place after
+      // binding (util/unix-socket.ts), so close() does not unlink it: we do.
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await unlink(join(this.#dir, 'ctl')).catch(() => undefined);
       if (this.#createdDir) await rmdir(this.#dir).catch(() => undefined);
     }
     if (this.#state !== 'closed') this.#setState('closed', reason);
