@@ -11,8 +11,6 @@
  * Through the API, such an export is refused (422 ERR_EXPORT_BACKEND) and
  * nothing is stored.
  */
-import { totalmem } from 'node:os';
-import { join } from 'node:path';
 import type { StorageStatusView } from '../api/client.js';
 import { type Address, formatAddress } from '../config/address.js';
 import { DEFAULT_NBD_SOCKET, type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
@@ -38,6 +36,7 @@ import { checkExport, type ExportClaims, realOrResolved, settleClaims } from './
 import { ExportRetry } from './export-retry.js';
 import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
 import { parseWith } from './specs.js';
+import { defaultMemoryLimit, defaultRoot, plainTcp, warnOpenExport, warnPlainTcp } from './storage-exposure.js';
 
 export type Source = 'config' | 'api';
 
@@ -261,19 +260,12 @@ export class StorageService {
 
   /** Plain TCP listeners (no `storage.tls`): the addresses anyone who reaches them may use. */
   #plainTcp(): string[] {
-    if (this.#config?.tls) return [];
-    return (this.#server?.addresses() ?? this.#config?.listen ?? []).filter((a) => a.type === 'tcp').map(formatAddress);
+    return plainTcp(this.#server?.addresses() ?? this.#config?.listen ?? [], this.#config?.tls !== undefined);
   }
 
   /** An export without allowed_clients on a plain TCP listener: say so, loudly. */
   #warnIfOpen(spec: ExportConfig): void {
-    if (!this.#server || spec.allowed_clients !== undefined) return;
-    const tcp = this.#plainTcp();
-    if (tcp.length === 0) return;
-    this.#log.warn(
-      { export: spec.name, listen: tcp },
-      `EXPORT "${spec.name}" IS OPEN TO ANY TCP CLIENT on ${tcp.join(', ')}: no storage.tls and no allowed_clients, so anyone who reaches the port reads and writes it. Add allowed_clients to the export or tls to storage.`,
-    );
+    if (this.#server && spec.allowed_clients === undefined) warnOpenExport(this.#log, spec.name, this.#plainTcp());
   }
 
   /**
@@ -375,18 +367,9 @@ export class StorageService {
 
   /** A TCP listener with neither TLS nor allowed_clients on every export: one loud warning at start. */
   #warnPlainTcp(): void {
-    const tcp = this.#plainTcp();
-    if (tcp.length === 0) return;
-    const open = this.entries()
-      .filter((e) => e.spec.allowed_clients === undefined && this.#claims.has(e.name))
-      .map((e) => e.name);
-    if (open.length === 0 && this.#entries.size > 0) return;
-    this.#log.warn(
-      { listen: tcp, exports: open },
-      `NBD OVER PLAIN TCP on ${tcp.join(', ')} (no storage.tls): no encryption, no authentication; ` +
-        `${open.length ? `exports ${open.map((n) => `"${n}"`).join(', ')} have no allowed_clients, so anyone who reaches the port reads and writes them` : 'every export added without allowed_clients is open to anyone who reaches the port'}. ` +
-        'Use this on a trusted network only, or add storage.tls or allowed_clients.',
-    );
+    const admitted = this.entries().filter((e) => this.#claims.has(e.name));
+    const open = admitted.filter((e) => e.spec.allowed_clients === undefined).map((e) => e.name);
+    warnPlainTcp(this.#log, this.#plainTcp(), open, admitted.length);
   }
 
   /** Bound listen addresses in text form (TCP port 0 resolved); empty while the server is not running. */
@@ -442,16 +425,6 @@ export class StorageService {
     })();
     return this.#closing;
   }
-}
-
-/** The default root for export files: `<state_dir>/exports`. */
-function defaultRoot(stateDir: string): string {
-  return join(stateDir, 'exports');
-}
-
-/** The default `storage.memory_limit`: a quarter of the host's RAM, in whole MiB. */
-function defaultMemoryLimit(): number {
-  return Math.floor(totalmem() / 4 / 2 ** 20) * 2 ** 20;
 }
 
 /** A parsed config export back in its text form (addresses as `tcp:HOST:PORT`). */
