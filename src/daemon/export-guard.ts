@@ -10,6 +10,7 @@
  * a file that does not exist yet is resolved through its directory.
  */
 import { realpath, stat } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Address } from '../config/address.js';
 import type { BackendConfig, ExportConfig } from '../config/schema.js';
@@ -133,18 +134,31 @@ export async function realOrResolved(path: string): Promise<string> {
   }
 }
 
-/** True when `a` is one of this daemon's NBD listen addresses (a unix path, or a TCP port on this host). */
+/**
+ * True when `a` is one of this daemon's NBD listen addresses: the same unix
+ * path, or a TCP port we listen on at an address of this host (a wildcard
+ * listener takes every local interface address; host names other than
+ * localhost are not resolved).
+ */
 async function isOwnAddress(a: Address, own: readonly Address[], ownUnix: string[]): Promise<boolean> {
   if (a.type === 'unix') return ownUnix.includes(await realOrResolved(a.path));
-  if (a.type !== 'tcp') return false;
-  const local = ['127.0.0.1', '::1', 'localhost', '0.0.0.0', '::'];
-  return own.some(
-    (o) =>
-      o.type === 'tcp' &&
-      o.port === a.port &&
-      a.port !== 0 &&
-      (o.host === a.host || local.includes(a.host) || o.host === '0.0.0.0' || o.host === '::'),
-  );
+  if (a.type !== 'tcp' || a.port === 0) return false;
+  const local = localAddresses();
+  const host = a.host === 'localhost' ? '127.0.0.1' : a.host;
+  return own.some((o) => {
+    if (o.type !== 'tcp' || o.port !== a.port) return false;
+    if (o.host === '0.0.0.0' || o.host === '::') return local.has(host);
+    return o.host === host || (LOOPBACK.has(o.host) && LOOPBACK.has(host));
+  });
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
+
+/** Every address of this host's interfaces, with the wildcard and loopback names. */
+function localAddresses(): Set<string> {
+  const out = new Set(['0.0.0.0', '::', ...LOOPBACK]);
+  for (const list of Object.values(networkInterfaces())) for (const i of list ?? []) out.add(i.address);
+  return out;
 }
 
 function checkMemory(name: string, bytes: number, ctx: GuardContext): void {
