@@ -29,6 +29,17 @@ export class ControlInUseError extends ApiServerError {
   }
 }
 
+/** The control socket cannot get the mode, owner or group of `host.control_socket`. */
+export class ControlSocketError extends ApiServerError {
+  constructor(path: string, reason: string, options?: ErrorOptions) {
+    super(
+      'ERR_CONTROL_SOCKET',
+      `cannot create the control socket ${path}: ${reason}; fix host.control_socket in the config file`,
+      options,
+    );
+  }
+}
+
 /** The control socket path cannot be used (not a socket, no permission, bad directory). */
 export class ControlPathError extends ApiServerError {
   constructor(path: string, reason: string, options?: ErrorOptions) {

@@ -3,12 +3,12 @@
  * It translates requests into {@link ControlBackend} calls and errors into
  * `{ error: { code, message, problems? } }` bodies with the documented status.
  *
- * The socket is created with mode 0600 (umask around bind, then chmod) before
- * any request is served; a stale socket file is removed, a live one (another
+ * The socket is created with mode 0600 (or `host.control_socket`) whatever
+ * the umask, before any request can arrive (util/unix-socket.ts createUnixSocket); a stale socket file is removed, a live one (another
  * daemon answering) is refused.
  */
 import { once } from 'node:events';
-import { chmod, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -17,10 +17,22 @@ import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { PortOpenError } from '../net/errors.js';
 import { AdmissionGate, type AdmissionStatus, type AdmissionTicket, isRefusal } from '../util/admission.js';
-import { claimUnixPath, UnixPathError } from '../util/unix-socket.js';
+import {
+  claimUnixPath,
+  createUnixSocket,
+  resolveSocketAccess,
+  type SocketAccessSpec,
+  UnixPathError,
+} from '../util/unix-socket.js';
 import type { ControlBackend } from './backend.js';
 import { PcapCapture } from './capture.js';
-import { BadRequestError, ControlInUseError, ControlPathError, RouteNotFoundError } from './errors.js';
+import {
+  BadRequestError,
+  ControlInUseError,
+  ControlPathError,
+  ControlSocketError,
+  RouteNotFoundError,
+} from './errors.js';
 
 /** HTTP status of each error code (docs/api.md "Errors"); anything else is 500. */
 const STATUS_OF: Record<string, number> = {
@@ -40,6 +52,10 @@ const STATUS_OF: Record<string, number> = {
   ERR_EXPORT_EXISTS: 409,
   ERR_EXPORT_IN_USE: 409,
   ERR_EXPORT_BACKEND: 422,
+  ERR_EXPORT_PATH_OUTSIDE_ROOTS: 403,
+  ERR_EXPORT_MEMORY_LIMIT: 422,
+  ERR_EXPORT_COW_LOOP: 422,
+  ERR_EXPORT_FILE_IN_USE: 409,
   ERR_STORAGE_UNAVAILABLE: 503,
   ERR_PORT_ADDRESS: 422,
   ERR_QEMU_ARGS: 422,
@@ -63,6 +79,8 @@ export interface ApiServerOptions {
   maxConnections?: number | undefined;
   /** A connection must send its first request's headers within this many ms (later ones too); default 10000. */
   headersTimeoutMs?: number | undefined;
+  /** Mode, owner and group of the socket (`host.control_socket`); default mode 0600. */
+  socket?: SocketAccessSpec | undefined;
 }
 
 export interface ErrorBody {
@@ -111,6 +129,7 @@ const NETDEV_ID_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
 /** The control API on a unix socket. */
 export class ApiServer {
   readonly path: string;
+  readonly #socket: SocketAccessSpec | undefined;
   readonly #backend: ControlBackend;
   readonly #log: Logger;
   readonly #app: FastifyInstance;
@@ -121,6 +140,7 @@ export class ApiServer {
 
   constructor(opts: ApiServerOptions) {
     this.path = opts.path;
+    this.#socket = opts.socket;
     this.#backend = opts.backend;
     this.#log = opts.logger;
     const headersTimeoutMs = opts.headersTimeoutMs ?? 10_000;
@@ -199,20 +219,20 @@ export class ApiServer {
     await this.checkPath();
     await this.#app.ready();
     const server = this.#server as Server;
-    // bind(2) creates the socket file; the umask makes it 0600 from the start.
-    const old = process.umask(0o177);
+    const access = await resolveSocketAccess(this.#socket, 'host.control_socket').catch((err: unknown) => {
+      throw err instanceof UnixPathError ? new ControlSocketError(this.path, err.reason, { cause: err }) : err;
+    });
     try {
-      server.listen(this.path);
-    } finally {
-      process.umask(old);
-    }
-    try {
-      await once(server, 'listening');
+      const listen = async (at: string) => {
+        server.listen(at);
+        await once(server, 'listening');
+      };
+      await createUnixSocket(this.path, access, listen, () => void server.close());
     } catch (err) {
+      if (err instanceof UnixPathError) throw new ControlSocketError(this.path, err.reason, { cause: err });
       throw new ControlPathError(this.path, describeError(err), { cause: err });
     }
     this.#listening = true;
-    await chmod(this.path, 0o600);
     this.#log.info({ control: this.path }, 'control API listening');
   }
 

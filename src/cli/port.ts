@@ -107,7 +107,23 @@ export function portBody(name: string, opts: Opts): PortBody {
   if (opts['storm'] !== undefined) body['storm'] = stormArg('--storm', String(opts['storm']));
   if (opts['queueLen'] !== undefined) body['queue_len'] = intArg('--queue-len', String(opts['queueLen']), 1, 1 << 20);
   if (opts['mac'] !== undefined) body['mac'] = macArg('--mac', String(opts['mac']));
+  const socket = socketFields(opts);
+  if (socket) body['socket'] = socket;
   return body;
+}
+
+/** `socket: {mode, owner, group}` from --socket-mode/--socket-owner/--socket-group, or undefined. */
+function socketFields(opts: Opts): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  if (opts['socketMode'] !== undefined) {
+    const mode = String(opts['socketMode']);
+    if (!/^0?[0-7]{3}$/.test(mode))
+      throw new UsageError(`--socket-mode "${mode}" is not an octal mode of three digits, like 0660`);
+    out['mode'] = mode;
+  }
+  if (opts['socketOwner'] !== undefined) out['owner'] = String(opts['socketOwner']);
+  if (opts['socketGroup'] !== undefined) out['group'] = String(opts['socketGroup']);
+  return Object.keys(out).length ? out : undefined;
 }
 
 /** `lab` for an access port, `10=lab,20=dmz native=x` for a trunk. */
@@ -232,6 +248,12 @@ export function addPortCommands(program: Command, done: (code: number) => void):
     .option('--storm <pps[/burst]>', 'broadcast/multicast limit: frames per second [/burst frames]')
     .option('--queue-len <N>', 'egress queue length in frames, 1-1048576 (default 1024)')
     .option('--mac <mac>', 'MAC the VM gets from `vmlink qemu-args`')
+    .option('--socket-mode <octal>', 'unix socket vmlink creates (listen/local/vde): permission bits (default 0600)')
+    .option('--socket-owner <user>', 'unix socket vmlink creates: owner, a user name or uid (needs root)')
+    .option(
+      '--socket-group <group>',
+      'unix socket vmlink creates: group, a name or gid (e.g. kvm, so QEMU may connect)',
+    )
     .option('--json', 'print the added port as JSON');
   defineAction(add, done, async ([name], opts, cli) => {
     const body = portBody(name as string, opts);

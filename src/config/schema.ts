@@ -9,6 +9,7 @@ import { type Address, parseAddress } from './address.js';
 import { limitSchema } from './admission-schema.js';
 import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';
+import { socketAccessSchema } from './socket-schema.js';
 import { exportSchema, storageSchema } from './storage-schema.js';
 
 export {
@@ -101,6 +102,8 @@ const streamPort = z.strictObject({
   /** vmlink dials QEMU's `server=on` socket, and re-dials with backoff. */
   connect: address('unix', 'tcp').optional(),
   reconnect: reconnectSchema.optional(),
+  /** Mode, owner and group of the unix socket vmlink creates for this port (default mode "0600"); docs/daemon.md. */
+  socket: socketAccessSchema.optional(),
 });
 
 const socketPort = z.strictObject({
@@ -120,6 +123,8 @@ const dgramPort = z.strictObject({
   local: address('udp', 'unix'),
   /** Where vmlink sends (QEMU's `local`): the same type as `local`. */
   remote: address('udp', 'unix'),
+  /** Mode, owner and group of the unix socket vmlink creates for this port (default mode "0600"); docs/daemon.md. */
+  socket: socketAccessSchema.optional(),
 });
 
 const hostPort = z.strictObject({
@@ -160,6 +165,8 @@ const vdePort = z.strictObject({
     .string()
     .startsWith('/', 'dir must be an absolute path')
     .refine((s) => Buffer.byteLength(s) <= 96, 'dir must be at most 96 bytes (unix socket paths are short)'),
+  /** Mode, owner and group of the switch's sockets in `dir` (and of `dir` when vmlink creates it); default "0600". */
+  socket: socketAccessSchema.optional(),
 });
 
 const vhostUserPort = z.strictObject({
@@ -170,6 +177,8 @@ const vhostUserPort = z.strictObject({
   /** vmlink dials QEMU's `server=on` chardev socket, and re-dials with backoff. */
   connect: address('unix').optional(),
   reconnect: reconnectSchema.optional(),
+  /** Mode, owner and group of the unix socket vmlink creates for this port (default mode "0600"); docs/daemon.md. */
+  socket: socketAccessSchema.optional(),
   /** The VM's RAM in MiB: `vmlink qemu-args` sizes the shared memory backend (and -m) with it; default 1024. */
   memory_mb: z
     .number()
@@ -208,6 +217,14 @@ export const portSchema = z
     ) {
       ctx.addIssue({ code: 'custom', path: ['listen'], message: 'give exactly one of listen or connect' });
     }
+    if ('socket' in p && p.socket !== undefined && !createsUnixSocket(p)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['socket'],
+        message:
+          'socket (mode, owner, group) applies to a unix socket vmlink creates: listen: "unix:..." (or a unix dgram local:); remove it here',
+      });
+    }
     if (p.kind === 'dgram' && p.local.type !== p.remote.type) {
       ctx.addIssue({
         code: 'custom',
@@ -224,6 +241,8 @@ export const hostSchema = z.strictObject({
   id: nameSchema('host'),
   /** Control API unix socket (mode 0600); default /run/vmlink/vmlink.sock (`vmlink daemon --control` overrides). */
   control: z.string().startsWith('/', 'control must be an absolute socket path').default('/run/vmlink/vmlink.sock'),
+  /** Mode, owner and group of the control socket; default mode "0600" (whoever may connect controls the daemon). */
+  control_socket: socketAccessSchema.optional(),
   /** Control API connections at once (docs/api.md "Admission"); default 64. */
   control_max_connections: limitSchema('host.control_max_connections', 'connections', 1, 65536).default(64),
   /** A control API client must send a request's headers within this many ms, or it is closed; default 10000. */
@@ -328,6 +347,21 @@ export const configSchema = z
 
 export type Config = z.infer<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;
+
+/** True when the port binds a unix socket of its own (where `socket:` settings apply). */
+function createsUnixSocket(p: PortConfig): boolean {
+  switch (p.kind) {
+    case 'stream':
+    case 'vhost-user':
+      return p.listen?.type === 'unix';
+    case 'dgram':
+      return p.local.type === 'unix';
+    case 'vde':
+      return true;
+    default:
+      return false;
+  }
+}
 
 /** Every network a port refers to, with the field path that names it. */
 export function portNetworkRefs(p: PortConfig): [(string | number)[], string][] {

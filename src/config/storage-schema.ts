@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { type Address, parseAddress } from './address.js';
 import { allowedClientsSchema, limitSchema } from './admission-schema.js';
+import { socketAccessSchema } from './socket-schema.js';
 
 /** Export names as NBD clients ask for them (src/storage/exports.ts accepts the same). */
 const EXPORT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -201,5 +202,17 @@ export const storageSchema = z.strictObject({
   backend_open_timeout_ms: range('backend_open_timeout_ms', 100, 600_000).default(10_000),
   /** TLS for clients (STARTTLS); default none. */
   tls: tlsSchema.optional(),
+  /** Mode, owner and group of the server's unix sockets; default mode "0600" (docs/daemon.md). */
+  socket: socketAccessSchema.optional(),
+  /**
+   * Directories file, cow and bitmap paths of exports must lie in (symlinks
+   * and `..` resolved); default `<host.state_dir>/exports` (docs/storage.md).
+   */
+  roots: z.array(absolutePath('roots')).min(1, 'give at least one directory in roots').max(64).optional(),
+  /**
+   * Most bytes all memory exports may declare together (their sizes summed);
+   * default a quarter of the host's RAM.
+   */
+  memory_limit: sizeSchema.optional(),
 });
 export type StorageConfig = z.output<typeof storageSchema>;

@@ -119,6 +119,7 @@ export class Daemon implements ControlBackend {
       store: this.#store,
       configPath: opts.configPath,
       defaultSocket: defaultNbdSocket(this.controlPath),
+      stateDir: opts.config.host.state_dir,
     });
     this.#overlay = new OverlayService({
       logger: this.logger,
@@ -135,6 +136,7 @@ export class Daemon implements ControlBackend {
       path: this.controlPath,
       maxConnections: opts.config.host.control_max_connections,
       headersTimeoutMs: opts.config.host.control_headers_timeout_ms,
+      socket: opts.config.host.control_socket,
     });
   }
 

@@ -56,3 +56,44 @@ export class StorageUnavailableError extends VmlinkError {
     );
   }
 }
+
+/** An export's file lies outside `storage.roots`. */
+export class ExportPathError extends VmlinkError {
+  constructor(name: string, field: string, path: string, real: string, roots: readonly string[]) {
+    super(
+      'ERR_EXPORT_PATH_OUTSIDE_ROOTS',
+      `export "${name}": ${field} ${path}${real === path ? '' : ` (resolved: ${real})`} is outside the directories exports may use ` +
+        `[${roots.join(', ')}]; move the image into one of them, or add its directory to storage.roots in the config file`,
+    );
+  }
+}
+
+/** Memory exports together would declare more than `storage.memory_limit`. */
+export class ExportMemoryLimitError extends VmlinkError {
+  constructor(name: string, bytes: number, used: number, limit: number, isDefault: boolean) {
+    super(
+      'ERR_EXPORT_MEMORY_LIMIT',
+      `export "${name}": its memory backend of ${bytes} bytes and the ${used} bytes of the other memory exports ` +
+        `exceed storage.memory_limit of ${limit} bytes${isDefault ? " (the default: a quarter of this host's RAM)" : ''}; ` +
+        'use a smaller size or a file backend, delete another memory export, or raise storage.memory_limit',
+    );
+  }
+}
+
+/** A copy-on-write export that reads from itself. */
+export class ExportCowLoopError extends VmlinkError {
+  constructor(name: string, reason: string) {
+    super('ERR_EXPORT_COW_LOOP', `export "${name}": ${reason}`);
+  }
+}
+
+/** A file another export already writes. */
+export class ExportFileInUseError extends VmlinkError {
+  constructor(name: string, field: string, real: string, other: string, otherField: string) {
+    super(
+      'ERR_EXPORT_FILE_IN_USE',
+      `export "${name}": ${field} ${real} is already written by export "${other}" (${otherField}); ` +
+        'two writers of one image corrupt it: make this export read_only: true, or give it a cow backend over that image',
+    );
+  }
+}

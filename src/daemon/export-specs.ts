@@ -12,12 +12,21 @@ import type { BackendSpec } from '../storage/backends/index.js';
 import { StorageUnavailableError } from './errors.js';
 import type { ExportEntry, StorageService } from './storage.js';
 
-/** `config` backend -> the storage layer's spec. */
-export function backendSpec(b: BackendConfig, readOnly: boolean): BackendSpec {
+/**
+ * `config` backend -> the storage layer's spec. `within`: real paths of
+ * `storage.roots`, which file images are checked against once open.
+ */
+export function backendSpec(b: BackendConfig, readOnly: boolean, within?: readonly string[]): BackendSpec {
   switch (b.type) {
     case 'file':
       // A read-only export opens its image read-only, unless it is to be created.
-      return { kind: 'file', path: b.path, size: b.size, readOnly: readOnly && b.size === undefined };
+      return {
+        kind: 'file',
+        path: b.path,
+        size: b.size,
+        readOnly: readOnly && b.size === undefined,
+        ...(within ? { within } : {}),
+      };
     case 'memory':
       return { kind: 'memory', size: b.size };
     case 'remote':
@@ -25,8 +34,8 @@ export function backendSpec(b: BackendConfig, readOnly: boolean): BackendSpec {
     case 'cow':
       return {
         kind: 'cow',
-        base: backendSpec(b.base, true),
-        overlay: backendSpec(b.overlay, false),
+        base: backendSpec(b.base, true, within),
+        overlay: backendSpec(b.overlay, false, within),
         blockSize: b.block_size,
         bitmapPath: b.bitmap_path,
       };

@@ -12,7 +12,7 @@
  * nothing is stored.
  */
 import type { StorageStatusView } from '../api/client.js';
-import { formatAddress } from '../config/address.js';
+import { type Address, formatAddress } from '../config/address.js';
 import { type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
 import type { StateStore, StoredItem } from '../control/store.js';
 import { describeError } from '../errors.js';
@@ -23,6 +23,8 @@ import { ExportRegistry, type NbdExport } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import { loadNbdTls } from '../storage/nbd/tls.js';
 import type { AdmissionStatus } from '../util/admission.js';
+import { mkdirp } from '../util/fs.js';
+import { resolveSocketAccess } from '../util/unix-socket.js';
 import {
   DeclaredInConfigError,
   ExportBackendError,
@@ -31,9 +33,11 @@ import {
   ExportNotFoundError,
   StorageUnavailableError,
 } from './errors.js';
+import { checkExport, type ExportClaims, realOrResolved, settleClaims } from './export-guard.js';
 import { ExportRetry } from './export-retry.js';
 import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
 import { parseWith } from './specs.js';
+import { defaultMemoryLimit, defaultRoot, plainTcp, warnOpenExport, warnPlainTcp } from './storage-exposure.js';
 
 export type Source = 'config' | 'api';
 
@@ -59,6 +63,8 @@ export interface StorageServiceOptions {
   configPath: string | undefined;
   /** Where the server listens when `storage.listen` is not given (config/storage-schema.ts `defaultNbdSocket`). */
   defaultSocket: string;
+  /** `host.state_dir`: the default root for export files is `<stateDir>/exports`. */
+  stateDir: string;
   /**
    * A backend that has not opened within this many ms (a remote that accepts
    * but never answers) counts as failed, so neither the daemon's start nor the
@@ -79,6 +85,12 @@ export class StorageService {
   readonly #openTimeoutMs: number;
   readonly #registry = new ExportRegistry();
   readonly #entries = new Map<string, ExportEntry>();
+  /** What each admitted export uses (files, memory, reads of our own exports), by name; see export-guard.ts. */
+  readonly #claims = new Map<string, ExportClaims>();
+  /** Directories export files must lie in. */
+  readonly #roots: readonly string[];
+  /** Most bytes all memory exports may declare together. */
+  readonly #memoryLimit: number;
   #server: NbdServer | undefined;
   /** Why the server is not running, when it failed to start. */
   #serverError: Error | undefined;
@@ -97,6 +109,18 @@ export class StorageService {
     this.#store = opts.store;
     this.#configPath = opts.configPath;
     this.#openTimeoutMs = opts.openTimeoutMs ?? opts.config?.backend_open_timeout_ms ?? 10_000;
+    this.#roots = opts.config?.roots ?? [defaultRoot(opts.stateDir)];
+    this.#memoryLimit = opts.config?.memory_limit ?? defaultMemoryLimit();
+  }
+
+  /** Directories export files must lie in (`storage.roots`, default `<state_dir>/exports`). */
+  get roots(): readonly string[] {
+    return this.#roots;
+  }
+
+  /** Most bytes all memory exports may declare together (`storage.memory_limit`, default a quarter of RAM). */
+  get memoryLimit(): number {
+    return this.#memoryLimit;
   }
 
   /**
@@ -105,6 +129,12 @@ export class StorageService {
    * it is configured or there is an export.
    */
   async start(declared: readonly ExportConfig[], stored: readonly StoredItem[]): Promise<void> {
+    if (this.#config?.roots === undefined) {
+      // The default root is made (0700) so images can be put there; configured roots are the operator's.
+      await mkdirp(this.#roots[0] as string, 0o700).catch((err) =>
+        this.#log.warn({ dir: this.#roots[0] }, `cannot create the export directory: ${describeError(err)}`),
+      );
+    }
     for (const e of declared) await this.add(e, rawExport(e), 'config', true);
     for (const raw of stored) {
       try {
@@ -179,13 +209,34 @@ export class StorageService {
    */
   async add(spec: ExportConfig, raw: Record<string, unknown>, source: Source, tolerant: boolean): Promise<ExportEntry> {
     const entry: ExportEntry = { name: spec.name, source, spec, raw, reason: 'not opened yet', exp: undefined };
+    let claims: ExportClaims;
+    try {
+      claims = await checkExport(spec, {
+        roots: this.#roots,
+        memoryLimit: this.#memoryLimit,
+        memoryLimitIsDefault: this.#config?.memory_limit === undefined,
+        admitted: this.#claims,
+        ownAddresses: this.#ownAddresses(),
+      });
+    } catch (err) {
+      if (!tolerant) throw err;
+      // Refused for good (not retried): the config or the stored export must change.
+      entry.reason = `refused: ${describeError(err)}`;
+      this.#entries.set(spec.name, entry);
+      this.#log.error({ export: spec.name, code: (err as { code?: unknown }).code }, describeError(err));
+      return entry;
+    }
     let backend: BlockBackend;
     try {
-      backend = await openWithin(backendSpec(spec.backend, spec.read_only), this.#openTimeoutMs);
+      backend = await openWithin(
+        backendSpec(spec.backend, spec.read_only, await this.#realRoots()),
+        this.#openTimeoutMs,
+      );
     } catch (err) {
       if (!tolerant) throw new ExportBackendError(spec.name, describeError(err), { cause: err });
       entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff`;
       this.#entries.set(spec.name, entry);
+      this.#claims.set(spec.name, claims);
       this.#log.error(
         { export: spec.name, code: (err as { code?: unknown }).code },
         `export "${spec.name}" ${entry.reason}`,
@@ -193,8 +244,33 @@ export class StorageService {
       if (!this.#closing) this.#retry.schedule(spec.name);
       return entry;
     }
+    await settleClaims(claims);
+    this.#claims.set(spec.name, claims);
     this.#serve(entry, backend);
+    this.#warnIfOpen(spec);
     return entry;
+  }
+
+  /** The roots with symlinks resolved, as the file backend checks an open image against them. */
+  #realRoots(): Promise<string[]> {
+    return Promise.all(this.#roots.map(realOrResolved));
+  }
+
+  /** Where our NBD server listens (bound addresses once running), to spot remote backends that point back at it. */
+  #ownAddresses(): Address[] {
+    const running = this.#server?.addresses();
+    if (running) return running;
+    return this.#config?.listen ?? [{ type: 'unix', path: this.#defaultSocket }];
+  }
+
+  /** Plain TCP listeners (no `storage.tls`): the addresses anyone who reaches them may use. */
+  #plainTcp(): string[] {
+    return plainTcp(this.#server?.addresses() ?? this.#config?.listen ?? [], this.#config?.tls !== undefined);
+  }
+
+  /** An export without allowed_clients on a plain TCP listener: say so, loudly. */
+  #warnIfOpen(spec: ExportConfig): void {
+    if (this.#server && spec.allowed_clients === undefined) warnOpenExport(this.#log, spec.name, this.#plainTcp());
   }
 
   /**
@@ -206,7 +282,10 @@ export class StorageService {
     if (!entry || entry.exp || this.#closing) return true;
     let backend: BlockBackend;
     try {
-      backend = await openWithin(backendSpec(entry.spec.backend, entry.spec.read_only), this.#openTimeoutMs);
+      backend = await openWithin(
+        backendSpec(entry.spec.backend, entry.spec.read_only, await this.#realRoots()),
+        this.#openTimeoutMs,
+      );
     } catch (err) {
       entry.reason = `cannot open its backend: ${describeError(err)}; retrying with backoff (${attempt} tries so far)`;
       this.#log.warn({ export: name, code: (err as { code?: unknown }).code }, `export "${name}" ${entry.reason}`);
@@ -216,6 +295,8 @@ export class StorageService {
       await backend.close().catch(() => undefined);
       return true;
     }
+    const claims = this.#claims.get(name);
+    if (claims) await settleClaims(claims);
     this.#serve(entry, backend);
     return true;
   }
@@ -246,6 +327,7 @@ export class StorageService {
     const clients = e.exp?.stats.clients ?? 0;
     if (clients > 0 && !force) throw new ExportInUseError(name, clients);
     this.#entries.delete(name);
+    this.#claims.delete(name);
     this.#retry.cancel(name);
     if (!e.exp) return;
     this.#registry.remove(name);
@@ -266,7 +348,9 @@ export class StorageService {
     let server: NbdServer;
     try {
       const tls = c?.tls ? await loadNbdTls({ ...c.tls, verifyClients: c.tls.verify_clients }) : undefined;
+      const socketAccess = await resolveSocketAccess(c?.socket, 'storage.socket');
       server = createNbdServer({
+        socketAccess,
         logger: this.#log.child({ component: 'nbd' }),
         exports: this.#registry,
         listen: c?.listen ?? [{ type: 'unix', path: this.#defaultSocket }],
@@ -287,6 +371,14 @@ export class StorageService {
       return;
     }
     this.#server = server;
+    this.#warnPlainTcp();
+  }
+
+  /** A TCP listener with neither TLS nor allowed_clients on every export: one loud warning at start. */
+  #warnPlainTcp(): void {
+    const admitted = this.entries().filter((e) => this.#claims.has(e.name));
+    const open = admitted.filter((e) => e.spec.allowed_clients === undefined).map((e) => e.name);
+    warnPlainTcp(this.#log, this.#plainTcp(), open, admitted.length);
   }
 
   /** Bound listen addresses in text form (TCP port 0 resolved); empty while the server is not running. */

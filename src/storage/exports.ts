@@ -65,6 +65,7 @@ export interface ExportRegistryOptions {
 export class ExportRegistry {
   #exports = new Map<string, NbdExport>();
   #default: string | undefined;
+  #onRemove: ((exp: NbdExport) => void)[] = [];
 
   constructor(opts: ExportRegistryOptions = {}) {
     this.#default = opts.defaultExport;
@@ -101,7 +102,13 @@ export class ExportRegistry {
     const exp = this.#exports.get(name);
     if (!exp) throw new ExportError('ERR_EXPORT_NOT_FOUND', `export "${name}" does not exist (known: ${this.names()})`);
     this.#exports.delete(name);
+    for (const fn of this.#onRemove) fn(exp);
     return exp;
+  }
+
+  /** Calls `fn` with each export removed from now on (the I/O scheduler forgets its queue). */
+  onRemove(fn: (exp: NbdExport) => void): void {
+    this.#onRemove.push(fn);
   }
 
   get(name: string): NbdExport | undefined {

@@ -42,6 +42,11 @@ export class IoScheduler {
     return this.#running;
   }
 
+  /** Exports with a queue here (each queue holds its export, and so its backend). */
+  get exportQueues(): number {
+    return this.#queues.size;
+  }
+
   /** Requests waiting for a slot. */
   get queued(): number {
     return this.#dwrr.size;
@@ -56,6 +61,19 @@ export class IoScheduler {
     }
     this.#dwrr.enqueue(q, job, cost + REQUEST_OVERHEAD);
     this.#pump();
+  }
+
+  /**
+   * Drops the queue of an export that is no longer served, so the scheduler
+   * holds no reference to it (nor to its backend's memory). A queue that
+   * still holds jobs is kept so they run (the daemon removes an export only
+   * when no client uses it, so its queue is empty then).
+   */
+  forget(exp: NbdExport): void {
+    const q = this.#queues.get(exp);
+    if (q === undefined || this.#dwrr.queued(q) > 0) return;
+    this.#dwrr.removeFlow(q);
+    this.#queues.delete(exp);
   }
 
   /** Resolves when nothing is queued or running. */

@@ -42,7 +42,7 @@ describe('VM with a virtio-blk disk served by the vmlink daemon', { timeout: 300
   before(async () => {
     daemon = await startDaemon({
       hostId: 'vmdisk',
-      extra: (dir) => ({ storage: { listen: [`unix:${join(dir, 'nbd.sock')}`] } }),
+      extra: (dir) => ({ storage: { listen: [`unix:${join(dir, 'nbd.sock')}`], roots: [dir] } }),
     });
     const add = await daemon.cli([
       'export',

@@ -37,7 +37,7 @@ describe('NBD export chained across two network namespaces', { timeout: 120_000 
       hostId: 'b',
       wrap: ['ip', 'netns', 'exec', nsB.name],
       extra: (dir) => ({
-        storage: { listen: [`unix:${join(dir, 'nbd.sock')}`, `tcp:${B_IP}:10809`] },
+        storage: { listen: [`unix:${join(dir, 'nbd.sock')}`, `tcp:${B_IP}:10809`], roots: [dir] },
         exports: [
           {
             name: 'disk',

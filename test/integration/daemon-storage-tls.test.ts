@@ -39,6 +39,7 @@ describe('vmlink daemon: NBD over TLS, export list policy, late backends', { tim
             client_dir: pkiDir,
             hostname: 'localhost',
           },
+          roots: [dir],
         },
         exports: [
           { name: 'open', backend: { type: 'memory', size: '1M' } },

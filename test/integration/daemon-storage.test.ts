@@ -35,6 +35,7 @@ describe('vmlink daemon serving NBD exports', { timeout: 120_000 }, () => {
           listen: [`unix:${join(dir, 'nbd.sock')}`, 'tcp:127.0.0.1:0'],
           max_in_flight_per_client: 16,
           backend_open_timeout_ms: 2000,
+          roots: [dir],
         },
         exports: [
           { name: 'cfg-mem', backend: { type: 'memory', size: '32M' }, description: 'declared in the config' },

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -41,9 +41,35 @@ describe('memory backend', () => {
     assert.deepEqual(await b.extents(0, 1 << 20), [{ length: 1 << 20, flags: STATE_HOLE | STATE_ZERO }]);
     assert.equal(b.allocated, 0);
   });
+
+  it('releases every chunk when closed', async () => {
+    const b = new MemoryBackend({ size: 8 << 20 });
+    await b.write(0, Buffer.alloc(4 << 20, 7), false);
+    assert.equal(b.allocated, 4 << 20);
+    await b.close();
+    assert.equal(b.allocated, 0);
+  });
 });
 
 describe('file backend', () => {
+  it('refuses an image that opens outside `within` (directly or through a symlink), and opens one inside', async () => {
+    const root = join(dir, 'root');
+    const outside = join(dir, 'outside.img');
+    await mkdir(root);
+    await writeFile(outside, Buffer.alloc(4096));
+    await symlink(outside, join(root, 'link.img'));
+    for (const path of [outside, join(root, 'link.img')]) {
+      await assert.rejects(FileBackend.open({ path, within: [root] }), (err: unknown) => {
+        assert.equal((err as { code?: string }).code, 'ERR_FILE_OUTSIDE_ROOTS');
+        assert.match(String(err), /outside\.img, outside the directories exports may use/);
+        return true;
+      });
+    }
+    const ok = await FileBackend.open({ path: join(root, 'in.img'), size: 4096, within: [root] });
+    assert.equal(ok.size, 4096);
+    await ok.close();
+  });
+
   backendCompliance({
     writable: async (size) => FileBackend.open({ path: file(), size }),
     readOnly: async (size) => {

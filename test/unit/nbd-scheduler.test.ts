@@ -38,4 +38,31 @@ describe('NBD I/O scheduler', () => {
   it('resolves idle() at once when nothing is queued', async () => {
     await new IoScheduler().idle();
   });
+
+  it('forgets the queue of an export removed from the registry, so nothing keeps its backend', async () => {
+    const reg = new ExportRegistry();
+    const s = new IoScheduler();
+    reg.onRemove((exp) => s.forget(exp));
+    const keep = reg.add({ name: 'keep', backend: new MemoryBackend({ size: 1 }) });
+    const gone = reg.add({ name: 'gone', backend: new MemoryBackend({ size: 1 }) });
+    s.submit(keep, { run: async () => {} }, 1);
+    s.submit(gone, { run: async () => {} }, 1);
+    await s.idle();
+    assert.equal(s.exportQueues, 2);
+    reg.remove('gone');
+    assert.equal(s.exportQueues, 1);
+    // The remaining export is still served.
+    let ran = false;
+    s.submit(
+      keep,
+      {
+        run: async () => {
+          ran = true;
+        },
+      },
+      1,
+    );
+    await s.idle();
+    assert.equal(ran, true);
+  });
 });

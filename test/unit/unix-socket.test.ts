@@ -1,11 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:net';
+import { once } from 'node:events';
+import { lstat, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
-import { claimUnixPath, type Probe, UnixPathError } from '../../src/util/unix-socket.js';
+import {
+  claimUnixPath,
+  createUnixSocket,
+  PRIVATE_SOCKET,
+  type Probe,
+  resolveSocketAccess,
+  UnixPathError,
+} from '../../src/util/unix-socket.js';
 
 const dirs: string[] = [];
 const servers: Server[] = [];
@@ -73,4 +81,100 @@ test('a probe that fails otherwise is reported, and the file stays', async () =>
   const odd = async (): Promise<Probe> => ({ error: 'EACCES' });
   await assert.rejects(claimUnixPath(path, odd), /cannot probe the existing socket: EACCES/);
   assert.ok((await lstat(path)).isSocket());
+});
+
+test('a socket made under umask 000 is 0600, and its path does not exist until it has its mode', async () => {
+  const dir = await temp();
+  const path = join(dir, 'm.sock');
+  const server = createServer();
+  servers.push(server);
+  const old = process.umask(0);
+  try {
+    await createUnixSocket(
+      path,
+      PRIVATE_SOCKET,
+      async (at) => {
+        // Bound elsewhere: in a private directory of ours, mode 0700, beside the final path.
+        await assert.rejects(lstat(path), /ENOENT/);
+        const d = await stat(dirname(at));
+        assert.equal(d.mode & 0o777, 0o700);
+        assert.equal(dirname(dirname(at)), dir);
+        await new Promise<void>((resolve) => server.listen(at, resolve));
+      },
+      () => void server.close(),
+    );
+  } finally {
+    process.umask(old);
+  }
+  assert.equal((await stat(path)).mode & 0o777, 0o600);
+  assert.deepEqual(await readdir(dir), ['m.sock']);
+  // It answers at its final path.
+  const c = connect(path);
+  await once(c, 'connect');
+  c.destroy();
+});
+
+test('a path too long for a private directory beside it is bound in place, still 0600 under umask 000', async () => {
+  const top = await temp();
+  // A directory of 95 bytes: the final path fits sun_path (107 bytes), the private one
+  // (dir/.vmlink-XXXXXX/s, 17 bytes more) would not.
+  const dir = join(top, 'd'.repeat(95 - top.length - 1));
+  await mkdir(dir);
+  const path = join(dir, 'a.sock');
+  assert.ok(Buffer.byteLength(path) <= 107);
+  const server = createServer();
+  servers.push(server);
+  const old = process.umask(0);
+  try {
+    await createUnixSocket(
+      path,
+      { mode: 0o640, uid: -1, gid: 1 },
+      (at) => {
+        assert.equal(at, path);
+        return new Promise<void>((resolve) => server.listen(at, resolve));
+      },
+      () => void server.close(),
+    );
+    // The umask is restored.
+    assert.equal(process.umask(), 0);
+  } finally {
+    process.umask(old);
+  }
+  const st = await stat(path);
+  assert.equal(st.mode & 0o777, 0o640);
+  assert.equal(st.gid, 1);
+});
+
+test('the mode, owner and group of a socket: spec resolve to numbers; bad values name the field', async () => {
+  assert.deepEqual(await resolveSocketAccess(undefined, 'socket'), PRIVATE_SOCKET);
+  assert.deepEqual(await resolveSocketAccess({ mode: '0660', owner: 'root', group: '1' }, 'socket'), {
+    mode: 0o660,
+    uid: 0,
+    gid: 1,
+  });
+  await assert.rejects(resolveSocketAccess({ mode: '66' }, 'x.socket'), /x\.socket\.mode "66" is not an octal mode/);
+  await assert.rejects(
+    resolveSocketAccess({ group: 'vmlink-no-such-group' }, 'storage.socket'),
+    /storage\.socket\.group "vmlink-no-such-group" is not a group on this host/,
+  );
+  await assert.rejects(
+    resolveSocketAccess({ owner: 'vmlink-no-such-user' }, 'socket'),
+    /socket\.owner "vmlink-no-such-user" is not a user on this host/,
+  );
+});
+
+test('a bind that fails leaves no private directory behind', async () => {
+  const dir = await temp();
+  await assert.rejects(
+    createUnixSocket(
+      join(dir, 'f.sock'),
+      PRIVATE_SOCKET,
+      () => {
+        throw new Error('bind failed');
+      },
+      () => undefined,
+    ),
+    /bind failed/,
+  );
+  assert.deepEqual(await readdir(dir), []);
 });

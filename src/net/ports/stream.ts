@@ -26,7 +26,7 @@ import { Deframer, PushResult } from './deframer.js';
 import type { BatchResult, Port, PortContext, PortState } from './port.js';
 import { WriteResult } from './port.js';
 import { StreamEgress } from './stream-egress.js';
-import { prepareUnixPath, removeUnixPath } from './unix-path.js';
+import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from './unix-path.js';
 
 /** Idle time before TCP keepalive probes start, ms. */
 const KEEPALIVE_MS = 15_000;
@@ -75,6 +75,8 @@ export interface StreamPortOptions {
   address: Extract<Address, { type: 'unix' | 'tcp' }>;
   /** Re-dial delays for connect mode, ms. */
   reconnect?: { min_ms: number; max_ms: number } | undefined;
+  /** Mode, owner and group of a listening unix socket; default mode 0600. */
+  socket?: SocketAccessSpec | undefined;
   /** Random source for backoff jitter (tests). */
   random?: () => number;
 }
@@ -299,18 +301,22 @@ export class StreamPort implements Port {
       const peer = a.type === 'unix' ? formatAddress(a) : `tcp:${sock.remoteAddress}:${sock.remotePort}`;
       reader.conn = this.#attach(sock, peer);
     });
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException) => {
-        reject(new PortAddressError(this.name, this.#where(), listenHint(err), { cause: err }));
-      };
-      server.once('error', onError);
-      const done = () => {
-        server.off('error', onError);
-        resolve();
-      };
-      if (a.type === 'unix') server.listen(a.path, done);
-      else server.listen({ host: a.host, port: a.port, ipv6Only: false }, done);
-    });
+    const listen = (at: string | undefined) =>
+      new Promise<void>((resolve, reject) => {
+        const onError = (err: NodeJS.ErrnoException) => {
+          reject(new PortAddressError(this.name, this.#where(), listenHint(err), { cause: err }));
+        };
+        server.once('error', onError);
+        const done = () => {
+          server.off('error', onError);
+          resolve();
+        };
+        if (at !== undefined) server.listen(at, done);
+        else if (a.type === 'tcp') server.listen({ host: a.host, port: a.port, ipv6Only: false }, done);
+      });
+    if (a.type === 'unix')
+      await createPortSocket(this.name, a.path, this.#opts.socket, listen, () => void server.close());
+    else await listen(undefined);
     server.on('error', (err) => this.#ctx.logger.error({ err: describeError(err) }, 'listener error'));
     this.#server = server;
     const bound = server.address();
@@ -435,6 +441,7 @@ export function streamOptions(spec: {
   listen?: Extract<Address, { type: 'unix' | 'tcp' }> | undefined;
   connect?: Extract<Address, { type: 'unix' | 'tcp' }> | undefined;
   reconnect?: { min_ms: number; max_ms: number } | undefined;
+  socket?: SocketAccessSpec | undefined;
 }): StreamPortOptions {
   const address = spec.listen ?? spec.connect;
   if (!address) throw new PortAddressError(spec.name, '(none)', 'give exactly one of listen or connect');
@@ -444,5 +451,6 @@ export function streamOptions(spec: {
     mode: spec.listen ? 'listen' : 'connect',
     address,
     reconnect: spec.reconnect,
+    socket: spec.socket,
   };
 }

@@ -34,7 +34,7 @@ import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
-import { prepareUnixPath } from './unix-path.js';
+import { createPortSocket, prepareUnixPath, type SocketAccessSpec } from './unix-path.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;
 
@@ -45,6 +45,8 @@ export interface UnixDgramSpec {
   local: UnixAddress;
   /** Where vmlink sends (QEMU's `local.path`). */
   remote: UnixAddress;
+  /** Mode, owner and group of the bound `local` socket; default mode 0600. */
+  socket?: SocketAccessSpec | undefined;
 }
 
 /** Datagrams per recvmmsg batch at most. */
@@ -79,6 +81,7 @@ export class UnixDgramPort implements Port {
   readonly kind = 'dgram';
   readonly #local: string;
   readonly #remote: string;
+  readonly #socket: SocketAccessSpec | undefined;
   readonly #ctx: PortContext;
   /** Receive slot: the largest frame rounded up to 8 bytes (a longer datagram is truncated, then dropped). */
   readonly #slot: number;
@@ -113,6 +116,7 @@ export class UnixDgramPort implements Port {
     this.name = spec.name;
     this.#local = spec.local.path;
     this.#remote = spec.remote.path;
+    this.#socket = spec.socket;
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
     this.#strangerReason = `datagram from a socket other than the port's remote unix:${spec.remote.path}`;
@@ -137,10 +141,18 @@ export class UnixDgramPort implements Port {
     let tx = -1;
     try {
       rx = n.socket(n.SOCK_DGRAM);
-      n.bind(rx, this.#local);
+      // Bound with its mode, owner and group in place: a datagram socket receives as soon as it is bound.
+      await createPortSocket(
+        this.name,
+        this.#local,
+        this.#socket,
+        (at) => n.bind(rx, at),
+        () => undefined,
+      );
       tx = n.socket(n.SOCK_DGRAM);
     } catch (err) {
       if (rx >= 0) closeSync(rx);
+      if (err instanceof PortAddressError) throw err;
       const why = isSyscallError(err, 'EADDRINUSE') ? 'the path is in use; choose another' : describeError(err);
       throw new PortAddressError(this.name, where, why, { cause: err });
     }

@@ -20,23 +20,32 @@
  * (its queue is full) misses it, counted in describe().tx_dropped.
  */
 import { closeSync, unlinkSync } from 'node:fs';
-import { rmdir } from 'node:fs/promises';
+import { chmod, chown, rmdir, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { endianness } from 'node:os';
 import { join } from 'node:path';
 import { describeError } from '../../errors.js';
 import { type NativeAddon, native, type Poller } from '../../native/index.js';
 import { mkdirp } from '../../util/fs.js';
+import { createUnixSocketSync, PRIVATE_SOCKET } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from './frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
-import { prepareUnixPath } from './unix-path.js';
+import {
+  createPortSocket,
+  portSocketAccess,
+  prepareUnixPath,
+  type SocketAccess,
+  type SocketAccessSpec,
+} from './unix-path.js';
 
 /** A VDE port's validated config (see config/schema.ts). */
 export interface VdeSpec {
   name: string;
   /** Directory served as a VDE switch (absolute; created when missing). */
   dir: string;
+  /** Mode, owner and group of the switch's sockets (and of `dir` when vmlink creates it); default mode 0600. */
+  socket?: SocketAccessSpec | undefined;
 }
 
 export const VDE_SWITCH_MAGIC = 0xfeedface;
@@ -78,6 +87,9 @@ export class VdePort implements Port {
   #state: PortState = 'closed';
   #closed = false;
   #createdDir = false;
+  readonly #socket: SocketAccessSpec | undefined;
+  /** The resolved `socket:` setting, for the control socket and each plug's socket. */
+  #access: SocketAccess | undefined;
   readonly #plugs: Plug[] = [];
   #nextId = 0;
   // receive
@@ -94,6 +106,7 @@ export class VdePort implements Port {
   constructor(spec: VdeSpec, ctx: PortContext) {
     this.name = spec.name;
     this.#dir = spec.dir;
+    this.#socket = spec.socket;
     this.#ctx = ctx;
     this.#rx = Buffer.allocUnsafe(RX_BATCH * MAX_RX);
     this.#tx = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
@@ -113,8 +126,16 @@ export class VdePort implements Port {
     if (!this.#dir.startsWith('/') || Buffer.byteLength(ctl) > 100)
       throw new PortAddressError(this.name, this.#dir, 'a VDE directory must be an absolute path of at most 96 bytes');
     this.#n = native();
+    const access = await portSocketAccess(this.name, this.#dir, this.#socket);
+    this.#access = access;
     try {
       this.#createdDir = (await mkdirp(this.#dir, 0o700)) !== undefined;
+      // A directory we made lets in whom the sockets let in: a plug binds its own socket in it, so each
+      // class that may connect gets rwx (as vde_switch -m gives its directory).
+      if (this.#createdDir) {
+        if (access.uid !== -1 || access.gid !== -1) await chown(this.#dir, access.uid, access.gid);
+        await chmod(this.#dir, 0o700 | (access.mode & 0o070 ? 0o070 : 0) | (access.mode & 0o007 ? 0o007 : 0));
+      }
     } catch (err) {
       throw new PortAddressError(this.name, this.#dir, `cannot create the directory: ${describeError(err)}`, {
         cause: err,
@@ -122,15 +143,17 @@ export class VdePort implements Port {
     }
     await prepareUnixPath(this.name, ctl);
     const server = createServer((s) => this.#accept(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(ctl, () => {
-        server.off('error', reject);
-        resolve();
+    const listen = (at: string) =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(at, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      }).catch((err: unknown) => {
+        throw new PortAddressError(this.name, ctl, describeError(err), { cause: err });
       });
-    }).catch((err: unknown) => {
-      throw new PortAddressError(this.name, ctl, describeError(err), { cause: err });
-    });
+    await createPortSocket(this.name, ctl, this.#socket, listen, () => void server.close());
     server.on('error', (err) => this.#ctx.logger.warn({ err: describeError(err) }, 'VDE control socket error'));
     this.#server = server;
     this.#setState('listening', `VDE switch at ${this.#dir}`);
@@ -189,7 +212,14 @@ export class VdePort implements Port {
         // not there: fine
       }
       fd = n.socket(n.SOCK_DGRAM);
-      n.bind(fd, path);
+      const bound = fd;
+      // The plug sends here: same mode, owner and group as the control socket, set before it is reachable.
+      createUnixSocketSync(
+        path,
+        this.#access ?? PRIVATE_SOCKET,
+        (at) => n.bind(bound, at),
+        () => undefined,
+      );
       n.connect(fd, peer);
       // Room for bursts to the plug: its send buffer bounds the datagrams in flight (a full one drops).
       n.setBuffers(fd, PLUG_SNDBUF, 0);
@@ -340,8 +370,10 @@ export class VdePort implements Port {
     const server = this.#server;
     this.#server = undefined;
     if (server) {
-      // close() unlinks the ctl socket; open control connections were destroyed above.
+      // Open control connections were destroyed above. The ctl socket was renamed into place after
+      // binding (util/unix-socket.ts), so close() does not unlink it: we do.
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      await unlink(join(this.#dir, 'ctl')).catch(() => undefined);
       if (this.#createdDir) await rmdir(this.#dir).catch(() => undefined);
     }
     if (this.#state !== 'closed') this.#setState('closed', reason);

@@ -34,7 +34,7 @@ import {
   type PortState,
   WriteResult,
 } from './port.js';
-import { prepareUnixPath, removeUnixPath } from './unix-path.js';
+import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from './unix-path.js';
 
 /** A vhost-user port's validated config (see config/schema.ts). */
 export interface VhostUserSpec {
@@ -50,6 +50,8 @@ export interface VhostUserSpec {
   queues?: number | undefined;
   /** Backpressure: how long a full receive ring may hold up senders without progress (ms); 0 off; default 100. */
   hold_ms?: number | undefined;
+  /** Mode, owner and group of the listening socket; default mode 0600. */
+  socket?: SocketAccessSpec | undefined;
 }
 
 export class VhostUserPort implements Port {
@@ -119,11 +121,21 @@ export class VhostUserPort implements Port {
     await prepareUnixPath(this.name, path);
     const fd = n.socket(n.SOCK_STREAM);
     try {
-      n.bind(fd, path);
-      n.listen(fd, 4);
+      // Bound and listening with its mode, owner and group in place before QEMU can reach it.
+      await createPortSocket(
+        this.name,
+        path,
+        this.#spec.socket,
+        (at) => {
+          n.bind(fd, at);
+          n.listen(fd, 4);
+        },
+        () => undefined,
+      );
     } catch (err) {
       closeSync(fd);
       this.#opened = false;
+      if (err instanceof PortAddressError) throw err;
       throw new PortAddressError(this.name, `unix:${path}`, describeError(err), { cause: err });
     }
     this.#listenFd = fd;

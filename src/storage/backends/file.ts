@@ -15,7 +15,8 @@
  * the whole file is reported as data (status 0 is always allowed).
  */
 import { fdatasync, read as fsRead, write as fsWrite, writeSync } from 'node:fs';
-import { constants, type FileHandle, open } from 'node:fs/promises';
+import { constants, type FileHandle, open, realpath } from 'node:fs/promises';
+import { sep } from 'node:path';
 import { type NativeAddon, native } from '../../native/index.js';
 import { type BlockBackend, checkRange, checkWritable, type Extent, ZEROES, type ZeroOptions } from '../backend.js';
 import { payloadPool } from '../buffer-pool.js';
@@ -64,6 +65,12 @@ export interface FileBackendOptions {
   size?: number;
   /** Open read-only; default false. */
   readOnly?: boolean;
+  /**
+   * Real paths of the directories the opened file must lie in, checked on
+   * the open file itself (/proc/self/fd), so a path swapped for a symlink
+   * after the caller checked it is refused (ERR_FILE_OUTSIDE_ROOTS); default: anywhere.
+   */
+  within?: readonly string[] | undefined;
 }
 
 export class FileBackend implements BlockBackend {
@@ -121,6 +128,7 @@ export class FileBackend implements BlockBackend {
         { cause: err },
       );
     }
+    if (opts.within !== undefined) await checkWithin(fh, opts.path, opts.within);
     let size = (await fh.stat()).size;
     if (size === 0 && opts.size !== undefined && !ro) {
       await fh.truncate(opts.size);
@@ -316,4 +324,23 @@ function pwrite(fd: number, buf: Buffer, off: number, len: number, pos: number):
 
 function datasync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Closes `fh` and throws unless the file it opened lies under one of `within` (real directory paths). */
+async function checkWithin(fh: FileHandle, path: string, within: readonly string[]): Promise<void> {
+  let real: string;
+  try {
+    real = await realpath(`/proc/self/fd/${fh.fd}`);
+  } catch (err) {
+    await fh.close();
+    throw new StorageError('ERR_FILE_BACKEND', `cannot tell where image "${path}" lies: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (within.some((d) => real.startsWith(d.endsWith(sep) ? d : d + sep))) return;
+  await fh.close();
+  throw new StorageError(
+    'ERR_FILE_OUTSIDE_ROOTS',
+    `image "${path}" opened as ${real}, outside the directories exports may use [${within.join(', ')}] (was it replaced by a symlink?)`,
+  );
 }

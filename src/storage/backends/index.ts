@@ -12,7 +12,7 @@ import { RemoteBackend } from './remote.js';
 
 export type BackendSpec =
   | { kind: 'memory'; size: number; readOnly?: boolean }
-  | { kind: 'file'; path: string; size?: number; readOnly?: boolean }
+  | { kind: 'file'; path: string; size?: number; readOnly?: boolean; within?: readonly string[] | undefined }
   | { kind: 'remote'; address: Address; export?: string; readOnly?: boolean }
   | { kind: 'cow'; base: BackendSpec; overlay: BackendSpec; blockSize?: number; bitmapPath?: string };
 

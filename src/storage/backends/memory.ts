@@ -95,7 +95,10 @@ export class MemoryBackend implements BlockBackend {
     return out;
   }
 
-  async close(): Promise<void> {}
+  /** Drops every chunk: the memory is released even while something still holds the backend. */
+  async close(): Promise<void> {
+    this.#chunks.clear();
+  }
 
   /** Calls fn(chunkIndex, offsetInChunk, length, positionInRange) for each chunk piece of the range. */
   #each(offset: number, length: number, fn: (c: number, off: number, len: number, pos: number) => void): void {

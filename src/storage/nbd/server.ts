@@ -9,7 +9,13 @@ import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
 import { AdmissionGate, type AdmissionStatus, isRefusal } from '../../util/admission.js';
 import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
-import { claimUnixPath, UnixPathError } from '../../util/unix-socket.js';
+import {
+  claimUnixPath,
+  createUnixSocket,
+  PRIVATE_SOCKET,
+  type SocketAccess,
+  UnixPathError,
+} from '../../util/unix-socket.js';
 import { StorageError } from '../errors.js';
 import type { ExportRegistry } from '../exports.js';
 import { IoScheduler } from '../scheduler.js';
@@ -47,6 +53,8 @@ export interface NbdServerOptions {
   allowedClients?: ((address: string) => boolean) | undefined;
   /** Offer TLS (NBD_OPT_STARTTLS), required or optional (see loadNbdTls); default: no TLS. */
   tls?: NbdTls | undefined;
+  /** Mode, owner and group of the unix sockets (resolved; util/unix-socket.ts); default mode 0600, our own. */
+  socketAccess?: SocketAccess | undefined;
 }
 
 export interface NbdServer {
@@ -79,6 +87,7 @@ export class NbdListenError extends StorageError {
 export function createNbdServer(opts: NbdServerOptions): NbdServer {
   const logger = opts.logger;
   const scheduler = new IoScheduler({ concurrency: opts.concurrency ?? 64 });
+  opts.exports.onRemove((exp) => scheduler.forget(exp));
   const stats: NbdStats = {
     connections: 0,
     requests: 0,
@@ -154,12 +163,22 @@ export function createNbdServer(opts: NbdServerOptions): NbdServer {
     // Paused at accept without TLS: adoptWithReader takes the handle before anything is read.
     const unix = a.type === 'unix';
     const server = createServer({ noDelay: true, pauseOnConnect: !opts.tls }, (sock) => onSocket(sock, unix));
-    if (a.type === 'unix') await claimListenPath(a.path, formatAddress(a));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) => reject(new NbdListenError(formatAddress(a), err.message, { cause: err })));
-      if (a.type === 'unix') server.listen(a.path, resolve);
-      else server.listen(a.port, a.host, resolve);
-    });
+    const listen = (at: string | undefined) =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', (err) => reject(new NbdListenError(formatAddress(a), err.message, { cause: err })));
+        if (at !== undefined) server.listen(at, resolve);
+        else if (a.type === 'tcp') server.listen(a.port, a.host, resolve);
+      });
+    if (a.type === 'unix') {
+      await claimListenPath(a.path, formatAddress(a));
+      // Created with its mode, owner and group whatever the umask: the socket's mode guards every export.
+      await createUnixSocket(a.path, opts.socketAccess ?? PRIVATE_SOCKET, listen, () => void server.close()).catch(
+        (err: unknown) => {
+          if (!(err instanceof UnixPathError)) throw err;
+          throw new NbdListenError(formatAddress(a), err.reason, { cause: err });
+        },
+      );
+    } else await listen(undefined);
     server.on('error', (err) => logger.error({ err, address: formatAddress(a) }, 'NBD listener error'));
     const bound = server.address();
     const address: Address =
