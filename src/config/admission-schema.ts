@@ -18,7 +18,7 @@ export function limitSchema(field: string, unit: string, min: number, max: numbe
 }
 
 /** True when `s` is an IP address or a CIDR network (`10.0.0.0/8`, `fd00::/64`). */
-function isClient(s: string): boolean {
+export function isClient(s: string): boolean {
   const [addr, prefix, extra] = s.split('/');
   const family = isIP(addr ?? '');
   if (family === 0 || extra !== undefined) return false;

@@ -3,11 +3,10 @@
  * and its exports (`exports:`). Like networks and ports, an export added over
  * the API is validated by the same schema as one declared in the file.
  */
-import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { type Address, parseAddress } from './address.js';
-import { allowedClientsSchema, limitSchema } from './admission-schema.js';
+import { allowedClientsSchema, isClient, limitSchema } from './admission-schema.js';
 import { socketAccessSchema } from './socket-schema.js';
 
 /** Export names as NBD clients ask for them (src/storage/exports.ts accepts the same). */
@@ -123,14 +122,9 @@ const cowBackend = z.strictObject({
 });
 
 /** `10.0.0.0/8`, `192.0.2.7`, `fd00::/64`: an address or network a TCP client may come from. */
-const clientSchema = z.string().refine((s) => {
-  const [addr, prefix, extra] = s.split('/');
-  const family = isIP(addr ?? '');
-  if (family === 0 || extra !== undefined) return false;
-  if (prefix === undefined) return true;
-  const n = /^\d{1,3}$/.test(prefix) ? Number(prefix) : -1;
-  return n >= 0 && n <= (family === 4 ? 32 : 128);
-}, 'must be an IP address or a CIDR network like 10.0.0.0/8 or fd00::/64');
+const clientSchema = z
+  .string()
+  .refine(isClient, 'must be an IP address or a CIDR network like 10.0.0.0/8 or fd00::/64');
 
 export const exportSchema = z.strictObject({
   /** Export name as NBD clients ask for it. */
