@@ -1,6 +1,7 @@
 /** `vmlink network create|list|delete` and `vmlink status`. */
 import type { Command } from 'commander';
 import {
+  type AdmissionStatus,
   type ControlClient,
   DaemonUnreachableError,
   type ListenerView,
@@ -43,6 +44,21 @@ function storageLine(s: StatusView): string {
   return st.reason ? `down: ${st.reason}` : 'off (no storage section and no exports)';
 }
 
+/**
+ * `control 2 open, 0 refused; nbd 3 open, 1036 refused (evicted 1000, handshake_timeout 36)`:
+ * each listener's connections now and what admission refused or closed since start.
+ */
+function admissionLine(a: NonNullable<StatusView['admission']>): string {
+  const one = (name: string, x: AdmissionStatus | undefined): string[] => {
+    if (!x) return [];
+    const reasons = Object.entries(x.refused).filter(([, n]) => n > 0);
+    const total = reasons.reduce((sum, [, n]) => sum + n, 0);
+    const why = reasons.length ? ` (${reasons.map(([r, n]) => `${r} ${n}`).join(', ')})` : '';
+    return [`${name} ${x.tcp + x.unix} open, ${total} refused${why}`];
+  };
+  return [...one('control', a.control), ...one('nbd', a.nbd), ...one('links', a.links)].join('; ');
+}
+
 /** The status block. */
 export function formatStatus(s: StatusView): string {
   return formatPairs([
@@ -56,6 +72,7 @@ export function formatStatus(s: StatusView): string {
     ['ports', `${s.ports.total} (${s.ports.up} up)`],
     ['storage', storageLine(s)],
     ...(s.overlay ? [['link listener', listenerLine(s.overlay.listener)] as [string, string]] : []),
+    ...(s.admission ? [['admission', admissionLine(s.admission)] as [string, string]] : []),
   ]);
 }
 

@@ -74,5 +74,13 @@ describe('control API admission under a flood of half-open connections', { timeo
     assert.equal(a.refused.evicted + a.refused.handshake_timeout, flood.connected);
     assert.ok(a.refused.handshake_timeout >= 1);
     assert.match(d.log, /control API: refused or closed \d+ connection.*evicted/);
+    // The plain status names the same counts for an operator.
+    const plain = await d.cli(['status']);
+    assert.equal(plain.code, 0, plain.stderr);
+    const refused = a.refused.evicted + a.refused.handshake_timeout;
+    assert.match(
+      plain.stdout,
+      new RegExp(`admission\\s+control \\d+ open, ${refused} refused \\(evicted \\d+, handshake_timeout \\d+\\)`),
+    );
   });
 });
