@@ -81,6 +81,9 @@ interface Admitted {
  */
 const hungUp = (reason: string): boolean => /socket hang up|ECONNRESET|connection closed by the peer/.test(reason);
 
+/** Failed TLS handshakes are logged at most once per this many ms (#warnRefused). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
 /** The plain socket under a TLS socket the server accepted (Node keeps it as `_parent`). */
 const rawOf = (tls: Socket): Socket | undefined => (tls as unknown as { _parent?: Socket })._parent;
 
@@ -121,6 +124,8 @@ export class TcpTransport implements LinkTransport {
   /** Raw sockets admission refused or closed: counted there, not logged one by one. */
   readonly #dropped = new WeakSet<Socket>();
   #closed = false;
+  #lastRefusalLog = Number.NEGATIVE_INFINITY;
+  #refusalsHeld = 0;
   /** Connections refused (failed TLS handshake, bad or refused hello); admission's refusals are counted apart. */
   refused = 0;
 
@@ -211,14 +216,25 @@ export class TcpTransport implements LinkTransport {
         this.refused++;
         const remote = (raw && this.#admitted.get(raw)?.remote) ?? fmt(sock.remoteAddress, sock.remotePort);
         if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || hungUp(err.message)) {
-          this.#log.debug(
-            { peer: remote, reason: describeError(err) },
-            `link connection from ${remote} hung up before its hello`,
+          // Nothing read: a connection that only knocked (a scan, a flood), at debug level. A peer
+          // that sent its TLS hello and then hung up most likely refused this host's certificate.
+          if ((raw?.bytesRead ?? 0) === 0) {
+            this.#log.debug(
+              { peer: remote, reason: describeError(err) },
+              `link connection from ${remote} hung up before its hello`,
+            );
+            return;
+          }
+          this.#warnRefused(
+            remote,
+            describeError(err),
+            `refused link peer ${remote}: it closed the connection during the TLS handshake, so it most likely refused this host's certificate (overlay.tls.cert must be issued by the CA in the peer's overlay.tls.ca)`,
           );
           return;
         }
-        this.#log.warn(
-          { peer: remote, reason: describeError(err) },
+        this.#warnRefused(
+          remote,
+          describeError(err),
           `refused link peer ${remote}: TLS handshake failed (${describeError(err)}); it needs a certificate from this fabric's CA`,
         );
       });
@@ -243,6 +259,26 @@ export class TcpTransport implements LinkTransport {
         resolve(typeof a === 'object' && a ? { host: a.address, port: a.port } : address);
       });
     });
+  }
+
+  /**
+   * A failed TLS handshake at warn level, at most one line per 10 s (a peer
+   * that keeps failing, or an attacker, cannot flood the log); the lines held
+   * back are counted in the next one.
+   */
+  #warnRefused(remote: string, reason: string, msg: string): void {
+    const now = Date.now();
+    if (now - this.#lastRefusalLog < REFUSAL_LOG_INTERVAL_MS) {
+      this.#refusalsHeld++;
+      return;
+    }
+    const held = this.#refusalsHeld;
+    this.#lastRefusalLog = now;
+    this.#refusalsHeld = 0;
+    this.#log.warn(
+      { peer: remote, reason, ...(held ? { held_back: held } : {}) },
+      held ? `${msg} (and ${held} more failed TLS handshakes since the last such line)` : msg,
+    );
   }
 
   #accept(sock: Socket, a: Admitted, onChannel: (ch: LinkChannel) => void, reader?: LinkReader): void {
