@@ -79,7 +79,10 @@ interface Admitted {
  * connect write the log. Such connections are counted in `refused` and
  * logged at debug level.
  */
-const hungUp = (reason: string): boolean => /socket hang up|ECONNRESET|connection closed by the peer/.test(reason);
+const hungUp = (reason: string): boolean =>
+  /socket hang up|ECONNRESET|connection closed by the peer|peer closed the connection before its hello/.test(reason);
+/** A TLS peer that closed after the handshake without a hello: it most likely refused this host's certificate. */
+const refusedUs = (reason: string): boolean => /may have refused this host's certificate/.test(reason);
 
 /** Failed TLS handshakes are logged at most once per this many ms (#warnRefused). */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
@@ -297,7 +300,8 @@ export class TcpTransport implements LinkTransport {
         if (this.#dropped.has(a.raw)) return;
         this.refused++;
         const reason = describeError(err);
-        if (hungUp(reason))
+        if (refusedUs(reason)) this.#warnRefused(remote, reason, `refused link peer ${remote}: ${reason}`);
+        else if (hungUp(reason))
           this.#log.debug({ peer: remote, reason }, `link connection from ${remote} hung up before its hello`);
         else this.#log.info({ peer: remote, reason }, `link connection from ${remote} not established`);
       },
