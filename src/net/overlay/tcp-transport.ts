@@ -231,7 +231,7 @@ export class TcpTransport implements LinkTransport {
           this.#warnRefused(
             remote,
             describeError(err),
-            `refused link peer ${remote}: it closed the connection during the TLS handshake, so it most likely refused this host's certificate (overlay.tls.cert must be issued by the CA in the peer's overlay.tls.ca)`,
+            `refused link peer ${remote}: TLS handshake failed (${describeError(err)} after its TLS hello): its certificate is not from this fabric's CA, or it did not take this host's (both hosts' overlay.tls must come from the same CA)`,
           );
           return;
         }
