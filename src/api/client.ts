@@ -28,7 +28,7 @@ export interface ApiProblem {
 /** The daemon refused a request: its `{ error: { code, message, problems } }` body and the HTTP status. */
 export class ApiError extends VmlinkError {
   /** HTTP status of the answer (400, 404, 409, 422, 500). */
-  readonly status: number;
+  override readonly status: number;
   /** Validation problems (400 `ERR_CONFIG_INVALID`); empty otherwise. */
   readonly problems: ApiProblem[];
 
@@ -41,6 +41,7 @@ export class ApiError extends VmlinkError {
 
 /** Nothing answers on the control socket (daemon not running, wrong path, no permission). */
 export class DaemonUnreachableError extends VmlinkError {
+  override readonly status = 503;
   /** The control socket path that was tried. */
   readonly socketPath: string;
   /** The system error code, e.g. `ENOENT`, `ECONNREFUSED`, `EACCES`. */
@@ -60,6 +61,7 @@ export class DaemonUnreachableError extends VmlinkError {
 
 /** The daemon accepted the connection but did not answer in time. */
 export class DaemonTimeoutError extends VmlinkError {
+  override readonly status = 503;
   constructor(socketPath: string, what: string, ms: number, options?: ErrorOptions) {
     super(
       'ERR_DAEMON_TIMEOUT',

@@ -5,7 +5,7 @@ export class ApiServerError extends VmlinkError {}
 
 /** A request the API cannot serve as given (bad query value, bad JSON). HTTP 400 unless `status` says otherwise. */
 export class BadRequestError extends ApiServerError {
-  readonly status: number;
+  override readonly status: number;
   constructor(message: string, status = 400) {
     super('ERR_BAD_REQUEST', message);
     this.status = status;
@@ -14,6 +14,7 @@ export class BadRequestError extends ApiServerError {
 
 /** No such route. */
 export class RouteNotFoundError extends ApiServerError {
+  override readonly status = 404;
   constructor(method: string, url: string) {
     super('ERR_ROUTE_NOT_FOUND', `there is no ${method} ${url} in the control API (see docs/api.md)`);
   }
@@ -21,6 +22,7 @@ export class RouteNotFoundError extends ApiServerError {
 
 /** Another daemon already answers on the control socket. */
 export class ControlInUseError extends ApiServerError {
+  override readonly status = 409;
   constructor(path: string) {
     super(
       'ERR_CONTROL_IN_USE',

@@ -15,7 +15,6 @@ import fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { ConfigError } from '../config/errors.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { PortOpenError } from '../net/errors.js';
 import { AdmissionGate, type AdmissionStatus, type AdmissionTicket, isRefusal } from '../util/admission.js';
 import {
   claimUnixPath,
@@ -33,39 +32,6 @@ import {
   ControlSocketError,
   RouteNotFoundError,
 } from './errors.js';
-
-/** HTTP status of each error code (docs/api.md "Errors"); anything else is 500. */
-const STATUS_OF: Record<string, number> = {
-  ERR_CONFIG_INVALID: 400,
-  ERR_BAD_REQUEST: 400,
-  ERR_PORT_KIND: 400,
-  ERR_NETWORK_NOT_FOUND: 404,
-  ERR_PORT_NOT_FOUND: 404,
-  ERR_EXPORT_NOT_FOUND: 404,
-  ERR_ROUTE_NOT_FOUND: 404,
-  ERR_NETWORK_EXISTS: 409,
-  ERR_PORT_EXISTS: 409,
-  ERR_VNI_IN_USE: 409,
-  ERR_NETWORK_LIMIT: 409,
-  ERR_NETWORK_IN_USE: 409,
-  ERR_DECLARED_IN_CONFIG: 409,
-  ERR_EXPORT_EXISTS: 409,
-  ERR_EXPORT_IN_USE: 409,
-  ERR_EXPORT_BACKEND: 422,
-  ERR_EXPORT_PATH_OUTSIDE_ROOTS: 403,
-  ERR_EXPORT_MEMORY_LIMIT: 422,
-  ERR_EXPORT_COW_LOOP: 422,
-  ERR_EXPORT_FILE_IN_USE: 409,
-  ERR_STORAGE_UNAVAILABLE: 503,
-  ERR_PORT_ADDRESS: 422,
-  ERR_QEMU_ARGS: 422,
-  ERR_QOS_ADMISSION: 409,
-  ERR_QOS_REQUEST: 422,
-  ERR_LINK_NOT_FOUND: 404,
-  ERR_LINK_EXISTS: 409,
-  ERR_LINK_NOT_DELETABLE: 409,
-  ERR_OVERLAY_OFF: 409,
-};
 
 export interface ApiServerOptions {
   backend: ControlBackend;
@@ -90,14 +56,11 @@ export interface ErrorBody {
 /** The status and body answering `err`. */
 export function errorReply(err: unknown): { status: number; body: ErrorBody } {
   if (err instanceof ConfigError) {
-    return { status: 400, body: { error: { code: err.code, message: err.message, problems: err.problems } } };
+    return { status: err.status, body: { error: { code: err.code, message: err.message, problems: err.problems } } };
   }
-  if (err instanceof BadRequestError)
+  // Each error declares its own status (src/errors.ts VmlinkError.status).
+  if (err instanceof VmlinkError)
     return { status: err.status, body: { error: { code: err.code, message: err.message } } };
-  if (err instanceof VmlinkError) {
-    const status = STATUS_OF[err.code] ?? (err instanceof PortOpenError ? 422 : 500);
-    return { status, body: { error: { code: err.code, message: err.message } } };
-  }
   // fastify's own client errors (bad JSON, wrong content type, body too large) keep their 4xx status.
   const status = (err as { statusCode?: unknown }).statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {

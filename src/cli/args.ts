@@ -8,6 +8,7 @@ import { isGroupMac, parseMac } from '../net/frame.js';
 
 /** A bad or missing command-line argument: printed with a usage hint, exit status 2. */
 export class UsageError extends VmlinkError {
+  override readonly status = 400;
   constructor(message: string) {
     super('ERR_USAGE', message);
   }

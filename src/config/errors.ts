@@ -10,6 +10,7 @@ export interface ConfigProblem {
 }
 
 export class ConfigError extends VmlinkError {
+  override readonly status = 400;
   /** Every problem found (the message lists them too). */
   readonly problems: ConfigProblem[];
 

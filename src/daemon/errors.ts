@@ -3,6 +3,7 @@ import { VmlinkError } from '../errors.js';
 
 /** An item declared in the config file cannot be replaced or deleted through the API. */
 export class DeclaredInConfigError extends VmlinkError {
+  override readonly status = 409;
   constructor(what: 'network' | 'port' | 'export', name: string, configPath: string | undefined) {
     super(
       'ERR_DECLARED_IN_CONFIG',
@@ -14,6 +15,7 @@ export class DeclaredInConfigError extends VmlinkError {
 
 /** No export of that name. */
 export class ExportNotFoundError extends VmlinkError {
+  override readonly status = 404;
   constructor(name: string, known: readonly string[]) {
     super(
       'ERR_EXPORT_NOT_FOUND',
@@ -24,6 +26,7 @@ export class ExportNotFoundError extends VmlinkError {
 
 /** An export of that name exists already. */
 export class ExportExistsError extends VmlinkError {
+  override readonly status = 409;
   constructor(name: string) {
     super('ERR_EXPORT_EXISTS', `export "${name}" already exists; choose another name or delete it first`);
   }
@@ -31,6 +34,7 @@ export class ExportExistsError extends VmlinkError {
 
 /** An export with connected clients cannot be deleted. */
 export class ExportInUseError extends VmlinkError {
+  override readonly status = 409;
   constructor(name: string, clients: number) {
     super(
       'ERR_EXPORT_IN_USE',
@@ -41,6 +45,7 @@ export class ExportInUseError extends VmlinkError {
 
 /** An export's backend could not be opened (missing image, unreachable remote): nothing was changed. */
 export class ExportBackendError extends VmlinkError {
+  override readonly status = 422;
   constructor(name: string, reason: string, options?: ErrorOptions) {
     super('ERR_EXPORT_BACKEND', `export "${name}": cannot open its backend: ${reason}`, options);
   }
@@ -48,6 +53,7 @@ export class ExportBackendError extends VmlinkError {
 
 /** The NBD server could not listen, so exports cannot be served. */
 export class StorageUnavailableError extends VmlinkError {
+  override readonly status = 503;
   constructor(reason: string, options?: ErrorOptions) {
     super(
       'ERR_STORAGE_UNAVAILABLE',
@@ -59,6 +65,7 @@ export class StorageUnavailableError extends VmlinkError {
 
 /** An export's file lies outside `storage.roots`. */
 export class ExportPathError extends VmlinkError {
+  override readonly status = 403;
   constructor(name: string, field: string, path: string, real: string, roots: readonly string[]) {
     super(
       'ERR_EXPORT_PATH_OUTSIDE_ROOTS',
@@ -70,6 +77,7 @@ export class ExportPathError extends VmlinkError {
 
 /** Memory exports together would declare more than `storage.memory_limit`. */
 export class ExportMemoryLimitError extends VmlinkError {
+  override readonly status = 422;
   constructor(name: string, bytes: number, used: number, limit: number, isDefault: boolean) {
     super(
       'ERR_EXPORT_MEMORY_LIMIT',
@@ -82,6 +90,7 @@ export class ExportMemoryLimitError extends VmlinkError {
 
 /** A copy-on-write export that reads from itself. */
 export class ExportCowLoopError extends VmlinkError {
+  override readonly status = 422;
   constructor(name: string, reason: string) {
     super('ERR_EXPORT_COW_LOOP', `export "${name}": ${reason}`);
   }
@@ -89,6 +98,7 @@ export class ExportCowLoopError extends VmlinkError {
 
 /** A file another export already writes. */
 export class ExportFileInUseError extends VmlinkError {
+  override readonly status = 409;
   constructor(name: string, field: string, real: string, other: string, otherField: string) {
     super(
       'ERR_EXPORT_FILE_IN_USE',

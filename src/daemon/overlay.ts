@@ -30,6 +30,7 @@ import { parseWith } from './specs.js';
 
 /** The overlay is not configured on this host. */
 export class OverlayOffError extends OverlayError {
+  override readonly status = 409;
   constructor(what: 'overlay' | 'vxlan' = 'overlay') {
     super(
       'ERR_OVERLAY_OFF',

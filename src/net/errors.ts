@@ -4,12 +4,14 @@ import { VmlinkError } from '../errors.js';
 export class NetError extends VmlinkError {}
 
 export class NetworkExistsError extends NetError {
+  override readonly status = 409;
   constructor(name: string) {
     super('ERR_NETWORK_EXISTS', `network "${name}" already exists; choose another name or delete it first`);
   }
 }
 
 export class NetworkNotFoundError extends NetError {
+  override readonly status = 404;
   constructor(name: string, known: readonly string[]) {
     super(
       'ERR_NETWORK_NOT_FOUND',
@@ -19,6 +21,7 @@ export class NetworkNotFoundError extends NetError {
 }
 
 export class NetworkInUseError extends NetError {
+  override readonly status = 409;
   constructor(name: string, ports: readonly string[]) {
     super('ERR_NETWORK_IN_USE', `network "${name}" still has ports [${ports.join(', ')}]; delete them first`);
   }
@@ -26,6 +29,7 @@ export class NetworkInUseError extends NetError {
 
 /** Creating one more network would pass the host's cap (config `limits.networks`). */
 export class NetworkLimitError extends NetError {
+  override readonly status = 409;
   constructor(count: number, cap: number) {
     super(
       'ERR_NETWORK_LIMIT',
@@ -35,24 +39,28 @@ export class NetworkLimitError extends NetError {
 }
 
 export class VniInUseError extends NetError {
+  override readonly status = 409;
   constructor(vni: number, by: string) {
     super('ERR_VNI_IN_USE', `VNI ${vni} is already used by network "${by}"; each network needs its own VNI`);
   }
 }
 
 export class PortExistsError extends NetError {
+  override readonly status = 409;
   constructor(name: string) {
     super('ERR_PORT_EXISTS', `port "${name}" already exists; choose another name or delete it first`);
   }
 }
 
 export class PortNotFoundError extends NetError {
+  override readonly status = 404;
   constructor(name: string) {
     super('ERR_PORT_NOT_FOUND', `port "${name}" does not exist (see: vmlink port list)`);
   }
 }
 
 export class PortKindError extends NetError {
+  override readonly status = 400;
   constructor(kind: string, known: readonly string[]) {
     super('ERR_PORT_KIND', `port kind "${kind}" is not supported here (supported: ${known.join(', ')})`);
   }
@@ -60,6 +68,7 @@ export class PortKindError extends NetError {
 
 /** A transport address could not be used (bind/listen/connect set-up). */
 export class PortAddressError extends NetError {
+  override readonly status = 422;
   constructor(port: string, address: string, reason: string, options?: ErrorOptions) {
     super('ERR_PORT_ADDRESS', `port "${port}": cannot use ${address}: ${reason}`, options);
   }
@@ -71,4 +80,6 @@ export class PortAddressError extends NetError {
  * message names the port once. The API answers 422: nothing was changed.
  * `ERR_PORT_OPEN` is the code for a failure no port kind has a code for.
  */
-export class PortOpenError extends NetError {}
+export class PortOpenError extends NetError {
+  override readonly status = 422;
+}

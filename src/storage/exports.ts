@@ -77,12 +77,17 @@ export class ExportRegistry {
       throw new ExportError(
         'ERR_EXPORT_INVALID',
         `export name "${spec.name}" is invalid: use 1-64 letters, digits, '_', '.', '-' (not first)`,
+        400,
       );
     if (this.#exports.has(spec.name))
-      throw new ExportError('ERR_EXPORT_EXISTS', `export "${spec.name}" already exists; remove it first`);
+      throw new ExportError('ERR_EXPORT_EXISTS', `export "${spec.name}" already exists; remove it first`, 409);
     const weight = spec.weight ?? 1;
     if (!(weight > 0) || !Number.isFinite(weight))
-      throw new ExportError('ERR_EXPORT_INVALID', `export "${spec.name}": weight ${weight} must be a positive number`);
+      throw new ExportError(
+        'ERR_EXPORT_INVALID',
+        `export "${spec.name}": weight ${weight} must be a positive number`,
+        400,
+      );
     const exp: NbdExport = {
       name: spec.name,
       backend: spec.backend,
@@ -100,7 +105,8 @@ export class ExportRegistry {
   /** Removes an export (open connections keep using its backend until they close). */
   remove(name: string): NbdExport {
     const exp = this.#exports.get(name);
-    if (!exp) throw new ExportError('ERR_EXPORT_NOT_FOUND', `export "${name}" does not exist (known: ${this.names()})`);
+    if (!exp)
+      throw new ExportError('ERR_EXPORT_NOT_FOUND', `export "${name}" does not exist (known: ${this.names()})`, 404);
     this.#exports.delete(name);
     for (const fn of this.#onRemove) fn(exp);
     return exp;

@@ -194,9 +194,12 @@ describe('daemon control API', () => {
   let r: Running;
   let busy: Server;
   let busyPort: number;
+  /** performance.now() just before the daemon was started and just after it was ready (it runs in this process). */
+  let startWindow: [number, number];
 
   before(async () => {
     const dir = dirFor();
+    const beforeStart = performance.now();
     r = await startDaemon(
       hostConfig(dir, {
         networks: [{ name: 'lan', vni: 10 }],
@@ -204,6 +207,7 @@ describe('daemon control API', () => {
       }),
       dir,
     );
+    startWindow = [beforeStart, performance.now()];
     busy = createServer();
     busy.listen(0, '127.0.0.1');
     await once(busy, 'listening');
@@ -221,13 +225,19 @@ describe('daemon control API', () => {
   });
 
   test('reports host id, version, pid, control path, state dir and counts in the status', async () => {
+    const asked = performance.now();
     const s = await r.client.status();
+    const answered = performance.now();
     assert.equal(s.host.id, 'h1');
     assert.match(s.host.version, /^\d+\.\d+\.\d+/);
     assert.equal(s.host.pid, process.pid);
     assert.equal(s.host.control, r.control);
     assert.equal(s.host.state_dir, join(r.dir, 'state'));
-    assert.ok(s.host.uptime_s >= 0);
+    // Whole seconds since the daemon started: bounded by the start window and the request window.
+    const [beforeStart, ready] = startWindow;
+    assert.ok(Number.isInteger(s.host.uptime_s), `uptime_s ${s.host.uptime_s}`);
+    assert.ok(s.host.uptime_s >= Math.floor((asked - ready) / 1000), `uptime_s ${s.host.uptime_s}`);
+    assert.ok(s.host.uptime_s <= Math.floor((answered - beforeStart) / 1000), `uptime_s ${s.host.uptime_s}`);
     assert.equal(s.networks, 1);
     assert.deepEqual(s.ports, { total: 1, up: 0 });
   });

@@ -214,10 +214,21 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     assert.match(warnings[0]?.msg ?? '', /closing NBD connection: bad request magic 0xdeadbeef/);
   });
 
-  it('closes a connection that announces a write payload beyond 32 MiB', async () => {
-    const { s } = await rawConnect(srv.socket, 'mem');
+  it('closes a connection that announces a write payload beyond 32 MiB, saying why', async () => {
+    const lines: { level: number; msg: string }[] = [];
+    const logger = pino({ level: 'debug' }, { write: (l: string) => lines.push(JSON.parse(l)) });
+    const s7 = await startServer(dir, 'payload', [{ name: 'm', backend: new MemoryBackend({ size: SIZE }) }], {
+      logger,
+    });
+    extra.push(s7);
+    const { s } = await rawConnect(s7.socket, 'm');
     s.write(request(1, 0, 1, 0, 0xffffffff));
     await once(s, 'close');
+    assert.equal(s7.server.stats.protocolErrors, 1);
+    const warnings = lines.filter((l) => l.level >= 40).map((l) => l.msg);
+    assert.deepEqual(warnings, [
+      'closing NBD connection: write payload of 4294967295 bytes exceeds the 33554432-byte maximum',
+    ]);
   });
 
   it('answers requests out of order as they complete', async () => {
@@ -320,6 +331,8 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     const idle = connect(s4.socket);
     idle.on('data', () => {});
     await once(idle, 'close');
+    assert.equal(s4.server.admission().refused.handshake_timeout, 1);
+    assert.equal(s4.server.stats.protocolErrors, 0);
   });
 
   it('refuses unix connections beyond maxUnixConnections and keeps serving the ones it has', async () => {
@@ -337,12 +350,14 @@ describe('NBD server over sockets', { timeout: 120_000 }, () => {
     c.destroy();
   });
 
-  it('answers in-flight requests before closing on NBD_CMD_DISC', async () => {
+  it('answers in-flight requests before closing on NBD_CMD_DISC, as a clean end rather than a protocol error', async () => {
+    const errorsBefore = srv.server.stats.protocolErrors;
     const { s, read } = await rawConnect(srv.socket, 'mem');
     const w = request(1, 0, 7, 4096, 4);
     s.write(Buffer.concat([w, Buffer.from('disc'), request(2, 0, 8, 0, 0)]));
     assert.equal((await read(16)).toString('hex'), '67446698' + '00000000' + '0000000000000007');
     await once(s, 'close');
+    assert.equal(srv.server.stats.protocolErrors, errorsBefore);
     const c = await client('mem');
     assert.equal((await c.read(4096, 4)).toString(), 'disc');
   });

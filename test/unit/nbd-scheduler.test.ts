@@ -35,8 +35,23 @@ describe('NBD I/O scheduler', () => {
     assert.ok(Math.abs(heavyShare - 0.75) < 0.03, `heavy share ${heavyShare}`);
   });
 
-  it('resolves idle() at once when nothing is queued', async () => {
-    await new IoScheduler().idle();
+  it('resolves idle() at once when nothing is queued, and after the last request otherwise, serving one export in arrival order', async () => {
+    const s = new IoScheduler({ concurrency: 1 });
+    const later = () => new Promise<string>((r) => setImmediate(() => r('a later turn of the event loop')));
+    assert.equal(await Promise.race([s.idle().then(() => 'idle'), later()]), 'idle');
+
+    const reg = new ExportRegistry();
+    const exp = reg.add({ name: 'one', backend: new MemoryBackend({ size: 1 }) });
+    const served: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const run = async () => {
+        await later();
+        served.push(i);
+      };
+      s.submit(exp, { run }, i % 2 ? 65536 : 512);
+    }
+    await s.idle();
+    assert.deepEqual(served, [0, 1, 2, 3, 4]);
   });
 
   it('forgets the queue of an export removed from the registry, so nothing keeps its backend', async () => {

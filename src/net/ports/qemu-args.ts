@@ -18,6 +18,7 @@ import { VmlinkError } from '../../errors.js';
 
 /** The port cannot be expressed as QEMU 7.2 arguments (or an option is invalid). */
 export class QemuArgsError extends VmlinkError {
+  override readonly status = 422;
   constructor(port: string, reason: string) {
     super('ERR_QEMU_ARGS', `port "${port}": ${reason}`);
   }

@@ -10,6 +10,7 @@ export class VhostError extends NetError {}
 
 /** The front-end broke the message protocol (bad header, size, version, unknown request). */
 export class VhostProtocolError extends VhostError {
+  override readonly status = 400;
   constructor(message: string) {
     super('ERR_VHOST_PROTOCOL', message);
   }
@@ -17,6 +18,7 @@ export class VhostProtocolError extends VhostError {
 
 /** A message carried the wrong number of fds. */
 export class VhostFdError extends VhostError {
+  override readonly status = 400;
   constructor(message: string) {
     super('ERR_VHOST_FDS', message);
   }
@@ -24,6 +26,7 @@ export class VhostFdError extends VhostError {
 
 /** The memory table is invalid (overlap, too many regions, mmap failed). */
 export class VhostMemoryError extends VhostError {
+  override readonly status = 400;
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_VHOST_MEMORY', message, options);
   }
@@ -35,6 +38,7 @@ export class VhostMemoryError extends VhostError {
  * is disconnected.
  */
 export class VhostMemoryFaultError extends VhostError {
+  override readonly status = 400;
   constructor(message: string) {
     super('ERR_VHOST_MEMORY_FAULT', message);
   }
@@ -42,6 +46,7 @@ export class VhostMemoryFaultError extends VhostError {
 
 /** A ring set-up message is invalid (index, size, address outside memory). */
 export class VhostRingError extends VhostError {
+  override readonly status = 400;
   constructor(message: string) {
     super('ERR_VHOST_RING', message);
   }
@@ -49,6 +54,7 @@ export class VhostRingError extends VhostError {
 
 /** The guest put something invalid in a ring (loop, address outside memory, bad length, index jump). */
 export class VirtqueueError extends VhostError {
+  override readonly status = 400;
   constructor(message: string) {
     super('ERR_VIRTQUEUE', message);
   }

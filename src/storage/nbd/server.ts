@@ -79,6 +79,7 @@ export interface NbdServer {
 
 /** A listen address could not be used. */
 export class NbdListenError extends StorageError {
+  override readonly status = 422;
   constructor(address: string, reason: string, options?: ErrorOptions) {
     super('ERR_NBD_LISTEN', `NBD server cannot listen on ${address}: ${reason}`, options);
   }

@@ -41,6 +41,7 @@ export interface NbdTlsFiles {
 
 /** TLS settings that cannot be used: a file is missing or not PEM, the key does not fit the certificate. */
 export class NbdTlsConfigError extends StorageError {
+  override readonly status = 400;
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_NBD_TLS_CONFIG', message, options);
   }
