@@ -24,7 +24,7 @@ import { silentLogger } from '../src/log.js';
 import { caInit, hostCert } from '../src/net/overlay/ca.js';
 import { Overlay } from '../src/net/overlay/overlay.js';
 import { TcpTransport } from '../src/net/overlay/tcp-transport.js';
-import type { FrameSink, Port } from '../src/net/ports/port.js';
+import type { FrameSink, Port } from '../src/net/port.js';
 import { Switch } from '../src/net/switch/switch.js';
 import type { ScenarioResult } from './types.js';
 import { iperfServer, machineInfo, median, waitListening } from './util.js';

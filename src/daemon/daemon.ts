@@ -42,7 +42,7 @@ import {
   PortOpenError,
 } from '../net/errors.js';
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
-import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
 import { createPort } from '../net/ports/registry.js';
 import type { QosPortView, QosView } from '../net/qos/view.js';

@@ -17,7 +17,7 @@ export { findKernel, type GuestImage } from '../../src/guest/image.js';
 export { INIT_SCRIPT, READY_LINE, VIRTIO_MODULES } from '../../src/guest/init-script.js';
 
 /** Repository root (this file runs from `<repo>/dist/test/helpers/`). */
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
 let building: Promise<GuestImage> | undefined;
 

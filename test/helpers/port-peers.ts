@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { type Address, parseAddress } from '../../src/config/address.js';
 import { type PortConfig, portSchema } from '../../src/config/schema.js';
 import { native, type Poller } from '../../src/native/index.js';
+import type { Port } from '../../src/net/port.js';
 import { Deframer } from '../../src/net/ports/deframer.js';
-import type { Port } from '../../src/net/ports/port.js';
 
 /** Something that exchanges frames with a port, as QEMU would. */
 export interface Peer {

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { after, describe, test } from 'node:test';
 import { portSchema } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';
-import { type Port, WriteResult } from '../../src/net/ports/port.js';
+import { type Port, WriteResult } from '../../src/net/port.js';
 import { createPort } from '../../src/net/ports/registry.js';
 
 const T = { timeout: 30_000 };

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type PortConfig, portSchema } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';
-import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/ports/port.js';
+import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/port.js';
 import { defaultMac, qemuArgs, shellQuote } from '../../src/net/ports/qemu-args.js';
 import { createPort } from '../../src/net/ports/registry.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WriteResult } from '../../src/net/ports/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import { CLASS_BULK, CLASS_LATENCY } from '../../src/net/qos/classes.js';
 import { QosEgress } from '../../src/net/qos/egress.js';
 import { FrameRing } from '../../src/net/qos/frame-ring.js';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { silentLogger } from '../../src/log.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import { CLASS_BEST_EFFORT } from '../../src/net/qos/classes.js';
 import { QosEgress } from '../../src/net/qos/egress.js';
 import { Switch } from '../../src/net/switch/switch.js';

@@ -20,7 +20,7 @@
  * channel is used as soon as it is up.
  */
 import { ETH_HLEN } from '../frame.js';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import { QosEgress } from '../qos/egress.js';
 import type { Switch, SwitchPort } from '../switch/switch.js';
 import { HEADER_LEN } from './codec.js';

@@ -12,7 +12,7 @@
  * writing a transport.
  */
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import type { WriteResult } from '../ports/port.js';
+import type { WriteResult } from '../port.js';
 
 /** A network as a host offers it on a link. */
 export interface OfferedNetwork {

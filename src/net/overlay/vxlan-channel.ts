@@ -3,7 +3,7 @@
  * vxlan-transport.ts builds its links from.
  */
 import { isIP } from 'node:net';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import type {
   ChannelHandlers,
   ChannelStats,

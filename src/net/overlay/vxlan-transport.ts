@@ -35,7 +35,7 @@ import { isIP } from 'node:net';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import { LinkDialError, VxlanConfigError } from './errors.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 import { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VxlanChannel, type VxlanSender, writeVxlan } from './vxlan-channel.js';

@@ -4,7 +4,7 @@
  * (unix-dgram.ts); both batch with recvmmsg/sendmmsg through the addon.
  */
 import type { PortConfig } from '../../config/schema.js';
-import type { Port, PortContext } from './port.js';
+import type { Port, PortContext } from '../port.js';
 import { UdpDgramPort, type UdpDgramSpec } from './udp-dgram.js';
 import { UnixDgramPort, type UnixDgramSpec } from './unix-dgram.js';
 

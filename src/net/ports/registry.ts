@@ -5,9 +5,9 @@
  */
 import type { PortConfig } from '../../config/schema.js';
 import { PortKindError } from '../errors.js';
+import type { Port, PortContext, PortFactory } from '../port.js';
 import { dgramPort } from './dgram.js';
 import { hostPort } from './host.js';
-import type { Port, PortContext, PortFactory } from './port.js';
 import { socketPort } from './socket.js';
 import { streamPort } from './stream.js';
 import { tapPort } from './tap.js';

@@ -6,7 +6,7 @@
  * sockaddr_in); use `stream` for IPv6 or unix sockets.
  */
 import type { PortConfig } from '../../config/schema.js';
-import type { Port, PortContext } from './port.js';
+import type { Port, PortContext } from '../port.js';
 import { StreamPort, streamOptions } from './stream.js';
 
 type SocketSpec = Extract<PortConfig, { kind: 'socket' }>;

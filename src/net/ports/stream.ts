@@ -19,12 +19,12 @@ import type { Address } from '../../config/address.js';
 import { formatAddress } from '../../config/address.js';
 import type { PortConfig } from '../../config/schema.js';
 import { describeError } from '../../errors.js';
+import { Backoff } from '../../util/backoff.js';
 import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
 import { PortAddressError } from '../errors.js';
-import { Backoff } from './backoff.js';
+import type { BatchResult, Port, PortContext, PortState } from '../port.js';
+import { WriteResult } from '../port.js';
 import { Deframer, PushResult } from './deframer.js';
-import type { BatchResult, Port, PortContext, PortState } from './port.js';
-import { WriteResult } from './port.js';
 import { StreamEgress } from './stream-egress.js';
 import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from './unix-path.js';
 

@@ -26,7 +26,7 @@ import {
   type Port,
   type PortState,
   WriteResult,
-} from '../ports/port.js';
+} from '../port.js';
 import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../qos/classes.js';
 import { type EgressTarget, QosEgress } from '../qos/egress.js';
 import { defaultPoliceBurst, type PortQosPolicy } from '../qos/policy.js';
