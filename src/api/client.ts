@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
-import type { QosPortView, QosView } from '../net/qos/view.js';
+import type { QosPortView, QosView } from '../qos/view.js';
 import type { AdmissionStatus } from '../util/admission.js';
 
 export type { AdmissionStatus, LinkView, ListenerView };

@@ -2,8 +2,8 @@
 import type { Command } from 'commander';
 import { formatRate, parseRate } from '../config/qos-schema.js';
 import { parseSize } from '../config/storage-schema.js';
-import { QOS_CLASSES } from '../net/qos/classes.js';
-import type { QosView } from '../net/qos/view.js';
+import { QOS_CLASSES } from '../qos/classes.js';
+import type { QosView } from '../qos/view.js';
 import { choiceArg, intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { formatJson, formatTable, print } from './output.js';

@@ -20,10 +20,10 @@ import { type Address, formatAddress } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from '../port.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
-import { FrameArena } from './frame-arena.js';
 
 type UdpAddress = Extract<Address, { type: 'udp' }>;
 

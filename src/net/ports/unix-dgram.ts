@@ -30,10 +30,10 @@ import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import type { Probe } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
 import { type Port, type PortContext, type PortState, WriteResult } from '../port.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
-import { FrameArena } from './frame-arena.js';
 import { createPortSocket, prepareUnixPath, type SocketAccessSpec } from './unix-path.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;

@@ -29,8 +29,8 @@ import { type NativeAddon, native, type Poller } from '../../native/index.js';
 import { mkdirp } from '../../util/fs.js';
 import { createUnixSocketSync, PRIVATE_SOCKET } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
-import { FrameArena } from './frame-arena.js';
 import {
   createPortSocket,
   portSocketAccess,

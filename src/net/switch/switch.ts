@@ -7,6 +7,10 @@
  * #output) reads headers in place and allocates nothing in steady state.
  */
 import type { Logger } from '../../log.js';
+import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../../qos/classes.js';
+import { type EgressTarget, QosEgress } from '../../qos/egress.js';
+import { defaultPoliceBurst, type PortQosPolicy } from '../../qos/policy.js';
+import { TokenBucket } from '../../qos/token-bucket.js';
 import {
   NetworkExistsError,
   NetworkInUseError,
@@ -27,10 +31,6 @@ import {
   type PortState,
   WriteResult,
 } from '../port.js';
-import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../qos/classes.js';
-import { type EgressTarget, QosEgress } from '../qos/egress.js';
-import { defaultPoliceBurst, type PortQosPolicy } from '../qos/policy.js';
-import { TokenBucket } from '../qos/token-bucket.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
 import { Fdb, LEARN_FULL, LEARN_NEW } from './fdb.js';
 

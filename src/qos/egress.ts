@@ -17,7 +17,7 @@
  * event-loop turn (a pre-bound setImmediate) or on one timer when the shaper
  * or a cap holds everything back.
  */
-import { MAX_FRAME_LEN, type WriteResult } from '../port.js';
+import { MAX_FRAME_LEN, type WriteResult } from '../net/port.js';
 import { CLASS_COUNT, CLASS_LATENCY, CLASS_WEIGHT } from './classes.js';
 import { FrameRing } from './frame-ring.js';
 import { QosScheduler } from './scheduler.js';

@@ -6,7 +6,7 @@
  * Classes are small integers, 0 the highest: a port's allowed class is a
  * ceiling, and clamping a guest's mark to it is `Math.max(mark, allowed)`.
  */
-import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN } from '../frame.js';
+import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN } from '../net/frame.js';
 
 /** Class names, highest first; the index is the class id. */
 export const QOS_CLASSES = ['latency', 'interactive', 'best-effort', 'bulk'] as const;
