@@ -4,7 +4,7 @@
  * over the API is validated by the same {@link linkSchema}. docs/overlay.md.
  */
 import { z } from 'zod';
-import { type Address, parseAddress } from './address.js';
+import { type Address, parseAddress } from '../util/address.js';
 import { allowedClientsSchema, limitSchema } from './admission-schema.js';
 import { linkQosSchema } from './qos-schema.js';
 

@@ -5,7 +5,7 @@
  * plain number of bits per second. Burst is bytes (`64K`, `1M`).
  */
 import { z } from 'zod';
-import { QOS_CLASSES } from '../qos/classes.js';
+import { QOS_CLASSES } from '../qos/names.js';
 import { sizeSchema } from './storage-schema.js';
 
 /** Lowest rate accepted: 8 kbit/s (one 1500-byte frame every 1.5 s). */

@@ -4,8 +4,8 @@
  * the API is validated by the same schema as one declared in the file.
  */
 import { z } from 'zod';
-import { parseMac } from '../net/frame.js';
-import { type Address, parseAddress } from './address.js';
+import { type Address, parseAddress } from '../util/address.js';
+import { parseMac } from '../util/mac.js';
 import { limitSchema } from './admission-schema.js';
 import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';

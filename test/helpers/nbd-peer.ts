@@ -8,10 +8,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Address } from '../../src/config/address.js';
 import { silentLogger } from '../../src/log.js';
 import { ExportRegistry, type ExportSpec } from '../../src/storage/exports.js';
 import { createNbdServer, type NbdServer, type NbdServerOptions } from '../../src/storage/nbd/server.js';
+import type { Address } from '../../src/util/address.js';
 
 export interface RunningServer {
   server: NbdServer;

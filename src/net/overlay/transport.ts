@@ -127,7 +127,7 @@ export interface LinkChannel {
   close(reason: string): Promise<void>;
 }
 
-/** Where a transport listens or what it dials: the address forms of config/address.ts. */
+/** Where a transport listens or what it dials: the address forms of util/address.ts. */
 export interface TransportAddress {
   host: string;
   port: number;

@@ -37,7 +37,7 @@ import {
   prepareUnixPath,
   type SocketAccess,
   type SocketAccessSpec,
-} from './unix-path.js';
+} from '../unix-path.js';
 
 /** A VDE port's validated config (see config/schema.ts). */
 export interface VdeSpec {

@@ -11,6 +11,7 @@ import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../../qos/classes.j
 import { type EgressTarget, QosEgress } from '../../qos/egress.js';
 import { defaultPoliceBurst, type PortQosPolicy } from '../../qos/policy.js';
 import { TokenBucket } from '../../qos/token-bucket.js';
+import { formatMac } from '../../util/mac.js';
 import {
   NetworkExistsError,
   NetworkInUseError,
@@ -19,7 +20,7 @@ import {
   PortNotFoundError,
   VniInUseError,
 } from '../errors.js';
-import { ETH_HLEN, ETHERTYPE_VLAN, formatMac, VLAN_HLEN } from '../frame.js';
+import { ETH_HLEN, ETHERTYPE_VLAN, VLAN_HLEN } from '../frame.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
 import { OffloadMeta, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../offload/vnet-hdr.js';
 import {

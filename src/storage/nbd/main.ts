@@ -10,8 +10,9 @@
  * Prints one line `READY <addresses as JSON>` on stdout once listening.
  * SIGTERM/SIGINT close gracefully (in-flight requests answered, backends flushed).
  */
-import { type Address, parseAddress } from '../../config/address.js';
+
 import { createLogger } from '../../log.js';
+import { type Address, parseAddress } from '../../util/address.js';
 import { type BackendSpec, openBackend } from '../backends/index.js';
 import { ExportRegistry } from '../exports.js';
 import { createNbdServer } from './server.js';
