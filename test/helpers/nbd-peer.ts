@@ -83,14 +83,14 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** The standalone server (src/storage/nbd/main.ts) as a child process. */
+/** The standalone server (test/helpers/nbd-server-main.ts) as a child process. */
 export interface ChildServer {
   proc: ChildProcess;
   addresses: Address[];
   stderr: () => string;
 }
 
-const MAIN = new URL('../../src/storage/nbd/main.js', import.meta.url).pathname;
+const MAIN = new URL('./nbd-server-main.js', import.meta.url).pathname;
 
 /** Spawns the standalone server with a JSON config and waits for its READY line. */
 export function spawnServer(config: unknown): Promise<ChildServer> {
