@@ -8,9 +8,6 @@ import { type Address, parseAddress } from '../util/address.js';
 import { allowedClientsSchema, limitSchema } from './admission-schema.js';
 import { linkQosSchema } from './qos-schema.js';
 
-/** Default TCP port of the link listener. */
-export const DEFAULT_LINK_PORT = 7400;
-
 const tcpAddress = z.string().transform((text, ctx): Extract<Address, { type: 'tcp' }> => {
   const a = parseAddress(text, ['tcp']);
   if (typeof a === 'string') {

@@ -126,7 +126,6 @@ export type PortQosConfig = z.infer<typeof portQosSchema>;
 
 /** The body of `POST /v1/ports/:name/qos`: the fields given replace the port's current ones. */
 export const qosRequestSchema = z.strictObject(requestFields).superRefine(checkMinMax);
-export type QosRequest = z.infer<typeof qosRequestSchema>;
 
 /**
  * `links[].qos` in the config file and in `POST /v1/links` (`vmlink link

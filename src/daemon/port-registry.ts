@@ -33,8 +33,3 @@ export function createPort(spec: PortConfig, ctx: PortContext): Port {
   if (!make) throw new PortKindError(spec.kind, Object.keys(factories));
   return make(spec, ctx);
 }
-
-/** Kinds this build supports. */
-export function portKinds(): string[] {
-  return Object.keys(factories);
-}

@@ -10,8 +10,6 @@
 export const ETH_HLEN = 14;
 /** Length of one 802.1Q tag (TPID + TCI). */
 export const VLAN_HLEN = 4;
-/** Smallest frame accepted by the switch: a bare Ethernet header. */
-export const MIN_FRAME = ETH_HLEN;
 
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_ARP = 0x0806;
@@ -19,9 +17,6 @@ export const ETHERTYPE_RARP = 0x8035;
 export const ETHERTYPE_VLAN = 0x8100;
 export const ETHERTYPE_QINQ = 0x88a8;
 export const ETHERTYPE_IPV6 = 0x86dd;
-
-/** The broadcast MAC ff:ff:ff:ff:ff:ff as a number. */
-export const BROADCAST_MAC = 0xffff_ffff_ffff;
 
 const TWO32 = 0x1_0000_0000;
 

@@ -13,8 +13,6 @@ import type {
   TransportAddress,
 } from './transport.js';
 
-/** IANA port of VXLAN (RFC 7348 §5). */
-export const VXLAN_PORT = 4789;
 /** VXLAN header bytes. */
 export const VXLAN_HLEN = 8;
 /** Outer IPv4 + UDP + VXLAN header bytes within the underlay MTU. */
