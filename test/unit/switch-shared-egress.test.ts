@@ -9,9 +9,9 @@ import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { silentLogger } from '../../src/log.js';
 import { WriteResult } from '../../src/net/port.js';
+import { QosEgress } from '../../src/net/switch/qos-egress.js';
 import { Switch } from '../../src/net/switch/switch.js';
 import { CLASS_BEST_EFFORT } from '../../src/qos/classes.js';
-import { QosEgress } from '../../src/qos/egress.js';
 import { MetaPort } from '../helpers/meta-port.js';
 
 const MAC = (n: number) => `5254000000${n.toString(16).padStart(2, '0')}`;

@@ -20,9 +20,9 @@
  * channel is used as soon as it is up.
  */
 
-import { QosEgress } from '../../qos/egress.js';
 import { ETH_HLEN } from '../frame.js';
 import { WriteResult } from '../port.js';
+import { QosEgress } from '../switch/qos-egress.js';
 import type { Switch, SwitchPort } from '../switch/switch.js';
 import { HEADER_LEN } from './codec.js';
 import type { LinkChannel } from './transport.js';

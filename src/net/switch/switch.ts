@@ -8,7 +8,6 @@
  */
 import type { Logger } from '../../log.js';
 import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../../qos/classes.js';
-import { type EgressTarget, QosEgress } from '../../qos/egress.js';
 import { defaultPoliceBurst, type PortQosPolicy } from '../../qos/policy.js';
 import { TokenBucket } from '../../qos/token-bucket.js';
 import { formatMac } from '../../util/mac.js';
@@ -34,6 +33,7 @@ import {
 } from '../port.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
 import { Fdb, LEARN_FULL, LEARN_NEW } from './fdb.js';
+import { type EgressTarget, QosEgress } from './qos-egress.js';
 
 /** A network as the switch sees it. */
 export interface NetworkSpec {
