@@ -72,7 +72,7 @@ interface Peer {
   start(image: string, sock: string): Promise<ChildProcess>;
 }
 
-const MAIN = new URL('../src/storage/nbd/main.js', import.meta.url).pathname;
+const MAIN = new URL('../test/helpers/nbd-server-main.js', import.meta.url).pathname;
 const peers: Peer[] = [
   {
     name: 'vmlink',

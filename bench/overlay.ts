@@ -21,11 +21,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
 import { silentLogger } from '../src/log.js';
-import { caInit, hostCert } from '../src/net/overlay/ca.js';
 import { Overlay } from '../src/net/overlay/overlay.js';
 import { TcpTransport } from '../src/net/overlay/tcp-transport.js';
-import type { FrameSink, Port } from '../src/net/ports/port.js';
+import type { FrameSink, Port } from '../src/net/port.js';
 import { Switch } from '../src/net/switch/switch.js';
+import { caInit, hostCert } from '../src/pki/ca.js';
 import type { ScenarioResult } from './types.js';
 import { iperfServer, machineInfo, median, waitListening } from './util.js';
 

@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseMac } from '../src/net/frame.js';
+import { parseMac } from '../src/util/mac.js';
 
 export function parseMacOrThrow(text: string | undefined): number {
   const mac = parseMac(text ?? '');

@@ -5,8 +5,8 @@
  */
 
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
-import type { QosPortView, QosView } from '../net/qos/view.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
+import type { QosPortView, QosView } from '../qos/view.js';
 import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
 
 export type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView };

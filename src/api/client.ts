@@ -10,10 +10,10 @@ import type { Readable } from 'node:stream';
 import { Agent } from 'undici';
 import { VmlinkError } from '../errors.js';
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
-import type { QosPortView, QosView } from '../net/qos/view.js';
+import type { QosPortView, QosView } from '../qos/view.js';
 import type { AdmissionStatus } from '../util/admission.js';
 
-export type { AdmissionStatus, LinkView, ListenerView };
+export type { AdmissionStatus, LinkView, ListenerView, QosView };
 
 /** Default control socket, also the default of `vmlink daemon`. */
 export const DEFAULT_CONTROL = '/run/vmlink/vmlink.sock';

@@ -2,9 +2,10 @@
  * Local validation of command-line values, so a typo is reported before the
  * daemon is asked (exit 2), with the flag and the value named.
  */
-import { type Address, parseAddress } from '../config/address.js';
+
 import { VmlinkError } from '../errors.js';
-import { isGroupMac, parseMac } from '../net/frame.js';
+import { type Address, parseAddress } from '../util/address.js';
+import { isGroupMac, parseMac } from '../util/mac.js';
 
 /** A bad or missing command-line argument: printed with a usage hint, exit status 2. */
 export class UsageError extends VmlinkError {

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { LinkView } from '../api/client.js';
 import { formatRate } from '../config/qos-schema.js';
-import { caInit, hostCert } from '../net/overlay/ca.js';
+import { caInit, hostCert } from '../pki/ca.js';
 import { addressArg, hostIdArg, intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { listenerLine } from './network.js';

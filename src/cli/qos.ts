@@ -1,9 +1,9 @@
 /** `vmlink qos request|show`: what a VM asks of its port, and what it gets. */
 import type { Command } from 'commander';
+import type { QosView } from '../api/client.js';
 import { formatRate, parseRate } from '../config/qos-schema.js';
 import { parseSize } from '../config/storage-schema.js';
-import { QOS_CLASSES } from '../net/qos/classes.js';
-import type { QosView } from '../net/qos/view.js';
+import { QOS_CLASSES } from '../qos/names.js';
 import { choiceArg, intArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { formatJson, formatTable, print } from './output.js';

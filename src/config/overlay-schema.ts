@@ -4,12 +4,9 @@
  * over the API is validated by the same {@link linkSchema}. docs/overlay.md.
  */
 import { z } from 'zod';
-import { type Address, parseAddress } from './address.js';
+import { type Address, parseAddress } from '../util/address.js';
 import { allowedClientsSchema, limitSchema } from './admission-schema.js';
 import { linkQosSchema } from './qos-schema.js';
-
-/** Default TCP port of the link listener. */
-export const DEFAULT_LINK_PORT = 7400;
 
 const tcpAddress = z.string().transform((text, ctx): Extract<Address, { type: 'tcp' }> => {
   const a = parseAddress(text, ['tcp']);

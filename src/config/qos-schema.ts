@@ -5,7 +5,7 @@
  * plain number of bits per second. Burst is bytes (`64K`, `1M`).
  */
 import { z } from 'zod';
-import { QOS_CLASSES } from '../net/qos/classes.js';
+import { QOS_CLASSES } from '../qos/names.js';
 import { sizeSchema } from './storage-schema.js';
 
 /** Lowest rate accepted: 8 kbit/s (one 1500-byte frame every 1.5 s). */
@@ -126,7 +126,6 @@ export type PortQosConfig = z.infer<typeof portQosSchema>;
 
 /** The body of `POST /v1/ports/:name/qos`: the fields given replace the port's current ones. */
 export const qosRequestSchema = z.strictObject(requestFields).superRefine(checkMinMax);
-export type QosRequest = z.infer<typeof qosRequestSchema>;
 
 /**
  * `links[].qos` in the config file and in `POST /v1/links` (`vmlink link

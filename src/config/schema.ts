@@ -4,8 +4,8 @@
  * the API is validated by the same schema as one declared in the file.
  */
 import { z } from 'zod';
-import { parseMac } from '../net/frame.js';
-import { type Address, parseAddress } from './address.js';
+import { type Address, parseAddress } from '../util/address.js';
+import { parseMac } from '../util/mac.js';
 import { limitSchema } from './admission-schema.js';
 import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';
@@ -14,13 +14,11 @@ import { exportSchema, storageSchema } from './storage-schema.js';
 
 export {
   type BackendConfig,
-  backendSchema,
   defaultNbdSocket,
   type ExportConfig,
   exportSchema,
   parseSize,
   type StorageConfig,
-  storageSchema,
 } from './storage-schema.js';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
@@ -234,7 +232,6 @@ export const portSchema = z
     }
   });
 export type PortConfig = z.infer<typeof portSchema>;
-export type PortKindName = PortConfig['kind'];
 
 export const hostSchema = z.strictObject({
   /** Host id, unique in the fabric. */
@@ -346,7 +343,6 @@ export const configSchema = z
   });
 
 export type Config = z.infer<typeof configSchema>;
-export type ConfigInput = z.input<typeof configSchema>;
 
 /** True when the port binds a unix socket of its own (where `socket:` settings apply). */
 function createsUnixSocket(p: PortConfig): boolean {

@@ -33,4 +33,3 @@ export const socketAccessSchema = z.strictObject({
   /** Group: group name or gid; default the daemon's group (e.g. `kvm` or `libvirt-qemu` so QEMU may connect). */
   group: idSchema('group').optional(),
 });
-export type SocketAccessConfig = z.output<typeof socketAccessSchema>;

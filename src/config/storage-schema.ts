@@ -5,7 +5,7 @@
  */
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import { type Address, parseAddress } from './address.js';
+import { type Address, parseAddress } from '../util/address.js';
 import { allowedClientsSchema, isClient, limitSchema } from './admission-schema.js';
 import { socketAccessSchema } from './socket-schema.js';
 

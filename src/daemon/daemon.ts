@@ -42,15 +42,15 @@ import {
   PortOpenError,
 } from '../net/errors.js';
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
-import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/ports/port.js';
-import { defaultMac, qemuArgs, shellQuote } from '../net/ports/qemu-args.js';
-import { createPort } from '../net/ports/registry.js';
-import type { QosPortView, QosView } from '../net/qos/view.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type PortContext, type PortState } from '../net/port.js';
 import { type FdbRow, Switch, type SwitchPort } from '../net/switch/switch.js';
+import type { QosPortView, QosView } from '../qos/view.js';
 import { DeclaredInConfigError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
 import { OverlayService } from './overlay.js';
+import { createPort } from './port-registry.js';
 import { startProcessStats } from './process-stats.js';
+import { defaultMac, qemuArgs, shellQuote } from './qemu-args.js';
 import { QosService } from './qos.js';
 import { addressOf, packageVersion, parseWith, portBinding, rawOf } from './specs.js';
 import { StorageService } from './storage.js';

@@ -12,8 +12,8 @@
 import { realpath, stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import type { Address } from '../config/address.js';
 import type { BackendConfig, ExportConfig } from '../config/schema.js';
+import type { Address } from '../util/address.js';
 import { ExportCowLoopError, ExportFileInUseError, ExportMemoryLimitError, ExportPathError } from './errors.js';
 
 /** One file an export uses. */

@@ -4,7 +4,7 @@
  * becomes available without a restart of the daemon. One timer per down
  * export; cancelled when the export is deleted or the daemon stops.
  */
-import { Backoff } from '../net/ports/backoff.js';
+import { Backoff } from '../util/backoff.js';
 
 export interface ExportRetryOptions {
   /**

@@ -4,13 +4,35 @@
  * API view of an export and the QEMU arguments of a disk served by it.
  */
 import { BlockList, isIPv4 } from 'node:net';
-import type { DiskArgsView, ExportView } from '../api/client.js';
-import { formatAddress } from '../config/address.js';
-import type { BackendConfig } from '../config/schema.js';
-import { shellQuote } from '../net/ports/qemu-args.js';
+import type { DiskArgsView, ExportView, StorageStatusView } from '../api/client.js';
+import type { BackendConfig, ExportConfig } from '../config/schema.js';
 import type { BackendSpec } from '../storage/backends/index.js';
+import type { NbdExport } from '../storage/exports.js';
+import { formatAddress } from '../util/address.js';
 import { StorageUnavailableError } from './errors.js';
-import type { ExportEntry, StorageService } from './storage.js';
+import { shellQuote } from './qemu-args.js';
+
+export type Source = 'config' | 'api';
+
+/** One export as the daemon tracks it; `exp` is set while it is served. */
+export interface ExportEntry {
+  name: string;
+  source: Source;
+  spec: ExportConfig;
+  /** The export as given: the API body, or the config entry in text form. */
+  raw: Record<string, unknown>;
+  /** Why it is down, or where it is served. */
+  reason: string;
+  exp: NbdExport | undefined;
+}
+
+/** What the views below read of the storage service (StorageService implements it). */
+export interface ExportServer {
+  unixSocket(): string | undefined;
+  tcpAddress(): { host: string; port: number } | undefined;
+  status(): Pick<StorageStatusView, 'reason'>;
+  tlsClient(tlsOnly: boolean): { dir: string; hostname: string } | undefined;
+}
 
 /**
  * `config` backend -> the storage layer's spec. `within`: real paths of
@@ -76,7 +98,7 @@ export function defaultDiskId(name: string): string {
 }
 
 /** The API view of an export. */
-export function exportView(e: ExportEntry, service: StorageService): ExportView {
+export function exportView(e: ExportEntry, service: ExportServer): ExportView {
   const s = e.exp?.stats;
   const uri = exportUri(e.name, service);
   return {
@@ -104,7 +126,7 @@ export function exportView(e: ExportEntry, service: StorageService): ExportView 
 }
 
 /** Where a client reaches the export: the unix socket if there is one, else the first TCP address. */
-function exportUri(name: string, service: StorageService): string | null {
+function exportUri(name: string, service: ExportServer): string | null {
   const sock = service.unixSocket();
   if (sock !== undefined) return `nbd+unix:///${encodeURIComponent(name)}?socket=${sock}`;
   const tcp = service.tcpAddress();
@@ -118,7 +140,7 @@ function exportUri(name: string, service: StorageService): string | null {
  * client (`-blockdev driver=nbd`) over the unix socket (else TCP), and the
  * device in front of it.
  */
-export function diskArgs(e: ExportEntry, service: StorageService, id?: string): DiskArgsView {
+export function diskArgs(e: ExportEntry, service: ExportServer, id?: string): DiskArgsView {
   const node = id ?? defaultDiskId(e.name);
   const sock = service.unixSocket();
   const tcp = service.tcpAddress();

@@ -5,7 +5,6 @@
  * operations. Links added through the API are kept in the state store by the daemon.
  */
 import { readFile } from 'node:fs/promises';
-import { formatAddress } from '../config/address.js';
 import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
 import { linkSchema } from '../config/overlay-schema.js';
 import { type LinkQosConfig, linkQosSchema } from '../config/qos-schema.js';
@@ -23,6 +22,7 @@ import { type LinkSpec, type LinkView, type ListenerView, Overlay } from '../net
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
+import { formatAddress } from '../util/address.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import { clientPolicy } from './export-specs.js';
 import { type ShapedLink, toLinkPolicy } from './qos.js';

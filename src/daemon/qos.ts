@@ -1,6 +1,6 @@
 /**
  * The daemon's QoS service: keeps each port's policy, applies it to the
- * switch, admits or refuses requests (net/qos/admission.ts), and measures
+ * switch, admits or refuses requests (qos/admission.ts), and measures
  * rates once a second for `vmlink qos show` (one sweep, not a timer per port).
  *
  * Rates are bits per second here and in the API; the switch works in bytes.
@@ -12,13 +12,14 @@ import type { PortConfig } from '../config/schema.js';
 import { portNetworkRefs } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { LinkQosPolicy, LinkShaper } from '../net/overlay/link-qos.js';
-import { type AdmissionPort, type AdmissionViolation, admissionViolations } from '../net/qos/admission.js';
-import { CLASS_LATENCY, CLASS_WEIGHT, classId, QOS_CLASSES } from '../net/qos/classes.js';
-import type { QosEgress } from '../net/qos/egress.js';
-import { QosAdmissionError, QosRequestError } from '../net/qos/errors.js';
-import type { PortQosPolicy } from '../net/qos/policy.js';
-import type { QosFlowView, QosLinkView, QosPortView, QosView } from '../net/qos/view.js';
+import type { QosEgress } from '../net/switch/qos-egress.js';
 import type { Switch } from '../net/switch/switch.js';
+import { type AdmissionPort, type AdmissionViolation, admissionViolations } from '../qos/admission.js';
+import { CLASS_LATENCY, CLASS_WEIGHT, classId } from '../qos/classes.js';
+import { QosAdmissionError, QosRequestError } from '../qos/errors.js';
+import { QOS_CLASSES } from '../qos/names.js';
+import type { PortQosPolicy } from '../qos/policy.js';
+import type { QosFlowView, QosLinkView, QosPortView, QosView } from '../qos/view.js';
 import { parseWith } from './specs.js';
 
 interface Entry {

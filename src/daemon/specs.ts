@@ -1,11 +1,11 @@
 /** Conversions between config/API port specs and what the switch and messages need. */
 import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
-import { formatAddress } from '../config/address.js';
 import { ConfigError, problemsOf } from '../config/errors.js';
 import type { PortConfig } from '../config/schema.js';
-import { parseMac } from '../net/frame.js';
 import type { PortBinding } from '../net/switch/switch.js';
+import { formatAddress } from '../util/address.js';
+import { parseMac } from '../util/mac.js';
 
 /** The switch's binding for a port spec: MAC strings become numbers. */
 export function portBinding(spec: PortConfig): PortBinding {

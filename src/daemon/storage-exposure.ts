@@ -5,8 +5,8 @@
  */
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
-import { type Address, formatAddress } from '../config/address.js';
 import type { Logger } from '../log.js';
+import { type Address, formatAddress } from '../util/address.js';
 
 /** The default `storage.roots`: `<state_dir>/exports`. */
 export function defaultRoot(stateDir: string): string {

@@ -12,16 +12,16 @@
  * nothing is stored.
  */
 import type { StorageStatusView } from '../api/client.js';
-import { type Address, formatAddress } from '../config/address.js';
 import { type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
 import type { StateStore, StoredItem } from '../control/store.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BlockBackend } from '../storage/backend.js';
 import { type BackendSpec, openBackend } from '../storage/backends/index.js';
-import { ExportRegistry, type NbdExport } from '../storage/exports.js';
+import { ExportRegistry } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import { loadNbdTls } from '../storage/nbd/tls.js';
+import { type Address, formatAddress } from '../util/address.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import { mkdirp } from '../util/fs.js';
 import { resolveSocketAccess } from '../util/unix-socket.js';
@@ -35,23 +35,9 @@ import {
 } from './errors.js';
 import { checkExport, type ExportClaims, realOrResolved, settleClaims } from './export-guard.js';
 import { ExportRetry } from './export-retry.js';
-import { backendSpec, clientPolicy, rawBackend } from './export-specs.js';
+import { backendSpec, clientPolicy, type ExportEntry, rawBackend, type Source } from './export-specs.js';
 import { parseWith } from './specs.js';
 import { defaultMemoryLimit, defaultRoot, plainTcp, warnOpenExport, warnPlainTcp } from './storage-exposure.js';
-
-export type Source = 'config' | 'api';
-
-/** One export as the daemon tracks it; `exp` is set while it is served. */
-export interface ExportEntry {
-  name: string;
-  source: Source;
-  spec: ExportConfig;
-  /** The export as given: the API body, or the config entry in text form. */
-  raw: Record<string, unknown>;
-  /** Why it is down, or where it is served. */
-  reason: string;
-  exp: NbdExport | undefined;
-}
 
 export interface StorageServiceOptions {
   logger: Logger;

@@ -3,7 +3,7 @@
  * built (e.g. a kind this build does not support): the port stays listed,
  * `down` with the reason, and can be deleted; it never carries a frame.
  */
-import { type Port, type PortState, WriteResult } from '../net/ports/port.js';
+import { type Port, type PortState, WriteResult } from '../net/port.js';
 
 export class UnavailablePort implements Port {
   readonly queued = 0;

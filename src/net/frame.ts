@@ -10,8 +10,6 @@
 export const ETH_HLEN = 14;
 /** Length of one 802.1Q tag (TPID + TCI). */
 export const VLAN_HLEN = 4;
-/** Smallest frame accepted by the switch: a bare Ethernet header. */
-export const MIN_FRAME = ETH_HLEN;
 
 export const ETHERTYPE_IPV4 = 0x0800;
 export const ETHERTYPE_ARP = 0x0806;
@@ -19,9 +17,6 @@ export const ETHERTYPE_RARP = 0x8035;
 export const ETHERTYPE_VLAN = 0x8100;
 export const ETHERTYPE_QINQ = 0x88a8;
 export const ETHERTYPE_IPV6 = 0x86dd;
-
-/** The broadcast MAC ff:ff:ff:ff:ff:ff as a number. */
-export const BROADCAST_MAC = 0xffff_ffff_ffff;
 
 const TWO32 = 0x1_0000_0000;
 
@@ -39,32 +34,6 @@ export function writeMac(buf: Buffer, off: number, mac: number): void {
 /** True for a group (multicast or broadcast) address: the I/G bit of the first octet. */
 export function isGroupMacAt(buf: Buffer, off: number): boolean {
   return (buf.readUInt8(off) & 1) === 1;
-}
-
-/** True when the number `mac` is a group address. */
-export function isGroupMac(mac: number): boolean {
-  return Math.floor(mac / 0x100_0000_0000) % 2 === 1;
-}
-
-/** `52:54:00:12:34:56` for a MAC number. */
-export function formatMac(mac: number): string {
-  let s = '';
-  for (let shift = 40; shift >= 0; shift -= 8) {
-    const octet = Math.floor(mac / 2 ** shift) % 256;
-    s += (shift === 40 ? '' : ':') + octet.toString(16).padStart(2, '0');
-  }
-  return s;
-}
-
-const MAC_RE = /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i;
-
-/** Parses `aa:bb:cc:dd:ee:ff` (or with dashes); returns undefined when it is not a MAC. */
-export function parseMac(text: string): number | undefined {
-  const m = MAC_RE.exec(text.trim());
-  if (!m) return undefined;
-  let mac = 0;
-  for (let i = 1; i <= 6; i++) mac = mac * 256 + Number.parseInt(m[i] as string, 16);
-  return mac;
 }
 
 /**

@@ -1,13 +1,13 @@
 /**
  * Fair dispatch of NBD requests to backends: one flow of the QoS scheduler
- * (net/qos/scheduler.ts, the same one the switch uses) per export,
+ * (qos/scheduler.ts, the same one the switch uses) per export,
  * weighted by the export's weight, cost in bytes, and a bound on requests
  * executing in backends at once. When that bound is reached requests wait in
  * their export's queue; the DWRR order decides who goes next. Nothing is
  * ever dropped: clients are slowed by their own in-flight bound (the
  * connection stops reading its socket), not by losing requests.
  */
-import { QosScheduler } from '../net/qos/scheduler.js';
+import { QosScheduler } from '../qos/scheduler.js';
 import type { NbdExport } from './exports.js';
 
 /** A unit of backend work; `run` resolves when the backend is done with it. */

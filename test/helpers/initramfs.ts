@@ -13,11 +13,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildCachedInitramfs, type GuestImage } from '../../src/guest/image.js';
 
-export { findKernel, type GuestImage } from '../../src/guest/image.js';
-export { INIT_SCRIPT, READY_LINE, VIRTIO_MODULES } from '../../src/guest/init-script.js';
+export type { GuestImage } from '../../src/guest/image.js';
+export { READY_LINE } from '../../src/guest/init-script.js';
 
 /** Repository root (this file runs from `<repo>/dist/test/helpers/`). */
-export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const REPO_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
 let building: Promise<GuestImage> | undefined;
 

@@ -4,7 +4,7 @@
  * not as the test says. Frames enter the switch through `sink`.
  */
 import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
-import { type FrameSink, type Port, type PortState, WriteResult } from '../../src/net/ports/port.js';
+import { type FrameSink, type Port, type PortState, WriteResult } from '../../src/net/port.js';
 
 /** Offload metadata of a TCP/IPv4 large segment (54-byte headers, MSS 1448), as a TSO guest or TAP hands it over. */
 export function tsoMeta(): OffloadMeta {

@@ -8,10 +8,10 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { Address } from '../../src/config/address.js';
 import { silentLogger } from '../../src/log.js';
 import { ExportRegistry, type ExportSpec } from '../../src/storage/exports.js';
 import { createNbdServer, type NbdServer, type NbdServerOptions } from '../../src/storage/nbd/server.js';
+import type { Address } from '../../src/util/address.js';
 
 export interface RunningServer {
   server: NbdServer;
@@ -83,14 +83,14 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** The standalone server (src/storage/nbd/main.ts) as a child process. */
+/** The standalone server (test/helpers/nbd-server-main.ts) as a child process. */
 export interface ChildServer {
   proc: ChildProcess;
   addresses: Address[];
   stderr: () => string;
 }
 
-const MAIN = new URL('../../src/storage/nbd/main.js', import.meta.url).pathname;
+const MAIN = new URL('./nbd-server-main.js', import.meta.url).pathname;
 
 /** Spawns the standalone server with a JSON config and waits for its READY line. */
 export function spawnServer(config: unknown): Promise<ChildServer> {

@@ -7,14 +7,14 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Logger, silentLogger } from '../../src/log.js';
-import { caInit, hostCert } from '../../src/net/overlay/ca.js';
 import type { LinkQosPolicy } from '../../src/net/overlay/link-qos.js';
 import { Overlay } from '../../src/net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../../src/net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../../src/net/overlay/vxlan-transport.js';
-import type { FrameSink, Port, PortState } from '../../src/net/ports/port.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import type { FrameSink, Port, PortState } from '../../src/net/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import { Switch, type SwitchPort } from '../../src/net/switch/switch.js';
+import { caInit, hostCert } from '../../src/pki/ca.js';
 
 /** A local port in memory: frames the switch sends are recorded; rx() injects one. */
 export class MemPort implements Port {

@@ -11,11 +11,11 @@ import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Address, parseAddress } from '../../src/config/address.js';
 import { type PortConfig, portSchema } from '../../src/config/schema.js';
 import { native, type Poller } from '../../src/native/index.js';
+import type { Port } from '../../src/net/port.js';
 import { Deframer } from '../../src/net/ports/deframer.js';
-import type { Port } from '../../src/net/ports/port.js';
+import { type Address, parseAddress } from '../../src/util/address.js';
 
 /** Something that exchanges frames with a port, as QEMU would. */
 export interface Peer {

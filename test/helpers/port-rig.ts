@@ -4,9 +4,9 @@
  */
 import { EventEmitter } from 'node:events';
 import type { PortConfig } from '../../src/config/schema.js';
+import { createPort } from '../../src/daemon/port-registry.js';
 import { silentLogger } from '../../src/log.js';
-import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/ports/port.js';
-import { createPort } from '../../src/net/ports/registry.js';
+import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/port.js';
 import { Switch, type SwitchPort } from '../../src/net/switch/switch.js';
 import type { Endpoint, Harness, Peer } from './port-peers.js';
 

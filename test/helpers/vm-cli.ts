@@ -13,7 +13,8 @@
 import { parseArgs } from 'node:util';
 import { runCli } from './daemon.js';
 import { addr, ping, pingUntilReply } from './guest-net.js';
-import { bootVm, buildInitramfs, dumpConsoles, type Vm } from './vm.js';
+import { buildInitramfs } from './initramfs.js';
+import { bootVm, dumpConsoles, type Vm } from './vm.js';
 
 const USAGE = `usage:
   node dist/test/helpers/vm-cli.js build-initramfs

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { buildInitramfs, type GuestImage, READY_LINE, REPO_ROOT } from './initramfs.js';
 
 export { freeTcpPort, freeUdpPort, waitTcpListening } from './host-net.js';
-export { buildInitramfs, findKernel, type GuestImage, INIT_SCRIPT, REPO_ROOT, VIRTIO_MODULES } from './initramfs.js';
+export { type GuestImage, REPO_ROOT } from './initramfs.js';
 
 export interface BootOptions {
   /** VM name: console log name and guest hostname. */

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { LinkView, StatusView } from '../../src/api/client.js';
-import { caInit, hostCert } from '../../src/net/overlay/ca.js';
+import { caInit, hostCert } from '../../src/pki/ca.js';
 import type { AdmissionStatus } from '../../src/util/admission.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { Flood } from '../helpers/flood.js';

@@ -7,9 +7,9 @@ import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { after, describe, test } from 'node:test';
 import { portSchema } from '../../src/config/schema.js';
+import { createPort } from '../../src/daemon/port-registry.js';
 import { silentLogger } from '../../src/log.js';
-import { type Port, WriteResult } from '../../src/net/ports/port.js';
-import { createPort } from '../../src/net/ports/registry.js';
+import { type Port, WriteResult } from '../../src/net/port.js';
 
 const T = { timeout: 30_000 };
 const FRAME = Buffer.from('ffffffffffff52540000000188b5' + 'aa'.repeat(50), 'hex');

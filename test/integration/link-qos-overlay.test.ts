@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { CLASS_LATENCY } from '../../src/net/qos/classes.js';
+import { CLASS_LATENCY } from '../../src/qos/classes.js';
 import { eth, type RigHost, rigHost, until } from '../helpers/overlay-rig.js';
 
 const BCAST = 'ff:ff:ff:ff:ff:ff';

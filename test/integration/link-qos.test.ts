@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { type ApiError, ControlClient, type LinkView } from '../../src/api/client.js';
-import type { QosView } from '../../src/net/qos/view.js';
+import type { QosView } from '../../src/qos/view.js';
 import { runCli, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { untilAsync } from '../helpers/overlay-rig.js';
 import { freeTcpPort } from '../helpers/vm.js';

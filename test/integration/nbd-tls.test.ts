@@ -10,10 +10,10 @@ import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { Address } from '../../src/config/address.js';
 import { FileBackend } from '../../src/storage/backends/file.js';
 import { MemoryBackend } from '../../src/storage/backends/memory.js';
 import { loadNbdTls } from '../../src/storage/nbd/tls.js';
+import type { Address } from '../../src/util/address.js';
 import { type RunningServer, run, runOk, sha256File, startServer } from '../helpers/nbd-peer.js';
 import { type CertDir, makeCerts } from '../helpers/tls-certs.js';
 

@@ -9,8 +9,8 @@ import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
-import { type Address, parseAddress } from '../../src/config/address.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import { WriteResult } from '../../src/net/port.js';
+import { type Address, parseAddress } from '../../src/util/address.js';
 import {
   connectHarness,
   dgramHarness,

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { type ApiError, ControlClient } from '../../src/api/client.js';
-import type { QosView } from '../../src/net/qos/view.js';
+import type { QosView } from '../../src/qos/view.js';
 import { runCli, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const T = { timeout: 60_000 };

@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type PortConfig, portSchema } from '../../src/config/schema.js';
+import { createPort } from '../../src/daemon/port-registry.js';
 import { silentLogger } from '../../src/log.js';
-import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/ports/port.js';
-import { createPort } from '../../src/net/ports/registry.js';
+import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/port.js';
 import { StreamPeer } from '../helpers/port-peers.js';
 
 const T = { timeout: 30_000 };

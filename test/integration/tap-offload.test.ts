@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port } from '../../src/net/ports/port.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port } from '../../src/net/port.js';
 import { tapPort } from '../../src/net/ports/tap.js';
 import type { PortCounters } from '../../src/net/switch/counters.js';
 import { Switch } from '../../src/net/switch/switch.js';

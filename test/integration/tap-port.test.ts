@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { portSchema } from '../../src/config/schema.js';
 import { hasCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
-import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port } from '../../src/net/ports/port.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port } from '../../src/net/port.js';
 import { type TapSpec, tapPort } from '../../src/net/ports/tap.js';
 import { Switch } from '../../src/net/switch/switch.js';
 import { ip, Netns, uniqueIfname } from '../helpers/netns.js';

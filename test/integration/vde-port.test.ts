@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { portSchema } from '../../src/config/schema.js';
 import { silentLogger } from '../../src/log.js';
-import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/ports/port.js';
+import { DEFAULT_QUEUE_LEN, MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/port.js';
 import { tapPort } from '../../src/net/ports/tap.js';
 import { VDE_REQUEST_LEN, vdePort } from '../../src/net/ports/vde.js';
 import { Switch } from '../../src/net/switch/switch.js';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Backoff } from '../../src/net/ports/backoff.js';
+import { Backoff } from '../../src/util/backoff.js';
 
 describe('Backoff', () => {
   test('doubles the nominal delay from min up to max, waiting between half and all of it', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { MAX_FRAME_LEN } from '../../src/net/port.js';
 import { Deframer, PushResult } from '../../src/net/ports/deframer.js';
-import { MAX_FRAME_LEN } from '../../src/net/ports/port.js';
 import { prng } from '../helpers/prng.js';
 
 /** A deframer that records copies of the frames it delivers. */

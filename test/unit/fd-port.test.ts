@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
+import { FrameArena } from '../../src/net/frame-arena.js';
+import type { PortContext, PortState } from '../../src/net/port.js';
 import { destroyReason, FdPortCore } from '../../src/net/ports/fd-port.js';
-import { FrameArena } from '../../src/net/ports/frame-arena.js';
-import type { PortContext, PortState } from '../../src/net/ports/port.js';
 
 function rig(): { core: FdPortCore; tx: FrameArena; states: string[]; flushes: number[] } {
   const states: string[] = [];

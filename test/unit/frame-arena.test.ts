@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FrameArena } from '../../src/net/ports/frame-arena.js';
+import { FrameArena } from '../../src/net/frame-arena.js';
 
 const frame = (byte: number, len: number) => Buffer.alloc(len, byte);
 

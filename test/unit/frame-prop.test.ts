@@ -12,11 +12,10 @@ import {
   ETHERTYPE_IPV6,
   ETHERTYPE_QINQ,
   ETHERTYPE_VLAN,
-  formatMac,
   newFrameInfo,
   parseFrame,
-  parseMac,
 } from '../../src/net/frame.js';
+import { formatMac, parseMac } from '../../src/util/mac.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
 const params = (numRuns: number) => ({ numRuns, ...seed });

@@ -4,15 +4,13 @@ import {
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
-  formatMac,
-  isGroupMac,
   isGroupMacAt,
   macAt,
   newFrameInfo,
   parseFrame,
-  parseMac,
   writeMac,
 } from '../../src/net/frame.js';
+import { formatMac, isGroupMac, parseMac } from '../../src/util/mac.js';
 import { prng } from '../helpers/prng.js';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');

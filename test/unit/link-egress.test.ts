@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { DecodeResult, HEADER_LEN, LinkDecoder } from '../../src/net/overlay/codec.js';
 import { LinkEgress } from '../../src/net/overlay/egress.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import type { DirectWrite } from '../../src/util/sockets.js';
 import { tsoMeta } from '../helpers/meta-port.js';
 import { prng } from '../helpers/prng.js';

@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type PortConfig, portSchema } from '../../src/config/schema.js';
+import { createPort } from '../../src/daemon/port-registry.js';
+import { defaultMac, qemuArgs, shellQuote } from '../../src/daemon/qemu-args.js';
 import { silentLogger } from '../../src/log.js';
-import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/ports/port.js';
-import { defaultMac, qemuArgs, shellQuote } from '../../src/net/ports/qemu-args.js';
-import { createPort } from '../../src/net/ports/registry.js';
+import { MAX_FRAME_LEN, type Port, type PortState } from '../../src/net/port.js';
 
 const MAC = '52:54:00:12:34:56';
 const spec = (o: Record<string, unknown>): PortConfig => portSchema.parse({ name: 'vm1', network: 'n', ...o });

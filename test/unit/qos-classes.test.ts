@@ -7,7 +7,7 @@ import {
   CLASS_LATENCY,
   classify,
   effectiveClass,
-} from '../../src/net/qos/classes.js';
+} from '../../src/qos/classes.js';
 import { prng } from '../helpers/prng.js';
 
 const MACS = '525400000002525400000001';

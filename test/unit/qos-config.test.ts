@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { formatPath } from '../../src/config/errors.js';
 import { formatRate, linkQosSchema, parseRate, portQosSchema, qosRequestSchema } from '../../src/config/qos-schema.js';
 import { configSchema } from '../../src/config/schema.js';
-import { admissionViolations, reservedOn } from '../../src/net/qos/admission.js';
+import { admissionViolations, reservedOn } from '../../src/qos/admission.js';
 import { prng } from '../helpers/prng.js';
 
 describe('QoS config', () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { WriteResult } from '../../src/net/ports/port.js';
-import { CLASS_BULK, CLASS_LATENCY } from '../../src/net/qos/classes.js';
-import { QosEgress } from '../../src/net/qos/egress.js';
-import { FrameRing } from '../../src/net/qos/frame-ring.js';
+import { WriteResult } from '../../src/net/port.js';
+import { FrameRing } from '../../src/net/switch/frame-ring.js';
+import { QosEgress } from '../../src/net/switch/qos-egress.js';
+import { CLASS_BULK, CLASS_LATENCY } from '../../src/qos/classes.js';
 import { prng } from '../helpers/prng.js';
 
 /** A frame of `len` bytes whose first byte is `tag` and the rest a pattern of `seq`. */

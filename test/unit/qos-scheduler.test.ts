@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { QosScheduler } from '../../src/net/qos/scheduler.js';
-import { TokenBucket } from '../../src/net/qos/token-bucket.js';
+import { QosScheduler } from '../../src/qos/scheduler.js';
+import { TokenBucket } from '../../src/qos/token-bucket.js';
 import { prng } from '../helpers/prng.js';
 
 const FRAME = 1500;

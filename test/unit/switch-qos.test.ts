@@ -4,10 +4,10 @@ import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { silentLogger } from '../../src/log.js';
 import { GSO_TCPV4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
-import type { FrameSink, Port, PortState } from '../../src/net/ports/port.js';
-import { WriteResult } from '../../src/net/ports/port.js';
-import { CLASS_BULK, CLASS_INTERACTIVE, CLASS_LATENCY } from '../../src/net/qos/classes.js';
+import type { FrameSink, Port, PortState } from '../../src/net/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import { Switch } from '../../src/net/switch/switch.js';
+import { CLASS_BULK, CLASS_INTERACTIVE, CLASS_LATENCY } from '../../src/qos/classes.js';
 
 class FakePort implements Port {
   readonly kind = 'fake';

@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
 import { silentLogger } from '../../src/log.js';
-import { WriteResult } from '../../src/net/ports/port.js';
-import { CLASS_BEST_EFFORT } from '../../src/net/qos/classes.js';
-import { QosEgress } from '../../src/net/qos/egress.js';
+import { WriteResult } from '../../src/net/port.js';
+import { QosEgress } from '../../src/net/switch/qos-egress.js';
 import { Switch } from '../../src/net/switch/switch.js';
+import { CLASS_BEST_EFFORT } from '../../src/qos/classes.js';
 import { MetaPort } from '../helpers/meta-port.js';
 
 const MAC = (n: number) => `5254000000${n.toString(16).padStart(2, '0')}`;

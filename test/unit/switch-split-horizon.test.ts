@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import type { FrameSink, Port, PortState } from '../../src/net/ports/port.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import type { FrameSink, Port, PortState } from '../../src/net/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
 
 class FakePort implements Port {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { UnavailablePort } from '../../src/daemon/unavailable-port.js';
 import { PortKindError } from '../../src/net/errors.js';
-import { WriteResult } from '../../src/net/ports/port.js';
+import { WriteResult } from '../../src/net/port.js';
 
 describe('unavailable port', () => {
   test('is down, refuses to open with the error that kept it from being built, and drops every frame', async () => {

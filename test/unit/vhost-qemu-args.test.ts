@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { portSchema } from '../../src/config/schema.js';
-import { qemuArgs } from '../../src/net/ports/qemu-args.js';
+import { qemuArgs } from '../../src/daemon/qemu-args.js';
 
 const MAC = '52:54:00:12:34:56';
 

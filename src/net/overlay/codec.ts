@@ -22,7 +22,7 @@ import {
   OffloadMeta,
   VIRTIO_NET_HDR_F_NEEDS_CSUM,
 } from '../offload/vnet-hdr.js';
-import { MAX_FRAME_LEN } from '../ports/port.js';
+import { MAX_FRAME_LEN } from '../port.js';
 
 /** Bytes of a record header. */
 export const HEADER_LEN = 8;

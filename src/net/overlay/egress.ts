@@ -34,7 +34,7 @@
 import type { Writable } from 'node:stream';
 import type { DirectWrite } from '../../util/sockets.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import { HEADER_LEN, OFFLOAD_HLEN, TYPE_FRAME, TYPE_FRAME_OFFLOAD, writeHeader, writeOffloadHeader } from './codec.js';
 
 /** Size of a batch buffer, bytes: larger than any frame record. */

@@ -4,8 +4,8 @@
  * Created when a channel comes up, removed when it goes down.
  */
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import type { Port, PortState } from '../ports/port.js';
-import { WriteResult } from '../ports/port.js';
+import type { Port, PortState } from '../port.js';
+import { WriteResult } from '../port.js';
 import type { LinkChannel } from './transport.js';
 
 export class LinkPort implements Port {

@@ -19,9 +19,10 @@
  * the channel goes down are dropped as `down` when they leave, and a new
  * channel is used as soon as it is up.
  */
+
 import { ETH_HLEN } from '../frame.js';
-import { WriteResult } from '../ports/port.js';
-import { QosEgress } from '../qos/egress.js';
+import { WriteResult } from '../port.js';
+import { QosEgress } from '../switch/qos-egress.js';
 import type { Switch, SwitchPort } from '../switch/switch.js';
 import { HEADER_LEN } from './codec.js';
 import type { LinkChannel } from './transport.js';

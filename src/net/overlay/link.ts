@@ -3,8 +3,8 @@
  * its channel, link ports, counters that survive reconnects, throughput
  * samples, relay accounting and what its peer reported; and its listing.
  */
-import type { Backoff } from '../ports/backoff.js';
-import type { FrameSink } from '../ports/port.js';
+import type { Backoff } from '../../util/backoff.js';
+import type { FrameSink } from '../port.js';
 import type { SwitchPort } from '../switch/switch.js';
 import type { LinkQosPolicy, LinkQosView, LinkShaper } from './link-qos.js';
 import type { PeerNetworks } from './network-sync.js';

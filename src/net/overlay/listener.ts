@@ -6,7 +6,7 @@
  */
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { Backoff } from '../ports/backoff.js';
+import type { Backoff } from '../../util/backoff.js';
 import { addr } from './link.js';
 import type { LinkChannel, LinkTransport, TransportAddress } from './transport.js';
 

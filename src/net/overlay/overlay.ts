@@ -11,8 +11,8 @@
  */
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { Backoff } from '../ports/backoff.js';
-import type { FrameSink } from '../ports/port.js';
+import { Backoff } from '../../util/backoff.js';
+import type { FrameSink } from '../port.js';
 import type { Switch } from '../switch/switch.js';
 import { DirectPolicy } from './direct.js';
 import { LinkExistsError, LinkNotFoundError } from './errors.js';

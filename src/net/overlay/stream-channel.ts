@@ -8,7 +8,7 @@ import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { DirectWrite } from '../../util/sockets.js';
 import { OffloadMeta } from '../offload/vnet-hdr.js';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import { DecodeResult, encodeControl, HEADER_LEN, LinkDecoder, MAX_CONTROL_BODY } from './codec.js';
 import { LinkEgress } from './egress.js';
 import { LinkProtocolError } from './errors.js';

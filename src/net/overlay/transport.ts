@@ -12,7 +12,7 @@
  * writing a transport.
  */
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import type { WriteResult } from '../ports/port.js';
+import type { WriteResult } from '../port.js';
 
 /** A network as a host offers it on a link. */
 export interface OfferedNetwork {
@@ -127,7 +127,7 @@ export interface LinkChannel {
   close(reason: string): Promise<void>;
 }
 
-/** Where a transport listens or what it dials: the address forms of config/address.ts. */
+/** Where a transport listens or what it dials: the address forms of util/address.ts. */
 export interface TransportAddress {
   host: string;
   port: number;

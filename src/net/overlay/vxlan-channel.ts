@@ -3,7 +3,7 @@
  * vxlan-transport.ts builds its links from.
  */
 import { isIP } from 'node:net';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import type {
   ChannelHandlers,
   ChannelStats,
@@ -13,8 +13,6 @@ import type {
   TransportAddress,
 } from './transport.js';
 
-/** IANA port of VXLAN (RFC 7348 §5). */
-export const VXLAN_PORT = 4789;
 /** VXLAN header bytes. */
 export const VXLAN_HLEN = 8;
 /** Outer IPv4 + UDP + VXLAN header bytes within the underlay MTU. */

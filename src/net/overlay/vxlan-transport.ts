@@ -35,7 +35,7 @@ import { isIP } from 'node:net';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
-import { WriteResult } from '../ports/port.js';
+import { WriteResult } from '../port.js';
 import { LinkDialError, VxlanConfigError } from './errors.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 import { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VxlanChannel, type VxlanSender, writeVxlan } from './vxlan-channel.js';
@@ -43,7 +43,7 @@ import { type EgressCounters, VxlanEgress } from './vxlan-egress.js';
 import { flowHash } from './vxlan-flow.js';
 import { TcpCoalescer } from './vxlan-gro.js';
 
-export { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VXLAN_PORT, writeVxlan } from './vxlan-channel.js';
+export { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, writeVxlan } from './vxlan-channel.js';
 
 /** Default source ports (RFC 7348 §5: the dynamic/private range). */
 export const VXLAN_SOURCE_PORTS = { min: 49152, max: 65535 } as const;

@@ -3,7 +3,7 @@
  * a recvmmsg batch to the switch, and waiting for the egress queue to drain
  * before a graceful close.
  */
-import type { PortContext } from './port.js';
+import type { PortContext } from '../port.js';
 
 /** Offset, length pairs of the datagrams of one batch for `sinkBatch` (grown to the largest batch seen). */
 let frames = new Uint32Array(2 * 64);

@@ -11,7 +11,7 @@
  * (no copy, no allocation); only a frame split across chunks is reassembled,
  * into one reusable buffer.
  */
-import type { BatchSink, FrameSink } from './port.js';
+import type { BatchSink, FrameSink } from '../port.js';
 
 /** Bytes of the length prefix before each frame. */
 export const PREFIX_LEN = 4;

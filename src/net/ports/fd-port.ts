@@ -10,8 +10,8 @@
  */
 import { closeSync } from 'node:fs';
 import type { Poller } from '../../native/index.js';
-import type { FrameArena } from './frame-arena.js';
-import type { PortContext, PortState } from './port.js';
+import type { FrameArena } from '../frame-arena.js';
+import type { PortContext, PortState } from '../port.js';
 
 export class FdPortCore {
   /** The state the port reports (Port.state). */

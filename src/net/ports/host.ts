@@ -21,9 +21,9 @@
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
+import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
-import { FrameArena } from './frame-arena.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
 /** A host port's validated config (see config/schema.ts). */
 export interface HostSpec {

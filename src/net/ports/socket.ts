@@ -5,13 +5,10 @@
  * TCP address. QEMU 7.2 accepts IPv4 only here (parse_host_port fills a
  * sockaddr_in); use `stream` for IPv6 or unix sockets.
  */
-import type { PortConfig } from '../../config/schema.js';
-import type { Port, PortContext } from './port.js';
-import { StreamPort, streamOptions } from './stream.js';
-
-type SocketSpec = Extract<PortConfig, { kind: 'socket' }>;
+import type { Port, PortContext } from '../port.js';
+import { type StreamSpec, streamPort } from './stream.js';
 
 /** Factory for `kind: socket` ports. */
-export function socketPort(spec: SocketSpec, ctx: PortContext): Port {
-  return new StreamPort(streamOptions(spec), ctx);
+export function socketPort(spec: StreamSpec, ctx: PortContext): Port {
+  return streamPort(spec, ctx);
 }

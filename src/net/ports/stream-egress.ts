@@ -33,8 +33,8 @@
  */
 import type { Socket } from 'node:net';
 import { type DirectWrite, directWriter } from '../../util/sockets.js';
+import { type BatchResult, countWrite, WriteResult } from '../port.js';
 import { PREFIX_LEN } from './deframer.js';
-import { type BatchResult, countWrite, WriteResult } from './port.js';
 
 const EMPTY = Buffer.alloc(0);
 

@@ -15,18 +15,17 @@
  * port keeps listening (or re-dials).
  */
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import type { Address } from '../../config/address.js';
-import { formatAddress } from '../../config/address.js';
-import type { PortConfig } from '../../config/schema.js';
 import { describeError } from '../../errors.js';
+import type { Address } from '../../util/address.js';
+import { formatAddress } from '../../util/address.js';
+import { Backoff } from '../../util/backoff.js';
 import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
 import { PortAddressError } from '../errors.js';
-import { Backoff } from './backoff.js';
+import type { BatchResult, Port, PortContext, PortState } from '../port.js';
+import { WriteResult } from '../port.js';
+import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from '../unix-path.js';
 import { Deframer, PushResult } from './deframer.js';
-import type { BatchResult, Port, PortContext, PortState } from './port.js';
-import { WriteResult } from './port.js';
 import { StreamEgress } from './stream-egress.js';
-import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from './unix-path.js';
 
 /** Idle time before TCP keepalive probes start, ms. */
 const KEEPALIVE_MS = 15_000;
@@ -427,7 +426,16 @@ function listenHint(err: NodeJS.ErrnoException): string {
   return describeError(err);
 }
 
-type StreamSpec = Extract<PortConfig, { kind: 'stream' }>;
+/** A stream or socket port's spec (the daemon maps the validated config onto it; exactly one of listen/connect). */
+export interface StreamSpec {
+  name: string;
+  kind: string;
+  listen?: Extract<Address, { type: 'unix' | 'tcp' }> | undefined;
+  connect?: Extract<Address, { type: 'unix' | 'tcp' }> | undefined;
+  /** Re-dial delays of a connecting port (ms). */
+  reconnect?: { min_ms: number; max_ms: number } | undefined;
+  socket?: SocketAccessSpec | undefined;
+}
 
 /** Factory for `kind: stream` ports. */
 export function streamPort(spec: StreamSpec, ctx: PortContext): Port {
@@ -435,14 +443,7 @@ export function streamPort(spec: StreamSpec, ctx: PortContext): Port {
 }
 
 /** The options for a stream or socket spec (exactly one of listen/connect is set; the schema checks it). */
-export function streamOptions(spec: {
-  name: string;
-  kind: string;
-  listen?: Extract<Address, { type: 'unix' | 'tcp' }> | undefined;
-  connect?: Extract<Address, { type: 'unix' | 'tcp' }> | undefined;
-  reconnect?: { min_ms: number; max_ms: number } | undefined;
-  socket?: SocketAccessSpec | undefined;
-}): StreamPortOptions {
+function streamOptions(spec: StreamSpec): StreamPortOptions {
   const address = spec.listen ?? spec.connect;
   if (!address) throw new PortAddressError(spec.name, '(none)', 'give exactly one of listen or connect');
   return {

@@ -29,10 +29,10 @@ import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
+import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
-import { FrameArena } from './frame-arena.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
 
 /** A TAP port's validated config (see config/schema.ts). */
 export interface TapSpec {

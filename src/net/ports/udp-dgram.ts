@@ -16,14 +16,14 @@
 import { lookup } from 'node:dns/promises';
 import { closeSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { type Address, formatAddress } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import { type Address, formatAddress } from '../../util/address.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
+import { type Port, type PortContext, type PortState, WriteResult } from '../port.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
-import { FrameArena } from './frame-arena.js';
-import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
 
 type UdpAddress = Extract<Address, { type: 'udp' }>;
 

@@ -25,16 +25,16 @@
  * Egress is copied into one arena and flushed once per event-loop turn.
  */
 import { closeSync, unlinkSync } from 'node:fs';
-import type { Address } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import type { Address } from '../../util/address.js';
 import type { Probe } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
+import { FrameArena } from '../frame-arena.js';
+import { type Port, type PortContext, type PortState, WriteResult } from '../port.js';
+import { createPortSocket, prepareUnixPath, type SocketAccessSpec } from '../unix-path.js';
 import { deliverBatch, drainWithin } from './datagram-batch.js';
 import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
-import { FrameArena } from './frame-arena.js';
-import { type Port, type PortContext, type PortState, WriteResult } from './port.js';
-import { createPortSocket, prepareUnixPath, type SocketAccessSpec } from './unix-path.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;
 

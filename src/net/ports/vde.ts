@@ -29,15 +29,15 @@ import { type NativeAddon, native, type Poller } from '../../native/index.js';
 import { mkdirp } from '../../util/fs.js';
 import { createUnixSocketSync, PRIVATE_SOCKET } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
-import { FrameArena } from './frame-arena.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from './port.js';
+import { FrameArena } from '../frame-arena.js';
+import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
 import {
   createPortSocket,
   portSocketAccess,
   prepareUnixPath,
   type SocketAccess,
   type SocketAccessSpec,
-} from './unix-path.js';
+} from '../unix-path.js';
 
 /** A VDE port's validated config (see config/schema.ts). */
 export interface VdeSpec {

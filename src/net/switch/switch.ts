@@ -7,6 +7,10 @@
  * #output) reads headers in place and allocates nothing in steady state.
  */
 import type { Logger } from '../../log.js';
+import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../../qos/classes.js';
+import { defaultPoliceBurst, type PortQosPolicy } from '../../qos/policy.js';
+import { TokenBucket } from '../../qos/token-bucket.js';
+import { formatMac } from '../../util/mac.js';
 import {
   NetworkExistsError,
   NetworkInUseError,
@@ -15,7 +19,7 @@ import {
   PortNotFoundError,
   VniInUseError,
 } from '../errors.js';
-import { ETH_HLEN, ETHERTYPE_VLAN, formatMac, VLAN_HLEN } from '../frame.js';
+import { ETH_HLEN, ETHERTYPE_VLAN, VLAN_HLEN } from '../frame.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
 import { OffloadMeta, VIRTIO_NET_HDR_F_NEEDS_CSUM } from '../offload/vnet-hdr.js';
 import {
@@ -26,13 +30,10 @@ import {
   type Port,
   type PortState,
   WriteResult,
-} from '../ports/port.js';
-import { CLASS_BEST_EFFORT, classify, effectiveClass } from '../qos/classes.js';
-import { type EgressTarget, QosEgress } from '../qos/egress.js';
-import { defaultPoliceBurst, type PortQosPolicy } from '../qos/policy.js';
-import { TokenBucket } from '../qos/token-bucket.js';
+} from '../port.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
 import { Fdb, LEARN_FULL, LEARN_NEW } from './fdb.js';
+import { type EgressTarget, QosEgress } from './qos-egress.js';
 
 /** A network as the switch sees it. */
 export interface NetworkSpec {

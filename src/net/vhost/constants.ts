@@ -90,16 +90,11 @@ export const DESC_F_WRITE = 2;
 export const DESC_F_INDIRECT = 4;
 /** virtq_avail flags: the driver does not want interrupts. */
 export const AVAIL_F_NO_INTERRUPT = 1;
-/** virtq_used flags: the device does not want kicks. */
-export const USED_F_NO_NOTIFY = 1;
 /** Largest queue size in a split virtqueue (virtio 1.2 §2.7). */
 export const MAX_QUEUE_SIZE = 32768;
 
 /** virtio_net_hdr_v1 (VERSION_1 or MRG_RXBUF): 12 bytes, num_buffers at offset 10. */
 export const NET_HDR_LEN = 12;
-/** virtio-net queue indexes: even = receive (device writes), odd = transmit (device reads). */
-export const RX_QUEUE = 0;
-export const TX_QUEUE = 1;
 /** Queue pairs we serve (GET_QUEUE_NUM, with the MQ protocol feature). */
 export const MAX_QUEUE_PAIRS = 8;
 /** Rings we accept: a receive and a transmit ring per queue pair (QEMU keeps the control queue itself). */

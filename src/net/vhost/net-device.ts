@@ -28,10 +28,10 @@
  * them until it drains (a stuck guest is dropped from, not waited for).
  */
 
+import { FrameArena } from '../frame-arena.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import { FrameArena } from '../ports/frame-arena.js';
-import type { BatchResult, BatchSink, FrameSink } from '../ports/port.js';
-import { countWrite, WriteResult } from '../ports/port.js';
+import type { BatchResult, BatchSink, FrameSink } from '../port.js';
+import { countWrite, WriteResult } from '../port.js';
 import { NET_HDR_LEN } from './constants.js';
 import { VhostMemoryFaultError, VirtqueueError } from './errors.js';
 import { VhostOffloads } from './net-offload.js';

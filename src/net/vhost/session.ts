@@ -25,7 +25,7 @@ import {
   VRING_IDX_MASK,
   VRING_NOFD_MASK,
 } from './constants.js';
-import { VhostError, VhostMemoryFaultError, VhostProtocolError, VhostRingError } from './errors.js';
+import { VhostMemoryFaultError, VhostProtocolError, VhostRingError } from './errors.js';
 import { watchFaults } from './fault-watch.js';
 import { DirtyLog, GuestMemory, parseMemTable, readU64 } from './memory.js';
 import {
@@ -463,5 +463,3 @@ function closeQuietly(fd: number): void {
     // already closed
   }
 }
-
-export { VhostError };

@@ -3,7 +3,7 @@
  * backend through {@link openBackend}; adding a kind means adding its module
  * and a case here.
  */
-import type { Address } from '../../config/address.js';
+import type { Address } from '../../util/address.js';
 import type { BlockBackend } from '../backend.js';
 import { CowBackend } from './cow.js';
 import { FileBackend } from './file.js';

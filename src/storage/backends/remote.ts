@@ -10,7 +10,7 @@
  * flushed may be gone, so the next FLUSH fails with EIO once: durability is
  * never claimed for data that might not be there.
  */
-import type { Address } from '../../config/address.js';
+import type { Address } from '../../util/address.js';
 import { type BlockBackend, checkRange, checkWritable, type Extent, type ZeroOptions } from '../backend.js';
 import { BackendError, NotFastError } from '../errors.js';
 import { NbdClient } from '../nbd/client.js';

@@ -5,7 +5,7 @@
  * the tests as a real peer.
  */
 import { connect as netConnect, type Socket } from 'node:net';
-import { type Address, formatAddress } from '../../config/address.js';
+import { type Address, formatAddress } from '../../util/address.js';
 import type { Extent } from '../backend.js';
 import { NbdClientError } from '../errors.js';
 import {

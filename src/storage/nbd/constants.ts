@@ -126,7 +126,5 @@ export const BASE_ALLOCATION_ID = 1;
 
 /** Sizes of fixed wire structures in bytes. */
 export const REQUEST_LEN = 28;
-export const SIMPLE_REPLY_LEN = 16;
-export const STRUCTURED_REPLY_LEN = 20;
 /** Largest read/write payload we accept or advertise (proto.md: 2^25 SHOULD NOT be treated as DoS). */
 export const MAX_PAYLOAD = 32 * 1024 * 1024;

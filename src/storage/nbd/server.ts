@@ -5,8 +5,8 @@
  */
 import { unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { type Address, formatAddress } from '../../config/address.js';
 import type { Logger } from '../../log.js';
+import { type Address, formatAddress } from '../../util/address.js';
 import { AdmissionGate, type AdmissionStatus, isRefusal } from '../../util/admission.js';
 import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
 import {

@@ -17,11 +17,12 @@
  * event-loop turn (a pre-bound setImmediate) or on one timer when the shaper
  * or a cap holds everything back.
  */
-import { MAX_FRAME_LEN, type WriteResult } from '../ports/port.js';
-import { CLASS_COUNT, CLASS_LATENCY, CLASS_WEIGHT } from './classes.js';
+
+import { CLASS_COUNT, CLASS_LATENCY, CLASS_WEIGHT } from '../../qos/classes.js';
+import { QosScheduler } from '../../qos/scheduler.js';
+import { TokenBucket } from '../../qos/token-bucket.js';
+import { MAX_FRAME_LEN, type WriteResult } from '../port.js';
 import { FrameRing } from './frame-ring.js';
-import { QosScheduler } from './scheduler.js';
-import { TokenBucket } from './token-bucket.js';
 
 /**
  * Where scheduled frames go. One egress may serve several ports (an overlay

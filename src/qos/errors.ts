@@ -1,5 +1,5 @@
 /** Errors of QoS control: admission and requests. Each has a stable code. */
-import { VmlinkError } from '../../errors.js';
+import { VmlinkError } from '../errors.js';
 
 export class QosError extends VmlinkError {}
 

@@ -16,16 +16,13 @@
  * for the next one.
  */
 import { closeSync } from 'node:fs';
-import type { Address } from '../../config/address.js';
 import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import type { Address } from '../../util/address.js';
+import { Backoff } from '../../util/backoff.js';
 import { PortAddressError } from '../errors.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import { F, has } from '../vhost/constants.js';
-import { DEFAULT_HOLD_MS, rarpFrame, VhostNetDevice } from '../vhost/net-device.js';
-import { VhostSession } from '../vhost/session.js';
-import { Backoff } from './backoff.js';
 import {
   type BatchResult,
   type Port,
@@ -33,8 +30,11 @@ import {
   type PortFactory,
   type PortState,
   WriteResult,
-} from './port.js';
-import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from './unix-path.js';
+} from '../port.js';
+import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from '../unix-path.js';
+import { F, has } from './constants.js';
+import { DEFAULT_HOLD_MS, rarpFrame, VhostNetDevice } from './net-device.js';
+import { VhostSession } from './session.js';
 
 /** A vhost-user port's validated config (see config/schema.ts). */
 export interface VhostUserSpec {

@@ -6,11 +6,8 @@
  * Classes are small integers, 0 the highest: a port's allowed class is a
  * ceiling, and clamping a guest's mark to it is `Math.max(mark, allowed)`.
  */
-import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN } from '../frame.js';
-
-/** Class names, highest first; the index is the class id. */
-export const QOS_CLASSES = ['latency', 'interactive', 'best-effort', 'bulk'] as const;
-export type QosClass = (typeof QOS_CLASSES)[number];
+import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN } from '../net/frame.js';
+import { QOS_CLASSES } from './names.js';
 
 /** The strict-priority class (rate-capped on every shaped port). */
 export const CLASS_LATENCY = 0;

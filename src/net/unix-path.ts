@@ -12,10 +12,10 @@ import {
   type SocketAccessSpec,
   type SocketProbe,
   UnixPathError,
-} from '../../util/unix-socket.js';
-import { PortAddressError } from '../errors.js';
+} from '../util/unix-socket.js';
+import { PortAddressError } from './errors.js';
 
-export { removeUnixPath, type SocketAccess, type SocketAccessSpec } from '../../util/unix-socket.js';
+export { removeUnixPath, type SocketAccess, type SocketAccessSpec } from '../util/unix-socket.js';
 
 /**
  * Makes `path` ready for `listen()` or bind(2). Throws {@link PortAddressError}

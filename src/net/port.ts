@@ -4,8 +4,8 @@
  * {@link PortFactory}; the switch never knows which kind it talks to, and a
  * port never knows any other port.
  */
-import type { Logger } from '../../log.js';
-import type { OffloadMeta } from '../offload/vnet-hdr.js';
+import type { Logger } from '../log.js';
+import type { OffloadMeta } from './offload/vnet-hdr.js';
 
 /** Result of {@link Port.write}. Numbers, so the hot path compares Smis. */
 export const WriteResult = {

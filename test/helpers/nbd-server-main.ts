@@ -1,7 +1,7 @@
 /**
  * Standalone NBD server process (tests, benchmarks, debugging):
  *
- *   node dist/src/storage/nbd/main.js '{"listen":["unix:/tmp/n.sock"],
+ *   node dist/test/helpers/nbd-server-main.js '{"listen":["unix:/tmp/n.sock"],
  *     "exports":[{"name":"disk","backend":{"kind":"file","path":"/tmp/d.img","size":1048576}}]}'
  *
  * Optional `"tls":{"cert":"/p/server-cert.pem","key":"/p/server-key.pem","ca":"/p/ca-cert.pem",
@@ -10,12 +10,13 @@
  * Prints one line `READY <addresses as JSON>` on stdout once listening.
  * SIGTERM/SIGINT close gracefully (in-flight requests answered, backends flushed).
  */
-import { type Address, parseAddress } from '../../config/address.js';
-import { createLogger } from '../../log.js';
-import { type BackendSpec, openBackend } from '../backends/index.js';
-import { ExportRegistry } from '../exports.js';
-import { createNbdServer } from './server.js';
-import { loadNbdTls, type NbdTlsFiles } from './tls.js';
+
+import { createLogger } from '../../src/log.js';
+import { type BackendSpec, openBackend } from '../../src/storage/backends/index.js';
+import { ExportRegistry } from '../../src/storage/exports.js';
+import { createNbdServer } from '../../src/storage/nbd/server.js';
+import { loadNbdTls, type NbdTlsFiles } from '../../src/storage/nbd/tls.js';
+import { type Address, parseAddress } from '../../src/util/address.js';
 
 interface MainConfig {
   listen: string[];

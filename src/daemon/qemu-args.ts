@@ -12,9 +12,9 @@
  * (0.0.0.0, ::) becomes loopback on the VM's side.
  */
 import { createHash } from 'node:crypto';
-import type { Address } from '../../config/address.js';
-import type { PortConfig } from '../../config/schema.js';
-import { VmlinkError } from '../../errors.js';
+import type { PortConfig } from '../config/schema.js';
+import { VmlinkError } from '../errors.js';
+import type { Address } from '../util/address.js';
 
 /** The port cannot be expressed as QEMU 7.2 arguments (or an option is invalid). */
 export class QemuArgsError extends VmlinkError {

@@ -3,16 +3,16 @@
  * {@link createPort}; adding a kind means adding its module here and its
  * schema in config/schema.ts, nothing else.
  */
-import type { PortConfig } from '../../config/schema.js';
-import { PortKindError } from '../errors.js';
-import { dgramPort } from './dgram.js';
-import { hostPort } from './host.js';
-import type { Port, PortContext, PortFactory } from './port.js';
-import { socketPort } from './socket.js';
-import { streamPort } from './stream.js';
-import { tapPort } from './tap.js';
-import { vdePort } from './vde.js';
-import { vhostUserPort } from './vhost-user.js';
+import type { PortConfig } from '../config/schema.js';
+import { PortKindError } from '../net/errors.js';
+import type { Port, PortContext, PortFactory } from '../net/port.js';
+import { dgramPort } from '../net/ports/dgram.js';
+import { hostPort } from '../net/ports/host.js';
+import { socketPort } from '../net/ports/socket.js';
+import { streamPort } from '../net/ports/stream.js';
+import { tapPort } from '../net/ports/tap.js';
+import { vdePort } from '../net/ports/vde.js';
+import { vhostUserPort } from '../net/vhost/vhost-user-port.js';
 
 type FactoryMap = { [K in PortConfig['kind']]?: PortFactory<Extract<PortConfig, { kind: K }>> };
 
@@ -32,9 +32,4 @@ export function createPort(spec: PortConfig, ctx: PortContext): Port {
   const make = factories[spec.kind] as PortFactory<PortConfig> | undefined;
   if (!make) throw new PortKindError(spec.kind, Object.keys(factories));
   return make(spec, ctx);
-}
-
-/** Kinds this build supports. */
-export function portKinds(): string[] {
-  return Object.keys(factories);
 }
