@@ -11,9 +11,6 @@
  *   header constants. Fix: the header accessors become a leaf module (net/frame/
  *   of issue 13 part 2) that qos may import, or classification becomes a
  *   switch stage that hands qos the class.
- * - src/pki/ca.ts -> src/net/overlay/errors.ts: CaError still lives with the
- *   overlay's errors. Fix: move CaError to src/pki/errors.ts (with the error
- *   classes' own HTTP status, issue 13 part 5).
  * - src/cli/daemon.ts -> src/daemon/run.ts: `vmlink daemon` is the entry
  *   point that starts the daemon (bin/vmlink.js -> cli); it is the one place
  *   allowed to import the daemon.
@@ -118,16 +115,8 @@ module.exports = {
       from: { path: '^src/(pki|util)/' },
       to: {
         path: '^src/',
-        // issue 13: pki/ca.ts -> net/overlay/errors.ts (CaError), see the header of this file.
-        pathNot: '^src/(pki/|util/|native/|errors\\.ts|log\\.ts|net/overlay/errors\\.ts)',
+        pathNot: '^src/(pki/|util/|native/|errors\\.ts|log\\.ts)',
       },
-    },
-    {
-      name: 'only-pki-uses-the-overlay-errors-exception',
-      severity: 'error',
-      comment: 'issue 13: the CaError exception above is for src/pki/ca.ts alone.',
-      from: { path: '^src/(pki|util)/', pathNot: '^src/pki/ca\\.ts$' },
-      to: { path: '^src/net/' },
     },
     {
       name: 'nothing-imports-the-daemon',

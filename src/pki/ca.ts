@@ -17,7 +17,7 @@ import { access, chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describeError } from '../errors.js';
-import { CaError } from '../net/overlay/errors.js';
+import { CaError } from './errors.js';
 
 const execFileP = promisify(execFile);
 const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;

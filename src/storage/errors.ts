@@ -71,11 +71,6 @@ export class IoError extends BackendError {
   }
 }
 
-/** A peer broke the NBD protocol; the connection is closed. */
-export class NbdProtocolError extends StorageError {
-  override readonly status = 400;
-}
-
 /**
  * An export name is unknown (`ERR_EXPORT_NOT_FOUND`, 404), taken
  * (`ERR_EXPORT_EXISTS`, 409) or its settings are invalid (`ERR_EXPORT_INVALID`,

@@ -28,6 +28,7 @@ import * as overlayErrors from '../../src/net/overlay/errors.js';
 import * as hostPort from '../../src/net/ports/host.js';
 import * as tapPort from '../../src/net/ports/tap.js';
 import * as vhostErrors from '../../src/net/vhost/errors.js';
+import * as pkiErrors from '../../src/pki/errors.js';
 import * as qosErrors from '../../src/qos/errors.js';
 import * as storageErrors from '../../src/storage/errors.js';
 import * as nbdServer from '../../src/storage/nbd/server.js';
@@ -49,6 +50,7 @@ const MODULES: Record<string, unknown>[] = [
   nativeIndex,
   netErrors,
   overlayErrors,
+  pkiErrors,
   hostPort,
   qemuArgs,
   tapPort,
@@ -146,7 +148,6 @@ const ARGS: Record<string, unknown[]> = {
   OverlayError: ['ERR_SOMETHING', 'something failed'],
   LinkProtocolError: ['10.0.0.2:7000', 'bad hello'],
   LinkDialError: ['tcp:10.0.0.2:7000', 'ECONNREFUSED'],
-  LinkAuthError: ['10.0.0.2:7000', 'unknown CA'],
   LinkTlsConfigError: ['overlay.tls.cert: cannot read /x.pem'],
   VxlanConfigError: ['overlay.vxlan.listen: cannot bind'],
   LinkExistsError: ['to-b'],
@@ -169,7 +170,6 @@ const ARGS: Record<string, unknown[]> = {
   ReadOnlyError: ['write'],
   NotFastError: [],
   IoError: ['read', Object.assign(new Error('EIO'), { code: 'EIO' })],
-  NbdProtocolError: ['ERR_NBD_BAD_MAGIC', 'bad request magic'],
   ExportError: ['ERR_EXPORT_INVALID', 'export name "-x" is invalid', 400],
   NbdClientError: ['ERR_NBD_REMOTE', 5, 'NBD server answered error 5'],
   NbdListenError: ['tcp:0.0.0.0:10809', 'EADDRINUSE'],

@@ -19,14 +19,6 @@ export class LinkDialError extends OverlayError {
   }
 }
 
-/** A peer failed authentication (TLS certificate, host id). */
-export class LinkAuthError extends OverlayError {
-  override readonly status = 403;
-  constructor(peer: string, reason: string, options?: ErrorOptions) {
-    super('ERR_LINK_AUTH', `link peer ${peer} refused: ${reason}`, options);
-  }
-}
-
 /** The overlay's TLS material is missing or unusable. */
 export class LinkTlsConfigError extends OverlayError {
   override readonly status = 400;
@@ -62,12 +54,5 @@ export class LinkNotDeletableError extends OverlayError {
   override readonly status = 409;
   constructor(name: string, why: string) {
     super('ERR_LINK_NOT_DELETABLE', `link "${name}" cannot be deleted: ${why}`);
-  }
-}
-
-/** Certificate authority operations (vmlink ca / host cert). */
-export class CaError extends OverlayError {
-  constructor(reason: string, options?: ErrorOptions) {
-    super('ERR_CA', reason, options);
   }
 }
