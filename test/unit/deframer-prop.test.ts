@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { Deframer, PREFIX_LEN, PushResult } from '../../src/net/ports/deframer.js';
+import { chunked } from '../helpers/chunks.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
 const params = (numRuns: number) => ({ numRuns, ...seed });
@@ -23,18 +24,6 @@ function reference(bytes: Uint8Array, max: number): { frames: string[]; bad: num
     p += PREFIX_LEN + len;
   }
   return { frames, bad: -1 };
-}
-
-/** Cuts `bytes` at the given points (sorted, deduplicated) into chunks. */
-function chunked(bytes: Uint8Array, cuts: number[]): Buffer[] {
-  const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const c of [...at, bytes.length]) {
-    out.push(Buffer.from(bytes.subarray(prev, c)));
-    prev = c;
-  }
-  return out;
 }
 
 /**

@@ -10,6 +10,7 @@ import { MemoryBackend } from '../../src/storage/backends/memory.js';
 import { ExportRegistry } from '../../src/storage/exports.js';
 import { OPT, OPT_REPLY_MAGIC, REP } from '../../src/storage/nbd/constants.js';
 import { MAX_OPTION_LEN, ServerHandshake } from '../../src/storage/nbd/handshake.js';
+import { chunked } from '../helpers/chunks.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
 const params = (numRuns: number) => ({ numRuns, ...seed });
@@ -87,18 +88,6 @@ function encodeOpt(o: Opt): Buffer {
   h.writeUInt32BE(o.opt, 8);
   h.writeUInt32BE(o.len ?? o.data.length, 12);
   return Buffer.concat([h, o.data]);
-}
-
-/** Cuts `bytes` at the given points into chunks. */
-function chunked(b: Buffer, cuts: number[]): Buffer[] {
-  const at = [...new Set(cuts.map((c) => c % (b.length + 1)))].sort((x, y) => x - y);
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const c of [...at, b.length]) {
-    out.push(b.subarray(prev, c));
-    prev = c;
-  }
-  return out;
 }
 
 /** Runs a handshake over the chunks; what the server sent after its greeting, and how it ended. */

@@ -7,6 +7,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { CMD, MAX_PAYLOAD, REQUEST_LEN, REQUEST_MAGIC } from '../../src/storage/nbd/constants.js';
 import { RequestParser } from '../../src/storage/nbd/transmission.js';
+import { chunked } from '../helpers/chunks.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
 const params = (numRuns: number) => ({ numRuns, ...seed });
@@ -46,18 +47,6 @@ function encode(r: Req): Buffer {
   h.writeBigUInt64BE(BigInt(r.offset), 16);
   h.writeUInt32BE(r.length, 24);
   return r.data === undefined ? h : Buffer.concat([h, Buffer.from(r.data, 'hex')]);
-}
-
-/** Cuts `bytes` at the given points into chunks (fresh buffers). */
-function chunked(bytes: Buffer, cuts: number[]): Buffer[] {
-  const at = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b);
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const c of [...at, bytes.length]) {
-    out.push(Buffer.from(bytes.subarray(prev, c)));
-    prev = c;
-  }
-  return out;
 }
 
 /** Parses the chunks; a transient parser gets each chunk in a buffer that is scribbled over after feed(). */

@@ -75,13 +75,21 @@ static napi_value do_mmap(napi_env env, napi_callback_info info) {
   return ab;
 }
 
+/* The mapping behind an ArrayBuffer from mmap(); NULL with a JS exception pending for anything else. */
+static mapping_t *mapping_of(napi_env env, napi_value ab) {
+  void *p = NULL;
+  if (napi_unwrap(env, ab, &p) != napi_ok || p == NULL) {
+    vl_throw_arg(env, "ERR_INVALID_ARG_TYPE", "the \"ab\" argument must be an ArrayBuffer returned by mmap()");
+    return NULL;
+  }
+  return p;
+}
+
 /* munmap(ab): unmaps an ArrayBuffer from mmap() now and detaches it (its length becomes 0). Idempotent. */
 static napi_value do_munmap(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  void *p = NULL;
-  if (napi_unwrap(env, argv[0], &p) != napi_ok || p == NULL)
-    return vl_throw_arg(env, "ERR_INVALID_ARG_TYPE", "the \"ab\" argument must be an ArrayBuffer returned by mmap()");
-  mapping_t *m = p;
+  mapping_t *m = mapping_of(env, argv[0]);
+  if (m == NULL) return NULL;
   if (m->unmapped) return NULL;
   vl_guard_remove(m->slot);
   if (munmap(m->addr, m->len) < 0) return vl_throw_errno(env, errno, "munmap", NULL);
@@ -94,10 +102,8 @@ static napi_value do_munmap(napi_env env, napi_callback_info info) {
 /* mmapFaults(ab) -> guest-memory faults (accesses beyond the end of the file) in an ArrayBuffer from mmap(); 0 once unmapped. */
 static napi_value do_mmap_faults(napi_env env, napi_callback_info info) {
   GET_ARGS(env, info, 1);
-  void *p = NULL;
-  if (napi_unwrap(env, argv[0], &p) != napi_ok || p == NULL)
-    return vl_throw_arg(env, "ERR_INVALID_ARG_TYPE", "the \"ab\" argument must be an ArrayBuffer returned by mmap()");
-  mapping_t *m = p;
+  mapping_t *m = mapping_of(env, argv[0]);
+  if (m == NULL) return NULL;
   napi_value res;
   NAPI_CALL(env, napi_create_uint32(env, m->unmapped ? 0 : vl_guard_faults(m->slot), &res));
   return res;
