@@ -7,6 +7,7 @@
  */
 import { ConfigError, type ConfigProblem } from '../config/errors.js';
 import type { LinkConfig } from '../config/overlay-schema.js';
+import { parseWith } from '../config/parse.js';
 import { formatRate, type LinkQosConfig, type PortQosConfig, qosRequestSchema } from '../config/qos-schema.js';
 import type { PortConfig } from '../config/schema.js';
 import { portNetworkRefs } from '../config/schema.js';
@@ -20,7 +21,6 @@ import { QosAdmissionError, QosRequestError } from '../qos/errors.js';
 import { QOS_CLASSES } from '../qos/names.js';
 import type { PortQosPolicy } from '../qos/policy.js';
 import type { QosFlowView, QosLinkView, QosPortView, QosView } from '../qos/view.js';
-import { parseWith } from './specs.js';
 
 interface Entry {
   name: string;
@@ -91,24 +91,27 @@ export class QosService {
   }
 
   /**
-   * Admission of the config's ports: a ConfigError naming each `ports[i].qos.min`
-   * field of an oversubscribed shaped port's sharers.
+   * Admission of a config's ports and links on its own (start-up and reload,
+   * before anything of it is applied): a ConfigError naming each
+   * `ports[i].qos.min` field of an oversubscribed shaped port's sharers.
    */
   checkConfig(
     ports: readonly PortConfig[],
     source: string,
+    networks: readonly string[],
     links: readonly LinkConfig[] = [],
     peerQos: Readonly<Record<string, LinkQosConfig>> = {},
   ): void {
     // A configured link has not met its peer yet: it may carry every network of this host.
-    const all = this.#sw.networks().map((n) => n.name);
+    const all = [...networks];
     const fields = new Map<AdmissionPort, string>();
     links.forEach((l, i) => {
       if (l.qos) fields.set(linkAdmission(l.name, all, l.qos), `links[${i}].qos.capacity`);
     });
     for (const [host, q] of Object.entries(peerQos))
       fields.set(linkAdmission(host, all, q), `overlay.peer_qos.${host}.capacity`);
-    const entries = [...this.#admissionPorts(), ...fields.keys()];
+    const own = ports.map((p) => admissionPort({ name: p.name, networks: networksOf(p), qos: p.qos }));
+    const entries = [...own, ...fields.keys()];
     const v = admissionViolations(entries);
     if (!v.length) return;
     const problems: ConfigProblem[] = [];

@@ -30,6 +30,7 @@ import * as tapPort from '../../src/net/ports/tap.js';
 import * as vhostErrors from '../../src/net/vhost/errors.js';
 import * as pkiErrors from '../../src/pki/errors.js';
 import * as qosErrors from '../../src/qos/errors.js';
+import * as reconcileErrors from '../../src/reconcile/errors.js';
 import * as storageErrors from '../../src/storage/errors.js';
 import * as nbdServer from '../../src/storage/nbd/server.js';
 import * as nbdTls from '../../src/storage/nbd/tls.js';
@@ -55,6 +56,7 @@ const MODULES: Record<string, unknown>[] = [
   qemuArgs,
   tapPort,
   qosErrors,
+  reconcileErrors,
   vhostErrors,
   storageErrors,
   nbdServer,
