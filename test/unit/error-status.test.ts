@@ -121,6 +121,8 @@ const ARGS: Record<string, unknown[]> = {
   StateIoError: ['write', '/var/lib/vmlink/state.json', 'ENOSPC'],
   StateJournalCorruptError: ['/var/lib/vmlink/journal', 'bad record at 12'],
   DeclaredInConfigError: ['port', 'vm1', '/etc/vmlink.yaml'],
+  ReloadRefusedError: ['/etc/vmlink.yaml', 'host.id changed'],
+  ReloadUnavailableError: [],
   ExportNotFoundError: ['disk1', ['disk0']],
   ExportExistsError: ['disk1'],
   ExportInUseError: ['disk1', 2],
