@@ -25,7 +25,8 @@ import type { Switch } from '../net/switch/switch.js';
 import { formatAddress } from '../util/address.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import { clientPolicy } from './export-specs.js';
-import { type ShapedLink, toLinkPolicy } from './qos.js';
+import type { ShapedLink } from './qos.js';
+import { linkConfigOf, toLinkPolicy } from './qos-policy.js';
 
 /** The overlay is not configured on this host. */
 export class OverlayOffError extends OverlayError {
@@ -199,12 +200,7 @@ export class OverlayService {
 
   #qosOf(name: string): LinkQosConfig | undefined {
     const p = this.#overlay?.shapedLinks().find((l) => l.name === name && l.shaper)?.policy;
-    if (!p) return undefined;
-    return {
-      capacity: p.capacity * 8,
-      ...(p.latencyCap === undefined ? {} : { latency_cap: p.latencyCap * 8 }),
-      ...(p.burst === undefined ? {} : { burst: p.burst }),
-    };
+    return p && linkConfigOf(p);
   }
 
   /** Links with a QoS capacity (for admission and `qos show`). */

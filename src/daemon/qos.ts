@@ -16,11 +16,11 @@ import type { LinkQosPolicy, LinkShaper } from '../net/overlay/link-qos.js';
 import type { QosEgress } from '../net/switch/qos-egress.js';
 import type { Switch } from '../net/switch/switch.js';
 import { type AdmissionPort, type AdmissionViolation, admissionViolations } from '../qos/admission.js';
-import { CLASS_LATENCY, CLASS_WEIGHT, classId } from '../qos/classes.js';
+import { CLASS_LATENCY, CLASS_WEIGHT } from '../qos/classes.js';
 import { QosAdmissionError, QosRequestError } from '../qos/errors.js';
 import { QOS_CLASSES } from '../qos/names.js';
-import type { PortQosPolicy } from '../qos/policy.js';
 import type { QosFlowView, QosLinkView, QosPortView, QosView } from '../qos/view.js';
+import { linkConfigOf, policyView, toPolicy } from './qos-policy.js';
 
 interface Entry {
   name: string;
@@ -330,54 +330,12 @@ function linkAdmission(name: string, networks: string[], q: LinkQosConfig): Admi
   return { name, kind: 'link', networks, capacity: q.capacity };
 }
 
-/** The overlay's link policy (bytes per second) from the config's (bits per second). */
-export function toLinkPolicy(q: LinkQosConfig): LinkQosPolicy {
-  return {
-    capacity: q.capacity / 8,
-    latencyCap: q.latency_cap === undefined ? undefined : q.latency_cap / 8,
-    burst: q.burst,
-  };
-}
-
-/** And back. */
-function linkConfigOf(p: LinkQosPolicy): LinkQosConfig {
-  return {
-    capacity: p.capacity * 8,
-    ...(p.latencyCap === undefined ? {} : { latency_cap: p.latencyCap * 8 }),
-    ...(p.burst === undefined ? {} : { burst: p.burst }),
-  };
-}
-
 function networksOf(spec: PortConfig): string[] {
   return [...new Set(portNetworkRefs(spec).map(([, n]) => n))];
 }
 
 function admissionPort(e: Entry): AdmissionPort {
   return { name: e.name, networks: e.networks, min: e.qos?.min, capacity: e.qos?.capacity };
-}
-
-/** The switch's policy (bytes per second) from the config's (bits per second). */
-export function toPolicy(q: PortQosConfig): PortQosPolicy {
-  const B = (bits: number | undefined) => (bits === undefined ? undefined : bits / 8);
-  return {
-    max: B(q.max),
-    burst: q.burst,
-    min: B(q.min),
-    weight: q.weight,
-    cls: q.class === undefined ? undefined : classId(q.class),
-    trust: q.trust,
-    capacity: B(q.capacity),
-    latencyCap: B(q.latency_cap),
-  };
-}
-
-function policyView(q: PortQosConfig): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const [k, v] of Object.entries(q)) {
-    if (v === undefined) continue;
-    out[k] = ['min', 'max', 'capacity', 'latency_cap'].includes(k) ? formatRate(v as number) : (v as string | number);
-  }
-  return out;
 }
 
 function describeViolation(x: AdmissionViolation): string {

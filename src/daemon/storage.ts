@@ -1,15 +1,14 @@
 /**
- * The daemon's storage service: the NBD server and its exports, built from
- * `storage:` and `exports:` of the config (source "config") and from exports
- * added through the API (source "api", kept in the state store). It opens
- * backends, keeps the one {@link ExportRegistry} the server reads, and
- * implements the API's export operations.
+ * The daemon's storage service: the NBD server and its exports. The
+ * reconciler adds and removes exports (config ones, source "config", and
+ * those the API stored, source "api"); this service opens their backends and
+ * keeps the one {@link ExportRegistry} the server reads.
  *
  * The server runs when `storage:` is given or as soon as there is an export.
- * An export whose backend cannot be opened at start (image missing, remote
- * unreachable) is shown `down` with the reason; the daemon keeps running.
- * Through the API, such an export is refused (422 ERR_EXPORT_BACKEND) and
- * nothing is stored.
+ * An export whose backend cannot be opened at start or on a reload (image
+ * missing, remote unreachable) is shown `down` with the reason and retried;
+ * the daemon keeps running. Through the API, such an export is refused
+ * (422 ERR_EXPORT_BACKEND) and nothing is stored.
  */
 import type { StorageStatusView } from '../api/client.js';
 import type { ExportConfig, StorageConfig } from '../config/schema.js';
