@@ -51,6 +51,11 @@ export class NetworkActuator implements Actuator {
     if (users.length) throw new NetworkInUseError(name, users);
   }
 
+  /** The daemon's ports on the network: they go before it is replaced, and come back on the new one. */
+  dependents(name: string): { kind: 'ports'; name: string }[] {
+    return this.#ports.usersOf(name).map((p) => ({ kind: 'ports', name: p }));
+  }
+
   async create(item: DesiredItem, strict: boolean): Promise<void> {
     if (strict) this.checkCap();
     const n = item.spec as NetworkConfig;

@@ -34,6 +34,11 @@ export interface Actuator {
   destroy(name: string): Promise<void>;
   /** Creations of this kind may run at once (their opens overlap); default one after another. */
   readonly parallel?: boolean;
+  /**
+   * What must go before the running item `name` can be removed, and comes
+   * back after it (the ports on a network): removed with it and created again.
+   */
+  dependents?(name: string): { kind: Kind; name: string }[];
 }
 
 /** What one {@link Reconciler.converge} did. */
@@ -82,8 +87,9 @@ export class Reconciler {
 
   /**
    * Makes `desired` the desired state and converges the `kinds` given
-   * (default all) toward it. Call it on the chain ({@link serial}) when
-   * other changes may run. Never throws for one item.
+   * (default all) toward it; a dependent removed with what it depends on
+   * is created again when its kind is among `kinds`. Call it on the chain
+   * ({@link serial}) when other changes may run. Never throws for one item.
    */
   async converge(desired: DesiredState, kinds: readonly Kind[] = KINDS): Promise<ReconcileReport> {
     this.#desired = desired;
@@ -95,11 +101,21 @@ export class Reconciler {
       const where = item?.source === 'api' ? 'from the state store was not restored' : `was not ${verb}`;
       this.#log.error({ [noun(kind)]: name, code }, `${noun(kind)} "${name}" ${where}: ${reason}`);
     };
-    for (const kind of [...kinds].reverse()) {
-      const want = desired[kind];
+    // What runs but is not wanted, or is wanted differently, goes; and with it what depends on it.
+    const doomed = Object.fromEntries(KINDS.map((k) => [k, new Set<string>()])) as Record<Kind, Set<string>>;
+    const stack: { kind: Kind; name: string }[] = [];
+    for (const kind of kinds)
       for (const [name, item] of this.#act[kind].running()) {
-        const w = want.get(name);
-        if (w && sameItem(w, item)) continue;
+        const w = desired[kind].get(name);
+        if (!w || !sameItem(w, item)) stack.push({ kind, name });
+      }
+    for (let x = stack.pop(); x; x = stack.pop()) {
+      if (doomed[x.kind].has(x.name)) continue;
+      doomed[x.kind].add(x.name);
+      stack.push(...(this.#act[x.kind].dependents?.(x.name) ?? []));
+    }
+    for (const kind of [...KINDS].reverse()) {
+      for (const name of doomed[kind]) {
         try {
           await this.#act[kind].destroy(name);
           report.removed.push(`${kind}/${name}`);

@@ -106,14 +106,17 @@ describe('reconcile', { timeout: 240_000 }, () => {
     }
     const viaApi = await running(a);
 
-    // Through a reload: the daemon starts on another config (an extra network and port, vm1 with other MACs).
+    // Through a reload: the daemon starts on another config: an extra network and port, vm1 with other
+    // MACs, network lan with another MTU (vm2, unchanged but on lan, must move to the new lan).
     const b = await startDaemon({
       networks: [
-        { name: 'lan', vni: 10 },
+        { name: 'lan', vni: 10, mtu: 1400 },
+        { name: 'dev', vni: 20, mtu: 9000 },
         { name: 'old', vni: 99 },
       ],
       ports: (dir) => [
         { name: 'vm1', kind: 'stream', network: 'lan', listen: `unix:${dir}/vm1.sock` },
+        { name: 'vm2', kind: 'stream', trunk: { vlans: { 100: 'lan', 200: 'dev' } }, listen: `unix:${dir}/vm2.sock` },
         { name: 'gone', kind: 'stream', network: 'old', listen: `unix:${dir}/gone.sock` },
       ],
       extra: () => ({ overlay: { plain: true } }),
@@ -122,11 +125,15 @@ describe('reconcile', { timeout: 240_000 }, () => {
     await writeConfig(b, { ...base(b), ...target(b) });
     const report = await b.json<{ created: string[]; removed: string[]; failed: unknown[] }>(['reload']);
     assert.deepEqual(report.failed, []);
-    assert.deepEqual([...report.removed].sort(), ['networks/old', 'ports/gone', 'ports/vm1']);
+    assert.deepEqual(
+      [...report.removed].sort(),
+      ['networks/lan', 'networks/old', 'ports/gone', 'ports/vm1', 'ports/vm2'],
+      'vm2 goes with the lan it is on',
+    );
     assert.deepEqual(
       [...report.created].sort(),
-      ['exports/disk', 'links/peer', 'networks/dev', 'ports/vm1', 'ports/vm2'],
-      'vm1 changed (its allowed_macs): removed and created again',
+      ['exports/disk', 'links/peer', 'networks/lan', 'ports/vm1', 'ports/vm2'],
+      'lan (its MTU) and vm1 (its allowed_macs) changed: removed and created again; vm2 came back on the new lan',
     );
     const viaReload = await running(b);
     assert.deepEqual(viaReload, viaApi);
