@@ -1,15 +1,23 @@
 /**
- * What the control API serves: the daemon implements {@link ControlBackend}
- * and the HTTP server (server.ts) only translates. The view types are the
+ * What the control API serves: the daemon's backend (daemon/backend.ts)
+ * implements {@link ControlBackend} and the HTTP server (server.ts) only translates. The view types are the
  * JSON bodies of docs/api.md, shared with the client (client.ts).
  */
 
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
 import type { QosPortView, QosView } from '../qos/view.js';
-import type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView } from './client.js';
+import type {
+  DiskArgsView,
+  ExportView,
+  NetworkView,
+  PortView,
+  QemuArgsView,
+  ReloadView,
+  StatusView,
+} from './client.js';
 
-export type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, StatusView };
+export type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, ReloadView, StatusView };
 
 /** A port as the API shows it: the client's view plus the reason of the last state change. */
 export type PortViewOut = PortView & {
@@ -26,6 +34,8 @@ export interface CaptureTap extends FrameTap {
 export interface ControlBackend {
   /** `GET /v1/status`. */
   status(): StatusView;
+  /** `POST /v1/reload`: re-reads the config file and reconciles toward it; refused with nothing changed when it is bad. */
+  reload(): Promise<ReloadView>;
   /** `GET /v1/networks`. */
   networks(): NetworkView[];
   /** `POST /v1/networks`: validates, creates, persists. */

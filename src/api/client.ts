@@ -71,6 +71,18 @@ export class DaemonTimeoutError extends VmlinkError {
   }
 }
 
+/** `POST /v1/reload`: what a config reload changed. */
+export interface ReloadView {
+  /** The config file that was read. */
+  config: string;
+  /** `kind/name` of each network, port, export or link created (a changed one is removed, then created). */
+  created: string[];
+  /** `kind/name` of each one removed. */
+  removed: string[];
+  /** Items that could not be created or removed, with the reason; the daemon retries them at the next reload. */
+  failed: { item: string; code: string | undefined; reason: string }[];
+}
+
 /** `GET /v1/status`. */
 export interface StatusView {
   host: { id: string; version: string; pid: number; uptime_s: number; control: string; state_dir: string };
@@ -295,6 +307,11 @@ export class ControlClient {
   /** `GET /v1/status`. */
   status(): Promise<StatusView> {
     return this.#json('GET', '/v1/status');
+  }
+
+  /** `POST /v1/reload`: re-reads the daemon's config file and reconciles toward it; rejects (ERR_CONFIG_INVALID, ERR_RELOAD_REFUSED) with nothing changed. */
+  async reload(): Promise<ReloadView> {
+    return (await this.#json<{ reload: ReloadView }>('POST', '/v1/reload')).reload;
   }
 
   /** `GET /v1/networks`. */

@@ -225,6 +225,7 @@ export class ApiServer {
     app.setNotFoundHandler((req, reply) => this.#fail(new RouteNotFoundError(req.method, req.url), req, reply));
 
     app.get('/v1/status', async () => b.status());
+    app.post('/v1/reload', async () => ({ reload: await b.reload() }));
     app.get('/v1/networks', async () => ({ networks: b.networks() }));
     app.post('/v1/networks', async (req, reply) => reply.code(201).send({ network: await b.addNetwork(req.body) }));
     app.delete('/v1/networks/:name', async (req, reply) => {

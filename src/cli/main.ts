@@ -10,7 +10,7 @@ import { Command, CommanderError } from 'commander';
 import { addCaptureCommand } from './capture.js';
 import { addCompletionCommand } from './completion.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './context.js';
-import { addDaemonCommand } from './daemon.js';
+import { addDaemonCommand, addReloadCommand } from './daemon.js';
 import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
 import { addGuestImageCommand } from './guest.js';
@@ -48,6 +48,7 @@ export function buildProgram(done: (code: number) => void): Command {
       '\nExit status: 0 success, 1 the daemon refused or is unreachable, 2 usage error or invalid config.',
     );
   addDaemonCommand(program, done);
+  addReloadCommand(program, done);
   addStatusCommand(program, done);
   addNetworkCommands(program, done);
   addPortCommands(program, done);

@@ -1,18 +1,6 @@
 /** Errors of the daemon's control operations. Each has a stable code. */
 import { VmlinkError } from '../errors.js';
 
-/** An item declared in the config file cannot be replaced or deleted through the API. */
-export class DeclaredInConfigError extends VmlinkError {
-  override readonly status = 409;
-  constructor(what: 'network' | 'port' | 'export', name: string, configPath: string | undefined) {
-    super(
-      'ERR_DECLARED_IN_CONFIG',
-      `${what} "${name}" is declared in the config file${configPath ? ` ${configPath}` : ''}; ` +
-        `to change or remove it, edit the config file and restart the daemon`,
-    );
-  }
-}
-
 /** No export of that name. */
 export class ExportNotFoundError extends VmlinkError {
   override readonly status = 404;

@@ -1,12 +1,12 @@
 /**
  * The daemon's overlay service: builds the link transport from the config
  * (TLS material read from files, or plain TCP with a loud warning), the
- * {@link Overlay}, and the links of the config; serves the API's link
- * operations. Links added through the API are kept in the state store by the daemon.
+ * {@link Overlay}; adds and removes the links the reconciler asks for (config
+ * and API links) and serves the API's link views and QoS changes.
  */
 import { readFile } from 'node:fs/promises';
 import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
-import { linkSchema } from '../config/overlay-schema.js';
+import { parseWith } from '../config/parse.js';
 import { type LinkQosConfig, linkQosSchema } from '../config/qos-schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -25,8 +25,8 @@ import type { Switch } from '../net/switch/switch.js';
 import { formatAddress } from '../util/address.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import { clientPolicy } from './export-specs.js';
-import { type ShapedLink, toLinkPolicy } from './qos.js';
-import { parseWith } from './specs.js';
+import type { ShapedLink } from './qos.js';
+import { linkConfigOf, toLinkPolicy } from './qos-policy.js';
 
 /** The overlay is not configured on this host. */
 export class OverlayOffError extends OverlayError {
@@ -67,7 +67,6 @@ export interface OverlayServiceOptions {
   switch: Switch;
   hostId: string;
   config: OverlayConfig | undefined;
-  links: LinkConfig[];
   /** Admission of a link's QoS before it is added over the API (throws to refuse). */
   admitLink?: ((name: string, qos: LinkQosConfig | undefined, networks?: string[]) => void) | undefined;
 }
@@ -81,7 +80,7 @@ export class OverlayService {
     this.#o = opts;
   }
 
-  /** Starts the listener and dials the configured links; rejects when the TLS material cannot be used. */
+  /** Starts the listener (links come from the reconciler); rejects when the TLS material cannot be used. */
   async start(): Promise<void> {
     const cfg = this.#o.config;
     if (!cfg) return;
@@ -145,7 +144,6 @@ export class OverlayService {
     await overlay.start(listen);
     if (overlay.listening)
       log.info({ listen: overlay.listening, transport: transport.kind }, 'overlay listening for links');
-    for (const l of this.#o.links) overlay.add(linkSpec(l), 'config');
   }
 
   /** Call after a network was added or deleted: links carry it (or stop) and tell their peers. */
@@ -202,12 +200,7 @@ export class OverlayService {
 
   #qosOf(name: string): LinkQosConfig | undefined {
     const p = this.#overlay?.shapedLinks().find((l) => l.name === name && l.shaper)?.policy;
-    if (!p) return undefined;
-    return {
-      capacity: p.capacity * 8,
-      ...(p.latencyCap === undefined ? {} : { latency_cap: p.latencyCap * 8 }),
-      ...(p.burst === undefined ? {} : { burst: p.burst }),
-    };
+    return p && linkConfigOf(p);
   }
 
   /** Links with a QoS capacity (for admission and `qos show`). */
@@ -224,14 +217,17 @@ export class OverlayService {
     return this.#overlay.view(name);
   }
 
-  addLink(body: unknown): LinkView {
+  /**
+   * Adds a link and starts dialling it. An API link (`admit`) is admitted
+   * against the QoS reservations first; a config link was admitted with the config.
+   */
+  addLink(l: LinkConfig, source: 'config' | 'api', admit: boolean): LinkView {
     const overlay = this.#overlay;
     if (!overlay) throw new OverlayOffError();
-    const l = parseWith(linkSchema, body, 'the link in the request body');
     if (l.connect.type === 'udp' && !this.#o.config?.vxlan) throw new OverlayOffError('vxlan');
     if (overlay.has(l.name)) throw new LinkExistsError(l.name);
-    this.#o.admitLink?.(l.name, l.qos);
-    overlay.add(linkSpec(l), 'api');
+    if (admit) this.#o.admitLink?.(l.name, l.qos);
+    overlay.add(linkSpec(l), source);
     return overlay.view(l.name);
   }
 
@@ -241,7 +237,10 @@ export class OverlayService {
     if (!overlay?.has(name)) throw new LinkNotFoundError(name);
     const source = overlay.source(name);
     if (source === 'config')
-      throw new LinkNotDeletableError(name, 'it is declared in the config file; remove it there and restart');
+      throw new LinkNotDeletableError(
+        name,
+        'it is declared in the config file; remove it there and reload the daemon (`vmlink reload` or SIGHUP)',
+      );
     if (source === 'peer')
       throw new LinkNotDeletableError(
         name,
@@ -249,8 +248,8 @@ export class OverlayService {
       );
   }
 
-  async deleteLink(name: string): Promise<void> {
-    this.checkDeletable(name);
-    await this.#overlay?.delete(name);
+  /** Closes a link and forgets it (the caller checked it may go). */
+  async removeLink(name: string): Promise<void> {
+    if (this.#overlay?.has(name)) await this.#overlay.delete(name);
   }
 }

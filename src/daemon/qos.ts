@@ -7,6 +7,7 @@
  */
 import { ConfigError, type ConfigProblem } from '../config/errors.js';
 import type { LinkConfig } from '../config/overlay-schema.js';
+import { parseWith } from '../config/parse.js';
 import { formatRate, type LinkQosConfig, type PortQosConfig, qosRequestSchema } from '../config/qos-schema.js';
 import type { PortConfig } from '../config/schema.js';
 import { portNetworkRefs } from '../config/schema.js';
@@ -15,12 +16,11 @@ import type { LinkQosPolicy, LinkShaper } from '../net/overlay/link-qos.js';
 import type { QosEgress } from '../net/switch/qos-egress.js';
 import type { Switch } from '../net/switch/switch.js';
 import { type AdmissionPort, type AdmissionViolation, admissionViolations } from '../qos/admission.js';
-import { CLASS_LATENCY, CLASS_WEIGHT, classId } from '../qos/classes.js';
+import { CLASS_LATENCY, CLASS_WEIGHT } from '../qos/classes.js';
 import { QosAdmissionError, QosRequestError } from '../qos/errors.js';
 import { QOS_CLASSES } from '../qos/names.js';
-import type { PortQosPolicy } from '../qos/policy.js';
 import type { QosFlowView, QosLinkView, QosPortView, QosView } from '../qos/view.js';
-import { parseWith } from './specs.js';
+import { linkConfigOf, policyView, toPolicy } from './qos-policy.js';
 
 interface Entry {
   name: string;
@@ -91,24 +91,27 @@ export class QosService {
   }
 
   /**
-   * Admission of the config's ports: a ConfigError naming each `ports[i].qos.min`
-   * field of an oversubscribed shaped port's sharers.
+   * Admission of a config's ports and links on its own (start-up and reload,
+   * before anything of it is applied): a ConfigError naming each
+   * `ports[i].qos.min` field of an oversubscribed shaped port's sharers.
    */
   checkConfig(
     ports: readonly PortConfig[],
     source: string,
+    networks: readonly string[],
     links: readonly LinkConfig[] = [],
     peerQos: Readonly<Record<string, LinkQosConfig>> = {},
   ): void {
     // A configured link has not met its peer yet: it may carry every network of this host.
-    const all = this.#sw.networks().map((n) => n.name);
+    const all = [...networks];
     const fields = new Map<AdmissionPort, string>();
     links.forEach((l, i) => {
       if (l.qos) fields.set(linkAdmission(l.name, all, l.qos), `links[${i}].qos.capacity`);
     });
     for (const [host, q] of Object.entries(peerQos))
       fields.set(linkAdmission(host, all, q), `overlay.peer_qos.${host}.capacity`);
-    const entries = [...this.#admissionPorts(), ...fields.keys()];
+    const own = ports.map((p) => admissionPort({ name: p.name, networks: networksOf(p), qos: p.qos }));
+    const entries = [...own, ...fields.keys()];
     const v = admissionViolations(entries);
     if (!v.length) return;
     const problems: ConfigProblem[] = [];
@@ -327,54 +330,12 @@ function linkAdmission(name: string, networks: string[], q: LinkQosConfig): Admi
   return { name, kind: 'link', networks, capacity: q.capacity };
 }
 
-/** The overlay's link policy (bytes per second) from the config's (bits per second). */
-export function toLinkPolicy(q: LinkQosConfig): LinkQosPolicy {
-  return {
-    capacity: q.capacity / 8,
-    latencyCap: q.latency_cap === undefined ? undefined : q.latency_cap / 8,
-    burst: q.burst,
-  };
-}
-
-/** And back. */
-function linkConfigOf(p: LinkQosPolicy): LinkQosConfig {
-  return {
-    capacity: p.capacity * 8,
-    ...(p.latencyCap === undefined ? {} : { latency_cap: p.latencyCap * 8 }),
-    ...(p.burst === undefined ? {} : { burst: p.burst }),
-  };
-}
-
 function networksOf(spec: PortConfig): string[] {
   return [...new Set(portNetworkRefs(spec).map(([, n]) => n))];
 }
 
 function admissionPort(e: Entry): AdmissionPort {
   return { name: e.name, networks: e.networks, min: e.qos?.min, capacity: e.qos?.capacity };
-}
-
-/** The switch's policy (bytes per second) from the config's (bits per second). */
-export function toPolicy(q: PortQosConfig): PortQosPolicy {
-  const B = (bits: number | undefined) => (bits === undefined ? undefined : bits / 8);
-  return {
-    max: B(q.max),
-    burst: q.burst,
-    min: B(q.min),
-    weight: q.weight,
-    cls: q.class === undefined ? undefined : classId(q.class),
-    trust: q.trust,
-    capacity: B(q.capacity),
-    latencyCap: B(q.latency_cap),
-  };
-}
-
-function policyView(q: PortQosConfig): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const [k, v] of Object.entries(q)) {
-    if (v === undefined) continue;
-    out[k] = ['min', 'max', 'capacity', 'latency_cap'].includes(k) ? formatRate(v as number) : (v as string | number);
-  }
-  return out;
 }
 
 function describeViolation(x: AdmissionViolation): string {

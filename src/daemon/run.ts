@@ -1,7 +1,8 @@
 /**
  * `vmlink daemon`: loads the config, starts the daemon, and runs until
  * SIGTERM or SIGINT, then stops gracefully. A second signal while stopping
- * exits at once (status 1).
+ * exits at once (status 1). SIGHUP reloads the config file (daemon/reload.ts):
+ * a bad file is logged and changes nothing.
  *
  * Exit codes: 0 after a graceful stop, 1 when the daemon could not start
  * (control socket in use, state file corrupt, ...), 2 for an invalid config.
@@ -51,6 +52,17 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
     signalled(sig);
   };
   for (const s of SIGNALS) process.on(s, onSignal);
+  // The reload logs what it did or why it was refused; the daemon stays up either way.
+  let ready = false;
+  const onHup = (): void => {
+    if (!ready) {
+      logger.warn('SIGHUP during start-up or stop: ignored');
+      return;
+    }
+    logger.info('SIGHUP received: reloading the config');
+    daemon.reload().catch(() => undefined);
+  };
+  process.on('SIGHUP', onHup);
   try {
     try {
       await daemon.start();
@@ -58,12 +70,15 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
       logger.fatal({ code: (err as { code?: unknown }).code }, `cannot start: ${describeError(err)}`);
       return 1;
     }
+    ready = true;
     const sig = await stopRequested;
+    ready = false;
     logger.info({ signal: sig }, `${sig} received: stopping`);
     await daemon.stop();
     return 0;
   } finally {
     for (const s of SIGNALS) process.removeListener(s, onSignal);
+    process.removeListener('SIGHUP', onHup);
     await flush(logger);
   }
 }

@@ -1,7 +1,5 @@
 /** Conversions between config/API port specs and what the switch and messages need. */
 import { readFileSync } from 'node:fs';
-import type { z } from 'zod';
-import { ConfigError, problemsOf } from '../config/errors.js';
 import type { PortConfig } from '../config/schema.js';
 import type { PortBinding } from '../net/switch/switch.js';
 import { formatAddress } from '../util/address.js';
@@ -33,13 +31,6 @@ export function addressOf(spec: PortConfig): string {
   const raw = rawOf(spec);
   for (const key of ['listen', 'connect', 'local', 'ifname']) if (typeof raw[key] === 'string') return raw[key];
   return `its ${spec.kind} transport`;
-}
-
-/** Validates an API body or stored item with a config schema; ConfigError (400 with problems) when it does not fit. */
-export function parseWith<S extends z.ZodType>(schema: S, body: unknown, what: string): z.output<S> {
-  const r = schema.safeParse(body);
-  if (!r.success) throw new ConfigError(what, problemsOf(r.error));
-  return r.data;
 }
 
 /** The version in package.json, found by walking up from this module (src/ or dist/src/). */

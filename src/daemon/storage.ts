@@ -1,23 +1,20 @@
 /**
- * The daemon's storage service: the NBD server and its exports, built from
- * `storage:` and `exports:` of the config (source "config") and from exports
- * added through the API (source "api", kept in the state store). It opens
- * backends, keeps the one {@link ExportRegistry} the server reads, and
- * implements the API's export operations.
+ * The daemon's storage service: the NBD server and its exports. The
+ * reconciler adds and removes exports (config ones, source "config", and
+ * those the API stored, source "api"); this service opens their backends and
+ * keeps the one {@link ExportRegistry} the server reads.
  *
  * The server runs when `storage:` is given or as soon as there is an export.
- * An export whose backend cannot be opened at start (image missing, remote
- * unreachable) is shown `down` with the reason; the daemon keeps running.
- * Through the API, such an export is refused (422 ERR_EXPORT_BACKEND) and
- * nothing is stored.
+ * An export whose backend cannot be opened at start or on a reload (image
+ * missing, remote unreachable) is shown `down` with the reason and retried;
+ * the daemon keeps running. Through the API, such an export is refused
+ * (422 ERR_EXPORT_BACKEND) and nothing is stored.
  */
 import type { StorageStatusView } from '../api/client.js';
-import { type ExportConfig, exportSchema, type StorageConfig } from '../config/schema.js';
-import type { StateStore, StoredItem } from '../control/store.js';
+import type { ExportConfig, StorageConfig } from '../config/schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BlockBackend } from '../storage/backend.js';
-import { type BackendSpec, openBackend } from '../storage/backends/index.js';
 import { ExportRegistry } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import { loadNbdTls } from '../storage/nbd/tls.js';
@@ -25,28 +22,17 @@ import { type Address, formatAddress } from '../util/address.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import { mkdirp } from '../util/fs.js';
 import { resolveSocketAccess } from '../util/unix-socket.js';
-import {
-  DeclaredInConfigError,
-  ExportBackendError,
-  ExportExistsError,
-  ExportInUseError,
-  ExportNotFoundError,
-  StorageUnavailableError,
-} from './errors.js';
+import { ExportBackendError, ExportInUseError, ExportNotFoundError, StorageUnavailableError } from './errors.js';
 import { checkExport, type ExportClaims, realOrResolved, settleClaims } from './export-guard.js';
 import { ExportRetry } from './export-retry.js';
-import { backendSpec, clientPolicy, type ExportEntry, rawBackend, type Source } from './export-specs.js';
-import { parseWith } from './specs.js';
+import { backendSpec, clientPolicy, type ExportEntry, type Source } from './export-specs.js';
+import { openWithin } from './open-within.js';
 import { defaultMemoryLimit, defaultRoot, plainTcp, warnOpenExport, warnPlainTcp } from './storage-exposure.js';
 
 export interface StorageServiceOptions {
   logger: Logger;
   /** `storage:` of the config; undefined: defaults, and the server starts with the first export. */
   config: StorageConfig | undefined;
-  /** Where API exports are kept. */
-  store: StateStore;
-  /** Path of the config file, named in messages. */
-  configPath: string | undefined;
   /** Where the server listens when `storage.listen` is not given (config/storage-schema.ts `defaultNbdSocket`). */
   defaultSocket: string;
   /** `host.state_dir`: the default root for export files is `<stateDir>/exports`. */
@@ -65,8 +51,6 @@ export interface StorageServiceOptions {
 export class StorageService {
   readonly #log: Logger;
   readonly #config: StorageConfig | undefined;
-  readonly #store: StateStore;
-  readonly #configPath: string | undefined;
   readonly #defaultSocket: string;
   readonly #openTimeoutMs: number;
   readonly #registry = new ExportRegistry();
@@ -92,8 +76,6 @@ export class StorageService {
     this.#log = opts.logger;
     this.#config = opts.config;
     this.#defaultSocket = opts.defaultSocket;
-    this.#store = opts.store;
-    this.#configPath = opts.configPath;
     this.#openTimeoutMs = opts.openTimeoutMs ?? opts.config?.backend_open_timeout_ms ?? 10_000;
     this.#roots = opts.config?.roots ?? [defaultRoot(opts.stateDir)];
     this.#memoryLimit = opts.config?.memory_limit ?? defaultMemoryLimit();
@@ -109,63 +91,12 @@ export class StorageService {
     return this.#memoryLimit;
   }
 
-  /**
-   * Daemon start: config exports, then stored API exports (one that no longer
-   * fits is logged and skipped, and stays in the store), then the server when
-   * it is configured or there is an export.
-   */
-  async start(declared: readonly ExportConfig[], stored: readonly StoredItem[]): Promise<void> {
-    if (this.#config?.roots === undefined) {
-      // The default root is made (0700) so images can be put there; configured roots are the operator's.
-      await mkdirp(this.#roots[0] as string, 0o700).catch((err) =>
-        this.#log.warn({ dir: this.#roots[0] }, `cannot create the export directory: ${describeError(err)}`),
-      );
-    }
-    for (const e of declared) await this.add(e, rawExport(e), 'config', true);
-    for (const raw of stored) {
-      try {
-        const e = parseWith(exportSchema, raw, `stored export "${raw.name}"`);
-        const existing = this.#entries.get(e.name);
-        if (existing?.source === 'config') throw new DeclaredInConfigError('export', e.name, this.#configPath);
-        if (existing) throw new ExportExistsError(e.name);
-        await this.add(e, raw, 'api', true);
-      } catch (err) {
-        this.#log.error(
-          { export: raw.name, code: (err as { code?: unknown }).code },
-          `export "${String(raw.name)}" from the state store was not restored: ${describeError(err)}`,
-        );
-      }
-    }
-    if (this.configured || this.#entries.size > 0) await this.ensureServer(true);
-  }
-
-  /** `POST /v1/exports`: validates, opens the backend, serves, persists; nothing changes on failure. */
-  async addFromApi(body: unknown): Promise<ExportEntry> {
-    const spec = parseWith(exportSchema, body, 'the export in the request body');
-    const existing = this.#entries.get(spec.name);
-    if (existing?.source === 'config') throw new DeclaredInConfigError('export', spec.name, this.#configPath);
-    if (existing) throw new ExportExistsError(spec.name);
-    await this.ensureServer(false);
-    const e = await this.add(spec, body as Record<string, unknown>, 'api', false);
-    try {
-      await this.#store.putExport(body as StoredItem);
-    } catch (err) {
-      await this.remove(spec.name, true);
-      throw err;
-    }
-    return e;
-  }
-
-  /** `DELETE /v1/exports/:name`: refused for config exports and while clients are connected. */
-  async deleteFromApi(name: string): Promise<void> {
-    const e = this.entry(name);
-    if (e.source === 'config') throw new DeclaredInConfigError('export', name, this.#configPath);
-    const clients = e.exp?.stats.clients ?? 0;
-    if (clients > 0) throw new ExportInUseError(name, clients);
-    // Store first: if it fails, nothing changed.
-    await this.#store.deleteExport(name);
-    await this.remove(name, true);
-    this.#log.info({ export: name }, `export "${name}" deleted`);
+  /** Daemon start: makes the default export directory (0700) so images can be put there; configured roots are the operator's. */
+  async prepare(): Promise<void> {
+    if (this.#config?.roots !== undefined) return;
+    await mkdirp(this.#roots[0] as string, 0o700).catch((err) =>
+      this.#log.warn({ dir: this.#roots[0] }, `cannot create the export directory: ${describeError(err)}`),
+    );
   }
 
   /** True when `storage:` is configured: the server runs even without exports. */
@@ -425,31 +356,4 @@ export class StorageService {
     })();
     return this.#closing;
   }
-}
-
-/** A parsed config export back in its text form (addresses as `tcp:HOST:PORT`). */
-function rawExport(e: ExportConfig): Record<string, unknown> {
-  return { ...e, backend: rawBackend(e.backend) };
-}
-
-/** Opens a backend, or rejects after `ms`; a backend that opens later is closed at once. */
-function openWithin(spec: BackendSpec, ms: number): Promise<BlockBackend> {
-  return new Promise((resolve, reject) => {
-    let late = false;
-    const timer = setTimeout(() => {
-      late = true;
-      reject(new Error(`it did not open within ${ms / 1000} s (is the remote NBD server answering?)`));
-    }, ms);
-    openBackend(spec).then(
-      (b) => {
-        clearTimeout(timer);
-        if (late) void b.close().catch(() => undefined);
-        else resolve(b);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err);
-      },
-    );
-  });
 }

@@ -30,6 +30,7 @@ import * as tapPort from '../../src/net/ports/tap.js';
 import * as vhostErrors from '../../src/net/vhost/errors.js';
 import * as pkiErrors from '../../src/pki/errors.js';
 import * as qosErrors from '../../src/qos/errors.js';
+import * as reconcileErrors from '../../src/reconcile/errors.js';
 import * as storageErrors from '../../src/storage/errors.js';
 import * as nbdServer from '../../src/storage/nbd/server.js';
 import * as nbdTls from '../../src/storage/nbd/tls.js';
@@ -55,6 +56,7 @@ const MODULES: Record<string, unknown>[] = [
   qemuArgs,
   tapPort,
   qosErrors,
+  reconcileErrors,
   vhostErrors,
   storageErrors,
   nbdServer,
@@ -119,6 +121,8 @@ const ARGS: Record<string, unknown[]> = {
   StateIoError: ['write', '/var/lib/vmlink/state.json', 'ENOSPC'],
   StateJournalCorruptError: ['/var/lib/vmlink/journal', 'bad record at 12'],
   DeclaredInConfigError: ['port', 'vm1', '/etc/vmlink.yaml'],
+  ReloadRefusedError: ['/etc/vmlink.yaml', 'host.id changed'],
+  ReloadUnavailableError: [],
   ExportNotFoundError: ['disk1', ['disk0']],
   ExportExistsError: ['disk1'],
   ExportInUseError: ['disk1', 2],

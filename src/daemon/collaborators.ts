@@ -1,0 +1,137 @@
+/**
+ * Builds the daemon's collaborators from the config, each handed what it
+ * works with: the switch, the QoS service, the port manager, storage, the
+ * overlay, the actuators and the reconciler over them, the API backend and
+ * the API server. A test or an embedding may build them otherwise and hand
+ * them to the Daemon.
+ */
+
+import type { ReloadView } from '../api/backend.js';
+import { ApiServer } from '../api/server.js';
+import { type Config, defaultNbdSocket } from '../config/schema.js';
+import { createEmbeddedStore } from '../control/embedded-store.js';
+import type { StateStore } from '../control/store.js';
+import { createLogger, type Logger } from '../log.js';
+import { Switch } from '../net/switch/switch.js';
+import { Reconciler } from '../reconcile/reconciler.js';
+import { ExportActuator, LinkActuator, NetworkActuator, PortActuator } from './actuators.js';
+import { DaemonBackend } from './backend.js';
+import { OverlayService } from './overlay.js';
+import { PortManager } from './port-manager.js';
+import { type ProcessStats, startProcessStats } from './process-stats.js';
+import { QosService } from './qos.js';
+import { packageVersion } from './specs.js';
+import { StorageService } from './storage.js';
+
+export interface CollaboratorOptions {
+  /** The validated configuration. */
+  config: Config;
+  /** Path of the config file, named in messages and re-read by a reload; optional. */
+  configPath?: string | undefined;
+  /** Control socket path; overrides `host.control`. */
+  control?: string | undefined;
+  /** Root logger; default a new one at `log.level` with the host id on every line. */
+  logger?: Logger | undefined;
+  /** State store; default the embedded store in `host.state_dir`. */
+  store?: StateStore | undefined;
+}
+
+export interface Collaborators {
+  logger: Logger;
+  controlPath: string;
+  version: string;
+  store: StateStore;
+  switch: Switch;
+  qos: QosService;
+  ports: PortManager;
+  storage: StorageService;
+  overlay: OverlayService;
+  networks: NetworkActuator;
+  links: LinkActuator;
+  reconciler: Reconciler;
+  processStats: ProcessStats;
+  api: ApiServer;
+}
+
+/** The daemon's collaborators for `opts`; `reload` is what `POST /v1/reload` runs. */
+export function buildCollaborators(opts: CollaboratorOptions, reload: () => Promise<ReloadView>): Collaborators {
+  const config = opts.config;
+  const controlPath = opts.control ?? config.host.control;
+  const logger = opts.logger ?? createLogger({ level: config.log?.level, base: { host: config.host.id } });
+  const store = opts.store ?? createEmbeddedStore({ dir: config.host.state_dir, logger });
+  const sw = new Switch({ logger, agingSec: config.host.aging_sec });
+  const qos = new QosService({ switch: sw, logger });
+  const ports = new PortManager({ switch: sw, qos, logger });
+  const storage = new StorageService({
+    logger,
+    config: config.storage,
+    defaultSocket: defaultNbdSocket(controlPath),
+    stateDir: config.host.state_dir,
+  });
+  const overlay = new OverlayService({
+    logger,
+    switch: sw,
+    hostId: config.host.id,
+    config: config.overlay,
+    admitLink: (name, q, networks) => qos.admitLink(name, q, networks),
+  });
+  qos.setLinks(() => overlay.shapedLinks());
+  const networks = new NetworkActuator({ switch: sw, overlay, ports, cap: config.limits.networks });
+  const links = new LinkActuator({ overlay });
+  const reconciler = new Reconciler({
+    logger,
+    actuators: {
+      networks,
+      ports: new PortActuator({ ports, qos }),
+      exports: new ExportActuator({ storage }),
+      links,
+    },
+  });
+  const processStats = startProcessStats();
+  const version = packageVersion();
+  let api: ApiServer | undefined;
+  const backend = new DaemonBackend({
+    hostId: config.host.id,
+    stateDir: config.host.state_dir,
+    controlPath,
+    configPath: opts.configPath,
+    version,
+    logger,
+    store,
+    switch: sw,
+    ports,
+    networks,
+    links,
+    qos,
+    storage,
+    overlay,
+    reconciler,
+    processStats,
+    controlAdmission: () => (api as ApiServer).admission(),
+    reload,
+  });
+  api = new ApiServer({
+    backend,
+    logger,
+    path: controlPath,
+    maxConnections: config.host.control_max_connections,
+    headersTimeoutMs: config.host.control_headers_timeout_ms,
+    socket: config.host.control_socket,
+  });
+  return {
+    logger,
+    controlPath,
+    version,
+    store,
+    switch: sw,
+    qos,
+    ports,
+    storage,
+    overlay,
+    networks,
+    links,
+    reconciler,
+    processStats,
+    api,
+  };
+}
