@@ -241,6 +241,7 @@ export class Daemon implements ControlBackend {
           log.info({ state, reason }, `port ${state}: ${reason}`);
         },
         onMalformed: (reason: string) => this.#switch.malformed(sp, reason),
+        onRoom: sp.onRoom,
         logger: log,
         maxFrameLen: MAX_FRAME_LEN,
         queueLen: spec.queue_len ?? DEFAULT_QUEUE_LEN,

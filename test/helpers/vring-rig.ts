@@ -62,9 +62,3 @@ export function setup(fast: boolean) {
     shrink: (len: number) => ftruncateSync(own, len),
   };
 }
-
-/**
- * What the device makes of the transmit ring (net-device.ts's rules): each
- * frame's bytes, 'malformed' for a frame it counts and drops, or the error
- * that ends it. With the fast path, simple chains go through txBatch first.
- */

@@ -3,6 +3,12 @@ import { test } from 'node:test';
 import type { Virtqueue } from '../../src/net/vhost/virtqueue.js';
 import { prng } from '../helpers/prng.js';
 import { AVAIL, GPA, HDR, NUM, SIZE, setup, USED } from '../helpers/vring-rig.js';
+
+/**
+ * What the device makes of the transmit ring (net-device.ts's rules): each
+ * frame's bytes, 'malformed' for a frame it counts and drops, or the error
+ * that ends it. With the fast path, simple chains go through txBatch first.
+ */
 let fastFrames = 0;
 function drainTx(q: Virtqueue, maxLen: number): (string | Buffer)[] {
   const out: (string | Buffer)[] = [];

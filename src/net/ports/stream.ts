@@ -145,6 +145,9 @@ export class StreamPort implements Port {
   #reconnects = 0;
   #malformed = 0;
   #lost = 0;
+  /** Backpressure: the switch holds this port (its frames went to full ports); the socket is not read. */
+  #held = false;
+  #holds = 0;
 
   constructor(opts: StreamPortOptions, ctx: PortContext) {
     this.name = opts.name;
@@ -190,6 +193,25 @@ export class StreamPort implements Port {
     else c.egress.writeBatch(buf, frames, count, res);
   }
 
+  /**
+   * Backpressure (Port.hold): stops reading the socket; the peer's frames
+   * wait in the socket buffers, then in the peer, which TCP or the unix
+   * socket slows down. The chunk being parsed is finished first.
+   */
+  hold(): void {
+    if (this.#held) return;
+    this.#held = true;
+    this.#holds++;
+    this.#conn?.sock.pause();
+  }
+
+  /** Backpressure (Port.release): reads the socket again. */
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#conn?.sock.resume();
+  }
+
   describe(): Record<string, unknown> {
     return {
       mode: this.#opts.mode,
@@ -203,6 +225,9 @@ export class StreamPort implements Port {
       writes: this.#conn?.egress.batches ?? 0,
       malformed: this.#malformed,
       lost_on_disconnect: this.#lost + (this.#conn?.egress.lost ?? 0),
+      /** Times reading was held because every frame went to full ports, and whether it is now. */
+      read_holds: this.#holds,
+      read_held: this.#held,
     };
   }
 

@@ -121,6 +121,9 @@ export class TapPort implements Port {
   /** Metadata of the frame being handed to the sink (reused). */
   readonly #meta = new OffloadMeta();
   #watchingWrite = false;
+  /** Backpressure: the switch holds this port (its frames went to full ports); the TAP is not read. */
+  #held = false;
+  #holds = 0;
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
   #txErrors = 0;
@@ -303,16 +306,10 @@ export class TapPort implements Port {
     this.#core.txBatches++;
     this.#core.txFrames += next - tx.head;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
-    if (tx.advance(next)) {
-      if (this.#watchingWrite) {
-        this.#watchingWrite = false;
-        this.#poller?.start(n.READABLE);
-      }
-    } else {
-      if (!this.#watchingWrite) {
-        this.#watchingWrite = true;
-        this.#poller?.start(n.READABLE | n.WRITABLE);
-      }
+    const waiting = !tx.advance(next);
+    if (waiting !== this.#watchingWrite) {
+      this.#watchingWrite = waiting;
+      this.#watch(n);
     }
   }
 
@@ -327,6 +324,34 @@ export class TapPort implements Port {
       { ifname: this.#ifname, errno, total: this.#txErrors },
       errno === 5 ? 'TAP interface is down: frames to it are dropped (ip link set dev IF up)' : 'TAP refused frames',
     );
+  }
+
+  /**
+   * Backpressure (Port.hold): stops reading the TAP; frames wait in its
+   * kernel queue (txqueuelen), where the kernel drops beyond it. The batch
+   * being handed on is finished first. (pause reading / resume reading: the
+   * only fd-port-specific part is which events the poller watches.)
+   */
+  hold(): void {
+    if (this.#held) return;
+    this.#held = true;
+    this.#holds++;
+    if (this.#n !== undefined) this.#watch(this.#n);
+  }
+
+  /** Backpressure (Port.release): reads the TAP again. */
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    if (this.#n !== undefined) this.#watch(this.#n);
+  }
+
+  /** Watches the fd for reading unless held, and for writing while frames wait for room. */
+  #watch(n: NativeAddon): void {
+    if (this.#fd < 0 || this.#core.state === 'down') return;
+    const events = (this.#held ? 0 : n.READABLE) | (this.#watchingWrite ? n.WRITABLE : 0);
+    if (events === 0) this.#poller?.stop();
+    else this.#poller?.start(events);
   }
 
   #ready(status: number, events: number): void {
@@ -398,6 +423,9 @@ export class TapPort implements Port {
       mtu: this.#spec.mtu,
       ...this.#core.counters(),
       tx_errors: this.#txErrors,
+      /** Times reading was held because every frame went to full ports, and whether it is now. */
+      read_holds: this.#holds,
+      read_held: this.#held,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
   }
