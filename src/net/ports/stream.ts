@@ -26,6 +26,7 @@ import { WriteResult } from '../port.js';
 import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from '../unix-path.js';
 import { Deframer, PushResult } from './deframer.js';
 import { StreamEgress } from './stream-egress.js';
+import { StreamHold } from './stream-hold.js';
 
 /** Idle time before TCP keepalive probes start, ms. */
 const KEEPALIVE_MS = 15_000;
@@ -96,8 +97,9 @@ class Conn {
     readonly peer: string,
     port: StreamPort,
     ctx: PortContext,
+    hold: StreamHold,
   ) {
-    this.deframer = new Deframer(ctx.sink, ctx.maxFrameLen, ctx.sinkBatch);
+    this.deframer = new Deframer(hold.sink, ctx.maxFrameLen, hold.sinkBatch);
     this.egress = new StreamEgress(sock, ctx.queueLen);
     this.onRead = (nread: number, buf: Buffer): boolean => {
       if (this.deframer.push(buf, nread) !== PushResult.OK) {
@@ -145,9 +147,8 @@ export class StreamPort implements Port {
   #reconnects = 0;
   #malformed = 0;
   #lost = 0;
-  /** Backpressure: the switch holds this port (its frames went to full ports); the socket is not read. */
-  #held = false;
-  #holds = 0;
+  /** Backpressure: while the switch holds this port, the socket is not read. */
+  readonly #hold: StreamHold;
 
   constructor(opts: StreamPortOptions, ctx: PortContext) {
     this.name = opts.name;
@@ -155,6 +156,12 @@ export class StreamPort implements Port {
     this.#opts = opts;
     this.#ctx = ctx;
     this.#backoff = new Backoff(opts.reconnect?.min_ms ?? 100, opts.reconnect?.max_ms ?? 5000, opts.random);
+    this.#hold = new StreamHold(
+      ctx,
+      READ_BYTES,
+      () => this.#conn?.sock.pause(),
+      () => this.#conn?.sock.resume(),
+    );
   }
 
   get state(): PortState {
@@ -196,20 +203,16 @@ export class StreamPort implements Port {
   /**
    * Backpressure (Port.hold): stops reading the socket; the peer's frames
    * wait in the socket buffers, then in the peer, which TCP or the unix
-   * socket slows down. The chunk being parsed is finished first.
+   * socket slows down. What the current read still holds is parked
+   * (stream-hold.ts).
    */
   hold(): void {
-    if (this.#held) return;
-    this.#held = true;
-    this.#holds++;
-    this.#conn?.sock.pause();
+    this.#hold.hold();
   }
 
-  /** Backpressure (Port.release): reads the socket again. */
+  /** Backpressure (Port.release): the parked frames go on, then the socket is read again. */
   release(): void {
-    if (!this.#held) return;
-    this.#held = false;
-    this.#conn?.sock.resume();
+    this.#hold.release();
   }
 
   describe(): Record<string, unknown> {
@@ -226,8 +229,8 @@ export class StreamPort implements Port {
       malformed: this.#malformed,
       lost_on_disconnect: this.#lost + (this.#conn?.egress.lost ?? 0),
       /** Times reading was held because every frame went to full ports, and whether it is now. */
-      read_holds: this.#holds,
-      read_held: this.#held,
+      read_holds: this.#hold.holds,
+      read_held: this.#hold.held,
     };
   }
 
@@ -299,7 +302,7 @@ export class StreamPort implements Port {
       sock.setKeepAlive(true, KEEPALIVE_MS);
     }
     const old = this.#conn;
-    const c = new Conn(sock, peer, this, this.#ctx);
+    const c = new Conn(sock, peer, this, this.#ctx, this.#hold);
     this.#conn = c;
     this.#connections++;
     if (old) {
