@@ -9,6 +9,15 @@
 import { FrameArena } from '../frame-arena.js';
 import type { BatchSink, FrameSink, PortContext } from '../port.js';
 
+/**
+ * Frames handed to the switch per batch after a hold, doubling per batch
+ * that was not held up to the deframer's whole batch: the switch holds a
+ * sender only between batches, so what one batch brings beyond a full
+ * receiver's ring must fit in its backlog (as vhost-user's TX_CHUNK_MIN).
+ */
+const CHUNK_MIN = 32;
+const CHUNK_MAX = 1024;
+
 export class StreamHold {
   /** True while the switch holds the port. */
   held = false;
@@ -22,6 +31,10 @@ export class StreamHold {
   readonly #resume: () => void;
   #replaying: NodeJS.Immediate | undefined;
   readonly #replayBound = (): void => this.#replay();
+  /** Frames per batch handed on (CHUNK_MIN after a hold, doubling to CHUNK_MAX). */
+  #chunk = CHUNK_MIN;
+  /** Offset, length pairs of a part of a batch. */
+  readonly #part = new Uint32Array(2 * CHUNK_MAX);
   /** The sink to hand the deframer: the switch's, or the parking lot while held. */
   readonly sink: FrameSink;
   /** Likewise for batches (undefined when the port has no batch sink). */
@@ -46,9 +59,29 @@ export class StreamHold {
       batch === undefined
         ? undefined
         : (buf, frames, count) => {
-            if (!this.#waiting()) batch(buf, frames, count);
-            else for (let k = 0; k < count; k++) this.#park(buf, frames[2 * k] as number, frames[2 * k + 1] as number);
+            if (!this.#waiting() && count <= this.#chunk) {
+              batch(buf, frames, count);
+              this.#grow();
+            } else this.#split(batch, buf, frames, count);
           };
+  }
+
+  /** Hands a batch on in parts of at most #chunk frames; parks the rest once held. */
+  #split(batch: BatchSink, buf: Buffer, frames: Uint32Array, count: number): void {
+    let k = 0;
+    while (k < count && !this.#waiting()) {
+      const n = Math.min(count - k, this.#chunk);
+      const part = this.#part;
+      for (let j = 0; j < 2 * n; j++) part[j] = frames[2 * k + j] as number;
+      batch(buf, part, n);
+      k += n;
+      this.#grow();
+    }
+    for (; k < count; k++) this.#park(buf, frames[2 * k] as number, frames[2 * k + 1] as number);
+  }
+
+  #grow(): void {
+    this.#chunk = this.held ? CHUNK_MIN : Math.min(2 * this.#chunk, CHUNK_MAX);
   }
 
   /** Frames parked and not yet handed on. */
