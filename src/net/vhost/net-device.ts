@@ -15,9 +15,10 @@
  */
 
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
-import type { BatchContext, BatchResult, BatchSink, FrameSink } from '../port.js';
+import type { BatchContext, BatchResult } from '../port.js';
 import { WriteResult } from '../port.js';
 import { VirtqueueError } from './errors.js';
+import type { NetDeviceContext, NetDeviceCore } from './net-core.js';
 import { VhostOffloads } from './net-offload.js';
 import { VhostReceive } from './net-receive.js';
 import { VhostTransmit } from './net-transmit.js';
@@ -26,24 +27,7 @@ import type { Virtqueue } from './virtqueue.js';
 
 export { DEFAULT_HOLD_MS } from './net-flow.js';
 
-export interface NetDeviceContext {
-  sink: FrameSink;
-  /** Where a transmit batch of plain frames goes at once (the switch's batch ingress); absent: {@link sink} per frame. */
-  sinkBatch?: BatchSink | undefined;
-  onMalformed: (reason: string) => void;
-  /** Largest frame (Ethernet header included) in either direction. */
-  maxFrameLen: number;
-  /** Receive backlog bound in frames. */
-  queueLen: number;
-  /** Backpressure: how long this device may hold up senders without taking a frame (ms); 0: never. */
-  holdMs: number;
-  /** Backpressure: the receive backlog emptied after the device said FULL (PortContext.onRoom). */
-  onRoom: () => void;
-  /** The guest broke the ring protocol: disconnect it (called once per error). */
-  onError: (err: Error) => void;
-}
-
-export class VhostNetDevice {
+export class VhostNetDevice implements NetDeviceCore {
   /** @internal the session, for the transmit and receive parts */
   readonly session: VhostSession;
   /** @internal */

@@ -16,7 +16,7 @@ import { FrameArena } from '../frame-arena.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { type BatchContext, type BatchResult, countWrite, type DeferredCopies, WriteResult } from '../port.js';
 import { NET_HDR_LEN } from './constants.js';
-import type { VhostNetDevice } from './net-device.js';
+import type { NetDeviceCore } from './net-core.js';
 import { RxFlow } from './net-flow.js';
 import type { Virtqueue } from './virtqueue.js';
 
@@ -29,7 +29,7 @@ const PEND_MAX = 256;
 const Rx = { OK: 0, NO_ROOM: 1, DROPPED: 2, ERROR: 3 } as const;
 
 export class VhostReceive implements DeferredCopies {
-  readonly #d: VhostNetDevice;
+  readonly #d: NetDeviceCore;
   readonly #maxFrameLen: number;
   readonly #hdr = Buffer.alloc(NET_HDR_LEN);
   readonly #backlog: FrameArena;
@@ -47,7 +47,7 @@ export class VhostReceive implements DeferredCopies {
   /** Backpressure as a receiver: FULL and room announcements. */
   readonly flow: RxFlow;
 
-  constructor(d: VhostNetDevice, maxFrameLen: number, queueLen: number, holdMs: number, onRoom: () => void) {
+  constructor(d: NetDeviceCore, maxFrameLen: number, queueLen: number, holdMs: number, onRoom: () => void) {
     this.#d = d;
     this.#maxFrameLen = maxFrameLen;
     // 4 MiB: about 60 large segments (offloads) wait for receive buffers before tail drop.

@@ -12,7 +12,7 @@
  */
 import { NET_HDR_LEN } from './constants.js';
 import { VhostMemoryFaultError } from './errors.js';
-import type { VhostNetDevice } from './net-device.js';
+import type { NetDeviceCore } from './net-core.js';
 import { TxPause } from './net-flow.js';
 import type { Virtqueue } from './virtqueue.js';
 
@@ -36,7 +36,7 @@ const TX_CHUNK_BYTES = 1 << 20;
 const TX_CHUNK_MIN = 32;
 
 export class VhostTransmit {
-  readonly #d: VhostNetDevice;
+  readonly #d: NetDeviceCore;
   readonly #staging: Buffer;
   /** Offset, length pairs of one transmit batch for sinkBatch (vringTx takes at most 256 chains a call). */
   readonly #frames = new Uint32Array(2 * 256);
@@ -45,7 +45,7 @@ export class VhostTransmit {
   /** Backpressure: set while the switch holds this device. */
   readonly pause: TxPause;
 
-  constructor(d: VhostNetDevice, maxFrameLen: number) {
+  constructor(d: NetDeviceCore, maxFrameLen: number) {
     this.#d = d;
     this.#staging = Buffer.allocUnsafe(NET_HDR_LEN + maxFrameLen);
     this.pause = new TxPause(() => d.txResume());
