@@ -53,8 +53,6 @@ export class Hold {
   readonly #senders = new Map<HoldPort, SenderState>();
   /** Receiver -> the senders held for it. */
   readonly #waiters = new Map<HoldPort, Set<HoldPort>>();
-  /** Times a sender was held, over all ports. */
-  holds = 0;
 
   /** Wraps the switch's ingress of `sp`: each frame is a batch of one. */
   sink(sp: HoldPort, ingress: FrameSink): FrameSink {
@@ -189,7 +187,6 @@ export class Hold {
   }
 
   #hold(sp: HoldPort): void {
-    this.holds++;
     (sp.port.hold as () => void).call(sp.port);
     for (let i = 0; i < this.#nDests; i++) {
       const r = this.#dests[i] as HoldPort;
