@@ -122,6 +122,7 @@ export class BatchContext {
     const src = this.src;
     if (src !== undefined) for (let i = 0; i < d.length; i++) (d[i] as DeferredCopies).flushBatch(src);
     d.length = 0;
+    this.full.length = 0;
     this.src = undefined;
     this.sender = undefined;
   }
