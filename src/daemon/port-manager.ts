@@ -113,6 +113,7 @@ export class PortManager {
           log.info({ state, reason }, `port ${state}: ${reason}`);
         },
         onMalformed: (reason: string) => this.#sw.malformed(sp, reason),
+        onRoom: sp.onRoom,
         logger: log,
         maxFrameLen: MAX_FRAME_LEN,
         queueLen: spec.queue_len ?? DEFAULT_QUEUE_LEN,

@@ -317,10 +317,8 @@ export interface NativeAddon {
   vringTx(ring: VringHandle, max: number, minLen: number, maxLen: number, out: Uint32Array): number;
   /** Copies header + frame into the next receive chain when it is one big-enough writable descriptor, and publishes it: 0 done, 1 no buffer, 2 take the slow path. */
   vringRx(ring: VringHandle, buf: Uint8Array, off: number, len: number): number;
-  /** Sets (or with undefined clears) the source buffer of vringRxBatch; it is referenced until cleared. */
-  vringSource(buf?: Uint8Array): void;
-  /** vringRx for frames[2k] = offset, frames[2k+1] = length in the source buffer, k < count, published once; returns how many were done (it stops at the first that was not, or at a guest-memory fault). */
-  vringRxBatch(ring: VringHandle, frames: Uint32Array, count: number): number;
+  /** vringRx for frames[2k] = offset, frames[2k+1] = length in `src`, k < count, published once; returns how many were done (it stops at the first that was not, or at a guest-memory fault). Keeps nothing between calls. */
+  vringRxBatch(ring: VringHandle, src: Uint8Array, frames: Uint32Array, count: number): number;
   /** Stores the used index (publishes what vringTx wrote). */
   vringPublish(ring: VringHandle): void;
 

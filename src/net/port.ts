@@ -15,6 +15,13 @@ export const WriteResult = {
   QUEUE_FULL: 1,
   /** The port has no peer right now (not connected): the frame was dropped. */
   DOWN: 2,
+  /**
+   * The frame was queued, but the port is full (it had to put the frame in
+   * its overflow queue): it takes no more without loss until it calls
+   * {@link PortContext.onRoom}, which it promises to do. The switch counts
+   * the frame as sent and may hold the sender ({@link Port.hold}).
+   */
+  FULL: 3,
 } as const;
 export type WriteResult = (typeof WriteResult)[keyof typeof WriteResult];
 
@@ -45,9 +52,11 @@ export type BatchSink = (buf: Buffer, frames: Uint32Array, count: number) => voi
 
 /** What {@link Port.writeBatch} did, added to by the port (the caller zeroes it). */
 export interface BatchResult {
-  /** Frames queued, and their bytes. */
+  /** Frames queued (also those counted in {@link blocked}), and their bytes. */
   ok: number;
   bytes: number;
+  /** Of the frames queued, those for which the port said {@link WriteResult.FULL}. */
+  blocked: number;
   /** Frames refused because the egress queue was full. */
   full: number;
   /** Frames refused because the transport is down. */
@@ -59,8 +68,64 @@ export function countWrite(res: BatchResult, r: WriteResult, len: number): void 
   if (r === WriteResult.OK) {
     res.ok++;
     res.bytes += len;
+  } else if (r === WriteResult.FULL) {
+    res.ok++;
+    res.bytes += len;
+    res.blocked++;
   } else if (r === WriteResult.QUEUE_FULL) res.full++;
   else res.down++;
+}
+
+/** A receiver that deferred copies until the end of the batch ({@link BatchContext.defer}). */
+export interface DeferredCopies {
+  /** Does the copies deferred from the batch ending now (`src` still holds the frames). */
+  flushBatch(src: Buffer): void;
+}
+
+/**
+ * What a port learns of the ingress batch its frames come from, passed with
+ * each {@link Port.write} and {@link Port.writeBatch} of that batch. The
+ * switch keeps one and refills it per batch: nothing is allocated per frame
+ * or per batch. Valid only during the call; a port keeps no reference to
+ * it, nor to any other port.
+ */
+export class BatchContext {
+  /**
+   * The buffer the frames of the batch lie in, or undefined outside a
+   * batch. A frame written from it stays valid until the batch ends, so a
+   * receiver may defer its copy ({@link defer}) and do all of them in one
+   * call at the end.
+   */
+  src: Buffer | undefined = undefined;
+  /** The port that sent the batch. */
+  sender: Port | undefined = undefined;
+  /** Ports that said {@link WriteResult.FULL} in this batch (filled by the switch). */
+  readonly full: Port[] = [];
+  /** Receivers with deferred copies, flushed at the end of the batch. */
+  readonly #deferred: DeferredCopies[] = [];
+
+  /** Registers `r`, whose copies from {@link src} wait for the end of the batch (once per batch). */
+  defer(r: DeferredCopies): void {
+    this.#deferred.push(r);
+  }
+
+  /** Starts a batch from `sender` whose frames lie in `src`. */
+  begin(sender: Port, src: Buffer): void {
+    this.src = src;
+    this.sender = sender;
+    this.full.length = 0;
+  }
+
+  /** Ends the batch: the deferred copies are done now, while `src` still holds the frames. */
+  end(): void {
+    const d = this.#deferred;
+    const src = this.src;
+    if (src !== undefined) for (let i = 0; i < d.length; i++) (d[i] as DeferredCopies).flushBatch(src);
+    d.length = 0;
+    this.full.length = 0;
+    this.src = undefined;
+    this.sender = undefined;
+  }
 }
 
 /** What a factory hands a port: its collaborators. */
@@ -87,6 +152,13 @@ export interface PortContext {
   queueLen: number;
   /** Counts input the transport rejected before it was a frame (bad length prefix, runt datagram). */
   onMalformed: (reason: string) => void;
+  /**
+   * Backpressure: the port said {@link WriteResult.FULL} and can take frames
+   * again (it emptied its overflow queue, or gave up waiting for its peer
+   * and drops from now on). The switch releases the senders it held for it.
+   * Optional: a port that never says FULL does not call it.
+   */
+  onRoom?: (() => void) | undefined;
 }
 
 /** Largest frame QEMU's stream/socket netdevs send: NET_BUFSIZE (4096 + 65536). */
@@ -128,8 +200,11 @@ export interface Port {
    * `meta` is given only to ports with {@link offloads} true, and only for
    * frames that need it; it is valid during the call only (copy its fields,
    * e.g. with writeVnetHdr()).
+   *
+   * `batch`: the ingress batch the frame belongs to, when it comes from
+   * one (see {@link BatchContext}).
    */
-  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult;
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta, batch?: BatchContext): WriteResult;
 
   /**
    * Optional: {@link write} for frames `frames[2k]` (offset), `frames[2k+1]`
@@ -137,7 +212,19 @@ export interface Port {
    * adds what happened to each to `res`. The switch uses it for the frames
    * of one ingress batch bound for this port.
    */
-  writeBatch?(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult): void;
+  writeBatch?(buf: Buffer, frames: Uint32Array, count: number, res: BatchResult, batch?: BatchContext): void;
+
+  /**
+   * Optional, for ports whose sender can wait (a guest's transmit ring, a
+   * stream socket, a TAP's read side): stop reading frames from the
+   * transport until {@link release}. Called by the switch when every frame
+   * of a batch went to ports that said {@link WriteResult.FULL}; frames
+   * already read go on (the current read or ring call finishes). Idempotent.
+   */
+  hold?(): void;
+
+  /** Optional: read from the transport again after {@link hold}. Idempotent. */
+  release?(): void;
 
   /** Frames currently queued and not yet handed to the kernel. */
   readonly queued: number;

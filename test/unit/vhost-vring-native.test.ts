@@ -1,64 +1,8 @@
 import assert from 'node:assert/strict';
-import { closeSync, ftruncateSync, openSync } from 'node:fs';
-import { after, test } from 'node:test';
-import { native } from '../../src/native/index.js';
-import { GuestMemory } from '../../src/net/vhost/memory.js';
-import { Virtqueue } from '../../src/net/vhost/virtqueue.js';
+import { test } from 'node:test';
+import type { Virtqueue } from '../../src/net/vhost/virtqueue.js';
 import { prng } from '../helpers/prng.js';
-
-const n = native();
-const GPA = 0x10000;
-const UVA = 0x7000_0000;
-const SIZE = 1 << 16;
-const NUM = 8;
-const AVAIL = 0x1000;
-const USED = 0x2000;
-const HDR = 12;
-
-const cleanups: (() => void)[] = [];
-after(() => {
-  for (const c of cleanups) c();
-});
-
-/** A ring in fresh guest memory: `g` is the driver's mapping; `fast` gives the Virtqueue the addon's fast path. */
-function setup(fast: boolean) {
-  const fd = n.memfdCreate('vring-test');
-  ftruncateSync(fd, SIZE);
-  // The driver's own fd to the file (the mapping closes the one it is given): to shrink it under the device.
-  const own = openSync(`/proc/self/fd/${fd}`, 'r+');
-  const ab = n.mmap(fd, SIZE, 0, true);
-  const g = Buffer.from(ab);
-  const mem = GuestMemory.map(n, [{ gpa: GPA, size: SIZE, uva: UVA, mmapOffset: 0 }], [fd]);
-  const q = new Virtqueue(1, fast ? n : undefined);
-  q.setNum(NUM);
-  q.addrs = { flags: 0, desc: UVA, avail: UVA + AVAIL, used: UVA + USED, log: 0 };
-  q.attach(mem);
-  cleanups.push(() => {
-    mem.unmap();
-    n.munmap(ab);
-    closeSync(own);
-  });
-  let availIdx = 0;
-  return {
-    g,
-    q,
-    desc(i: number, addr: number, len: number, flags: number, next = 0) {
-      g.writeBigUInt64LE(BigInt(addr), 16 * i);
-      g.writeUInt32LE(len, 16 * i + 8);
-      g.writeUInt16LE(flags, 16 * i + 12);
-      g.writeUInt16LE(next, 16 * i + 14);
-    },
-    avail(head: number) {
-      g.writeUInt16LE(head, AVAIL + 4 + 2 * (availIdx % NUM));
-      availIdx++;
-      g.writeUInt16LE(availIdx & 0xffff, AVAIL + 2);
-    },
-    used: () => g.subarray(USED, USED + 4 + 8 * NUM),
-    mem,
-    /** Shrinks the file (as a front-end that did not seal it can). */
-    shrink: (len: number) => ftruncateSync(own, len),
-  };
-}
+import { AVAIL, GPA, HDR, NUM, SIZE, setup, USED } from '../helpers/vring-rig.js';
 
 /**
  * What the device makes of the transmit ring (net-device.ts's rules): each
@@ -349,63 +293,4 @@ test('fuzz: with mergeable buffers or not, random receive rings get the same byt
     assert.equal(b.q.usedIdx, a.q.usedIdx);
   }
   assert.ok(fast > 100, `only ${fast} frames took the fast path`);
-});
-
-test('a transmit buffer beyond the end of a shrunk memory file makes the fast path report a fault (-1), not kill the process', () => {
-  const { q, desc, avail, shrink, mem } = setup(true);
-  desc(0, GPA + 0x8000, HDR + 60, 0);
-  desc(1, GPA + 0x9000, HDR + 60, 0);
-  avail(0);
-  avail(1);
-  shrink(0x9000); // the second buffer's page is gone
-  assert.equal(q.txBatch(8, 14, 1514), -1);
-  assert.equal(q.lastAvail, 1, 'the first chain was taken before the fault');
-  assert.equal(mem.fault()?.code, 'ERR_VHOST_MEMORY_FAULT');
-});
-
-test('a receive buffer beyond the end of a shrunk memory file: the copy completes into memory the guest cannot see and the fault is counted', () => {
-  const { q, desc, avail, used, shrink, mem, g } = setup(true);
-  desc(0, GPA + 0x8000, 2048, 2);
-  desc(1, GPA + 0xa000, 2048, 2);
-  avail(0);
-  avail(1);
-  shrink(0xa000);
-  const frame = Buffer.alloc(60, 0x5a);
-  assert.equal(q.rxOne(frame, 0, 60), 0, 'the buffer inside the file takes the frame');
-  assert.deepEqual(g.subarray(0x8000 + HDR, 0x8000 + HDR + 60), frame);
-  assert.equal(mem.fault(), undefined);
-  assert.equal(q.rxOne(frame, 0, 60), 0, 'the one beyond its end: written to the private page that replaced it');
-  assert.equal(used().readUInt16LE(2), 2);
-  assert.equal(mem.fault()?.code, 'ERR_VHOST_MEMORY_FAULT');
-});
-
-test('a batch whose source frames lie beyond the end of a shrunk memory file stops there: the frames before it are published, none after', () => {
-  const { q, desc, avail, used } = setup(true);
-  for (let i = 0; i < 3; i++) {
-    desc(i, GPA + 0x8000 + 0x800 * i, 2048, 2);
-    avail(i);
-  }
-  // The source is another guest's memory that shrank: its first page is still there, the rest is gone.
-  const other = setup(true);
-  other.shrink(0x4000);
-  const src = other.q.regionView(0);
-  assert.equal(q.rxSource(src), true);
-  try {
-    assert.equal(q.rxBatch(Uint32Array.of(0x3000, 60, 0x5000, 60, 0x3100, 60), 3), 1);
-  } finally {
-    q.rxSource(undefined);
-  }
-  assert.equal(q.usedIdx, 1);
-  assert.equal(used().readUInt16LE(2), 1, 'the first frame is published, the faulting one is not');
-  assert.ok(other.mem.fault(), 'the fault is counted on the source memory');
-});
-
-test('rings in the truncated part of a memory file read as zeros: nothing available, no crash', () => {
-  const { q, avail, desc, shrink, mem } = setup(true);
-  desc(0, GPA + 0x8000, HDR + 60, 0);
-  avail(0);
-  shrink(0);
-  assert.equal(q.availCount(), 0);
-  assert.equal(q.txBatch(8, 14, 1514), 0);
-  assert.ok(mem.fault());
 });

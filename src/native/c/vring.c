@@ -200,59 +200,33 @@ static napi_value vring_rx(napi_env env, napi_callback_info info) {
 }
 
 /*
- * The source of vringRxBatch: one Buffer (a transmitting guest's region view,
- * set for the length of one transmit batch), held by a reference.
- */
-static struct {
-  uint8_t *data;
-  size_t len;
-  napi_ref ref;
-} rx_src;
-
-/* vringSource(buf | undefined): sets (or clears) the source of vringRxBatch. */
-static napi_value vring_source(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 1);
-  if (rx_src.ref) {
-    napi_delete_reference(env, rx_src.ref);
-    rx_src.ref = NULL;
-  }
-  rx_src.data = NULL;
-  rx_src.len = 0;
-  if (vl_is_nullish(env, argv[0])) return NULL;
-  uint8_t *data;
-  size_t len;
-  if (!vl_get_bytes(env, argv[0], "buf", &data, &len)) return NULL;
-  NAPI_CALL(env, napi_create_reference(env, argv[0], 1, &rx_src.ref));
-  rx_src.data = data;
-  rx_src.len = len;
-  return NULL;
-}
-
-/*
- * vringRxBatch(ring, frames: Uint32Array, count) -> frames done
- * Like vringRx from the source buffer for frames[2k] = offset, frames[2k+1] = length in the
- * source buffer, k < count, in order; the used index is published once at the
- * end. Stops at the first frame that is not OK (the caller takes it), or
- * that faulted in guest memory (the fault is reported through guard.h).
+ * vringRxBatch(ring, src: Buffer, frames: Uint32Array, count) -> frames done
+ * Like vringRx for frames[2k] = offset, frames[2k+1] = length in `src`,
+ * k < count, in order; the used index is published once at the end. Stops
+ * at the first frame that is not OK (the caller takes it), or that faulted in
+ * guest memory (the fault is reported through guard.h). The source is an
+ * argument of each call: no state is kept between calls, so no port ever
+ * copies from a buffer another port set.
  */
 static napi_value vring_rx_batch(napi_env env, napi_callback_info info) {
-  GET_ARGS(env, info, 3);
+  GET_ARGS(env, info, 4);
   vl_vring_t *q;
+  uint8_t *src;
+  size_t slen;
   uint32_t *fr, count;
   size_t flen;
-  if (!get_vring(env, argv[0], &q) || !vl_get_u32s(env, argv[1], "frames", false, &fr, &flen) ||
-      !fast_u32(env, argv[2], "count", &count))
+  if (!get_vring(env, argv[0], &q) || !fast_bytes(env, argv[1], "src", &src, &slen) ||
+      !vl_get_u32s(env, argv[2], "frames", false, &fr, &flen) || !fast_u32(env, argv[3], "count", &count))
     return NULL;
   if ((size_t)count * 2 > flen) return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "count beyond the frames array");
   volatile uint32_t done = 0;
   int32_t avail = -2; /* read once, then counted down: the guest's index is a contended cache line */
-  if (!rx_src.data && count > 0) return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "no source buffer (vringSource)");
   for (uint32_t k = 0; k < count; k++)
-    if ((size_t)fr[2 * k] + fr[2 * k + 1] > rx_src.len)
+    if ((size_t)fr[2 * k] + fr[2 * k + 1] > slen)
       return vl_throw_arg(env, "ERR_OUT_OF_RANGE", "off + len beyond the source buffer");
   VL_GUARD_BEGIN(fault);
   for (uint32_t k = 0; k < count; k++) {
-    if (vl_rx_one(q, rx_src.data + fr[2 * k], fr[2 * k + 1], &avail) != VL_RX_OK) break;
+    if (vl_rx_one(q, src + fr[2 * k], fr[2 * k + 1], &avail) != VL_RX_OK) break;
     done = k + 1;
   }
   if (done > 0) vl_publish(q);
@@ -282,7 +256,6 @@ napi_status vl_init_vring(napi_env env, napi_value exports) {
   if ((s = vl_export(env, exports, "vringAttach", vring_attach)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringTx", vring_tx)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringRx", vring_rx)) != napi_ok) return s;
-  if ((s = vl_export(env, exports, "vringSource", vring_source)) != napi_ok) return s;
   if ((s = vl_export(env, exports, "vringRxBatch", vring_rx_batch)) != napi_ok) return s;
   return vl_export(env, exports, "vringPublish", vring_publish);
 }

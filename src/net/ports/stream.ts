@@ -19,51 +19,18 @@ import { describeError } from '../../errors.js';
 import type { Address } from '../../util/address.js';
 import { formatAddress } from '../../util/address.js';
 import { Backoff } from '../../util/backoff.js';
-import { adoptWithReader, enlargeSocketBuffers } from '../../util/sockets.js';
+import { adoptWithReader } from '../../util/sockets.js';
 import { PortAddressError } from '../errors.js';
 import type { BatchResult, Port, PortContext, PortState } from '../port.js';
 import { WriteResult } from '../port.js';
 import { createPortSocket, prepareUnixPath, removeUnixPath, type SocketAccessSpec } from '../unix-path.js';
-import { Deframer, PushResult } from './deframer.js';
-import { StreamEgress } from './stream-egress.js';
+import { Conn, type ConnOwner, enlargeBuffers, READ_BYTES, Reader } from './stream-conn.js';
+import { StreamHold } from './stream-hold.js';
 
 /** Idle time before TCP keepalive probes start, ms. */
 const KEEPALIVE_MS = 15_000;
 /** How long close() waits for queued frames to reach a slow peer before dropping them, ms. */
 const CLOSE_GRACE_MS = 2000;
-/** Size of a connection's read buffer: many frames per read syscall. */
-const READ_BYTES = 256 * 1024;
-/**
- * Kernel send and receive buffer of each connection, bytes. The defaults
- * (about 200 KiB) make the daemon and its peer wake each other for every few
- * batches; 4 MiB let a burst pass in a few syscalls (1500-byte frames between
- * two ports: about 0.3 of a direct socket pair with the defaults, 0.55 with
- * this). Set through the native addon (SO_SNDBUFFORCE as root); without it the
- * defaults stay.
- */
-const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
-
-/** Enlarges the kernel buffers of a connected socket; best effort (see SOCKET_BUFFER_BYTES). */
-function enlargeBuffers(sock: Socket, log: PortContext['logger']): void {
-  const err = enlargeSocketBuffers(sock, SOCKET_BUFFER_BYTES);
-  if (err) log.debug({ err: describeError(err) }, 'socket buffers left at the kernel defaults');
-}
-
-/**
- * Node's `onread` socket option: every read lands in one reusable buffer and
- * is handed to the connection's deframer at once, so reading allocates
- * nothing per chunk (a 'data' event allocates a Buffer per read, and at
- * gigabits per second that garbage dominates). The connection is bound right
- * after the socket is made; no read completes before that (reads complete in
- * later event-loop turns).
- */
-class Reader {
-  conn: Conn | undefined;
-  readonly onread = {
-    buffer: Buffer.allocUnsafe(READ_BYTES),
-    callback: (nread: number, buf: Buffer): boolean => (this.conn ? this.conn.onRead(nread, buf) : true),
-  };
-}
 
 export interface StreamPortOptions {
   name: string;
@@ -80,53 +47,7 @@ export interface StreamPortOptions {
   random?: () => number;
 }
 
-/** One live connection: its socket, parser and egress batch. */
-class Conn {
-  readonly deframer: Deframer;
-  readonly egress: StreamEgress;
-  /** Why we dropped it (set before destroy), for the state reason. */
-  dropReason = '';
-  /** Set once {@link StreamPort.lost} handled it. */
-  gone = false;
-  /** Socket `onread` callback: each read lands in one reusable buffer and is parsed at once. */
-  readonly onRead: (nread: number, buf: Buffer) => boolean;
-
-  constructor(
-    readonly sock: Socket,
-    readonly peer: string,
-    port: StreamPort,
-    ctx: PortContext,
-  ) {
-    this.deframer = new Deframer(ctx.sink, ctx.maxFrameLen, ctx.sinkBatch);
-    this.egress = new StreamEgress(sock, ctx.queueLen);
-    this.onRead = (nread: number, buf: Buffer): boolean => {
-      if (this.deframer.push(buf, nread) !== PushResult.OK) {
-        port.malformed(
-          this,
-          `length prefix ${this.deframer.badLength} exceeds the largest frame of ${ctx.maxFrameLen} bytes`,
-        );
-      }
-      return true;
-    };
-    sock.on('end', () => {
-      if (this.deframer.partial && !this.dropReason) {
-        const want = this.deframer.partialLength;
-        port.malformed(
-          this,
-          want < 0
-            ? `truncated length prefix: connection ended after ${this.deframer.partialBytes} of 4 bytes`
-            : `truncated frame: connection ended after ${this.deframer.partialBytes - 4} of ${want} bytes`,
-        );
-      }
-    });
-    sock.on('error', (err) => {
-      if (!this.dropReason) this.dropReason = describeError(err);
-    });
-    sock.on('close', () => port.lost(this));
-  }
-}
-
-export class StreamPort implements Port {
+export class StreamPort implements Port, ConnOwner {
   readonly name: string;
   readonly kind: string;
   #state: PortState = 'closed';
@@ -145,6 +66,8 @@ export class StreamPort implements Port {
   #reconnects = 0;
   #malformed = 0;
   #lost = 0;
+  /** Backpressure: while the switch holds this port, the socket is not read. */
+  readonly #hold: StreamHold;
 
   constructor(opts: StreamPortOptions, ctx: PortContext) {
     this.name = opts.name;
@@ -152,6 +75,12 @@ export class StreamPort implements Port {
     this.#opts = opts;
     this.#ctx = ctx;
     this.#backoff = new Backoff(opts.reconnect?.min_ms ?? 100, opts.reconnect?.max_ms ?? 5000, opts.random);
+    this.#hold = new StreamHold(
+      ctx,
+      READ_BYTES,
+      () => this.#conn?.sock.pause(),
+      () => this.#conn?.sock.resume(),
+    );
   }
 
   get state(): PortState {
@@ -190,6 +119,21 @@ export class StreamPort implements Port {
     else c.egress.writeBatch(buf, frames, count, res);
   }
 
+  /**
+   * Backpressure (Port.hold): stops reading the socket; the peer's frames
+   * wait in the socket buffers, then in the peer, which TCP or the unix
+   * socket slows down. What the current read still holds is parked
+   * (stream-hold.ts).
+   */
+  hold(): void {
+    this.#hold.hold();
+  }
+
+  /** Backpressure (Port.release): the parked frames go on, then the socket is read again. */
+  release(): void {
+    this.#hold.release();
+  }
+
   describe(): Record<string, unknown> {
     return {
       mode: this.#opts.mode,
@@ -203,6 +147,9 @@ export class StreamPort implements Port {
       writes: this.#conn?.egress.batches ?? 0,
       malformed: this.#malformed,
       lost_on_disconnect: this.#lost + (this.#conn?.egress.lost ?? 0),
+      /** Times reading was held because every frame went to full ports, and whether it is now. */
+      read_holds: this.#hold.holds,
+      read_held: this.#hold.held,
     };
   }
 
@@ -274,7 +221,7 @@ export class StreamPort implements Port {
       sock.setKeepAlive(true, KEEPALIVE_MS);
     }
     const old = this.#conn;
-    const c = new Conn(sock, peer, this, this.#ctx);
+    const c = new Conn(sock, peer, this, this.#ctx, this.#hold);
     this.#conn = c;
     this.#connections++;
     if (old) {

@@ -121,6 +121,14 @@ export class TapPort implements Port {
   /** Metadata of the frame being handed to the sink (reused). */
   readonly #meta = new OffloadMeta();
   #watchingWrite = false;
+  /** Backpressure: the switch holds this port (its frames went to full ports); the TAP is not read. */
+  #held = false;
+  #holds = 0;
+  /** Frames [#rxNext, #rxCount) of the last read wait in #rx for the release (not read over: reading stops while held). */
+  #rxNext = 0;
+  #rxCount = 0;
+  #resuming: NodeJS.Immediate | undefined;
+  readonly #resumeBound = (): void => this.#resume();
   readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
   #txErrors = 0;
@@ -303,16 +311,10 @@ export class TapPort implements Port {
     this.#core.txBatches++;
     this.#core.txFrames += next - tx.head;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
-    if (tx.advance(next)) {
-      if (this.#watchingWrite) {
-        this.#watchingWrite = false;
-        this.#poller?.start(n.READABLE);
-      }
-    } else {
-      if (!this.#watchingWrite) {
-        this.#watchingWrite = true;
-        this.#poller?.start(n.READABLE | n.WRITABLE);
-      }
+    const waiting = !tx.advance(next);
+    if (waiting !== this.#watchingWrite) {
+      this.#watchingWrite = waiting;
+      this.#watch(n);
     }
   }
 
@@ -329,6 +331,43 @@ export class TapPort implements Port {
     );
   }
 
+  /**
+   * Backpressure (Port.hold): stops reading the TAP; frames wait in its
+   * kernel queue (txqueuelen), where the kernel drops beyond it. The rest of
+   * the read being handed on waits in the read buffer. (pause reading /
+   * resume reading: the only fd-port-specific part is which events the
+   * poller watches.)
+   */
+  hold(): void {
+    if (this.#held) return;
+    this.#held = true;
+    this.#holds++;
+    if (this.#n !== undefined) this.#watch(this.#n);
+  }
+
+  /** Backpressure (Port.release): hands on the rest of the held read, then reads the TAP again (next turn: not inside the receiver's call). */
+  release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#resuming ??= setImmediate(this.#resumeBound);
+  }
+
+  #resume(): void {
+    this.#resuming = undefined;
+    const n = this.#n;
+    if (this.#held || n === undefined || this.#fd < 0) return;
+    if (this.#rxNext < this.#rxCount) this.#deliver(this.#rxNext, this.#rxCount);
+    if (!this.#held) this.#watch(n);
+  }
+
+  /** Watches the fd for reading unless held, and for writing while frames wait for room. */
+  #watch(n: NativeAddon): void {
+    if (this.#fd < 0 || this.#core.state === 'down') return;
+    const events = (this.#held ? 0 : n.READABLE) | (this.#watchingWrite ? n.WRITABLE : 0);
+    if (events === 0) this.#poller?.stop();
+    else this.#poller?.start(events);
+  }
+
   #ready(status: number, events: number): void {
     const n = this.#n;
     if (n === undefined || this.#fd < 0) return;
@@ -337,7 +376,7 @@ export class TapPort implements Port {
       return;
     }
     if (events & n.WRITABLE) this.#flush();
-    if (events & n.READABLE) this.#read(n);
+    if (events & n.READABLE && !this.#held && this.#rxNext >= this.#rxCount) this.#read(n);
   }
 
   /** One batch from the TAP into the sink. Hot path: no allocation per frame. */
@@ -359,9 +398,23 @@ export class TapPort implements Port {
     }
     this.#core.rxBatches++;
     this.#core.rxFrames += count;
+    this.#deliver(0, count);
+  }
+
+  /** Hands frames [from, count) of the last read to the sink; stops when the switch holds the port (the rest waits, see release). */
+  #deliver(from: number, count: number): void {
+    const rx = this.#rx as Buffer;
+    const offs = this.#rxOffs;
+    const lens = this.#rxLens;
+    const h = this.#hdr;
     const sink = this.#ctx.sink;
+    this.#rxCount = count;
     try {
-      for (let i = 0; i < count; i++) {
+      for (let i = from; i < count; i++) {
+        if (this.#held) {
+          this.#rxNext = i;
+          return;
+        }
         const off = offs[i] as number;
         const len = lens[i] as number;
         if (h === 0) {
@@ -380,6 +433,7 @@ export class TapPort implements Port {
       // The sink never throws by contract; if it does, keep the port alive and say so.
       this.#ctx.logger.error({ err: describeError(err) }, 'frame sink threw; frames of this batch were lost');
     }
+    this.#rxNext = count;
   }
 
   #down(reason: string): void {
@@ -398,6 +452,9 @@ export class TapPort implements Port {
       mtu: this.#spec.mtu,
       ...this.#core.counters(),
       tx_errors: this.#txErrors,
+      /** Times reading was held because every frame went to full ports, and whether it is now. */
+      read_holds: this.#holds,
+      read_held: this.#held,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
   }

@@ -33,6 +33,7 @@ import {
 } from '../port.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
 import { Fdb, LEARN_FULL, LEARN_NEW } from './fdb.js';
+import { Hold } from './hold.js'; // backpressure
 import { type EgressTarget, QosEgress } from './qos-egress.js';
 
 /** A network as the switch sees it. */
@@ -118,6 +119,8 @@ export class SwitchPort {
   readonly ingress: FrameSink;
   /** Bound once: the batch sink handed to the port. */
   readonly ingressBatch: BatchSink;
+  /** Bound once: the port's PortContext.onRoom (backpressure, hold.ts). */
+  readonly onRoom: () => void;
   /** Frames of the ingress batch being forwarded that go to this port: offset, length pairs (made at first use). */
   batchFrames: Uint32Array | undefined;
   /** Frames in {@link batchFrames}. */
@@ -165,8 +168,10 @@ export class SwitchPort {
     this.maxMacs = binding.maxMacs ?? DEFAULT_MAX_MACS_PER_PORT;
     this.storm = binding.storm ? new TokenBucket(binding.storm.pps, binding.storm.burst, now) : undefined;
     this.link = binding.link === 'relay' ? LINK_RELAY : binding.link === 'link' ? LINK_EDGE : LINK_NONE;
-    this.ingress = (buf, off, len, meta) => sw.ingress(this, buf, off, len, meta);
-    this.ingressBatch = (buf, frames, count) => sw.ingressBatch(this, buf, frames, count);
+    // backpressure: each ingress is one batch of the hold logic (hold.ts)
+    this.ingress = sw.hold.sink(this, (buf, off, len, meta) => sw.ingress(this, buf, off, len, meta));
+    this.ingressBatch = sw.hold.batchSink(this, (buf, frames, count) => sw.ingressBatch(this, buf, frames, count));
+    this.onRoom = () => sw.hold.room(this); // backpressure
   }
 
   /** Networks this port belongs to. */
@@ -220,7 +225,9 @@ export class Switch {
   readonly #taggedMeta = new OffloadMeta();
   /** Ports holding frames of the ingress batch being forwarded (see {@link ingressBatch}). */
   readonly #batchPorts: SwitchPort[] = [];
-  readonly #batchRes: BatchResult = { ok: 0, bytes: 0, full: 0, down: 0 };
+  readonly #batchRes: BatchResult = { ok: 0, bytes: 0, full: 0, down: 0, blocked: 0 };
+  /** Backpressure: holds senders whose frames all went to full ports (hold.ts). */
+  readonly hold = new Hold();
 
   constructor(opts: SwitchOptions) {
     this.#log = opts.logger;
@@ -345,6 +352,7 @@ export class Switch {
       net.fdb.sweep(this.#now, 0, undefined, sp.id);
     }
     this.#byId[sp.id] = undefined;
+    this.hold.forget(sp); // backpressure
     sp.taps = [];
     if (sp.egress) this.#unshape(sp);
     for (const o of this.#ports.values()) o.egress?.removeSource(sp.id);
@@ -671,8 +679,9 @@ export class Switch {
     if (n === 0) return;
     o.batchN = 0;
     const r = this.#batchRes;
-    r.ok = r.bytes = r.full = r.down = 0;
-    (o.port.writeBatch as NonNullable<Port['writeBatch']>)(buf, o.batchFrames as Uint32Array, n, r);
+    r.ok = r.bytes = r.full = r.down = r.blocked = 0; // backpressure: blocked
+    (o.port.writeBatch as NonNullable<Port['writeBatch']>)(buf, o.batchFrames as Uint32Array, n, r, this.hold.ctx); // backpressure: ctx
+    this.hold.wroteBatch(o, r); // backpressure
     const c = o.counters;
     c.txFrames += r.ok;
     c.txBytes += r.bytes;
@@ -804,14 +813,16 @@ export class Switch {
       sp.counters.queue_full++;
       return false;
     }
-    const r = meta === undefined ? sp.port.write(b, o, l) : sp.port.write(b, o, l, meta);
+    const r = sp.port.write(b, o, l, meta, this.hold.ctx); // backpressure: ctx
+    this.hold.wrote(sp, r, 1); // backpressure
     return this.#sent(sp, r, b, o, l, meta);
   }
 
   /** Counts one frame handed to a port's transport; true when it was queued. */
   #sent(sp: SwitchPort, r: WriteResult, b: Buffer, o: number, l: number, meta: OffloadMeta | undefined): boolean {
     const c = sp.counters;
-    if (r === WriteResult.OK) {
+    if (r === WriteResult.OK || r === WriteResult.FULL) {
+      // backpressure: FULL is queued too
       c.txFrames++;
       c.txBytes += l;
       if (sp.taps.length) this.#tapFrames(sp, b, o, l, meta, 'tx');

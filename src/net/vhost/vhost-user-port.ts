@@ -24,6 +24,7 @@ import { PortAddressError } from '../errors.js';
 import { describeOffloadReason, Segmenter } from '../offload/segmenter.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import {
+  type BatchContext,
   type BatchResult,
   type Port,
   type PortContext,
@@ -215,6 +216,7 @@ export class VhostUserPort implements Port {
       maxFrameLen: ctx.maxFrameLen,
       queueLen: ctx.queueLen,
       holdMs: this.#spec.hold_ms ?? DEFAULT_HOLD_MS,
+      onRoom: () => ctx.onRoom?.(),
       onError: (err) => session.close('', err),
     });
     this.#session = session;
@@ -255,10 +257,10 @@ export class VhostUserPort implements Port {
     }
   }
 
-  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
+  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta, batch?: BatchContext): WriteResult {
     const dev = this.#dev;
     if (dev === undefined) return WriteResult.DOWN;
-    if (meta === undefined || dev.offloads.accepts(meta)) return dev.write(buf, off, len, meta);
+    if (meta === undefined || dev.offloads.accepts(meta)) return dev.write(buf, off, len, meta, batch);
     return this.#cut(dev, buf, off, len, meta);
   }
 
@@ -266,6 +268,16 @@ export class VhostUserPort implements Port {
     const dev = this.#dev;
     if (dev === undefined) res.down += count;
     else dev.writeBatch(buf, frames, count, res);
+  }
+
+  /** Backpressure: the switch holds this guest's transmit rings (every frame went to full receivers). */
+  hold(): void {
+    this.#dev?.hold();
+  }
+
+  /** Backpressure: read the transmit rings again. */
+  release(): void {
+    this.#dev?.release();
   }
 
   /** A frame with metadata the guest cannot take (a large segment of a type it did not negotiate): cut here. */
@@ -280,7 +292,7 @@ export class VhostUserPort implements Port {
     let r: WriteResult = WriteResult.OK;
     for (let l = seg.next(); l > 0; l = seg.next()) {
       const w = dev.write(seg.out, 0, l);
-      if (w !== WriteResult.OK) r = w;
+      if (w !== WriteResult.OK && r !== WriteResult.QUEUE_FULL && r !== WriteResult.DOWN) r = w;
     }
     return r;
   }

@@ -297,21 +297,15 @@ export class Virtqueue {
     return this.#vr !== undefined && this.log === undefined;
   }
 
-  /** Sets (undefined: clears) the buffer {@link rxBatch} copies from; false without the addon. */
-  rxSource(buf: Buffer | undefined): boolean {
-    if (this.#n === undefined) return false;
-    this.#n.vringSource(buf);
-    return true;
-  }
-
   /**
-   * Native receive of a batch from the {@link rxSource} buffer: frames[2k] =
-   * offset, frames[2k+1] = length. Publishes once; returns how many were
-   * done, stopping at the first frame {@link rxOne} would not take.
+   * Native receive of a batch from `src`: frames[2k] = offset, frames[2k+1]
+   * = length. Publishes once; returns how many were done, stopping at the
+   * first frame {@link rxOne} would not take (0 without the addon or while
+   * dirty logging: see {@link fast}).
    */
-  rxBatch(frames: Uint32Array, count: number): number {
+  rxBatch(src: Buffer, frames: Uint32Array, count: number): number {
     if (this.#vr === undefined || this.log !== undefined) return 0;
-    return (this.#n as NativeAddon).vringRxBatch(this.#vr, frames, count);
+    return (this.#n as NativeAddon).vringRxBatch(this.#vr, src, frames, count);
   }
 
   #fail(msg: string): number {
