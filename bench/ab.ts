@@ -121,19 +121,28 @@ function prepare(trees: Tree[], label: Tree['label'], ref: string | undefined): 
   return t;
 }
 
-/** One run of one scenario in `t`; keeps the result its run.js wrote. */
-function runOnce(t: Tree, scenario: string, args: string[]): void {
+/**
+ * One run of one scenario in `t`; keeps the result its run.js wrote. A run
+ * that fails (a peer that did not start on a loaded machine) is reported and
+ * left out: false.
+ */
+function runOnce(t: Tree, scenario: string, args: string[]): boolean {
   const out = join(t.dir, 'bench', 'results');
   const before = new Set(existsSync(out) ? readdirSync(out) : []);
   console.log(`ab: ${t.label}: ${scenario}`);
-  sh(process.execPath, [join(t.dir, 'dist', 'bench', 'run.js'), '--only', scenario, '--repeat', '1', ...args], t.dir);
-  const fresh = readdirSync(out).filter((f) => !before.has(f) && f.startsWith(`${scenario}-`) && f.endsWith('.json'));
-  if (fresh.length !== 1)
-    throw new Error(`${t.label}: expected one new ${scenario} result in ${out}, found ${fresh.length}`);
-  const r = JSON.parse(readFileSync(join(out, fresh[0] as string), 'utf8')) as ScenarioResult;
-  const list = t.runs.get(scenario) ?? [];
-  list.push(r);
-  t.runs.set(scenario, list);
+  try {
+    sh(process.execPath, [join(t.dir, 'dist', 'bench', 'run.js'), '--only', scenario, '--repeat', '1', ...args], t.dir);
+    const fresh = readdirSync(out).filter((f) => !before.has(f) && f.startsWith(`${scenario}-`) && f.endsWith('.json'));
+    if (fresh.length !== 1) throw new Error(`expected one new ${scenario} result in ${out}, found ${fresh.length}`);
+    const r = JSON.parse(readFileSync(join(out, fresh[0] as string), 'utf8')) as ScenarioResult;
+    const list = t.runs.get(scenario) ?? [];
+    list.push(r);
+    t.runs.set(scenario, list);
+    return true;
+  } catch (err) {
+    console.error(`ab: ${t.label}: ${scenario} failed, run left out: ${(err as Error).message}`);
+    return false;
+  }
 }
 
 function values(t: Tree, scenario: string, key: string, row: string, field: string): number[] {
@@ -222,10 +231,10 @@ function main(): void {
   try {
     const base = prepare(trees, 'base', v.base);
     const current = prepare(trees, 'current', v.head);
+    const failed: string[] = [];
     for (let i = 0; i < repeat; i++) {
       for (const s of scenarios) {
-        runOnce(base, s, args);
-        runOnce(current, s, args);
+        for (const t of [base, current]) if (!runOnce(t, s, args)) failed.push(`${t.label} ${s} run ${i + 1}`);
       }
     }
     const rows = compare(base, current, scenarios);
@@ -234,8 +243,17 @@ function main(): void {
       `\nA/B: ${repeat} interleaved runs of ${v.seconds} s each, ${v.pin ? 'pinned' : 'unpinned'}; median (min-max, ±half the range in % of the median)\n`,
     );
     console.log(md);
+    if (failed.length > 0) console.log(`\nleft out (failed): ${failed.join(', ')}`);
     if (v.out !== undefined) {
-      const result = { when: new Date().toISOString(), base: base.ref, current: current.ref, args, repeat, rows };
+      const result = {
+        when: new Date().toISOString(),
+        base: base.ref,
+        current: current.ref,
+        args,
+        repeat,
+        failed,
+        rows,
+      };
       writeFileSync(v.out, `${JSON.stringify(result, null, 2)}\n`);
       console.log(`wrote ${v.out}`);
     }
