@@ -14,6 +14,7 @@
         "src/native/c/udp.c",
         "src/native/c/udp-batch.c",
         "src/native/c/unix.c",
+        "src/native/c/unix-fds.c",
         "src/native/c/guard.c",
         "src/native/c/vring-core.c",
         "src/native/c/vring.c"

@@ -155,7 +155,8 @@ napi_status vl_export_int(napi_env env, napi_value exports, const char *name, in
 
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (vl_init_tap(env, exports) != napi_ok || vl_init_io(env, exports) != napi_ok ||
-      vl_init_unix(env, exports) != napi_ok || vl_init_mem(env, exports) != napi_ok ||
+      vl_init_unix(env, exports) != napi_ok || vl_init_unix_fds(env, exports) != napi_ok ||
+      vl_init_mem(env, exports) != napi_ok ||
       vl_init_poll(env, exports) != napi_ok || vl_init_packet(env, exports) != napi_ok ||
       vl_init_udp(env, exports) != napi_ok || vl_init_udp_batch(env, exports) != napi_ok ||
       vl_init_csum(env, exports) != napi_ok ||

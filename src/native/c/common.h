@@ -54,6 +54,7 @@ bool vl_is_nullish(napi_env env, napi_value v);
 napi_status vl_init_tap(napi_env env, napi_value exports);
 napi_status vl_init_io(napi_env env, napi_value exports);
 napi_status vl_init_unix(napi_env env, napi_value exports);
+napi_status vl_init_unix_fds(napi_env env, napi_value exports);
 napi_status vl_init_mem(napi_env env, napi_value exports);
 napi_status vl_init_poll(napi_env env, napi_value exports);
 napi_status vl_init_packet(napi_env env, napi_value exports);

@@ -1,28 +1,18 @@
 /**
  * A small NBD client: fixed newstyle handshake (structured replies,
- * base:allocation, NBD_OPT_GO) and every transmission command, with many
- * requests in flight on one connection. Used by the remote backend and by
+ * base:allocation, NBD_OPT_GO; client-handshake.ts) and every transmission
+ * command, with many requests in flight on one connection. Used by the remote backend and by
  * the tests as a real peer.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { type Address, formatAddress } from '../../util/address.js';
 import type { Extent } from '../backend.js';
 import { NbdClientError } from '../errors.js';
+import { clientError, clientHandshake, Reader } from './client-handshake.js';
 import {
-  BASE_ALLOCATION,
   CMD,
   CMD_FLAG,
-  FLAG_C_FIXED_NEWSTYLE,
-  FLAG_C_NO_ZEROES,
-  FLAG_FIXED_NEWSTYLE,
-  FLAG_NO_ZEROES,
-  IHAVEOPT,
-  INFO,
   NBD_ERR,
-  NBDMAGIC,
-  OPT,
-  OPT_REPLY_MAGIC,
-  REP,
   REPLY_FLAG_DONE,
   REPLY_TYPE,
   REQUEST_MAGIC,
@@ -52,44 +42,6 @@ interface Pending {
   message: string;
   resolve: (p: Pending) => void;
   reject: (e: Error) => void;
-}
-
-/** Byte FIFO with awaitable exact reads. */
-class Reader {
-  #chunks: Buffer[] = [];
-  #len = 0;
-  #wait: (() => void) | undefined;
-  #ended: Error | undefined;
-
-  push(b: Buffer): void {
-    this.#chunks.push(b);
-    this.#len += b.length;
-    this.#wake();
-  }
-
-  end(err: Error): void {
-    this.#ended ??= err;
-    this.#wake();
-  }
-
-  async read(n: number): Promise<Buffer> {
-    while (this.#len < n) {
-      if (this.#ended) throw this.#ended;
-      await new Promise<void>((r) => (this.#wait = r));
-    }
-    const all = this.#chunks.length === 1 ? (this.#chunks[0] as Buffer) : Buffer.concat(this.#chunks);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.#chunks = rest.length ? [rest] : [];
-    this.#len = rest.length;
-    return out;
-  }
-
-  #wake(): void {
-    const w = this.#wait;
-    this.#wait = undefined;
-    w?.();
-  }
 }
 
 export class NbdClient {
@@ -131,7 +83,16 @@ export class NbdClient {
     socket.setNoDelay(true);
     const c = new NbdClient(socket, where);
     try {
-      await c.#handshake(o.export ?? '', o.structuredReplies ?? true, o.baseAllocation ?? true);
+      const n = await clientHandshake(socket, c.#reader, where, {
+        name: o.export ?? '',
+        structured: o.structuredReplies ?? true,
+        baseAllocation: o.baseAllocation ?? true,
+      });
+      c.size = n.size;
+      c.flags = n.flags;
+      c.structured = n.structured;
+      c.metaContextId = n.metaContextId;
+      c.blockSize = n.blockSize;
     } catch (err) {
       socket.destroy();
       throw err;
@@ -307,79 +268,6 @@ export class NbdClient {
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
   }
-
-  async #handshake(name: string, structured: boolean, meta: boolean): Promise<void> {
-    const r = this.#reader;
-    const g = await r.read(18);
-    if (g.readBigUInt64BE(0) !== NBDMAGIC || g.readBigUInt64BE(8) !== IHAVEOPT)
-      throw clientError(`${this.#where} is not a newstyle NBD server`);
-    const hflags = g.readUInt16BE(16);
-    if (!(hflags & FLAG_FIXED_NEWSTYLE)) throw clientError(`${this.#where} does not support fixed newstyle`);
-    const cf = Buffer.alloc(4);
-    cf.writeUInt32BE(FLAG_C_FIXED_NEWSTYLE | (hflags & FLAG_NO_ZEROES ? FLAG_C_NO_ZEROES : 0));
-    this.#socket.write(cf);
-    if (structured) {
-      const [rep] = await this.#option(OPT.STRUCTURED_REPLY, Buffer.alloc(0));
-      this.structured = rep?.type === REP.ACK;
-    }
-    if (this.structured && meta) {
-      const q = Buffer.from(BASE_ALLOCATION);
-      const nb = Buffer.from(name);
-      const d = Buffer.alloc(4 + nb.length + 4 + 4 + q.length);
-      d.writeUInt32BE(nb.length, 0);
-      nb.copy(d, 4);
-      d.writeUInt32BE(1, 4 + nb.length);
-      d.writeUInt32BE(q.length, 8 + nb.length);
-      q.copy(d, 12 + nb.length);
-      for (const rep of await this.#option(OPT.SET_META_CONTEXT, d))
-        if (rep.type === REP.META_CONTEXT) this.metaContextId = rep.data.readUInt32BE(0);
-    }
-    const nb = Buffer.from(name);
-    const d = Buffer.alloc(4 + nb.length + 2 + 4);
-    d.writeUInt32BE(nb.length, 0);
-    nb.copy(d, 4);
-    d.writeUInt16BE(2, 4 + nb.length);
-    d.writeUInt16BE(INFO.BLOCK_SIZE, 6 + nb.length);
-    d.writeUInt16BE(INFO.NAME, 8 + nb.length);
-    const reps = await this.#option(OPT.GO, d);
-    const last = reps[reps.length - 1];
-    if (last?.type !== REP.ACK)
-      throw clientError(
-        `NBD server ${this.#where} refused export "${name}" (reply 0x${last?.type.toString(16)}${last?.data.length ? `: ${last.data.toString()}` : ''})`,
-      );
-    for (const rep of reps) {
-      if (rep.type !== REP.INFO) continue;
-      const t = rep.data.readUInt16BE(0);
-      if (t === INFO.EXPORT) {
-        this.size = Number(rep.data.readBigUInt64BE(2));
-        this.flags = rep.data.readUInt16BE(10);
-      } else if (t === INFO.BLOCK_SIZE)
-        this.blockSize = {
-          min: rep.data.readUInt32BE(2),
-          preferred: rep.data.readUInt32BE(6),
-          max: rep.data.readUInt32BE(10),
-        };
-    }
-  }
-
-  /** Sends one option and collects replies until a final one (ACK or error). */
-  async #option(opt: number, data: Buffer): Promise<{ type: number; data: Buffer }[]> {
-    const h = Buffer.alloc(16);
-    h.writeBigUInt64BE(IHAVEOPT, 0);
-    h.writeUInt32BE(opt, 8);
-    h.writeUInt32BE(data.length, 12);
-    this.#socket.write(Buffer.concat([h, data]));
-    const out: { type: number; data: Buffer }[] = [];
-    for (;;) {
-      const rh = await this.#reader.read(20);
-      if (rh.readBigUInt64BE(0) !== OPT_REPLY_MAGIC) throw clientError(`bad option reply magic from ${this.#where}`);
-      const type = rh.readUInt32BE(12);
-      const len = rh.readUInt32BE(16);
-      const body = len ? Buffer.from(await this.#reader.read(len)) : Buffer.alloc(0);
-      out.push({ type, data: body });
-      if (type === REP.ACK || type >= 0x80000000) return out;
-    }
-  }
 }
 
 function requestHeader(type: number, flags: number, cookie: bigint, offset: number, length: number): Buffer {
@@ -403,8 +291,4 @@ function waitFor(p: Pending, done: (v: unknown) => void): void {
     reject(e);
     done(e);
   };
-}
-
-function clientError(message: string): NbdClientError {
-  return new NbdClientError('ERR_NBD_CLIENT', NBD_ERR.EIO, message);
 }

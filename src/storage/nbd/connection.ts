@@ -1,30 +1,22 @@
 /**
  * One NBD client connection: socket wiring for the handshake and
  * transmission state machines, request validation, dispatch through the
- * IoScheduler, replies (simple or structured) written as requests complete
- * (out of order), and backpressure: the socket is paused while the client has
- * `maxInFlight` requests outstanding or while our replies are not draining.
+ * IoScheduler to runCommand (commands.ts), replies (simple or structured)
+ * written as requests complete (out of order), and backpressure: the socket
+ * is paused while the client has `maxInFlight` requests outstanding or while
+ * our replies are not draining.
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../../log.js';
-import type { Extent } from '../backend.js';
 import { payloadPool } from '../buffer-pool.js';
 import { errnoOf } from '../errors.js';
 import type { ExportRegistry, NbdExport } from '../exports.js';
 import type { IoScheduler } from '../scheduler.js';
-import { BASE_ALLOCATION_ID, CMD, CMD_FLAG, NBD_ERR, STATE_ZERO } from './constants.js';
+import { type CommandSink, runCommand } from './commands.js';
+import { CMD, NBD_ERR } from './constants.js';
 import { type Negotiated, ServerHandshake } from './handshake.js';
 import { type NbdTls, upgradeToTls } from './tls.js';
-import {
-  blockStatusChunk,
-  errorChunk,
-  type NbdRequest,
-  noneChunk,
-  offsetDataHeader,
-  offsetHoleChunk,
-  RequestParser,
-  simpleReply,
-} from './transmission.js';
+import { errorChunk, type NbdRequest, RequestParser, simpleReply } from './transmission.js';
 import { validateRequest } from './validate.js';
 
 /** Counters shared by all connections of a server. */
@@ -62,9 +54,6 @@ export interface ConnectionOptions {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Most extents in one block status reply (proto.md: SHOULD NOT exceed 2^20). */
-const MAX_EXTENTS = 1 << 20;
-
 export class NbdConnection {
   readonly peer: string;
   /** The plain socket, then the TLS socket over it after STARTTLS. */
@@ -82,9 +71,17 @@ export class NbdConnection {
   /** No more requests are read (DISC, protocol error, server close); end once in-flight is zero. */
   #ending = false;
   #closed: Promise<void>;
+  /** What runCommand needs of this connection (one object, made once). */
+  #sink: CommandSink;
 
   constructor(o: ConnectionOptions) {
     this.#o = o;
+    this.#sink = {
+      stats: o.stats,
+      structured: false,
+      send: this.#send.bind(this),
+      releaseAfterWrite: this.#releaseAfterWrite.bind(this),
+    };
     this.#sock = o.socket;
     this.peer = o.socket.remoteAddress ? `${o.socket.remoteAddress}:${o.socket.remotePort}` : 'unix';
     let closed: () => void = () => {};
@@ -184,6 +181,7 @@ export class NbdConnection {
     } else if (hs.state === 'done' && hs.result) {
       this.#o.onEstablished?.();
       this.#neg = hs.result;
+      this.#sink.structured = hs.result.structuredReplies;
       const exp = hs.result.export;
       this.#exp = exp;
       this.#hs = undefined;
@@ -250,44 +248,8 @@ export class NbdConnection {
 
   /** Runs one request against the backend and replies. Never rejects. */
   async #execute(r: NbdRequest, exp: NbdExport, cost: number): Promise<void> {
-    const b = exp.backend;
-    const fua = (r.flags & CMD_FLAG.FUA) !== 0;
     try {
-      switch (r.type) {
-        case CMD.READ:
-          await this.#read(r, exp);
-          break;
-        case CMD.WRITE:
-          await b.write(r.offset, r.data as Buffer, fua);
-          if (b.pooledBuffers) payloadPool.release(r.data as Buffer);
-          this.#o.stats.bytesWritten += r.length;
-          exp.stats.bytesWritten += r.length;
-          this.#send(simpleReply(r.cookie, 0));
-          break;
-        case CMD.FLUSH:
-          await b.flush();
-          this.#send(simpleReply(r.cookie, 0));
-          break;
-        case CMD.TRIM:
-          await b.trim(r.offset, r.length, fua);
-          this.#send(simpleReply(r.cookie, 0));
-          break;
-        case CMD.CACHE:
-          await b.cache(r.offset, r.length);
-          this.#send(simpleReply(r.cookie, 0));
-          break;
-        case CMD.WRITE_ZEROES:
-          await b.writeZeroes(r.offset, r.length, {
-            noHole: (r.flags & CMD_FLAG.NO_HOLE) !== 0,
-            fastZero: (r.flags & CMD_FLAG.FAST_ZERO) !== 0,
-            fua,
-          });
-          this.#send(simpleReply(r.cookie, 0));
-          break;
-        case CMD.BLOCK_STATUS:
-          await this.#blockStatus(r, exp);
-          break;
-      }
+      await runCommand(r, exp, this.#sink);
     } catch (err) {
       const errno = errnoOf(err);
       if (errno !== NBD_ERR.ENOTSUP)
@@ -299,63 +261,6 @@ export class NbdConnection {
       if (this.#ending && this.#inFlight === 0) this.#closeSocket();
       else this.#updateFlow();
     }
-  }
-
-  async #read(r: NbdRequest, exp: NbdExport): Promise<void> {
-    const b = exp.backend;
-    if (!this.#neg?.structuredReplies) {
-      const data = await b.read(r.offset, r.length);
-      this.#o.stats.bytesRead += r.length;
-      exp.stats.bytesRead += r.length;
-      this.#send(simpleReply(r.cookie, 0), data);
-      if (b.pooledBuffers) this.#releaseAfterWrite(data);
-      return;
-    }
-    if (r.length === 0) {
-      this.#send(noneChunk(r.cookie));
-      return;
-    }
-    if ((r.flags & CMD_FLAG.DF) !== 0 || !b.cheapExtents) {
-      const data = await b.read(r.offset, r.length);
-      this.#o.stats.bytesRead += r.length;
-      exp.stats.bytesRead += r.length;
-      this.#send(offsetDataHeader(r.cookie, true, r.offset, r.length), data);
-      if (b.pooledBuffers) this.#releaseAfterWrite(data);
-      return;
-    }
-    // Holes go out as OFFSET_HOLE chunks; data ranges are read and sent as OFFSET_DATA.
-    const out: Buffer[] = [];
-    let pos = r.offset;
-    const end = r.offset + r.length;
-    while (pos < end) {
-      const ext = await b.extents(pos, end - pos);
-      for (const e of ext) {
-        const len = Math.min(e.length, end - pos);
-        // A backend bug must not spin this loop forever: fail the request (EIO) instead.
-        if (!(len > 0)) throw new Error(`backend returned an empty extent at offset ${pos}`);
-        if ((e.flags & STATE_ZERO) !== 0) out.push(offsetHoleChunk(r.cookie, false, pos, len));
-        else {
-          const data = await b.read(pos, len);
-          out.push(offsetDataHeader(r.cookie, false, pos, len), data);
-        }
-        pos += len;
-        if (pos >= end) break;
-      }
-    }
-    out.push(noneChunk(r.cookie));
-    this.#o.stats.bytesRead += r.length;
-    exp.stats.bytesRead += r.length;
-    this.#send(...out);
-  }
-
-  async #blockStatus(r: NbdRequest, exp: NbdExport): Promise<void> {
-    const reqOne = (r.flags & CMD_FLAG.REQ_ONE) !== 0;
-    let ext: Extent[] = await exp.backend.extents(r.offset, r.length);
-    if (reqOne) {
-      const first = ext[0] as Extent;
-      ext = [{ length: Math.min(first.length, r.length), flags: first.flags }];
-    } else if (ext.length > MAX_EXTENTS) ext = ext.slice(0, MAX_EXTENTS);
-    this.#send(blockStatusChunk(r.cookie, BASE_ALLOCATION_ID, ext));
   }
 
   #replyError(r: NbdRequest, errno: number, message: string): void {

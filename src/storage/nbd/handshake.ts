@@ -4,7 +4,8 @@
  * the bytes to send in {@link ServerHandshake.out} and ends in `done` (with
  * the negotiated result and any bytes that already belong to the
  * transmission phase) or `closed` (with a reason). No sockets: the unit
- * tests drive it with hex fixtures.
+ * tests drive it with hex fixtures. The byte layouts of what it sends and
+ * the parsing of option data are in handshake-replies.ts.
  */
 import type { ExportRegistry, NbdExport } from '../exports.js';
 import {
@@ -12,25 +13,30 @@ import {
   BASE_ALLOCATION_ID,
   FLAG_C_FIXED_NEWSTYLE,
   FLAG_C_NO_ZEROES,
-  FLAG_FIXED_NEWSTYLE,
-  FLAG_NO_ZEROES,
   IHAVEOPT,
   INFO,
-  MAX_PAYLOAD,
-  NBDMAGIC,
   OPT,
-  OPT_REPLY_MAGIC,
   REP,
-  TF,
 } from './constants.js';
+import {
+  exportNameReply,
+  greeting,
+  infoBlockSize,
+  infoExport,
+  infoString,
+  listEntry,
+  metaContextEntry,
+  optionReplyHeader,
+  parseInfoRequest,
+  parseMetaRequest,
+  transmissionFlags,
+} from './handshake-replies.js';
 import type { NbdTlsMode } from './tls.js';
 
 /** Largest option payload we read; longer ones are skipped and answered NBD_REP_ERR_TOO_BIG. */
 export const MAX_OPTION_LEN = 64 * 1024;
 /** Most options one client may send before we give up on it. */
 export const MAX_OPTIONS = 1024;
-/** Preferred block size we advertise in NBD_INFO_BLOCK_SIZE. */
-export const PREFERRED_BLOCK = 4096;
 
 /** What the handshake settled. */
 export interface Negotiated {
@@ -48,16 +54,6 @@ export interface Negotiated {
  * the socket and calls {@link ServerHandshake.tlsStarted} (proto.md "TLS support").
  */
 type State = 'client-flags' | 'option-header' | 'option-data' | 'option-skip' | 'starttls' | 'done' | 'closed';
-
-/** Transmission flags for an export, given what was negotiated. */
-export function transmissionFlags(exp: NbdExport, structured: boolean): number {
-  let f = TF.HAS_FLAGS | TF.SEND_FLUSH | TF.SEND_FUA | TF.SEND_CACHE;
-  if (exp.readOnly) f |= TF.READ_ONLY;
-  else f |= TF.SEND_TRIM | TF.SEND_WRITE_ZEROES | TF.SEND_FAST_ZERO;
-  if (structured) f |= TF.SEND_DF;
-  if (exp.backend.canMultiConn) f |= TF.CAN_MULTI_CONN;
-  return f;
-}
 
 export class ServerHandshake {
   /** Bytes to send to the client, in order; the caller drains it after each feed. */
@@ -94,11 +90,7 @@ export class ServerHandshake {
     this.#exports = exports;
     this.#peer = peerAddress;
     this.#tlsMode = tlsMode;
-    const g = Buffer.alloc(18);
-    g.writeBigUInt64BE(NBDMAGIC, 0);
-    g.writeBigUInt64BE(IHAVEOPT, 8);
-    g.writeUInt16BE(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES, 16);
-    this.out.push(g);
+    this.out.push(greeting());
   }
 
   /** True once TLS is up on this session. */
@@ -291,10 +283,7 @@ export class ServerHandshake {
       return;
     }
     const flags = transmissionFlags(exp, this.#structured);
-    const b = Buffer.alloc(this.#noZeroes ? 10 : 134);
-    b.writeBigUInt64BE(BigInt(exp.backend.size), 0);
-    b.writeUInt16BE(flags, 8);
-    this.out.push(b);
+    this.out.push(exportNameReply(exp.backend.size, flags, this.#noZeroes));
     this.#finish(exp, flags);
   }
 
@@ -307,35 +296,18 @@ export class ServerHandshake {
     // (proto.md SELECTIVETLS: MAY omit them).
     for (const exp of this.#exports.list()) {
       if (!this.#allowed(exp) || this.#tlsRefusal(exp)) continue;
-      const name = Buffer.from(exp.name);
-      const desc = Buffer.from(exp.description);
-      const p = Buffer.alloc(4 + name.length + desc.length);
-      p.writeUInt32BE(name.length, 0);
-      name.copy(p, 4);
-      desc.copy(p, 4 + name.length);
-      this.#reply(OPT.LIST, REP.SERVER, p);
+      this.#reply(OPT.LIST, REP.SERVER, listEntry(exp.name, exp.description));
     }
     this.#reply(OPT.LIST, REP.ACK);
   }
 
   #infoGo(opt: number, data: Buffer): void {
-    if (data.length < 6) {
-      this.#reply(opt, REP.ERR_INVALID, 'option data shorter than 6 bytes');
+    const parsed = parseInfoRequest(data);
+    if (typeof parsed === 'string') {
+      this.#reply(opt, REP.ERR_INVALID, parsed);
       return;
     }
-    const nameLen = data.readUInt32BE(0);
-    if (nameLen > data.length - 6) {
-      this.#reply(opt, REP.ERR_INVALID, `export name length ${nameLen} exceeds the option data`);
-      return;
-    }
-    const name = data.toString('utf8', 4, 4 + nameLen);
-    const nreq = data.readUInt16BE(4 + nameLen);
-    if (6 + nameLen + 2 * nreq !== data.length) {
-      this.#reply(opt, REP.ERR_INVALID, `${nreq} information requests do not match the option length`);
-      return;
-    }
-    const reqs = new Set<number>();
-    for (let i = 0; i < nreq; i++) reqs.add(data.readUInt16BE(6 + nameLen + 2 * i));
+    const { name, reqs } = parsed;
     const exp = this.#exports.resolve(name);
     if (!exp) {
       this.#reply(opt, REP.ERR_UNKNOWN, `export "${name}" does not exist`);
@@ -351,21 +323,12 @@ export class ServerHandshake {
       return;
     }
     const flags = transmissionFlags(exp, this.#structured);
-    const info = Buffer.alloc(12);
-    info.writeUInt16BE(INFO.EXPORT, 0);
-    info.writeBigUInt64BE(BigInt(exp.backend.size), 2);
-    info.writeUInt16BE(flags, 10);
-    this.#reply(opt, REP.INFO, info);
+    this.#reply(opt, REP.INFO, infoExport(exp.backend.size, flags));
     if (reqs.has(INFO.NAME)) this.#reply(opt, REP.INFO, infoString(INFO.NAME, exp.name));
     if (reqs.has(INFO.DESCRIPTION) && exp.description)
       this.#reply(opt, REP.INFO, infoString(INFO.DESCRIPTION, exp.description));
     // Our constraints are the defaults (min 1, preferred 4096) plus a 32 MiB payload cap; always send them.
-    const bs = Buffer.alloc(14);
-    bs.writeUInt16BE(INFO.BLOCK_SIZE, 0);
-    bs.writeUInt32BE(1, 2);
-    bs.writeUInt32BE(PREFERRED_BLOCK, 6);
-    bs.writeUInt32BE(MAX_PAYLOAD, 10);
-    this.#reply(opt, REP.INFO, bs);
+    this.#reply(opt, REP.INFO, infoBlockSize());
     this.#reply(opt, REP.ACK);
     if (opt === OPT.GO) this.#finish(exp, flags);
   }
@@ -392,11 +355,7 @@ export class ServerHandshake {
     if (set) match = parsed.queries.includes(BASE_ALLOCATION);
     else match = parsed.queries.length === 0 || parsed.queries.some((q) => q === 'base:' || q === BASE_ALLOCATION);
     if (match) {
-      const name = Buffer.from(BASE_ALLOCATION);
-      const p = Buffer.alloc(4 + name.length);
-      p.writeUInt32BE(set ? BASE_ALLOCATION_ID : 0, 0);
-      name.copy(p, 4);
-      this.#reply(opt, REP.META_CONTEXT, p);
+      this.#reply(opt, REP.META_CONTEXT, metaContextEntry(set ? BASE_ALLOCATION_ID : 0, BASE_ALLOCATION));
       if (set) this.#metaExport = exp.name;
     }
     this.#reply(opt, REP.ACK);
@@ -419,12 +378,7 @@ export class ServerHandshake {
 
   #reply(opt: number, type: number, data?: Buffer | string): void {
     const payload = typeof data === 'string' ? Buffer.from(data) : (data ?? Buffer.alloc(0));
-    const h = Buffer.alloc(20);
-    h.writeBigUInt64BE(OPT_REPLY_MAGIC, 0);
-    h.writeUInt32BE(opt, 8);
-    h.writeUInt32BE(type, 12);
-    h.writeUInt32BE(payload.length, 16);
-    this.out.push(h);
+    this.out.push(optionReplyHeader(opt, type, payload.length));
     if (payload.length) this.out.push(payload);
   }
 
@@ -437,34 +391,4 @@ export class ServerHandshake {
     this.closeReason = reason;
     return false;
   }
-}
-
-function infoString(type: number, s: string): Buffer {
-  const b = Buffer.from(s);
-  const p = Buffer.alloc(2 + b.length);
-  p.writeUInt16BE(type, 0);
-  b.copy(p, 2);
-  return p;
-}
-
-/** Parses LIST/SET_META_CONTEXT data; returns a reason string when it is malformed. */
-export function parseMetaRequest(data: Buffer): { name: string; queries: string[] } | string {
-  if (data.length < 8) return 'metadata context request shorter than 8 bytes';
-  const nameLen = data.readUInt32BE(0);
-  if (nameLen > data.length - 8) return `export name length ${nameLen} exceeds the option data`;
-  const name = data.toString('utf8', 4, 4 + nameLen);
-  let p = 4 + nameLen;
-  const n = data.readUInt32BE(p);
-  p += 4;
-  const queries: string[] = [];
-  for (let i = 0; i < n; i++) {
-    if (p + 4 > data.length) return `query ${i} of ${n} lies beyond the option data`;
-    const len = data.readUInt32BE(p);
-    p += 4;
-    if (len > data.length - p) return `query ${i} length ${len} exceeds the option data`;
-    queries.push(data.toString('utf8', p, p + len));
-    p += len;
-  }
-  if (p !== data.length) return `${data.length - p} stray bytes after the queries`;
-  return { name, queries };
 }

@@ -1,0 +1,179 @@
+/**
+ * The shapes of the control API's answers and request bodies (docs/api.md),
+ * as ControlClient (client.ts) returns and takes them. Types only.
+ */
+
+import type { ListenerView } from '../net/overlay/overlay.js';
+import type { AdmissionStatus } from '../util/admission.js';
+
+/** `POST /v1/reload`: what a config reload changed. */
+export interface ReloadView {
+  /** The config file that was read. */
+  config: string;
+  /** `kind/name` of each network, port, export or link created (a changed one is removed, then created). */
+  created: string[];
+  /** `kind/name` of each one removed. */
+  removed: string[];
+  /** Items that could not be created or removed, with the reason; the daemon retries them at the next reload. */
+  failed: { item: string; code: string | undefined; reason: string }[];
+}
+
+/** `GET /v1/status`. */
+export interface StatusView {
+  host: { id: string; version: string; pid: number; uptime_s: number; control: string; state_dir: string };
+  networks: number;
+  ports: { total: number; up: number };
+  /** The NBD server: bound listen addresses (empty while it is not running), exports, connected clients. */
+  storage: StorageStatusView;
+  /**
+   * Connection admission of each listener (docs/api.md "Admission"): `control`
+   * always, `nbd` while the NBD server runs, `links` while the link listener runs.
+   */
+  admission?: { control: AdmissionStatus; nbd?: AdmissionStatus; links?: AdmissionStatus };
+  /** The overlay's link listener: up, down with the reason (retried with backoff), or off. */
+  overlay?: { listener: ListenerView };
+  /** The daemon process's resources and responsiveness. */
+  process: ProcessStatusView;
+}
+
+/** The process part of `GET /v1/status`. */
+export interface ProcessStatusView {
+  /** Resident set size, bytes. */
+  rss_bytes: number;
+  /** JavaScript heap in use (V8 heapUsed), bytes. */
+  heap_used_bytes: number;
+  /** Open file descriptors (-1 where /proc/self/fd cannot be read). */
+  fds: number;
+  /**
+   * Event-loop delay in ms (how late a 20 ms timer fires): p50, p99 and max over the last
+   * complete one-second window (0 before the first), and the largest window max since start.
+   */
+  event_loop_delay_ms: { p50: number; p99: number; max: number; max_since_start: number };
+}
+
+/** The storage part of `GET /v1/status`. */
+export interface StorageStatusView {
+  /** The NBD server is listening. */
+  running: boolean;
+  /** Bound addresses, e.g. `unix:/run/vmlink/nbd.sock`, `tcp:127.0.0.1:10809` (port 0 resolved). */
+  listen: string[];
+  /** Number of exports (served or down). */
+  exports: number;
+  /** NBD clients connected now. */
+  clients: number;
+  /** Why the server is not running, when it failed to start. */
+  reason?: string;
+}
+
+/** One export in `GET /v1/exports`. */
+export interface ExportView {
+  name: string;
+  source: Source;
+  /** `up`: served; `down`: its backend could not be opened (see `reason`). */
+  state: 'up' | 'down';
+  reason: string;
+  /** The backend as given: `{ type: file|memory|remote|cow, ... }`. */
+  backend: Record<string, unknown>;
+  /** Device size in bytes; null while down. */
+  size: number | null;
+  read_only: boolean;
+  weight: number;
+  description: string;
+  /** TCP clients allowed (addresses/CIDRs); absent: everyone. */
+  allowed_clients?: string[];
+  /** Served only to clients that started TLS. */
+  tls_only?: boolean;
+  /** Clients connected to this export now. */
+  clients: number;
+  counters: { requests: number; errors: number; bytes_read: number; bytes_written: number };
+  /** `nbd+unix:///NAME?socket=PATH` (or `nbd://HOST:PORT/NAME`) while the server listens; null otherwise. */
+  uri: string | null;
+  /** The export as given (config entry or API body). */
+  spec: Record<string, unknown>;
+}
+
+/** Body of `POST /v1/exports`: an `exports:` entry of the config. */
+export type ExportBody = Record<string, unknown> & { name: string; backend: Record<string, unknown> };
+
+/** `GET /v1/exports/:name/disk-args`. */
+export interface DiskArgsView {
+  /** QEMU arguments, one array element per argv word (`-blockdev ... -device virtio-blk-pci,...`). */
+  args: string[];
+  /** The arguments as one shell-quoted line. */
+  command: string;
+}
+
+/** Where an item was declared: the config file, or added through the API. */
+export type Source = 'config' | 'api';
+
+/** One network in `GET /v1/networks`. */
+export interface NetworkView {
+  name: string;
+  vni: number;
+  mtu: number;
+  /** Names of the ports on this network. */
+  ports: string[];
+  /** MACs learned on this network. */
+  macs: number;
+  source: Source;
+}
+
+/** Body of `POST /v1/networks`: a `networks:` entry of the config. */
+export interface NetworkBody {
+  name: string;
+  vni: number;
+  /** Default 1500. */
+  mtu?: number;
+}
+
+/** Per-port counters; `drops` has one entry per drop reason. */
+export interface CountersView {
+  rx_frames: number;
+  rx_bytes: number;
+  tx_frames: number;
+  tx_bytes: number;
+  /** Large segments received, passed on whole, cut in software; checksums completed in software (absent from older daemons). */
+  offload?: { rx_gso: number; tx_gso: number; tx_segmented: number; tx_csum: number };
+  drops: Record<string, number>;
+}
+
+/** A port as the API describes it. */
+export interface PortView {
+  name: string;
+  kind: string;
+  source: Source;
+  state: 'closed' | 'listening' | 'connecting' | 'up' | 'down';
+  /** Why the port is in its state, e.g. `cannot open: ...` while down. */
+  reason?: string;
+  network?: string;
+  trunk?: { vlans: Record<string, string>; native?: string };
+  /** The port as given (config entry or API body). */
+  spec: Record<string, unknown>;
+  /** The transport's own description (addresses, peer, reconnects). */
+  transport: Record<string, unknown>;
+  counters: CountersView;
+  /** Number of MACs learned on the port. */
+  macs: number;
+}
+
+/** Body of `POST /v1/ports`: a `ports:` entry of the config. */
+export type PortBody = Record<string, unknown> & { name: string; kind: string };
+
+/** One row of `GET /v1/fdb`. */
+export interface FdbEntryView {
+  network: string;
+  mac: string;
+  port: string;
+  /** Seconds since the MAC was last seen. */
+  age: number;
+}
+
+/** `GET /v1/ports/:name/qemu-args`. */
+export interface QemuArgsView {
+  /** QEMU arguments, one array element per argv word. */
+  args: string[];
+  /** MAC the guest NIC gets. */
+  mac: string;
+  /** The arguments as one shell-quoted line. */
+  command: string;
+}
