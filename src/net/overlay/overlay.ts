@@ -9,7 +9,7 @@
  * links between spokes). They share the links through overlay-context.ts.
  */
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
-import { addr, type Link, type LinkSource, type LinkSpec, type LinkState, type LinkView } from './link.js';
+import { addr, type Link, type LinkSource, type LinkSpec, type LinkView } from './link.js';
 import { LinkLifecycle } from './link-lifecycle.js';
 import { LinkNetworks } from './link-networks.js';
 import type { LinkQosPolicy } from './link-qos.js';
@@ -19,7 +19,7 @@ import { OverlayContext, type OverlayOptions } from './overlay-context.js';
 import { RelayTopology } from './relay-topology.js';
 import type { ControlMessage, PeerHello, TransportAddress } from './transport.js';
 
-export type { LinkSource, LinkSpec, LinkState, LinkView, ListenerView, OverlayOptions };
+export type { LinkSource, LinkSpec, LinkView, ListenerView, OverlayOptions };
 
 export class Overlay {
   readonly #ctx: OverlayContext;
