@@ -6,6 +6,8 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { type Logger, silentLogger } from '../../src/log.js';
 import type { LinkQosPolicy } from '../../src/net/overlay/link-qos.js';
 import { Overlay } from '../../src/net/overlay/overlay.js';
@@ -80,6 +82,8 @@ export interface RigHostOptions {
   localPorts?: string[];
   /** Logger of the host (default silent). */
   logger?: Logger;
+  /** Time a peer has for its network list after the hello, ms (default the overlay's, 30 s). */
+  networkListTimeoutMs?: number;
 }
 
 export async function rigHost(o: RigHostOptions): Promise<RigHost> {
@@ -125,6 +129,7 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     directThresholdBps: o.directThresholdBps,
     transports: vxlan ? [vxlan] : [],
     peerQos: o.peerQos ? new Map(Object.entries(o.peerQos)) : undefined,
+    networkListTimeoutMs: o.networkListTimeoutMs,
   });
   await overlay.start(o.listen === false ? undefined : { host: '127.0.0.1', port: 0 });
   const ov = overlay;
@@ -140,6 +145,18 @@ export async function rigHost(o: RigHostOptions): Promise<RigHost> {
     vxlanPort: vxlanAt?.port ?? 0,
     stop: () => ov.stop(),
   };
+}
+
+/** A logger whose JSON lines the test reads, from `level` up. */
+export function recording(level: 'debug' | 'info' = 'info'): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const t of chunk.toString().split('\n')) if (t) lines.push(JSON.parse(t) as Record<string, unknown>);
+      cb();
+    },
+  });
+  return { logger: pino<never>({ level }, stream), lines };
 }
 
 /** Polls `fn` every 20 ms until it returns true; rejects with `what` after `ms`. */

@@ -77,6 +77,10 @@ describe('TLS links set up with the CLI', { timeout: 180_000 }, () => {
     assert.match(onA.stdout, /^b\s+up\s+b\s+tls:127\.0\.0\.1:\d+\s/m);
     const onB = await b.cli(['link', 'list']);
     assert.match(onB.stdout, /^\S+\s+up\s+a\s+tls:127\.0\.0\.1:\d+\s/m);
+    // `link list --json` gives the accepted link's address as tls: too, not only the table.
+    const accepted = (await links(b)).find((l) => l.peer === 'a');
+    assert.equal(accepted?.mode, 'accept');
+    assert.match(accepted?.address ?? '', /^tls:127\.0\.0\.1:\d+$/);
   });
 
   test('a peer with a certificate from another CA: the dialling side says it is not from overlay.tls.ca', async () => {

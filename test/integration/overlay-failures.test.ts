@@ -1,29 +1,19 @@
 /**
  * Links that cannot come up say why, and do not flap hot: a peer from
  * another CA, a peer that breaks the record limit, a peer that takes the
- * link and drops it at once. Real TCP/TLS sockets on loopback; the fake
- * peers speak the link protocol by hand.
+ * link and drops it at once, a peer that never sends its network list; and
+ * the TLS listener tells a client that hung up from one that refused its
+ * certificate. Real TCP/TLS sockets on loopback; the fake peers speak the
+ * link protocol by hand.
  */
 import assert from 'node:assert/strict';
-import { createServer, type Server, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
+import { once } from 'node:events';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { pino } from 'pino';
-import type { Logger } from '../../src/log.js';
+import { connect as tlsConnect } from 'node:tls';
 import { encodeControl, writeHeader } from '../../src/net/overlay/codec.js';
-import { type RigHost, rigCa, rigHost, until } from '../helpers/overlay-rig.js';
-
-/** A logger whose JSON lines the test reads. */
-function recording(): { logger: Logger; lines: Record<string, unknown>[] } {
-  const lines: Record<string, unknown>[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const t of chunk.toString().split('\n')) if (t) lines.push(JSON.parse(t) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { logger: pino<never>({ level: 'info' }, stream), lines };
-}
+import { TcpTransport } from '../../src/net/overlay/tcp-transport.js';
+import { type RigHost, recording, rigCa, rigHost, until } from '../helpers/overlay-rig.js';
 
 const hello = (host: string) => encodeControl({ type: 'hello', proto: 'vmlink-link', version: 2, host });
 
@@ -77,7 +67,7 @@ describe('a TLS peer from another CA', { timeout: 60_000 }, () => {
     assert.ok(v.last_error_at !== null && !Number.isNaN(Date.parse(v.last_error_at)));
     await until('listener logged it', () => log.lines.some((l) => /TLS handshake failed/.test(String(l['msg']))));
     const line = log.lines.find((l) => /TLS handshake failed/.test(String(l['msg']))) as Record<string, unknown>;
-    assert.match(String(line['peer']), /^tcp:127\.0\.0\.1:\d+$/);
+    assert.match(String(line['peer']), /^tls:127\.0\.0\.1:\d+$/);
     assert.doesNotMatch(String(line['msg']), /undefined/);
     await m.overlay.delete('b');
   });
@@ -178,5 +168,94 @@ describe('a peer that breaks the protocol or drops the link at once', { timeout:
     assert.ok(delay >= 200, `re-dial delay ${delay} ms after 5 flaps: the backoff was reset`);
     assert.match(a.overlay.view('flappy').last_error as string, /going away/);
     await a.overlay.delete('flappy');
+  });
+
+  test('a peer that sends its hello but no network list is closed at the deadline, with a reason that says so', async () => {
+    const peer = await fakePeer((s) => s.write(hello('mute')));
+    peers.push(peer);
+    const q = await rigHost({
+      id: 'q',
+      listen: false,
+      networks: [{ name: 'lab', vni: 100 }],
+      networkListTimeoutMs: 300,
+    });
+    try {
+      q.overlay.add({ name: 'mute', connect: { host: '127.0.0.1', port: peer.port } }, 'api');
+      await until('the link is closed', () => q.overlay.view('mute').last_error != null);
+      const v = q.overlay.view('mute');
+      assert.equal(v.last_error, 'protocol error: no network list within 0.3 s after the hello');
+      assert.equal(v.connects, 1);
+      assert.notEqual(v.state, 'up');
+    } finally {
+      await q.stop();
+    }
+  });
+});
+
+describe('a TLS link listener and a client that leaves after the TLS handshake without its hello', {
+  timeout: 60_000,
+}, () => {
+  let ca: Awaited<ReturnType<typeof rigCa>>;
+  let t: TcpTransport;
+  let port = 0;
+  const log = recording('debug');
+
+  before(async () => {
+    ca = await rigCa(['b', 'a']);
+    t = new TcpTransport({
+      logger: log.logger,
+      hello: () => ({ host: 'b', relay: false }),
+      tls: ca.tls.b,
+      keepaliveMs: 1000,
+    });
+    port = (await t.listen({ host: '127.0.0.1', port: 0 }, (ch) => void ch.close('not expected'))).port;
+  });
+
+  after(async () => {
+    await t?.close();
+    await ca?.cleanup();
+  });
+
+  /**
+   * A client with a certificate of the fabric: it completes the TLS handshake,
+   * reads the listener's hello (so the listener waits for the client's), then
+   * `leave`s without sending its own.
+   */
+  async function client(leave: (raw: Socket, sock: Socket) => void): Promise<void> {
+    const raw = netConnect(port, '127.0.0.1');
+    raw.on('error', () => undefined);
+    await once(raw, 'connect');
+    const a = ca.tls.a as { ca: string; cert: string; key: string };
+    const sock = tlsConnect({ socket: raw, ca: a.ca, cert: a.cert, key: a.key, checkServerIdentity: () => undefined });
+    sock.on('error', () => undefined);
+    await once(sock, 'data');
+    leave(raw, sock);
+  }
+
+  const linesOf = (re: RegExp) => log.lines.filter((l) => re.test(String(l['msg'])));
+
+  test('a client that resets the connection hung up: counted as refused, logged at debug level only', async () => {
+    const before = t.refused;
+    await client((raw) => raw.resetAndDestroy());
+    await until('the refusal is counted', () => t.refused === before + 1);
+    await until('the hang-up is logged', () => linesOf(/hung up before its hello/).length === 1);
+    const line = linesOf(/hung up before its hello/)[0] as Record<string, unknown>;
+    assert.equal(line['level'], 20);
+    assert.match(String(line['peer']), /^tls:127\.0\.0\.1:\d+$/);
+    assert.equal(linesOf(/refused link peer/).length, 0);
+  });
+
+  test("a client that closes the connection most likely refused this host's certificate: a warning that says so", async () => {
+    const before = t.refused;
+    await client((_raw, sock) => sock.end());
+    await until('the refusal is counted', () => t.refused === before + 1);
+    await until('the refusal is logged', () => linesOf(/refused link peer/).length === 1);
+    const line = linesOf(/refused link peer/)[0] as Record<string, unknown>;
+    assert.equal(line['level'], 40);
+    assert.match(
+      String(line['msg']),
+      /^refused link peer tls:127\.0\.0\.1:\d+: .*before its hello: it may have refused this host's certificate/,
+    );
+    assert.equal(linesOf(/hung up before its hello/).length, 1, 'no second hang-up line');
   });
 });

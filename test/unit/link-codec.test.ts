@@ -17,7 +17,7 @@ import {
   writeHeader,
   writeOffloadHeader,
 } from '../../src/net/overlay/codec.js';
-import { parseHello } from '../../src/net/overlay/stream-channel.js';
+import { parseHello } from '../../src/net/overlay/hello.js';
 import { tsoMeta } from '../helpers/meta-port.js';
 import { prng } from '../helpers/prng.js';
 

@@ -20,13 +20,13 @@ import {
   TYPE_FRAME_OFFLOAD,
   writeHeader,
 } from '../../src/net/overlay/codec.js';
+import { parseHello } from '../../src/net/overlay/hello.js';
 import {
   MAX_PEER_NETWORKS,
   PeerNetworks,
   snapshotMessages,
   updateMessages,
 } from '../../src/net/overlay/network-sync.js';
-import { parseHello } from '../../src/net/overlay/stream-channel.js';
 import { parseVxlan, VXLAN_HLEN, writeVxlan } from '../../src/net/overlay/vxlan-channel.js';
 
 const RUNS = { numRuns: 300 };

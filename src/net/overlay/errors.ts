@@ -3,11 +3,44 @@ import { VmlinkError } from '../../errors.js';
 
 export class OverlayError extends VmlinkError {}
 
-/** A peer broke the link protocol (bad record, bad hello); the connection is closed. */
+/**
+ * Why a link connection closed, for code that acts on it (the reason text
+ * is for people): tcp-transport.ts logs a connection that hung up at debug
+ * level and one that refused this host's certificate as a warning.
+ */
+export type LinkCloseCause =
+  /** Closed by this end (close()). */
+  | 'closed-here'
+  /** The peer said `bye` after the hello. */
+  | 'peer-bye'
+  /** The peer said `bye` before its hello: it refused this end (its hello, certificate or limits). */
+  | 'peer-refused'
+  /** This end refused the peer's hello (a host id its certificate does not carry). */
+  | 'refused-peer'
+  /** The peer broke the link protocol (bad record, bad or second hello, too many early messages). */
+  | 'protocol'
+  /** No hello in time, or the peer went silent (keepalive). */
+  | 'timeout'
+  /** The connection ended or was reset before the peer's hello, without a word: proves nothing about the peer. */
+  | 'hung-up'
+  /** TLS: the peer closed after the handshake without a hello; it most likely refused this host's certificate. */
+  | 'cert-refused'
+  /** The peer closed the connection after the hello, without a `bye`. */
+  | 'peer-closed'
+  /** The connection was lost (mid-record, a socket error). */
+  | 'lost';
+
+/** A peer broke the link protocol (bad record, bad hello) or the connection closed before the hello. */
 export class LinkProtocolError extends OverlayError {
   override readonly status = 400;
-  constructor(peer: string, reason: string) {
+  /** Why, without the peer's address. */
+  readonly reason: string;
+  /** Why the connection closed, typed. */
+  readonly closeCause: LinkCloseCause;
+  constructor(peer: string, reason: string, closeCause: LinkCloseCause = 'protocol') {
     super('ERR_LINK_PROTOCOL', `link peer ${peer}: ${reason}`);
+    this.reason = reason;
+    this.closeCause = closeCause;
   }
 }
 

@@ -11,16 +11,12 @@ import { OffloadMeta } from '../offload/vnet-hdr.js';
 import { WriteResult } from '../port.js';
 import { DecodeResult, encodeControl, HEADER_LEN, LinkDecoder, MAX_CONTROL_BODY } from './codec.js';
 import { LinkEgress } from './egress.js';
-import { LinkProtocolError } from './errors.js';
+import { type LinkCloseCause, LinkProtocolError } from './errors.js';
+import { HELLO_TIMEOUT_MS, helloMessage, parseHello } from './hello.js';
+import { Keepalive } from './keepalive.js';
 import type { LinkReader } from './link-reader.js';
 import type { ChannelHandlers, ChannelStats, ControlMessage, LinkChannel, PeerHello } from './transport.js';
 
-/** Protocol name and version in every hello. */
-export const PROTO = 'vmlink-link';
-/** 2: the hello carries no network list; the list follows it in parts (network-sync.ts). */
-export const PROTO_VERSION = 2;
-/** Time allowed for the peer's hello, ms. */
-export const HELLO_TIMEOUT_MS = 10_000;
 /** Frames that arrive between the hello and attach() are held, up to this many. */
 const EARLY_FRAMES = 256;
 /** Control messages that arrive between the hello and attach() are held, up to this many (more: protocol error). */
@@ -54,25 +50,6 @@ export interface StreamChannelOptions {
   direct?: DirectWrite | undefined;
 }
 
-/** Validates a decoded hello; returns the hello or the reason it is not one. */
-export function parseHello(msg: ControlMessage): PeerHello | string {
-  if (msg.type !== 'hello') return `expected a hello first, got a "${String(msg.type)}" message`;
-  if (msg['proto'] !== PROTO) return `not a vmlink link (proto ${JSON.stringify(msg['proto'])})`;
-  if (msg['version'] !== PROTO_VERSION)
-    return `link protocol version ${String(msg['version'])} is not supported (this host speaks ${PROTO_VERSION}): run the same vmlink version on both hosts`;
-  const host = msg['host'];
-  if (typeof host !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(host)) return 'hello has no valid host id';
-  const listen = msg['listen'];
-  const port =
-    Number.isInteger(listen) && (listen as number) > 0 && (listen as number) < 65536 ? (listen as number) : undefined;
-  return {
-    host,
-    relay: msg['relay'] === true,
-    ...(port === undefined ? {} : { listen: port }),
-    ...(msg['offloads'] === true ? { offloads: true } : {}),
-  };
-}
-
 export class StreamChannel implements LinkChannel {
   readonly kind: string;
   readonly outbound: boolean;
@@ -91,13 +68,13 @@ export class StreamChannel implements LinkChannel {
   #offloads = false;
   #helloWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
   #helloTimer: NodeJS.Timeout | undefined;
-  #keepalive: NodeJS.Timeout | undefined;
-  #lastRx = 0;
-  #srtt: number | undefined;
+  readonly #keepalive: Keepalive;
   #rxFrames = 0;
   #rxBytes = 0;
   #unknownVni = 0;
   #closeReason = '';
+  /** Why the connection closed, typed (set with the first reason). */
+  #closeCause: LinkCloseCause = 'lost';
   /** A protocol error closed the connection: what still arrives is ignored. */
   #failed = false;
   #closed = false;
@@ -111,6 +88,7 @@ export class StreamChannel implements LinkChannel {
     this.remote = opts.remote;
     this.#log = opts.logger;
     this.#clock = opts.clock ?? (() => performance.now());
+    this.#keepalive = new Keepalive(opts.keepaliveMs, this.#clock);
     this.#egress = new LinkEgress(sock, opts.queueBytes, opts.direct);
     this.#decoder = new LinkDecoder(
       {
@@ -123,20 +101,22 @@ export class StreamChannel implements LinkChannel {
     const reader = opts.reader;
     if (reader !== undefined) {
       reader.bind((buf, start, end) => {
-        this.#lastRx = this.#clock();
+        this.#keepalive.lastRx = this.#clock();
         const p = this.#decoder.parse(buf, start, end);
         if (p < 0) this.#decodeFailed(this.#decoder.error);
         return p;
       });
     } else {
       sock.on('data', (chunk: Buffer) => {
-        this.#lastRx = this.#clock();
+        this.#keepalive.lastRx = this.#clock();
         const r = this.#decoder.push(chunk);
         if (r !== DecodeResult.OK) this.#decodeFailed(r);
       });
     }
     sock.on('error', (err) => {
-      if (!this.#closeReason) this.#closeReason = describeError(err);
+      // A reset before the hello proves nothing about the peer (a scan, a client that gave up).
+      const reset = (err as NodeJS.ErrnoException).code === 'ECONNRESET' && this.peer === undefined;
+      this.#setClose(describeError(err), reset ? 'hung-up' : 'lost');
     });
     sock.on('close', () => this.#onClose());
   }
@@ -151,21 +131,13 @@ export class StreamChannel implements LinkChannel {
 
   /** Sends our hello and waits for the peer's (and its verification). */
   handshake(): Promise<void> {
-    const h = this.#opts.hello;
-    this.#egress.raw(
-      encodeControl({
-        type: 'hello',
-        proto: PROTO,
-        version: PROTO_VERSION,
-        host: h.host,
-        relay: h.relay,
-        listen: h.listen,
-        offloads: h.offloads !== false,
-      }),
-    );
+    this.#egress.raw(encodeControl(helloMessage(this.#opts.hello)));
     return new Promise<void>((resolve, reject) => {
       this.#helloWait = { resolve, reject };
-      this.#helloTimer = setTimeout(() => this.#fail(`no hello within ${HELLO_TIMEOUT_MS / 1000} s`), HELLO_TIMEOUT_MS);
+      this.#helloTimer = setTimeout(
+        () => this.#fail(`no hello within ${HELLO_TIMEOUT_MS / 1000} s`, true, 'timeout'),
+        HELLO_TIMEOUT_MS,
+      );
       this.#helloTimer.unref();
     });
   }
@@ -178,7 +150,7 @@ export class StreamChannel implements LinkChannel {
     this.#earlyControls = [];
     for (const m of controls) h.control(m);
     for (const e of early) h.frame(e.vni, e.frame, 0, e.frame.length, e.meta);
-    if (this.#closed) h.closed(this.#closeReason);
+    if (this.#closed) h.closed(this.#closeReason, this.#closeCause);
   }
 
   send(vni: number, buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
@@ -204,7 +176,7 @@ export class StreamChannel implements LinkChannel {
   stats(): ChannelStats {
     const e = this.#egress;
     return {
-      rtt_ms: this.#srtt === undefined ? undefined : Math.round(this.#srtt * 1000) / 1000,
+      rtt_ms: this.#keepalive.rttMs,
       tx_frames: e.txFrames,
       tx_bytes: e.txBytes,
       rx_frames: this.#rxFrames,
@@ -231,18 +203,25 @@ export class StreamChannel implements LinkChannel {
     return this.#closing;
   }
 
-  /** Closes at once with a reason (protocol error, timeout). */
-  destroy(reason: string): void {
-    if (!this.#closeReason) this.#closeReason = reason;
+  /** Closes at once with a reason and its cause (default: a timeout). */
+  destroy(reason: string, cause: LinkCloseCause = 'timeout'): void {
+    this.#setClose(reason, cause);
     this.#egress.kill();
     this.#sock.destroy();
   }
 
   // ---- internals ------------------------------------------------------------------
 
+  /** Records why the connection closes; the first reason given stays, unless `replace`. */
+  #setClose(reason: string, cause: LinkCloseCause, replace = false): void {
+    if (this.#closeReason && !replace) return;
+    this.#closeReason = reason;
+    this.#closeCause = cause;
+  }
+
   async #close(reason: string): Promise<void> {
     if (this.#closed) return;
-    if (!this.#closeReason) this.#closeReason = `closed here: ${reason}`;
+    this.#setClose(`closed here: ${reason}`, 'closed-here');
     this.#egress.raw(encodeControl({ type: 'bye', reason }));
     this.#egress.flush();
     this.#egress.kill();
@@ -273,9 +252,9 @@ export class StreamChannel implements LinkChannel {
   /**
    * Closes the connection over a protocol error: one log line, and a `bye`
    * that tells the peer why (so its `link list` shows the reason, not a bare
-   * close), unless `tell` is false (the peer's own bye).
+   * close), unless `tell` is false (the peer's own bye before its hello).
    */
-  #fail(reason: string, tell = true): void {
+  #fail(reason: string, tell = true, cause: LinkCloseCause = tell ? 'protocol' : 'peer-refused'): void {
     if (this.#closed || this.#closeReason) return;
     this.#log.warn({ peer: this.remote, reason }, `closing link connection with ${this.remote}: ${reason}`);
     const why = tell ? `protocol error: ${reason}` : reason;
@@ -283,7 +262,7 @@ export class StreamChannel implements LinkChannel {
       this.#egress.raw(encodeControl({ type: 'bye', reason: why }));
       this.#egress.flush();
     }
-    this.#closeReason = why;
+    this.#setClose(why, cause);
     this.#failed = true;
     this.#egress.kill();
     this.#sock.end();
@@ -339,16 +318,12 @@ export class StreamChannel implements LinkChannel {
       case 'ping':
         this.#egress.raw(encodeControl({ type: 'pong', t: msg['t'] }));
         return;
-      case 'pong': {
-        const t = msg['t'];
-        if (typeof t === 'number') {
-          const rtt = this.#clock() - t;
-          if (rtt >= 0) this.#srtt = this.#srtt === undefined ? rtt : this.#srtt * 0.875 + rtt * 0.125;
-        }
+      case 'pong':
+        this.#keepalive.pong(msg['t']);
         return;
-      }
       case 'bye':
-        this.#closeReason = `peer closed the link: ${String(msg['reason'] ?? '')}`;
+        // The peer's own words win over what this end noted before.
+        this.#setClose(`peer closed the link: ${String(msg['reason'] ?? '')}`, 'peer-bye', true);
         this.#egress.kill();
         this.#sock.end();
         return;
@@ -377,7 +352,7 @@ export class StreamChannel implements LinkChannel {
       );
       this.#egress.raw(encodeControl({ type: 'bye', reason: `refused: ${refused}` }));
       this.#egress.flush();
-      this.#closeReason = `refused the peer: ${refused}`;
+      this.#setClose(`refused the peer: ${refused}`, 'refused-peer');
       this.#failed = true;
       this.#egress.kill();
       this.#sock.end();
@@ -388,26 +363,13 @@ export class StreamChannel implements LinkChannel {
     this.#offloads = hello.offloads === true && this.#opts.hello.offloads !== false;
     clearTimeout(this.#helloTimer);
     this.#helloWait = undefined;
-    this.#lastRx = this.#clock();
-    const ka = this.#opts.keepaliveMs;
-    let tick = this.#clock();
-    this.#keepalive = setInterval(() => {
-      const now = this.#clock();
-      const late = now - tick > 2 * ka;
-      tick = now;
-      // A timer this late means this process was busy (e.g. setting up thousands of link
-      // ports), not that the peer is silent: what it sent may be unread yet. Check next tick.
-      if (!late && now - this.#lastRx > 3 * ka) {
-        this.#log.warn(
-          { peer: this.remote },
-          `link to ${this.remote}: nothing received for ${Math.round(now - this.#lastRx)} ms`,
-        );
-        this.destroy(`keepalive timeout: nothing received for ${Math.round(now - this.#lastRx)} ms`);
-        return;
-      }
-      this.#egress.raw(encodeControl({ type: 'ping', t: now }));
-    }, ka);
-    this.#keepalive.unref();
+    this.#keepalive.start(
+      (t) => this.#egress.raw(encodeControl({ type: 'ping', t })),
+      (ms) => {
+        this.#log.warn({ peer: this.remote }, `link to ${this.remote}: nothing received for ${ms} ms`);
+        this.destroy(`keepalive timeout: nothing received for ${ms} ms`, 'timeout');
+      },
+    );
     wait?.resolve();
   }
 
@@ -415,24 +377,23 @@ export class StreamChannel implements LinkChannel {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#helloTimer);
-    clearInterval(this.#keepalive);
+    this.#keepalive.stop();
     this.#egress.kill();
-    if (!this.#closeReason)
-      this.#closeReason =
-        this.#decoder.partial || this.#opts.reader?.partial
-          ? 'connection lost mid-record'
-          : this.peer !== undefined
-            ? 'connection closed by the peer'
-            : this.kind === 'tls'
-              ? // TLS 1.3: the server checks the client's certificate after the client is done, and just closes.
-                "peer closed the connection before its hello: it may have refused this host's certificate (is overlay.tls.cert issued by the CA in the peer's overlay.tls.ca?)"
-              : 'peer closed the connection before its hello';
+    if (this.#decoder.partial || this.#opts.reader?.partial) this.#setClose('connection lost mid-record', 'lost');
+    else if (this.peer !== undefined) this.#setClose('connection closed by the peer', 'peer-closed');
+    else if (this.kind === 'tls')
+      // TLS 1.3: the server checks the client's certificate after the client is done, and just closes.
+      this.#setClose(
+        "peer closed the connection before its hello: it may have refused this host's certificate (is overlay.tls.cert issued by the CA in the peer's overlay.tls.ca?)",
+        'cert-refused',
+      );
+    else this.#setClose('peer closed the connection before its hello', 'hung-up');
     const wait = this.#helloWait;
     this.#helloWait = undefined;
     if (wait) {
-      wait.reject(new LinkProtocolError(this.remote, this.#closeReason));
+      wait.reject(new LinkProtocolError(this.remote, this.#closeReason, this.#closeCause));
       return;
     }
-    this.#handlers?.closed(this.#closeReason);
+    this.#handlers?.closed(this.#closeReason, this.#closeCause);
   }
 }

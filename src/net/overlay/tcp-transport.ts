@@ -10,29 +10,21 @@
  * certificate (hosts move between addresses; the CA vouches for host ids).
  */
 import { createServer as createNetServer, connect as netConnect, type Server, type Socket } from 'node:net';
-import {
-  type ConnectionOptions,
-  createServer as createTlsServer,
-  type PeerCertificate,
-  type TLSSocket,
-  connect as tlsConnect,
-} from 'node:tls';
+import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { AdmissionGate, type AdmissionStatus, type AdmissionTicket, isRefusal } from '../../util/admission.js';
 import { adoptWithReader, directWriter } from '../../util/sockets.js';
 import { explainDial } from './dial-errors.js';
 import { LinkDialError, LinkProtocolError } from './errors.js';
+import { HELLO_TIMEOUT_MS } from './hello.js';
 import { LinkReader } from './link-reader.js';
-import { HELLO_TIMEOUT_MS, StreamChannel } from './stream-channel.js';
+import { RefusalLog } from './link-refusals.js';
+import { StreamChannel } from './stream-channel.js';
+import { clientOptions, rawOf, serverOptions, type TlsMaterial, verifyHello } from './tls-options.js';
 import type { LinkChannel, LinkTransport, PeerHello, TransportAddress } from './transport.js';
 
-/** PEM material of one host: the fabric CA, its certificate and key. */
-export interface TlsMaterial {
-  ca: string;
-  cert: string;
-  key: string;
-}
+export type { TlsMaterial };
 
 export interface TcpTransportOptions {
   logger: Logger;
@@ -67,28 +59,11 @@ interface Admitted {
   ticket: AdmissionTicket;
   /** The socket accepted (under TLS, the TLS socket's transport). */
   raw: Socket;
-  /** `tcp:HOST:PORT` of the peer. */
+  /** `tcp:HOST:PORT` (`tls:` with TLS) of the peer. */
   remote: string;
   /** The socket the connection goes on with: re-wrapped (plain) or the TLS socket. */
   sock: Socket;
 }
-
-/**
- * The client went away before its hello (or before any TLS alert): that
- * proves nothing about it, and a warning each would let anyone who can
- * connect write the log. Such connections are counted in `refused` and
- * logged at debug level.
- */
-const hungUp = (reason: string): boolean =>
-  /socket hang up|ECONNRESET|connection closed by the peer|peer closed the connection before its hello/.test(reason);
-/** A TLS peer that closed after the handshake without a hello: it most likely refused this host's certificate. */
-const refusedUs = (reason: string): boolean => /may have refused this host's certificate/.test(reason);
-
-/** Failed TLS handshakes are logged at most once per this many ms (#warnRefused). */
-const REFUSAL_LOG_INTERVAL_MS = 10_000;
-
-/** The plain socket under a TLS socket the server accepted (Node keeps it as `_parent`). */
-const rawOf = (tls: Socket): Socket | undefined => (tls as unknown as { _parent?: Socket })._parent;
 
 /** The config fields that set each limit, named in the refusal report. */
 const ADMISSION_FIELDS = {
@@ -99,21 +74,9 @@ const ADMISSION_FIELDS = {
   handshake_timeout: 'overlay.hello_timeout_ms',
 } as const;
 
-/**
- * TLS 1.3 suites offered and accepted, fastest first: AES-128-GCM takes 10
- * AES rounds to AES-256's 14 at the same GHASH cost (Node's default puts
- * AES-256 first). Peers that prefer another suite still agree on one.
- */
-export const LINK_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256';
-
-const fmt = (host: string | undefined, port: number | undefined) =>
-  `tcp:${host?.includes(':') ? `[${host}]` : host}:${port}`;
-
-/** The common name of a certificate, or undefined. */
-function commonName(cert: PeerCertificate | undefined): string | undefined {
-  const cn = cert?.subject?.CN as string | string[] | undefined;
-  return Array.isArray(cn) ? cn[0] : cn;
-}
+/** `KIND:HOST:PORT`, IPv6 in brackets: how links show the address of a peer. */
+const fmt = (kind: string, host: string | undefined, port: number | undefined) =>
+  `${kind}:${host?.includes(':') ? `[${host}]` : host}:${port}`;
 
 export class TcpTransport implements LinkTransport {
   readonly kind: string;
@@ -127,8 +90,7 @@ export class TcpTransport implements LinkTransport {
   /** Raw sockets admission refused or closed: counted there, not logged one by one. */
   readonly #dropped = new WeakSet<Socket>();
   #closed = false;
-  #lastRefusalLog = Number.NEGATIVE_INFINITY;
-  #refusalsHeld = 0;
+  readonly #refusals: RefusalLog;
   /** Connections refused (failed TLS handshake, bad or refused hello); admission's refusals are counted apart. */
   refused = 0;
 
@@ -136,6 +98,7 @@ export class TcpTransport implements LinkTransport {
     this.#opts = opts;
     this.#log = opts.logger;
     this.kind = opts.tls ? 'tls' : 'tcp';
+    this.#refusals = new RefusalLog(opts.logger);
     this.#gate = new AdmissionGate({
       name: 'link listener',
       logger: opts.logger,
@@ -164,7 +127,7 @@ export class TcpTransport implements LinkTransport {
       raw.destroy();
       return undefined;
     }
-    const a = { raw, sock: raw, remote: fmt(raw.remoteAddress, raw.remotePort) } as Admitted;
+    const a = { raw, sock: raw, remote: fmt(this.kind, raw.remoteAddress, raw.remotePort) } as Admitted;
     const t = this.#gate.admit(raw.remoteAddress ?? '', () => {
       this.#dropped.add(raw);
       a.sock.destroy();
@@ -181,18 +144,8 @@ export class TcpTransport implements LinkTransport {
   listen(address: TransportAddress, onChannel: (ch: LinkChannel) => void): Promise<TransportAddress> {
     const tls = this.#opts.tls;
     const server: Server = tls
-      ? createTlsServer({
-          ca: tls.ca,
-          cert: tls.cert,
-          key: tls.key,
-          requestCert: true,
-          rejectUnauthorized: true,
-          minVersion: 'TLSv1.3',
-          ciphers: LINK_CIPHERS,
-          honorCipherOrder: true,
-          // A backstop only: admission closes a connection without a hello first, counted, without a log line each.
-          handshakeTimeout: this.#gate.admission.limits.handshakeTimeoutMs + HELLO_TIMEOUT_MS,
-        })
+      ? // The handshake timeout is a backstop only: admission closes a connection without a hello first, counted, without a log line each.
+        createTlsServer(serverOptions(tls, this.#gate.admission.limits.handshakeTimeoutMs + HELLO_TIMEOUT_MS))
       : createNetServer({ pauseOnConnect: true });
     if (tls) {
       // Before the TLS server's own listener starts a handshake on it.
@@ -217,29 +170,8 @@ export class TcpTransport implements LinkTransport {
         const raw = rawOf(sock);
         if (raw && this.#dropped.has(raw)) return;
         this.refused++;
-        const remote = (raw && this.#admitted.get(raw)?.remote) ?? fmt(sock.remoteAddress, sock.remotePort);
-        if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || hungUp(err.message)) {
-          // Nothing read: a connection that only knocked (a scan, a flood), at debug level. A peer
-          // that sent its TLS hello and then hung up most likely refused this host's certificate.
-          if ((raw?.bytesRead ?? 0) === 0) {
-            this.#log.debug(
-              { peer: remote, reason: describeError(err) },
-              `link connection from ${remote} hung up before its hello`,
-            );
-            return;
-          }
-          this.#warnRefused(
-            remote,
-            describeError(err),
-            `refused link peer ${remote}: TLS handshake failed (${describeError(err)} after its TLS hello): its certificate is not from this fabric's CA, or it did not take this host's (both hosts' overlay.tls must come from the same CA)`,
-          );
-          return;
-        }
-        this.#warnRefused(
-          remote,
-          describeError(err),
-          `refused link peer ${remote}: TLS handshake failed (${describeError(err)}); it needs a certificate from this fabric's CA`,
-        );
+        const remote = (raw && this.#admitted.get(raw)?.remote) ?? fmt(this.kind, sock.remoteAddress, sock.remotePort);
+        this.#refusals.tlsFailed(remote, err, raw?.bytesRead ?? 0);
       });
     } else {
       server.on('connection', (raw: Socket) => {
@@ -264,26 +196,6 @@ export class TcpTransport implements LinkTransport {
     });
   }
 
-  /**
-   * A failed TLS handshake at warn level, at most one line per 10 s (a peer
-   * that keeps failing, or an attacker, cannot flood the log); the lines held
-   * back are counted in the next one.
-   */
-  #warnRefused(remote: string, reason: string, msg: string): void {
-    const now = Date.now();
-    if (now - this.#lastRefusalLog < REFUSAL_LOG_INTERVAL_MS) {
-      this.#refusalsHeld++;
-      return;
-    }
-    const held = this.#refusalsHeld;
-    this.#lastRefusalLog = now;
-    this.#refusalsHeld = 0;
-    this.#log.warn(
-      { peer: remote, reason, ...(held ? { held_back: held } : {}) },
-      held ? `${msg} (and ${held} more failed TLS handshakes since the last such line)` : msg,
-    );
-  }
-
   #accept(sock: Socket, a: Admitted, onChannel: (ch: LinkChannel) => void, reader?: LinkReader): void {
     const remote = a.remote;
     const ch = this.#channel(sock, remote, false, reader);
@@ -299,11 +211,7 @@ export class TcpTransport implements LinkTransport {
       (err: unknown) => {
         if (this.#dropped.has(a.raw)) return;
         this.refused++;
-        const reason = describeError(err);
-        if (refusedUs(reason)) this.#warnRefused(remote, reason, `refused link peer ${remote}: ${reason}`);
-        else if (hungUp(reason))
-          this.#log.debug({ peer: remote, reason }, `link connection from ${remote} hung up before its hello`);
-        else this.#log.info({ peer: remote, reason }, `link connection from ${remote} not established`);
+        this.#refusals.helloFailed(remote, err);
       },
     );
   }
@@ -320,14 +228,7 @@ export class TcpTransport implements LinkTransport {
       queueBytes: this.#opts.queueBytes,
       reader,
       direct: tls ? undefined : directWriter(sock),
-      verify: tls
-        ? (hello) => {
-            const cn = commonName((sock as TLSSocket).getPeerCertificate());
-            return cn === hello.host
-              ? undefined
-              : `its hello says host "${hello.host}" but its certificate is for "${cn ?? '(no common name)'}"`;
-          }
-        : undefined,
+      verify: tls ? verifyHello(sock) : undefined,
     });
     this.#channels.add(ch);
     sock.once('close', () => this.#channels.delete(ch));
@@ -335,7 +236,7 @@ export class TcpTransport implements LinkTransport {
   }
 
   dial(address: TransportAddress, signal?: AbortSignal): Promise<LinkChannel> {
-    const where = fmt(address.host, address.port);
+    const where = fmt(this.kind, address.host, address.port);
     const tls = this.#opts.tls;
     return new Promise<LinkChannel>((resolve, reject) => {
       if (this.#closed) {
@@ -344,20 +245,7 @@ export class TcpTransport implements LinkTransport {
       }
       const reader = new LinkReader();
       const sock: Socket = tls
-        ? tlsConnect({
-            host: address.host,
-            port: address.port,
-            ca: tls.ca,
-            cert: tls.cert,
-            key: tls.key,
-            minVersion: 'TLSv1.3',
-            ciphers: LINK_CIPHERS,
-            rejectUnauthorized: true,
-            // The CA vouches for host ids, not addresses: the host id is checked against the hello below.
-            checkServerIdentity: () => undefined,
-            // Node passes `onread` to the socket of a TLS client too; its types do not list it.
-            onread: reader.onread,
-          } as ConnectionOptions)
+        ? tlsConnect(clientOptions(tls, address.host, address.port, reader.onread))
         : netConnect({ host: address.host, port: address.port, onread: reader.onread });
       const timer = setTimeout(
         () => fail(new Error(`no answer within ${HELLO_TIMEOUT_MS / 1000} s`)),
@@ -386,8 +274,7 @@ export class TcpTransport implements LinkTransport {
             resolve(ch);
           },
           (err: unknown) => {
-            const why =
-              err instanceof LinkProtocolError ? err.message.replace(/^link peer \S+: /, '') : explainDial(err);
+            const why = err instanceof LinkProtocolError ? err.reason : explainDial(err);
             fail(new LinkDialError(where, why, { cause: err }));
           },
         );

@@ -13,6 +13,7 @@
  */
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import type { WriteResult } from '../port.js';
+import type { LinkCloseCause } from './errors.js';
 
 /** A network as a host offers it on a link. */
 export interface OfferedNetwork {
@@ -61,8 +62,11 @@ export interface ChannelHandlers {
    * other frames as `unknown_vni` without counting them as received.
    */
   carries?(vni: number): boolean;
-  /** The channel closed (peer gone, keepalive timeout, protocol error, close()). Called once. */
-  closed(reason: string): void;
+  /**
+   * The channel closed (peer gone, keepalive timeout, protocol error,
+   * close()). Called once. `reason` is for people; `cause` says the same typed.
+   */
+  closed(reason: string, cause: LinkCloseCause): void;
 }
 
 /** A control message between two daemons. */

@@ -110,6 +110,6 @@ export class VxlanChannel implements LinkChannel {
     if (this.closed) return;
     this.closed = true;
     this.transport.forget(this);
-    this.handlers?.closed(reason);
+    this.handlers?.closed(reason, 'closed-here');
   }
 }

@@ -42,6 +42,7 @@ import { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, VxlanChannel, type VxlanSender,
 import { type EgressCounters, VxlanEgress } from './vxlan-egress.js';
 import { flowHash } from './vxlan-flow.js';
 import { TcpCoalescer } from './vxlan-gro.js';
+import { SENDER_REC, senderText, VtepTable } from './vxlan-vteps.js';
 
 export { parseVxlan, VXLAN_HLEN, VXLAN_OVERHEAD, writeVxlan } from './vxlan-channel.js';
 
@@ -54,9 +55,6 @@ const SOURCE_SOCKETS = 8;
 const RX_BATCH = 64;
 /** Receive slot with UDP GRO: the largest coalesced datagram. */
 const GRO_SLOT = 65536;
-/** Bytes per sender record of udpRecvBatch, and per destination entry of udpSendBatch. */
-const SENDER_REC = 20;
-const DEST_ENTRY = 28;
 /** Kernel socket buffers (bursts of 64 KB segments cut into datagrams). */
 const RX_SOCK_BUF = 8 << 20;
 const TX_SOCK_BUF = 4 << 20;
@@ -110,15 +108,8 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
   readonly #rxFrom = Buffer.alloc(RX_BATCH * SENDER_REC);
   /** Sending sockets, one per source port. */
   #tx: VxlanEgress[] = [];
-  /** Destination table: entry d (DEST_ENTRY bytes) is the sockaddr of the channel with dest d. */
-  #table = Buffer.alloc(16 * DEST_ENTRY);
-  #nextDest = 0;
-  readonly #freeDests: number[] = [];
-  /** IPv4 VTEPs by address as a 32-bit number; IPv6 ones in a list (few; compared byte by byte). */
-  readonly #byV4 = new Map<number, VxlanChannel>();
-  readonly #byV6: { addr: Buffer; ch: VxlanChannel }[] = [];
-  /** Channels by numeric address text. */
-  readonly #byAddr = new Map<string, VxlanChannel>();
+  /** The VTEPs: destination entries and the lookup of received datagrams' channels. */
+  readonly #vteps = new VtepTable();
   #scheduled: NodeJS.Immediate | undefined;
   readonly #flushBound = (): void => this.#flush();
   /** Datagrams dropped: unknown source, not VXLAN (no I flag, short, or longer than a receive slot). */
@@ -270,7 +261,7 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
     for (let i = 0; i < count; i++) {
       const len = lens[i] as number;
       const base = i * slot;
-      const ch = this.#sender(from, i * SENDER_REC);
+      const ch = this.#vteps.sender(from, i * SENDER_REC);
       const seg = this.#gro && (gso[i] as number) > 0 ? (gso[i] as number) : len;
       if (ch === undefined) {
         this.unknownSource += len > slot ? 1 : Math.ceil(len / seg);
@@ -307,22 +298,6 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
     else ch.handlers?.frame(vni, rx, at + VXLAN_HLEN, len - VXLAN_HLEN);
   }
 
-  /** The channel of the sender record at `from[at..]`, matched by address only (the kernel varies the source port). */
-  #sender(from: Buffer, at: number): VxlanChannel | undefined {
-    if (from[at + 18] === 4) return this.#byV4.get(from.readUInt32BE(at + 12));
-    for (const v of this.#byV6) {
-      const a = v.addr;
-      if (
-        a.readUInt32BE(0) === from.readUInt32BE(at) &&
-        a.readUInt32BE(4) === from.readUInt32BE(at + 4) &&
-        a.readUInt32BE(8) === from.readUInt32BE(at + 8) &&
-        a.readUInt32BE(12) === from.readUInt32BE(at + 12)
-      )
-        return v.ch;
-    }
-    return undefined;
-  }
-
   #rateLog(from: Buffer, i: number, what: string): void {
     const now = performance.now();
     if (now - this.#lastLog < 1000) return;
@@ -353,7 +328,7 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
   #flush(): void {
     if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
     this.#scheduled = undefined;
-    for (const e of this.#tx) if (e.queued > 0) e.flush(this.#table);
+    for (const e of this.#tx) if (e.queued > 0) e.flush(this.#vteps.table);
   }
 
   /** A channel to the VTEP at `address`, up at once (VXLAN has no handshake). */
@@ -370,44 +345,24 @@ export class VxlanTransport implements LinkTransport, VxlanSender {
     }
     if (!this.#v6 && isIP(ip) === 6)
       throw new LinkDialError(where, `the VXLAN socket is IPv4 (overlay.vxlan.listen) and cannot reach IPv6 ${ip}`);
-    if (this.#byAddr.has(ip)) throw new LinkDialError(where, 'another VXLAN link already uses that address');
+    if (this.#vteps.has(ip)) throw new LinkDialError(where, 'another VXLAN link already uses that address');
     const sa = n.sockaddrInet(ip, address.port, this.#v6);
-    const dest = this.#allocDest();
-    sa.copy(this.#table, dest * DEST_ENTRY);
+    const dest = this.#vteps.allocDest(
+      sa,
+      this.#tx.every((e) => e.queued === 0),
+    );
     const peer: PeerHello = { host: `vtep-${ip.replaceAll(':', '-')}`.slice(0, 32), relay: false };
     const ch = new VxlanChannel(peer, address, ip, dest, this, (this.#o.underlayMtu ?? 1500) - VXLAN_OVERHEAD);
-    this.#byAddr.set(ip, ch);
-    const mapped = n.sockaddrInet(ip, 0, true).subarray(8, 24); // sin6_addr: IPv4 as ::ffff:a.b.c.d
-    if (isIP(ip) === 4) this.#byV4.set(mapped.readUInt32BE(12), ch);
-    else this.#byV6.push({ addr: Buffer.from(mapped), ch });
+    this.#vteps.add(n, ip, isIP(ip) === 4, ch);
     return ch;
   }
 
-  /** A destination entry: a freed one only when nothing queued may still point at it. */
-  #allocDest(): number {
-    const idle = this.#tx.every((e) => e.queued === 0);
-    if (idle && this.#freeDests.length > 0) return this.#freeDests.pop() as number;
-    if (this.#nextDest >= 0xffff) throw new LinkDialError('udp', 'too many VXLAN links were opened on this socket');
-    const d = this.#nextDest++;
-    if ((d + 1) * DEST_ENTRY > this.#table.length) {
-      const t = Buffer.alloc(this.#table.length * 2);
-      this.#table.copy(t);
-      this.#table = t;
-    }
-    return d;
-  }
-
   forget(ch: VxlanChannel): void {
-    if (this.#byAddr.get(ch.ip) !== ch) return;
-    this.#byAddr.delete(ch.ip);
-    for (const [k, v] of this.#byV4) if (v === ch) this.#byV4.delete(k);
-    const j = this.#byV6.findIndex((v) => v.ch === ch);
-    if (j >= 0) this.#byV6.splice(j, 1);
-    this.#freeDests.push(ch.dest);
+    this.#vteps.forget(ch);
   }
 
   async close(): Promise<void> {
-    for (const ch of [...this.#byAddr.values()]) await ch.close('the daemon is stopping');
+    for (const ch of this.#vteps.channels()) await ch.close('the daemon is stopping');
     this.#flush();
     this.#teardown();
   }
@@ -438,13 +393,4 @@ function trySetBuffers(n: NativeAddon, fd: number, snd: number, rcv: number): vo
   } catch {
     // The kernel's defaults: bursts may drop sooner; nothing breaks.
   }
-}
-
-/** The sender record at `from[at..]` as text, for a log line (not on the data path). */
-function senderText(from: Buffer, at: number): string {
-  const port = from.readUInt16BE(at + 16);
-  if (from[at + 18] === 4) return `${from[at + 12]}.${from[at + 13]}.${from[at + 14]}.${from[at + 15]}:${port}`;
-  const groups: string[] = [];
-  for (let k = 0; k < 16; k += 2) groups.push(from.readUInt16BE(at + k).toString(16));
-  return `[${groups.join(':')}]:${port}`;
 }
