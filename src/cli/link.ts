@@ -17,15 +17,6 @@ function rate(bps: number): string {
   return `${bps} bit/s`;
 }
 
-/**
- * The address with the link's transport as its scheme: an accepted TLS link
- * reads `tls:` like a dialled one (the API gives where the peer came from as `tcp:`).
- */
-function displayAddress(l: LinkView): string {
-  if (l.address === undefined) return '-';
-  return l.transport === 'tls' ? l.address.replace(/^tcp:/, 'tls:') : l.address;
-}
-
 /** `lab, dev` or `lab, dev, web +4997`: the table stays readable with thousands of networks. */
 function networksCell(names: readonly string[]): string {
   if (names.length === 0) return '-';
@@ -59,7 +50,7 @@ export function formatLinks(links: readonly LinkView[]): string {
       l.name,
       l.state,
       l.peer ?? '-',
-      displayAddress(l),
+      l.address ?? '-',
       networksCell(l.networks),
       l.rtt_ms === undefined ? '-' : `${l.rtt_ms.toFixed(2)}ms`,
       rate(l.tx_bps),
