@@ -11,8 +11,9 @@
  *
  * Frames reach transports in exactly two places: {@link Egress.deliver}
  * (Port.write) and {@link Egress.#writeBatch} (Port.writeBatch). The batch
- * being forwarded ({@link Egress.begin}: its source port and buffer) is what
- * a per-batch context handed to those two calls would carry.
+ * being forwarded is described by one reusable object, {@link Egress.batch}
+ * (its source port and buffer): what a per-batch context handed to those two
+ * calls carries.
  */
 import type { Logger } from '../../log.js';
 import { pushTag, VLAN_HLEN } from '../frame/vlan.js';
@@ -28,12 +29,19 @@ import { offloadDrop, type SwitchPort } from './switch-port.js';
 const BATCH_MAX = 256;
 const NO_BUFFER = Buffer.alloc(0);
 
+/** The batch being forwarded. One object per switch, refilled by {@link Egress.begin} and {@link Egress.end}. */
+export class EgressBatch {
+  /** The port the batch came from (undefined between batches). */
+  source: SwitchPort | undefined;
+  /** The buffer its frames lie in. */
+  buf: Buffer = NO_BUFFER;
+  /** Frames are collected per destination port (batches of more than one frame). */
+  collect = false;
+}
+
 export class Egress {
-  /** The batch being forwarded: its source port and the buffer its frames lie in. */
-  #src: SwitchPort | undefined;
-  #buf: Buffer = NO_BUFFER;
-  /** Collect frames per port (batches of more than one frame). */
-  #collect = false;
+  /** The batch being forwarded (one object, reused). */
+  readonly batch = new EgressBatch();
   /** Ports holding collected frames of the current batch. */
   readonly #pending: SwitchPort[] = [];
   readonly #res: BatchResult = { ok: 0, bytes: 0, full: 0, down: 0 };
@@ -50,21 +58,6 @@ export class Egress {
     readonly log: Logger,
   ) {}
 
-  /** The source port of the batch being forwarded (undefined between batches). */
-  get source(): SwitchPort | undefined {
-    return this.#src;
-  }
-
-  /** The buffer of the batch being forwarded. */
-  get buffer(): Buffer {
-    return this.#buf;
-  }
-
-  /** True when the batch being forwarded collects frames per port. */
-  get collecting(): boolean {
-    return this.#collect;
-  }
-
   /**
    * Starts a batch of `count` frames in `buf` from `src`. What an enclosing
    * batch collected (a port that fed the switch from within a write) is
@@ -72,17 +65,19 @@ export class Egress {
    */
   begin(src: SwitchPort, buf: Buffer, count: number): void {
     this.#flush();
-    this.#src = src;
-    this.#buf = buf;
-    this.#collect = count > 1;
+    const b = this.batch;
+    b.source = src;
+    b.buf = buf;
+    b.collect = count > 1;
   }
 
   /** Ends a batch: writes what was collected, then restores the enclosing batch's state (or none). */
   end(src: SwitchPort | undefined, buf: Buffer, collect: boolean): void {
     this.#flush();
-    this.#src = src;
-    this.#buf = buf;
-    this.#collect = collect;
+    const b = this.batch;
+    b.source = src;
+    b.buf = buf;
+    b.collect = collect;
   }
 
   /**
@@ -131,13 +126,14 @@ export class Egress {
     }
     if (o.egress !== undefined) {
       // Shaped (never with metadata, see output): the frame waits in its (source, class) flow; counted when it leaves.
-      if (o.egress.enqueue(this.#src?.id ?? 0, this.cur.cls, b, p, l, o.egressTag)) return true;
+      if (o.egress.enqueue(this.batch.source?.id ?? 0, this.cur.cls, b, p, l, o.egressTag)) return true;
       o.counters.queue_full++;
       return false;
     }
+    const batch = this.batch;
     if (
-      this.#collect &&
-      b === this.#buf &&
+      batch.collect &&
+      b === batch.buf &&
       meta === undefined &&
       o.port.writeBatch !== undefined &&
       o.taps.length === 0
@@ -167,7 +163,7 @@ export class Egress {
     o.batchN = 0;
     const r = this.#res;
     r.ok = r.bytes = r.full = r.down = 0;
-    (o.port.writeBatch as NonNullable<Port['writeBatch']>)(this.#buf, o.batchFrames as Uint32Array, n, r);
+    (o.port.writeBatch as NonNullable<Port['writeBatch']>)(this.batch.buf, o.batchFrames as Uint32Array, n, r);
     const c = o.counters;
     c.txFrames += r.ok;
     c.txBytes += r.bytes;

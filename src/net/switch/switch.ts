@@ -316,14 +316,12 @@ export class Switch {
   #batch(sp: SwitchPort, buf: Buffer, frames: Uint32Array, count: number, meta: OffloadMeta | undefined): void {
     const eg = this.#egress;
     // A port may feed the switch from within a write: the enclosing batch gets its state back after.
-    const src = eg.source;
-    const srcBuf = eg.buffer;
-    const collect = eg.collecting;
+    const { source, buf: outerBuf, collect } = eg.batch;
     eg.begin(sp, buf, count);
     try {
       this.#frames(sp, buf, frames, count, meta);
     } finally {
-      eg.end(src, srcBuf, collect);
+      eg.end(source, outerBuf, collect);
     }
   }
 
