@@ -3,6 +3,7 @@
  * port in its network's FDB (within the port's MAC limit), its destination
  * looked up. Allocates nothing (MACs are number pairs).
  */
+import { formatMac } from '../../util/mac.js';
 import { LEARN_FULL, LEARN_NEW } from './fdb.js';
 import type { Network } from './network.js';
 import type { SwitchPort } from './switch-port.js';
@@ -13,6 +14,15 @@ export const LEARN_REFUSED = -1;
 export const LEARN_KNOWN = 0;
 /** {@link Learner.learn}: the MAC was learned anew, or moved here from another port. */
 export const LEARN_CHANGED = 1;
+
+/** One FDB row as listed by `Switch.fdb`. */
+export interface FdbRow {
+  network: string;
+  mac: string;
+  port: string;
+  /** Seconds since last seen. */
+  age: number;
+}
 
 export class Learner {
   /** Coarse time (ms) stamped on FDB entries; the switch's clock tick refreshes it. */
@@ -50,5 +60,21 @@ export class Learner {
   /** Forgets what `sp` learned in its networks; with `count` false its learned count is not kept (the port is going). */
   forget(sp: SwitchPort, count = true): void {
     for (const net of sp.memberOf()) net.fdb.sweep(this.now, 0, count ? this.unlearn : undefined, sp.id);
+  }
+
+  /** The FDB rows of `nets` at time `now` (ms), for listings. */
+  rows(nets: Iterable<Network>, now: number): FdbRow[] {
+    const rows: FdbRow[] = [];
+    for (const net of nets) {
+      for (const e of net.fdb.entries()) {
+        rows.push({
+          network: net.spec.name,
+          mac: formatMac(e.mac),
+          port: this.byId[e.port]?.name ?? '?',
+          age: Math.max(0, Math.round((now - e.seen) / 1000)),
+        });
+      }
+    }
+    return rows;
   }
 }

@@ -18,7 +18,6 @@
  */
 import type { Logger } from '../../log.js';
 import type { PortQosPolicy } from '../../qos/policy.js';
-import { formatMac } from '../../util/mac.js';
 import {
   NetworkExistsError,
   NetworkInUseError,
@@ -36,12 +35,13 @@ import { Capture } from './capture.js';
 import { FrameCursor, IngressChecks } from './checks.js';
 import { Egress } from './egress.js';
 import { Forward } from './forward.js';
-import { LEARN_CHANGED, LEARN_REFUSED, Learner } from './learn.js';
+import { type FdbRow, LEARN_CHANGED, LEARN_REFUSED, Learner } from './learn.js';
 import { Network, type NetworkInfo, type NetworkSpec } from './network.js';
 import type { QosEgress } from './qos-egress.js';
 import { Shaping } from './shaping.js';
 import { type PortBinding, SwitchPort } from './switch-port.js';
 
+export type { FdbRow } from './learn.js';
 export type { NetworkSpec } from './network.js';
 export { type FrameTap, type PortBinding, SwitchPort } from './switch-port.js';
 
@@ -53,15 +53,6 @@ export interface SwitchOptions {
   agingSec?: number;
   /** Most MACs per network; default 65536. */
   maxMacsPerNetwork?: number;
-}
-
-/** One FDB row as listed by {@link Switch.fdb}. */
-export interface FdbRow {
-  network: string;
-  mac: string;
-  port: string;
-  /** Seconds since last seen. */
-  age: number;
 }
 
 export class Switch {
@@ -237,21 +228,10 @@ export class Switch {
     this.#learn.forget(sp);
   }
 
+  /** The learned MACs of one network, or of all. */
   fdb(network?: string): FdbRow[] {
-    const nets = network === undefined ? [...this.#networks.values()] : [this.#network(network)];
-    const now = this.#clock();
-    const rows: FdbRow[] = [];
-    for (const net of nets) {
-      for (const e of net.fdb.entries()) {
-        rows.push({
-          network: net.spec.name,
-          mac: formatMac(e.mac),
-          port: this.#byId[e.port]?.name ?? '?',
-          age: Math.max(0, Math.round((now - e.seen) / 1000)),
-        });
-      }
-    }
-    return rows;
+    const nets = network === undefined ? this.#networks.values() : [this.#network(network)];
+    return this.#learn.rows(nets, this.#clock());
   }
 
   /** The name of the port with id `id`, if it exists. */
