@@ -53,8 +53,18 @@ export class IngressChecks {
    * Checks frame `buf[off .. off+len)` from `sp` (with offload metadata
    * `meta` if any): the network it travels in, or undefined when it was
    * dropped (and counted). On success the cursor says where it lies now.
+   * The common frame (no metadata, from an access port that nothing polices,
+   * watches or classifies) needs only the network and MTU check: kept small
+   * so it is inlined into the batch loop; the rest is {@link #admitFull}.
    */
-  admit(sp: SwitchPort, buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): Network | undefined {
+  admit(
+    sp: SwitchPort,
+    buf: Buffer,
+    off: number,
+    len: number,
+    meta: OffloadMeta | undefined,
+    full: boolean,
+  ): Network | undefined {
     const c = sp.counters;
     c.rxFrames++;
     c.rxBytes += len;
@@ -62,6 +72,30 @@ export class IngressChecks {
       c.runt++;
       return undefined;
     }
+    if (full) return this.#admitFull(sp, buf, off, len, meta);
+    const net = sp.untagged;
+    if (!this.#fits(sp, net, len, etherType(buf, off) === ETHERTYPE_VLAN)) return undefined;
+    const cur = this.cur;
+    cur.off = off;
+    cur.len = len;
+    cur.meta = undefined;
+    return net;
+  }
+
+  /** True when the frames of a batch from `sp` (with `meta`) need {@link #admitFull}; `full` of {@link admit}. */
+  full(sp: SwitchPort, meta: OffloadMeta | undefined): boolean {
+    return meta !== undefined || sp.trunk || sp.taps.length !== 0 || sp.police !== undefined || this.classify;
+  }
+
+  /** {@link admit} for a frame with metadata, or from a trunk, or a watched, policed or classified port. */
+  #admitFull(
+    sp: SwitchPort,
+    buf: Buffer,
+    off: number,
+    len: number,
+    meta: OffloadMeta | undefined,
+  ): Network | undefined {
+    const c = sp.counters;
     const m = meta?.active ? meta : undefined;
     if (m !== undefined) {
       if (!this.seg.check(buf, off, len, m)) {
@@ -81,7 +115,7 @@ export class IngressChecks {
     const tagged = etherType(buf, off) === ETHERTYPE_VLAN;
     // A large segment is checked against the MTU by the frames it will be cut into.
     const segLen = m?.isGso ? this.seg.hdrLen + Math.min(m.gsoSize, len - this.seg.hdrLen) : len;
-    if (tagged && sp.vlans.size !== 0) {
+    if (tagged && sp.trunk) {
       if (len < ETH_HLEN + VLAN_HLEN) {
         c.runt++;
         return undefined;
@@ -95,20 +129,29 @@ export class IngressChecks {
         if (m !== undefined) shiftOffsets(m, -VLAN_HLEN);
       }
     }
-    if (net === undefined) {
-      c.vlan++;
-      return undefined;
-    }
-    // A trunk's tag was stripped; an access port passes a guest's own tags through. Neither counts against the MTU.
-    if (segLen - ETH_HLEN - (tagged ? VLAN_HLEN : 0) > net.spec.mtu) {
-      c.mtu++;
-      return undefined;
-    }
+    if (!this.#fits(sp, net, segLen, tagged)) return undefined;
     const cur = this.cur;
     cur.off = off;
     cur.len = len;
     cur.meta = m;
     return net;
+  }
+
+  /**
+   * The frame has a network (else `vlan`) and fits its MTU (else `mtu`):
+   * `len` bytes, of which a tag (`tagged`: a trunk's, stripped, or an access
+   * port's guest's own, passed through) does not count.
+   */
+  #fits(sp: SwitchPort, net: Network | undefined, len: number, tagged: boolean): net is Network {
+    if (net === undefined) {
+      sp.counters.vlan++;
+      return false;
+    }
+    if (len - ETH_HLEN - (tagged ? VLAN_HLEN : 0) > net.spec.mtu) {
+      sp.counters.mtu++;
+      return false;
+    }
+    return true;
   }
 
   /** The source MAC hi:lo is not a group address and the port's MAC lock allows it; else counted and false. */

@@ -42,8 +42,9 @@ export class EgressBatch {
 export class Egress {
   /** The batch being forwarded (one object, reused). */
   readonly batch = new EgressBatch();
-  /** Ports holding collected frames of the current batch. */
+  /** Ports holding collected frames of the current batch: the first {@link #pendingN} entries (a count, not the array's length: setting an array's length is a runtime call). */
   readonly #pending: SwitchPort[] = [];
+  #pendingN = 0;
   readonly #res: BatchResult = { ok: 0, bytes: 0, full: 0, down: 0 };
   /** Scratch for a frame given an 802.1Q tag; ports copy synchronously. */
   readonly #scratch = Buffer.allocUnsafe(MAX_FRAME_LEN + VLAN_HLEN);
@@ -140,7 +141,7 @@ export class Egress {
     ) {
       let f = o.batchFrames;
       if (f === undefined) f = o.batchFrames = new Uint32Array(2 * BATCH_MAX);
-      if (o.batchN === 0) this.#pending.push(o);
+      if (o.batchN === 0) this.#pending[this.#pendingN++] = o;
       else if (o.batchN === BATCH_MAX) this.#writeBatch(o);
       f[2 * o.batchN] = p;
       f[2 * o.batchN + 1] = l;
@@ -174,11 +175,12 @@ export class Egress {
   /** Writes what every port collected in the current batch. */
   #flush(): void {
     const ps = this.#pending;
-    for (let i = 0; i < ps.length; i++) {
+    const n = this.#pendingN;
+    this.#pendingN = 0;
+    for (let i = 0; i < n; i++) {
       const o = ps[i] as SwitchPort;
       if (o.batchN !== 0) this.#writeBatch(o);
     }
-    ps.length = 0;
   }
 
   /** Counts one frame handed to `o`'s transport (and captures it); true when it was queued. */

@@ -24,23 +24,40 @@ export class Forward {
     }
   }
 
-  /** A frame from `from` to the port with id `dst` in `net`. */
+  /**
+   * Where a unicast frame from `from` to the port with id `dst` goes: that
+   * port, or undefined when it is filtered (the destination is behind the
+   * port it came from, or gone) or blocked by split horizon ({@link blocked}
+   * then says so). Depends on the ports only, so a batch reuses it for every
+   * frame to the same MAC; {@link unicast} sends (or counts) each frame.
+   */
+  resolve(from: SwitchPort, dst: number): SwitchPort | undefined {
+    this.blocked = false;
+    if (dst === from.id) return undefined;
+    const out = this.byId[dst];
+    if (out === undefined) return undefined;
+    if ((from.blocked >> out.horizon) & 1) {
+      this.blocked = true;
+      return undefined;
+    }
+    return out;
+  }
+
+  /** After {@link resolve}: the frame was refused by split horizon. */
+  blocked = false;
+
+  /** A frame from `from` to `out` (from {@link resolve}; undefined: filtered, or `blocked` by split horizon and counted). */
   unicast(
     from: SwitchPort,
-    dst: number,
+    out: SwitchPort | undefined,
+    blocked: boolean,
     net: Network,
     buf: Buffer,
     off: number,
     len: number,
     meta: OffloadMeta | undefined,
   ): void {
-    if (dst === from.id) return; // the destination is behind the port it came from: filter
-    const out = this.byId[dst];
-    if (out === undefined) return;
-    if ((from.blocked >> out.horizon) & 1) {
-      from.counters.split_horizon++;
-      return;
-    }
-    this.egress.output(out, out.vidOf(net), buf, off, len, meta);
+    if (out !== undefined) this.egress.output(out, out.vidOf(net), buf, off, len, meta);
+    else if (blocked) from.counters.split_horizon++;
   }
 }

@@ -70,6 +70,8 @@ export class SwitchPort {
   untagged: Network | undefined;
   /** Trunk VLAN id -> network. */
   readonly vlans = new Map<number, Network>();
+  /** True when {@link vlans} has any (a trunk port): a field, read per frame. */
+  trunk = false;
   /** Network -> VLAN id to tag with on egress (trunk networks only). */
   readonly vidByNet = new Map<Network, number>();
   /** Last time (ms) a malformed-input line was logged for this port (log rate limit). */

@@ -187,6 +187,7 @@ export class Switch {
     }
     for (const [vid, net] of vlans) {
       sp.vlans.set(vid, net);
+      sp.trunk = true;
       sp.vidByNet.set(net, vid);
       net.join(sp, vid);
     }
@@ -323,8 +324,12 @@ export class Switch {
     let dHi = -1;
     let dLo = -1;
     let dst = -1;
+    let out: SwitchPort | undefined;
+    let blocked = false;
+    // Whether frames of this batch need the full ingress checks depends on the port and the batch only.
+    const full = checks.full(sp, meta);
     for (let k = 0; k < count; k++) {
-      const net = checks.admit(sp, buf, frames[2 * k] as number, frames[2 * k + 1] as number, meta);
+      const net = checks.admit(sp, buf, frames[2 * k] as number, frames[2 * k + 1] as number, meta, full);
       if (net === undefined) continue;
       const off = cur.off;
       const len = cur.len;
@@ -355,9 +360,11 @@ export class Switch {
         dHi = h;
         dLo = l;
         dNet = net;
+        out = dst < 0 ? undefined : fwd.resolve(sp, dst);
+        blocked = fwd.blocked;
       }
       if (dst < 0) fwd.flood(sp, net, buf, off, len, m);
-      else fwd.unicast(sp, dst, net, buf, off, len, m);
+      else fwd.unicast(sp, out, blocked, net, buf, off, len, m);
     }
   }
 
