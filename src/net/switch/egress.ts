@@ -131,26 +131,41 @@ export class Egress {
       o.counters.queue_full++;
       return false;
     }
-    const batch = this.batch;
-    if (
-      batch.collect &&
-      b === batch.buf &&
-      meta === undefined &&
-      o.port.writeBatch !== undefined &&
-      o.taps.length === 0
-    ) {
-      let f = o.batchFrames;
-      if (f === undefined) f = o.batchFrames = new Uint32Array(2 * BATCH_MAX);
-      if (o.batchN === 0) this.#pending[this.#pendingN++] = o;
-      else if (o.batchN === BATCH_MAX) this.#writeBatch(o);
-      f[2 * o.batchN] = p;
-      f[2 * o.batchN + 1] = l;
-      o.batchN++;
+    if (b === this.batch.buf && this.collects(o, vid, meta)) {
+      this.collect(o, p, l);
       return true;
     }
     // Frames collected for this port go first: each port's order is the batch's.
     if (o.batchN !== 0) this.#writeBatch(o);
     return this.sent(o, this.deliver(o, b, p, l, meta), b, p, l, meta);
+  }
+
+  /**
+   * True when the plain frames of the current batch to `o` (tagged `vid`,
+   * with `meta`) are collected for one writeBatch: a batch of more than one
+   * frame, untagged, no metadata, a port with writeBatch, not shaped, not
+   * captured. Depends on the port, so the batch loop asks once per destination.
+   */
+  collects(o: SwitchPort, vid: number, meta: OffloadMeta | undefined): boolean {
+    return (
+      this.batch.collect &&
+      vid === 0 &&
+      meta === undefined &&
+      o.egress === undefined &&
+      o.port.writeBatch !== undefined &&
+      o.taps.length === 0
+    );
+  }
+
+  /** Collects frame `batch.buf[off .. off+len)` for `o` (when {@link collects} said so). */
+  collect(o: SwitchPort, off: number, len: number): void {
+    let f = o.batchFrames;
+    if (f === undefined) f = o.batchFrames = new Uint32Array(2 * BATCH_MAX);
+    if (o.batchN === 0) this.#pending[this.#pendingN++] = o;
+    else if (o.batchN === BATCH_MAX) this.#writeBatch(o);
+    f[2 * o.batchN] = off;
+    f[2 * o.batchN + 1] = len;
+    o.batchN++;
   }
 
   /** Hands one frame to a port's transport (the one Port.write call of the switch). */

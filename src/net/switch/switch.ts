@@ -317,6 +317,7 @@ export class Switch {
     const learn = this.#learn;
     const fwd = this.#forward;
     const cur = this.#cur;
+    const eg = this.#egress;
     let sNet: Network | undefined;
     let sHi = -1;
     let sLo = -1;
@@ -326,6 +327,7 @@ export class Switch {
     let dst = -1;
     let out: SwitchPort | undefined;
     let blocked = false;
+    let collect = false;
     // Whether frames of this batch need the full ingress checks depends on the port and the batch only.
     const full = checks.full(sp, meta);
     for (let k = 0; k < count; k++) {
@@ -362,8 +364,11 @@ export class Switch {
         dNet = net;
         out = dst < 0 ? undefined : fwd.resolve(sp, dst);
         blocked = fwd.blocked;
+        // Decided once per destination: its frames of this batch are collected straight away.
+        collect = out !== undefined && eg.collects(out, out.vidOf(net), m);
       }
-      if (dst < 0) fwd.flood(sp, net, buf, off, len, m);
+      if (collect) eg.collect(out as SwitchPort, off, len);
+      else if (dst < 0) fwd.flood(sp, net, buf, off, len, m);
       else fwd.unicast(sp, out, blocked, net, buf, off, len, m);
     }
   }
