@@ -18,7 +18,7 @@
  */
 import { createConnection, createServer, type Socket } from 'node:net';
 import { native } from '../src/native/index.js';
-import { writeMac } from '../src/net/frame.js';
+import { writeMac } from '../src/net/frame/ethernet.js';
 import { socketFd } from '../src/util/sockets.js';
 import { parseMacOrThrow } from './util.js';
 

@@ -22,7 +22,7 @@
  * front-end looks again for up to N µs before it waits for a call. 0 (the
  * default): it waits at once.
  */
-import { writeMac } from '../src/net/frame.js';
+import { writeMac } from '../src/net/frame/ethernet.js';
 import { bit, F, NET_HDR_LEN } from '../src/net/vhost/constants.js';
 import { DEFAULT_FEATURES, TestFrontend } from '../test/helpers/vhost-frontend.js';
 import { parseMacOrThrow } from './util.js';

@@ -1,12 +1,11 @@
 /**
  * Traffic classes and the classifier: a frame's class from its 802.1p
- * priority (PCP, IEEE 802.1Q-2018 Table I-2 traffic types) or, untagged,
- * from the DSCP of its IPv4/IPv6 header (RFC 4594 service classes).
+ * priority (PCP, IEEE 802.1Q-2018 Table I-2 traffic types) or else from the
+ * DSCP of its IPv4/IPv6 header (RFC 4594 service classes).
  *
  * Classes are small integers, 0 the highest: a port's allowed class is a
  * ceiling, and clamping a guest's mark to it is `Math.max(mark, allowed)`.
  */
-import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN } from '../net/frame.js';
 import { QOS_CLASSES } from './names.js';
 
 /** The strict-priority class (rate-capped on every shaped port). */
@@ -56,34 +55,17 @@ const DSCP_CLASS = (() => {
 })();
 
 /**
- * The class a frame is marked with, or -1 when unmarked (untagged, or PCP 0
- * and DSCP 0, or not IP). Reads headers in place; allocates nothing; any
- * input is safe (short frames are unmarked).
+ * The class a frame is marked with, from the marks the switch read from its
+ * headers: `pcp` the outer 802.1Q tag's priority (0-7, or -1 untagged) and
+ * `dscp` its IPv4/IPv6 DSCP (0-63, or -1 not IP). A non-zero PCP decides;
+ * else the DSCP; -1 when unmarked (PCP 0 or none, and DSCP 0 or none).
+ * qos reads no frame itself (it imports nothing of net): the switch reads
+ * the marks with the accessors of src/net/frame/.
  */
-export function classify(buf: Buffer, off: number, len: number): number {
-  if (len < ETH_HLEN + 2) return -1;
-  let type = buf.readUInt16BE(off + 12);
-  let l3 = off + ETH_HLEN;
-  if (type === ETHERTYPE_VLAN) {
-    const pcp = (buf[off + 14] as number) >> 5;
-    if (pcp !== 0) return PCP_CLASS[pcp] as number;
-    if (len < ETH_HLEN + 6) return -1;
-    type = buf.readUInt16BE(off + 16);
-    l3 += 4;
-  }
-  if (l3 + 2 > off + len) return -1;
-  if (type === ETHERTYPE_IPV4) {
-    const b0 = buf[l3] as number;
-    if (b0 >> 4 !== 4) return -1;
-    return DSCP_CLASS[(buf[l3 + 1] as number) >> 2] as number;
-  }
-  if (type === ETHERTYPE_IPV6) {
-    const b0 = buf[l3] as number;
-    if (b0 >> 4 !== 6) return -1;
-    const tc = ((b0 & 0x0f) << 4) | ((buf[l3 + 1] as number) >> 4);
-    return DSCP_CLASS[tc >> 2] as number;
-  }
-  return -1;
+export function classify(pcp: number, dscp: number): number {
+  if (pcp > 0) return PCP_CLASS[pcp & 7] as number;
+  if (dscp < 0) return -1;
+  return DSCP_CLASS[dscp & 63] as number;
 }
 
 /**

@@ -1,20 +1,42 @@
 /**
- * Property tests of the Ethernet/IP header parser (fast-check): it reads
- * guests' frames. A failure prints the seed and the shrunk input; rerun it
+ * Property tests of the in-place header accessors (src/net/frame/, fast-check)
+ * against a reference: frames built from random header fields must read back
+ * those fields, at any offset; arbitrary bytes never make them throw or point
+ * outside the frame. They read guests' frames. A failure prints the seed and the shrunk input; rerun it
  * with FC_SEED=<seed>.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { arpOp } from '../../src/net/frame/arp.js';
 import {
+  dstHi,
+  dstLo,
   ETHERTYPE_ARP,
   ETHERTYPE_IPV4,
   ETHERTYPE_IPV6,
   ETHERTYPE_QINQ,
   ETHERTYPE_VLAN,
-  newFrameInfo,
-  parseFrame,
-} from '../../src/net/frame.js';
+  etherType,
+  macAt,
+  macOf,
+  srcHi,
+  srcLo,
+  u16,
+  u32,
+} from '../../src/net/frame/ethernet.js';
+import {
+  dscpOf,
+  ipv4Dscp,
+  ipv4FragOffset,
+  ipv4HeaderOk,
+  ipv4Ihl,
+  ipv4Proto,
+  ipv6Dscp,
+  ipv6HeaderOk,
+  ipv6Next,
+} from '../../src/net/frame/ip.js';
+import { innerEtherType, isTagged, l3Offset, pushTag, stripTag, vlanId, vlanPcp } from '../../src/net/frame/vlan.js';
 import { formatMac, parseMac } from '../../src/util/mac.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
@@ -109,59 +131,78 @@ function build(s: Spec): Buffer {
   return Buffer.concat([eth, ...tags, type, l3, Buffer.from(s.payload)]);
 }
 
-describe('Ethernet/IP header parser (property tests)', () => {
-  it('reads back the MACs, outer tag, EtherType and IP fields of a frame built from them, at any offset', () => {
+describe('header accessors (property tests)', () => {
+  it('read back the MACs, tags, EtherType, IP fields and DSCP of a frame built from them, at any offset', () => {
     fc.assert(
       fc.property(spec, fc.nat(32), (s, pad) => {
         const frame = build(s);
         const buf = Buffer.concat([Buffer.alloc(pad, 0xff), frame, Buffer.alloc(3, 0xff)]);
-        const out = newFrameInfo();
-        assert.equal(parseFrame(buf, pad, frame.length, out), true);
-        assert.equal(out.dst, s.dst);
-        assert.equal(out.src, s.src);
-        assert.equal(out.vlan, s.tags[0]?.vlan ?? -1);
-        assert.equal(out.pcp, s.tags[0]?.pcp ?? -1);
+        const end = pad + frame.length;
+        assert.equal(macAt(buf, pad), s.dst);
+        assert.equal(macOf(dstHi(buf, pad), dstLo(buf, pad)), s.dst);
+        assert.equal(macOf(srcHi(buf, pad), srcLo(buf, pad)), s.src);
+        assert.equal(isTagged(buf, pad), s.tags.length > 0);
+        const outer = s.tags[0];
+        if (outer !== undefined) {
+          assert.equal(etherType(buf, pad), outer.tpid);
+          assert.deepEqual([vlanId(buf, pad), vlanPcp(buf, pad)], [outer.vlan, outer.pcp]);
+        }
         const l3 = pad + 14 + 4 * s.tags.length;
-        assert.equal(out.l3, l3);
+        assert.equal(l3Offset(buf, pad, frame.length), l3);
         const l = s.l3;
         if (l.kind === 'ipv4') {
-          assert.deepEqual([out.ethertype, out.dscp, out.ipProto], [ETHERTYPE_IPV4, l.dscp, l.proto]);
-          assert.equal(out.l4, l.frag === 0 ? l3 + 4 * l.ihl : -1);
+          assert.equal(innerEtherType(buf, l3), ETHERTYPE_IPV4);
+          assert.equal(ipv4HeaderOk(buf, l3, end), true);
+          assert.deepEqual(
+            [ipv4Ihl(buf, l3), ipv4Dscp(buf, l3), ipv4Proto(buf, l3), ipv4FragOffset(buf, l3)],
+            [4 * l.ihl, l.dscp, l.proto, l.frag],
+          );
+          assert.equal(dscpOf(buf, pad, frame.length), l.dscp);
+          // Cut inside the header: refused.
+          assert.equal(ipv4HeaderOk(buf, l3, l3 + 4 * l.ihl - 1), false);
         } else if (l.kind === 'ipv6') {
-          assert.deepEqual([out.ethertype, out.dscp, out.ipProto, out.l4], [ETHERTYPE_IPV6, l.dscp, l.next, l3 + 40]);
+          assert.equal(innerEtherType(buf, l3), ETHERTYPE_IPV6);
+          assert.equal(ipv6HeaderOk(buf, l3, end), true);
+          assert.deepEqual([ipv6Dscp(buf, l3), ipv6Next(buf, l3)], [l.dscp, l.next]);
+          assert.equal(dscpOf(buf, pad, frame.length), l.dscp);
+          assert.equal(ipv6HeaderOk(buf, l3, l3 + 39), false);
         } else if (l.kind === 'arp') {
-          assert.deepEqual([out.ethertype, out.arpOp], [ETHERTYPE_ARP, l.op]);
+          assert.deepEqual([innerEtherType(buf, l3), arpOp(buf, l3)], [ETHERTYPE_ARP, l.op]);
+          assert.equal(dscpOf(buf, pad, frame.length), -1);
         } else {
-          assert.deepEqual([out.ethertype, out.ipProto, out.l4, out.arpOp], [l.type, -1, -1, -1]);
-        }
-        // Cut inside a header the frame announces: refused, never read past the cut.
-        if (l.kind !== 'other') {
-          const cut = l3 - pad + 1;
-          assert.equal(parseFrame(Buffer.from(frame.subarray(0, cut)), 0, cut, newFrameInfo()), false);
+          assert.equal(innerEtherType(buf, l3), l.type);
+          assert.equal(dscpOf(buf, pad, frame.length), -1);
         }
       }),
       params(500),
     );
   });
 
-  it('never throws on arbitrary bytes and bounds, and every offset it reports lies inside the frame', () => {
+  it('insert a tag and strip it again to the same bytes, for any frame and VLAN id', () => {
     fc.assert(
-      fc.property(
-        fc.uint8Array({ maxLength: 128 }),
-        fc.integer({ min: -8, max: 140 }),
-        fc.integer({ min: -8, max: 140 }),
-        (bytes, off, len) => {
-          const buf = Buffer.from(bytes);
-          const out = newFrameInfo();
-          const ok = parseFrame(buf, off, len, out);
-          if (!ok) return;
-          assert.ok(off >= 0 && len >= 14 && off + len <= buf.length);
-          assert.ok(out.l3 >= off + 14 && out.l3 <= off + len);
-          if (out.l4 >= 0) assert.ok(out.l4 > out.l3 && out.l4 <= off + len);
-          assert.ok(out.dscp >= -1 && out.dscp <= 63);
-          assert.ok(out.vlan >= -1 && out.vlan <= 4095);
-        },
-      ),
+      fc.property(spec, fc.integer({ min: 1, max: 4095 }), (s, vid) => {
+        const frame = build(s);
+        const out = Buffer.alloc(frame.length + 4);
+        assert.equal(pushTag(frame, 0, frame.length, vid, out), frame.length + 4);
+        assert.deepEqual([etherType(out, 0), vlanId(out, 0), vlanPcp(out, 0)], [ETHERTYPE_VLAN, vid, 0]);
+        assert.deepEqual(out.subarray(stripTag(out, 0)), frame);
+      }),
+      params(300),
+    );
+  });
+
+  it('read big-endian words like Buffer does, and never throw on arbitrary bytes and bounds', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 4, maxLength: 128 }), fc.integer({ min: 0, max: 140 }), (bytes, len) => {
+        const buf = Buffer.from(bytes);
+        assert.equal(u16(buf, 0), buf.readUInt16BE(0));
+        assert.equal(u32(buf, 0), buf.readUInt32BE(0));
+        const l = Math.min(len, buf.length);
+        const l3 = l3Offset(buf, 0, l);
+        if (l3 >= 0) assert.ok(l3 >= 14 && l3 <= l, `l3 ${l3} outside [14, ${l}]`);
+        const d = dscpOf(buf, 0, l);
+        assert.ok(d >= -1 && d <= 63);
+      }),
       params(1000),
     );
   });

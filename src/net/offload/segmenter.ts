@@ -15,6 +15,20 @@
  * until it returns 0 writes each output frame into {@link Segmenter.out} at
  * offset 0. Nothing throws for any input, and nothing is allocated per frame.
  */
+import { ETH_HLEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, etherType, u16, u32 } from '../frame/ethernet.js';
+import {
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  IPV6_HLEN,
+  ipv4HeaderOk,
+  ipv4Id,
+  ipv4Ihl,
+  ipv4IsFragment,
+  ipv4Proto,
+  ipv6HeaderOk,
+  ipv6Next,
+} from '../frame/ip.js';
+import { VLAN_HLEN } from '../frame/vlan.js';
 import { complement, finishChecksum, sum16 } from './checksum.js';
 import {
   GSO_ECN,
@@ -56,12 +70,6 @@ export function describeOffloadReason(r: number): string {
   return REASON_TEXT[r] ?? `reason ${r}`;
 }
 
-const ETH_HLEN = 14;
-const ETHERTYPE_IPV4 = 0x0800;
-const ETHERTYPE_IPV6 = 0x86dd;
-const ETHERTYPE_VLAN = 0x8100;
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
@@ -166,33 +174,31 @@ export class Segmenter {
   /** Ethernet (one optional 802.1Q tag), IPv4 or IPv6, TCP or UDP; sets #l3, #l4, #proto, #pseudo, hdrLen. */
   #parseHeaders(buf: Buffer, off: number, len: number, gso: number): OffloadReason {
     if (len < ETH_HLEN + 20) return OffloadReason.L3;
+    // Offsets here are relative to the frame; the accessors take absolute ones (off + ...).
     let l3 = ETH_HLEN;
-    let type = buf.readUInt16BE(off + 12);
+    let type = etherType(buf, off);
     if (type === ETHERTYPE_VLAN) {
-      type = buf.readUInt16BE(off + 16);
-      l3 += 4;
+      type = u16(buf, off + ETH_HLEN + 2);
+      l3 += VLAN_HLEN;
     }
     const want = gso === GSO_UDP_L4 ? IPPROTO_UDP : IPPROTO_TCP;
+    const at = off + l3;
     let l4: number;
     if (type === ETHERTYPE_IPV4 && gso !== GSO_TCPV6) {
-      if (l3 + 20 > len) return OffloadReason.L3;
-      const vi = buf[off + l3] as number;
-      const ihl = (vi & 0x0f) * 4;
       // An IPv4 fragment (MF or an offset) cannot be segmented.
-      if (vi >> 4 !== 4 || ihl < 20 || l3 + ihl > len || (buf.readUInt16BE(off + l3 + 6) & 0x3fff) !== 0)
-        return OffloadReason.L3;
-      if (buf[off + l3 + 9] !== want) return OffloadReason.L3;
+      if (!ipv4HeaderOk(buf, at, off + len) || ipv4IsFragment(buf, at)) return OffloadReason.L3;
+      if (ipv4Proto(buf, at) !== want) return OffloadReason.L3;
       this.#v6 = false;
-      this.#pseudo = sum16(buf, off + l3 + 12, off + l3 + 20, want);
-      this.#id = buf.readUInt16BE(off + l3 + 4);
-      l4 = l3 + ihl;
+      this.#pseudo = sum16(buf, at + 12, at + 20, want);
+      this.#id = ipv4Id(buf, at);
+      l4 = l3 + ipv4Ihl(buf, at);
     } else if (type === ETHERTYPE_IPV6 && gso !== GSO_TCPV4) {
-      if (l3 + 40 > len || (buf[off + l3] as number) >> 4 !== 6) return OffloadReason.L3;
+      if (!ipv6HeaderOk(buf, at, off + len)) return OffloadReason.L3;
       // Extension headers before TCP/UDP are not walked: such frames are refused.
-      if (buf[off + l3 + 6] !== want) return OffloadReason.L3;
+      if (ipv6Next(buf, at) !== want) return OffloadReason.L3;
       this.#v6 = true;
-      this.#pseudo = sum16(buf, off + l3 + 8, off + l3 + 40, want);
-      l4 = l3 + 40;
+      this.#pseudo = sum16(buf, at + 8, at + IPV6_HLEN, want);
+      l4 = l3 + IPV6_HLEN;
     } else {
       return OffloadReason.L3;
     }
@@ -201,7 +207,7 @@ export class Segmenter {
       if (l4 + 20 > len) return OffloadReason.L4;
       l4len = ((buf[off + l4 + 12] as number) >> 4) * 4;
       if (l4len < 20) return OffloadReason.L4;
-      this.#seq = buf.readUInt32BE(off + l4 + 4);
+      this.#seq = u32(buf, off + l4 + 4);
     }
     if (l4 + l4len > len) return OffloadReason.L4;
     this.#proto = want;
@@ -243,7 +249,7 @@ export class Segmenter {
       // Linux increments the IP id per segment (inet_gso_segment).
       out.writeUInt16BE((this.#id + i) & 0xffff, l3 + 4);
       out.writeUInt16BE(0, l3 + 10);
-      const ihl = ((out[l3] as number) & 0x0f) * 4;
+      const ihl = ipv4Ihl(out, l3);
       out.writeUInt16BE(complement(sum16(out, l3, l3 + ihl)), l3 + 10);
     }
     const l4len = segLen - l4;

@@ -20,7 +20,7 @@
  * channel is used as soon as it is up.
  */
 
-import { ETH_HLEN } from '../frame.js';
+import { ETH_HLEN } from '../frame/ethernet.js';
 import { WriteResult } from '../port.js';
 import { QosEgress } from '../switch/qos-egress.js';
 import type { Switch, SwitchPort } from '../switch/switch.js';
