@@ -40,10 +40,53 @@ export function frame(dst: string, src: string, len = 128): Buffer {
   return b;
 }
 
-/** Runs `tick` every `ms` until stopped (one timer per source). */
-function every(ms: number, tick: () => void): () => void {
+/**
+ * A source that runs `tick` every `ms` (one timer per source) until stopped;
+ * `close` then releases its connections.
+ */
+function tickSource(name: string, counts: Counts, ms: number, tick: () => void, close: () => unknown): Source {
   const t = setInterval(tick, ms);
-  return () => clearInterval(t);
+  return {
+    name,
+    counts,
+    async stop() {
+      clearInterval(t);
+      await close();
+    },
+  };
+}
+
+/**
+ * A source that runs `step` over and over, `pauseMs` apart, until stopped; a
+ * step that throws counts one error. `close` runs once the last step is done.
+ */
+function loopSource(
+  name: string,
+  counts: Counts,
+  pauseMs: number,
+  step: () => Promise<void>,
+  close: () => unknown = () => undefined,
+): Source {
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        await step();
+      } catch {
+        counts.errors++;
+      }
+      await sleep(pauseMs);
+    }
+  })();
+  return {
+    name,
+    counts,
+    async stop() {
+      running = false;
+      await loop;
+      await close();
+    },
+  };
 }
 
 /** A stream-port peer (QEMU's `-netdev stream` framing: 4-byte length, frame). */
@@ -105,19 +148,12 @@ export async function streamSource(
   // One broadcast per second keeps every port's FDB and flooding path busy too.
   const bcast = frame('ffffffffffff', mac);
   let n = 0;
-  const halt = every(20, () => {
+  const tick = () => {
     if (p.sock.writableLength > 1 << 20) return; // the daemon is behind: do not queue without bound
     for (const f of frames) for (let i = 0; i < perTick; i++) p.send(f);
     if (++n % 50 === 0) p.send(bcast);
-  });
-  return {
-    name,
-    counts: p.counts,
-    async stop() {
-      halt();
-      await p.close();
-    },
   };
+  return tickSource(name, p.counts, 20, tick, () => p.close());
 }
 
 /** A vhost-user front-end sending `perTick` frames to `dst` every 20 ms and draining what it receives. */
@@ -132,7 +168,7 @@ export async function vhostSource(
   await f.setup();
   const counts = newCounts();
   const fr = frame(dst, mac);
-  const halt = every(20, () => {
+  const tick = () => {
     counts.received += f.drainRx().frames;
     for (let i = 0; i < perTick; i++) {
       try {
@@ -142,15 +178,8 @@ export async function vhostSource(
         break; // transmit ring full: the back-end catches up by the next tick
       }
     }
-  });
-  return {
-    name,
-    counts,
-    async stop() {
-      halt();
-      f.close();
-    },
   };
+  return tickSource(name, counts, 20, tick, () => f.close());
 }
 
 /**
@@ -191,98 +220,52 @@ const SPAN = 4 << 20;
 export async function nbdSource(name: string, socketPath: string, opsPerSec: number, churn: boolean): Promise<Source> {
   const counts = newCounts();
   const open = () => NbdClient.connect({ address: { type: 'unix', path: socketPath }, export: 'disk' });
-  let client = churn ? undefined : await open();
-  let running = true;
-  const loop = (async () => {
-    let seq = 0;
-    while (running) {
-      const c = client ?? (await open());
-      try {
-        const len = 65536;
-        // Within the first 4 MiB: the memory export's pages are all touched during the warm-up,
-        // so its growth does not pass for a leak of the daemon.
-        const off = Math.floor(Math.random() * ((Math.min(c.size, SPAN) - len) / 4096)) * 4096;
-        const data = Buffer.alloc(len, seq++ & 0xff);
-        await c.write(off, data);
-        counts.sent++;
-        const back = await c.read(off, len);
-        counts.received++;
-        if (!back.equals(data)) counts.errors++;
-      } catch {
-        counts.errors++;
-      } finally {
-        if (churn) await c.disconnect().catch(() => undefined);
-      }
-      await sleep(1000 / opsPerSec);
+  const client = churn ? undefined : await open();
+  let seq = 0;
+  const step = async () => {
+    const c = client ?? (await open());
+    try {
+      const len = 65536;
+      // Within the first 4 MiB: the memory export's pages are all touched during the warm-up,
+      // so its growth does not pass for a leak of the daemon.
+      const off = Math.floor(Math.random() * ((Math.min(c.size, SPAN) - len) / 4096)) * 4096;
+      const data = Buffer.alloc(len, seq++ & 0xff);
+      await c.write(off, data);
+      counts.sent++;
+      const back = await c.read(off, len);
+      counts.received++;
+      if (!back.equals(data)) counts.errors++;
+    } finally {
+      if (churn) await c.disconnect().catch(() => undefined);
     }
-  })();
-  return {
-    name,
-    counts,
-    async stop() {
-      running = false;
-      await loop;
-      await client?.disconnect().catch(() => undefined);
-      client = undefined;
-    },
   };
+  return loopSource(name, counts, 1000 / opsPerSec, step, () => client?.disconnect().catch(() => undefined));
 }
 
 /** Control API churn: every `periodMs`, creates a network and deletes it again (the state store writes twice). */
 export function apiSource(name: string, control: string, periodMs: number): Source {
   const counts = newCounts();
   const client = new ControlClient({ socketPath: control });
-  let running = true;
-  const loop = (async () => {
-    let i = 0;
-    while (running) {
-      try {
-        await client.createNetwork({ name: `soak${i}`, vni: 50_000 + (i % 1000) });
-        await client.deleteNetwork(`soak${i}`);
-        counts.sent += 2;
-        counts.received += 2;
-      } catch {
-        counts.errors++;
-      }
-      i++;
-      await sleep(periodMs);
-    }
-  })();
-  return {
-    name,
-    counts,
-    async stop() {
-      running = false;
-      await loop;
-      await client.close();
-    },
+  let i = 0;
+  const step = async () => {
+    const n = i++;
+    await client.createNetwork({ name: `soak${n}`, vni: 50_000 + (n % 1000) });
+    await client.deleteNetwork(`soak${n}`);
+    counts.sent += 2;
+    counts.received += 2;
   };
+  return loopSource(name, counts, periodMs, step, () => client.close());
 }
 
 /** Stream connection churn: every `periodMs`, connects, sends 50 frames, and disconnects. */
 export function churnSource(name: string, path: string, mac: string, dst: string, periodMs: number): Source {
   const counts = newCounts();
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      try {
-        const p = await StreamPeer.connect(path);
-        for (let i = 0; i < 50; i++) p.send(frame(dst, mac));
-        await p.close();
-        counts.sent += p.counts.sent;
-        counts.received += p.counts.received;
-      } catch {
-        counts.errors++;
-      }
-      await sleep(periodMs);
-    }
-  })();
-  return {
-    name,
-    counts,
-    async stop() {
-      running = false;
-      await loop;
-    },
+  const step = async () => {
+    const p = await StreamPeer.connect(path);
+    for (let i = 0; i < 50; i++) p.send(frame(dst, mac));
+    await p.close();
+    counts.sent += p.counts.sent;
+    counts.received += p.counts.received;
   };
+  return loopSource(name, counts, periodMs, step);
 }

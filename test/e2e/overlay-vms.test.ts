@@ -4,148 +4,36 @@
  * two spokes only dial out. A real VM on each host. VMs on different hosts
  * ping each other and move 10 MiB with matching sha256; a host with a
  * certificate from another CA is refused; a cut link (veth down) recovers.
+ * The rig is test/helpers/overlay-star.ts.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { LinkView } from '../../src/api/client.js';
-import { runCli, startDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { attachVms, diagnoseOnFailure } from '../helpers/e2e.js';
+import type { TestDaemon } from '../helpers/daemon.js';
 import { ping, pingUntilReply, transfer } from '../helpers/guest-net.js';
-import { ip, Netns, uniqueIfname } from '../helpers/netns.js';
+import type { Netns } from '../helpers/netns.js';
 import { untilAsync } from '../helpers/overlay-rig.js';
+import { LINK_PORT, lanAddr, OverlayStar } from '../helpers/overlay-star.js';
 import type { Vm } from '../helpers/vm.js';
 
-const LINK_PORT = 7400;
-
-async function cli(args: string[]): Promise<void> {
-  const r = await runCli(args);
-  if (r.code !== 0) throw new Error(`vmlink ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-}
-
 describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () => {
-  let pki: string;
-  let lan: Netns;
-  const hosts: Netns[] = [];
-  const ifs: string[] = [];
-  const daemons: TestDaemon[] = [];
-  let vms: Vm[] = [];
+  const star = new OverlayStar();
+  const { hosts, ifs, links, diagnose } = star;
   let hub: TestDaemon;
   let s2: TestDaemon;
   let s3: TestDaemon;
   let v1: Vm;
   let v2: Vm;
   let v3: Vm;
-  const diagnose = <T>(fn: () => Promise<T>) =>
-    diagnoseOnFailure(
-      () => vms,
-      () => undefined,
-      async () => {
-        try {
-          return await fn();
-        } catch (err) {
-          for (const d of daemons) process.stderr.write(`\n===== daemon ${d.dir} =====\n${d.log}\n`);
-          throw err;
-        }
-      },
-    );
-
-  const links = async (d: TestDaemon) => (await d.json<{ links: LinkView[] }>(['link', 'list'])).links;
-
-  /** A namespace on the LAN bridge with address 10.99.0.N/24. */
-  async function lanHost(tag: string, n: number): Promise<Netns> {
-    const ns = await Netns.create(tag);
-    hosts.push(ns);
-    const inner = uniqueIfname('ovh');
-    const outer = uniqueIfname('ovb');
-    await ip('link', 'add', inner, 'type', 'veth', 'peer', 'name', outer);
-    await ns.adopt(inner, `10.99.0.${n}/24`);
-    await lan.adopt(outer);
-    await lan.ip('link', 'set', outer, 'master', 'br0');
-    ifs.push(inner);
-    return ns;
-  }
-
-  function daemonOpts(id: string, ns: Netns, overlay: Record<string, unknown>, linksCfg: unknown[] = []) {
-    return {
-      hostId: id,
-      wrap: ['ip', 'netns', 'exec', ns.name],
-      networks: [{ name: 'lab', vni: 100 }],
-      // Port names differ per host: the default guest MAC is derived from the port name.
-      ports: (dir: string) => [{ name: `vm-${id}`, network: 'lab', kind: 'stream', listen: `unix:${dir}/vm.sock` }],
-      extra: () => ({ overlay, links: linksCfg }),
-    };
-  }
-
-  const tls = (id: string, dir = pki) => ({
-    ca: join(dir, id, 'ca.pem'),
-    cert: join(dir, id, `${id}.pem`),
-    key: join(dir, id, `${id}.key`),
-  });
 
   before(async () => {
-    pki = await mkdtemp(join(tmpdir(), 'vmlink-pki-'));
-    await cli(['ca', 'init', '--dir', join(pki, 'ca')]);
-    for (const h of ['h1', 'h2', 'h3'])
-      await cli(['host', 'cert', h, '--ca-dir', join(pki, 'ca'), '--out', join(pki, h)]);
-    // A second fabric: its hosts must not get in.
-    await cli(['ca', 'init', '--dir', join(pki, 'other-ca')]);
-    await cli(['host', 'cert', 'h9', '--ca-dir', join(pki, 'other-ca'), '--out', join(pki, 'h9')]);
-
-    lan = await Netns.create('lan');
-    await lan.ip('link', 'add', 'br0', 'type', 'bridge');
-    await lan.ip('link', 'set', 'br0', 'up');
-    const n1 = await lanHost('h1', 1);
-    const n2 = await lanHost('h2', 2);
-    const n3 = await lanHost('h3', 3);
-    const hubAddr = `tcp:10.99.0.1:${LINK_PORT}`;
-    hub = await startDaemon(
-      daemonOpts(
-        'h1',
-        n1,
-        {
-          listen: `tcp:0.0.0.0:${LINK_PORT}`,
-          tls: tls('h1'),
-          relay: true,
-          vxlan: { listen: 'udp:10.99.0.1:4789' },
-          direct_threshold_bps: 1_000_000,
-        },
-        // A Linux kernel VXLAN device (VTEP) on the LAN at 10.99.0.7.
-        [{ name: 'vtep', connect: 'udp:10.99.0.7:4789' }],
-      ),
-    );
-    daemons.push(hub);
-    s2 = await startDaemon(daemonOpts('h2', n2, { tls: tls('h2') }, [{ name: 'hub', connect: hubAddr }]));
-    daemons.push(s2);
-    // h3 also listens, so the hub can ask h2 to link to it directly.
-    s3 = await startDaemon(
-      daemonOpts('h3', n3, { listen: `tcp:0.0.0.0:${LINK_PORT}`, tls: tls('h3') }, [{ name: 'hub', connect: hubAddr }]),
-    );
-    daemons.push(s3);
-    await diagnose(() =>
-      untilAsync('both spokes linked to the hub', async () => {
-        const [a, b] = [await links(s2), await links(s3)];
-        return a[0]?.state === 'up' && b[0]?.state === 'up';
-      }),
-    );
-    const [a1, a2, a3] = await diagnose(async () => [
-      ...(await attachVms(hub, [{ port: 'vm-h1', name: 'vm1', ip: '10.0.0.1/24' }])),
-      ...(await attachVms(s2, [{ port: 'vm-h2', name: 'vm2', ip: '10.0.0.2/24' }])),
-      ...(await attachVms(s3, [{ port: 'vm-h3', name: 'vm3', ip: '10.0.0.3/24' }])),
-    ]);
-    [v1, v2, v3] = [a1 as Vm, a2 as Vm, a3 as Vm];
-    vms = [v1, v2, v3];
+    await star.start();
+    [hub, s2, s3] = [star.hub, star.s2, star.s3];
+    [v1, v2, v3] = star.vms as [Vm, Vm, Vm];
   });
 
-  after(async () => {
-    await Promise.all(vms.map((v) => v.close()));
-    for (const d of daemons) await d.cleanup();
-    for (const ns of hosts) await ns.delete().catch(() => undefined);
-    await lan?.delete().catch(() => undefined);
-    if (pki) await rm(pki, { recursive: true, force: true });
-  });
+  after(() => star.stop());
 
   test('the hub lists both spokes as TLS links with their networks and an RTT', async () => {
     await diagnose(async () => {
@@ -189,7 +77,7 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
 
   test('a capture of a TLS link shows TLS records and no plaintext Ethernet', async () => {
     await diagnose(async () => {
-      const file = join(pki, 'link.pcap');
+      const file = join(star.pki, 'link.pcap');
       const cap = (hosts[0] as Netns).spawn(
         'tshark',
         '-q',
@@ -278,7 +166,7 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
   test('when the direct path is cut (a blackhole route), traffic falls back to the relay', async () => {
     await diagnose(async () => {
       const ns3 = hosts[2] as Netns;
-      await ns3.ip('route', 'add', 'blackhole', '10.99.0.2/32');
+      await ns3.ip('route', 'add', 'blackhole', `${lanAddr(2)}/32`);
       try {
         await untilAsync(
           'h2 dropped the direct link',
@@ -294,14 +182,14 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
         assert.match(r.output, /3 packets transmitted, 3 packets received/);
         assert.ok(((await links(hub)).find((x) => x.peer === 'h2')?.relayed_to['h3'] ?? 0) > relayed0);
       } finally {
-        await ns3.ip('route', 'del', 'blackhole', '10.99.0.2/32');
+        await ns3.ip('route', 'del', 'blackhole', `${lanAddr(2)}/32`);
       }
     });
   });
 
   test('a Linux kernel vxlan device in a namespace pings VMs behind vmlink over a VXLAN link', async () => {
     await diagnose(async () => {
-      const k = await lanHost('vtep', 7);
+      const k = await star.lanHost('vtep', 7);
       const dev = ifs[ifs.length - 1] as string;
       await k.ip(
         'link',
@@ -312,7 +200,7 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
         'id',
         '100',
         'remote',
-        '10.99.0.1',
+        lanAddr(1),
         'dstport',
         '4789',
         'dev',
@@ -369,11 +257,10 @@ describe('overlay across three hosts with real VMs', { timeout: 600_000 }, () =>
 
   test('a host with a certificate from another CA is refused and the hub logs it', async () => {
     await diagnose(async () => {
-      const n9 = await lanHost('h9', 9);
-      const rogue = await startDaemon(
-        daemonOpts('h9', n9, { tls: tls('h9') }, [{ name: 'hub', connect: `tcp:10.99.0.1:${LINK_PORT}` }]),
-      );
-      daemons.push(rogue);
+      const n9 = await star.lanHost('h9', 9);
+      const rogue = await star.startHost('h9', n9, { tls: star.tls('h9') }, [
+        { name: 'hub', connect: `tcp:${lanAddr(1)}:${LINK_PORT}` },
+      ]);
       await untilAsync('the hub logs the refusal', async () => /refused link peer/.test(hub.log), 20_000);
       assert.match(hub.log, /refused link peer/);
       const l = await links(rogue);

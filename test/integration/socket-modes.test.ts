@@ -63,6 +63,10 @@ describe('unix sockets of a daemon started under umask 000', () => {
     await d?.cleanup();
   });
 
+  /** `vmlink port add NAME --kind KIND --network lab --listen unix:PATH ...more`. */
+  const addUnixPort = (name: string, kind: string, path: string, ...more: string[]) =>
+    d.cli(['port', 'add', name, '--kind', kind, '--network', 'lab', '--listen', `unix:${path}`, ...more]);
+
   test('the control, NBD, stream, vhost-user, unix dgram and VDE control sockets are 0600', async () => {
     for (const f of ['vmlink.sock', 'nbd.sock', 's1.sock', 'v1.sock', 'd1.sock', join('vde', 'ctl')]) {
       assert.equal(octal(await modeOf(d.path(f))), '0600', f);
@@ -117,23 +121,17 @@ describe('unix sockets of a daemon started under umask 000', () => {
 
   test('a port added with --socket-mode, --socket-owner and --socket-group gets exactly those', async () => {
     const path = d.path('s2.sock');
-    const add = await d.cli([
-      'port',
-      'add',
+    const add = await addUnixPort(
       's2',
-      '--kind',
       'stream',
-      '--network',
-      'lab',
-      '--listen',
-      `unix:${path}`,
+      path,
       '--socket-mode',
       '0660',
       '--socket-owner',
       'nobody',
       '--socket-group',
       'daemon',
-    ]);
+    );
     assert.equal(add.code, 0, add.stderr);
     const st = await stat(path);
     assert.equal(octal(st.mode & 0o777), '0660');
@@ -149,31 +147,14 @@ describe('unix sockets of a daemon started under umask 000', () => {
     assert.equal((await d.cli(['port', 'delete', 'w3'])).code, 0);
     await assert.rejects(stat(dir), /ENOENT/);
     const s2 = d.path('s3.sock');
-    assert.equal(
-      (await d.cli(['port', 'add', 's3', '--kind', 'stream', '--network', 'lab', '--listen', `unix:${s2}`])).code,
-      0,
-    );
+    assert.equal((await addUnixPort('s3', 'stream', s2)).code, 0);
     assert.equal((await d.cli(['port', 'delete', 's3'])).code, 0);
     await assert.rejects(stat(s2), /ENOENT/);
   });
 
   test('a vhost-user port with a numeric group and mode 0640 gets them', async () => {
     const path = d.path('v2.sock');
-    const add = await d.cli([
-      'port',
-      'add',
-      'v2',
-      '--kind',
-      'vhost-user',
-      '--network',
-      'lab',
-      '--listen',
-      `unix:${path}`,
-      '--socket-mode',
-      '640',
-      '--socket-group',
-      '1',
-    ]);
+    const add = await addUnixPort('v2', 'vhost-user', path, '--socket-mode', '640', '--socket-group', '1');
     assert.equal(add.code, 0, add.stderr);
     const st = await stat(path);
     assert.equal(octal(st.mode & 0o777), '0640');
@@ -181,19 +162,7 @@ describe('unix sockets of a daemon started under umask 000', () => {
   });
 
   test('a bad mode is refused by the CLI and by the API, naming the field', async () => {
-    const cli = await d.cli([
-      'port',
-      'add',
-      'x',
-      '--kind',
-      'stream',
-      '--network',
-      'lab',
-      '--listen',
-      `unix:${d.path('x.sock')}`,
-      '--socket-mode',
-      '0999',
-    ]);
+    const cli = await addUnixPort('x', 'stream', d.path('x.sock'), '--socket-mode', '0999');
     assert.equal(cli.code, 2);
     assert.match(cli.stderr, /--socket-mode "0999" is not an octal mode/);
     const body = (socket: unknown) => ({
@@ -244,19 +213,7 @@ describe('unix sockets of a daemon started under umask 000', () => {
       ['--socket-owner', 'vmlink-no-such-user', 'socket.owner'],
     ] as const) {
       const path = d.path('bad.sock');
-      const add = await d.cli([
-        'port',
-        'add',
-        'bad',
-        '--kind',
-        'stream',
-        '--network',
-        'lab',
-        '--listen',
-        `unix:${path}`,
-        flag,
-        value,
-      ]);
+      const add = await addUnixPort('bad', 'stream', path, flag, value);
       assert.equal(add.code, 1);
       assert.match(add.stderr, new RegExp(`${field.replace('.', '\\.')} "${value}" is not a`));
       assert.match(add.stderr, /ERR_PORT_ADDRESS|cannot use unix:/);

@@ -37,6 +37,28 @@ function listen(path: string): Promise<Server> {
   });
 }
 
+/** Expects claimUnixPath(path) to refuse with a UnixPathError; resolves with it. */
+async function refusal(path: string): Promise<UnixPathError> {
+  let got: unknown;
+  await assert.rejects(claimUnixPath(path), (err: unknown) => {
+    got = err;
+    return err instanceof UnixPathError;
+  });
+  return got as UnixPathError;
+}
+
+/** Runs `fn` with a new server (closed in after()) under umask 000, then restores the umask. */
+async function underUmask000(fn: (server: Server) => Promise<void>): Promise<void> {
+  const server = createServer();
+  servers.push(server);
+  const old = process.umask(0);
+  try {
+    await fn(server);
+  } finally {
+    process.umask(old);
+  }
+}
+
 test('a free path in a missing directory: the directory is made, nothing was removed', async () => {
   const path = join(await temp(), 'a', 'b', 'x.sock');
   assert.equal(await claimUnixPath(path), false);
@@ -55,23 +77,16 @@ test('a socket file nobody answers on is removed', async () => {
 test('a live socket is refused with live set, and left in place', async () => {
   const path = join(await temp(), 'live.sock');
   await listen(path);
-  await assert.rejects(claimUnixPath(path), (err: unknown) => {
-    assert.ok(err instanceof UnixPathError);
-    assert.equal(err.live, true);
-    return true;
-  });
+  assert.equal((await refusal(path)).live, true);
   assert.ok((await lstat(path)).isSocket());
 });
 
 test('a regular file in the way is refused and left alone', async () => {
   const path = join(await temp(), 'file');
   await writeFile(path, 'keep me');
-  await assert.rejects(claimUnixPath(path), (err: unknown) => {
-    assert.ok(err instanceof UnixPathError);
-    assert.equal(err.live, false);
-    assert.match(err.reason, /not a socket is in the way/);
-    return true;
-  });
+  const err = await refusal(path);
+  assert.equal(err.live, false);
+  assert.match(err.reason, /not a socket is in the way/);
   assert.ok((await lstat(path)).isFile());
 });
 
@@ -86,11 +101,8 @@ test('a probe that fails otherwise is reported, and the file stays', async () =>
 test('a socket made under umask 000 is 0600, and its path does not exist until it has its mode', async () => {
   const dir = await temp();
   const path = join(dir, 'm.sock');
-  const server = createServer();
-  servers.push(server);
-  const old = process.umask(0);
-  try {
-    await createUnixSocket(
+  await underUmask000((server) =>
+    createUnixSocket(
       path,
       PRIVATE_SOCKET,
       async (at) => {
@@ -102,10 +114,8 @@ test('a socket made under umask 000 is 0600, and its path does not exist until i
         await new Promise<void>((resolve) => server.listen(at, resolve));
       },
       () => void server.close(),
-    );
-  } finally {
-    process.umask(old);
-  }
+    ),
+  );
   assert.equal((await stat(path)).mode & 0o777, 0o600);
   assert.deepEqual(await readdir(dir), ['m.sock']);
   // It answers at its final path.
@@ -122,10 +132,7 @@ test('a path too long for a private directory beside it is bound in place, still
   await mkdir(dir);
   const path = join(dir, 'a.sock');
   assert.ok(Buffer.byteLength(path) <= 107);
-  const server = createServer();
-  servers.push(server);
-  const old = process.umask(0);
-  try {
+  await underUmask000(async (server) => {
     await createUnixSocket(
       path,
       { mode: 0o640, uid: -1, gid: 1 },
@@ -137,9 +144,7 @@ test('a path too long for a private directory beside it is bound in place, still
     );
     // The umask is restored.
     assert.equal(process.umask(), 0);
-  } finally {
-    process.umask(old);
-  }
+  });
   const st = await stat(path);
   assert.equal(st.mode & 0o777, 0o640);
   assert.equal(st.gid, 1);
