@@ -27,12 +27,12 @@
  */
 import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
-import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
+import { isSyscallError, type NativeAddon, native, type SyscallError } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
 import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
-import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
+import { destroyReason, FdPortCore } from './fd-port.js';
 
 /** A TAP port's validated config (see config/schema.ts). */
 export interface TapSpec {
@@ -101,16 +101,13 @@ export class TapPort implements Port {
   readonly #spec: TapSpec;
   readonly #ctx: PortContext;
   readonly #hdr: number;
-  #n: NativeAddon | undefined;
-  #fd = -1;
   #ifname = '';
-  #poller: Poller | undefined;
   // receive
   #rx: Buffer | undefined;
   readonly #rxOffs = new Uint32Array(RX_BATCH);
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #tx: FrameArena;
-  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
+  /** Poll, flush, hold/release, state, counters and shutdown shared with the other fd ports. */
   readonly #core: FdPortCore;
   readonly #txErrs = new Int32Array(2);
   /** Offset and length of a frame written directly, and its virtio_net_hdr. */
@@ -120,8 +117,6 @@ export class TapPort implements Port {
   #offload = 0;
   /** Metadata of the frame being handed to the sink (reused). */
   readonly #meta = new OffloadMeta();
-  #watchingWrite = false;
-  readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
   #txErrors = 0;
   #lastTxErrno = 0;
@@ -133,7 +128,11 @@ export class TapPort implements Port {
     this.#ctx = ctx;
     this.#hdr = spec.vnet_hdr ? VNET_HDR_LEN : 0;
     this.#tx = new FrameArena(ctx.queueLen, Math.max(this.#hdr ? TX_BYTES_VNET : TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
+    this.#core = new FdPortCore(ctx, this.#tx, {
+      read: () => this.#read(),
+      send: (tx) => this.#send(tx),
+      pollError: (status) => this.#down(`poll error ${status} (the interface was probably deleted)`),
+    });
   }
 
   get state(): PortState {
@@ -154,8 +153,18 @@ export class TapPort implements Port {
     return this.#ifname;
   }
 
+  /** Stops reading the TAP (FdPortCore.hold): the kernel queues up to txqueuelen frames, then drops. */
+  hold(): void {
+    this.#core.hold();
+  }
+
+  /** Reading resumes (FdPortCore.release). */
+  release(): void {
+    this.#core.release();
+  }
+
   async open(): Promise<void> {
-    if (this.#fd >= 0) return;
+    if (this.#core.fd >= 0) return;
     if (this.#core.closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
     const { ifname } = this.#spec;
     const n = native();
@@ -170,11 +179,7 @@ export class TapPort implements Port {
     try {
       if (this.#spec.mtu !== undefined) n.ifSetMtu(this.#ifname, this.#spec.mtu);
       if (this.#spec.up !== false) n.ifSetUp(this.#ifname, true);
-      this.#poller = new n.Poller(fd, this.#onPoll);
-      this.#poller.start(n.READABLE);
     } catch (err) {
-      this.#poller?.close();
-      this.#poller = undefined;
       closeSync(fd);
       const what =
         isSyscallError(err) && err.syscall === 'ioctl SIOCSIFMTU' ? `set MTU ${this.#spec.mtu} on` : 'set up';
@@ -186,14 +191,12 @@ export class TapPort implements Port {
         },
       );
     }
-    this.#n = n;
-    this.#fd = fd;
     this.#rx ??= Buffer.allocUnsafe(
-      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)),
+      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr + 1)),
     );
+    this.#core.attach(n, fd);
     this.#core.setState('up', `TAP ${this.#ifname} open`);
   }
-
   /** tapOpen with the largest offload set the kernel accepts (none without vnet_hdr); returns the fd. */
   #openTap(n: NativeAddon, ifname: string, attach: boolean): number {
     const tries: readonly number[] = this.#hdr === 0 ? [-1] : this.#spec.offloads === false ? [0] : OFFLOAD_TRIES;
@@ -244,19 +247,19 @@ export class TapPort implements Port {
   }
 
   write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
-    if (this.#fd < 0) return WriteResult.DOWN;
-    if (len >= DIRECT_MIN && this.#tx.queued === 0 && !this.#watchingWrite && this.#writeDirect(buf, off, len, meta))
+    const c = this.#core;
+    if (c.state !== 'up' || c.closing) return WriteResult.DOWN;
+    if (len >= DIRECT_MIN && this.#tx.queued === 0 && !c.waitingWritable && this.#writeDirect(buf, off, len, meta))
       return WriteResult.OK;
     if (!this.#enqueue(buf, off, len, meta)) {
       // Full within one event-loop turn (e.g. large segments cut into many frames for this TAP): send what is
       // queued now rather than drop, unless the TAP itself pushes back (EAGAIN: waiting for POLLOUT).
-      if (this.#watchingWrite) return WriteResult.QUEUE_FULL;
-      this.#core.cancelFlush();
-      this.#flush();
+      if (c.waitingWritable) return WriteResult.QUEUE_FULL;
+      c.cancelFlush();
+      c.flush();
       if (!this.#enqueue(buf, off, len, meta)) return WriteResult.QUEUE_FULL;
     }
-    const c = this.#core;
-    if (c.scheduled === undefined && !this.#watchingWrite) c.scheduled = setImmediate(c.flushBound);
+    c.schedule();
     return WriteResult.OK;
   }
 
@@ -266,7 +269,7 @@ export class TapPort implements Port {
    * queued (order). False when the TAP would block: the caller queues it.
    */
   #writeDirect(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
-    const n = this.#n as NativeAddon;
+    const c = this.#core;
     const h = this.#hdr;
     if (h > 0) writeVnetHdr(meta, this.#directHdr, 0, h);
     const d = this.#direct;
@@ -274,9 +277,10 @@ export class TapPort implements Port {
     d.lens[0] = len;
     const errs = this.#txErrs;
     errs[0] = 0;
-    if (n.writeBatch(this.#fd, buf, d.offs, d.lens, 0, 1, h > 0 ? this.#directHdr : null, errs) === 0) return false;
-    this.#core.txBatches++;
-    this.#core.txFrames++;
+    const hdr = h > 0 ? this.#directHdr : null;
+    if ((c.n as NativeAddon).writeBatch(c.fd, buf, d.offs, d.lens, 0, 1, hdr, errs) === 0) return false;
+    c.txBatches++;
+    c.txFrames++;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
     return true;
   }
@@ -291,29 +295,14 @@ export class TapPort implements Port {
     return true;
   }
 
-  /** Writes the queued frames; on EAGAIN keeps the rest and waits for the fd to become writable. */
-  #flush(): void {
-    this.#core.scheduled = undefined;
-    const n = this.#n;
-    const tx = this.#tx;
-    if (this.#fd < 0 || n === undefined || tx.queued === 0) return;
+  /** FdIo.send: one writev per queued frame, many per native call; refused frames are counted, not thrown. */
+  #send(tx: FrameArena): number {
+    const c = this.#core;
     const errs = this.#txErrs;
     errs[0] = 0;
-    const next = n.writeBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
-    this.#core.txBatches++;
-    this.#core.txFrames += next - tx.head;
+    const next = (c.n as NativeAddon).writeBatch(c.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
-    if (tx.advance(next)) {
-      if (this.#watchingWrite) {
-        this.#watchingWrite = false;
-        this.#poller?.start(n.READABLE);
-      }
-    } else {
-      if (!this.#watchingWrite) {
-        this.#watchingWrite = true;
-        this.#poller?.start(n.READABLE | n.WRITABLE);
-      }
-    }
+    return next;
   }
 
   /** Frames the kernel refused (EIO while the interface is down, ...): counted, logged at most once a second. */
@@ -329,26 +318,18 @@ export class TapPort implements Port {
     );
   }
 
-  #ready(status: number, events: number): void {
-    const n = this.#n;
-    if (n === undefined || this.#fd < 0) return;
-    if (status < 0) {
-      this.#down(`poll error ${status} (the interface was probably deleted)`);
-      return;
-    }
-    if (events & n.WRITABLE) this.#flush();
-    if (events & n.READABLE) this.#read(n);
-  }
-
-  /** One batch from the TAP into the sink. Hot path: no allocation per frame. */
-  #read(n: NativeAddon): void {
+  /** FdIo.read: one batch from the TAP into the sink. Hot path: no allocation per frame. */
+  #read(): void {
+    const c = this.#core;
     const rx = this.#rx as Buffer;
     const offs = this.#rxOffs;
     const lens = this.#rxLens;
     const h = this.#hdr;
+    const max = this.#ctx.maxFrameLen + h;
     let count: number;
     try {
-      count = n.readBatch(this.#fd, rx, this.#ctx.maxFrameLen + h, offs, lens);
+      // One byte of room beyond the largest frame: a longer frame shows as longer, not cut to fit.
+      count = (c.n as NativeAddon).readBatch(c.fd, rx, max + 1, offs, lens);
     } catch (err) {
       this.#down(`read failed: ${describeError(err)}`);
       return;
@@ -357,14 +338,16 @@ export class TapPort implements Port {
       this.#down('end of file on the TAP fd');
       return;
     }
-    this.#core.rxBatches++;
-    this.#core.rxFrames += count;
+    c.rxBatches++;
+    c.rxFrames += count;
     const sink = this.#ctx.sink;
     try {
       for (let i = 0; i < count; i++) {
         const off = offs[i] as number;
         const len = lens[i] as number;
-        if (h === 0) {
+        if (len > max) {
+          this.#ctx.onMalformed(`TAP read of ${len - h} bytes is longer than the largest frame of ${max - h}`);
+        } else if (h === 0) {
           sink(rx, off, len);
         } else if (len < h) {
           this.#ctx.onMalformed(`TAP read of ${len} bytes is shorter than the ${h}-byte virtio_net_hdr`);
@@ -383,10 +366,9 @@ export class TapPort implements Port {
   }
 
   #down(reason: string): void {
-    if (this.#core.state === 'down' || this.#fd < 0) return;
-    this.#poller?.stop();
+    if (this.#core.state === 'down' || this.#core.fd < 0) return;
     this.#ctx.logger.warn({ ifname: this.#ifname, reason }, 'TAP port down');
-    this.#core.setState('down', reason);
+    this.#core.down(reason);
   }
 
   describe(): Record<string, unknown> {
@@ -409,21 +391,13 @@ export class TapPort implements Port {
       .join(',');
   }
 
-  async close(): Promise<void> {
-    if (this.#fd >= 0) this.#flush();
-    this.#teardown('closed');
+  /** Flushes, then releases the fd (a created TAP disappears with it; an attached persistent one stays). */
+  close(): Promise<void> {
+    return this.#core.close();
   }
 
   async destroy(err?: Error): Promise<void> {
-    this.#teardown(destroyReason(err));
-  }
-
-  /** Releases the fd (a created TAP disappears with it; an attached persistent one stays). */
-  #teardown(reason: string): void {
-    this.#core.teardown(reason, () => {
-      this.#fd = releaseFd(this.#poller, this.#fd);
-      this.#poller = undefined;
-    });
+    await this.#core.teardown(destroyReason(err));
   }
 }
 

@@ -30,7 +30,7 @@ import { mkdirp } from '../../util/fs.js';
 import { createUnixSocketSync, PRIVATE_SOCKET } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
+import type { Port, PortContext, PortFactory, PortState, WriteResult } from '../port.js';
 import {
   createPortSocket,
   portSocketAccess,
@@ -38,6 +38,7 @@ import {
   type SocketAccess,
   type SocketAccessSpec,
 } from '../unix-path.js';
+import { destroyReason, FdPortCore } from './fd-port.js';
 
 /** A VDE port's validated config (see config/schema.ts). */
 export interface VdeSpec {
@@ -84,8 +85,6 @@ export class VdePort implements Port {
   readonly #ctx: PortContext;
   #n: NativeAddon | undefined;
   #server: Server | undefined;
-  #state: PortState = 'closed';
-  #closed = false;
   #createdDir = false;
   readonly #socket: SocketAccessSpec | undefined;
   /** The resolved `socket:` setting, for the control socket and each plug's socket. */
@@ -99,8 +98,8 @@ export class VdePort implements Port {
   readonly #oneLen = new Uint32Array(1);
   /** Egress, sent to every plug once per event-loop turn. */
   readonly #tx: FrameArena;
-  #scheduled: NodeJS.Immediate | undefined;
-  readonly #flushBound = (): void => this.#flush();
+  /** Flush scheduling, hold/release of the plugs' sockets, state, counters and shutdown shared with the other fd ports. */
+  readonly #core: FdPortCore;
   #txDropped = 0;
 
   constructor(spec: VdeSpec, ctx: PortContext) {
@@ -110,10 +109,25 @@ export class VdePort implements Port {
     this.#ctx = ctx;
     this.#rx = Buffer.allocUnsafe(RX_BATCH * MAX_RX);
     this.#tx = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
+    this.#core = new FdPortCore(ctx, this.#tx, {
+      read: () => undefined, // each plug's socket has its own watcher (#readable)
+      send: (tx) => this.#send(tx),
+      pollError: () => undefined,
+    });
   }
 
   get state(): PortState {
-    return this.#state;
+    return this.#core.state;
+  }
+
+  /** Stops reading every plug's socket (FdPortCore.hold): the plugs' datagrams wait there, then drop. */
+  hold(): void {
+    this.#core.hold();
+  }
+
+  /** Reading resumes (FdPortCore.release). */
+  release(): void {
+    this.#core.release();
   }
 
   get queued(): number {
@@ -156,7 +170,7 @@ export class VdePort implements Port {
     await createPortSocket(this.name, ctl, this.#socket, listen, () => void server.close());
     server.on('error', (err) => this.#ctx.logger.warn({ err: describeError(err) }, 'VDE control socket error'));
     this.#server = server;
-    this.#setState('listening', `VDE switch at ${this.#dir}`);
+    this.#core.setState('listening', `VDE switch at ${this.#dir}`);
   }
 
   /** A control connection: one request_v3, then it stays open for the plug's lifetime. */
@@ -229,7 +243,7 @@ export class VdePort implements Port {
     }
     const plug: Plug = { id, ctl: s, fd, path, peer, description, poller: undefined as unknown as Poller };
     plug.poller = new n.Poller(fd, (status) => this.#readable(plug, status));
-    plug.poller.start(n.READABLE);
+    this.#core.addReader(n, plug.poller);
     // The reply: struct sockaddr_un of our socket for this plug.
     const reply = Buffer.alloc(SUN_LEN);
     if (LE) reply.writeUInt16LE(AF_UNIX, 0);
@@ -238,7 +252,7 @@ export class VdePort implements Port {
     s.write(reply);
     this.#plugs.push(plug);
     this.#ctx.logger.info({ plug: id, peer, description }, 'VDE plug connected');
-    if (this.#plugs.length === 1) this.#setState('up', `VDE plug ${description || peer} connected`);
+    if (this.#plugs.length === 1) this.#core.setState('up', `VDE plug ${description || peer} connected`);
     return plug;
   }
 
@@ -257,8 +271,10 @@ export class VdePort implements Port {
         this.#drop(plug, `receive failed: ${describeError(err)}`);
         return;
       }
+      this.#core.rxBatches++;
+      this.#core.rxFrames += count;
       this.#deliver(plug, count);
-      if (count < RX_BATCH || !this.#plugs.includes(plug)) return;
+      if (count < RX_BATCH || this.#core.held || !this.#plugs.includes(plug)) return;
     }
   }
 
@@ -294,35 +310,30 @@ export class VdePort implements Port {
   }
 
   write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.#plugs.length === 0) return WriteResult.DOWN;
-    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    if (this.#scheduled === undefined) this.#scheduled = setImmediate(this.#flushBound);
-    return WriteResult.OK;
+    return this.#core.write(buf, off, len);
   }
 
-  /** Sends the queue to every plug (sendmmsg); what a plug cannot take now is dropped for it. */
-  #flush(): void {
-    this.#scheduled = undefined;
-    const n = this.#n;
-    const tx = this.#tx;
-    // The frames stay in the arena until the next write; the sends below are synchronous.
-    const count = tx.clear();
-    if (n === undefined || count === 0) return;
+  /** FdIo.send: the queue to every plug (sendmmsg); what a plug cannot take now is dropped for it. */
+  #send(tx: FrameArena): number {
+    const n = this.#n as NativeAddon;
+    const count = tx.count;
     for (const p of [...this.#plugs]) {
       try {
-        const sent = n.sendBatch(p.fd, tx.buf, tx.offs, tx.lens, 0, count, null);
-        this.#txDropped += count - sent;
+        const sent = n.sendBatch(p.fd, tx.buf, tx.offs, tx.lens, tx.head, count, null);
+        this.#txDropped += count - tx.head - sent;
       } catch (err) {
-        this.#txDropped += count;
+        this.#txDropped += count - tx.head;
         this.#drop(p, `send failed: ${describeError(err)}`);
       }
     }
+    return count;
   }
 
   #drop(plug: Plug, reason: string): void {
     const i = this.#plugs.indexOf(plug);
     if (i < 0) return;
     this.#plugs.splice(i, 1);
+    this.#core.removeReader(plug.poller);
     plug.poller.close();
     closeSync(plug.fd);
     try {
@@ -332,12 +343,8 @@ export class VdePort implements Port {
     }
     plug.ctl.destroy();
     this.#ctx.logger.info({ plug: plug.id, peer: plug.peer, reason }, 'VDE plug disconnected');
-    if (this.#plugs.length === 0 && !this.#closed) this.#setState('listening', `last VDE plug left: ${reason}`);
-  }
-
-  #setState(state: PortState, reason: string): void {
-    this.#state = state;
-    this.#ctx.onState(state, reason);
+    if (this.#plugs.length === 0 && !this.#core.closed)
+      this.#core.setState('listening', `last VDE plug left: ${reason}`);
   }
 
   describe(): Record<string, unknown> {
@@ -345,27 +352,21 @@ export class VdePort implements Port {
       dir: this.#dir,
       plugs: this.#plugs.map((p) => ({ id: p.id, peer: p.peer, description: p.description })),
       tx_dropped: this.#txDropped,
+      ...this.#core.counters(),
     };
   }
 
-  async close(): Promise<void> {
-    if (this.#scheduled !== undefined) {
-      clearImmediate(this.#scheduled);
-      this.#flush();
-    }
-    await this.#teardown('closed');
+  close(): Promise<void> {
+    return this.#core.close(() => this.#release('closed'));
   }
 
   async destroy(err?: Error): Promise<void> {
-    await this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
+    const reason = destroyReason(err);
+    await this.#core.teardown(reason, () => this.#release(reason));
   }
 
-  async #teardown(reason: string): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
-    this.#tx.clear();
+  /** Drops every plug, then closes the control socket and removes it (and the directory, when vmlink made it). */
+  async #release(reason: string): Promise<void> {
     for (const p of [...this.#plugs]) this.#drop(p, reason);
     const server = this.#server;
     this.#server = undefined;
@@ -376,7 +377,6 @@ export class VdePort implements Port {
       await unlink(join(this.#dir, 'ctl')).catch(() => undefined);
       if (this.#createdDir) await rmdir(this.#dir).catch(() => undefined);
     }
-    if (this.#state !== 'closed') this.#setState('closed', reason);
   }
 }
 
