@@ -22,8 +22,8 @@ import { describeError } from '../../errors.js';
 import { isSyscallError, type NativeAddon, native } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import type { Port, PortContext, PortFactory, PortState, WriteResult } from '../port.js';
-import { destroyReason, FdPortCore } from './fd-port.js';
+import type { PortContext, PortFactory } from '../port.js';
+import { FdPort } from './fd-port-base.js';
 
 /** A host port's validated config (see config/schema.ts). */
 export interface HostSpec {
@@ -41,57 +41,27 @@ const TX_BYTES = 2 << 20;
 /** How often a port whose interface went down looks whether it was deleted, ms. */
 const LINK_CHECK_MS = 500;
 
-export class HostPort implements Port {
+export class HostPort extends FdPort {
   readonly kind = 'host';
-  readonly name: string;
   readonly #ifname: string;
   readonly #ctx: PortContext;
   readonly #slot: number;
   #rx: Buffer | undefined;
   readonly #rxLens: Uint32Array;
-  readonly #tx: FrameArena;
-  /** Poll, flush, hold/release, state, counters and shutdown shared with the other fd ports. */
-  readonly #core: FdPortCore;
   #linkTimer: NodeJS.Timeout | undefined;
 
   constructor(spec: HostSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen)));
     this.#ifname = spec.ifname;
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, 65536) + 7) & ~7;
     this.#rxLens = new Uint32Array(Math.max(4, Math.min(RX_BATCH_MAX, Math.floor(RX_BYTES / this.#slot))));
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, {
-      read: () => this.#read(),
-      // A frame the kernel refuses (too big, device down) throws: the core skips and counts it.
-      send: (tx) =>
-        (this.#core.n as NativeAddon).sendBatch(this.#core.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null),
-      pollError: () => this.#pollError(),
-    });
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
-  }
-
-  /** Stops reading the interface (FdPortCore.hold): frames wait in the socket's receive buffer, then drop there. */
-  hold(): void {
-    this.#core.hold();
-  }
-
-  /** Reading resumes (FdPortCore.release). */
-  release(): void {
-    this.#core.release();
   }
 
   async open(): Promise<void> {
-    if (this.#core.fd >= 0) return;
+    if (this.core.fd >= 0) return;
     const p = `port "${this.name}"`;
-    if (this.#core.closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
+    if (this.core.closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
     const n = native();
     let fd: number;
     try {
@@ -114,23 +84,24 @@ export class HostPort implements Port {
       });
     }
     this.#rx ??= Buffer.allocUnsafe(this.#rxLens.length * this.#slot);
-    this.#core.attach(n, fd);
-    this.#core.setState('up', `bridged to host interface ${this.#ifname}`);
+    this.core.attach(n, fd);
+    this.core.setState('up', `bridged to host interface ${this.#ifname}`);
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    return this.#core.write(buf, off, len);
+  /** FdIo.send: sendmmsg; a frame the kernel refuses (too big, device down) throws: the core skips and counts it. */
+  protected sendBatch(tx: FrameArena): number {
+    return (this.core.n as NativeAddon).sendBatch(this.core.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
   }
 
   /** libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away). */
-  #pollError(): void {
-    this.#read(); // takes the pending error
-    if (this.#core.fd >= 0 && this.#core.state === 'up') this.#core.arm();
+  protected override pollError(): void {
+    this.readBatch(); // takes the pending error
+    if (this.core.fd >= 0 && this.core.state === 'up') this.core.arm();
   }
 
   /** FdIo.read: one recvmmsg batch into the sink. Hot path: nothing allocated per frame. */
-  #read(): void {
-    const c = this.#core;
+  protected readBatch(): void {
+    const c = this.core;
     const rx = this.#rx as Buffer;
     const lens = this.#rxLens;
     const slot = this.#slot;
@@ -161,7 +132,7 @@ export class HostPort implements Port {
    */
   #watchLink(): void {
     if (this.#linkTimer !== undefined) return;
-    const c = this.#core;
+    const c = this.core;
     const rx = c.rxFrames;
     const check = (): void => {
       this.#linkTimer = undefined;
@@ -181,18 +152,14 @@ export class HostPort implements Port {
   describe(): Record<string, unknown> {
     return {
       ifname: this.#ifname,
-      ...this.#core.counters(),
-      tx_errors: this.#core.sendErrors,
-      last_error: this.#core.lastError || undefined,
+      ...this.core.counters(),
+      tx_errors: this.core.sendErrors,
+      last_error: this.core.lastError || undefined,
     };
   }
 
-  close(): Promise<void> {
-    return this.#core.close(() => clearTimeout(this.#linkTimer));
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    await this.#core.teardown(destroyReason(err), () => clearTimeout(this.#linkTimer));
+  protected override freeResources(): void {
+    clearTimeout(this.#linkTimer);
   }
 }
 

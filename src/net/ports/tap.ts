@@ -31,8 +31,8 @@ import { isSyscallError, type NativeAddon, native, type SyscallError } from '../
 import { PortOpenError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
-import { destroyReason, FdPortCore } from './fd-port.js';
+import { type PortContext, type PortFactory, WriteResult } from '../port.js';
+import { FdPort } from './fd-port-base.js';
 
 /** A TAP port's validated config (see config/schema.ts). */
 export interface TapSpec {
@@ -95,9 +95,8 @@ const TX_BYTES = 2 << 20;
 const RX_BYTES_VNET = 4 << 20;
 const TX_BYTES_VNET = 8 << 20;
 
-export class TapPort implements Port {
+export class TapPort extends FdPort {
   readonly kind = 'tap';
-  readonly name: string;
   readonly #spec: TapSpec;
   readonly #ctx: PortContext;
   readonly #hdr: number;
@@ -106,9 +105,6 @@ export class TapPort implements Port {
   #rx: Buffer | undefined;
   readonly #rxOffs = new Uint32Array(RX_BATCH);
   readonly #rxLens = new Uint32Array(RX_BATCH);
-  readonly #tx: FrameArena;
-  /** Poll, flush, hold/release, state, counters and shutdown shared with the other fd ports. */
-  readonly #core: FdPortCore;
   readonly #txErrs = new Int32Array(2);
   /** Offset and length of a frame written directly, and its virtio_net_hdr. */
   readonly #direct = { offs: new Uint32Array(1), lens: new Uint32Array(1) };
@@ -123,24 +119,11 @@ export class TapPort implements Port {
   #lastTxLog = -Infinity;
 
   constructor(spec: TapSpec, ctx: PortContext) {
-    this.name = spec.name;
+    const txBytes = spec.vnet_hdr ? TX_BYTES_VNET : TX_BYTES;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(txBytes, 2 * ctx.maxFrameLen)));
     this.#spec = spec;
     this.#ctx = ctx;
     this.#hdr = spec.vnet_hdr ? VNET_HDR_LEN : 0;
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(this.#hdr ? TX_BYTES_VNET : TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, {
-      read: () => this.#read(),
-      send: (tx) => this.#send(tx),
-      pollError: (status) => this.#down(`poll error ${status} (the interface was probably deleted)`),
-    });
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
   }
 
   /** A vnet_hdr TAP takes large segments and partial checksums (the kernel finishes them). */
@@ -153,19 +136,9 @@ export class TapPort implements Port {
     return this.#ifname;
   }
 
-  /** Stops reading the TAP (FdPortCore.hold): the kernel queues up to txqueuelen frames, then drops. */
-  hold(): void {
-    this.#core.hold();
-  }
-
-  /** Reading resumes (FdPortCore.release). */
-  release(): void {
-    this.#core.release();
-  }
-
   async open(): Promise<void> {
-    if (this.#core.fd >= 0) return;
-    if (this.#core.closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
+    if (this.core.fd >= 0) return;
+    if (this.core.closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
     const { ifname } = this.#spec;
     const n = native();
     if (Buffer.byteLength(ifname) >= n.IFNAMSIZ || ifname === '' || !IFNAME_RE.test(ifname)) {
@@ -194,8 +167,8 @@ export class TapPort implements Port {
     this.#rx ??= Buffer.allocUnsafe(
       Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr + 1)),
     );
-    this.#core.attach(n, fd);
-    this.#core.setState('up', `TAP ${this.#ifname} open`);
+    this.core.attach(n, fd);
+    this.core.setState('up', `TAP ${this.#ifname} open`);
   }
   /** tapOpen with the largest offload set the kernel accepts (none without vnet_hdr); returns the fd. */
   #openTap(n: NativeAddon, ifname: string, attach: boolean): number {
@@ -246,10 +219,10 @@ export class TapPort implements Port {
     return new TapError('ERR_TAP_OPEN', `${p}: cannot open TAP "${ifname}": ${describeError(err)}`, { cause: err });
   }
 
-  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
-    const c = this.#core;
+  override write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
+    const c = this.core;
     if (c.state !== 'up' || c.closing) return WriteResult.DOWN;
-    if (len >= DIRECT_MIN && this.#tx.queued === 0 && !c.waitingWritable && this.#writeDirect(buf, off, len, meta))
+    if (len >= DIRECT_MIN && this.core.tx.queued === 0 && !c.waitingWritable && this.#writeDirect(buf, off, len, meta))
       return WriteResult.OK;
     if (!this.#enqueue(buf, off, len, meta)) {
       // Full within one event-loop turn (e.g. large segments cut into many frames for this TAP): send what is
@@ -269,7 +242,7 @@ export class TapPort implements Port {
    * queued (order). False when the TAP would block: the caller queues it.
    */
   #writeDirect(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
-    const c = this.#core;
+    const c = this.core;
     const h = this.#hdr;
     if (h > 0) writeVnetHdr(meta, this.#directHdr, 0, h);
     const d = this.#direct;
@@ -288,16 +261,20 @@ export class TapPort implements Port {
   /** Copies a frame (after its virtio_net_hdr, with vnet_hdr) into the egress arena; false when it is full. */
   #enqueue(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
     const h = this.#hdr;
-    if (h === 0) return this.#tx.push(buf, off, len);
-    const at = this.#tx.pushAfter(h, buf, off, len);
+    if (h === 0) return this.core.tx.push(buf, off, len);
+    const at = this.core.tx.pushAfter(h, buf, off, len);
     if (at < 0) return false;
-    writeVnetHdr(meta, this.#tx.buf, at, h);
+    writeVnetHdr(meta, this.core.tx.buf, at, h);
     return true;
   }
 
+  protected override pollError(status: number): void {
+    this.#down(`poll error ${status} (the interface was probably deleted)`);
+  }
+
   /** FdIo.send: one writev per queued frame, many per native call; refused frames are counted, not thrown. */
-  #send(tx: FrameArena): number {
-    const c = this.#core;
+  protected sendBatch(tx: FrameArena): number {
+    const c = this.core;
     const errs = this.#txErrs;
     errs[0] = 0;
     const next = (c.n as NativeAddon).writeBatch(c.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
@@ -319,8 +296,8 @@ export class TapPort implements Port {
   }
 
   /** FdIo.read: one batch from the TAP into the sink. Hot path: no allocation per frame. */
-  #read(): void {
-    const c = this.#core;
+  protected readBatch(): void {
+    const c = this.core;
     const rx = this.#rx as Buffer;
     const offs = this.#rxOffs;
     const lens = this.#rxLens;
@@ -366,9 +343,9 @@ export class TapPort implements Port {
   }
 
   #down(reason: string): void {
-    if (this.#core.state === 'down' || this.#core.fd < 0) return;
+    if (this.core.state === 'down' || this.core.fd < 0) return;
     this.#ctx.logger.warn({ ifname: this.#ifname, reason }, 'TAP port down');
-    this.#core.down(reason);
+    this.core.down(reason);
   }
 
   describe(): Record<string, unknown> {
@@ -378,7 +355,7 @@ export class TapPort implements Port {
       vnet_hdr: this.#hdr > 0,
       offloads: this.#offloadNames(),
       mtu: this.#spec.mtu,
-      ...this.#core.counters(),
+      ...this.core.counters(),
       tx_errors: this.#txErrors,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
@@ -389,15 +366,6 @@ export class TapPort implements Port {
     return OFFLOAD_NAMES.filter(([bit]) => this.#offload & bit)
       .map(([, name]) => name)
       .join(',');
-  }
-
-  /** Flushes, then releases the fd (a created TAP disappears with it; an attached persistent one stays). */
-  close(): Promise<void> {
-    return this.#core.close();
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    await this.#core.teardown(destroyReason(err));
   }
 }
 

@@ -21,9 +21,9 @@ import { isSyscallError, type NativeAddon, native } from '../../native/index.js'
 import { type Address, formatAddress } from '../../util/address.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import type { Port, PortContext, PortState, WriteResult } from '../port.js';
+import type { PortContext } from '../port.js';
 import { DatagramReader } from './datagram-batch.js';
-import { destroyReason, FdPortCore } from './fd-port.js';
+import { FdPort } from './fd-port-base.js';
 
 type UdpAddress = Extract<Address, { type: 'udp' }>;
 
@@ -47,71 +47,26 @@ const SOCK_BUF = 4 << 20;
 
 let sharedRx: Buffer | undefined;
 
-export class UdpDgramPort implements Port {
-  readonly name: string;
+export class UdpDgramPort extends FdPort {
   readonly kind = 'dgram';
   readonly #spec: UdpDgramSpec;
-  readonly #ctx: PortContext;
   #opened = false;
   /** The remote as a raw sockaddr (sendBatch dest, recvBatchFrom peer). */
   #remote: Buffer | undefined;
   #local = '';
   readonly #reader: DatagramReader;
-  readonly #tx: FrameArena;
-  /** Poll, flush, hold/release, state, counters and shutdown shared with the other fd ports. */
-  readonly #core: FdPortCore;
 
   constructor(spec: UdpDgramSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen)));
     this.#spec = spec;
-    this.#ctx = ctx;
     const slot = (Math.min(ctx.maxFrameLen, RX_BYTES / RX_BATCH) + 7) & ~7;
     const strangerReason = `datagram from an address other than the port's remote ${formatAddress(spec.remote)}`;
     this.#reader = new DatagramReader(ctx, slot, RX_BATCH, strangerReason);
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, {
-      read: () => this.#read(),
-      // UDP never waits for the peer: EAGAIN only when our own send buffer is full. An error of the first datagram
-      // (an ICMP error reported late, EMSGSIZE, ...) throws: the core skips and counts it.
-      send: (tx) =>
-        (this.#core.n as NativeAddon).sendBatch(
-          this.#core.fd,
-          tx.buf,
-          tx.offs,
-          tx.lens,
-          tx.head,
-          tx.count,
-          this.#remote as Buffer,
-        ),
-      pollError: (status) => {
-        // A pending socket error (an ICMP error for an earlier datagram); the next calls take it.
-        this.#core.lastError = `poll error ${status}`;
-        this.#read();
-      },
-    });
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
-  }
-
-  /** Stops reading the socket (FdPortCore.hold): datagrams wait in its receive buffer, then drop there. */
-  hold(): void {
-    this.#core.hold();
-  }
-
-  /** Reading resumes (FdPortCore.release). */
-  release(): void {
-    this.#core.release();
   }
 
   async open(): Promise<void> {
     const where = formatAddress(this.#spec.local);
-    if (this.#opened || this.#core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
+    if (this.#opened || this.core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
     this.#opened = true;
     try {
       await this.#bind(where);
@@ -141,7 +96,7 @@ export class UdpDgramPort implements Port {
         : describeError(err);
       throw new PortAddressError(this.name, where, why, { cause: err });
     }
-    if (this.#core.closed) {
+    if (this.core.closed) {
       closeSync(fd);
       return;
     }
@@ -153,8 +108,8 @@ export class UdpDgramPort implements Port {
     this.#remote = remote;
     this.#local = formatAddress({ type: 'udp', host: localHost, port });
     sharedRx ??= Buffer.allocUnsafe(RX_BYTES);
-    this.#core.attach(n, fd);
-    this.#core.setState('up', `bound ${this.#local}, sending to ${remoteWhere}`);
+    this.core.attach(n, fd);
+    this.core.setState('up', `bound ${this.#local}, sending to ${remoteWhere}`);
   }
 
   async #resolve(host: string, family: 0 | 4 | 6, where: string): Promise<string> {
@@ -166,18 +121,29 @@ export class UdpDgramPort implements Port {
     }
   }
 
-  /** FdIo.read: one batch from the socket into the sink. Hot path: nothing allocated per frame. */
-  #read(): void {
-    try {
-      this.#reader.read(this.#core, sharedRx as Buffer, this.#remote as Buffer);
-    } catch (err) {
-      // ECONNREFUSED and the like: an ICMP error about a datagram we sent; nothing to read.
-      this.#core.lastError = describeError(err);
-    }
+  /**
+   * FdIo.send: sendmmsg to the remote. UDP never waits for the peer: EAGAIN only when our own send buffer is full.
+   * An error of the first datagram (an ICMP error reported late, EMSGSIZE, ...) throws: the core skips and counts it.
+   */
+  protected sendBatch(tx: FrameArena): number {
+    const c = this.core;
+    return (c.n as NativeAddon).sendBatch(c.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, this.#remote as Buffer);
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    return this.#core.write(buf, off, len);
+  /** A pending socket error (an ICMP error for an earlier datagram); the next calls take it. */
+  protected override pollError(status: number): void {
+    this.core.lastError = `poll error ${status}`;
+    this.readBatch();
+  }
+
+  /** FdIo.read: one batch from the socket into the sink. Hot path: nothing allocated per frame. */
+  protected readBatch(): void {
+    try {
+      this.#reader.read(this.core, sharedRx as Buffer, this.#remote as Buffer);
+    } catch (err) {
+      // ECONNREFUSED and the like: an ICMP error about a datagram we sent; nothing to read.
+      this.core.lastError = describeError(err);
+    }
   }
 
   describe(): Record<string, unknown> {
@@ -186,18 +152,9 @@ export class UdpDgramPort implements Port {
       remote: formatAddress(this.#spec.remote),
       queued: this.queued,
       strangers: this.#reader.strangers,
-      send_errors: this.#core.sendErrors,
-      ...this.#core.counters(),
-      last_error: this.#core.lastError || undefined,
+      send_errors: this.core.sendErrors,
+      ...this.core.counters(),
+      last_error: this.core.lastError || undefined,
     };
-  }
-
-  /** Sends what is queued (a grace period for the rest), then releases the socket. */
-  close(): Promise<void> {
-    return this.#core.close();
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    await this.#core.teardown(destroyReason(err));
   }
 }

@@ -31,10 +31,11 @@ import type { Address } from '../../util/address.js';
 import type { Probe } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import type { Port, PortContext, PortState, WriteResult } from '../port.js';
+import type { PortContext } from '../port.js';
 import { createPortSocket, prepareUnixPath, type SocketAccessSpec } from '../unix-path.js';
 import { DatagramReader } from './datagram-batch.js';
-import { destroyReason, FdPortCore, SEND_DROP_ALL } from './fd-port.js';
+import { SEND_DROP_ALL } from './fd-port.js';
+import { FdPort } from './fd-port-base.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;
 
@@ -75,8 +76,7 @@ function probeDatagram(n: NativeAddon, path: string): Probe {
   }
 }
 
-export class UnixDgramPort implements Port {
-  readonly name: string;
+export class UnixDgramPort extends FdPort {
   readonly kind = 'dgram';
   readonly #local: string;
   readonly #remote: string;
@@ -85,14 +85,11 @@ export class UnixDgramPort implements Port {
   #opened = false;
   #connected = false;
   readonly #reader: DatagramReader;
-  readonly #tx: FrameArena;
-  /** Poll, flush, hold/release, state, counters and shutdown shared with the other fd ports. */
-  readonly #core: FdPortCore;
   /** Frames dropped because no peer had `remote` bound. */
   #noPeer = 0;
 
   constructor(spec: UnixDgramSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen)));
     this.#local = spec.local.path;
     this.#remote = spec.remote.path;
     this.#socket = spec.socket;
@@ -100,43 +97,11 @@ export class UnixDgramPort implements Port {
     const slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
     const strangerReason = `datagram from a socket other than the port's remote unix:${spec.remote.path}`;
     this.#reader = new DatagramReader(ctx, slot, RX_BATCH, strangerReason);
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, {
-      read: () => this.#read(),
-      send: (tx) => this.#send(tx),
-      pollError: (status, onTxFd) => {
-        if (onTxFd) {
-          // The connected peer went away under us; the flush finds out and re-connects.
-          this.#connected = false;
-          this.#core.flush();
-        } else {
-          this.#ctx.logger.warn({ status }, 'poll error on the unix datagram socket');
-        }
-      },
-    });
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
-  }
-
-  /** Stops reading the bound socket (FdPortCore.hold): the peer's sends wait for room (EAGAIN, POLLOUT). */
-  hold(): void {
-    this.#core.hold();
-  }
-
-  /** Reading resumes (FdPortCore.release). */
-  release(): void {
-    this.#core.release();
   }
 
   async open(): Promise<void> {
     const where = `unix:${this.#local}`;
-    if (this.#opened || this.#core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
+    if (this.#opened || this.core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
     const n = native();
     await prepareUnixPath(this.name, this.#local, (path) => Promise.resolve(probeDatagram(n, path)));
     let rx = -1;
@@ -160,35 +125,41 @@ export class UnixDgramPort implements Port {
     }
     this.#opened = true;
     sharedRx ??= Buffer.allocUnsafe(RX_BYTES);
-    this.#core.attach(n, rx, tx);
+    this.core.attach(n, rx, tx);
     this.#connect(n);
-    this.#core.setState('up', `bound ${where}, sending to unix:${this.#remote}`);
+    this.core.setState('up', `bound ${where}, sending to unix:${this.#remote}`);
   }
 
   /** Connects the send socket to `remote`; false when nobody is bound there now. */
   #connect(n: NativeAddon): boolean {
     try {
-      n.connect(this.#core.txFd, this.#remote);
+      n.connect(this.core.txFd, this.#remote);
       this.#connected = true;
     } catch (err) {
       this.#connected = false;
-      this.#core.lastError = describeError(err);
+      this.core.lastError = describeError(err);
     }
     return this.#connected;
   }
 
-  /** FdIo.read: one batch from the bound socket into the sink. Hot path: nothing allocated per frame. */
-  #read(): void {
-    try {
-      this.#reader.read(this.#core, sharedRx as Buffer, this.#remote);
-    } catch (err) {
-      this.#core.lastError = describeError(err);
-      this.#ctx.logger.warn({ err: this.#core.lastError }, 'receive failed on the unix datagram socket');
+  protected override pollError(status: number, onTxFd: boolean): void {
+    if (onTxFd) {
+      // The connected peer went away under us; the flush finds out and re-connects.
+      this.#connected = false;
+      this.core.flush();
+    } else {
+      this.#ctx.logger.warn({ status }, 'poll error on the unix datagram socket');
     }
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    return this.#core.write(buf, off, len);
+  /** FdIo.read: one batch from the bound socket into the sink. Hot path: nothing allocated per frame. */
+  protected readBatch(): void {
+    try {
+      this.#reader.read(this.core, sharedRx as Buffer, this.#remote);
+    } catch (err) {
+      this.core.lastError = describeError(err);
+      this.#ctx.logger.warn({ err: this.core.lastError }, 'receive failed on the unix datagram socket');
+    }
   }
 
   /**
@@ -196,8 +167,8 @@ export class UnixDgramPort implements Port {
    * now stays queued (EAGAIN, then POLLOUT). With no peer bound at `remote`,
    * everything queued is dropped and counted (`no_peer`).
    */
-  #send(tx: FrameArena): number {
-    const c = this.#core;
+  protected sendBatch(tx: FrameArena): number {
+    const c = this.core;
     const n = c.n as NativeAddon;
     if (!this.#connected && !this.#connect(n)) return this.#noPeerDrop(tx);
     try {
@@ -231,23 +202,15 @@ export class UnixDgramPort implements Port {
       peer: this.#connected ? 'connected' : 'absent',
       queued: this.queued,
       strangers: this.#reader.strangers,
-      send_errors: this.#core.sendErrors,
+      send_errors: this.core.sendErrors,
       no_peer: this.#noPeer,
-      ...this.#core.counters(),
-      last_error: this.#core.lastError || undefined,
+      ...this.core.counters(),
+      last_error: this.core.lastError || undefined,
     };
   }
 
-  /** Sends what is queued (a slow peer gets a grace period), then releases both sockets and the socket file. */
-  close(): Promise<void> {
-    return this.#core.close(() => this.#unlink());
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    await this.#core.teardown(destroyReason(err), () => this.#unlink());
-  }
-
-  #unlink(): void {
+  /** Removes the bound socket file (the core closes both sockets). */
+  protected override freeResources(): void {
     if (!this.#opened) return;
     try {
       unlinkSync(this.#local);

@@ -30,7 +30,7 @@ import { mkdirp } from '../../util/fs.js';
 import { createUnixSocketSync, PRIVATE_SOCKET } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import type { Port, PortContext, PortFactory, PortState, WriteResult } from '../port.js';
+import type { PortContext, PortFactory } from '../port.js';
 import {
   createPortSocket,
   portSocketAccess,
@@ -38,7 +38,7 @@ import {
   type SocketAccess,
   type SocketAccessSpec,
 } from '../unix-path.js';
-import { destroyReason, FdPortCore } from './fd-port.js';
+import { FdPort } from './fd-port-base.js';
 
 /** A VDE port's validated config (see config/schema.ts). */
 export interface VdeSpec {
@@ -78,9 +78,8 @@ interface Plug {
   description: string;
 }
 
-export class VdePort implements Port {
+export class VdePort extends FdPort {
   readonly kind = 'vde';
-  readonly name: string;
   readonly #dir: string;
   readonly #ctx: PortContext;
   #n: NativeAddon | undefined;
@@ -96,42 +95,14 @@ export class VdePort implements Port {
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #oneOff = new Uint32Array(1);
   readonly #oneLen = new Uint32Array(1);
-  /** Egress, sent to every plug once per event-loop turn. */
-  readonly #tx: FrameArena;
-  /** Flush scheduling, hold/release of the plugs' sockets, state, counters and shutdown shared with the other fd ports. */
-  readonly #core: FdPortCore;
   #txDropped = 0;
 
   constructor(spec: VdeSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen)));
     this.#dir = spec.dir;
     this.#socket = spec.socket;
     this.#ctx = ctx;
     this.#rx = Buffer.allocUnsafe(RX_BATCH * MAX_RX);
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, {
-      read: () => undefined, // each plug's socket has its own watcher (#readable)
-      send: (tx) => this.#send(tx),
-      pollError: () => undefined,
-    });
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  /** Stops reading every plug's socket (FdPortCore.hold): the plugs' datagrams wait there, then drop. */
-  hold(): void {
-    this.#core.hold();
-  }
-
-  /** Reading resumes (FdPortCore.release). */
-  release(): void {
-    this.#core.release();
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
   }
 
   async open(): Promise<void> {
@@ -170,7 +141,7 @@ export class VdePort implements Port {
     await createPortSocket(this.name, ctl, this.#socket, listen, () => void server.close());
     server.on('error', (err) => this.#ctx.logger.warn({ err: describeError(err) }, 'VDE control socket error'));
     this.#server = server;
-    this.#core.setState('listening', `VDE switch at ${this.#dir}`);
+    this.core.setState('listening', `VDE switch at ${this.#dir}`);
   }
 
   /** A control connection: one request_v3, then it stays open for the plug's lifetime. */
@@ -243,7 +214,7 @@ export class VdePort implements Port {
     }
     const plug: Plug = { id, ctl: s, fd, path, peer, description, poller: undefined as unknown as Poller };
     plug.poller = new n.Poller(fd, (status) => this.#readable(plug, status));
-    this.#core.addReader(n, plug.poller);
+    this.core.addReader(n, plug.poller);
     // The reply: struct sockaddr_un of our socket for this plug.
     const reply = Buffer.alloc(SUN_LEN);
     if (LE) reply.writeUInt16LE(AF_UNIX, 0);
@@ -252,7 +223,7 @@ export class VdePort implements Port {
     s.write(reply);
     this.#plugs.push(plug);
     this.#ctx.logger.info({ plug: id, peer, description }, 'VDE plug connected');
-    if (this.#plugs.length === 1) this.#core.setState('up', `VDE plug ${description || peer} connected`);
+    if (this.#plugs.length === 1) this.core.setState('up', `VDE plug ${description || peer} connected`);
     return plug;
   }
 
@@ -271,10 +242,10 @@ export class VdePort implements Port {
         this.#drop(plug, `receive failed: ${describeError(err)}`);
         return;
       }
-      this.#core.rxBatches++;
-      this.#core.rxFrames += count;
+      this.core.rxBatches++;
+      this.core.rxFrames += count;
       this.#deliver(plug, count);
-      if (count < RX_BATCH || this.#core.held || !this.#plugs.includes(plug)) return;
+      if (count < RX_BATCH || this.core.held || !this.#plugs.includes(plug)) return;
     }
   }
 
@@ -309,12 +280,11 @@ export class VdePort implements Port {
     }
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    return this.#core.write(buf, off, len);
-  }
+  /** FdIo.read: each plug's socket has its own watcher (#readable). */
+  protected readBatch(): void {}
 
   /** FdIo.send: the queue to every plug (sendmmsg); what a plug cannot take now is dropped for it. */
-  #send(tx: FrameArena): number {
+  protected sendBatch(tx: FrameArena): number {
     const n = this.#n as NativeAddon;
     const count = tx.count;
     for (const p of [...this.#plugs]) {
@@ -333,7 +303,7 @@ export class VdePort implements Port {
     const i = this.#plugs.indexOf(plug);
     if (i < 0) return;
     this.#plugs.splice(i, 1);
-    this.#core.removeReader(plug.poller);
+    this.core.removeReader(plug.poller);
     plug.poller.close();
     closeSync(plug.fd);
     try {
@@ -343,8 +313,7 @@ export class VdePort implements Port {
     }
     plug.ctl.destroy();
     this.#ctx.logger.info({ plug: plug.id, peer: plug.peer, reason }, 'VDE plug disconnected');
-    if (this.#plugs.length === 0 && !this.#core.closed)
-      this.#core.setState('listening', `last VDE plug left: ${reason}`);
+    if (this.#plugs.length === 0 && !this.core.closed) this.core.setState('listening', `last VDE plug left: ${reason}`);
   }
 
   describe(): Record<string, unknown> {
@@ -352,22 +321,13 @@ export class VdePort implements Port {
       dir: this.#dir,
       plugs: this.#plugs.map((p) => ({ id: p.id, peer: p.peer, description: p.description })),
       tx_dropped: this.#txDropped,
-      ...this.#core.counters(),
+      ...this.core.counters(),
     };
   }
 
-  close(): Promise<void> {
-    return this.#core.close(() => this.#release('closed'));
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    const reason = destroyReason(err);
-    await this.#core.teardown(reason, () => this.#release(reason));
-  }
-
   /** Drops every plug, then closes the control socket and removes it (and the directory, when vmlink made it). */
-  async #release(reason: string): Promise<void> {
-    for (const p of [...this.#plugs]) this.#drop(p, reason);
+  protected override async freeResources(): Promise<void> {
+    for (const p of [...this.#plugs]) this.#drop(p, 'closed');
     const server = this.#server;
     this.#server = undefined;
     if (server) {
