@@ -95,7 +95,7 @@ export class HostPort extends FdPort {
 
   /** libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away). */
   protected override pollError(): void {
-    this.readBatch(); // takes the pending error
+    if (!this.core.held) this.readBatch(); // takes the pending error (held: the next read does)
     if (this.core.fd >= 0 && this.core.state === 'up') this.core.arm();
   }
 

@@ -133,7 +133,7 @@ export class UdpDgramPort extends FdPort {
   /** A pending socket error (an ICMP error for an earlier datagram); the next calls take it. */
   protected override pollError(status: number): void {
     this.core.lastError = `poll error ${status}`;
-    this.readBatch();
+    if (!this.core.held) this.readBatch();
   }
 
   /** FdIo.read: one batch from the socket into the sink. Hot path: nothing allocated per frame. */
