@@ -1,18 +1,9 @@
-/**
- * Stand-ins for QEMU on the far side of a vmlink port, over real sockets:
- * a stream peer (QEMU `-netdev stream`/`socket`: 4-byte length framing) and a
- * datagram peer (QEMU `-netdev dgram`), plus one harness per port kind and
- * mode for the shared compliance suite.
- */
-import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { closeSync } from 'node:fs';
 import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type PortConfig, portSchema } from '../../src/config/schema.js';
-import { native, type Poller } from '../../src/native/index.js';
 import type { Port } from '../../src/net/port.js';
 import { Deframer } from '../../src/net/ports/deframer.js';
 import { type Address, parseAddress } from '../../src/util/address.js';
@@ -35,7 +26,8 @@ export interface Peer {
   close(): Promise<void>;
 }
 
-class FrameQueue {
+/** Frames received, handed out in order by next(). */
+export class FrameQueue {
   readonly #frames: Buffer[] = [];
   readonly #waiters: ((b: Buffer) => void)[] = [];
   push(b: Buffer): void {
@@ -89,46 +81,6 @@ export class StreamPeer implements Peer {
   }
 }
 
-export class DgramPeer implements Peer {
-  readonly #q = new FrameQueue();
-  readonly closed: Promise<void>;
-  #paused = false;
-  readonly #held: Buffer[] = [];
-  constructor(
-    readonly sock: UdpSocket,
-    readonly to: { host: string; port: number },
-  ) {
-    sock.on('message', (m: Buffer) => {
-      if (this.#paused) this.#held.push(m);
-      else this.#q.push(m);
-    });
-    this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
-  }
-  send(frame: Buffer): void {
-    this.sock.send(frame, this.to.port, this.to.host);
-  }
-  raw(bytes: Buffer): void {
-    this.send(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
-  }
-  pause(): void {
-    this.#paused = true;
-  }
-  resume(): void {
-    this.#paused = false;
-    for (const m of this.#held.splice(0)) this.#q.push(m);
-  }
-  async close(): Promise<void> {
-    this.sock.close();
-    await this.closed;
-  }
-}
-
 /** One port's far end, made before the port (connect mode needs the server first). */
 export interface Endpoint {
   /** The validated port spec to build the port from. */
@@ -147,14 +99,24 @@ export interface Endpoint {
 
 export interface Harness {
   label: string;
-  /** How the port reaches its peer. */
-  mode: 'listen' | 'connect' | 'dgram' | 'vhost-user';
+  /**
+   * How the port reaches its peer: it listens, dials, exchanges datagrams,
+   * serves a vhost-user front-end, is a kernel device (up from open(), the
+   * peer is what is behind the device), or serves vde_plug processes.
+   */
+  mode: 'listen' | 'connect' | 'dgram' | 'vhost-user' | 'device' | 'plug';
+  /** The port pauses reading with hold() and resumes with release() (the fd ports). */
+  holdable?: boolean;
+  /** Set when frames flushed by close() may not reach the peer: why (inherent to the kind). */
+  closeDropsInFlight?: string;
+  /** Set when a peer that stops reading never makes the port queue fill: why (inherent to the kind). */
+  noBackpressure?: string;
   make(name: string, network: string, extra?: Record<string, unknown>): Promise<Endpoint>;
 }
 
-const LOOPBACK = '127.0.0.1';
+export const LOOPBACK = '127.0.0.1';
 
-function localOf(port: Port): { host: string; port: number; path?: string } {
+export function localOf(port: Port): { host: string; port: number; path?: string } {
   const text = String(port.describe()['local'] ?? '');
   const a = parseAddress(text, ['tcp', 'udp', 'unix']);
   if (typeof a === 'string') throw new Error(`port ${port.name}: no local address in describe(): ${a}`);
@@ -250,158 +212,6 @@ export function connectHarness(kind: 'stream' | 'socket', transport: 'unix' | 't
           await stop();
           await rm(dir, { recursive: true, force: true });
         },
-      };
-    },
-  };
-}
-
-/** vmlink binds `local` and sends to `remote`; the peer is a UDP socket (QEMU `-netdev dgram`). */
-export function dgramHarness(): Harness {
-  return {
-    label: 'dgram udp',
-    mode: 'dgram',
-    async make(name, network, extra = {}) {
-      let sock = createSocket('udp4');
-      sock.bind(0, LOOPBACK);
-      await once(sock, 'listening');
-      const peerPort = sock.address().port;
-      const spec = portSchema.parse({
-        name,
-        kind: 'dgram',
-        network,
-        local: `udp:${LOOPBACK}:0`,
-        remote: `udp:${LOOPBACK}:${peerPort}`,
-        ...extra,
-      });
-      let used = false;
-      return {
-        spec,
-        async attach(port) {
-          if (used) {
-            // A restarted peer: a new socket on the same address.
-            sock = createSocket('udp4');
-            sock.bind(peerPort, LOOPBACK);
-            await once(sock, 'listening');
-          }
-          used = true;
-          return new DgramPeer(sock, localOf(port));
-        },
-        async cleanup() {
-          try {
-            sock.close();
-          } catch {
-            // already closed by the test
-          }
-        },
-      };
-    },
-  };
-}
-
-/**
- * QEMU's side of a unix `-netdev dgram`: a datagram socket bound at `path`
- * sending to `to` (through the native addon, as Node has no unix datagram
- * sockets). pause() stops reading from the socket, so the port sees the
- * kernel's backpressure (the receive queue fills).
- */
-export class UnixDgramPeer implements Peer {
-  readonly #q = new FrameQueue();
-  readonly closed: Promise<void>;
-  readonly #fd: number;
-  readonly #poller: Poller;
-  readonly #rx = Buffer.alloc(16 * 65536);
-  readonly #lens = new Uint32Array(16);
-  #close: (() => void) | undefined;
-  #open = true;
-  constructor(
-    path: string,
-    readonly to: string,
-  ) {
-    const n = native();
-    this.#fd = n.socket(n.SOCK_DGRAM);
-    n.bind(this.#fd, path);
-    this.#poller = new n.Poller(this.#fd, () => {
-      const got = n.recvBatch(this.#fd, this.#rx, 65536, this.#lens, null);
-      for (let i = 0; i < got; i++) {
-        const o = i * 65536;
-        this.#q.push(Buffer.from(this.#rx.subarray(o, o + (this.#lens[i] as number))));
-      }
-    });
-    this.#poller.start(n.READABLE);
-    this.closed = new Promise((resolve) => (this.#close = resolve));
-  }
-  /**
-   * Sends in order; what the port's full receive queue refuses (EAGAIN) waits
-   * and is retried on the next loop turn, as QEMU retries on POLLOUT (an
-   * unconnected unix datagram sender gets no wake-up when the peer reads).
-   */
-  send(frame: Buffer): void {
-    this.#out.push(frame);
-    if (this.#out.length === 1) this.#pump();
-  }
-  readonly #out: Buffer[] = [];
-  readonly #pump = (): void => {
-    const n = native();
-    while (this.#open && this.#out.length > 0) {
-      const f = this.#out[0] as Buffer;
-      if (n.sendBatch(this.#fd, f, new Uint32Array([0]), new Uint32Array([f.length]), 0, 1, this.to) === 0) {
-        setImmediate(this.#pump);
-        return;
-      }
-      this.#out.shift();
-    }
-  };
-  raw(bytes: Buffer): void {
-    this.send(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
-  }
-  pause(): void {
-    this.#poller.stop();
-  }
-  resume(): void {
-    this.#poller.start(native().READABLE);
-  }
-  async close(): Promise<void> {
-    if (this.#open) {
-      this.#open = false;
-      this.#poller.close();
-      closeSync(this.#fd);
-      this.#close?.();
-    }
-    await this.closed;
-  }
-}
-
-/** vmlink binds a unix datagram socket and sends to the peer's (QEMU `-netdev dgram,local.type=unix`). */
-export function unixDgramHarness(): Harness {
-  return {
-    label: 'dgram unix',
-    mode: 'dgram',
-    async make(name, network, extra = {}) {
-      const dir = await mkdtemp(join(tmpdir(), 'vmlink-udg-'));
-      const peerPath = join(dir, `${name}.qemu`);
-      const local = join(dir, 'sub', `${name}.sock`);
-      const spec = portSchema.parse({
-        name,
-        kind: 'dgram',
-        network,
-        local: `unix:${local}`,
-        remote: `unix:${peerPath}`,
-        ...extra,
-      });
-      return {
-        spec,
-        async attach() {
-          // A (re)started peer binds its path afresh, as QEMU does (it unlinks a leftover file first).
-          await unlink(peerPath).catch(() => {});
-          return new UnixDgramPeer(peerPath, local);
-        },
-        cleanup: () => rm(dir, { recursive: true, force: true }),
       };
     },
   };

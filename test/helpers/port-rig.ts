@@ -108,11 +108,11 @@ export class Rig {
     });
   }
 
-  /** A peer on the port; for connection kinds, waits until the port reported this connection 'up'. */
+  /** A peer on the port; for connection kinds (and VDE plugs), waits until the port reported this connection 'up'. */
   async connect(h: PortHandle): Promise<Peer> {
     const peer = await h.ep.attach(h.port);
     this.#peers.push(peer);
-    if (this.#h.mode !== 'dgram') {
+    if (this.#h.mode !== 'dgram' && this.#h.mode !== 'device') {
       h.taken++;
       while (h.ups < h.taken) await new Promise((r) => h.events.once('state', r));
     }

@@ -1,9 +1,10 @@
 /**
- * What the batched datagram ports (udp-dgram.ts, unix-dgram.ts) share: handing
- * a recvmmsg batch to the switch, and waiting for the egress queue to drain
- * before a graceful close.
+ * What the batched datagram ports (udp-dgram.ts, unix-dgram.ts) share: one
+ * recvmmsg batch from their peer handed to the switch.
  */
+import type { NativeAddon } from '../../native/index.js';
 import type { PortContext } from '../port.js';
+import type { FdPortCore } from './fd-port.js';
 
 /** Offset, length pairs of the datagrams of one batch for `sinkBatch` (grown to the largest batch seen). */
 let frames = new Uint32Array(2 * 64);
@@ -16,7 +17,7 @@ let frames = new Uint32Array(2 * 64);
  * the largest frame or its slot is reported as oversized. Returns how many
  * strangers the batch had. Hot path: nothing allocated per frame.
  */
-export function deliverBatch(
+function deliverBatch(
   ctx: PortContext,
   rx: Buffer,
   slot: number,
@@ -51,17 +52,40 @@ export function deliverBatch(
 }
 
 /**
- * Resolves when the port calls the callback given to `setDrained` (its queue
- * is empty) or after `graceMs`, whichever comes first; the callback is
- * cleared again before this resolves.
+ * The receive side of a datagram port that serves one peer (udp-dgram.ts,
+ * unix-dgram.ts): one recvmmsg batch from an unconnected socket, the
+ * sender of each datagram compared in C, the batch to the switch through
+ * {@link deliverBatch}. Strangers are counted in {@link strangers}.
  */
-export async function drainWithin(graceMs: number, setDrained: (fn: (() => void) | undefined) => void): Promise<void> {
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, graceMs);
-    setDrained(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-  setDrained(undefined);
+export class DatagramReader {
+  /** Datagrams from senders other than the peer, dropped. */
+  strangers = 0;
+  readonly #ctx: PortContext;
+  readonly #slot: number;
+  readonly #lens: Uint32Array;
+  readonly #from: Uint8Array;
+  readonly #reason: string;
+
+  /**
+   * @param slot receive slot in bytes: the largest frame, 8-byte aligned (a longer datagram is truncated, then dropped)
+   * @param batch datagrams per call at most
+   * @param strangerReason what a datagram from another sender is reported as (built once, not per datagram)
+   */
+  constructor(ctx: PortContext, slot: number, batch: number, strangerReason: string) {
+    this.#ctx = ctx;
+    this.#slot = slot;
+    this.#lens = new Uint32Array(batch);
+    this.#from = new Uint8Array(batch);
+    this.#reason = strangerReason;
+  }
+
+  /** One batch from `core.fd` (from `peer`) in `rx` to the sink. Throws what recvmmsg throws. Hot path. */
+  read(core: FdPortCore, rx: Buffer, peer: string | Buffer): void {
+    const lens = this.#lens;
+    const from = this.#from;
+    const count = (core.n as NativeAddon).recvBatchFrom(core.fd, rx, this.#slot, lens, peer, from);
+    core.rxBatches++;
+    core.rxFrames += count;
+    this.strangers += deliverBatch(this.#ctx, rx, this.#slot, lens, from, count, this.#reason);
+  }
 }

@@ -19,11 +19,11 @@
  * mtu); VLAN tags the NIC strips (rx-vlan-offload) do not reach vmlink.
  */
 import { describeError } from '../../errors.js';
-import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import { isSyscallError, type NativeAddon, native } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
-import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
+import type { PortContext, PortFactory } from '../port.js';
+import { FdPort } from './fd-port-base.js';
 
 /** A host port's validated config (see config/schema.ts). */
 export interface HostSpec {
@@ -41,47 +41,27 @@ const TX_BYTES = 2 << 20;
 /** How often a port whose interface went down looks whether it was deleted, ms. */
 const LINK_CHECK_MS = 500;
 
-export class HostPort implements Port {
+export class HostPort extends FdPort {
   readonly kind = 'host';
-  readonly name: string;
   readonly #ifname: string;
   readonly #ctx: PortContext;
   readonly #slot: number;
-  #n: NativeAddon | undefined;
-  #fd = -1;
-  #poller: Poller | undefined;
   #rx: Buffer | undefined;
   readonly #rxLens: Uint32Array;
-  readonly #tx: FrameArena;
-  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
-  readonly #core: FdPortCore;
-  #watchingWrite = false;
-  readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
-  #txErrors = 0;
   #linkTimer: NodeJS.Timeout | undefined;
 
   constructor(spec: HostSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen)));
     this.#ifname = spec.ifname;
     this.#ctx = ctx;
     this.#slot = (Math.min(ctx.maxFrameLen, 65536) + 7) & ~7;
     this.#rxLens = new Uint32Array(Math.max(4, Math.min(RX_BATCH_MAX, Math.floor(RX_BYTES / this.#slot))));
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
   }
 
   async open(): Promise<void> {
-    if (this.#fd >= 0) return;
+    if (this.core.fd >= 0) return;
     const p = `port "${this.name}"`;
-    if (this.#core.closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
+    if (this.core.closed) throw new HostPortError('ERR_HOST_PORT_CLOSED', `${p} was closed; create a new port`);
     const n = native();
     let fd: number;
     try {
@@ -103,80 +83,39 @@ export class HostPort implements Port {
         cause: err,
       });
     }
-    this.#n = n;
-    this.#fd = fd;
     this.#rx ??= Buffer.allocUnsafe(this.#rxLens.length * this.#slot);
-    this.#poller = new n.Poller(fd, this.#onPoll);
-    this.#poller.start(n.READABLE);
-    this.#core.setState('up', `bridged to host interface ${this.#ifname}`);
+    this.core.attach(n, fd);
+    this.core.setState('up', `bridged to host interface ${this.#ifname}`);
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.#fd < 0) return WriteResult.DOWN;
-    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    const c = this.#core;
-    if (c.scheduled === undefined && !this.#watchingWrite) c.scheduled = setImmediate(c.flushBound);
-    return WriteResult.OK;
+  /** FdIo.send: sendmmsg; a frame the kernel refuses (too big, device down) throws: the core skips and counts it. */
+  protected sendBatch(tx: FrameArena): number {
+    return (this.core.n as NativeAddon).sendBatch(this.core.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
   }
 
-  /** sendmmsg of the queue; a frame the kernel refuses (too big, device down) is skipped and counted. */
-  #flush(): void {
-    this.#core.scheduled = undefined;
-    const n = this.#n;
-    if (n === undefined || this.#fd < 0) return;
-    const tx = this.#tx;
-    let done = tx.queued === 0;
-    while (!done) {
-      let next: number;
-      try {
-        next = n.sendBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
-      } catch (err) {
-        this.#txErrors++;
-        this.#core.lastError = describeError(err);
-        done = tx.advance(tx.head + 1);
-        continue;
-      }
-      this.#core.txBatches++;
-      this.#core.txFrames += next - tx.head;
-      if (next === tx.head) break; // EAGAIN
-      done = tx.advance(next);
-    }
-    if (done === this.#watchingWrite) {
-      this.#watchingWrite = !done;
-      this.#poller?.start(done ? n.READABLE : n.READABLE | n.WRITABLE);
-    }
+  /** libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away). */
+  protected override pollError(): void {
+    if (!this.core.held) this.readBatch(); // takes the pending error (held: the next read does)
+    if (this.core.fd >= 0 && this.core.state === 'up') this.core.arm();
   }
 
-  #ready(status: number, events: number): void {
-    const n = this.#n;
-    if (n === undefined || this.#fd < 0) return;
-    if (status < 0) {
-      // libuv stops the watcher on POLLERR: the socket has ENETDOWN pending (the interface went down or away).
-      this.#read(n); // takes the pending error
-      if (this.#fd >= 0 && this.#core.state === 'up')
-        this.#poller?.start(this.#watchingWrite ? n.READABLE | n.WRITABLE : n.READABLE);
-      return;
-    }
-    if (events & n.WRITABLE) this.#flush();
-    if (events & n.READABLE) this.#read(n);
-  }
-
-  /** One recvmmsg batch into the sink. Hot path: nothing allocated per frame. */
-  #read(n: NativeAddon): void {
+  /** FdIo.read: one recvmmsg batch into the sink. Hot path: nothing allocated per frame. */
+  protected readBatch(): void {
+    const c = this.core;
     const rx = this.#rx as Buffer;
     const lens = this.#rxLens;
     const slot = this.#slot;
     let count: number;
     try {
-      count = n.recvBatch(this.#fd, rx, slot, lens, null);
+      count = (c.n as NativeAddon).recvBatch(c.fd, rx, slot, lens, null);
     } catch (err) {
       // ENETDOWN: the interface went down (the port stays) or was deleted (the port is down for good).
-      this.#core.lastError = describeError(err);
+      c.lastError = describeError(err);
       this.#watchLink();
       return;
     }
-    this.#core.rxBatches++;
-    this.#core.rxFrames += count;
+    c.rxBatches++;
+    c.rxFrames += count;
     const sink = this.#ctx.sink;
     for (let i = 0; i < count; i++) {
       const len = lens[i] as number;
@@ -193,14 +132,14 @@ export class HostPort implements Port {
    */
   #watchLink(): void {
     if (this.#linkTimer !== undefined) return;
-    const rx = this.#core.rxFrames;
+    const c = this.core;
+    const rx = c.rxFrames;
     const check = (): void => {
       this.#linkTimer = undefined;
-      const n = this.#n;
-      if (n === undefined || this.#fd < 0 || this.#core.rxFrames !== rx) return;
+      const n = c.n;
+      if (n === undefined || c.fd < 0 || c.rxFrames !== rx) return;
       if (n.ifIndex(this.#ifname) === 0) {
-        this.#poller?.stop();
-        this.#core.setState('down', `host interface ${this.#ifname} was deleted`);
+        c.down(`host interface ${this.#ifname} was deleted`);
         return;
       }
       this.#linkTimer = setTimeout(check, LINK_CHECK_MS);
@@ -213,27 +152,14 @@ export class HostPort implements Port {
   describe(): Record<string, unknown> {
     return {
       ifname: this.#ifname,
-      ...this.#core.counters(),
-      tx_errors: this.#txErrors,
-      last_error: this.#core.lastError || undefined,
+      ...this.core.counters(),
+      tx_errors: this.core.sendErrors,
+      last_error: this.core.lastError || undefined,
     };
   }
 
-  async close(): Promise<void> {
-    if (this.#fd >= 0) this.#flush();
-    this.#teardown('closed');
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    this.#teardown(destroyReason(err));
-  }
-
-  #teardown(reason: string): void {
-    this.#core.teardown(reason, () => {
-      clearTimeout(this.#linkTimer);
-      this.#fd = releaseFd(this.#poller, this.#fd);
-      this.#poller = undefined;
-    });
+  protected override freeResources(): void {
+    clearTimeout(this.#linkTimer);
   }
 }
 

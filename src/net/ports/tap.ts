@@ -27,12 +27,12 @@
  */
 import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
-import { isSyscallError, type NativeAddon, native, type Poller, type SyscallError } from '../../native/index.js';
+import { isSyscallError, type NativeAddon, native, type SyscallError } from '../../native/index.js';
 import { PortOpenError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
-import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
+import { type PortContext, type PortFactory, WriteResult } from '../port.js';
+import { FdPort } from './fd-port-base.js';
 
 /** A TAP port's validated config (see config/schema.ts). */
 export interface TapSpec {
@@ -95,23 +95,16 @@ const TX_BYTES = 2 << 20;
 const RX_BYTES_VNET = 4 << 20;
 const TX_BYTES_VNET = 8 << 20;
 
-export class TapPort implements Port {
+export class TapPort extends FdPort {
   readonly kind = 'tap';
-  readonly name: string;
   readonly #spec: TapSpec;
   readonly #ctx: PortContext;
   readonly #hdr: number;
-  #n: NativeAddon | undefined;
-  #fd = -1;
   #ifname = '';
-  #poller: Poller | undefined;
   // receive
   #rx: Buffer | undefined;
   readonly #rxOffs = new Uint32Array(RX_BATCH);
   readonly #rxLens = new Uint32Array(RX_BATCH);
-  readonly #tx: FrameArena;
-  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
-  readonly #core: FdPortCore;
   readonly #txErrs = new Int32Array(2);
   /** Offset and length of a frame written directly, and its virtio_net_hdr. */
   readonly #direct = { offs: new Uint32Array(1), lens: new Uint32Array(1) };
@@ -120,36 +113,17 @@ export class TapPort implements Port {
   #offload = 0;
   /** Metadata of the frame being handed to the sink (reused). */
   readonly #meta = new OffloadMeta();
-  #watchingWrite = false;
-  /** Backpressure: the switch holds this port (its frames went to full ports); the TAP is not read. */
-  #held = false;
-  #holds = 0;
-  /** Frames [#rxNext, #rxCount) of the last read wait in #rx for the release (not read over: reading stops while held). */
-  #rxNext = 0;
-  #rxCount = 0;
-  #resuming: NodeJS.Immediate | undefined;
-  readonly #resumeBound = (): void => this.#resume();
-  readonly #onPoll = (status: number, events: number): void => this.#ready(status, events);
   // counters for describe()
   #txErrors = 0;
   #lastTxErrno = 0;
   #lastTxLog = -Infinity;
 
   constructor(spec: TapSpec, ctx: PortContext) {
-    this.name = spec.name;
+    const txBytes = spec.vnet_hdr ? TX_BYTES_VNET : TX_BYTES;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(txBytes, 2 * ctx.maxFrameLen)));
     this.#spec = spec;
     this.#ctx = ctx;
     this.#hdr = spec.vnet_hdr ? VNET_HDR_LEN : 0;
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(this.#hdr ? TX_BYTES_VNET : TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
   }
 
   /** A vnet_hdr TAP takes large segments and partial checksums (the kernel finishes them). */
@@ -163,8 +137,8 @@ export class TapPort implements Port {
   }
 
   async open(): Promise<void> {
-    if (this.#fd >= 0) return;
-    if (this.#core.closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
+    if (this.core.fd >= 0) return;
+    if (this.core.closed) throw new TapError('ERR_TAP_CLOSED', `port "${this.name}" was closed; create a new port`);
     const { ifname } = this.#spec;
     const n = native();
     if (Buffer.byteLength(ifname) >= n.IFNAMSIZ || ifname === '' || !IFNAME_RE.test(ifname)) {
@@ -178,11 +152,7 @@ export class TapPort implements Port {
     try {
       if (this.#spec.mtu !== undefined) n.ifSetMtu(this.#ifname, this.#spec.mtu);
       if (this.#spec.up !== false) n.ifSetUp(this.#ifname, true);
-      this.#poller = new n.Poller(fd, this.#onPoll);
-      this.#poller.start(n.READABLE);
     } catch (err) {
-      this.#poller?.close();
-      this.#poller = undefined;
       closeSync(fd);
       const what =
         isSyscallError(err) && err.syscall === 'ioctl SIOCSIFMTU' ? `set MTU ${this.#spec.mtu} on` : 'set up';
@@ -194,14 +164,12 @@ export class TapPort implements Port {
         },
       );
     }
-    this.#n = n;
-    this.#fd = fd;
     this.#rx ??= Buffer.allocUnsafe(
-      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr)),
+      Math.max(this.#hdr ? RX_BYTES_VNET : RX_BYTES, 4 * (this.#ctx.maxFrameLen + this.#hdr + 1)),
     );
-    this.#core.setState('up', `TAP ${this.#ifname} open`);
+    this.core.attach(n, fd);
+    this.core.setState('up', `TAP ${this.#ifname} open`);
   }
-
   /** tapOpen with the largest offload set the kernel accepts (none without vnet_hdr); returns the fd. */
   #openTap(n: NativeAddon, ifname: string, attach: boolean): number {
     const tries: readonly number[] = this.#hdr === 0 ? [-1] : this.#spec.offloads === false ? [0] : OFFLOAD_TRIES;
@@ -251,20 +219,20 @@ export class TapPort implements Port {
     return new TapError('ERR_TAP_OPEN', `${p}: cannot open TAP "${ifname}": ${describeError(err)}`, { cause: err });
   }
 
-  write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
-    if (this.#fd < 0) return WriteResult.DOWN;
-    if (len >= DIRECT_MIN && this.#tx.queued === 0 && !this.#watchingWrite && this.#writeDirect(buf, off, len, meta))
+  override write(buf: Buffer, off: number, len: number, meta?: OffloadMeta): WriteResult {
+    const c = this.core;
+    if (c.state !== 'up' || c.closing) return WriteResult.DOWN;
+    if (len >= DIRECT_MIN && this.core.tx.queued === 0 && !c.waitingWritable && this.#writeDirect(buf, off, len, meta))
       return WriteResult.OK;
     if (!this.#enqueue(buf, off, len, meta)) {
       // Full within one event-loop turn (e.g. large segments cut into many frames for this TAP): send what is
       // queued now rather than drop, unless the TAP itself pushes back (EAGAIN: waiting for POLLOUT).
-      if (this.#watchingWrite) return WriteResult.QUEUE_FULL;
-      this.#core.cancelFlush();
-      this.#flush();
+      if (c.waitingWritable) return WriteResult.QUEUE_FULL;
+      c.cancelFlush();
+      c.flush();
       if (!this.#enqueue(buf, off, len, meta)) return WriteResult.QUEUE_FULL;
     }
-    const c = this.#core;
-    if (c.scheduled === undefined && !this.#watchingWrite) c.scheduled = setImmediate(c.flushBound);
+    c.schedule();
     return WriteResult.OK;
   }
 
@@ -274,7 +242,7 @@ export class TapPort implements Port {
    * queued (order). False when the TAP would block: the caller queues it.
    */
   #writeDirect(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
-    const n = this.#n as NativeAddon;
+    const c = this.core;
     const h = this.#hdr;
     if (h > 0) writeVnetHdr(meta, this.#directHdr, 0, h);
     const d = this.#direct;
@@ -282,9 +250,10 @@ export class TapPort implements Port {
     d.lens[0] = len;
     const errs = this.#txErrs;
     errs[0] = 0;
-    if (n.writeBatch(this.#fd, buf, d.offs, d.lens, 0, 1, h > 0 ? this.#directHdr : null, errs) === 0) return false;
-    this.#core.txBatches++;
-    this.#core.txFrames++;
+    const hdr = h > 0 ? this.#directHdr : null;
+    if ((c.n as NativeAddon).writeBatch(c.fd, buf, d.offs, d.lens, 0, 1, hdr, errs) === 0) return false;
+    c.txBatches++;
+    c.txFrames++;
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
     return true;
   }
@@ -292,30 +261,25 @@ export class TapPort implements Port {
   /** Copies a frame (after its virtio_net_hdr, with vnet_hdr) into the egress arena; false when it is full. */
   #enqueue(buf: Buffer, off: number, len: number, meta: OffloadMeta | undefined): boolean {
     const h = this.#hdr;
-    if (h === 0) return this.#tx.push(buf, off, len);
-    const at = this.#tx.pushAfter(h, buf, off, len);
+    if (h === 0) return this.core.tx.push(buf, off, len);
+    const at = this.core.tx.pushAfter(h, buf, off, len);
     if (at < 0) return false;
-    writeVnetHdr(meta, this.#tx.buf, at, h);
+    writeVnetHdr(meta, this.core.tx.buf, at, h);
     return true;
   }
 
-  /** Writes the queued frames; on EAGAIN keeps the rest and waits for the fd to become writable. */
-  #flush(): void {
-    this.#core.scheduled = undefined;
-    const n = this.#n;
-    const tx = this.#tx;
-    if (this.#fd < 0 || n === undefined || tx.queued === 0) return;
+  protected override pollError(status: number): void {
+    this.#down(`poll error ${status} (the interface was probably deleted)`);
+  }
+
+  /** FdIo.send: one writev per queued frame, many per native call; refused frames are counted, not thrown. */
+  protected sendBatch(tx: FrameArena): number {
+    const c = this.core;
     const errs = this.#txErrs;
     errs[0] = 0;
-    const next = n.writeBatch(this.#fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
-    this.#core.txBatches++;
-    this.#core.txFrames += next - tx.head;
+    const next = (c.n as NativeAddon).writeBatch(c.fd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null, errs);
     if (errs[0]) this.#txFailed(errs[0], errs[1] as number);
-    const waiting = !tx.advance(next);
-    if (waiting !== this.#watchingWrite) {
-      this.#watchingWrite = waiting;
-      this.#watch(n);
-    }
+    return next;
   }
 
   /** Frames the kernel refused (EIO while the interface is down, ...): counted, logged at most once a second. */
@@ -331,63 +295,18 @@ export class TapPort implements Port {
     );
   }
 
-  /**
-   * Backpressure (Port.hold): stops reading the TAP; frames wait in its
-   * kernel queue (txqueuelen), where the kernel drops beyond it. The rest of
-   * the read being handed on waits in the read buffer. (pause reading /
-   * resume reading: the only fd-port-specific part is which events the
-   * poller watches.)
-   */
-  hold(): void {
-    if (this.#held) return;
-    this.#held = true;
-    this.#holds++;
-    if (this.#n !== undefined) this.#watch(this.#n);
-  }
-
-  /** Backpressure (Port.release): hands on the rest of the held read, then reads the TAP again (next turn: not inside the receiver's call). */
-  release(): void {
-    if (!this.#held) return;
-    this.#held = false;
-    this.#resuming ??= setImmediate(this.#resumeBound);
-  }
-
-  #resume(): void {
-    this.#resuming = undefined;
-    const n = this.#n;
-    if (this.#held || n === undefined || this.#fd < 0) return;
-    if (this.#rxNext < this.#rxCount) this.#deliver(this.#rxNext, this.#rxCount);
-    if (!this.#held) this.#watch(n);
-  }
-
-  /** Watches the fd for reading unless held, and for writing while frames wait for room. */
-  #watch(n: NativeAddon): void {
-    if (this.#fd < 0 || this.#core.state === 'down') return;
-    const events = (this.#held ? 0 : n.READABLE) | (this.#watchingWrite ? n.WRITABLE : 0);
-    if (events === 0) this.#poller?.stop();
-    else this.#poller?.start(events);
-  }
-
-  #ready(status: number, events: number): void {
-    const n = this.#n;
-    if (n === undefined || this.#fd < 0) return;
-    if (status < 0) {
-      this.#down(`poll error ${status} (the interface was probably deleted)`);
-      return;
-    }
-    if (events & n.WRITABLE) this.#flush();
-    if (events & n.READABLE && !this.#held && this.#rxNext >= this.#rxCount) this.#read(n);
-  }
-
-  /** One batch from the TAP into the sink. Hot path: no allocation per frame. */
-  #read(n: NativeAddon): void {
+  /** FdIo.read: one batch from the TAP into the sink. Hot path: no allocation per frame. */
+  protected readBatch(): void {
+    const c = this.core;
     const rx = this.#rx as Buffer;
     const offs = this.#rxOffs;
     const lens = this.#rxLens;
     const h = this.#hdr;
+    const max = this.#ctx.maxFrameLen + h;
     let count: number;
     try {
-      count = n.readBatch(this.#fd, rx, this.#ctx.maxFrameLen + h, offs, lens);
+      // One byte of room beyond the largest frame: a longer frame shows as longer, not cut to fit.
+      count = (c.n as NativeAddon).readBatch(c.fd, rx, max + 1, offs, lens);
     } catch (err) {
       this.#down(`read failed: ${describeError(err)}`);
       return;
@@ -396,28 +315,16 @@ export class TapPort implements Port {
       this.#down('end of file on the TAP fd');
       return;
     }
-    this.#core.rxBatches++;
-    this.#core.rxFrames += count;
-    this.#deliver(0, count);
-  }
-
-  /** Hands frames [from, count) of the last read to the sink; stops when the switch holds the port (the rest waits, see release). */
-  #deliver(from: number, count: number): void {
-    const rx = this.#rx as Buffer;
-    const offs = this.#rxOffs;
-    const lens = this.#rxLens;
-    const h = this.#hdr;
+    c.rxBatches++;
+    c.rxFrames += count;
     const sink = this.#ctx.sink;
-    this.#rxCount = count;
     try {
-      for (let i = from; i < count; i++) {
-        if (this.#held) {
-          this.#rxNext = i;
-          return;
-        }
+      for (let i = 0; i < count; i++) {
         const off = offs[i] as number;
         const len = lens[i] as number;
-        if (h === 0) {
+        if (len > max) {
+          this.#ctx.onMalformed(`TAP read of ${len - h} bytes is longer than the largest frame of ${max - h}`);
+        } else if (h === 0) {
           sink(rx, off, len);
         } else if (len < h) {
           this.#ctx.onMalformed(`TAP read of ${len} bytes is shorter than the ${h}-byte virtio_net_hdr`);
@@ -433,14 +340,12 @@ export class TapPort implements Port {
       // The sink never throws by contract; if it does, keep the port alive and say so.
       this.#ctx.logger.error({ err: describeError(err) }, 'frame sink threw; frames of this batch were lost');
     }
-    this.#rxNext = count;
   }
 
   #down(reason: string): void {
-    if (this.#core.state === 'down' || this.#fd < 0) return;
-    this.#poller?.stop();
+    if (this.core.state === 'down' || this.core.fd < 0) return;
     this.#ctx.logger.warn({ ifname: this.#ifname, reason }, 'TAP port down');
-    this.#core.setState('down', reason);
+    this.core.down(reason);
   }
 
   describe(): Record<string, unknown> {
@@ -450,11 +355,8 @@ export class TapPort implements Port {
       vnet_hdr: this.#hdr > 0,
       offloads: this.#offloadNames(),
       mtu: this.#spec.mtu,
-      ...this.#core.counters(),
+      ...this.core.counters(),
       tx_errors: this.#txErrors,
-      /** Times reading was held because every frame went to full ports, and whether it is now. */
-      read_holds: this.#holds,
-      read_held: this.#held,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
   }
@@ -464,23 +366,6 @@ export class TapPort implements Port {
     return OFFLOAD_NAMES.filter(([bit]) => this.#offload & bit)
       .map(([, name]) => name)
       .join(',');
-  }
-
-  async close(): Promise<void> {
-    if (this.#fd >= 0) this.#flush();
-    this.#teardown('closed');
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    this.#teardown(destroyReason(err));
-  }
-
-  /** Releases the fd (a created TAP disappears with it; an attached persistent one stays). */
-  #teardown(reason: string): void {
-    this.#core.teardown(reason, () => {
-      this.#fd = releaseFd(this.#poller, this.#fd);
-      this.#poller = undefined;
-    });
   }
 }
 

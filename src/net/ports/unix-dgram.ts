@@ -26,15 +26,16 @@
  */
 import { closeSync, unlinkSync } from 'node:fs';
 import { describeError } from '../../errors.js';
-import { isSyscallError, type NativeAddon, native, type Poller } from '../../native/index.js';
+import { isSyscallError, type NativeAddon, native } from '../../native/index.js';
 import type { Address } from '../../util/address.js';
 import type { Probe } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import { type Port, type PortContext, type PortState, WriteResult } from '../port.js';
+import type { PortContext } from '../port.js';
 import { createPortSocket, prepareUnixPath, type SocketAccessSpec } from '../unix-path.js';
-import { deliverBatch, drainWithin } from './datagram-batch.js';
-import { destroyReason, FdPortCore, releaseFd } from './fd-port.js';
+import { DatagramReader } from './datagram-batch.js';
+import { SEND_DROP_ALL } from './fd-port.js';
+import { FdPort } from './fd-port-base.js';
 
 type UnixAddress = Extract<Address, { type: 'unix' }>;
 
@@ -55,7 +56,6 @@ const RX_BATCH = 64;
 const RX_BYTES = 2 << 20;
 /** Egress arena (frames queued and not yet taken by the peer). */
 const TX_BYTES = 1 << 20;
-const CLOSE_GRACE_MS = 2000;
 
 let sharedRx: Buffer | undefined;
 
@@ -76,65 +76,32 @@ function probeDatagram(n: NativeAddon, path: string): Probe {
   }
 }
 
-export class UnixDgramPort implements Port {
-  readonly name: string;
+export class UnixDgramPort extends FdPort {
   readonly kind = 'dgram';
   readonly #local: string;
   readonly #remote: string;
   readonly #socket: SocketAccessSpec | undefined;
   readonly #ctx: PortContext;
-  /** Receive slot: the largest frame rounded up to 8 bytes (a longer datagram is truncated, then dropped). */
-  readonly #slot: number;
-  #n: NativeAddon | undefined;
   #opened = false;
-  #rxFd = -1;
-  #txFd = -1;
-  #rxPoller: Poller | undefined;
-  #txPoller: Poller | undefined;
   #connected = false;
-  readonly #rxLens = new Uint32Array(RX_BATCH);
-  readonly #rxStrangers = new Uint8Array(RX_BATCH);
-  readonly #tx: FrameArena;
-  /** State, flush scheduling, batch counters and teardown order shared with the other fd ports. */
-  readonly #core: FdPortCore;
-  #waitingWritable = false;
-  #drained: (() => void) | undefined;
-  readonly #setDrained = (fn: (() => void) | undefined): void => {
-    this.#drained = fn;
-  };
-  /** What a datagram from another sender is reported as (built once, not per datagram). */
-  readonly #strangerReason: string;
-  #closing: Promise<void> | undefined;
-  readonly #onRx = (status: number): void => this.#read(status);
-  readonly #onTx = (status: number): void => this.#writable(status);
-  // counters for describe()
-  #strangers = 0;
-  #sendErrors = 0;
+  readonly #reader: DatagramReader;
+  /** Frames dropped because no peer had `remote` bound. */
   #noPeer = 0;
 
   constructor(spec: UnixDgramSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen)));
     this.#local = spec.local.path;
     this.#remote = spec.remote.path;
     this.#socket = spec.socket;
     this.#ctx = ctx;
-    this.#slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
-    this.#strangerReason = `datagram from a socket other than the port's remote unix:${spec.remote.path}`;
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(TX_BYTES, 2 * ctx.maxFrameLen));
-    this.#core = new FdPortCore(ctx, this.#tx, () => this.#flush());
-  }
-
-  get state(): PortState {
-    return this.#core.state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
+    const slot = (Math.min(ctx.maxFrameLen, RX_BYTES / 4) + 7) & ~7;
+    const strangerReason = `datagram from a socket other than the port's remote unix:${spec.remote.path}`;
+    this.#reader = new DatagramReader(ctx, slot, RX_BATCH, strangerReason);
   }
 
   async open(): Promise<void> {
     const where = `unix:${this.#local}`;
-    if (this.#opened || this.#core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
+    if (this.#opened || this.core.closed) throw new PortAddressError(this.name, where, 'the port was already opened');
     const n = native();
     await prepareUnixPath(this.name, this.#local, (path) => Promise.resolve(probeDatagram(n, path)));
     let rx = -1;
@@ -157,129 +124,75 @@ export class UnixDgramPort implements Port {
       throw new PortAddressError(this.name, where, why, { cause: err });
     }
     this.#opened = true;
-    this.#n = n;
-    this.#rxFd = rx;
-    this.#txFd = tx;
     sharedRx ??= Buffer.allocUnsafe(RX_BYTES);
-    this.#rxPoller = new n.Poller(rx, this.#onRx);
-    this.#rxPoller.start(n.READABLE);
-    this.#txPoller = new n.Poller(tx, this.#onTx);
+    this.core.attach(n, rx, tx);
     this.#connect(n);
-    this.#core.setState('up', `bound ${where}, sending to unix:${this.#remote}`);
+    this.core.setState('up', `bound ${where}, sending to unix:${this.#remote}`);
   }
 
   /** Connects the send socket to `remote`; false when nobody is bound there now. */
   #connect(n: NativeAddon): boolean {
     try {
-      n.connect(this.#txFd, this.#remote);
+      n.connect(this.core.txFd, this.#remote);
       this.#connected = true;
     } catch (err) {
       this.#connected = false;
-      this.#core.lastError = describeError(err);
+      this.core.lastError = describeError(err);
     }
     return this.#connected;
   }
 
-  /** One batch from the bound socket into the sink. Hot path: nothing allocated per frame. */
-  #read(status: number): void {
-    const n = this.#n;
-    if (n === undefined || this.#rxFd < 0) return;
-    if (status < 0) {
-      this.#ctx.logger.warn({ status }, 'poll error on the unix datagram socket');
-      return;
-    }
-    const rx = sharedRx as Buffer;
-    const slot = this.#slot;
-    const lens = this.#rxLens;
-    const strangers = this.#rxStrangers;
-    let count: number;
-    try {
-      count = n.recvBatchFrom(this.#rxFd, rx, slot, lens, this.#remote, strangers);
-    } catch (err) {
-      this.#core.lastError = describeError(err);
-      this.#ctx.logger.warn({ err: this.#core.lastError }, 'receive failed on the unix datagram socket');
-      return;
-    }
-    this.#core.rxBatches++;
-    this.#core.rxFrames += count;
-    this.#strangers += deliverBatch(this.#ctx, rx, slot, lens, strangers, count, this.#strangerReason);
-  }
-
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.#core.state !== 'up' || this.#closing) return WriteResult.DOWN;
-    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    const c = this.#core;
-    if (c.scheduled === undefined && !this.#waitingWritable) c.scheduled = setImmediate(c.flushBound);
-    return WriteResult.OK;
-  }
-
-  /** Sends the queue with sendmmsg; keeps what the peer cannot take now and waits for POLLOUT. */
-  #flush(): void {
-    this.#core.scheduled = undefined;
-    const n = this.#n;
-    const tx = this.#tx;
-    if (n === undefined || this.#txFd < 0 || tx.queued === 0) return;
-    if (!this.#connected && !this.#connect(n)) {
-      this.#dropQueue();
-      return;
-    }
-    let reconnected = false;
-    let done = false;
-    while (!done) {
-      let next: number;
-      try {
-        next = n.sendBatch(this.#txFd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
-      } catch (err) {
-        // The peer's socket died (QEMU restarted): the kernel disconnected us; dial the path again once.
-        if (isSyscallError(err, 'ECONNREFUSED') || isSyscallError(err, 'ENOTCONN')) {
-          this.#connected = false;
-          if (!reconnected && this.#connect(n)) {
-            reconnected = true;
-            continue;
-          }
-          this.#core.lastError = describeError(err);
-          this.#dropQueue();
-          return;
-        }
-        // Any other error belongs to the first datagram: skip it and go on.
-        this.#sendErrors++;
-        this.#core.lastError = describeError(err);
-        done = tx.advance(tx.head + 1);
-        continue;
-      }
-      this.#core.txBatches++;
-      this.#core.txFrames += next - tx.head;
-      if (next === tx.head) break; // EAGAIN: the peer's queue is full
-      done = tx.advance(next);
-    }
-    if (done) {
-      this.#watchWritable(false);
-      this.#drained?.();
-    } else {
-      this.#watchWritable(true);
-    }
-  }
-
-  #watchWritable(on: boolean): void {
-    if (on === this.#waitingWritable) return;
-    this.#waitingWritable = on;
-    const n = this.#n as NativeAddon;
-    if (on) this.#txPoller?.start(n.WRITABLE);
-    else this.#txPoller?.stop();
-  }
-
-  #writable(status: number): void {
-    if (status < 0) {
-      // The connected peer went away under us; the next flush finds out and re-connects.
+  protected override pollError(status: number, onTxFd: boolean): void {
+    if (onTxFd) {
+      // The connected peer went away under us; the flush finds out and re-connects.
       this.#connected = false;
+      this.core.flush();
+    } else {
+      this.#ctx.logger.warn({ status }, 'poll error on the unix datagram socket');
     }
-    this.#flush();
   }
 
-  #dropQueue(): void {
-    this.#noPeer += this.#tx.clear();
-    this.#watchWritable(false);
-    this.#drained?.();
+  /** FdIo.read: one batch from the bound socket into the sink. Hot path: nothing allocated per frame. */
+  protected readBatch(): void {
+    try {
+      this.#reader.read(this.core, sharedRx as Buffer, this.#remote);
+    } catch (err) {
+      this.core.lastError = describeError(err);
+      this.#ctx.logger.warn({ err: this.core.lastError }, 'receive failed on the unix datagram socket');
+    }
+  }
+
+  /**
+   * FdIo.send: sendmmsg on the connected socket; what the peer cannot take
+   * now stays queued (EAGAIN, then POLLOUT). With no peer bound at `remote`,
+   * everything queued is dropped and counted (`no_peer`).
+   */
+  protected sendBatch(tx: FrameArena): number {
+    const c = this.core;
+    const n = c.n as NativeAddon;
+    if (!this.#connected && !this.#connect(n)) return this.#noPeerDrop(tx);
+    try {
+      return n.sendBatch(c.txFd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
+    } catch (err) {
+      // Any other error belongs to the first datagram: the core skips it.
+      if (!isSyscallError(err, 'ECONNREFUSED') && !isSyscallError(err, 'ENOTCONN')) throw err;
+    }
+    // The peer's socket died (QEMU restarted): the kernel disconnected us; dial the path again once.
+    this.#connected = false;
+    if (!this.#connect(n)) return this.#noPeerDrop(tx);
+    try {
+      return n.sendBatch(c.txFd, tx.buf, tx.offs, tx.lens, tx.head, tx.count, null);
+    } catch (err) {
+      if (!isSyscallError(err, 'ECONNREFUSED') && !isSyscallError(err, 'ENOTCONN')) throw err;
+      this.#connected = false;
+      c.lastError = describeError(err);
+      return this.#noPeerDrop(tx);
+    }
+  }
+
+  #noPeerDrop(tx: FrameArena): number {
+    this.#noPeer += tx.queued;
+    return SEND_DROP_ALL;
   }
 
   describe(): Record<string, unknown> {
@@ -288,47 +201,21 @@ export class UnixDgramPort implements Port {
       remote: `unix:${this.#remote}`,
       peer: this.#connected ? 'connected' : 'absent',
       queued: this.queued,
-      strangers: this.#strangers,
-      send_errors: this.#sendErrors,
+      strangers: this.#reader.strangers,
+      send_errors: this.core.sendErrors,
       no_peer: this.#noPeer,
-      ...this.#core.counters(),
-      last_error: this.#core.lastError || undefined,
+      ...this.core.counters(),
+      last_error: this.core.lastError || undefined,
     };
   }
 
-  close(): Promise<void> {
-    this.#closing ??= this.#shutdown();
-    return this.#closing;
-  }
-
-  async #shutdown(): Promise<void> {
-    if (!this.#core.closed && this.#txFd >= 0) {
-      this.#core.cancelFlush();
-      this.#flush();
-      // A slow peer gets a grace period to take the rest.
-      if (this.queued > 0) await drainWithin(CLOSE_GRACE_MS, this.#setDrained);
+  /** Removes the bound socket file (the core closes both sockets). */
+  protected override freeResources(): void {
+    if (!this.#opened) return;
+    try {
+      unlinkSync(this.#local);
+    } catch {
+      // already gone
     }
-    this.#teardown('closed');
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    this.#teardown(destroyReason(err));
-  }
-
-  /** Releases both sockets and removes the bound socket file. Idempotent. */
-  #teardown(reason: string): void {
-    this.#core.teardown(reason, () => {
-      this.#drained?.();
-      if (this.#rxFd >= 0) {
-        try {
-          unlinkSync(this.#local);
-        } catch {
-          // already gone
-        }
-      }
-      this.#rxFd = releaseFd(this.#rxPoller, this.#rxFd);
-      this.#txFd = releaseFd(this.#txPoller, this.#txFd);
-      this.#rxPoller = this.#txPoller = undefined;
-    });
   }
 }

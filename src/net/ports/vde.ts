@@ -30,7 +30,7 @@ import { mkdirp } from '../../util/fs.js';
 import { createUnixSocketSync, PRIVATE_SOCKET } from '../../util/unix-socket.js';
 import { PortAddressError } from '../errors.js';
 import { FrameArena } from '../frame-arena.js';
-import { type Port, type PortContext, type PortFactory, type PortState, WriteResult } from '../port.js';
+import type { PortContext, PortFactory } from '../port.js';
 import {
   createPortSocket,
   portSocketAccess,
@@ -38,6 +38,7 @@ import {
   type SocketAccess,
   type SocketAccessSpec,
 } from '../unix-path.js';
+import { FdPort } from './fd-port-base.js';
 
 /** A VDE port's validated config (see config/schema.ts). */
 export interface VdeSpec {
@@ -77,15 +78,12 @@ interface Plug {
   description: string;
 }
 
-export class VdePort implements Port {
+export class VdePort extends FdPort {
   readonly kind = 'vde';
-  readonly name: string;
   readonly #dir: string;
   readonly #ctx: PortContext;
   #n: NativeAddon | undefined;
   #server: Server | undefined;
-  #state: PortState = 'closed';
-  #closed = false;
   #createdDir = false;
   readonly #socket: SocketAccessSpec | undefined;
   /** The resolved `socket:` setting, for the control socket and each plug's socket. */
@@ -97,27 +95,14 @@ export class VdePort implements Port {
   readonly #rxLens = new Uint32Array(RX_BATCH);
   readonly #oneOff = new Uint32Array(1);
   readonly #oneLen = new Uint32Array(1);
-  /** Egress, sent to every plug once per event-loop turn. */
-  readonly #tx: FrameArena;
-  #scheduled: NodeJS.Immediate | undefined;
-  readonly #flushBound = (): void => this.#flush();
   #txDropped = 0;
 
   constructor(spec: VdeSpec, ctx: PortContext) {
-    this.name = spec.name;
+    super(spec.name, ctx, new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen)));
     this.#dir = spec.dir;
     this.#socket = spec.socket;
     this.#ctx = ctx;
     this.#rx = Buffer.allocUnsafe(RX_BATCH * MAX_RX);
-    this.#tx = new FrameArena(ctx.queueLen, Math.max(1 << 20, 2 * ctx.maxFrameLen));
-  }
-
-  get state(): PortState {
-    return this.#state;
-  }
-
-  get queued(): number {
-    return this.#tx.queued;
   }
 
   async open(): Promise<void> {
@@ -156,7 +141,7 @@ export class VdePort implements Port {
     await createPortSocket(this.name, ctl, this.#socket, listen, () => void server.close());
     server.on('error', (err) => this.#ctx.logger.warn({ err: describeError(err) }, 'VDE control socket error'));
     this.#server = server;
-    this.#setState('listening', `VDE switch at ${this.#dir}`);
+    this.core.setState('listening', `VDE switch at ${this.#dir}`);
   }
 
   /** A control connection: one request_v3, then it stays open for the plug's lifetime. */
@@ -229,7 +214,7 @@ export class VdePort implements Port {
     }
     const plug: Plug = { id, ctl: s, fd, path, peer, description, poller: undefined as unknown as Poller };
     plug.poller = new n.Poller(fd, (status) => this.#readable(plug, status));
-    plug.poller.start(n.READABLE);
+    this.core.addReader(n, plug.poller);
     // The reply: struct sockaddr_un of our socket for this plug.
     const reply = Buffer.alloc(SUN_LEN);
     if (LE) reply.writeUInt16LE(AF_UNIX, 0);
@@ -238,7 +223,7 @@ export class VdePort implements Port {
     s.write(reply);
     this.#plugs.push(plug);
     this.#ctx.logger.info({ plug: id, peer, description }, 'VDE plug connected');
-    if (this.#plugs.length === 1) this.#setState('up', `VDE plug ${description || peer} connected`);
+    if (this.#plugs.length === 1) this.core.setState('up', `VDE plug ${description || peer} connected`);
     return plug;
   }
 
@@ -257,8 +242,10 @@ export class VdePort implements Port {
         this.#drop(plug, `receive failed: ${describeError(err)}`);
         return;
       }
+      this.core.rxBatches++;
+      this.core.rxFrames += count;
       this.#deliver(plug, count);
-      if (count < RX_BATCH || !this.#plugs.includes(plug)) return;
+      if (count < RX_BATCH || this.core.held || !this.#plugs.includes(plug)) return;
     }
   }
 
@@ -293,36 +280,30 @@ export class VdePort implements Port {
     }
   }
 
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.#plugs.length === 0) return WriteResult.DOWN;
-    if (!this.#tx.push(buf, off, len)) return WriteResult.QUEUE_FULL;
-    if (this.#scheduled === undefined) this.#scheduled = setImmediate(this.#flushBound);
-    return WriteResult.OK;
-  }
+  /** FdIo.read: each plug's socket has its own watcher (#readable). */
+  protected readBatch(): void {}
 
-  /** Sends the queue to every plug (sendmmsg); what a plug cannot take now is dropped for it. */
-  #flush(): void {
-    this.#scheduled = undefined;
-    const n = this.#n;
-    const tx = this.#tx;
-    // The frames stay in the arena until the next write; the sends below are synchronous.
-    const count = tx.clear();
-    if (n === undefined || count === 0) return;
+  /** FdIo.send: the queue to every plug (sendmmsg); what a plug cannot take now is dropped for it. */
+  protected sendBatch(tx: FrameArena): number {
+    const n = this.#n as NativeAddon;
+    const count = tx.count;
     for (const p of [...this.#plugs]) {
       try {
-        const sent = n.sendBatch(p.fd, tx.buf, tx.offs, tx.lens, 0, count, null);
-        this.#txDropped += count - sent;
+        const sent = n.sendBatch(p.fd, tx.buf, tx.offs, tx.lens, tx.head, count, null);
+        this.#txDropped += count - tx.head - sent;
       } catch (err) {
-        this.#txDropped += count;
+        this.#txDropped += count - tx.head;
         this.#drop(p, `send failed: ${describeError(err)}`);
       }
     }
+    return count;
   }
 
   #drop(plug: Plug, reason: string): void {
     const i = this.#plugs.indexOf(plug);
     if (i < 0) return;
     this.#plugs.splice(i, 1);
+    this.core.removeReader(plug.poller);
     plug.poller.close();
     closeSync(plug.fd);
     try {
@@ -332,12 +313,7 @@ export class VdePort implements Port {
     }
     plug.ctl.destroy();
     this.#ctx.logger.info({ plug: plug.id, peer: plug.peer, reason }, 'VDE plug disconnected');
-    if (this.#plugs.length === 0 && !this.#closed) this.#setState('listening', `last VDE plug left: ${reason}`);
-  }
-
-  #setState(state: PortState, reason: string): void {
-    this.#state = state;
-    this.#ctx.onState(state, reason);
+    if (this.#plugs.length === 0 && !this.core.closed) this.core.setState('listening', `last VDE plug left: ${reason}`);
   }
 
   describe(): Record<string, unknown> {
@@ -345,28 +321,13 @@ export class VdePort implements Port {
       dir: this.#dir,
       plugs: this.#plugs.map((p) => ({ id: p.id, peer: p.peer, description: p.description })),
       tx_dropped: this.#txDropped,
+      ...this.core.counters(),
     };
   }
 
-  async close(): Promise<void> {
-    if (this.#scheduled !== undefined) {
-      clearImmediate(this.#scheduled);
-      this.#flush();
-    }
-    await this.#teardown('closed');
-  }
-
-  async destroy(err?: Error): Promise<void> {
-    await this.#teardown(err ? `destroyed: ${err.message}` : 'destroyed');
-  }
-
-  async #teardown(reason: string): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
-    this.#tx.clear();
-    for (const p of [...this.#plugs]) this.#drop(p, reason);
+  /** Drops every plug, then closes the control socket and removes it (and the directory, when vmlink made it). */
+  protected override async freeResources(): Promise<void> {
+    for (const p of [...this.#plugs]) this.#drop(p, 'closed');
     const server = this.#server;
     this.#server = undefined;
     if (server) {
@@ -376,7 +337,6 @@ export class VdePort implements Port {
       await unlink(join(this.#dir, 'ctl')).catch(() => undefined);
       if (this.#createdDir) await rmdir(this.#dir).catch(() => undefined);
     }
-    if (this.#state !== 'closed') this.#setState('closed', reason);
   }
 }
 
