@@ -327,7 +327,7 @@ function portCompliance(h: Harness): void {
           const marker = frame(b.mac, c.mac, 'marker');
           pc.send(marker);
           assert.equal(await until(pb, marker), 0, 'a frame from the held port reached b');
-          assert.equal(a.port.describe()['held'], true);
+          assert.equal(a.port.describe()['read_held'], true);
           port.release();
           await until(pb, held);
           assert.equal(a.port.describe()['read_holds'], 1);

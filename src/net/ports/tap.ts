@@ -33,6 +33,7 @@ import { FrameArena } from '../frame-arena.js';
 import { OffloadMeta, readVnetHdr, VNET_HDR_LEN, writeVnetHdr } from '../offload/vnet-hdr.js';
 import { type PortContext, type PortFactory, WriteResult } from '../port.js';
 import { FdPort } from './fd-port-base.js';
+import { OFFLOAD_TRIES, offloadNames } from './tap-offloads.js';
 
 /** A TAP port's validated config (see config/schema.ts). */
 export interface TapSpec {
@@ -58,30 +59,6 @@ export class TapError extends PortOpenError {}
 const IFNAME_RE = /^(?!\.{1,2}$)[^\s/:%]*(?:%d)?[^\s/:%]*$/;
 
 export { VNET_HDR_LEN };
-
-/** TUNSETOFFLOAD bits (linux/if_tun.h); USO4/6 arrived in Linux 6.2, so older headers lack them. */
-const TUN_F_CSUM = 0x01;
-const TUN_F_TSO4 = 0x02;
-const TUN_F_TSO6 = 0x04;
-const TUN_F_TSO_ECN = 0x08;
-const TUN_F_USO4 = 0x20;
-const TUN_F_USO6 = 0x40;
-/** Offload sets asked for in turn until the kernel accepts one (EINVAL: it does not know a bit). */
-const OFFLOAD_TRIES = [
-  TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6,
-  TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN,
-  TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
-  TUN_F_CSUM,
-  0,
-] as const;
-const OFFLOAD_NAMES: [number, string][] = [
-  [TUN_F_CSUM, 'csum'],
-  [TUN_F_TSO4, 'tso4'],
-  [TUN_F_TSO6, 'tso6'],
-  [TUN_F_TSO_ECN, 'tso_ecn'],
-  [TUN_F_USO4, 'uso4'],
-  [TUN_F_USO6, 'uso6'],
-];
 
 /** Frames at least this long are written from where they lie when nothing is queued (no copy into the arena). */
 const DIRECT_MIN = 16 * 1024;
@@ -113,6 +90,11 @@ export class TapPort extends FdPort {
   #offload = 0;
   /** Metadata of the frame being handed to the sink (reused). */
   readonly #meta = new OffloadMeta();
+  /** Frames [#rxNext, #rxCount) of the last read wait in #rx: the switch held the port while they were handed on. */
+  #rxNext = 0;
+  #rxCount = 0;
+  #resuming: NodeJS.Immediate | undefined;
+  readonly #resumeBound = (): void => this.#resume();
   // counters for describe()
   #txErrors = 0;
   #lastTxErrno = 0;
@@ -298,6 +280,11 @@ export class TapPort extends FdPort {
   /** FdIo.read: one batch from the TAP into the sink. Hot path: no allocation per frame. */
   protected readBatch(): void {
     const c = this.core;
+    // What a hold left of the last read goes first (and alone: the port may be held again).
+    if (this.#rxNext < this.#rxCount) {
+      this.#deliver(this.#rxNext, this.#rxCount);
+      return;
+    }
     const rx = this.#rx as Buffer;
     const offs = this.#rxOffs;
     const lens = this.#rxLens;
@@ -317,9 +304,30 @@ export class TapPort extends FdPort {
     }
     c.rxBatches++;
     c.rxFrames += count;
+    this.#deliver(0, count);
+  }
+
+  /**
+   * Hands frames [from, count) of the last read to the sink. When the switch
+   * holds the port meanwhile (backpressure), the rest waits in the read
+   * buffer for {@link release}, so it does not overrun the full receiver.
+   */
+  #deliver(from: number, count: number): void {
+    const rx = this.#rx as Buffer;
+    const offs = this.#rxOffs;
+    const lens = this.#rxLens;
+    const h = this.#hdr;
+    const max = this.#ctx.maxFrameLen + h;
     const sink = this.#ctx.sink;
+    const c = this.core;
+    this.#rxCount = count;
+    this.#rxNext = count;
     try {
-      for (let i = 0; i < count; i++) {
+      for (let i = from; i < count; i++) {
+        if (c.held) {
+          this.#rxNext = i;
+          return;
+        }
         const off = offs[i] as number;
         const len = lens[i] as number;
         if (len > max) {
@@ -342,6 +350,20 @@ export class TapPort extends FdPort {
     }
   }
 
+  /** Backpressure: hands on what the hold left of the last read (next turn: not inside the receiver's call), then reads again. */
+  override release(): void {
+    if (!this.core.held) return;
+    this.#resuming ??= setImmediate(this.#resumeBound);
+  }
+
+  #resume(): void {
+    this.#resuming = undefined;
+    const c = this.core;
+    if (!c.held) return;
+    c.release();
+    if (c.fd >= 0 && this.#rxNext < this.#rxCount) this.#deliver(this.#rxNext, this.#rxCount);
+  }
+
   #down(reason: string): void {
     if (this.core.state === 'down' || this.core.fd < 0) return;
     this.#ctx.logger.warn({ ifname: this.#ifname, reason }, 'TAP port down');
@@ -353,19 +375,12 @@ export class TapPort extends FdPort {
       ifname: this.#ifname || this.#spec.ifname,
       create: this.#spec.create !== false,
       vnet_hdr: this.#hdr > 0,
-      offloads: this.#offloadNames(),
+      offloads: offloadNames(this.#offload),
       mtu: this.#spec.mtu,
       ...this.core.counters(),
       tx_errors: this.#txErrors,
       last_tx_errno: this.#lastTxErrno || undefined,
     };
-  }
-
-  #offloadNames(): string {
-    if (this.#offload === 0) return 'off';
-    return OFFLOAD_NAMES.filter(([bit]) => this.#offload & bit)
-      .map(([, name]) => name)
-      .join(',');
   }
 }
 
