@@ -4,16 +4,15 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { closeSync } from 'node:fs';
 import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { portSchema } from '../../src/config/schema.js';
-import { native, type Poller } from '../../src/native/index.js';
-import { FrameQueue, type Harness, LOOPBACK, localOf, type Peer } from './port-peers.js';
+import { native } from '../../src/native/index.js';
+import { type Harness, LOOPBACK, localOf, QueuedPeer } from './port-peers.js';
+import { SocketPeer } from './socket-peer.js';
 
-export class DgramPeer implements Peer {
-  readonly #q = new FrameQueue();
+export class DgramPeer extends QueuedPeer {
   readonly closed: Promise<void>;
   #paused = false;
   readonly #held: Buffer[] = [];
@@ -21,30 +20,22 @@ export class DgramPeer implements Peer {
     readonly sock: UdpSocket,
     readonly to: { host: string; port: number },
   ) {
+    super();
     sock.on('message', (m: Buffer) => {
       if (this.#paused) this.#held.push(m);
-      else this.#q.push(m);
+      else this.frames.push(m);
     });
     this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
   }
   send(frame: Buffer): void {
     this.sock.send(frame, this.to.port, this.to.host);
   }
-  raw(bytes: Buffer): void {
-    this.send(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
-  }
   pause(): void {
     this.#paused = true;
   }
   resume(): void {
     this.#paused = false;
-    for (const m of this.#held.splice(0)) this.#q.push(m);
+    for (const m of this.#held.splice(0)) this.frames.push(m);
   }
   async close(): Promise<void> {
     this.sock.close();
@@ -102,31 +93,15 @@ export function dgramHarness(): Harness {
  * sockets). pause() stops reading from the socket, so the port sees the
  * kernel's backpressure (the receive queue fills).
  */
-export class UnixDgramPeer implements Peer {
-  readonly #q = new FrameQueue();
-  readonly closed: Promise<void>;
-  readonly #fd: number;
-  readonly #poller: Poller;
-  readonly #rx = Buffer.alloc(16 * 65536);
-  readonly #lens = new Uint32Array(16);
-  #close: (() => void) | undefined;
-  #open = true;
+export class UnixDgramPeer extends SocketPeer {
   constructor(
     path: string,
     readonly to: string,
   ) {
     const n = native();
-    this.#fd = n.socket(n.SOCK_DGRAM);
-    n.bind(this.#fd, path);
-    this.#poller = new n.Poller(this.#fd, () => {
-      const got = n.recvBatch(this.#fd, this.#rx, 65536, this.#lens, null);
-      for (let i = 0; i < got; i++) {
-        const o = i * 65536;
-        this.#q.push(Buffer.from(this.#rx.subarray(o, o + (this.#lens[i] as number))));
-      }
-    });
-    this.#poller.start(n.READABLE);
-    this.closed = new Promise((resolve) => (this.#close = resolve));
+    const fd = n.socket(n.SOCK_DGRAM);
+    n.bind(fd, path);
+    super(fd, 65536);
   }
   /**
    * Sends in order; what the port's full receive queue refuses (EAGAIN) waits
@@ -139,40 +114,14 @@ export class UnixDgramPeer implements Peer {
   }
   readonly #out: Buffer[] = [];
   readonly #pump = (): void => {
-    const n = native();
-    while (this.#open && this.#out.length > 0) {
-      const f = this.#out[0] as Buffer;
-      if (n.sendBatch(this.#fd, f, new Uint32Array([0]), new Uint32Array([f.length]), 0, 1, this.to) === 0) {
+    while (this.open && this.#out.length > 0) {
+      if (!this.sendTo(this.#out[0] as Buffer, this.to)) {
         setImmediate(this.#pump);
         return;
       }
       this.#out.shift();
     }
   };
-  raw(bytes: Buffer): void {
-    this.send(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
-  }
-  pause(): void {
-    this.#poller.stop();
-  }
-  resume(): void {
-    this.#poller.start(native().READABLE);
-  }
-  async close(): Promise<void> {
-    if (this.#open) {
-      this.#open = false;
-      this.#poller.close();
-      closeSync(this.#fd);
-      this.#close?.();
-    }
-    await this.closed;
-  }
 }
 
 /** vmlink binds a unix datagram socket and sends to the peer's (QEMU `-netdev dgram,local.type=unix`). */

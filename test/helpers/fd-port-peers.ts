@@ -7,14 +7,14 @@
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { portSchema } from '../../src/config/schema.js';
-import { native, type Poller } from '../../src/native/index.js';
+import { native } from '../../src/native/index.js';
 import { ip, run, uniqueIfname } from './netns.js';
-import { FrameQueue, type Harness, type Peer } from './port-peers.js';
+import { type Harness, QueuedPeer } from './port-peers.js';
+import { SocketPeer } from './socket-peer.js';
 
 /** The EtherType of the suite's frames (port-rig.ts frame()): other traffic on an interface is not the test's. */
 const TEST_ETHERTYPE = 0x88b5;
@@ -32,57 +32,15 @@ const DEVICE_NO_BACKPRESSURE =
  * sent (PACKET_IGNORE_OUTGOING). pause() stops reading: the kernel then drops
  * at the socket.
  */
-class PacketPeer implements Peer {
-  readonly #q = new FrameQueue();
-  readonly closed: Promise<void>;
-  readonly #fd: number;
-  readonly #poller: Poller;
-  readonly #rx = Buffer.alloc(16 * 16384);
-  readonly #lens = new Uint32Array(16);
-  #close: (() => void) | undefined;
-  #open = true;
-
+class PacketPeer extends SocketPeer {
   constructor(ifname: string) {
-    const n = native();
-    this.#fd = n.packetOpen(ifname, false).fd;
-    this.#poller = new n.Poller(this.#fd, () => {
-      const got = n.recvBatch(this.#fd, this.#rx, 16384, this.#lens, null);
-      for (let i = 0; i < got; i++) {
-        const o = i * 16384;
-        if (this.#rx.readUInt16BE(o + 12) !== TEST_ETHERTYPE) continue;
-        this.#q.push(Buffer.from(this.#rx.subarray(o, o + (this.#lens[i] as number))));
-      }
-    });
-    this.#poller.start(n.READABLE);
-    this.closed = new Promise((resolve) => (this.#close = resolve));
+    super(native().packetOpen(ifname, false).fd, 16384);
   }
-
+  protected override keeps(rx: Buffer, off: number): boolean {
+    return rx.readUInt16BE(off + 12) === TEST_ETHERTYPE;
+  }
   send(frame: Buffer): void {
-    native().sendBatch(this.#fd, frame, new Uint32Array([0]), new Uint32Array([frame.length]), 0, 1, null);
-  }
-  raw(bytes: Buffer): void {
-    this.send(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
-  }
-  pause(): void {
-    this.#poller.stop();
-  }
-  resume(): void {
-    this.#poller.start(native().READABLE);
-  }
-  async close(): Promise<void> {
-    if (this.#open) {
-      this.#open = false;
-      this.#poller.close();
-      closeSync(this.#fd);
-      this.#close?.();
-    }
-    await this.closed;
+    this.sendTo(frame, null);
   }
 }
 
@@ -159,13 +117,13 @@ export function hostHarness(): Harness {
 }
 
 /** vde_plug joined to a VDE port, speaking its stdin/stdout stream (2-byte big-endian length + frame). */
-class VdePlugPeer implements Peer {
-  readonly #q = new FrameQueue();
+class VdePlugPeer extends QueuedPeer {
   readonly closed: Promise<void>;
   readonly #child: ChildProcessWithoutNullStreams;
   #buf: Buffer = Buffer.alloc(0);
 
   constructor(dir: string) {
+    super();
     this.#child = spawn('vde_plug', [dir]);
     this.closed = once(this.#child, 'exit').then(() => undefined);
     this.#child.stdin.on('error', () => undefined);
@@ -173,7 +131,7 @@ class VdePlugPeer implements Peer {
       this.#buf = this.#buf.length ? Buffer.concat([this.#buf, d]) : d;
       while (this.#buf.length >= 2 && this.#buf.length >= 2 + this.#buf.readUInt16BE(0)) {
         const len = this.#buf.readUInt16BE(0);
-        this.#q.push(Buffer.from(this.#buf.subarray(2, 2 + len)));
+        this.frames.push(Buffer.from(this.#buf.subarray(2, 2 + len)));
         this.#buf = this.#buf.subarray(2 + len);
       }
     });
@@ -183,15 +141,6 @@ class VdePlugPeer implements Peer {
     const len = Buffer.alloc(2);
     len.writeUInt16BE(frame.length);
     this.#child.stdin.write(Buffer.concat([len, frame]));
-  }
-  raw(bytes: Buffer): void {
-    this.send(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
   }
   pause(): void {
     this.#child.stdout.pause();

@@ -27,7 +27,7 @@ export interface Peer {
 }
 
 /** Frames received, handed out in order by next(). */
-export class FrameQueue {
+class FrameQueue {
   readonly #frames: Buffer[] = [];
   readonly #waiters: ((b: Buffer) => void)[] = [];
   push(b: Buffer): void {
@@ -45,11 +45,35 @@ export class FrameQueue {
   }
 }
 
-export class StreamPeer implements Peer {
-  readonly #q = new FrameQueue();
+/**
+ * The shared base of the peers: what they receive waits in a FrameQueue for
+ * next(); raw() sends as send() does unless the transport frames (a subclass
+ * then overrides it).
+ */
+export abstract class QueuedPeer implements Peer {
+  /** Where a subclass puts each frame it receives (a copy). */
+  protected readonly frames = new FrameQueue();
+  abstract readonly closed: Promise<void>;
+  abstract send(frame: Buffer): void;
+  abstract pause(): void;
+  abstract resume(): void;
+  abstract close(): Promise<void>;
+  raw(bytes: Buffer): void {
+    this.send(bytes);
+  }
+  next(): Promise<Buffer> {
+    return this.frames.next();
+  }
+  get backlog(): number {
+    return this.frames.length;
+  }
+}
+
+export class StreamPeer extends QueuedPeer {
   readonly closed: Promise<void>;
   constructor(readonly sock: Socket) {
-    const d = new Deframer((b, o, l) => this.#q.push(Buffer.from(b.subarray(o, o + l))), 1 << 20);
+    super();
+    const d = new Deframer((b, o, l) => this.frames.push(Buffer.from(b.subarray(o, o + l))), 1 << 20);
     sock.on('data', (c: Buffer) => d.push(c));
     sock.on('error', () => {});
     this.closed = new Promise((resolve) => sock.once('close', () => resolve()));
@@ -59,14 +83,8 @@ export class StreamPeer implements Peer {
     h.writeUInt32BE(frame.length);
     this.sock.write(Buffer.concat([h, frame]));
   }
-  raw(bytes: Buffer): void {
+  override raw(bytes: Buffer): void {
     this.sock.write(bytes);
-  }
-  next(): Promise<Buffer> {
-    return this.#q.next();
-  }
-  get backlog(): number {
-    return this.#q.length;
   }
   pause(): void {
     this.sock.pause();

@@ -12,13 +12,20 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { type ApiError, ControlClient } from '../../src/api/client.js';
+import { formatRate } from '../../src/config/qos-schema.js';
 import type { QosView } from '../../src/qos/view.js';
 import { runCli, startDaemon, type TestDaemon } from '../helpers/daemon.js';
 
 const T = { timeout: 60_000 };
 const SENDERS = 6;
-const CAPACITY = 16_000_000; // bits/s on the shaped port
-const RESERVED = 6_000_000; // s1's minimum
+/**
+ * Bits/s on the shaped port. On a busy 2-core machine the daemon reads the six senders at about the
+ * same rate each, and this test's own send loop slows down (about 2.3 Mbit/s a sender was seen); the
+ * capacity is low enough that s1's reservation stays well below what s1 offers even then, so what is
+ * proved is the shaper's doing, not how fast the daemon reads its sockets.
+ */
+const CAPACITY = 2_000_000;
+const RESERVED = 750_000; // s1's minimum, 3/8 of the capacity
 const FRAME_LEN = 1000;
 const mac = (n: number) => `52540000aa${n.toString(16).padStart(2, '0')}`;
 const SINK = 0xff;
@@ -54,7 +61,7 @@ describe('QoS through the daemon', () => {
           kind: 'dgram',
           local: 'udp:127.0.0.1:0',
           remote: `udp:127.0.0.1:${socks[0]?.port}`,
-          qos: { capacity: `${CAPACITY / 1e6}mbit`, latency_cap: '2mbit' },
+          qos: { capacity: formatRate(CAPACITY), latency_cap: '250kbit' },
         },
         ...Array.from({ length: SENDERS }, (_, k) => ({
           name: `s${k + 1}`,
@@ -62,7 +69,7 @@ describe('QoS through the daemon', () => {
           kind: 'dgram',
           local: 'udp:127.0.0.1:0',
           remote: `udp:127.0.0.1:${socks[k + 1]?.port}`,
-          ...(k === 0 ? { qos: { min: `${RESERVED / 1e6}mbit`, class: 'interactive' } } : {}),
+          ...(k === 0 ? { qos: { min: formatRate(RESERVED), class: 'interactive' } } : {}),
         })),
       ],
     });
@@ -92,15 +99,16 @@ describe('QoS through the daemon', () => {
     async () => {
       // The sink announces its MAC so frames to it are unicast to the sink port only.
       await send(0, frameFrom(SINK, 0x01));
-      const got = new Map<number, number>();
-      let last = 0;
+      // Every frame that reaches the sink, in order: its sender and when it arrived.
+      const from: number[] = [];
+      const at: number[] = [];
       (socks[0] as Socket).on('message', (m) => {
-        const src = m[11] as number;
         if (m.length !== FRAME_LEN) return;
-        last = performance.now();
-        got.set(src, (got.get(src) ?? 0) + m.length);
+        from.push(m[11] as number);
+        at.push(performance.now());
       });
-      // Each sender offers ~8 Mbit/s (1000-byte frames, 20 per 20 ms): 48 Mbit/s into a 16 Mbit/s port.
+      // Each sender offers up to ~8 Mbit/s (1000-byte frames, 20 per 20 ms) into a 2 Mbit/s port; a busy
+      // machine runs this loop slower (about 2.3 Mbit/s each was seen), still above the capacity.
       const started = performance.now(); // no frame can have entered the shaper before this
       const end = started + 3000;
       while (performance.now() < end) {
@@ -117,8 +125,15 @@ describe('QoS through the daemon', () => {
           0,
         );
       while ((await queuedAtSink()) > 0) await new Promise(setImmediate);
-      const total = [...got.values()].reduce((a, b) => a + b, 0);
-      assert.ok(total > 0, 'frames reached the sink');
+      // What is judged is what arrived up to s1's last frame: until then s1 had frames to send. After it
+      // only the others' queues drain (the queue bound holds up to a few hundred frames each), which
+      // says nothing of the reservation; the capacity bound below holds for any prefix.
+      const counted = from.lastIndexOf(1) + 1;
+      assert.ok(counted > 0, "s1's frames reached the sink");
+      const got = new Map<number, number>();
+      for (const src of from.slice(0, counted)) got.set(src, (got.get(src) ?? 0) + FRAME_LEN);
+      const total = counted * FRAME_LEN;
+      const last = at[counted - 1] as number;
       // The shaper never sends faster than the capacity: over the time actually taken, from before the
       // first frame was sent to after the last one counted arrived, at most the capacity plus its bucket
       // (50 ms at the rate, at least 64 KiB) and the one frame it may send into debt. A stall of this
@@ -130,7 +145,7 @@ describe('QoS through the daemon', () => {
         `sink got ${total * 8} bits in ${seconds} s through ${CAPACITY} bit/s`,
       );
       // Shares: s1's DWRR share (weight 4 of 14) is below its reservation, so it gets the reservation,
-      // 6 of 16 Mbit/s, and the others share the rest. Senders the busy machine could not keep saturated
+      // 0.75 of 2 Mbit/s, and the others share the rest. Senders the busy machine could not keep saturated
       // get less, so the others are only bounded by s1's share.
       const share = (got.get(1) ?? 0) / total;
       assert.ok(share >= (RESERVED / CAPACITY) * 0.9, `reserved sender got ${share} of the port (${[...got]})`);
@@ -149,7 +164,7 @@ describe('QoS through the daemon', () => {
       assert.ok(dropped > 0, 'oversubscribed flows dropped frames at their queue bound');
       const text = await runCli(['qos', 'show'], { control: d.control });
       assert.equal(text.code, 0);
-      assert.match(text.stdout, /shaped egress of sink: capacity 16mbit, latency cap 2mbit, reserved 6mbit/);
+      assert.match(text.stdout, /shaped egress of sink: capacity 2mbit, latency cap 250kbit, reserved 750kbit/);
     },
   );
 
@@ -183,19 +198,19 @@ describe('QoS through the daemon', () => {
     'admits a request that fits and refuses one that oversubscribes the shaped port, naming it, with nothing changed',
     T,
     async () => {
-      const ok = await runCli(['qos', 'request', 's2', '--min', '4mbit', '--max', '50mbit', '--class', 'latency'], {
+      const ok = await runCli(['qos', 'request', 's2', '--min', '500kbit', '--max', '50mbit', '--class', 'latency'], {
         control: d.control,
       });
       assert.equal(ok.code, 0, ok.stderr);
-      assert.match(ok.stdout, /admitted: port s2 min=4mbit max=50mbit class=latency/);
+      assert.match(ok.stdout, /admitted: port s2 min=500kbit max=50mbit class=latency/);
       const before = (await client.qos()).ports.map((p) => [p.name, p.policy]);
-      const no = await runCli(['qos', 'request', 's3', '--min', '7mbit'], { control: d.control });
+      const no = await runCli(['qos', 'request', 's3', '--min', '875kbit'], { control: d.control });
       assert.equal(no.code, 1);
       assert.match(
         no.stderr,
-        /refused: port "sink" has capacity 16mbit but the reservations of the ports sharing its networks would total 17mbit \(s1 6mbit, s2 4mbit, s3 7mbit\); port "s3" can reserve at most 6mbit there, nothing was changed/,
+        /refused: port "sink" has capacity 2mbit but the reservations of the ports sharing its networks would total 2\.125mbit \(s1 750kbit, s2 500kbit, s3 875kbit\); port "s3" can reserve at most 750kbit there, nothing was changed/,
       );
-      await assert.rejects(client.qosRequest('s2', { min: '11mbit' }), (e: ApiError) => {
+      await assert.rejects(client.qosRequest('s2', { min: '1.375mbit' }), (e: ApiError) => {
         assert.equal(e.code, 'ERR_QOS_ADMISSION');
         assert.equal(e.status, 409);
         return true;
@@ -214,7 +229,7 @@ describe('QoS through the daemon', () => {
       kind: 'dgram',
       local: 'udp:127.0.0.1:0',
       remote: 'udp:127.0.0.1:9',
-      qos: { min: '12mbit' },
+      qos: { min: '1.5mbit' },
     };
     await assert.rejects(client.addPort(body as never), (e: ApiError) => {
       assert.equal(e.code, 'ERR_QOS_ADMISSION');
@@ -292,12 +307,12 @@ describe('QoS through the daemon', () => {
   });
   test('what a port added over the API was granted survives a daemon restart', T, async () => {
     const body = { name: 's8', network: 'lab', kind: 'dgram', local: 'udp:127.0.0.1:0', remote: 'udp:127.0.0.1:9' };
-    await client.addPort({ ...body, qos: { min: '1mbit' } } as never);
+    await client.addPort({ ...body, qos: { min: '500kbit' } } as never);
     const r = await runCli(['qos', 'request', 's8', '--max', '20mbit', '--class', 'bulk'], { control: d.control });
     assert.equal(r.code, 0, r.stderr);
     await d.stop();
     await d.start();
     const s8 = (await client.qos()).ports.find((p) => p.name === 's8');
-    assert.deepEqual(s8?.policy, { min: '1mbit', max: '20mbit', class: 'bulk' });
+    assert.deepEqual(s8?.policy, { min: '500kbit', max: '20mbit', class: 'bulk' });
   });
 });

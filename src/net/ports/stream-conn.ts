@@ -1,6 +1,6 @@
 /**
  * One connection of a stream port (stream.ts): its socket, read straight
- * into one reusable buffer, its deframer and its egress batch.
+ * into one reusable buffer, its deframer, its egress batch and its graceful end.
  */
 import type { Socket } from 'node:net';
 import { describeError } from '../../errors.js';
@@ -29,6 +29,8 @@ export const READ_BYTES = 256 * 1024;
  * defaults stay.
  */
 const SOCKET_BUFFER_BYTES = 4 * 1024 * 1024;
+/** How long {@link Conn.end} waits for queued frames to reach a slow peer before giving up, ms. */
+const CLOSE_GRACE_MS = 2000;
 
 /** Enlarges the kernel buffers of a connected socket; best effort (see SOCKET_BUFFER_BYTES). */
 export function enlargeBuffers(sock: Socket, log: PortContext['logger']): void {
@@ -96,5 +98,28 @@ export class Conn {
       if (!this.dropReason) this.dropReason = describeError(err);
     });
     sock.on('close', () => port.lost(this));
+  }
+
+  /**
+   * Writes what is queued, half-closes, and resolves once the socket has
+   * finished or closed, or after CLOSE_GRACE_MS (2000 ms) at the most. The
+   * caller destroys the socket afterwards.
+   */
+  end(): Promise<void> {
+    const sock = this.sock;
+    if (sock.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, CLOSE_GRACE_MS);
+      function done() {
+        clearTimeout(timer);
+        sock.off('finish', done);
+        sock.off('close', done);
+        resolve();
+      }
+      sock.once('finish', done);
+      sock.once('close', done);
+      this.egress.flush();
+      sock.end();
+    });
   }
 }

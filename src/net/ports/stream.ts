@@ -29,8 +29,6 @@ import { StreamHold } from './stream-hold.js';
 
 /** Idle time before TCP keepalive probes start, ms. */
 const KEEPALIVE_MS = 15_000;
-/** How long close() waits for queued frames to reach a slow peer before dropping them, ms. */
-const CLOSE_GRACE_MS = 2000;
 
 export interface StreamPortOptions {
   name: string;
@@ -329,7 +327,7 @@ export class StreamPort implements Port, ConnOwner {
     const server = this.#server;
     const serverClosed = server ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
     if (c) {
-      if (graceful && !this.#destroyed) await flushAndEnd(c);
+      if (graceful && !this.#destroyed) await c.end();
       this.#conn = undefined;
       c.sock.destroy();
       this.lost(c);
@@ -342,28 +340,6 @@ export class StreamPort implements Port, ConnOwner {
       this.#ctx.onState('closed', graceful ? 'closed' : 'destroyed');
     }
   }
-}
-
-/** Writes what is queued, half-closes, and waits (bounded) for the socket to finish. */
-function flushAndEnd(c: Conn): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const sock = c.sock;
-    if (sock.destroyed) {
-      resolve();
-      return;
-    }
-    const timer = setTimeout(done, CLOSE_GRACE_MS);
-    function done() {
-      clearTimeout(timer);
-      sock.off('finish', done);
-      sock.off('close', done);
-      resolve();
-    }
-    sock.once('finish', done);
-    sock.once('close', done);
-    c.egress.flush();
-    sock.end();
-  });
 }
 
 function listenHint(err: NodeJS.ErrnoException): string {
