@@ -40,12 +40,14 @@ describe('control API admission under a flood of half-open connections', { timeo
   });
 
   test(`${FLOOD} half-open connections are capped and vmlink status still answers`, async () => {
-    // Unix sockets refuse a connect (EAGAIN) when the backlog is full: batches keep most of them coming.
+    // Unix sockets refuse a connect (EAGAIN) when the backlog is full: batches keep many of them coming.
+    // How many get through depends on how fast the daemon accepts on a busy machine; what matters is
+    // that the flood is far beyond the cap (ten times at least).
     flood = await Flood.open({ path: d.control }, FLOOD, {
       batch: 200,
       send: 'GET /v1/status HTTP/1.1\r\nHost: x\r\n',
     });
-    assert.ok(flood.connected > FLOOD / 2, `${flood.connected} of ${FLOOD} connected`);
+    assert.ok(flood.connected >= 10 * CAP, `${flood.connected} of ${FLOOD} connected`);
     // Each connection past the cap closed the oldest pending one: at most CAP stay open.
     await flood.closedAtLeast(flood.connected - CAP);
     assert.ok(flood.open <= CAP, `${flood.open} flood connections open`);
