@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, OffloadMeta } from '../../src/net/offload/vnet-hdr.js';
 import { bit } from '../../src/net/vhost/constants.js';
+import { OFFERED_FEATURES } from '../../src/net/vhost/features.js';
 import { OFFLOAD_FEATURES, OffF, VhostOffloads } from '../../src/net/vhost/net-offload.js';
-import { OFFERED_FEATURES } from '../../src/net/vhost/session.js';
 import { prng } from '../helpers/prng.js';
 
 const hex = (s: string) => Buffer.from(s, 'hex');

@@ -20,6 +20,11 @@ export const ETHERTYPE_VLAN = 0x8100;
 /** IEEE 802.1ad service tag (S-tag) TPID. */
 export const ETHERTYPE_QINQ = 0x88a8;
 export const ETHERTYPE_IPV6 = 0x86dd;
+/** Reverse ARP (RFC 903): what a guest's announce after migration carries. */
+export const ETHERTYPE_RARP = 0x8035;
+
+/** The broadcast address ff:ff:ff:ff:ff:ff as a 48-bit number. */
+export const BROADCAST_MAC = 0xffff_ffff_ffff;
 
 const TWO32 = 0x1_0000_0000;
 
@@ -75,6 +80,16 @@ export function macAt(buf: Buffer, off: number): number {
 export function writeMac(buf: Buffer, off: number, mac: number): void {
   buf.writeUInt16BE(Math.floor(mac / TWO32), off);
   buf.writeUInt32BE(mac % TWO32, off + 2);
+}
+
+/**
+ * Writes an Ethernet header at `buf[off]` ({@link ETH_HLEN} bytes): destination
+ * and source MACs (48-bit numbers) and the EtherType. `buf` must hold them.
+ */
+export function writeEthHeader(buf: Buffer, off: number, dst: number, src: number, type: number): void {
+  writeMac(buf, off, dst);
+  writeMac(buf, off + 6, src);
+  buf.writeUInt16BE(type, off + 12);
 }
 
 /** True when the frame at `off` goes to a group (multicast or broadcast) address: the I/G bit of the first octet. */

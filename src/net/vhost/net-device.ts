@@ -14,6 +14,8 @@
  * (§2.7.10).
  */
 
+import { RARP_REQUEST_REVERSE, writeArp } from '../frame/arp.js';
+import { BROADCAST_MAC, ETH_HLEN, ETHERTYPE_RARP, macAt, writeEthHeader } from '../frame/ethernet.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import type { BatchContext, BatchResult } from '../port.js';
 import { WriteResult } from '../port.js';
@@ -212,18 +214,18 @@ export class VhostNetDevice implements NetDeviceCore {
   }
 }
 
-/** A RARP announcement (RFC 903, as QEMU's qemu_announce_self builds it) for `mac`: 60 bytes. */
+/** Length of the RARP announce: the Ethernet minimum without FCS. */
+const RARP_FRAME_LEN = 60;
+
+/**
+ * A RARP announcement (RFC 903, as QEMU's qemu_announce_self builds it) for
+ * `mac` (6 bytes): broadcast, "request reverse" with `mac` as sender and
+ * target hardware address and zero IPv4 addresses, padded to 60 bytes.
+ */
 export function rarpFrame(mac: Buffer): Buffer {
-  const f = Buffer.alloc(60);
-  f.fill(0xff, 0, 6);
-  mac.copy(f, 6, 0, 6);
-  f.writeUInt16BE(0x8035, 12);
-  f.writeUInt16BE(1, 14); // Ethernet
-  f.writeUInt16BE(0x0800, 16); // IPv4
-  f[18] = 6;
-  f[19] = 4;
-  f.writeUInt16BE(3, 20); // reverse request
-  mac.copy(f, 22, 0, 6);
-  mac.copy(f, 32, 0, 6);
+  const f = Buffer.alloc(RARP_FRAME_LEN);
+  const m = macAt(mac, 0);
+  writeEthHeader(f, 0, BROADCAST_MAC, m, ETHERTYPE_RARP);
+  writeArp(f, ETH_HLEN, RARP_REQUEST_REVERSE, m, 0, m, 0);
   return f;
 }

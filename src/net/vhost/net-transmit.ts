@@ -10,6 +10,7 @@
  * While the switch holds the device (backpressure, net-flow.ts TxPause) it
  * reads no transmit ring: the frames wait in the guest's ring.
  */
+import { ETH_HLEN } from '../frame/ethernet.js';
 import { NET_HDR_LEN } from './constants.js';
 import { VhostMemoryFaultError } from './errors.js';
 import type { NetDeviceCore } from './net-core.js';
@@ -22,7 +23,6 @@ import type { Virtqueue } from './virtqueue.js';
  * between interrupts gets one per ring rather than one per half ring.
  */
 const TX_BUDGET_MIN = 256;
-const ETH_HLEN = 14;
 
 /**
  * Frames taken from a transmit ring per native call: a sender is held only

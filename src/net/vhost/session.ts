@@ -3,58 +3,25 @@
  * reads front-end messages from the control socket (the addon's recvmsg, so
  * SCM_RIGHTS fds arrive with their message; Node never reads this socket),
  * answers them, and owns what they set up: the negotiated features, the
- * mapped guest memory, the dirty log, the rings and their eventfds.
+ * mapped guest memory, the dirty log, the rings and their eventfds (the ring
+ * messages are handled in session-rings.ts, the offered features are in
+ * features.ts).
  *
  * The net device (what moves frames) sits on top, through {@link SessionHooks}.
  * Any protocol error closes the session: one reason, reported once through
  * `onClose`; the caller logs it.
  */
-import { closeSync } from 'node:fs';
 import { describeError } from '../../errors.js';
 import type { NativeAddon, Poller } from '../../native/index.js';
-import {
-  bit,
-  F,
-  FLAG_REPLY,
-  has,
-  MAX_QUEUE_PAIRS,
-  MAX_QUEUE_SIZE,
-  MAX_RINGS,
-  ProtoF,
-  Req,
-  VRING_IDX_MASK,
-  VRING_NOFD_MASK,
-} from './constants.js';
-import { VhostMemoryFaultError, VhostProtocolError, VhostRingError } from './errors.js';
+import { F, FLAG_REPLY, has, MAX_QUEUE_PAIRS, ProtoF, Req } from './constants.js';
+import { VhostMemoryFaultError, VhostProtocolError } from './errors.js';
 import { watchFaults } from './fault-watch.js';
+import { closeQuietly } from './fds.js';
+import { OFFERED_FEATURES, OFFERED_PROTOCOL_FEATURES, unoffered } from './features.js';
 import { DirtyLog, GuestMemory, parseMemTable, readU64 } from './memory.js';
-import {
-  encodeMessage,
-  encodeU64Reply,
-  type Message,
-  MessageReader,
-  needsReply,
-  reqName,
-  validateMessage,
-} from './message.js';
-import { OFFLOAD_FEATURES } from './net-offload.js';
-import { Virtqueue } from './virtqueue.js';
-
-/** Device features we offer, checksum and TSO offloads included (net-offload.ts). */
-export const OFFERED_FEATURES =
-  OFFLOAD_FEATURES +
-  bit(F.VERSION_1) +
-  bit(F.PROTOCOL_FEATURES) +
-  bit(F.NET_MRG_RXBUF) +
-  bit(F.RING_INDIRECT_DESC) +
-  bit(F.RING_EVENT_IDX) +
-  bit(F.NET_MTU) +
-  bit(F.NET_MQ) +
-  bit(F.LOG_ALL);
-
-/** Protocol features we offer. */
-export const OFFERED_PROTOCOL_FEATURES =
-  bit(ProtoF.MQ) + bit(ProtoF.LOG_SHMFD) + bit(ProtoF.RARP) + bit(ProtoF.REPLY_ACK) + bit(ProtoF.MTU);
+import { encodeMessage, encodeU64Reply, type Message, MessageReader, needsReply, validateMessage } from './message.js';
+import { SessionRings } from './session-rings.js';
+import type { Virtqueue } from './virtqueue.js';
 
 /** What the net device hears from the session. */
 export interface SessionHooks {
@@ -76,7 +43,8 @@ export interface SessionOptions {
 const RECV_BYTES = 8192;
 
 export class VhostSession {
-  readonly rings: Virtqueue[] = [];
+  /** The rings, indexed as the front-end numbers them (rx even, tx odd). */
+  readonly rings: Virtqueue[];
   /** Negotiated device features (SET_FEATURES). */
   features = 0;
   /** Negotiated protocol features. */
@@ -95,7 +63,7 @@ export class VhostSession {
   readonly #reader = new MessageReader();
   readonly #buf = Buffer.allocUnsafe(RECV_BYTES);
   readonly #poller: Poller;
-  readonly #kickPollers: (Poller | undefined)[] = [];
+  readonly #rings: SessionRings;
   #log: DirtyLog | undefined;
   #closed = false;
   readonly #unwatch: () => void;
@@ -105,7 +73,14 @@ export class VhostSession {
     this.#fd = fd;
     this.#hooks = hooks;
     this.#opts = opts;
-    for (let i = 0; i < MAX_RINGS; i++) this.rings.push(new Virtqueue(i, n));
+    this.#rings = new SessionRings(n, {
+      mem: () => this.mem,
+      closed: () => this.#closed,
+      send: (b) => this.#send(b),
+      onKick: (q) => hooks.onKick(q),
+      onRings: () => hooks.onRings(),
+    });
+    this.rings = this.#rings.rings;
     this.#poller = new n.Poller(fd, (status) => this.#readable(status));
     this.#poller.start(n.READABLE);
     this.#unwatch = watchFaults(n, () => {
@@ -255,7 +230,7 @@ export class VhostSession {
         this.#hooks.onRarp(Buffer.from(p.subarray(0, 6)));
         return false;
       default:
-        return this.#ringMessage(m);
+        return this.#rings.message(m);
     }
   }
 
@@ -305,113 +280,8 @@ export class VhostSession {
     for (const q of this.rings) q.log = logAll ? log : undefined;
   }
 
-  /** Ring messages; true when a reply was sent. */
-  #ringMessage(m: Message): boolean {
-    const p = m.payload;
-    const index =
-      m.request === Req.SET_VRING_KICK || m.request === Req.SET_VRING_CALL || m.request === Req.SET_VRING_ERR
-        ? p.readUInt32LE(0) & VRING_IDX_MASK
-        : p.readUInt32LE(0);
-    const q = this.rings[index];
-    if (!q) {
-      for (const fd of m.fds) closeQuietly(fd);
-      throw new VhostRingError(`${reqName(m.request)}: ring ${index} does not exist (this port has ${MAX_RINGS})`);
-    }
-    switch (m.request) {
-      case Req.SET_VRING_NUM: {
-        const num = p.readUInt32LE(4);
-        if (num === 0 || num > MAX_QUEUE_SIZE || (num & (num - 1)) !== 0)
-          throw new VhostRingError(
-            `SET_VRING_NUM: ring ${index} size ${num} is not a power of 2 up to ${MAX_QUEUE_SIZE}`,
-          );
-        q.setNum(num);
-        q.attach(this.mem);
-        this.#hooks.onRings();
-        return false;
-      }
-      case Req.SET_VRING_ADDR:
-        q.addrs = {
-          flags: p.readUInt32LE(4),
-          desc: readU64(p, 8),
-          used: readU64(p, 16),
-          avail: readU64(p, 24),
-          log: readU64(p, 32),
-        };
-        q.attach(this.mem);
-        this.#hooks.onRings();
-        return false;
-      case Req.SET_VRING_BASE:
-        q.lastAvail = q.usedIdx = p.readUInt32LE(4) & 0xffff;
-        q.resetSignal();
-        return false;
-      case Req.GET_VRING_BASE: {
-        this.#stopRing(q);
-        const r = Buffer.alloc(8);
-        r.writeUInt32LE(index, 0);
-        r.writeUInt32LE(q.lastAvail, 4);
-        this.#send(encodeMessage(m.request, FLAG_REPLY, r));
-        this.#hooks.onRings();
-        return true;
-      }
-      case Req.SET_VRING_KICK: {
-        if (p.readUInt32LE(0) & VRING_NOFD_MASK)
-          throw new VhostRingError(`SET_VRING_KICK: ring ${index} without an fd (polling mode) is not supported`);
-        this.#setKick(q, m.fds[0] as number);
-        return false;
-      }
-      case Req.SET_VRING_CALL:
-        if (q.callFd >= 0) closeQuietly(q.callFd);
-        q.callFd = m.fds[0] ?? -1;
-        return false;
-      case Req.SET_VRING_ERR:
-        if (q.errFd >= 0) closeQuietly(q.errFd);
-        q.errFd = m.fds[0] ?? -1;
-        return false;
-      case Req.SET_VRING_ENABLE: {
-        const on = p.readUInt32LE(4);
-        if (on > 1) throw new VhostRingError(`SET_VRING_ENABLE: ring ${index} state ${on} is not 0 or 1`);
-        q.enabled = on === 1;
-        this.#hooks.onRings();
-        if (q.ready) this.#hooks.onKick(q);
-        return false;
-      }
-      default:
-        throw new VhostProtocolError(`unhandled request ${reqName(m.request)}`);
-    }
-  }
-
-  #setKick(q: Virtqueue, fd: number): void {
-    this.#kickPollers[q.index]?.close();
-    if (q.kickFd >= 0) closeQuietly(q.kickFd);
-    q.kickFd = fd;
-    const poller = new this.#n.Poller(fd, (status) => {
-      if (status < 0 || this.#closed || q.kickFd !== fd) return;
-      this.#n.eventfdRead(fd);
-      if (q.ready) this.#hooks.onKick(q);
-    });
-    this.#kickPollers[q.index] = poller;
-    poller.start(this.#n.READABLE);
-    this.#hooks.onRings();
-    // The ring starts with its kick fd (vhost-user.rst "Starting and stopping rings"): look at it once now.
-    if (q.ready) this.#hooks.onKick(q);
-  }
-
-  /** GET_VRING_BASE: the ring stops; its kick fd is dropped. */
-  #stopRing(q: Virtqueue): void {
-    this.#kickPollers[q.index]?.close();
-    this.#kickPollers[q.index] = undefined;
-    if (q.kickFd >= 0) closeQuietly(q.kickFd);
-    q.kickFd = -1;
-  }
-
   #stopAll(): void {
-    for (const q of this.rings) {
-      this.#stopRing(q);
-      if (q.callFd >= 0) closeQuietly(q.callFd);
-      if (q.errFd >= 0) closeQuietly(q.errFd);
-      q.callFd = q.errFd = -1;
-      q.detach();
-    }
+    this.#rings.stopAll();
     this.mem?.unmap();
     this.mem = undefined;
     this.#log?.unmap();
@@ -420,7 +290,7 @@ export class VhostSession {
 
   /** Interrupts the guest for ring `q` (eventfd write on its call fd). */
   call(q: Virtqueue): void {
-    if (q.callFd >= 0) this.#n.eventfdWrite(q.callFd, 1);
+    this.#rings.call(q);
   }
 
   #send(b: Buffer): void {
@@ -446,20 +316,5 @@ export class VhostSession {
     for (const fd of this.#reader.takeFds()) closeQuietly(fd);
     closeQuietly(this.#fd);
     this.#hooks.onClose(err ? err.message : reason, err);
-  }
-}
-
-/** Feature bit numbers set in `f` but not in `offered`. */
-function unoffered(f: number, offered: number): number[] {
-  const out: number[] = [];
-  for (let b = 0; b < 64 && 2 ** b <= f; b++) if (has(f, b) && !has(offered, b)) out.push(b);
-  return out;
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already closed
   }
 }
