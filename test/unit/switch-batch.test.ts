@@ -8,47 +8,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import type { BatchResult, FrameSink, Port, PortState } from '../../src/net/port.js';
-import { countWrite, WriteResult } from '../../src/net/port.js';
+import { WriteResult } from '../../src/net/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
 import { prng } from '../helpers/prng.js';
-
-/** An in-memory port; with `batch` it has writeBatch and records each call's size. */
-class RecPort implements Port {
-  readonly kind = 'rec';
-  readonly state: PortState = 'up';
-  readonly queued = 0;
-  result: WriteResult = WriteResult.OK;
-  readonly sent: string[] = [];
-  readonly batches: number[] = [];
-  writeBatch?: (buf: Buffer, frames: Uint32Array, count: number, res: BatchResult) => void;
-  constructor(
-    readonly name: string,
-    readonly sink: FrameSink,
-    batch: boolean,
-  ) {
-    if (batch)
-      this.writeBatch = (buf, frames, count, res) => {
-        this.batches.push(count);
-        for (let k = 0; k < count; k++) {
-          const off = frames[2 * k] as number;
-          const len = frames[2 * k + 1] as number;
-          countWrite(res, this.write(buf, off, len), len);
-        }
-      };
-  }
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.result !== WriteResult.OK) return this.result;
-    this.sent.push(buf.toString('hex', off, off + len));
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-}
+import { RecPort } from '../helpers/rec-port.js';
 
 const MAC = (n: number) => `5254000000${n.toString(16).padStart(2, '0')}`;
 const BCAST = 'ffffffffffff';

@@ -6,8 +6,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import type { FrameSink, Port, PortState } from '../../src/net/port.js';
-import { WriteResult } from '../../src/net/port.js';
 import { Hold } from '../../src/net/switch/hold.js';
 import {
   floodLists,
@@ -19,27 +17,7 @@ import {
 } from '../../src/net/switch/horizon.js';
 import { Network } from '../../src/net/switch/network.js';
 import { type PortBinding, Switch, SwitchPort } from '../../src/net/switch/switch.js';
-
-class RecPort implements Port {
-  readonly kind = 'rec';
-  readonly state: PortState = 'up';
-  readonly queued = 0;
-  readonly sent: string[] = [];
-  constructor(
-    readonly name: string,
-    readonly sink: FrameSink,
-  ) {}
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    this.sent.push(buf.toString('hex', off, off + len));
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-}
+import { RecPort } from '../helpers/rec-port.js';
 
 /** Ingress entry points that are never called: the ports below only have their groups looked at. */
 const idle = { ingress(): void {}, ingressBatch(): void {}, hold: new Hold() };

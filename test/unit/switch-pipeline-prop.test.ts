@@ -11,45 +11,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { silentLogger } from '../../src/log.js';
-import type { BatchResult, FrameSink, Port, PortState } from '../../src/net/port.js';
-import { countWrite, WriteResult } from '../../src/net/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
+import { RecPort } from '../helpers/rec-port.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
-
-/** Records what it was given; with `batch` it also takes writeBatch. */
-class RecPort implements Port {
-  readonly kind = 'rec';
-  readonly state: PortState = 'up';
-  readonly queued = 0;
-  readonly sent: string[] = [];
-  writeBatch?: (buf: Buffer, frames: Uint32Array, count: number, res: BatchResult) => void;
-  constructor(
-    readonly name: string,
-    readonly sink: FrameSink,
-    batch: boolean,
-  ) {
-    if (batch)
-      this.writeBatch = (buf, frames, count, res) => {
-        for (let k = 0; k < count; k++)
-          countWrite(
-            res,
-            this.write(buf, frames[2 * k] as number, frames[2 * k + 1] as number),
-            frames[2 * k + 1] as number,
-          );
-      };
-  }
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    this.sent.push(buf.toString('hex', off, off + len));
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-}
 
 const MACS = [1, 2, 3, 4, 5].map((n) => `52540000000${n}`);
 const GROUP = ['ffffffffffff', '01005e000001'];

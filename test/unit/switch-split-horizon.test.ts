@@ -6,37 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import type { FrameSink, Port, PortState } from '../../src/net/port.js';
-import { WriteResult } from '../../src/net/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
-
-class FakePort implements Port {
-  readonly kind = 'fake';
-  readonly state: PortState = 'up';
-  readonly queued = 0;
-  readonly sent: string[] = [];
-  constructor(
-    readonly name: string,
-    readonly sink: FrameSink,
-  ) {}
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    this.sent.push(buf.toString('hex', off, off + len));
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-  rx(hex: string): void {
-    const b = Buffer.from(hex, 'hex');
-    this.sink(b, 0, b.length);
-  }
-  take(): string[] {
-    return this.sent.splice(0);
-  }
-}
+import { RecPort } from '../helpers/rec-port.js';
 
 const MAC = (n: number) => `52540000000${n.toString(16)}`;
 const eth = (dst: string, src: string) => `${dst}${src}88b5${'ab'.repeat(46)}`;
@@ -44,16 +15,16 @@ const eth = (dst: string, src: string) => `${dst}${src}88b5${'ab'.repeat(46)}`;
 function rig(kinds: Record<string, PortBinding['link']>) {
   const sw = new Switch({ logger: silentLogger(), clock: () => 1_000_000 });
   sw.addNetwork({ name: 'lab', vni: 100, mtu: 1500 });
-  const ports: Record<string, FakePort> = {};
+  const ports: Record<string, RecPort> = {};
   const sps: Record<string, SwitchPort> = {};
   for (const [name, link] of Object.entries(kinds)) {
     sps[name] = sw.addPort(name, { network: 'lab', link }, (sink) => {
-      const p = new FakePort(name, sink);
+      const p = new RecPort(name, sink);
       ports[name] = p;
       return p;
     });
   }
-  return { sw, ports: ports as Record<string, FakePort>, sps: sps as Record<string, SwitchPort> };
+  return { sw, ports: ports as Record<string, RecPort>, sps: sps as Record<string, SwitchPort> };
 }
 
 describe('split horizon on overlay link ports', () => {

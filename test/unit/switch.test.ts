@@ -5,41 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { silentLogger } from '../../src/log.js';
-import type { FrameSink, Port, PortState } from '../../src/net/port.js';
 import { WriteResult } from '../../src/net/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
-
-/** An in-memory port: records what the switch writes, answers with `result`. */
-class FakePort implements Port {
-  readonly kind = 'fake';
-  state: PortState = 'up';
-  result: WriteResult = WriteResult.OK;
-  readonly sent: string[] = [];
-  readonly queued = 0;
-  constructor(
-    readonly name: string,
-    readonly sink: FrameSink,
-  ) {}
-  async open(): Promise<void> {}
-  write(buf: Buffer, off: number, len: number): WriteResult {
-    if (this.result !== WriteResult.OK) return this.result;
-    this.sent.push(buf.toString('hex', off, off + len));
-    return WriteResult.OK;
-  }
-  describe(): Record<string, unknown> {
-    return {};
-  }
-  async close(): Promise<void> {}
-  async destroy(): Promise<void> {}
-  /** Sends a frame (hex) into the switch as if read from the wire. */
-  rx(hex: string): void {
-    const b = Buffer.from(hex, 'hex');
-    this.sink(b, 0, b.length);
-  }
-  take(): string[] {
-    return this.sent.splice(0);
-  }
-}
+import { RecPort } from '../helpers/rec-port.js';
 
 const MAC = (n: number) => `52540000000${n.toString(16)}`;
 const BCAST = 'ffffffffffff';
@@ -55,14 +23,14 @@ function rig(opts: { agingSec?: number; mtu?: number } = {}) {
   sw.addNetwork({ name: 'red', vni: 1, mtu: opts.mtu ?? 1500 });
   sw.addNetwork({ name: 'blue', vni: 2, mtu: 1500 });
   sw.addNetwork({ name: 'green', vni: 3, mtu: 1500 });
-  const ports: Record<string, FakePort> = {};
+  const ports: Record<string, RecPort> = {};
   const sps: Record<string, SwitchPort> = {};
   const add = (name: string, binding: PortBinding) => {
     sps[name] = sw.addPort(name, binding, (sink) => {
-      ports[name] = new FakePort(name, sink);
+      ports[name] = new RecPort(name, sink);
       return ports[name];
     });
-    return ports[name] as FakePort;
+    return ports[name] as RecPort;
   };
   return {
     sw,
