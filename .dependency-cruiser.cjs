@@ -4,9 +4,8 @@
  * Paths are relative to the repository root; only src/ is checked.
  */
 /**
- * Known exceptions (issue 13), each a wrong-way import still to be removed;
- * they are excluded by exact path in the rule they break, so any new
- * wrong-way import still fails:
+ * The one exception, excluded by exact path in the rule it would break, so
+ * any new wrong-way import still fails:
  * - src/cli/daemon.ts -> src/daemon/run.ts: `vmlink daemon` is the entry
  *   point that starts the daemon (bin/vmlink.js -> cli); it is the one place
  *   allowed to import the daemon.
