@@ -68,3 +68,21 @@ export class RecPort implements Port {
     return this.sent.splice(0);
   }
 }
+
+/**
+ * Lays hex frames out in one buffer, 2 bytes apart, as a port reading many at
+ * once does: `idx` holds offset, length pairs, for Switch ingressBatch.
+ */
+export function packBatch(frames: readonly string[]): { buf: Buffer; idx: Uint32Array; count: number } {
+  const bufs = frames.map((h) => Buffer.from(h, 'hex'));
+  const buf = Buffer.alloc(bufs.reduce((n, b) => n + b.length + 2, 0));
+  const idx = new Uint32Array(2 * bufs.length);
+  let at = 0;
+  bufs.forEach((b, k) => {
+    b.copy(buf, at);
+    idx[2 * k] = at;
+    idx[2 * k + 1] = b.length;
+    at += b.length + 2;
+  });
+  return { buf, idx, count: bufs.length };
+}

@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/log.js';
 import { WriteResult } from '../../src/net/port.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
 import { prng } from '../helpers/prng.js';
-import { RecPort } from '../helpers/rec-port.js';
+import { packBatch, RecPort } from '../helpers/rec-port.js';
 
 const MAC = (n: number) => `5254000000${n.toString(16).padStart(2, '0')}`;
 const BCAST = 'ffffffffffff';
@@ -31,17 +31,8 @@ function rig(batchPorts: string[], plainPorts: string[] = [], bindings: Record<s
   }
   /** Feeds hex frames to `name` as one batch (all in one buffer, 2 bytes apart). */
   const batch = (name: string, frames: string[]) => {
-    const bufs = frames.map((h) => Buffer.from(h, 'hex'));
-    const all = Buffer.alloc(bufs.reduce((a, b) => a + b.length + 2, 0));
-    const idx = new Uint32Array(2 * frames.length);
-    let at = 0;
-    bufs.forEach((b, k) => {
-      b.copy(all, at);
-      idx[2 * k] = at;
-      idx[2 * k + 1] = b.length;
-      at += b.length + 2;
-    });
-    (sps[name] as SwitchPort).ingressBatch(all, idx, frames.length);
+    const { buf, idx, count } = packBatch(frames);
+    (sps[name] as SwitchPort).ingressBatch(buf, idx, count);
   };
   const one = (name: string, hex: string) => {
     const b = Buffer.from(hex, 'hex');

@@ -12,7 +12,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { silentLogger } from '../../src/log.js';
 import { type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
-import { RecPort } from '../helpers/rec-port.js';
+import { packBatch, RecPort } from '../helpers/rec-port.js';
 
 const seed = process.env['FC_SEED'] === undefined ? {} : { seed: Number(process.env['FC_SEED']) };
 
@@ -79,18 +79,8 @@ describe('switch pipeline (property test)', () => {
             const b = Buffer.from(h, 'hex');
             (one.sps.get(from) as SwitchPort).ingress(b, 0, b.length);
           }
-          // All frames in one buffer, 2 bytes apart, as a port reading many at once lays them out.
-          const bufs = frames.map((h) => Buffer.from(h, 'hex'));
-          const all = Buffer.alloc(bufs.reduce((n, b) => n + b.length + 2, 0));
-          const idx = new Uint32Array(2 * bufs.length);
-          let at = 0;
-          bufs.forEach((b, k) => {
-            b.copy(all, at);
-            idx[2 * k] = at;
-            idx[2 * k + 1] = b.length;
-            at += b.length + 2;
-          });
-          (bat.sps.get(from) as SwitchPort).ingressBatch(all, idx, bufs.length);
+          const { buf, idx, count } = packBatch(frames);
+          (bat.sps.get(from) as SwitchPort).ingressBatch(buf, idx, count);
         }
         for (const [name] of PORTS) {
           assert.deepEqual(bat.ports.get(name)?.sent, one.ports.get(name)?.sent, `frames of ${name}`);
