@@ -38,3 +38,17 @@ export class ClusterTlsConfigError extends ClusterError {
     );
   }
 }
+
+/** Moving a host's state into the fabric would contradict what the fabric already holds. Nothing was written. */
+export class ClusterConflictError extends ClusterError {
+  override readonly status = 409;
+
+  constructor(detail: string, options?: ErrorOptions) {
+    super(
+      'ERR_CLUSTER_CONFLICT',
+      `${detail}; nothing was written: rename or renumber the network on this host (delete it and create it ` +
+        `again), or change it in the fabric, then retry`,
+      options,
+    );
+  }
+}

@@ -25,12 +25,14 @@ import { Backoff, type EtcdConnection } from './etcd.js';
 export interface WatchItem {
   value: Buffer;
   modRevision: string;
+  /** Revision that created the key: sorting by it gives the order keys were first stored. */
+  createRevision: string;
 }
 
 export interface WatchHandlers {
   /** The whole content under the prefix (first read, and after compaction): replace what you have. */
   reset(items: Map<string, WatchItem>): void;
-  put(key: string, value: Buffer, modRevision: string): void;
+  put(key: string, value: Buffer, modRevision: string, createRevision: string): void;
   delete(key: string): void;
 }
 
@@ -101,7 +103,11 @@ class PrefixWatcher implements PrefixWatch {
     if (this.#closed) return;
     const items = new Map<string, WatchItem>();
     for (const kv of res.kvs)
-      items.set(kv.key.toString().slice(this.prefix.length), { value: kv.value, modRevision: kv.mod_revision });
+      items.set(kv.key.toString().slice(this.prefix.length), {
+        value: kv.value,
+        modRevision: kv.mod_revision,
+        createRevision: kv.create_revision,
+      });
     this.#lastRev = BigInt(res.header.revision);
     this.#needRead = false;
     this.#call('reset', () => this.handlers.reset(items));
@@ -160,7 +166,8 @@ class PrefixWatcher implements PrefixWatch {
       if (rev <= seen) continue;
       if (rev > last) last = rev;
       const key = ev.kv.key.toString().slice(this.prefix.length);
-      if (ev.type === 'Put') this.#call('put', () => this.handlers.put(key, ev.kv.value, ev.kv.mod_revision));
+      if (ev.type === 'Put')
+        this.#call('put', () => this.handlers.put(key, ev.kv.value, ev.kv.mod_revision, ev.kv.create_revision));
       else this.#call('delete', () => this.handlers.delete(key));
     }
     // A response without events is a progress notice: etcd sends it only once the watcher has caught up.
