@@ -16,7 +16,7 @@ describe('Fdb', () => {
     assert.equal(f.lookup(hiOf(mac), loOf(mac)), 3);
     assert.equal(f.learn(hiOf(mac), loOf(mac), 3, 2000), 3);
     assert.equal(f.size, 1);
-    assert.deepEqual(f.entries(), [{ mac, port: 3, seen: 2000 }]);
+    assert.deepEqual(f.entries(), [{ mac, port: 3, seen: 2000, pinned: false }]);
   });
 
   test('moves a MAC to its new port at once and returns the old port', () => {

@@ -12,6 +12,10 @@
  *               (horizon.ts, network.ts: worked out when membership changes)
  *   egress.ts   VLAN tag, software segmentation, shaping, capture, delivery
  *
+ * For a control plane: locations.ts installs MAC locations (known unicast
+ * toward a port, not aged), mac-events.ts tells of local MACs that came,
+ * moved and went, off the data path.
+ *
  * It knows no socket: ports are reached only through the {@link Port}
  * interface. The per-frame path reads headers in place (src/net/frame/) and
  * allocates nothing in steady state.
@@ -37,12 +41,16 @@ import { Egress } from './egress.js';
 import { Forward } from './forward.js';
 import { Hold } from './hold.js';
 import { type FdbRow, LEARN_CHANGED, LEARN_REFUSED, Learner } from './learn.js';
+import { type LocalMac, Locations, locationMac } from './locations.js';
+import { MacEvents, type MacEventsLost, type MacListener } from './mac-events.js';
 import { Network, type NetworkInfo, type NetworkSpec } from './network.js';
 import type { QosEgress } from './qos-egress.js';
 import { Shaping } from './shaping.js';
 import { type PortBinding, SwitchPort } from './switch-port.js';
 
 export type { FdbRow } from './learn.js';
+export type { LocalMac } from './locations.js';
+export type { MacEvent } from './mac-events.js';
 export type { NetworkSpec } from './network.js';
 export { type FrameTap, type PortBinding, SwitchPort } from './switch-port.js';
 
@@ -54,6 +62,8 @@ export interface SwitchOptions {
   agingSec?: number;
   /** Most MACs per network; default 65536. */
   maxMacsPerNetwork?: number;
+  /** Most MAC events held between two deliveries (see {@link Switch.onMacEvent}); default 4096. */
+  macEventRing?: number;
 }
 
 export class Switch {
@@ -77,6 +87,8 @@ export class Switch {
   readonly #forward: Forward;
   readonly #egress: Egress;
   readonly #shaping: Shaping;
+  readonly #events: MacEvents;
+  readonly #locations: Locations;
   /** Backpressure: holds senders whose frames all went to full ports (hold.ts). */
   readonly hold = new Hold();
 
@@ -89,7 +101,9 @@ export class Switch {
     const seg = new Segmenter(MAX_FRAME_LEN + VLAN_HLEN);
     const capture = new Capture();
     this.#checks = new IngressChecks(this.#cur, seg, capture, this.#clock, this.#log);
-    this.#learn = new Learner(this.#byId);
+    this.#events = new MacEvents(opts.macEventRing ?? 4096, this.#log);
+    this.#learn = new Learner(this.#byId, this.#events);
+    this.#locations = new Locations(this.#byId, this.#events, this.#log);
     this.#learn.now = this.#clock();
     this.#egress = new Egress(this.#cur, seg, capture, this.#clock, this.#log, this.hold);
     this.#forward = new Forward(this.#byId, this.#egress);
@@ -118,9 +132,7 @@ export class Switch {
   sweep(): number {
     const now = this.#clock();
     this.#learn.now = now;
-    let removed = 0;
-    for (const net of this.#networks.values()) removed += net.fdb.sweep(now, this.#agingMs, this.#learn.unlearn);
-    return removed;
+    return this.#learn.age(this.#networks.values(), now, this.#agingMs);
   }
 
   // ---- networks -------------------------------------------------------------
@@ -197,11 +209,11 @@ export class Switch {
     return sp;
   }
 
-  /** Detaches a port, forgets its MACs and closes its transport. */
+  /** Detaches a port, forgets its MACs and the locations installed toward it, and closes its transport. */
   async removePort(name: string): Promise<void> {
     const sp = this.port(name);
     this.#ports.delete(name);
-    this.#learn.forget(sp, false);
+    this.#learn.forget(sp, true);
     // Only the port's own networks: with thousands of networks, every link port goes one by one.
     for (const net of sp.memberOf()) net.leave(sp);
     this.#byId[sp.id] = undefined;
@@ -228,7 +240,7 @@ export class Switch {
     if (state !== 'up') this.flushPort(sp);
   }
 
-  /** Forgets every MAC learned on the port. */
+  /** Forgets every MAC learned on the port (locations installed toward it stay). */
   flushPort(sp: SwitchPort): void {
     this.#learn.forget(sp);
   }
@@ -237,6 +249,37 @@ export class Switch {
   fdb(network?: string): FdbRow[] {
     const nets = network === undefined ? this.#networks.values() : [this.#network(network)];
     return this.#learn.rows(nets, this.#clock());
+  }
+
+  // ---- locations and MAC events (locations.ts, mac-events.ts) --------------------
+
+  /**
+   * Installs the location of `mac` in `network`: known unicast toward port
+   * `port` (in a cluster, the link port toward the owning host), not aged,
+   * not moved by the MAC's frames from links, moved by one from a local port
+   * (a 'moved' event). Undefined `port` removes it (the MAC floods again
+   * unless learned). Throws for an unknown network or port, a port not in
+   * the network, a MAC that is not unicast. False: the table is full.
+   */
+  setLocation(network: string, mac: string, port: string | undefined): boolean {
+    const net = this.#network(network);
+    const sp = port === undefined ? undefined : this.port(port);
+    return this.#locations.set(net, locationMac(mac), sp, this.#clock());
+  }
+
+  /**
+   * Tells `fn` of MACs learned on, moved to or from, and forgotten by local
+   * ports, once per turn of the event loop. `lost` is called after events
+   * were dropped (more in one turn than the ring holds): read
+   * {@link localMacs} again. Returns the function that stops it.
+   */
+  onMacEvent(fn: MacListener, lost?: MacEventsLost): () => void {
+    return this.#events.listen(fn, lost);
+  }
+
+  /** Every MAC behind a local port (learned or installed), for a full resync of what this host publishes. */
+  localMacs(): LocalMac[] {
+    return this.#locations.localMacs(this.#networks.values());
   }
 
   /** The name of the port with id `id`, if it exists. */
