@@ -51,7 +51,7 @@ export class Locations {
    */
   set(net: Network, mac: number, sp: SwitchPort | undefined, now: number): boolean {
     const hi = Math.floor(mac / TWO32);
-    const lo = mac % TWO32 | 0;
+    const lo = (mac % TWO32) | 0;
     const fdb = net.fdb;
     if (sp === undefined) {
       fdb.unpin(hi, lo);
