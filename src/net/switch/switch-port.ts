@@ -157,3 +157,11 @@ export function offloadDrop(sp: SwitchPort, reason: number, log: Logger, now: nu
     'frame with bad offload metadata (virtio_net_hdr) dropped',
   );
 }
+
+/** Counts malformed transport input on a port, and logs it (at most once a second per port). */
+export function malformedInput(sp: SwitchPort, reason: string, log: Logger, now: number): void {
+  sp.counters.malformed++;
+  if (now - sp.lastMalformedLog < 1000) return;
+  sp.lastMalformedLog = now;
+  log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
+}

@@ -12,9 +12,7 @@
  *               (horizon.ts, network.ts: worked out when membership changes)
  *   egress.ts   VLAN tag, software segmentation, shaping, capture, delivery
  *
- * For a control plane: locations.ts installs MAC locations (known unicast
- * toward a port, not aged), mac-events.ts tells of local MACs that came,
- * moved and went, off the data path.
+ * For a control plane: locations.ts (installed MAC locations), mac-events.ts.
  *
  * It knows no socket: ports are reached only through the {@link Port}
  * interface. The per-frame path reads headers in place (src/net/frame/) and
@@ -46,7 +44,7 @@ import { MacEvents, type MacEventsLost, type MacListener } from './mac-events.js
 import { Network, type NetworkInfo, type NetworkSpec } from './network.js';
 import type { QosEgress } from './qos-egress.js';
 import { Shaping } from './shaping.js';
-import { type PortBinding, SwitchPort } from './switch-port.js';
+import { malformedInput, type PortBinding, SwitchPort } from './switch-port.js';
 
 export type { FdbRow } from './learn.js';
 export type { LocalMac } from './locations.js';
@@ -254,12 +252,8 @@ export class Switch {
   // ---- locations and MAC events (locations.ts, mac-events.ts) --------------------
 
   /**
-   * Installs the location of `mac` in `network`: known unicast toward port
-   * `port` (in a cluster, the link port toward the owning host), not aged,
-   * not moved by the MAC's frames from links, moved by one from a local port
-   * (a 'moved' event). Undefined `port` removes it (the MAC floods again
-   * unless learned). Throws for an unknown network or port, a port not in
-   * the network, a MAC that is not unicast. False: the table is full.
+   * Installs `mac`'s location in `network` toward `port` (a cluster: the link toward its host), or
+   * removes it (undefined). Throws for a bad name or MAC; false: the table is full. See locations.ts.
    */
   setLocation(network: string, mac: string, port: string | undefined): boolean {
     const net = this.#network(network);
@@ -268,10 +262,8 @@ export class Switch {
   }
 
   /**
-   * Tells `fn` of MACs learned on, moved to or from, and forgotten by local
-   * ports, once per turn of the event loop. `lost` is called after events
-   * were dropped (more in one turn than the ring holds): read
-   * {@link localMacs} again. Returns the function that stops it.
+   * Tells `fn` of local ports' MACs learned, moved and forgotten, once per turn (mac-events.ts);
+   * `lost`: events were dropped, read {@link localMacs} again. Returns the function that stops it.
    */
   onMacEvent(fn: MacListener, lost?: MacEventsLost): () => void {
     return this.#events.listen(fn, lost);
@@ -422,10 +414,6 @@ export class Switch {
 
   /** Counts malformed transport input on a port, and logs it (at most once a second per port). */
   malformed(sp: SwitchPort, reason: string): void {
-    sp.counters.malformed++;
-    const now = this.#clock();
-    if (now - sp.lastMalformedLog < 1000) return;
-    sp.lastMalformedLog = now;
-    this.#log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
+    malformedInput(sp, reason, this.#log, this.#clock());
   }
 }
