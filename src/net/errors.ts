@@ -83,3 +83,22 @@ export class PortAddressError extends NetError {
 export class PortOpenError extends NetError {
   override readonly status = 422;
 }
+
+/** A MAC given to the switch (a location) is not a unicast MAC address. */
+export class MacAddressError extends NetError {
+  override readonly status = 400;
+  constructor(text: string) {
+    super('ERR_MAC_ADDRESS', `"${text}" is not a unicast MAC address; write it as 52:54:00:12:34:56`);
+  }
+}
+
+/** A location was to be installed toward a port that is not in the location's network. */
+export class PortNotInNetworkError extends NetError {
+  override readonly status = 409;
+  constructor(port: string, network: string, networks: readonly string[]) {
+    super(
+      'ERR_PORT_NOT_IN_NETWORK',
+      `port "${port}" is not in network "${network}" (it is in: ${networks.length ? networks.join(', ') : 'none'}); install the location toward a port of that network`,
+    );
+  }
+}

@@ -16,7 +16,7 @@ describe('Fdb', () => {
     assert.equal(f.lookup(hiOf(mac), loOf(mac)), 3);
     assert.equal(f.learn(hiOf(mac), loOf(mac), 3, 2000), 3);
     assert.equal(f.size, 1);
-    assert.deepEqual(f.entries(), [{ mac, port: 3, seen: 2000 }]);
+    assert.deepEqual(f.entries(), [{ mac, port: 3, seen: 2000, pinned: false }]);
   });
 
   test('moves a MAC to its new port at once and returns the old port', () => {
@@ -89,11 +89,44 @@ describe('Fdb', () => {
     assert.equal(f.lookup(1, 1), -1);
   });
 
+  test('keeps pinned entries through aging, and through a sweep of their port unless asked', () => {
+    const f = new Fdb();
+    f.pin(1, 1, 4, 0);
+    f.learn(1, 2, 4, 0);
+    const gone: string[] = [];
+    assert.equal(
+      f.sweep(10_000, 1, (p, hi, lo, pinned) => gone.push(`${p} ${hi}:${lo} ${pinned}`)),
+      1,
+    );
+    assert.deepEqual(gone, ['4 1:2 false']);
+    assert.equal(f.sweep(10_000, 0, undefined, 4), 0);
+    assert.equal(f.lookup(1, 1), 4);
+    assert.equal(
+      f.sweep(10_000, 0, (p, hi, lo, pinned) => gone.push(`${p} ${hi}:${lo} ${pinned}`), 4, true),
+      1,
+    );
+    assert.deepEqual(gone, ['4 1:2 false', '4 1:1 true']);
+  });
+
+  test('a learn turns a pinned entry into a learned one; unpin removes only pinned entries', () => {
+    const f = new Fdb();
+    assert.equal(f.pin(1, 1, 4, 0), LEARN_NEW);
+    assert.equal(f.pinned(1, 1), true);
+    assert.equal(f.learn(1, 1, 5, 0), 4);
+    assert.equal(f.pinned(1, 1), false);
+    assert.equal(f.unpin(1, 1), -1);
+    assert.equal(f.lookup(1, 1), 5);
+    assert.equal(f.pin(1, 1, 6, 0), 5);
+    assert.equal(f.unpin(1, 1), 6);
+    assert.equal(f.lookup(1, 1), -1);
+    assert.equal(f.pinned(1, 1), false);
+  });
+
   test('random operations agree with a Map model (seeded)', () => {
     const rand = prng(7);
     const int = (n: number) => Math.floor(rand() * n);
     const f = new Fdb(500);
-    const model = new Map<number, { port: number; seen: number }>();
+    const model = new Map<number, { port: number; seen: number; pinned: boolean }>();
     let now = 0;
     for (let op = 0; op < 20_000; op++) {
       now += int(3);
@@ -104,17 +137,22 @@ describe('Fdb', () => {
       const r = rand();
       if (r < 0.6) {
         const port = int(8);
-        const got = f.learn(hi, lo, port, now);
+        const pinned = rand() < 0.2;
+        const got = pinned ? f.pin(hi, lo, port, now) : f.learn(hi, lo, port, now);
         const prev = model.get(mac);
         if (prev) {
           assert.equal(got, prev.port);
-          model.set(mac, { port, seen: now });
+          model.set(mac, { port, seen: now, pinned });
         } else if (model.size >= 500) {
           assert.equal(got, LEARN_FULL);
         } else {
           assert.equal(got, LEARN_NEW);
-          model.set(mac, { port, seen: now });
+          model.set(mac, { port, seen: now, pinned });
         }
+      } else if (r < 0.7) {
+        const e = model.get(mac);
+        assert.equal(f.unpin(hi, lo), e?.pinned ? e.port : -1);
+        if (e?.pinned) model.delete(mac);
       } else if (r < 0.8) {
         assert.equal(f.forget(hi, lo), model.get(mac)?.port ?? -1);
         model.delete(mac);
@@ -122,25 +160,28 @@ describe('Fdb', () => {
         const maxAge = int(200);
         let expect = 0;
         for (const [m, e] of model)
-          if (now - e.seen > maxAge) {
+          if (!e.pinned && now - e.seen > maxAge) {
             model.delete(m);
             expect++;
           }
         assert.equal(f.sweep(now, maxAge), expect);
       } else if (r < 0.87) {
         const port = int(8);
+        const withPinned = rand() < 0.5;
         let expect = 0;
         for (const [m, e] of model)
-          if (e.port === port) {
+          if (e.port === port && (withPinned || !e.pinned)) {
             model.delete(m);
             expect++;
           }
-        assert.equal(f.sweep(now, 0, undefined, port), expect);
+        assert.equal(f.sweep(now, 0, undefined, port, withPinned), expect);
       } else {
         assert.equal(f.lookup(hi, lo), model.get(mac)?.port ?? -1);
+        assert.equal(f.pinned(hi, lo), model.get(mac)?.pinned ?? false);
       }
       assert.equal(f.size, model.size);
     }
     for (const [m, e] of model) assert.equal(f.lookup(hiOf(m), loOf(m)), e.port);
+    assert.equal(f.entries().filter((e) => e.pinned).length, [...model.values()].filter((e) => e.pinned).length);
   });
 });

@@ -6,6 +6,10 @@
  * over typed arrays: a lookup or a refresh allocates nothing, and MACs are
  * held as two integers (high 16 bits, low 32 bits), never as strings or
  * boxed numbers. The table grows by doubling up to `maxEntries`.
+ *
+ * An entry is learned (aged, moved by the next frame from another port) or
+ * pinned: installed by the control plane ({@link Fdb.pin}), never aged; the
+ * learn stage decides who may move a pinned entry (learn.ts).
  */
 
 const EMPTY = -1;
@@ -16,12 +20,17 @@ export const LEARN_FULL = -2;
 /** Result of {@link Fdb.learn} for a MAC not seen before. */
 export const LEARN_NEW = -1;
 
+/** An entry went away (see {@link Fdb.sweep}): its port, MAC (hi, lo) and whether it was pinned. */
+export type FdbRemoved = (port: number, hi: number, lo: number, pinned: boolean) => void;
+
 /** One entry, as listed by {@link Fdb.entries}. */
 export interface FdbEntry {
   mac: number;
   port: number;
   /** Time last seen, ms on the switch clock. */
   seen: number;
+  /** Installed by {@link Fdb.pin}, not learned. */
+  pinned: boolean;
 }
 
 export class Fdb {
@@ -29,6 +38,8 @@ export class Fdb {
   #lo: Int32Array;
   #port: Int32Array;
   #seen: Float64Array;
+  /** 1: the entry is pinned (installed, not aged). */
+  #pin: Uint8Array;
   #mask: number;
   #size = 0;
   readonly #maxEntries: number;
@@ -41,6 +52,7 @@ export class Fdb {
     this.#lo = new Int32Array(cap);
     this.#port = new Int32Array(cap);
     this.#seen = new Float64Array(cap);
+    this.#pin = new Uint8Array(cap);
     this.#mask = cap - 1;
   }
 
@@ -73,9 +85,36 @@ export class Fdb {
    * Returns {@link LEARN_NEW} for a new entry, {@link LEARN_FULL} when a new
    * MAC could not be stored, or the port id the MAC was on before (equal to
    * `port` for a refresh, another id when the MAC moved: it now points to
-   * `port` at once).
+   * `port` at once). A pinned entry becomes a learned one.
    */
   learn(hi: number, lo: number, port: number, now: number): number {
+    return this.#put(hi, lo, port, now, 0);
+  }
+
+  /**
+   * Installs the MAC toward `port`, pinned: never aged, kept by
+   * {@link sweep} of its port unless asked. Returns as {@link learn} does.
+   */
+  pin(hi: number, lo: number, port: number, now: number): number {
+    return this.#put(hi, lo, port, now, 1);
+  }
+
+  /** True when the MAC has a pinned entry. */
+  pinned(hi: number, lo: number): boolean {
+    const slot = this.#find(hi, lo | 0);
+    return slot >= 0 && this.#pin[slot] === 1;
+  }
+
+  /** Removes the MAC's entry if it is pinned; returns the port it was toward, or -1 (a learned entry stays). */
+  unpin(hi: number, lo: number): number {
+    const slot = this.#find(hi, lo | 0);
+    if (slot < 0 || this.#pin[slot] !== 1) return -1;
+    const port = this.#port[slot] as number;
+    this.#removeAt(slot);
+    return port;
+  }
+
+  #put(hi: number, lo: number, port: number, now: number, pin: number): number {
     const l = lo | 0;
     let i = this.#hash(hi, l);
     for (;;) {
@@ -85,6 +124,7 @@ export class Fdb {
         const prev = this.#port[i] as number;
         this.#port[i] = port;
         this.#seen[i] = now;
+        this.#pin[i] = pin;
         return prev;
       }
       i = (i + 1) & this.#mask;
@@ -99,6 +139,7 @@ export class Fdb {
     this.#lo[i] = l;
     this.#port[i] = port;
     this.#seen[i] = now;
+    this.#pin[i] = pin;
     this.#size++;
     return LEARN_NEW;
   }
@@ -113,11 +154,11 @@ export class Fdb {
   }
 
   /**
-   * Removes entries not seen for more than `maxAgeMs` (when `port` is -1), or
-   * every entry of `port` (when `port` >= 0). Calls `onRemove(portId)` for each.
-   * Returns the number removed.
+   * Removes learned entries not seen for more than `maxAgeMs` (when `port` is
+   * -1), or every learned entry of `port` (when `port` >= 0; its pinned ones
+   * too with `pinned`). Calls `onRemove` for each. Returns the number removed.
    */
-  sweep(now: number, maxAgeMs: number, onRemove?: (port: number) => void, port = -1): number {
+  sweep(now: number, maxAgeMs: number, onRemove?: FdbRemoved, port = -1, pinned = false): number {
     let removed = 0;
     let i = 0;
     // Backward-shift deletion may move a later entry into slot i: re-check i
@@ -127,11 +168,15 @@ export class Fdb {
     while (i <= this.#mask) {
       const h = this.#hi[i] as number;
       const p = this.#port[i] as number;
-      const stale = h !== EMPTY && (port >= 0 ? p === port : now - (this.#seen[i] as number) > maxAgeMs);
+      const pin = this.#pin[i] === 1;
+      const stale =
+        h !== EMPTY &&
+        (port >= 0 ? p === port && (pinned || !pin) : !pin && now - (this.#seen[i] as number) > maxAgeMs);
       if (stale) {
+        const lo = this.#lo[i] as number;
         this.#removeAt(i);
         removed++;
-        onRemove?.(p);
+        onRemove?.(p, h, lo, pin);
       } else {
         i++;
       }
@@ -149,6 +194,7 @@ export class Fdb {
         mac: h * TWO32 + ((this.#lo[i] as number) >>> 0),
         port: this.#port[i] as number,
         seen: this.#seen[i] as number,
+        pinned: this.#pin[i] === 1,
       });
     }
     return out;
@@ -193,6 +239,7 @@ export class Fdb {
       this.#lo[hole] = this.#lo[j] as number;
       this.#port[hole] = this.#port[j] as number;
       this.#seen[hole] = this.#seen[j] as number;
+      this.#pin[hole] = this.#pin[j] as number;
       hole = j;
     }
     this.#hi[hole] = EMPTY;
@@ -204,11 +251,13 @@ export class Fdb {
     const oldLo = this.#lo;
     const oldPort = this.#port;
     const oldSeen = this.#seen;
+    const oldPin = this.#pin;
     const cap = (this.#mask + 1) * 2;
     this.#hi = new Int32Array(cap).fill(EMPTY);
     this.#lo = new Int32Array(cap);
     this.#port = new Int32Array(cap);
     this.#seen = new Float64Array(cap);
+    this.#pin = new Uint8Array(cap);
     this.#mask = cap - 1;
     for (let k = 0; k < oldHi.length; k++) {
       const h = oldHi[k] as number;
@@ -220,6 +269,7 @@ export class Fdb {
       this.#lo[i] = lo;
       this.#port[i] = oldPort[k] as number;
       this.#seen[i] = oldSeen[k] as number;
+      this.#pin[i] = oldPin[k] as number;
     }
   }
 }

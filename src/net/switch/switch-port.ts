@@ -12,7 +12,7 @@ import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import type { BatchSink, FrameSink, Port, PortState } from '../port.js';
 import { type CountersSnapshot, countersSnapshot, PortCounters } from './counters.js';
 import type { Hold } from './hold.js';
-import { blockedGroups, horizonOf } from './horizon.js';
+import { blockedGroups, HORIZON_LOCAL, horizonOf } from './horizon.js';
 import type { Network } from './network.js';
 import type { QosEgress } from './qos-egress.js';
 
@@ -100,6 +100,8 @@ export class SwitchPort {
   readonly horizon: number;
   /** Bit g set: frames from this port never go to a port of group g (worked out once, from {@link horizon}). */
   readonly blocked: number;
+  /** A local port (a VM, a TAP, ...), not an overlay link: its MACs are this host's (MAC events, locations). */
+  readonly local: boolean;
 
   constructor(
     readonly id: number,
@@ -113,6 +115,7 @@ export class SwitchPort {
     this.storm = binding.storm ? new TokenBucket(binding.storm.pps, binding.storm.burst, now) : undefined;
     this.horizon = horizonOf(binding.link);
     this.blocked = blockedGroups(this.horizon);
+    this.local = this.horizon === HORIZON_LOCAL;
     // Each ingress is one batch of the hold logic (backpressure, hold.ts).
     this.ingress = sw.hold.sink(this, (buf, off, len, meta) => sw.ingress(this, buf, off, len, meta));
     this.ingressBatch = sw.hold.batchSink(this, (buf, frames, count) => sw.ingressBatch(this, buf, frames, count));
@@ -153,4 +156,12 @@ export function offloadDrop(sp: SwitchPort, reason: number, log: Logger, now: nu
     { port: sp.name, reason: describeOffloadReason(reason), total: sp.counters.offload },
     'frame with bad offload metadata (virtio_net_hdr) dropped',
   );
+}
+
+/** Counts malformed transport input on a port, and logs it (at most once a second per port). */
+export function malformedInput(sp: SwitchPort, reason: string, log: Logger, now: number): void {
+  sp.counters.malformed++;
+  if (now - sp.lastMalformedLog < 1000) return;
+  sp.lastMalformedLog = now;
+  log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
 }

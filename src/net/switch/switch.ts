@@ -12,6 +12,8 @@
  *               (horizon.ts, network.ts: worked out when membership changes)
  *   egress.ts   VLAN tag, software segmentation, shaping, capture, delivery
  *
+ * For a control plane: locations.ts (installed MAC locations), mac-events.ts.
+ *
  * It knows no socket: ports are reached only through the {@link Port}
  * interface. The per-frame path reads headers in place (src/net/frame/) and
  * allocates nothing in steady state.
@@ -37,12 +39,16 @@ import { Egress } from './egress.js';
 import { Forward } from './forward.js';
 import { Hold } from './hold.js';
 import { type FdbRow, LEARN_CHANGED, LEARN_REFUSED, Learner } from './learn.js';
+import { type LocalMac, Locations, locationMac } from './locations.js';
+import { MacEvents, type MacEventsLost, type MacListener } from './mac-events.js';
 import { Network, type NetworkInfo, type NetworkSpec } from './network.js';
 import type { QosEgress } from './qos-egress.js';
 import { Shaping } from './shaping.js';
-import { type PortBinding, SwitchPort } from './switch-port.js';
+import { malformedInput, type PortBinding, SwitchPort } from './switch-port.js';
 
 export type { FdbRow } from './learn.js';
+export type { LocalMac } from './locations.js';
+export type { MacEvent } from './mac-events.js';
 export type { NetworkSpec } from './network.js';
 export { type FrameTap, type PortBinding, SwitchPort } from './switch-port.js';
 
@@ -54,6 +60,8 @@ export interface SwitchOptions {
   agingSec?: number;
   /** Most MACs per network; default 65536. */
   maxMacsPerNetwork?: number;
+  /** Most MAC events held between two deliveries (see {@link Switch.onMacEvent}); default 4096. */
+  macEventRing?: number;
 }
 
 export class Switch {
@@ -77,6 +85,8 @@ export class Switch {
   readonly #forward: Forward;
   readonly #egress: Egress;
   readonly #shaping: Shaping;
+  readonly #events: MacEvents;
+  readonly #locations: Locations;
   /** Backpressure: holds senders whose frames all went to full ports (hold.ts). */
   readonly hold = new Hold();
 
@@ -89,7 +99,9 @@ export class Switch {
     const seg = new Segmenter(MAX_FRAME_LEN + VLAN_HLEN);
     const capture = new Capture();
     this.#checks = new IngressChecks(this.#cur, seg, capture, this.#clock, this.#log);
-    this.#learn = new Learner(this.#byId);
+    this.#events = new MacEvents(opts.macEventRing ?? 4096, this.#log);
+    this.#learn = new Learner(this.#byId, this.#events);
+    this.#locations = new Locations(this.#byId, this.#events, this.#log);
     this.#learn.now = this.#clock();
     this.#egress = new Egress(this.#cur, seg, capture, this.#clock, this.#log, this.hold);
     this.#forward = new Forward(this.#byId, this.#egress);
@@ -118,9 +130,7 @@ export class Switch {
   sweep(): number {
     const now = this.#clock();
     this.#learn.now = now;
-    let removed = 0;
-    for (const net of this.#networks.values()) removed += net.fdb.sweep(now, this.#agingMs, this.#learn.unlearn);
-    return removed;
+    return this.#learn.age(this.#networks.values(), now, this.#agingMs);
   }
 
   // ---- networks -------------------------------------------------------------
@@ -197,11 +207,11 @@ export class Switch {
     return sp;
   }
 
-  /** Detaches a port, forgets its MACs and closes its transport. */
+  /** Detaches a port, forgets its MACs and the locations installed toward it, and closes its transport. */
   async removePort(name: string): Promise<void> {
     const sp = this.port(name);
     this.#ports.delete(name);
-    this.#learn.forget(sp, false);
+    this.#learn.forget(sp, true);
     // Only the port's own networks: with thousands of networks, every link port goes one by one.
     for (const net of sp.memberOf()) net.leave(sp);
     this.#byId[sp.id] = undefined;
@@ -228,7 +238,7 @@ export class Switch {
     if (state !== 'up') this.flushPort(sp);
   }
 
-  /** Forgets every MAC learned on the port. */
+  /** Forgets every MAC learned on the port (locations installed toward it stay). */
   flushPort(sp: SwitchPort): void {
     this.#learn.forget(sp);
   }
@@ -237,6 +247,31 @@ export class Switch {
   fdb(network?: string): FdbRow[] {
     const nets = network === undefined ? this.#networks.values() : [this.#network(network)];
     return this.#learn.rows(nets, this.#clock());
+  }
+
+  // ---- locations and MAC events (locations.ts, mac-events.ts) --------------------
+
+  /**
+   * Installs `mac`'s location in `network` toward `port` (a cluster: the link toward its host), or
+   * removes it (undefined). Throws for a bad name or MAC; false: the table is full. See locations.ts.
+   */
+  setLocation(network: string, mac: string, port: string | undefined): boolean {
+    const net = this.#network(network);
+    const sp = port === undefined ? undefined : this.port(port);
+    return this.#locations.set(net, locationMac(mac), sp, this.#clock());
+  }
+
+  /**
+   * Tells `fn` of local ports' MACs learned, moved and forgotten, once per turn (mac-events.ts);
+   * `lost`: events were dropped, read {@link localMacs} again. Returns the function that stops it.
+   */
+  onMacEvent(fn: MacListener, lost?: MacEventsLost): () => void {
+    return this.#events.listen(fn, lost);
+  }
+
+  /** Every MAC behind a local port (learned or installed), for a full resync of what this host publishes. */
+  localMacs(): LocalMac[] {
+    return this.#locations.localMacs(this.#networks.values());
   }
 
   /** The name of the port with id `id`, if it exists. */
@@ -379,10 +414,6 @@ export class Switch {
 
   /** Counts malformed transport input on a port, and logs it (at most once a second per port). */
   malformed(sp: SwitchPort, reason: string): void {
-    sp.counters.malformed++;
-    const now = this.#clock();
-    if (now - sp.lastMalformedLog < 1000) return;
-    sp.lastMalformedLog = now;
-    this.#log.warn({ port: sp.name, reason, total: sp.counters.malformed }, 'malformed input on port');
+    malformedInput(sp, reason, this.#log, this.#clock());
   }
 }
