@@ -29,6 +29,7 @@
  * minute). Bad input never throws out of the handler: a TLS or HTTP parse
  * failure is counted, a bad request answered with its error.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
@@ -41,12 +42,12 @@ import { csrPublicKey, publicKeyFingerprint, signCsr } from '../pki/csr.js';
 import { AdmissionGate, isRefusal, sourceKey } from '../util/admission.js';
 import {
   JoinBadRequestError,
-  JoinBodyTooLargeError,
   JoinBusyError,
   JoinHostExistsError,
   JoinServerError,
   JoinUnavailableError,
 } from './join-errors.js';
+import { DEFAULT_LIMITS, FailureWindow, type JoinLimits, readBody } from './join-limits.js';
 import {
   CA_PATH,
   type EtcdAccessPem,
@@ -56,30 +57,6 @@ import {
   validJoinRequest,
 } from './join-protocol.js';
 import { checkToken, consumeToken } from './token.js';
-
-/** Bounds of the join endpoint. */
-export interface JoinLimits {
-  /** Connections at once; default 32. */
-  maxConnections: number;
-  /** Connections at once from one source (an IPv4 address or IPv6 /64); default 4. */
-  maxPerSource: number;
-  /** Largest request body, bytes; default 16384. */
-  maxBodyBytes: number;
-  /** Joins being checked and signed at once; more are refused with ERR_JOIN_BUSY; default 4. */
-  maxInFlight: number;
-  /** Refused requests from one source per minute before it is refused outright for the rest of it; default 10. */
-  maxFailuresPerMinute: number;
-}
-
-const DEFAULT_LIMITS: JoinLimits = {
-  maxConnections: 32,
-  maxPerSource: 4,
-  maxBodyBytes: 16_384,
-  maxInFlight: 4,
-  maxFailuresPerMinute: 10,
-};
-/** Sources whose failures are remembered at once. */
-const MAX_TRACKED_SOURCES = 1024;
 
 /** etcd access handed to joining hosts; file paths (PEM). */
 export interface JoinEtcdAccess {
@@ -133,38 +110,6 @@ export interface JoinServer {
   close(): Promise<void>;
 }
 
-/** Counts refusals per source over a one-minute window (bounded map). */
-class FailureWindow {
-  readonly #bySource = new Map<string, { since: number; count: number }>();
-  constructor(readonly max: number) {}
-
-  blocked(source: string, now: number): boolean {
-    const e = this.#bySource.get(source);
-    if (!e) return false;
-    if (now - e.since >= 60_000) {
-      this.#bySource.delete(source);
-      return false;
-    }
-    return e.count >= this.max;
-  }
-
-  /** Counts a failure; true when this one made the source blocked. */
-  fail(source: string, now: number): boolean {
-    let e = this.#bySource.get(source);
-    if (!e || now - e.since >= 60_000) {
-      if (e) this.#bySource.delete(source);
-      if (this.#bySource.size >= MAX_TRACKED_SOURCES) {
-        const oldest = this.#bySource.keys().next().value as string;
-        this.#bySource.delete(oldest);
-      }
-      e = { since: now, count: 0 };
-      this.#bySource.set(source, e);
-    }
-    e.count++;
-    return e.count === this.max;
-  }
-}
-
 async function readPem(what: string, path: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
@@ -173,25 +118,18 @@ async function readPem(what: string, path: string): Promise<string> {
   }
 }
 
-/** Reads a request body up to `limit` bytes; larger is a JoinBodyTooLargeError. */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > limit) return Promise.reject(new JoinBodyTooLargeError(limit));
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        reject(new JoinBodyTooLargeError(limit));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.once('end', () => resolve(Buffer.concat(chunks)));
-    req.once('error', reject);
-  });
+/** Refuses to start with a CA key that is not the CA certificate's, or an endpoint certificate the CA did not sign. */
+function checkMaterial(caPem: string, caKeyPem: string, serverPem: string, opts: JoinServerOptions): void {
+  try {
+    const ca = new X509Certificate(caPem);
+    if (publicKeyFingerprint(caKeyPem) !== publicKeyFingerprint(caPem))
+      throw new Error(`${opts.ca.key} is not the key of ${opts.ca.cert}`);
+    const server = new X509Certificate(serverPem);
+    if (!server.checkIssued(ca) || !server.verify(ca.publicKey))
+      throw new Error(`${opts.serverCert.cert} is not signed by the fabric CA ${opts.ca.cert}`);
+  } catch (err) {
+    throw new JoinServerError(`join endpoint: ${describeError(err)}`, { cause: err });
+  }
 }
 
 function answer(res: ServerResponse, status: number, body: unknown): void {
@@ -219,10 +157,13 @@ export async function startJoinServer(opts: JoinServerOptions): Promise<JoinServ
     if (t.cert !== undefined) etcd.tls.cert = await readPem('the etcd client certificate', t.cert);
     if (t.key !== undefined) etcd.tls.key = await readPem('the etcd client key', t.key);
   }
+  const serverCertPem = await readPem('the endpoint certificate', opts.serverCert.cert);
+  checkMaterial(caPem, await readPem('the fabric CA key', opts.ca.key), serverCertPem, opts);
   const joinAnswer = (cert: string): JoinAnswer => ({ cert, ca: caPem, etcd, prefix: opts.etcd.prefix });
 
   const failures = new FailureWindow(limits.maxFailuresPerMinute);
   let inFlight = 0;
+  let busy = 0;
   const gate = new AdmissionGate({
     name: 'join endpoint',
     logger: log,
@@ -287,9 +228,11 @@ export async function startJoinServer(opts: JoinServerOptions): Promise<JoinServ
       expires: new Date(issued.getTime() + days * 86_400_000).toISOString(),
     };
     const consumed = await consumeToken(opts.kv, checked, r.token, r.host, {
-      key: `certs/${r.host}`,
-      modRevision: certsKv?.mod_revision ?? '0',
-      value: JSON.stringify(record),
+      unchanged: [
+        { key: `members/${r.host}`, modRevision: member.kvs[0]?.mod_revision ?? '0' },
+        { key: `certs/${r.host}`, modRevision: certsKv?.mod_revision ?? '0' },
+      ],
+      puts: [{ key: `certs/${r.host}`, value: JSON.stringify(record) }],
     });
     if (!consumed) throw new JoinHostExistsError(r.host);
     const joined: JoinedHost = { host: r.host, key, ips: r.ips ?? [], remote, replaced };
@@ -327,7 +270,11 @@ export async function startJoinServer(opts: JoinServerOptions): Promise<JoinServ
         err instanceof VmlinkError
           ? err
           : new JoinUnavailableError(`the issuer cannot reach the fabric store: ${describeError(err)}`);
-      if (e.status === 503) log.error({ remote, code: e.code }, `join endpoint: ${e.message}`);
+      if (e instanceof JoinBusyError) {
+        // Counted, not logged one by one: a source hammering the endpoint must not flood the log.
+        busy++;
+        log.debug({ remote, busy }, `join endpoint: ${e.message}`);
+      } else if (e.status === 503) log.error({ remote, code: e.code }, `join endpoint: ${e.message}`);
       else {
         log.warn({ remote, code: e.code }, `join endpoint: refused a request from ${remote}: ${e.message}`);
         if (failures.fail(source, Date.now()))
@@ -344,7 +291,7 @@ export async function startJoinServer(opts: JoinServerOptions): Promise<JoinServ
 
   const server: Server = createServer(
     {
-      cert: await readPem('the endpoint certificate', opts.serverCert.cert),
+      cert: serverCertPem,
       key: await readPem('the endpoint key', opts.serverCert.key),
       minVersion: 'TLSv1.2',
       handshakeTimeout: 10_000,

@@ -248,34 +248,35 @@ export async function checkToken(kv: Namespace, credential: string, now = Date.n
   return { id, raw, rejoin: record.rejoin };
 }
 
-/** A key the consuming transaction also writes, provided it was not modified since `modRevision` ('0': absent). */
-export interface GuardedPut {
-  key: string;
-  modRevision: string;
-  value: string;
+/** What the consuming transaction also requires and writes. */
+export interface ConsumeGuard {
+  /** Keys that must still be at these modification revisions ('0': absent). */
+  unchanged: { key: string; modRevision: string }[];
+  /** Keys written with the token's consumption. */
+  puts: { key: string; value: string }[];
 }
 
 /**
  * Consumes a checked token in one transaction: its record still has the
  * bytes that were checked (else the token was used or expired meanwhile, and
- * checkToken() says which), and `guard.key` is unchanged; then the record
- * becomes a tombstone naming `host`, and `guard` is written. Resolves false
- * when only the guard changed (the token stays valid).
+ * checkToken() says which) and every `guard.unchanged` key is unchanged; then
+ * the record becomes a tombstone naming `host` and `guard.puts` are written.
+ * Resolves false when only a guarded key changed (the token stays valid).
  */
 export async function consumeToken(
   kv: Namespace,
   checked: CheckedToken,
   credential: string,
   host: string,
-  guard: GuardedPut,
+  guard: ConsumeGuard,
 ): Promise<boolean> {
   const key = tokenKey(checked.id);
   const record = readRecord(checked.raw) as TokenRecord;
   const tomb: TokenRecord = { ...record, used: new Date().toISOString(), host };
-  const r = await kv
-    .if(key, 'Value', '==', checked.raw)
-    .and(guard.key, 'Mod', '==', Number(guard.modRevision))
-    .then(kv.put(key).value(JSON.stringify(tomb)).ignoreLease(), kv.put(guard.key).value(guard.value))
+  const txn = kv.if(key, 'Value', '==', checked.raw);
+  for (const u of guard.unchanged) txn.and(u.key, 'Mod', '==', Number(u.modRevision));
+  const r = await txn
+    .then(kv.put(key).value(JSON.stringify(tomb)).ignoreLease(), ...guard.puts.map((p) => kv.put(p.key).value(p.value)))
     .commit();
   if (r.succeeded) return true;
   const again = await checkToken(kv, credential);

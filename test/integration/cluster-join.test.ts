@@ -23,7 +23,7 @@ import { createToken, parseToken } from '../../src/cluster/token.js';
 import { hasCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { caInit, hostCert } from '../../src/pki/ca.js';
-import { publicKeyFingerprint } from '../../src/pki/csr.js';
+import { createKeyAndCsr, publicKeyFingerprint } from '../../src/pki/csr.js';
 import { type EtcdCluster, startEtcd } from '../helpers/etcd.js';
 
 const PREFIX = `/vmlink-join-test-${process.pid}/`;
@@ -313,6 +313,19 @@ describe('cluster join', () => {
     );
     assert.equal(r.status, 400, r.body);
     assert.match(JSON.parse(r.body).error.message, /"csr" is not a readable certificate request/);
+    // A CSR whose self-signature does not verify (no proof of holding the key) is refused, the token not spent.
+    const { csrPem } = await createKeyAndCsr(keyDir(), 'b9');
+    const der = Buffer.from(csrPem.replace(/-----[A-Z ]+-----|\s/g, ''), 'base64');
+    der[der.length - 3] = (der[der.length - 3] as number) ^ 1;
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    r = await raw(
+      server.address,
+      'POST',
+      '/v1/join',
+      JSON.stringify({ token: `${t.id}.${t.secret}`, host: 'b9', csr: tampered }),
+    );
+    assert.equal(r.status, 400, r.body);
+    assert.match(JSON.parse(r.body).error.message, /"csr" was refused: .*self-signature/);
     r = await raw(server.address, 'GET', '/etc/passwd');
     assert.equal(r.status, 400);
     const [host, port] = server.address.split(':') as [string, string];
@@ -343,6 +356,28 @@ describe('cluster join', () => {
       hostId: 'b9',
       keyDir: keyDir(),
     });
+  });
+
+  it('refuses to start with an endpoint certificate the fabric CA did not sign, or a CA key that is not its own', async () => {
+    const other = await caInit(join(dir, 'other-ca'));
+    const stranger = await hostCert(join(dir, 'other-ca'), 'stranger', join(dir, 'stranger'));
+    const start = (ca: { cert: string; key: string }, serverCert: { cert: string; key: string }) =>
+      startJoinServer({
+        listen: '127.0.0.1:0',
+        ca,
+        serverCert,
+        kv,
+        etcd: { endpoints: etcd.endpoints, prefix: PREFIX },
+        logger: silentLogger(),
+      });
+    const fabricCa = { cert: join(dir, 'ca', 'ca.pem'), key: join(dir, 'ca', 'ca.key') };
+    let err = await refusedWith(start(fabricCa, { cert: stranger.cert, key: stranger.key }), 'ERR_JOIN_SERVER');
+    assert.match(err.message, /stranger\.pem is not signed by the fabric CA/);
+    const issuer = { cert: join(dir, 'issuer', 'issuer.pem'), key: join(dir, 'issuer', 'issuer.key') };
+    err = await refusedWith(start({ cert: fabricCa.cert, key: other.key }, issuer), 'ERR_JOIN_SERVER');
+    assert.match(err.message, /is not the key of/);
+    err = await refusedWith(start(fabricCa, { cert: join(dir, 'missing.pem'), key: issuer.key }), 'ERR_JOIN_SERVER');
+    assert.match(err.message, /cannot read the endpoint certificate .*missing\.pem/);
   });
 
   it('refuses a source after repeated failures with ERR_JOIN_BUSY, and hands out etcd TLS material', async () => {
