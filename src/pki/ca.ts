@@ -11,38 +11,10 @@
  * its host id as the common name, for TLS server and client use, plus a copy
  * of `ca.pem`, in its output directory.
  */
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { access, chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { describeError } from '../errors.js';
 import { CaError } from './errors.js';
-
-const execFileP = promisify(execFile);
-const HOST_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
-
-async function openssl(args: string[]): Promise<void> {
-  try {
-    await execFileP('openssl', args, { timeout: 60_000 });
-  } catch (err) {
-    const e = err as { code?: unknown; stderr?: string };
-    if (e.code === 'ENOENT') throw new CaError('the openssl command is not installed (apt-get install openssl)');
-    throw new CaError(`openssl ${args[0]} failed: ${(e.stderr ?? describeError(err)).trim().split('\n')[0]}`, {
-      cause: err,
-    });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-/** openssl req options for a new unencrypted P-256 key. */
-const NEW_EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+import { exists, HOST_ID_RE, NEW_EC_KEY, openssl, randomSerial } from './openssl.js';
 
 export interface CaFiles {
   cert: string;
@@ -95,7 +67,7 @@ export async function hostCert(
   outDir: string,
   opts: { days?: number; force?: boolean } = {},
 ): Promise<HostCertFiles> {
-  if (!HOST_RE.test(host))
+  if (!HOST_ID_RE.test(host))
     throw new CaError(`"${host}" is not a host id: 1-32 letters, digits, '_', '.', '-' (not first)`);
   const caCert = join(caDir, 'ca.pem');
   const caKey = join(caDir, 'ca.key');
@@ -124,9 +96,7 @@ export async function hostCert(
       '-CAkey',
       caKey,
       '-set_serial',
-      `0x${randomBytes(16)
-        .toString('hex')
-        .replace(/^[89a-f]/, '1')}`,
+      randomSerial(),
       '-days',
       String(opts.days ?? 825),
       '-extfile',

@@ -15,6 +15,7 @@ import * as cliArgs from '../../src/cli/args.js';
 import * as cliCaptureFile from '../../src/cli/capture-file.js';
 import * as cliPcap from '../../src/cli/pcap.js';
 import * as clusterErrors from '../../src/cluster/errors.js';
+import * as clusterJoinErrors from '../../src/cluster/join-errors.js';
 import * as configErrors from '../../src/config/errors.js';
 import * as controlErrors from '../../src/control/errors.js';
 import * as daemonErrors from '../../src/daemon/errors.js';
@@ -45,6 +46,7 @@ const MODULES: Record<string, unknown>[] = [
   cliCaptureFile,
   cliPcap,
   clusterErrors,
+  clusterJoinErrors,
   configErrors,
   controlErrors,
   daemonErrors,
@@ -99,6 +101,8 @@ const INTERNAL = new Set([
   'PcapStreamError',
   // The native addon was not built.
   'NativeMissingError',
+  // Start-up failure of the join endpoint (its certificate files, its listen address): the daemon reports it.
+  'JoinServerError',
 ]);
 
 type Ctor = new (...args: never[]) => VmlinkError;
@@ -187,6 +191,17 @@ const ARGS: Record<string, unknown[]> = {
   NbdClientError: ['ERR_NBD_REMOTE', 5, 'NBD server answered error 5'],
   NbdListenError: ['tcp:0.0.0.0:10809', 'EADDRINUSE'],
   NbdTlsConfigError: ['cert.pem is not PEM'],
+  JoinTokenInvalidError: ['the secret of token abcd2345 does not match'],
+  JoinTokenExpiredError: ['abcd2345', '2026-01-01T00:00:00.000Z'],
+  JoinTokenUsedError: ['abcd2345', 'b', '2026-01-01T00:00:00.000Z'],
+  JoinHostExistsError: ['b'],
+  JoinBadRequestError: ['"csr" is not a PEM certificate request'],
+  JoinBodyTooLargeError: [16384],
+  JoinBusyError: ['4 joins are in progress'],
+  JoinUnavailableError: ['no issuer could be reached: 10.0.0.1:7443: ECONNREFUSED'],
+  JoinCaMismatchError: [['10.0.0.1:7443'], 'ab'.repeat(32), ["its CA's public key has sha256 cd"]],
+  JoinServerError: ['join endpoint: cannot listen on 10.0.0.1:7443: EADDRINUSE'],
+  JoinRefusedError: ['ERR_JOIN_TOKEN_USED', 'issuer 10.0.0.1:7443: join token abcd2345 was already used', 409],
 };
 
 /** Every exported class of the modules above that extends VmlinkError (the base included). */
@@ -254,9 +269,11 @@ describe('error status', () => {
     }
   });
 
-  it('an error whose thrower gives the code gives its status too (storage ExportError)', () => {
+  it('an error whose thrower gives the code gives its status too (storage ExportError, JoinRefusedError)', () => {
     const { ExportError } = storageErrors;
     assert.equal(new ExportError('ERR_EXPORT_NOT_FOUND', 'export "x" does not exist', 404).status, 404);
     assert.equal(new ExportError('ERR_EXPORT_EXISTS', 'export "x" already exists', 409).status, 409);
+    const { JoinRefusedError } = clusterJoinErrors;
+    assert.equal(new JoinRefusedError('ERR_JOIN_HOST_EXISTS', 'host "b" is a member', 409).status, 409);
   });
 });
