@@ -198,10 +198,15 @@ describe('links made by the fabric', { timeout: 120_000 }, () => {
       false,
     );
     await until('the hand link up', () => d1.svc.link('hand-x').state === 'up');
+    const changed: string[] = [];
+    const stop = byId('a').svc.onPortsChanged((host) => changed.push(host));
     await apply(['h', 'a', 'd1', 'd2', 'r']);
     await until('no host has a link to b', () =>
       hosts.every((h) => h.id === 'b' || !h.svc.links().some((l) => l.peer === 'b' || l.name === 'b')),
     );
+    await until('a was told its ports toward b went', () => changed.includes('b'));
+    assert.equal(byId('a').svc.portToward('b', 'lab'), undefined);
+    stop();
     // b, which sees itself out of the fabric, closed its own fabric links too.
     await until('b has no link', () => byId('b').svc.links().length === 0);
     assert.equal(d1.svc.link('hand-x').state, 'up');
