@@ -5,6 +5,7 @@
  * and API links) and serves the API's link views and QoS changes.
  */
 import { readFile } from 'node:fs/promises';
+import type { LinkPlan } from '../cluster/topology.js';
 import type { LinkConfig, OverlayConfig } from '../config/overlay-schema.js';
 import { parseWith } from '../config/parse.js';
 import { type LinkQosConfig, linkQosSchema } from '../config/qos-schema.js';
@@ -18,11 +19,18 @@ import {
   OverlayError,
   VxlanConfigError,
 } from '../net/overlay/errors.js';
-import { type LinkSpec, type LinkView, type ListenerView, Overlay } from '../net/overlay/overlay.js';
+import {
+  type FabricConflict,
+  type FabricPlan,
+  type LinkSpec,
+  type LinkView,
+  type ListenerView,
+  Overlay,
+} from '../net/overlay/overlay.js';
 import { TcpTransport, type TlsMaterial } from '../net/overlay/tcp-transport.js';
 import { VxlanTransport } from '../net/overlay/vxlan-transport.js';
 import type { Switch } from '../net/switch/switch.js';
-import { formatAddress } from '../util/address.js';
+import { formatAddress, parseAddress } from '../util/address.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import { clientPolicy } from './export-specs.js';
 import type { ShapedLink } from './qos.js';
@@ -246,6 +254,51 @@ export class OverlayService {
         name,
         'the peer dialled this host; delete the link on the peer, or stop it there',
       );
+    if (source === 'cluster')
+      throw new LinkNotDeletableError(
+        name,
+        'the fabric made it, for the networks this host shares with its peer; it goes when they no longer share one',
+      );
+  }
+
+  /**
+   * The fabric's links of this host, as src/cluster/topology.ts planned
+   * them: dials the planned links (source `cluster`, named after the peer),
+   * closes those no longer planned, never touches a hand link, and relays
+   * only between the dial-out hosts this host is the hub of. Resolves once
+   * applied, with the planned links that could not be made and why.
+   */
+  async setFabricLinks(plan: LinkPlan): Promise<FabricConflict[]> {
+    const overlay = this.#overlay;
+    if (!overlay)
+      return plan.links.map((l) => ({ host: l.peer, reason: 'this host has no overlay section in its config' }));
+    const links: FabricPlan['links'] = [];
+    const conflicts: FabricConflict[] = [];
+    for (const l of plan.links) {
+      const a = parseAddress(l.connect, ['tcp']);
+      if (typeof a === 'string' || a.type === 'unix')
+        conflicts.push({
+          host: l.peer,
+          reason: `its host record's overlay address: ${typeof a === 'string' ? a : 'not tcp:'}`,
+        });
+      else links.push({ name: l.name, peer: l.peer, connect: { host: a.host, port: a.port } });
+    }
+    return [...conflicts, ...(await overlay.setFabric({ ...plan, links }))];
+  }
+
+  /** The link that reaches host `host` now (its own link, else the fabric hub's), if any. */
+  linkToward(host: string): string | undefined {
+    return this.#overlay?.linkToward(host);
+  }
+
+  /** The switch port that reaches host `host` on `network` now, if any (for a MAC location toward that host). */
+  portToward(host: string, network: string): string | undefined {
+    return this.#overlay?.portToward(host, network);
+  }
+
+  /** Calls `fn(host)` when the link ports toward that host changed (resolve its locations again); returns the stop function. */
+  onPortsChanged(fn: (host: string) => void): () => void {
+    return this.#overlay?.onPortsChanged(fn) ?? (() => undefined);
   }
 
   /** Closes a link and forgets it (the caller checked it may go). */

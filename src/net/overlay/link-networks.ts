@@ -70,6 +70,7 @@ export class LinkNetworks {
     link.announced = undefined;
     const removing = [...link.ports.values()].map((p) => this.#remove(link, p.sp));
     link.ports.clear();
+    if (removing.length > 0) this.#ctx.portsChanged(link.peer);
     return removing;
   }
 
@@ -86,13 +87,20 @@ export class LinkNetworks {
     const offered = link.peerNets ? link.peerNets.offered : undefined;
     if (offered !== undefined || link.peerNets === undefined)
       for (const net of sw.networks()) if (offered === undefined || offered.has(net.vni)) want.set(net.vni, net.name);
+    let changed = false;
     for (const [vni, p] of link.ports) {
       const name = want.get(vni);
       if (name !== undefined && p.sp.networks()[0] === name) continue;
       link.ports.delete(vni);
       void this.#remove(link, p.sp);
+      changed = true;
     }
-    for (const [vni, netName] of want) if (!link.ports.has(vni)) this.#addPort(link, ch, vni, netName);
+    for (const [vni, netName] of want) {
+      if (link.ports.has(vni)) continue;
+      this.#addPort(link, ch, vni, netName);
+      changed = true;
+    }
+    if (changed) this.#ctx.portsChanged(link.peer);
     return [...link.ports.values()].map((p) => p.sp.networks()[0] as string);
   }
 
@@ -154,6 +162,7 @@ export class LinkNetworks {
         l.ports.delete(vni);
         this.#topology.linkOfPort.delete(p.sp.id);
         removing.push(this.#ctx.sw.removePort(p.sp.name).catch(() => undefined));
+        this.#ctx.portsChanged(l.peer);
       }
     }
     await Promise.all(removing);

@@ -11,7 +11,8 @@ import type { PeerNetworks } from './network-sync.js';
 import type { ChannelStats, LinkChannel, TransportAddress } from './transport.js';
 
 export type LinkState = 'connecting' | 'up' | 'standby' | 'down' | 'closed';
-export type LinkSource = 'config' | 'api' | 'peer' | 'direct';
+/** `cluster`: a link the fabric made (fabric-links.ts), not a hand link. */
+export type LinkSource = 'config' | 'api' | 'peer' | 'direct' | 'cluster';
 
 /** A link to dial. */
 export interface LinkSpec {

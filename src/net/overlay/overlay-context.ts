@@ -54,6 +54,8 @@ export class OverlayContext {
   readonly links = new Map<string, Link>();
   /** Peer host id -> the link whose channel is up to it. */
   readonly byPeer = new Map<string, Link>();
+  /** Told the peer host whose link ports were added or removed (Overlay.onPortsChanged). */
+  readonly portWatchers = new Set<(host: string) => void>();
   stopped = false;
 
   constructor(opts: OverlayOptions) {
@@ -67,6 +69,18 @@ export class OverlayContext {
     const main = this.o.transport;
     if (spec?.transport === undefined || spec.transport === main.kind) return main;
     return this.o.transports?.find((t) => t.kind === spec.transport) ?? main;
+  }
+
+  /** Tells the watchers that the link ports toward `host` changed; a watcher that throws is logged. */
+  portsChanged(host: string | undefined): void {
+    if (host === undefined) return;
+    for (const fn of this.portWatchers) {
+      try {
+        fn(host);
+      } catch (err) {
+        this.log.error({ err, host }, 'a watcher of link ports failed');
+      }
+    }
   }
 
   /** A re-dial backoff with the configured delays. */

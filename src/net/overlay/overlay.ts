@@ -9,6 +9,7 @@
  * links between spokes). They share the links through overlay-context.ts.
  */
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
+import { type FabricConflict, FabricLinks, type FabricPlan } from './fabric-links.js';
 import { addr, type Link, type LinkSource, type LinkSpec, type LinkView } from './link.js';
 import { LinkLifecycle } from './link-lifecycle.js';
 import { LinkNetworks } from './link-networks.js';
@@ -19,7 +20,7 @@ import { OverlayContext, type OverlayOptions } from './overlay-context.js';
 import { RelayTopology } from './relay-topology.js';
 import type { ControlMessage, PeerHello, TransportAddress } from './transport.js';
 
-export type { LinkSource, LinkSpec, LinkView, ListenerView, OverlayOptions };
+export type { FabricConflict, FabricPlan, LinkSource, LinkSpec, LinkView, ListenerView, OverlayOptions };
 
 export class Overlay {
   readonly #ctx: OverlayContext;
@@ -27,6 +28,7 @@ export class Overlay {
   readonly #shaping: LinkShaping;
   readonly #networks: LinkNetworks;
   readonly #lifecycle: LinkLifecycle;
+  readonly #fabric: FabricLinks;
   #sampler: NodeJS.Timeout | undefined;
   /** The link listener, when a listen address is given. */
   #listener: LinkListener | undefined;
@@ -42,6 +44,10 @@ export class Overlay {
       { networks: this.#networks, shaping: this.#shaping, topology: this.#topology },
       (link, msg) => this.#control(link, msg),
     );
+    this.#fabric = new FabricLinks(ctx, this.#topology, {
+      add: (spec) => this.add(spec, 'cluster'),
+      close: (link, reason) => this.#lifecycle.close(link, reason),
+    });
   }
 
   /** This host's hello: its id, whether it relays, its listen port. Its networks follow the hello (network-sync.ts). */
@@ -78,7 +84,7 @@ export class Overlay {
   }
 
   /** Adds a link to dial; it starts dialling at once. */
-  add(spec: LinkSpec, source: 'config' | 'api' | 'direct'): void {
+  add(spec: LinkSpec, source: 'config' | 'api' | 'direct' | 'cluster'): void {
     if (this.#ctx.links.has(spec.name)) throw new LinkExistsError(spec.name);
     const link = this.#lifecycle.add(spec, source);
     if (spec.qos) this.#shaping.set(link, spec.qos);
@@ -134,6 +140,50 @@ export class Overlay {
   /** The up link to a peer host, if any. */
   linkToHost(host: string): string | undefined {
     return this.#ctx.byPeer.get(host)?.name;
+  }
+
+  /**
+   * The fabric's links of this host (docs/overlay.md "Links made by the
+   * fabric"): adds and removes only links of source `cluster`, never a hand
+   * link; this host relays only between the dial-out hosts it is the hub of.
+   * Resolves once the links no longer planned are closed, with the planned
+   * links a hand link's name kept from being made.
+   */
+  setFabric(plan: FabricPlan): Promise<FabricConflict[]> {
+    return this.#fabric.set(plan);
+  }
+
+  /**
+   * The link that reaches host `host` now: the up link to it, else (for a
+   * dial-out host reached through the fabric's hub) the up link to the hub.
+   */
+  linkToward(host: string): string | undefined {
+    const direct = this.#ctx.byPeer.get(host);
+    if (direct) return direct.name;
+    const plan = this.#fabric.plan;
+    if (plan?.hub === undefined || !plan.viaHub.includes(host)) return undefined;
+    return this.#ctx.byPeer.get(plan.hub)?.name;
+  }
+
+  /** The switch port (`link/LINK/NETWORK`) that reaches host `host` on network `network` now, if any. */
+  portToward(host: string, network: string): string | undefined {
+    const name = this.linkToward(host);
+    const link = name === undefined ? undefined : this.#ctx.links.get(name);
+    if (!link) return undefined;
+    for (const p of link.ports.values()) if (p.sp.networks()[0] === network) return p.sp.name;
+    return undefined;
+  }
+
+  /**
+   * Calls `fn(host)` whenever the link ports toward a peer host were added
+   * or removed (a link came up or went down, or carries other networks), so
+   * that what was installed toward that host (and, for the hub, toward the
+   * hosts behind it) can be resolved again with {@link portToward}. Returns
+   * the function that stops it.
+   */
+  onPortsChanged(fn: (host: string) => void): () => void {
+    this.#ctx.portWatchers.add(fn);
+    return () => this.#ctx.portWatchers.delete(fn);
   }
 
   list(): LinkView[] {
@@ -200,6 +250,7 @@ export class Overlay {
   #sample(): void {
     const now = performance.now();
     this.#topology.sample(now);
+    this.#fabric.retry();
     for (const l of this.#ctx.links.values()) {
       const t = l.totals();
       const dt = (now - l.prevAt) / 1000;

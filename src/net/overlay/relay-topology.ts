@@ -23,6 +23,13 @@ export class RelayTopology {
   rxLink: Link | undefined;
   /** Switch port id -> the link it belongs to (relay accounting of frames leaving a link's shaper). */
   readonly linkOfPort = new Map<number, Link>();
+  /**
+   * The fabric's hosts (fabric-links.ts): between links to them this host
+   * relays only as their hub, between the dial-out hosts of {@link fabricRelayFor};
+   * every other pair of fabric hosts is linked directly. Empty outside a fabric.
+   */
+  fabricHosts: ReadonlySet<string> = new Set();
+  fabricRelayFor: ReadonlySet<string> = new Set();
 
   constructor(ctx: OverlayContext) {
     this.#ctx = ctx;
@@ -36,12 +43,19 @@ export class RelayTopology {
 
   /**
    * A frame from the link being switched now goes out on `to`'s link: count
-   * it; false to drop it (the two hosts have a direct link). Data path: no allocation
+   * it; false to drop it (the two hosts have a direct link, or are fabric
+   * hosts this host is not the hub of: they are linked directly). Data path: no allocation
    * once a pair's counters exist.
    */
   relayed(to: Link, len: number, from = this.rxLink): boolean {
     if (from === undefined || from === to) return true;
     const toPeer = to.peer as string;
+    const fromPeer = from.peer as string;
+    if (
+      (this.fabricHosts.has(toPeer) || this.fabricHosts.has(fromPeer)) &&
+      !(this.fabricRelayFor.has(toPeer) && this.fabricRelayFor.has(fromPeer))
+    )
+      return false;
     if (from.directPeers.has(toPeer) || (from.peer !== undefined && to.directPeers.has(from.peer))) return false;
     from.relayBytes.set(toPeer, (from.relayBytes.get(toPeer) ?? 0) + len);
     from.relayedTotal += len;
