@@ -1,0 +1,221 @@
+/**
+ * The daemon's one connection to etcd: the `etcd3` client namespaced to the
+ * fabric's prefix, an availability state kept by a single bounded health
+ * loop, and `run()`, which gives every operation a deadline and turns any
+ * failure into ClusterUnavailableError.
+ *
+ * While etcd is away nothing spins: the health loop probes with exponential
+ * backoff and jitter (250 ms .. 5 s), and logs once per state change (down
+ * with the reason, up with the outage's length), never per retry. Calls fail
+ * fast: a refused connection fails at once, a silent one at the deadline.
+ */
+import { readFileSync } from 'node:fs';
+import { Etcd3, type IOptions, type Lease, type Namespace } from 'etcd3';
+import { describeError, VmlinkError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { ClusterTlsConfigError, ClusterUnavailableError } from './errors.js';
+
+export interface EtcdConnectionOptions {
+  /** Client URLs, e.g. `http://10.0.0.1:2379`; all http or all https. */
+  endpoints: string[];
+  /** Key prefix of the fabric; default `/vmlink/`. */
+  prefix?: string;
+  /** Client TLS: PEM file paths of the CA that signed etcd's certificate, and of this host's certificate and key. */
+  tls?: { ca: string; cert: string; key: string };
+  logger: Logger;
+  /** Deadline of one operation (and of one health probe); default 3000 ms. */
+  opTimeoutMs?: number;
+  /** Time between health probes while etcd answers; default 5000 ms. */
+  probeIntervalMs?: number;
+}
+
+/** Exponential backoff with jitter between `minMs` and `maxMs` (each delay is drawn in [cap/2, cap]). */
+export class Backoff {
+  #cap: number;
+
+  constructor(
+    readonly minMs = 250,
+    readonly maxMs = 5000,
+  ) {
+    this.#cap = minMs;
+  }
+
+  /** The next delay; doubles the cap up to `maxMs`. */
+  next(): number {
+    const cap = this.#cap;
+    this.#cap = Math.min(this.maxMs, cap * 2);
+    return cap / 2 + Math.random() * (cap / 2);
+  }
+
+  reset(): void {
+    this.#cap = this.minMs;
+  }
+}
+
+type StateListener = (up: boolean, reason: string) => void;
+
+function readPem(field: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new ClusterTlsConfigError(field, file, describeError(err), { cause: err });
+  }
+}
+
+/** Rejects after `ms` with a timeout error; the timer is cleared by `clear()`. */
+function deadline(ms: number): { promise: Promise<never>; clear: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return { promise, clear: () => clearTimeout(timer) };
+}
+
+export class EtcdConnection {
+  /** The client, namespaced to the prefix: every key below is relative to it. */
+  readonly kv: Namespace;
+  readonly prefix: string;
+  readonly endpoints: readonly string[];
+  readonly logger: Logger;
+  readonly #client: Etcd3;
+  readonly #opTimeoutMs: number;
+  readonly #probeIntervalMs: number;
+  readonly #listeners = new Set<StateListener>();
+  readonly #backoff = new Backoff();
+  #available = false;
+  #known = false;
+  #downSince = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #probing = false;
+  #closed = false;
+
+  constructor(opts: EtcdConnectionOptions) {
+    this.endpoints = [...opts.endpoints];
+    this.prefix = opts.prefix ?? '/vmlink/';
+    this.logger = opts.logger;
+    this.#opTimeoutMs = opts.opTimeoutMs ?? 3000;
+    this.#probeIntervalMs = opts.probeIntervalMs ?? 5000;
+    const timeout = this.#opTimeoutMs;
+    const options: IOptions = {
+      hosts: this.endpoints as string[],
+      // Unary calls get a deadline; streams (watch, lease keep-alive) do not. Keep-alive pings find a silent peer.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      grpcOptions: {
+        'grpc.keepalive_time_ms': 10_000,
+        'grpc.keepalive_timeout_ms': 5000,
+        'grpc.keepalive_permit_without_calls': 1,
+      },
+    };
+    if (opts.tls)
+      options.credentials = {
+        rootCertificate: readPem('the CA certificate', opts.tls.ca),
+        certChain: readPem('the client certificate', opts.tls.cert),
+        privateKey: readPem('the client key', opts.tls.key),
+      };
+    this.#client = new Etcd3(options);
+    this.kv = this.#client.namespace(this.prefix);
+    this.#schedule(0);
+  }
+
+  /** True while the last health probe (or operation) found etcd answering. False until the first probe answers. */
+  get available(): boolean {
+    return this.#available;
+  }
+
+  /** Calls `fn` on every change of availability (not per retry). Returns the unsubscribe function. */
+  onState(fn: StateListener): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /**
+   * Runs `op` with the operation deadline. A VmlinkError thrown by `op` passes
+   * through; any other failure (refused, timed out, no quorum) becomes a
+   * ClusterUnavailableError saying `cannot <what>`, and makes the health loop
+   * probe at once.
+   */
+  async run<T>(what: string, op: () => Promise<T>): Promise<T> {
+    if (this.#closed) throw new ClusterUnavailableError(what, 'the etcd connection is closed');
+    const limit = deadline(this.#opTimeoutMs);
+    try {
+      return await Promise.race([op(), limit.promise]);
+    } catch (err) {
+      if (err instanceof VmlinkError) throw err;
+      this.suspect();
+      throw new ClusterUnavailableError(what, describeError(err), { cause: err });
+    } finally {
+      limit.clear();
+    }
+  }
+
+  /** A lease of `ttlSec` seconds on this connection, kept alive by the client until revoked or lost. */
+  lease(ttlSec: number): Lease {
+    return this.kv.lease(ttlSec);
+  }
+
+  /** An operation or a watch failed: probe now (when etcd is believed up) instead of at the next interval. */
+  suspect(): void {
+    if (this.#closed || !this.#available || this.#probing) return;
+    this.#schedule(0);
+  }
+
+  /** Stops the health loop and closes the client. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#listeners.clear();
+    this.#client.close();
+  }
+
+  #schedule(ms: number): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.#probe(), ms);
+    this.#timer.unref();
+  }
+
+  /** One probe: a linearizable read (it needs a quorum, as writes do), then the next probe is scheduled. */
+  async #probe(): Promise<void> {
+    if (this.#closed || this.#probing) return;
+    this.#probing = true;
+    let reason: string | undefined;
+    const limit = deadline(this.#opTimeoutMs);
+    try {
+      await Promise.race([this.kv.get('fabric').exec(), limit.promise]);
+    } catch (err) {
+      reason = describeError(err);
+    } finally {
+      limit.clear();
+      this.#probing = false;
+    }
+    if (this.#closed) return;
+    this.#setState(reason === undefined, reason ?? 'etcd answers');
+    if (reason === undefined) {
+      this.#backoff.reset();
+      this.#schedule(this.#probeIntervalMs);
+    } else this.#schedule(this.#backoff.next());
+  }
+
+  #setState(up: boolean, reason: string): void {
+    if (this.#known && up === this.#available) return;
+    const first = !this.#known;
+    this.#known = true;
+    this.#available = up;
+    const endpoints = this.endpoints.join(',');
+    if (up && first) this.logger.info({ endpoints }, 'etcd reachable');
+    else if (up) {
+      const outageMs = Date.now() - this.#downSince;
+      this.logger.info({ endpoints, outageMs }, `etcd reachable again after ${(outageMs / 1000).toFixed(1)} s`);
+    } else {
+      this.#downSince = Date.now();
+      this.logger.warn({ endpoints, reason }, `etcd unreachable (${reason}); retrying with backoff`);
+    }
+    for (const fn of this.#listeners) {
+      try {
+        fn(up, reason);
+      } catch (err) {
+        this.logger.error({ err: describeError(err) }, 'etcd state listener failed');
+      }
+    }
+  }
+}
