@@ -23,10 +23,12 @@
  *
  * A refusal is a QosAdmissionError (ERR_QOS_ADMISSION) naming the link, its
  * capacity, the sum reserved fabric-wide and by whom. etcd away, an operation
- * timed out, or a corrupt value at the key: ClusterUnavailableError
- * (ERR_CLUSTER_UNAVAILABLE), nothing changed. A corrupt value is never read as
- * "nothing reserved": that link admits nothing until the key is fixed or
- * deleted (it is logged once per revision).
+ * timed out: ClusterUnavailableError; a corrupt value at the key:
+ * ClusterRecordCorruptError (both ERR_CLUSTER_UNAVAILABLE, 503), nothing
+ * changed. A corrupt value is never read as "nothing reserved": that link
+ * admits nothing until the key is fixed or deleted (logged once per
+ * revision). The key changing under every one of {@link ROUNDS}
+ * transactions: QosAdmissionError saying "not decided ... try again".
  *
  * A host that dies leaves its reservations behind: whoever sees its
  * `alive/<host>` key go (the membership watch) calls {@link
@@ -40,11 +42,13 @@ import { formatRate } from '../config/qos-schema.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { QosAdmissionError } from '../qos/errors.js';
-import { ClusterUnavailableError } from './errors.js';
+import { ClusterRecordCorruptError, ClusterUnavailableError } from './errors.js';
 
 /** Transactions tried per batch of changes before giving up (the key changed under us each time). */
-const ROUNDS = 10;
+const ROUNDS = 20;
 const DIR = 'admission/';
+/** After writing a key, this host waits up to this long (random) before its next transaction on it. */
+const TURN_MS = 10;
 const KEY_RE = /^[A-Za-z0-9_.~:-]{1,200}$/;
 
 /** One shared capacity as stored in etcd (rates in bits per second). */
@@ -96,8 +100,10 @@ export interface FabricAdmissionOptions {
   /** This host's id. */
   host: string;
   logger: Logger;
-  /** Deadline of each etcd operation, ms; default 3000. */
+  /** Deadline of each etcd operation, ms; default 3000 (unused with `run`). */
   opTimeoutMs?: number;
+  /** Runs each etcd operation (EtcdConnection.run: its deadline, its health state); default a deadline of `opTimeoutMs`. */
+  run?: <T>(what: string, op: () => Promise<T>) => Promise<T>;
 }
 
 /** The key of the capacity of a link between hosts `a` and `b`: the same from both ends. */
@@ -133,8 +139,11 @@ class EtcdAdmission implements FabricAdmission {
   readonly #host: string;
   readonly #log: Logger;
   readonly #timeout: number;
+  readonly #run: (<T>(what: string, op: () => Promise<T>) => Promise<T>) | undefined;
   /** Per key: the changes waiting, and whether a transaction is under way. */
   readonly #queues = new Map<string, { waiting: Pending[]; busy: boolean }>();
+  /** When this host last wrote each key (performance.now()); pruned as it grows. */
+  readonly #wrote = new Map<string, number>();
   /** Corrupt values already reported, `key@revision`. */
   readonly #reported = new Set<string>();
 
@@ -143,6 +152,7 @@ class EtcdAdmission implements FabricAdmission {
     this.#host = o.host;
     this.#log = o.logger;
     this.#timeout = o.opTimeoutMs ?? 3000;
+    this.#run = o.run;
   }
 
   async admit(linkKey: string, capacityBps: number, who: string, bps: number): Promise<void> {
@@ -209,7 +219,8 @@ class EtcdAdmission implements FabricAdmission {
 
   /** Sets `who`'s reservation on `link` (0: none); answers the one it replaced (0: none). */
   async #set(link: string, capacity: number, who: string, bps: number): Promise<number> {
-    if (!KEY_RE.test(link)) throw new Error(`admission link key "${link}" must be 1-200 of: letters, digits, _ . ~ : -`);
+    if (!KEY_RE.test(link))
+      throw new Error(`admission link key "${link}" must be 1-200 of: letters, digits, _ . ~ : -`);
     if (!Number.isFinite(bps) || bps < 0) throw new Error(`reservation ${bps} of port "${who}" is not a rate`);
     const c = await this.#enqueue(link, { kind: 'set', who: `${this.#host}/${who}`, bps, capacity });
     return c.kind === 'set' ? (c.previous ?? 0) : 0;
@@ -218,7 +229,10 @@ class EtcdAdmission implements FabricAdmission {
   #enqueue(link: string, change: Change): Promise<Change> {
     return new Promise((resolve, reject) => {
       let q = this.#queues.get(link);
-      if (!q) this.#queues.set(link, (q = { waiting: [], busy: false }));
+      if (!q) {
+        q = { waiting: [], busy: false };
+        this.#queues.set(link, q);
+      }
       q.waiting.push({ change, resolve, reject });
       if (!q.busy) void this.#drain(link, q);
     });
@@ -230,6 +244,9 @@ class EtcdAdmission implements FabricAdmission {
     let cur: Current | undefined;
     try {
       while (q.waiting.length) {
+        // Right after our own write to this key, give other hosts a turn (and let our burst gather).
+        const since = performance.now() - (this.#wrote.get(link) ?? Number.NEGATIVE_INFINITY);
+        if (since < TURN_MS) await new Promise((r) => setTimeout(r, Math.random() * TURN_MS));
         const batch = q.waiting.splice(0);
         cur = await this.#commit(link, batch, cur);
       }
@@ -251,25 +268,28 @@ class EtcdAdmission implements FabricAdmission {
       let cur = known ?? (await this.#read(link));
       for (let round = 1; ; round++) {
         if (cur.problem !== undefined) {
-          const err = new ClusterUnavailableError(
-            `the admission record of link "${link}" in etcd (${key}) is not valid: ${cur.problem}; ` +
-              `no reservation can be admitted on that link until it is fixed or deleted (it is rebuilt as ports ask again)`,
+          const err = new ClusterRecordCorruptError(
+            key,
+            cur.problem,
+            `link "${link}" admits and releases no reservation (the record is rebuilt as ports ask again once it is deleted)`,
           );
           for (const p of batch) p.reject(err);
           return undefined;
         }
         const { record, outcomes } = decide(link, cur.record, batch, this.#host);
         const write =
-          record === undefined
-            ? this.#kv.delete().key(key)
-            : this.#kv.put(key).value(JSON.stringify(record));
+          record === undefined ? this.#kv.delete().key(key) : this.#kv.put(key).value(JSON.stringify(record));
         const changed = JSON.stringify(record) !== JSON.stringify(cur.record);
         const txn = this.#kv.if(key, 'Mod', '==', cur.rev);
         if (changed) txn.then(write);
-        const res = await this.#op(`admit on link "${link}"`, () =>
-          txn.else(this.#kv.get(key)).options({ deadline: Date.now() + this.#timeout }).commit(),
+        const res = await this.#op(`admit a reservation on link "${link}"`, () =>
+          txn
+            .else(this.#kv.get(key))
+            .options({ deadline: Date.now() + this.#timeout })
+            .commit(),
         );
         if (res.succeeded) {
+          if (changed) this.#noteWrite(link);
           outcomes.forEach((o, i) => {
             const p = batch[i] as Pending;
             if (o instanceof Error) p.reject(o);
@@ -279,20 +299,31 @@ class EtcdAdmission implements FabricAdmission {
         }
         cur = this.#current(link, res.responses[0]?.response_range?.kvs[0]);
         if (round >= ROUNDS) {
-          const err = new ClusterUnavailableError(
-            `link "${link}": the admission record changed under every one of ${ROUNDS} transactions (other hosts admitting at once); nothing was changed, try again`,
+          const err = new QosAdmissionError(
+            link,
+            `not decided: the admission record of link "${link}" changed under every one of ${ROUNDS} transactions ` +
+              `(other hosts admitting on it at once); nothing was changed, try again`,
           );
           for (const p of batch) p.reject(err);
           return cur;
         }
         // The value came back with the failed transaction: decide again at once, with a little jitter after a few rounds.
-        if (round > 2) await new Promise((r) => setTimeout(r, Math.random() * 5 * round));
+        if (round > 10) await new Promise((r) => setTimeout(r, Math.random() * TURN_MS));
       }
     } catch (err) {
-      const e = err instanceof VmlinkError ? err : new ClusterUnavailableError(describeError(err), { cause: err });
+      const e =
+        err instanceof VmlinkError
+          ? err
+          : new ClusterUnavailableError(`admit on link "${link}"`, describeError(err), { cause: err });
       for (const p of batch) p.reject(e);
       return undefined;
     }
+  }
+
+  #noteWrite(link: string): void {
+    const now = performance.now();
+    if (this.#wrote.size > 1024) for (const [k, t] of this.#wrote) if (now - t > TURN_MS) this.#wrote.delete(k);
+    this.#wrote.set(link, now);
   }
 
   async #read(link: string): Promise<Current> {
@@ -322,20 +353,19 @@ class EtcdAdmission implements FabricAdmission {
 
   /** One etcd operation with a deadline; any failure is ClusterUnavailableError naming `what`. */
   async #op<T>(what: string, op: () => Promise<T>): Promise<T> {
+    if (this.#run) return this.#run(what, op);
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new ClusterUnavailableError(`etcd did not answer within ${this.#timeout} ms (${what}); nothing was changed`)),
+        () => reject(new ClusterUnavailableError(what, `no answer within ${this.#timeout} ms`)),
         this.#timeout + 100,
       );
     });
     try {
       return await Promise.race([op(), late]);
     } catch (err) {
-      if (err instanceof ClusterUnavailableError) throw err;
-      throw new ClusterUnavailableError(`etcd is unavailable (${what}: ${describeError(err)}); nothing was changed, try again when etcd is back`, {
-        cause: err,
-      });
+      if (err instanceof VmlinkError) throw err;
+      throw new ClusterUnavailableError(what, describeError(err), { cause: err });
     } finally {
       clearTimeout(timer);
     }
@@ -419,7 +449,8 @@ function parseRecord(value: Buffer): AdmissionRecord | string {
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
   const o = v as Record<string, unknown>;
-  if (!isRate(o['capacity_bps'])) return `capacity_bps ${JSON.stringify(o['capacity_bps'])} is not a rate in bits per second`;
+  if (!isRate(o['capacity_bps']))
+    return `capacity_bps ${JSON.stringify(o['capacity_bps'])} is not a rate in bits per second`;
   const capacities = rates(o['capacities'] ?? {}, 'capacities');
   if (typeof capacities === 'string') return capacities;
   const reservations = rates(o['reservations'], 'reservations');

@@ -7,7 +7,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3, type Namespace } from 'etcd3';
-import { type AdmissionRecord, createFabricAdmission, type FabricAdmission, pairKey } from '../../src/cluster/admission.js';
+import {
+  type AdmissionRecord,
+  createFabricAdmission,
+  type FabricAdmission,
+  pairKey,
+} from '../../src/cluster/admission.js';
+import { EtcdConnection } from '../../src/cluster/etcd.js';
 import { hasCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { type EtcdCluster, startEtcd } from '../helpers/etcd.js';
@@ -83,6 +89,30 @@ describe('fabric admission over etcd', () => {
       assert.ok(total(JSON.parse(v) as AdmissionRecord) <= capacity, `revision ${rev} holds ${v}`);
     }
     assert.ok(versions >= 2, `saw ${versions} versions of the record`);
+  });
+
+  it('admits exactly what fits when two hosts each ask one port after another as fast as etcd answers', async () => {
+    const { kv, fa } = fabric(['a', 'b']);
+    const link = pairKey('a', 'b');
+    const failures: Error[] = [];
+    let ok = 0;
+    // 2 hosts × 40 ports × 1 Mbit/s on 50 Mbit/s: every transaction races the other host's next one.
+    await Promise.all(
+      fa.map(async (f) => {
+        for (let i = 0; i < 40; i++) {
+          try {
+            await f.admit(link, 50 * MBIT, `vm${i}`, MBIT);
+            ok++;
+          } catch (err) {
+            failures.push(err as Error);
+          }
+        }
+      }),
+    );
+    assert.equal(ok, 50);
+    assert.equal(total(await record(kv[0] as Namespace, link)), 50 * MBIT);
+    // A refusal, or (rarely) a request that lost every one of its transactions to the other host: never anything else.
+    for (const e of failures) assert.ok(hasCode(e, 'ERR_QOS_ADMISSION'), e.message);
   });
 
   it('refuses with the fabric-wide sum and its holders, and a release frees room another host can take', async () => {
@@ -189,7 +219,8 @@ describe('fabric admission over etcd', () => {
       for (let i = 0; i < 2; i++)
         await assert.rejects(a.admit(link, 10 * MBIT, 'vm1', MBIT), (e: Error) => {
           assert.ok(hasCode(e, 'ERR_CLUSTER_UNAVAILABLE'), e.message);
-          assert.match(e.message, new RegExp(`admission record of link "${link}" in etcd \\(admission/${link}\\) is not valid`));
+          assert.match(e.message, new RegExp(`the value of admission/${link} in etcd is not valid`));
+          assert.match(e.message, new RegExp(`link "${link}" admits and releases no reservation`));
           assert.match(e.message, why);
           return true;
         });
@@ -211,13 +242,19 @@ describe('fabric admission over etcd', () => {
 
   it('refuses with ERR_CLUSTER_UNAVAILABLE when etcd is away and admits again once it is back', async () => {
     const own = await startEtcd({ members: 1 });
-    const client = new Etcd3({ hosts: own.endpoints });
+    // As the daemon wires it: the connection's namespace and its run() (deadline, health state).
+    const conn = new EtcdConnection({
+      endpoints: own.endpoints,
+      prefix: '/vmlink-test/',
+      logger: silentLogger(),
+      opTimeoutMs: 1000,
+    });
     try {
       const a = createFabricAdmission({
-        kv: client.namespace('/vmlink-test/'),
+        kv: conn.kv,
         host: 'a',
         logger: silentLogger(),
-        opTimeoutMs: 1000,
+        run: (w, op) => conn.run(w, op),
       });
       await a.admit('a~b', 10 * MBIT, 'vm1', MBIT);
       await own.killAll();
@@ -229,7 +266,7 @@ describe('fabric admission over etcd', () => {
       ])
         await assert.rejects(ask(), (e: Error) => {
           assert.ok(hasCode(e, 'ERR_CLUSTER_UNAVAILABLE'), e.message);
-          assert.match(e.message, /etcd (is unavailable|did not answer)/);
+          assert.match(e.message, /etcd endpoints are unreachable/);
           return true;
         });
       await own.startAll();
@@ -243,8 +280,27 @@ describe('fabric admission over etcd', () => {
           await new Promise((r) => setTimeout(r, 200));
         }
       }
-      const v = await client.namespace('/vmlink-test/').get('admission/a~b').string();
+      const v = await conn.kv.get('admission/a~b').string();
       assert.deepEqual((JSON.parse(v ?? '{}') as AdmissionRecord).reservations, { 'a/vm1': MBIT, 'a/vm2': MBIT });
+    } finally {
+      await conn.close();
+      await own.stop();
+    }
+  });
+
+  it('refuses with ERR_CLUSTER_UNAVAILABLE on a bare etcd client too (its own deadline)', async () => {
+    const own = await startEtcd({ members: 1 });
+    const client = new Etcd3({ hosts: own.endpoints });
+    try {
+      const a = createFabricAdmission({
+        kv: client.namespace('/t/'),
+        host: 'a',
+        logger: silentLogger(),
+        opTimeoutMs: 1000,
+      });
+      await a.admit('a~b', 10 * MBIT, 'vm1', MBIT);
+      await own.killAll();
+      await assert.rejects(a.admit('a~b', 10 * MBIT, 'vm2', MBIT), (e: Error) => hasCode(e, 'ERR_CLUSTER_UNAVAILABLE'));
     } finally {
       client.close();
       await own.stop();
