@@ -52,3 +52,23 @@ export class ClusterConflictError extends ClusterError {
     );
   }
 }
+
+/**
+ * A value under the fabric's prefix is not what it must be (not JSON, a field
+ * of the wrong kind): what depends on it cannot be decided until the key is
+ * fixed or deleted, so it is answered like etcd being away
+ * (ERR_CLUSTER_UNAVAILABLE, 503), never read as empty. Nothing was written.
+ */
+export class ClusterRecordCorruptError extends ClusterError {
+  override readonly status = 503;
+  /** The key, relative to the fabric's prefix. */
+  readonly key: string;
+
+  constructor(key: string, reason: string, consequence: string) {
+    super(
+      'ERR_CLUSTER_UNAVAILABLE',
+      `the value of ${key} in etcd is not valid: ${reason}; ${consequence} until that key is fixed or deleted; nothing was written`,
+    );
+    this.key = key;
+  }
+}

@@ -38,6 +38,21 @@ export interface ShapedLink {
   networks: string[];
 }
 
+/** A shaped link as fabric admission sees it: its name on this host, its capacity in bits per second. */
+export interface FabricLink {
+  name: string;
+  capacity: number;
+}
+
+/**
+ * Fabric admission (a cluster is configured): reserves `bps` for port `port`
+ * on each of `links` across the fabric (0: releases it), or throws
+ * (ERR_QOS_ADMISSION, ERR_CLUSTER_UNAVAILABLE) with nothing reserved. The
+ * daemon maps link names to the fabric's keys (cluster/admission.ts
+ * FabricAdmission.reserve).
+ */
+export type FabricAdmissionStep = (port: string, bps: number, links: FabricLink[]) => Promise<void>;
+
 interface Sample {
   at: number;
   rx: number;
@@ -53,6 +68,7 @@ export class QosService {
   readonly #rates = new Map<string, { rx: number; tx: number; flows: Map<string, number> }>();
   #timer: NodeJS.Timeout | undefined;
   #links: () => ShapedLink[] = () => [];
+  #fabric: FabricAdmissionStep | undefined;
 
   constructor(opts: { switch: Switch; logger: Logger }) {
     this.#sw = opts.switch;
@@ -62,6 +78,11 @@ export class QosService {
   /** Where the overlay links with a capacity come from (admission counts them, `qos show` lists them). */
   setLinks(links: () => ShapedLink[]): void {
     this.#links = links;
+  }
+
+  /** With a cluster: the fabric-wide admission step that follows the local check ({@link requestInFabric}, {@link admitInFabric}). */
+  setFabricAdmission(step: FabricAdmissionStep | undefined): void {
+    this.#fabric = step;
   }
 
   /** Starts the once-a-second rate measurement. */
@@ -139,6 +160,28 @@ export class QosService {
    * ERR_CONFIG_INVALID) with nothing changed.
    */
   request(name: string, body: unknown): QosPortView {
+    const { e, next } = this.#prepare(name, body);
+    return this.#apply(e, next);
+  }
+
+  /**
+   * {@link request} in a cluster: the local check, then the fabric's for the
+   * port's reservation on the shaped links its networks cross (when a step is
+   * set), then applied. Refused by either: nothing changed here.
+   */
+  async requestInFabric(name: string, body: unknown): Promise<QosPortView> {
+    const { e, next } = this.#prepare(name, body);
+    await this.#fabric?.(name, next.min ?? 0, this.#fabricLinks(e.networks));
+    return this.#apply(e, next);
+  }
+
+  /** {@link admit} in a cluster: the local check, then the fabric's for the new port's reservation. */
+  async admitInFabric(spec: PortConfig): Promise<void> {
+    this.admit(spec);
+    await this.#fabric?.(spec.name, spec.qos?.min ?? 0, this.#fabricLinks(networksOf(spec)));
+  }
+
+  #prepare(name: string, body: unknown): { e: Entry; next: PortQosConfig } {
     const e = this.#entries.get(name);
     if (!e) throw new Error(`port "${name}" has no QoS entry`); // the caller checked the port exists
     const req = parseWith(qosRequestSchema, body, `the QoS request for port "${name}"`);
@@ -152,10 +195,21 @@ export class QosService {
       p.kind !== 'link' && p.name === name ? admissionPort({ ...e, qos: next }) : p,
     );
     refuseOn(admissionViolations(proposed), name);
-    this.#sw.setPortQos(name, toPolicy(next));
+    return { e, next };
+  }
+
+  #apply(e: Entry, next: PortQosConfig): QosPortView {
+    this.#sw.setPortQos(e.name, toPolicy(next));
     e.qos = next;
-    this.#log.info({ port: name, qos: policyView(next) }, `QoS of port "${name}" changed`);
+    this.#log.info({ port: e.name, qos: policyView(next) }, `QoS of port "${e.name}" changed`);
     return this.#view(e);
+  }
+
+  /** The shaped links a port on `networks` may send through. */
+  #fabricLinks(networks: readonly string[]): FabricLink[] {
+    return this.#links()
+      .filter((l) => l.networks.some((n) => networks.includes(n)))
+      .map((l) => ({ name: l.name, capacity: l.policy.capacity * 8 }));
   }
 
   /**

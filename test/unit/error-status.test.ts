@@ -126,6 +126,7 @@ const ARGS: Record<string, unknown[]> = {
   ClusterUnavailableError: ['create network "lan"', 'connect ECONNREFUSED 10.0.0.1:2379'],
   ClusterConflictError: ['network "lan" has VNI 10 on this host but VNI 20 in the fabric'],
   ClusterTlsConfigError: ['the client key', '/etc/vmlink/etcd-key.pem', 'ENOENT'],
+  ClusterRecordCorruptError: ['admission/a~b', 'not JSON', 'link "a~b" admits no reservation'],
   ConfigError: ['vmlink.yaml', [{ path: 'ports[0].listen', message: 'required field is missing' }]],
   ControlError: ['ERR_SOMETHING', 'something failed'],
   StateCorruptError: ['/var/lib/vmlink/state.json', 'not JSON'],
