@@ -10,7 +10,7 @@
  * fast: a refused connection fails at once, a silent one at the deadline.
  */
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions, type Lease, type Namespace } from 'etcd3';
+import { Etcd3, type IOptions, isRecoverableError, type Lease, type Namespace } from 'etcd3';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClusterTlsConfigError, ClusterUnavailableError } from './errors.js';
@@ -62,6 +62,14 @@ function readPem(field: string, file: string): Buffer {
   }
 }
 
+/**
+ * A failure worth another attempt: the network or the server (not the request) failed. An open circuit
+ * breaker (every member failed its last calls) is not: the call rejects at once.
+ */
+function retryable(err: unknown): boolean {
+  return err instanceof Error && isRecoverableError(err);
+}
+
 /** Rejects after `ms` with a timeout error; the timer is cleared by `clear()`. */
 function deadline(ms: number): { promise: Promise<never>; clear: () => void } {
   let timer: NodeJS.Timeout | undefined;
@@ -95,11 +103,13 @@ export class EtcdConnection {
     this.logger = opts.logger;
     this.#opTimeoutMs = opts.opTimeoutMs ?? 3000;
     this.#probeIntervalMs = opts.probeIntervalMs ?? 5000;
-    const timeout = this.#opTimeoutMs;
+    // Each attempt of a unary call gets a third of the operation's deadline: a request lost with a killed
+    // leader fails its attempt and the client's retry (another member) still fits. Streams (watch, lease
+    // keep-alive) get no deadline; keep-alive pings find a silent peer.
+    const attemptMs = Math.max(250, Math.floor(this.#opTimeoutMs / 3));
     const options: IOptions = {
       hosts: this.endpoints as string[],
-      // Unary calls get a deadline; streams (watch, lease keep-alive) do not. Keep-alive pings find a silent peer.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attemptMs }),
       grpcOptions: {
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5000,
@@ -129,16 +139,32 @@ export class EtcdConnection {
   }
 
   /**
-   * Runs `op` with the operation deadline. A VmlinkError thrown by `op` passes
-   * through; any other failure (refused, timed out, no quorum) becomes a
-   * ClusterUnavailableError saying `cannot <what>`, and makes the health loop
-   * probe at once.
+   * Runs `op` within the operation deadline. A VmlinkError thrown by `op`
+   * passes through; any other failure (refused, timed out, no quorum) becomes
+   * a ClusterUnavailableError saying `cannot <what>`, and makes the health
+   * loop probe at once. While etcd is believed up, a failure the client
+   * calls recoverable (a leader election, a member just killed) is retried
+   * within the deadline; while it is known to be down, the first failure
+   * rejects. `op` may run more than once: make it idempotent (a put, or a
+   * transaction guarded by comparisons).
    */
   async run<T>(what: string, op: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new ClusterUnavailableError(what, 'the etcd connection is closed');
+    const end = Date.now() + this.#opTimeoutMs;
     const limit = deadline(this.#opTimeoutMs);
     try {
-      return await Promise.race([op(), limit.promise]);
+      for (let pause = 50; ; pause *= 2) {
+        try {
+          return await Promise.race([op(), limit.promise]);
+        } catch (err) {
+          if (err instanceof VmlinkError) throw err;
+          if (!this.#available || !retryable(err) || Date.now() + pause >= end) {
+            this.suspect();
+            throw new ClusterUnavailableError(what, describeError(err), { cause: err });
+          }
+        }
+        await Promise.race([new Promise((r) => setTimeout(r, pause)), limit.promise]);
+      }
     } catch (err) {
       if (err instanceof VmlinkError) throw err;
       this.suspect();
