@@ -90,6 +90,7 @@ export class EtcdConnection {
   readonly #probeIntervalMs: number;
   readonly #listeners = new Set<StateListener>();
   readonly #backoff = new Backoff();
+  readonly #keepers = new Set<LeaseKeeper>();
   #available = false;
   #known = false;
   #downSince = 0;
@@ -174,9 +175,21 @@ export class EtcdConnection {
     }
   }
 
-  /** A lease of `ttlSec` seconds on this connection, kept alive by the client until revoked or lost. */
+  /**
+   * A lease of `ttlSec` seconds (the etcd3 Lease: `put(key)` binds a key to
+   * it, `grant()` gives its id, `revoke()`/`release()` end it, 'lost' fires
+   * when etcd says it is gone). Its keep-alives are driven here, not by
+   * etcd3's loop (which retries every 100 ms during an outage and gives the
+   * lease up locally after 2 TTLs): one every TTL/3, a bounded backoff after
+   * a failure, none while etcd is known down, one at once when it is back.
+   * etcd itself decides whether the lease survived (its leader renews leases
+   * after an election); 'lost' follows its answer.
+   */
   lease(ttlSec: number): Lease {
-    return this.kv.lease(ttlSec);
+    const lease = this.kv.lease(ttlSec, { autoKeepAlive: false });
+    const keeper = new LeaseKeeper(this, lease, ttlSec, this.#opTimeoutMs, () => this.#keepers.delete(keeper));
+    this.#keepers.add(keeper);
+    return lease;
   }
 
   /** An operation or a watch failed: probe now (when etcd is believed up) instead of at the next interval. */
@@ -190,6 +203,7 @@ export class EtcdConnection {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#timer);
+    for (const k of this.#keepers) k.stop();
     this.#listeners.clear();
     this.#client.close();
   }
@@ -242,6 +256,72 @@ export class EtcdConnection {
       } catch (err) {
         this.logger.error({ err: describeError(err) }, 'etcd state listener failed');
       }
+    }
+  }
+}
+
+/** Drives the keep-alives of one lease (see EtcdConnection.lease). */
+class LeaseKeeper {
+  readonly #backoff: Backoff;
+  readonly #intervalMs: number;
+  readonly #offState: () => void;
+  #timer: NodeJS.Timeout | undefined;
+  #waiting = false;
+  #stopped = false;
+
+  constructor(
+    readonly conn: EtcdConnection,
+    readonly lease: Lease,
+    ttlSec: number,
+    readonly timeoutMs: number,
+    readonly onStop: () => void,
+  ) {
+    this.#intervalMs = (ttlSec * 1000) / 3;
+    this.#backoff = new Backoff(250, Math.max(250, this.#intervalMs));
+    this.#offState = conn.onState((up) => {
+      if (up && this.#waiting) {
+        this.#waiting = false;
+        this.#schedule(0);
+      }
+    });
+    // A failed grant is reported by etcd3 as 'lost'.
+    lease.grant().then(
+      () => this.#schedule(this.#intervalMs),
+      () => this.stop(),
+    );
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#offState();
+    this.onStop();
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.#beat(), ms);
+  }
+
+  async #beat(): Promise<void> {
+    if (this.lease.revoked()) return this.stop();
+    const limit = deadline(this.timeoutMs);
+    try {
+      const res = await Promise.race([this.lease.keepaliveOnce(), limit.promise]);
+      this.#backoff.reset();
+      this.lease.emit('keepaliveSucceeded', res);
+      this.#schedule(this.#intervalMs);
+    } catch (err) {
+      // etcd said the lease is gone: etcd3 has emitted 'lost' and closed it.
+      if (this.lease.revoked()) return this.stop();
+      this.lease.emit('keepaliveFailed', err);
+      this.conn.suspect();
+      if (this.conn.available) this.#schedule(this.#backoff.next());
+      else this.#waiting = true;
+    } finally {
+      limit.clear();
     }
   }
 }

@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Etcd3 } from 'etcd3';
 import { ClusterConflictError } from '../../src/cluster/errors.js';
 import { EtcdConnection } from '../../src/cluster/etcd.js';
 import { hasCode } from '../../src/errors.js';
@@ -125,6 +126,35 @@ describe('cluster etcd connection state', () => {
       assert.deepEqual(states, [true, false, true]);
       await conn.run('write after the outage', () => conn.kv.put('x').value('1').exec());
     } finally {
+      await conn.close();
+    }
+  });
+
+  it('keeps a lease across an outage with a few keep-alives, not a retry loop, and reports its loss', async () => {
+    const conn = new EtcdConnection({ endpoints: etcd.endpoints, logger: silentLogger() });
+    const other = new Etcd3({ hosts: etcd.endpoints });
+    const lease = conn.lease(6);
+    const seen = { ok: 0, failed: 0, lost: 0 };
+    lease.on('keepaliveSucceeded', () => seen.ok++);
+    lease.on('keepaliveFailed', () => seen.failed++);
+    lease.on('lost', () => seen.lost++);
+    try {
+      await lease.put('alive/h1').value('{}');
+      await waitFor(() => seen.ok >= 1 && conn.available, 'a keep-alive');
+      await etcd.killAll();
+      await waitFor(() => !conn.available, 'the outage to be noticed');
+      // Longer than the TTL: etcd renews leases when its leader comes back, so the lease survives.
+      await new Promise((r) => setTimeout(r, 8000));
+      assert.ok(seen.failed < 10, `${seen.failed} keep-alive attempts during the outage`);
+      await etcd.startAll();
+      const ok = seen.ok;
+      await waitFor(() => seen.ok > ok, 'a keep-alive after the outage');
+      assert.equal(seen.lost, 0);
+      assert.equal(await other.get('/vmlink/alive/h1').string(), '{}');
+      await other.leaseClient.leaseRevoke({ ID: await lease.grant() });
+      await waitFor(() => seen.lost === 1, "the lease's loss");
+    } finally {
+      other.close();
       await conn.close();
     }
   });
