@@ -96,6 +96,9 @@ describe('links made by the fabric', { timeout: 120_000 }, () => {
       .map((l) => l.peer)
       .sort();
 
+  /** The up peers of `h` but `x`, which a hand link reaches. */
+  const fabricPeers = (h: FabricHost) => upPeers(h).filter((p) => p !== 'x');
+
   before(async () => {
     hosts = await Promise.all([
       fabricHost('h', 1, { relay: true, listen: true }),
@@ -136,9 +139,11 @@ describe('links made by the fabric', { timeout: 120_000 }, () => {
     assert.throws(() => byId('a').svc.checkDeletable('b'), { code: 'ERR_LINK_NOT_DELETABLE' });
   });
 
-  test('a broadcast from every host reaches every other host exactly once, with the hub present', async () => {
-    const n = 200;
-    const relays = [byId('h'), byId('r')];
+  /**
+   * Every host sends `n` broadcasts; every other host must get each of them
+   * exactly once, in order, and none of its own may come back.
+   */
+  async function broadcastOnce(n: number): Promise<void> {
     for (const s of hosts) {
       for (let i = 0; i < n; i++) s.port.rx(frame(s, i));
       s.port.rx(frame(s, n, 0xee));
@@ -148,12 +153,14 @@ describe('links made by the fabric', { timeout: 120_000 }, () => {
     await until('every host got the marker of every other host', () =>
       hosts.every((h) => hosts.every((s) => s === h || gotMark(h, s, 0xee))),
     );
-    // The relaying hosts, the only ones that may forward between links, have switched everything
-    // before they send a second marker: when those are everywhere, no relayed copy is in flight.
-    for (const r of relays) r.port.rx(frame(r, n + 1, 0xef));
-    await until('the second markers of the relaying hosts everywhere', () =>
-      hosts.every((h) => relays.every((r) => h === r || gotMark(h, r, 0xef))),
-    );
+    // The relaying hosts, the only ones that may forward between links, send a marker in
+    // turn once they switched everything before it: when the last is everywhere, no relayed
+    // copy is in flight (a copy one relays to the other goes before that one's marker).
+    const relays = [byId('h'), byId('r'), byId('h')];
+    for (const [k, r] of relays.entries()) {
+      r.port.rx(frame(r, n + 1 + k, 0xf0 + k));
+      await until(`marker ${k} of ${r.id} everywhere`, () => hosts.every((h) => h === r || gotMark(h, r, 0xf0 + k)));
+    }
     for (const h of hosts) {
       for (const s of hosts) {
         const from = h.port.got.filter((f) => srcOf(f) === macHex(s.mac) && f[18] === 0);
@@ -169,6 +176,10 @@ describe('links made by the fabric', { timeout: 120_000 }, () => {
       }
     }
     for (const h of hosts) h.port.got.splice(0);
+  }
+
+  test('a broadcast from every host reaches every other host exactly once, with two relaying hosts', async () => {
+    await broadcastOnce(200);
   });
 
   test('frames between the two dial-out hosts go through the hub, and only there', async () => {
@@ -216,6 +227,28 @@ describe('links made by the fabric', { timeout: 120_000 }, () => {
     await apply(['h', 'a', 'b', 'd1', 'd2', 'r']);
     await until('b linked again', () => upPeers(byId('b')).join() === 'a,d1,d2,h,r');
     assert.equal(d1.svc.link('hand-x').state, 'up');
+  });
+
+  test('a relaying host that stops being reachable turns its links around and goes through the hub', async () => {
+    const r = byId('r');
+    r.member.reachable = false;
+    await apply(['h', 'a', 'b', 'd1', 'd2', 'r']);
+    assert.deepEqual(plans.get('r')?.peers, ['a', 'b', 'h']);
+    assert.deepEqual(plans.get('h')?.relayFor, ['d1', 'd2', 'r']);
+    // b dialled r; now r dials b, once b's link (which has r's name on r's side) is gone.
+    await until('every planned link up, dialled the other way', () =>
+      hosts.every((h) => fabricPeers(h).join() === plans.get(h.id)?.peers.join()),
+    );
+    assert.equal(r.svc.link('b').source, 'cluster');
+    assert.equal(byId('b').svc.link('r').source, 'peer');
+    assert.equal(r.svc.linkToward('d1'), 'h');
+    await broadcastOnce(100);
+    r.member.reachable = true;
+    await apply(['h', 'a', 'b', 'd1', 'd2', 'r']);
+    await until('every planned link up again', () =>
+      hosts.every((h) => fabricPeers(h).join() === plans.get(h.id)?.peers.join()),
+    );
+    await broadcastOnce(100);
   });
 
   test('a hand link that holds the name of a fabric link keeps it, and the plan says so', async () => {

@@ -5,8 +5,9 @@
  * the life cycle of links (link-lifecycle.ts: dial, re-dial, accept, one
  * channel per peer host), the networks each link carries (link-networks.ts,
  * with the messages of network-sync.ts), shared shaping (link-shaping.ts)
- * and the relay topology (relay-topology.ts: relay accounting, direct
- * links between spokes). They share the links through overlay-context.ts.
+ * the relay topology (relay-topology.ts: relay accounting, direct
+ * links between spokes) and the links made by the fabric (fabric-links.ts).
+ * They share the links through overlay-context.ts.
  */
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { type FabricConflict, FabricLinks, type FabricPlan } from './fabric-links.js';
