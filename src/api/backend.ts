@@ -8,6 +8,8 @@ import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { FdbRow, FrameTap } from '../net/switch/switch.js';
 import type { QosPortView, QosView } from '../qos/view.js';
 import type {
+  ClusterTokenView,
+  ClusterView,
   DiskArgsView,
   ExportView,
   NetworkView,
@@ -17,7 +19,17 @@ import type {
   StatusView,
 } from './client.js';
 
-export type { DiskArgsView, ExportView, NetworkView, PortView, QemuArgsView, ReloadView, StatusView };
+export type {
+  ClusterTokenView,
+  ClusterView,
+  DiskArgsView,
+  ExportView,
+  NetworkView,
+  PortView,
+  QemuArgsView,
+  ReloadView,
+  StatusView,
+};
 
 /** A port as the API shows it: the client's view plus the reason of the last state change. */
 export type PortViewOut = PortView & {
@@ -36,6 +48,14 @@ export interface ControlBackend {
   status(): StatusView;
   /** `POST /v1/reload`: re-reads the config file and reconciles toward it; refused with nothing changed when it is bad. */
   reload(): Promise<ReloadView>;
+  /** `GET /v1/cluster`: the fabric as this daemon sees it. */
+  cluster(): Promise<ClusterView>;
+  /** `POST /v1/cluster/init`: this host starts a fabric in etcd. */
+  clusterInit(body: unknown): Promise<ClusterView>;
+  /** `POST /v1/cluster/token`: a short-lived single-use join token. */
+  clusterToken(body: unknown): Promise<ClusterTokenView>;
+  /** `POST /v1/cluster/join`: this host joins the fabric of a token. */
+  clusterJoin(body: unknown): Promise<ClusterView>;
   /** `GET /v1/networks`. */
   networks(): NetworkView[];
   /** `POST /v1/networks`: validates, creates, persists. */
@@ -51,7 +71,7 @@ export interface ControlBackend {
   /** `DELETE /v1/ports/:name`. */
   deletePort(name: string): Promise<void>;
   /** `GET /v1/fdb`. */
-  fdb(network?: string): FdbRow[];
+  fdb(network?: string): (FdbRow & { host?: string; seq?: number })[];
   /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default the port name). */
   qemuArgs(name: string, id?: string): QemuArgsView;
   /** `GET /v1/exports`. */

@@ -13,6 +13,8 @@ import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../qos/view.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import type {
+  ClusterTokenView,
+  ClusterView,
   DiskArgsView,
   ExportBody,
   ExportView,
@@ -27,6 +29,9 @@ import type {
 } from './views.js';
 
 export type {
+  ClusterHostView,
+  ClusterTokenView,
+  ClusterView,
   CountersView,
   DiskArgsView,
   ExportBody,
@@ -170,6 +175,26 @@ export class ControlClient {
   /** `POST /v1/reload`: re-reads the daemon's config file and reconciles toward it; rejects (ERR_CONFIG_INVALID, ERR_RELOAD_REFUSED) with nothing changed. */
   async reload(): Promise<ReloadView> {
     return (await this.#json<{ reload: ReloadView }>('POST', '/v1/reload')).reload;
+  }
+
+  /** `GET /v1/cluster`: the fabric as this daemon sees it (or `mode: single`). */
+  async cluster(): Promise<ClusterView> {
+    return (await this.#json<{ cluster: ClusterView }>('GET', '/v1/cluster')).cluster;
+  }
+
+  /** `POST /v1/cluster/init`: this host starts a fabric in etcd; its stored state moves there. */
+  async clusterInit(body: Record<string, unknown>): Promise<ClusterView> {
+    return (await this.#json<{ cluster: ClusterView }>('POST', '/v1/cluster/init', body)).cluster;
+  }
+
+  /** `POST /v1/cluster/token`: a short-lived, single-use join token. */
+  async clusterToken(body: { ttl_sec?: number }): Promise<ClusterTokenView> {
+    return (await this.#json<{ token: ClusterTokenView }>('POST', '/v1/cluster/token', body)).token;
+  }
+
+  /** `POST /v1/cluster/join`: this host joins the fabric the token names. */
+  async clusterJoin(body: { token: string; force?: boolean }): Promise<ClusterView> {
+    return (await this.#json<{ cluster: ClusterView }>('POST', '/v1/cluster/join', body)).cluster;
   }
 
   /** `GET /v1/networks`. */

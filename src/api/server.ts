@@ -226,6 +226,12 @@ export class ApiServer {
 
     app.get('/v1/status', async () => b.status());
     app.post('/v1/reload', async () => ({ reload: await b.reload() }));
+    app.get('/v1/cluster', async () => ({ cluster: await b.cluster() }));
+    app.post('/v1/cluster/init', async (req) => ({ cluster: await b.clusterInit(req.body) }));
+    app.post('/v1/cluster/token', async (req, reply) =>
+      reply.code(201).send({ token: await b.clusterToken(req.body ?? {}) }),
+    );
+    app.post('/v1/cluster/join', async (req) => ({ cluster: await b.clusterJoin(req.body) }));
     app.get('/v1/networks', async () => ({ networks: b.networks() }));
     app.post('/v1/networks', async (req, reply) => reply.code(201).send({ network: await b.addNetwork(req.body) }));
     app.delete('/v1/networks/:name', async (req, reply) => {

@@ -166,6 +166,10 @@ export interface FdbEntryView {
   port: string;
   /** Seconds since the MAC was last seen. */
   age: number;
+  /** In a fabric: the host the control plane says the MAC is on (absent when the fabric does not know it). */
+  host?: string;
+  /** ...and its mobility sequence number (higher wins after a move). */
+  seq?: number;
 }
 
 /** `GET /v1/ports/:name/qemu-args`. */
@@ -176,4 +180,59 @@ export interface QemuArgsView {
   mac: string;
   /** The arguments as one shell-quoted line. */
   command: string;
+}
+
+/** One host of the fabric in `GET /v1/cluster`. */
+export interface ClusterHostView {
+  id: string;
+  /** `up` while its lease is renewed; `down` once it lapsed (its MACs and links are withdrawn). */
+  state: 'up' | 'down';
+  /** Where its links are dialled, `tcp:IP:PORT`; undefined for a dial-out host without a listener. */
+  address?: string | undefined;
+  /** Other hosts can dial it. */
+  reachable: boolean;
+  /** It relays between its links (a hub). */
+  relay: boolean;
+  /** It holds the fabric CA key and serves joins. */
+  issuer: boolean;
+  /** Seconds since its lease was last renewed, as seen by this daemon (undefined when down). */
+  lease_age_s?: number | undefined;
+  /** Networks it has local ports on. */
+  networks: string[];
+  /** Its links as it last published them: peer host and state. */
+  links: { name: string; peer?: string | undefined; state: string }[];
+  /** When it joined the fabric (ISO 8601). */
+  joined?: string | undefined;
+}
+
+/** `GET /v1/cluster`: this daemon's view of the fabric. */
+export interface ClusterView {
+  /** `single`: no fabric (the embedded store); `member`: a host of a fabric in etcd. */
+  mode: 'single' | 'member';
+  /** This host's id. */
+  host: string;
+  etcd?: {
+    endpoints: string[];
+    prefix: string;
+    /** etcd answers now; when false, changes are refused with ERR_CLUSTER_UNAVAILABLE and forwarding goes on. */
+    available: boolean;
+    /** Why it is unavailable, when it is. */
+    reason?: string | undefined;
+    /** Seconds since the state last changed. */
+    since_s: number;
+  };
+  /** Lease TTL in seconds. */
+  lease_ttl_s?: number;
+  hosts: ClusterHostView[];
+  /** Keys under the prefix whose value could not be used, with the reason (skipped). */
+  corrupt: { key: string; reason: string }[];
+}
+
+/** `POST /v1/cluster/token`. */
+export interface ClusterTokenView {
+  token: string;
+  /** When it stops working (ISO 8601). */
+  expires: string;
+  /** Where the joining host will be served. */
+  join: string[];
 }

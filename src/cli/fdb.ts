@@ -6,11 +6,25 @@ import { formatJson, formatTable, print } from './output.js';
 
 /** The forwarding database as a table, sorted by network then MAC. */
 export function formatFdb(entries: readonly FdbEntryView[]): string {
+  // In a fabric, where each MAC lives by the control plane: its host and mobility sequence number.
+  const fabric = entries.some((e) => e.host !== undefined);
   const rows = [...entries]
     .sort((a, b) => a.network.localeCompare(b.network) || a.mac.localeCompare(b.mac))
-    .map((e) => [e.network, e.mac, e.port, `${e.age}s`]);
+    .map((e) => [
+      e.network,
+      e.mac,
+      e.port,
+      `${e.age}s`,
+      ...(fabric ? [e.host === undefined ? '-' : `${e.host} #${e.seq}`] : []),
+    ]);
   return formatTable(
-    [{ header: 'NETWORK' }, { header: 'MAC' }, { header: 'PORT' }, { header: 'AGE', align: 'right' }],
+    [
+      { header: 'NETWORK' },
+      { header: 'MAC' },
+      { header: 'PORT' },
+      { header: 'AGE', align: 'right' },
+      ...(fabric ? [{ header: 'HOST' }] : []),
+    ],
     rows,
   );
 }

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { addCaptureCommand } from './capture.js';
+import { addClusterCommands } from './cluster.js';
 import { addCompletionCommand } from './completion.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './context.js';
 import { addDaemonCommand, addReloadCommand } from './daemon.js';
@@ -59,6 +60,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addQosCommands(program, done);
   addLinkCommands(program, done);
   addCaCommands(program, done);
+  addClusterCommands(program, done);
   addGuestImageCommand(program, done);
   addCompletionCommand(program, done);
   addManCommand(program, done, version());

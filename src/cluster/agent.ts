@@ -107,6 +107,11 @@ export class ClusterAgent {
     this.#membership.setLinks(links);
   }
 
+  /** Where the fabric says a MAC is: its host and mobility sequence number (this host's own MACs too). */
+  location(network: string, mac: string): { host: string; seq: number } | undefined {
+    return this.#locations.lookup(network, mac);
+  }
+
   /** Every known host: state, lease age, networks, links. */
   hosts(): HostView[] {
     return this.#membership.hosts();

@@ -22,8 +22,8 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Backoff } from '../util/backoff.js';
 import type { EtcdConnection } from './etcd.js';
-import { watchPrefix } from './watch.js';
 import type { Clock } from './membership.js';
+import { watchPrefix } from './watch.js';
 
 /** Where other hosts' MACs go (the switch's static locations toward link ports). */
 export interface LocationSink {
@@ -168,9 +168,20 @@ export class Locations {
     return [...this.#corrupt];
   }
 
+  /** What the store says of a MAC now: its host and mobility sequence number. */
+  lookup(network: string, mac: string): { host: string; seq: number } | undefined {
+    const e = this.#entries.get(`${network}/${mac.toLowerCase()}`);
+    return e ? { host: e.host, seq: e.seq } : undefined;
+  }
+
   /** Counts for metrics and the bench. */
   stats(): { local: number; known: number; frozen: number; corrupt: number } {
-    return { local: this.#local.size, known: this.#entries.size, frozen: this.#frozen.size, corrupt: this.#corrupt.size };
+    return {
+      local: this.#local.size,
+      known: this.#entries.size,
+      frozen: this.#frozen.size,
+      corrupt: this.#corrupt.size,
+    };
   }
 
   /**
@@ -373,7 +384,9 @@ export class Locations {
     if (!l) {
       const rev = this.#withdrawals.get(key);
       if (rev === undefined) return;
-      await conn.run('withdraw a location', () => conn.kv.if(k, 'Mod', '==', rev).then(conn.kv.delete().key(k)).commit());
+      await conn.run('withdraw a location', () =>
+        conn.kv.if(k, 'Mod', '==', rev).then(conn.kv.delete().key(k)).commit(),
+      );
       this.#withdrawals.delete(key);
       return;
     }

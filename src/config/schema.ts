@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { type Address, parseAddress } from '../util/address.js';
 import { parseMac } from '../util/mac.js';
 import { limitSchema } from './admission-schema.js';
+import { clusterSchema } from './cluster-schema.js';
 import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';
 import { socketAccessSchema } from './socket-schema.js';
@@ -277,6 +278,8 @@ export const configSchema = z
     overlay: overlaySchema.optional(),
     /** Peers to dial. */
     links: z.array(linkSchema).default([]),
+    /** Membership of a fabric whose state lives in etcd (docs/cluster.md); absent: a single host. */
+    cluster: clusterSchema.optional(),
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']) }).optional(),
   })
   .superRefine((c, ctx) => {

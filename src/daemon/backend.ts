@@ -6,6 +6,8 @@
  */
 import type {
   CaptureTap,
+  ClusterTokenView,
+  ClusterView,
   ControlBackend,
   DiskArgsView,
   ExportView,
@@ -28,7 +30,8 @@ import { DeclaredInConfigError } from '../reconcile/errors.js';
 import type { Reconciler } from '../reconcile/reconciler.js';
 import type { AdmissionStatus } from '../util/admission.js';
 import type { LinkActuator, NetworkActuator } from './actuators.js';
-import { ExportExistsError, ExportInUseError } from './errors.js';
+import type { ClusterService } from './cluster.js';
+import { ClusterNotMemberError, ExportExistsError, ExportInUseError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
 import type { OverlayService } from './overlay.js';
 import type { PortManager } from './port-manager.js';
@@ -58,6 +61,8 @@ export interface DaemonBackendOptions {
   controlAdmission: () => AdmissionStatus;
   /** Re-reads the config file and reconciles toward it. */
   reload: () => Promise<ReloadView>;
+  /** The fabric membership (`vmlink cluster ...`). */
+  cluster?: ClusterService | undefined;
 }
 
 export class DaemonBackend implements ControlBackend {
@@ -95,6 +100,30 @@ export class DaemonBackend implements ControlBackend {
 
   reload(): Promise<ReloadView> {
     return this.#o.reload();
+  }
+
+  // ---- cluster -------------------------------------------------------------------
+
+  #cluster(): ClusterService {
+    const c = this.#o.cluster;
+    if (!c) throw new ClusterNotMemberError(this.#o.hostId);
+    return c;
+  }
+
+  cluster(): Promise<ClusterView> {
+    return this.#cluster().view();
+  }
+
+  clusterInit(body: unknown): Promise<ClusterView> {
+    return this.#o.reconciler.serial(() => this.#cluster().init(body));
+  }
+
+  clusterToken(body: unknown): Promise<ClusterTokenView> {
+    return this.#cluster().token(body);
+  }
+
+  clusterJoin(body: unknown): Promise<ClusterView> {
+    return this.#o.reconciler.serial(() => this.#cluster().join(body));
   }
 
   // ---- networks ----------------------------------------------------------------
@@ -173,8 +202,11 @@ export class DaemonBackend implements ControlBackend {
     });
   }
 
-  fdb(network?: string): FdbRow[] {
-    return this.#o.switch.fdb(network);
+  fdb(network?: string): (FdbRow & { host?: string; seq?: number })[] {
+    const rows = this.#o.switch.fdb(network);
+    const c = this.#o.cluster;
+    if (!c?.member) return rows;
+    return rows.map((r) => ({ ...r, ...c.location(r.network, r.mac) }));
   }
 
   qemuArgs(name: string, id?: string): QemuArgsView {

@@ -11,11 +11,13 @@ import { ApiServer } from '../api/server.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
 import type { StateStore } from '../control/store.js';
+import { StoreSwitch } from '../control/store-switch.js';
 import { createLogger, type Logger } from '../log.js';
 import { Switch } from '../net/switch/switch.js';
 import { Reconciler } from '../reconcile/reconciler.js';
 import { ExportActuator, LinkActuator, NetworkActuator, PortActuator } from './actuators.js';
 import { DaemonBackend } from './backend.js';
+import { ClusterService } from './cluster.js';
 import { OverlayService } from './overlay.js';
 import { PortManager } from './port-manager.js';
 import { type ProcessStats, startProcessStats } from './process-stats.js';
@@ -40,7 +42,9 @@ export interface Collaborators {
   logger: Logger;
   controlPath: string;
   version: string;
-  store: StateStore;
+  /** The state store in use: the embedded one, or the fabric's etcd store once a member (swapped by `cluster`). */
+  store: StoreSwitch;
+  cluster: ClusterService;
   switch: Switch;
   qos: QosService;
   ports: PortManager;
@@ -58,7 +62,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
   const config = opts.config;
   const controlPath = opts.control ?? config.host.control;
   const logger = opts.logger ?? createLogger({ level: config.log?.level, base: { host: config.host.id } });
-  const store = opts.store ?? createEmbeddedStore({ dir: config.host.state_dir, logger });
+  const store = new StoreSwitch(opts.store ?? createEmbeddedStore({ dir: config.host.state_dir, logger }));
   const sw = new Switch({ logger, agingSec: config.host.aging_sec });
   const qos = new QosService({ switch: sw, logger });
   const ports = new PortManager({ switch: sw, qos, logger });
@@ -87,6 +91,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
       links,
     },
   });
+  const cluster = new ClusterService({ config, logger, store, reconciler, switch: sw, overlay, ports });
   const processStats = startProcessStats();
   const version = packageVersion();
   let api: ApiServer | undefined;
@@ -109,6 +114,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     processStats,
     controlAdmission: () => (api as ApiServer).admission(),
     reload,
+    cluster,
   });
   api = new ApiServer({
     backend,
@@ -123,6 +129,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     controlPath,
     version,
     store,
+    cluster,
     switch: sw,
     qos,
     ports,

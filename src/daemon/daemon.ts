@@ -42,6 +42,7 @@ export class Daemon {
     this.#config = opts.config;
     this.#configPath = opts.configPath;
     this.#c = opts.collaborators ?? buildCollaborators(opts, () => this.reload());
+    this.#c.cluster.desired = (stored) => this.#desired(this.#config, stored);
     this.logger = this.#c.logger;
     this.controlPath = this.#c.controlPath;
   }
@@ -58,6 +59,8 @@ export class Daemon {
     const c = this.#c;
     try {
       await c.api.checkPath();
+      // A member of a fabric loads its desired state from etcd (or its cached copy when etcd is away).
+      await c.cluster.open();
       const stored = await c.store.load();
       c.switch.start();
       const cfg = this.#config;
@@ -71,6 +74,7 @@ export class Daemon {
       await this.#ensureStorage();
       await c.overlay.start();
       await this.#converge(desired, ['links']);
+      await c.cluster.start();
       await c.api.listen();
     } catch (err) {
       await this.stop();
@@ -142,6 +146,8 @@ export class Daemon {
     // Captures end first: their streaming answers would keep the API from closing.
     c.ports.endCaptures('the daemon is stopping');
     await c.api.close().catch((err) => log.error({ err }, `closing the control API: ${describeError(err)}`));
+    // The lease is revoked first: other hosts see this one go at once, not after its TTL.
+    await c.cluster.stop().catch((err) => log.error({ err }, `leaving the fabric: ${describeError(err)}`));
     await c.overlay.stop().catch((err) => log.error({ err }, `stopping the overlay: ${describeError(err)}`));
     await c.ports.close();
     c.switch.stop();

@@ -95,3 +95,38 @@ export class ExportFileInUseError extends VmlinkError {
     );
   }
 }
+
+/** `vmlink cluster init` or `join` on a host that is already a member of a fabric. */
+export class ClusterMemberError extends VmlinkError {
+  override readonly status = 409;
+  constructor(host: string, s: { etcd: string[]; prefix: string }) {
+    super(
+      'ERR_CLUSTER_MEMBER',
+      `host "${host}" is already a member of the fabric in etcd ${s.etcd.join(',')} (prefix ${s.prefix}); ` +
+        'to move it to another fabric, stop the daemon, remove cluster.json from its state directory and start it again',
+    );
+  }
+}
+
+/** A fabric operation (`vmlink cluster token`) on a host that is not a member of one. */
+export class ClusterNotMemberError extends VmlinkError {
+  override readonly status = 409;
+  constructor(host: string) {
+    super(
+      'ERR_CLUSTER_NOT_MEMBER',
+      `host "${host}" is not a member of a fabric; start one with vmlink cluster init --etcd URL, or join one with vmlink cluster join TOKEN`,
+    );
+  }
+}
+
+/** `vmlink cluster init` where a fabric already exists under the prefix. */
+export class ClusterExistsError extends VmlinkError {
+  override readonly status = 409;
+  constructor(etcd: string[], prefix: string) {
+    super(
+      'ERR_CLUSTER_EXISTS',
+      `a fabric already exists in etcd ${etcd.join(',')} under prefix ${prefix}; ` +
+        'join it instead: run vmlink cluster token on one of its hosts, then vmlink cluster join TOKEN here (or init with another --prefix)',
+    );
+  }
+}
