@@ -188,12 +188,12 @@ export class ControlClient {
   }
 
   /** `POST /v1/cluster/token`: a short-lived, single-use join token. */
-  async clusterToken(body: { ttl_sec?: number }): Promise<ClusterTokenView> {
+  async clusterToken(body: { ttl_sec?: number; rejoin?: string }): Promise<ClusterTokenView> {
     return (await this.#json<{ token: ClusterTokenView }>('POST', '/v1/cluster/token', body)).token;
   }
 
   /** `POST /v1/cluster/join`: this host joins the fabric the token names. */
-  async clusterJoin(body: { token: string; force?: boolean }): Promise<ClusterView> {
+  async clusterJoin(body: { token: string }): Promise<ClusterView> {
     return (await this.#json<{ cluster: ClusterView }>('POST', '/v1/cluster/join', body)).cluster;
   }
 

@@ -1,7 +1,7 @@
 /** `vmlink cluster init|token|join|status`: the fabric on etcd (docs/cluster.md). */
 import type { Command } from 'commander';
 import type { ClusterView } from '../api/client.js';
-import { addressArg, UsageError } from './args.js';
+import { addressArg, hostIdArg, UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { formatDuration, formatJson, formatPairs, formatTable, print } from './output.js';
 
@@ -120,10 +120,14 @@ export function addClusterCommands(program: Command, done: (code: number) => voi
     .command('token')
     .description('print a short-lived, single-use token for vmlink cluster join on a new host')
     .option('--ttl <duration>', 'how long the token works: 15m, 1h, 2d (default 1h)')
+    .option('--rejoin <host>', 'the token may replace the registration of this host (a reinstalled host)')
     .option('--json', 'print the token, its expiry and join addresses as JSON');
   defineAction(token, done, async (_args, opts, cli) => {
     const ttl = opts['ttl'] === undefined ? undefined : durationArg('--ttl', String(opts['ttl']), 60, 7 * 86400);
-    const t = await cli.client.clusterToken(ttl === undefined ? {} : { ttl_sec: ttl });
+    const t = await cli.client.clusterToken({
+      ...(ttl === undefined ? {} : { ttl_sec: ttl }),
+      ...(opts['rejoin'] === undefined ? {} : { rejoin: hostIdArg(String(opts['rejoin'])) }),
+    });
     print(opts['json'] ? formatJson(t) : `${t.token}\n`);
     if (!opts['json'] && process.stderr.isTTY)
       process.stderr.write(`(valid until ${t.expires}, once; on the new host: vmlink cluster join TOKEN)\n`);
@@ -136,10 +140,9 @@ export function addClusterCommands(program: Command, done: (code: number) => voi
       "join the fabric of TOKEN: this host gets its certificate and the fabric's etcd, nothing copied by hand",
     )
     .argument('<token>', 'the output of vmlink cluster token on a fabric host')
-    .option('--force', 'replace the registration of a host with the same id (a reinstalled host)')
     .option('--json', 'print the fabric as JSON');
   defineAction(join, done, async ([tok], opts, cli) => {
-    const c = await cli.client.clusterJoin({ token: String(tok).trim(), ...(opts['force'] ? { force: true } : {}) });
+    const c = await cli.client.clusterJoin({ token: String(tok).trim() });
     print(opts['json'] ? formatJson(c) : `joined the fabric as "${c.host}"\n${formatClusterHosts(c)}`);
     return 0;
   });

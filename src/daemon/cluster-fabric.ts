@@ -60,6 +60,7 @@ export interface Fabric {
 }
 
 const SWEEP_MS = 2000;
+const REGISTER_WAIT_MS = 5000;
 
 /** `IP:PORT` of a tcp address, as the join endpoint takes it. */
 const hostPort = (a: { host: string; port: number }): string =>
@@ -153,7 +154,9 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
   sample();
   const sweep = setInterval(sample, SWEEP_MS);
   sweep.unref();
-  void agent.start().catch((err) => log.error({ err }, `cluster agent: ${describeError(err)}`));
+  // Registered within a few seconds when etcd answers (so init and join show this host); never blocks longer.
+  const started = agent.start().catch((err) => log.error({ err }, `cluster agent: ${describeError(err)}`));
+  await Promise.race([started, new Promise((r) => setTimeout(r, REGISTER_WAIT_MS).unref())]);
 
   let join: JoinServer | undefined;
   if (member.issuer && settings.ca?.key && settings.host_cert && joinAddress) {
@@ -190,9 +193,11 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
       })),
     corrupt: () => agent.corruptKeys().map((k) => ({ key: k, reason: 'not a valid record (skipped)' })),
     token: async (body) => {
-      const b = (body ?? {}) as { ttl_sec?: unknown };
+      const b = (body ?? {}) as { ttl_sec?: unknown; rejoin?: unknown };
       if (b.ttl_sec !== undefined && (typeof b.ttl_sec !== 'number' || !Number.isInteger(b.ttl_sec)))
         throw new JoinBadRequestError('ttl_sec must be a whole number of seconds');
+      if (b.rejoin !== undefined && typeof b.rejoin !== 'string')
+        throw new JoinBadRequestError('rejoin must be a host id');
       const issuers = agent
         .hosts()
         .filter((h) => h.state === 'up' && h.member?.issuer && h.member.join)
@@ -206,6 +211,7 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
       const t = await conn.run('make a join token', async () =>
         createToken(conn.kv, {
           ...(typeof b.ttl_sec === 'number' ? { ttlSec: b.ttl_sec } : {}),
+          ...(typeof b.rejoin === 'string' ? { rejoin: b.rejoin } : {}),
           joinAddresses: issuers.slice(0, 8),
           caCertPem: await readFile(caPath, 'utf8'),
         }),
