@@ -11,7 +11,7 @@
  *   await etcd.killAll(); await etcd.startAll();
  *   await etcd.stop();              // in after(): kills every member, removes the data
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -100,21 +100,38 @@ class Member implements EtcdMember {
 
   async start(): Promise<void> {
     this.spawn();
-    if (!this.tls) await serving(this.clientUrl, Date.now() + 30_000, [this]);
+    if (!this.tls) await serving(this, Date.now() + 30_000, [this]);
   }
 }
 
-async function serving(url: string, deadline: number, members: Member[]): Promise<void> {
+/** True when the member answers its health check (from inside its namespace, where it has one). */
+async function healthy(m: Member): Promise<boolean> {
+  const ns = m.netns;
+  if (ns) {
+    const r = await new Promise<boolean>((resolve) =>
+      execFile(
+        'ip',
+        ['netns', 'exec', ns, 'etcdctl', '--endpoints', m.clientUrl, '--dial-timeout', '1s', 'endpoint', 'health'],
+        { timeout: 5000 },
+        (err) => resolve(!err),
+      ),
+    );
+    return r;
+  }
+  try {
+    const r = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+    return r.ok && ((await r.json()) as { health?: string }).health === 'true';
+  } catch {
+    return false;
+  }
+}
+
+async function serving(m: Member, deadline: number, members: Member[]): Promise<void> {
   for (;;) {
-    try {
-      const r = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
-      if (r.ok && ((await r.json()) as { health?: string }).health === 'true') return;
-    } catch {
-      // not yet
-    }
+    if (await healthy(m)) return;
     if (Date.now() > deadline)
       throw new Error(
-        `etcd at ${url} did not become healthy:\n${members.map((m) => `${m.name}: ${m.log}`).join('\n')}`,
+        `etcd at ${m.clientUrl} did not become healthy:\n${members.map((x) => `${x.name}: ${x.log}`).join('\n')}`,
       );
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -183,7 +200,7 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<EtcdCluste
       return;
     }
     const deadline = Date.now() + 30_000;
-    await Promise.all(members.filter((m) => m.running).map((m) => serving(m.clientUrl, deadline, members)));
+    await Promise.all(members.filter((m) => m.running).map((m) => serving(m, deadline, members)));
   };
   try {
     await waitAll();
