@@ -38,10 +38,10 @@
  * replaced, not added to).
  */
 import type { Namespace } from 'etcd3';
-import { formatRate } from '../config/qos-schema.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { QosAdmissionError } from '../qos/errors.js';
+import { type AdmissionRecord, type Change, decide, hostOf, parseRecord, sum } from './admission-record.js';
 import { ClusterRecordCorruptError, ClusterUnavailableError } from './errors.js';
 
 /** Transactions tried per batch of changes before giving up (the key changed under us each time). */
@@ -50,13 +50,6 @@ const DIR = 'admission/';
 /** After writing a key, this host waits up to this long (random) before its next transaction on it. */
 const TURN_MS = 10;
 const KEY_RE = /^[A-Za-z0-9_.~:-]{1,200}$/;
-
-/** One shared capacity as stored in etcd (rates in bits per second). */
-export interface AdmissionRecord {
-  capacity_bps: number;
-  capacities: Record<string, number>;
-  reservations: Record<string, number>;
-}
 
 /** One key of `view()`: the record, or why it cannot be used. */
 export interface AdmissionKeyView {
@@ -110,11 +103,6 @@ export interface FabricAdmissionOptions {
 export function pairKey(a: string, b: string): string {
   return a < b ? `${a}~${b}` : `${b}~${a}`;
 }
-
-/** A change waiting for its key's next transaction. */
-type Change =
-  | { kind: 'set'; who: string; bps: number; capacity: number; previous?: number | undefined }
-  | { kind: 'sweep'; alive: ReadonlySet<string>; removed?: number };
 
 interface Pending {
   change: Change;
@@ -276,7 +264,12 @@ class EtcdAdmission implements FabricAdmission {
           for (const p of batch) p.reject(err);
           return undefined;
         }
-        const { record, outcomes } = decide(link, cur.record, batch, this.#host);
+        const { record, outcomes } = decide(
+          link,
+          cur.record,
+          batch.map((p) => p.change),
+          this.#host,
+        );
         const write =
           record === undefined ? this.#kv.delete().key(key) : this.#kv.put(key).value(JSON.stringify(record));
         const changed = JSON.stringify(record) !== JSON.stringify(cur.record);
@@ -371,101 +364,3 @@ class EtcdAdmission implements FabricAdmission {
     }
   }
 }
-
-/**
- * The record after the batch's changes, in order, and each change's outcome:
- * the change (with what it replaced or removed) or the refusal.
- */
-function decide(
-  link: string,
-  before: AdmissionRecord | undefined,
-  batch: readonly Pending[],
-  host: string,
-): { record: AdmissionRecord | undefined; outcomes: (Change | Error)[] } {
-  const reservations = { ...before?.reservations };
-  const capacities = { ...before?.capacities };
-  const outcomes = batch.map((p): Change | Error => {
-    const c = p.change;
-    if (c.kind === 'sweep') {
-      let removed = 0;
-      for (const who of Object.keys(reservations))
-        if (!c.alive.has(hostOf(who))) {
-          delete reservations[who];
-          removed++;
-        }
-      for (const h of Object.keys(capacities)) if (!c.alive.has(h)) delete capacities[h];
-      return { ...c, removed };
-    }
-    const previous = reservations[c.who] ?? 0;
-    if (c.bps === 0) {
-      delete reservations[c.who];
-      return { ...c, previous };
-    }
-    const stated = { ...capacities, [host]: c.capacity };
-    const capacity = Math.min(...Object.values(stated));
-    const others = sum(reservations) - previous;
-    if (others + c.bps > capacity) return refusal(link, capacity, stated, reservations, c.who, c.bps);
-    reservations[c.who] = c.bps;
-    capacities[host] = c.capacity;
-    return { ...c, previous };
-  });
-  if (!Object.keys(reservations).length) return { record: undefined, outcomes };
-  const capacity_bps = Object.keys(capacities).length ? Math.min(...Object.values(capacities)) : 0;
-  return { record: { capacity_bps, capacities, reservations }, outcomes };
-}
-
-function refusal(
-  link: string,
-  capacity: number,
-  stated: Record<string, number>,
-  reservations: Record<string, number>,
-  who: string,
-  bps: number,
-): QosAdmissionError {
-  const mine = reservations[who] ?? 0;
-  const held = Object.entries(reservations).filter(([w]) => w !== who);
-  const total = sum(reservations) - mine + bps;
-  const list = [...held, [who, bps] as const].map(([w, b]) => `${w} ${formatRate(b)}`).join(', ');
-  const by = Object.entries(stated)
-    .filter(([, b]) => b === capacity)
-    .map(([h]) => h)
-    .join(', ');
-  const room = Math.max(0, capacity - (total - bps));
-  const port = `port "${who.slice(who.indexOf('/') + 1)}" of host "${hostOf(who)}"`;
-  return new QosAdmissionError(
-    link,
-    `refused: link "${link}" has capacity ${formatRate(capacity)} (as stated by ${by}) but the reservations across the fabric ` +
-      `would total ${formatRate(total)} (${list}); ${port} can reserve at most ${formatRate(room)} there, nothing was changed`,
-  );
-}
-
-/** The record in `value`, or why it is not one. */
-function parseRecord(value: Buffer): AdmissionRecord | string {
-  let v: unknown;
-  try {
-    v = JSON.parse(value.toString('utf8'));
-  } catch (err) {
-    return `not JSON (${describeError(err)})`;
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
-  const o = v as Record<string, unknown>;
-  if (!isRate(o['capacity_bps']))
-    return `capacity_bps ${JSON.stringify(o['capacity_bps'])} is not a rate in bits per second`;
-  const capacities = rates(o['capacities'] ?? {}, 'capacities');
-  if (typeof capacities === 'string') return capacities;
-  const reservations = rates(o['reservations'], 'reservations');
-  if (typeof reservations === 'string') return reservations;
-  for (const w of Object.keys(reservations))
-    if (!w.includes('/')) return `reservation "${w}" is not named "<host>/<port>"`;
-  return { capacity_bps: o['capacity_bps'], capacities, reservations };
-}
-
-function rates(v: unknown, field: string): Record<string, number> | string {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return `${field} is not an object of rates`;
-  for (const [k, r] of Object.entries(v)) if (!isRate(r)) return `${field}["${k}"] ${JSON.stringify(r)} is not a rate`;
-  return v as Record<string, number>;
-}
-
-const isRate = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
-const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
-const hostOf = (who: string) => who.slice(0, who.indexOf('/'));

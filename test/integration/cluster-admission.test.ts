@@ -7,12 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3, type Namespace } from 'etcd3';
-import {
-  type AdmissionRecord,
-  createFabricAdmission,
-  type FabricAdmission,
-  pairKey,
-} from '../../src/cluster/admission.js';
+import { createFabricAdmission, type FabricAdmission, pairKey } from '../../src/cluster/admission.js';
+import type { AdmissionRecord } from '../../src/cluster/admission-record.js';
 import { EtcdConnection } from '../../src/cluster/etcd.js';
 import { hasCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
@@ -160,6 +156,23 @@ describe('fabric admission over etcd', () => {
     const r = await record(kv[0] as Namespace, link);
     assert.equal(r?.capacity_bps, 10 * MBIT);
     assert.deepEqual(r?.capacities, { a: 20 * MBIT, b: 10 * MBIT });
+  });
+
+  it('grants asking for less even where a lowered capacity is already exceeded, and refuses asking for more there', async () => {
+    const { kv, fa } = fabric(['a', 'b']);
+    const [a, b] = fa as [FabricAdmission, FabricAdmission];
+    await a.admit('a~b', 10 * MBIT, 'vm1', 5 * MBIT);
+    await b.admit('a~b', 10 * MBIT, 'vm2', 4 * MBIT);
+    // a's end of the link was re-configured to 6 Mbit/s: 9 are reserved.
+    await a.admit('a~b', 6 * MBIT, 'vm1', 4 * MBIT);
+    const r = await record(kv[0] as Namespace, 'a~b');
+    assert.equal(r?.capacity_bps, 6 * MBIT);
+    assert.equal(total(r), 8 * MBIT);
+    await assert.rejects(b.admit('a~b', 10 * MBIT, 'vm2', 5 * MBIT), (e: Error) => {
+      assert.match(e.message, /capacity 6mbit \(as stated by a\)/);
+      assert.match(e.message, /can reserve at most 2mbit there/);
+      return true;
+    });
   });
 
   it('puts back the links already changed when a reservation over several links is refused on one', async () => {
