@@ -18,7 +18,8 @@ export interface AdmissionRecord {
 /** A change waiting for its key's next transaction. */
 export type Change =
   | { kind: 'set'; who: string; bps: number; capacity: number; previous?: number | undefined }
-  | { kind: 'sweep'; alive: ReadonlySet<string>; removed?: number };
+  /** Removes the reservations (`<host>/<port>`) and stated capacities (`<host>`) the predicates pick. */
+  | { kind: 'drop'; reservation: (who: string) => boolean; capacity: (host: string) => boolean; removed?: number };
 
 /**
  * The record after the batch's changes, in order, and each change's outcome:
@@ -33,14 +34,14 @@ export function decide(
   const reservations = { ...before?.reservations };
   const capacities = { ...before?.capacities };
   const outcomes = changes.map((c): Change | Error => {
-    if (c.kind === 'sweep') {
+    if (c.kind === 'drop') {
       let removed = 0;
       for (const who of Object.keys(reservations))
-        if (!c.alive.has(hostOf(who))) {
+        if (c.reservation(who)) {
           delete reservations[who];
           removed++;
         }
-      for (const h of Object.keys(capacities)) if (!c.alive.has(h)) delete capacities[h];
+      for (const h of Object.keys(capacities)) if (c.capacity(h)) delete capacities[h];
       return { ...c, removed };
     }
     const previous = reservations[c.who] ?? 0;

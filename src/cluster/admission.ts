@@ -34,8 +34,9 @@
  * `alive/<host>` key go (the membership watch) calls {@link
  * FabricAdmission.sweep} with the hosts still alive, which removes the dead
  * hosts' reservations and stated capacities in the same kind of transaction.
- * A host that comes back admits its ports again (its own entries are
- * replaced, not added to).
+ * A host that comes back prunes its entries of ports it no longer has
+ * ({@link FabricAdmission.prune}) and admits its ports again (its own
+ * entries are replaced, not added to).
  */
 import type { Namespace } from 'etcd3';
 import { describeError, VmlinkError } from '../errors.js';
@@ -85,6 +86,13 @@ export interface FabricAdmission {
    * such failure thrown after the others were tried.
    */
   sweep(alive: ReadonlySet<string>): Promise<number>;
+  /**
+   * Removes this host's reservations that `keep` (link key -> port names)
+   * does not hold: run at start-up, before the ports admit again, so a port
+   * deleted while the daemon was down leaves nothing reserved. Answers how
+   * many went; failures as {@link sweep}.
+   */
+  prune(keep: ReadonlyMap<string, ReadonlySet<string>>): Promise<number>;
 }
 
 export interface FabricAdmissionOptions {
@@ -184,23 +192,43 @@ class EtcdAdmission implements FabricAdmission {
   }
 
   async sweep(alive: ReadonlySet<string>): Promise<number> {
-    const links = (await this.view()).filter((v) => {
-      if (!v.record) return false;
-      const hosts = [...Object.keys(v.record.reservations).map(hostOf), ...Object.keys(v.record.capacities)];
-      return hosts.some((h) => !alive.has(h));
-    });
+    const gone = (h: string) => !alive.has(h);
+    const removed = await this.#drop('sweep', (who) => gone(hostOf(who)), gone);
+    if (removed) this.#log.info({ removed }, `admission: removed ${removed} reservations of hosts that are gone`);
+    return removed;
+  }
+
+  async prune(keep: ReadonlyMap<string, ReadonlySet<string>>): Promise<number> {
+    const mine = `${this.#host}/`;
+    return this.#drop(
+      'prune',
+      (who, link) => who.startsWith(mine) && !keep.get(link)?.has(who.slice(mine.length)),
+      () => false,
+    );
+  }
+
+  /** Drops the reservations and capacities picked on every link that has some; answers how many reservations went. */
+  async #drop(
+    what: string,
+    reservation: (who: string, link: string) => boolean,
+    capacity: (host: string) => boolean,
+  ): Promise<number> {
+    const links = (await this.view()).filter(
+      ({ link, record: r }) =>
+        r &&
+        (Object.keys(r.reservations).some((w) => reservation(w, link)) || Object.keys(r.capacities).some(capacity)),
+    );
     let removed = 0;
     let first: unknown;
-    for (const v of links) {
+    for (const { link } of links) {
       try {
-        const c = await this.#enqueue(v.link, { kind: 'sweep', alive });
-        if (c.kind === 'sweep') removed += c.removed ?? 0;
+        const c = await this.#enqueue(link, { kind: 'drop', reservation: (w) => reservation(w, link), capacity });
+        if (c.kind === 'drop') removed += c.removed ?? 0;
       } catch (err) {
         first ??= err;
-        this.#log.warn({ link: v.link, err: describeError(err) }, `admission sweep of link "${v.link}" failed`);
+        this.#log.warn({ link, err: describeError(err) }, `admission ${what} of link "${link}" failed`);
       }
     }
-    if (removed) this.#log.info({ removed }, `admission: removed ${removed} reservations of hosts that are gone`);
     if (first !== undefined) throw first;
     return removed;
   }

@@ -218,6 +218,19 @@ describe('fabric admission over etcd', () => {
     );
   });
 
+  it('prunes the reservations of this host that it no longer holds and leaves the other hosts alone', async () => {
+    const { kv, fa } = fabric(['a', 'b']);
+    const [a, b] = fa as [FabricAdmission, FabricAdmission];
+    await a.admit('a~b', 10 * MBIT, 'vm1', MBIT);
+    await a.admit('a~b', 10 * MBIT, 'vm2', MBIT);
+    await a.admit('a~c', 10 * MBIT, 'vm1', MBIT);
+    await b.admit('a~b', 10 * MBIT, 'vm2', MBIT);
+    assert.equal(await a.prune(new Map([['a~b', new Set(['vm1'])]])), 2);
+    assert.deepEqual((await record(kv[0] as Namespace, 'a~b'))?.reservations, { 'a/vm1': MBIT, 'b/vm2': MBIT });
+    assert.equal(await record(kv[0] as Namespace, 'a~c'), null);
+    assert.equal(await a.prune(new Map([['a~b', new Set(['vm1'])]])), 0);
+  });
+
   it('reports a corrupt value at a link key and refuses admission there as unavailable, not as nothing reserved', async () => {
     const rec = recording();
     const { kv, fa } = fabric(['a'], rec.logger);
