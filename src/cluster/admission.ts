@@ -28,7 +28,7 @@
  * changed. A corrupt value is never read as "nothing reserved": that link
  * admits nothing until the key is fixed or deleted (logged once per
  * revision). The key changing under every one of {@link ROUNDS}
- * transactions: QosAdmissionError saying "not decided ... try again".
+ * transactions: ClusterConflictError (ERR_CLUSTER_CONFLICT, 409), ask again.
  *
  * A host that dies leaves its reservations behind: whoever sees its
  * `alive/<host>` key go (the membership watch) calls {@link
@@ -41,9 +41,8 @@
 import type { Namespace } from 'etcd3';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { QosAdmissionError } from '../qos/errors.js';
 import { type AdmissionRecord, type Change, decide, hostOf, parseRecord, sum } from './admission-record.js';
-import { ClusterRecordCorruptError, ClusterUnavailableError } from './errors.js';
+import { ClusterConflictError, ClusterRecordCorruptError, ClusterUnavailableError } from './errors.js';
 
 /** Transactions tried per batch of changes before giving up (the key changed under us each time). */
 const ROUNDS = 20;
@@ -320,10 +319,9 @@ class EtcdAdmission implements FabricAdmission {
         }
         cur = this.#current(link, res.responses[0]?.response_range?.kvs[0]);
         if (round >= ROUNDS) {
-          const err = new QosAdmissionError(
-            link,
-            `not decided: the admission record of link "${link}" changed under every one of ${ROUNDS} transactions ` +
-              `(other hosts admitting on it at once); nothing was changed, try again`,
+          const err = new ClusterConflictError(
+            `the admission record of link "${link}" changed under every one of ${ROUNDS} transactions (other hosts admitting on it at once)`,
+            'ask again',
           );
           for (const p of batch) p.reject(err);
           return cur;
