@@ -19,7 +19,9 @@
  * when another host wrote first, its `else` branch returns the new value and
  * the change is decided again (at most {@link ROUNDS} times). On one host the
  * changes waiting for the same key go together in one transaction, so a burst
- * of requests costs a few round trips and hosts only race each other.
+ * of requests costs a few round trips and hosts only race each other; after
+ * its own write a host waits a random 0-{@link TURN_MS} ms before its next
+ * transaction on that key, so a host that lost a race wins the next one.
  *
  * A refusal is a QosAdmissionError (ERR_QOS_ADMISSION) naming the link, its
  * capacity, the sum reserved fabric-wide and by whom. etcd away, an operation
@@ -36,7 +38,9 @@
  * hosts' reservations and stated capacities in the same kind of transaction.
  * A host that comes back prunes its entries of ports it no longer has
  * ({@link FabricAdmission.prune}) and admits its ports again (its own
- * entries are replaced, not added to).
+ * entries are replaced, not added to). So does a host whose alive key was
+ * lost and written again (an etcd outage longer than the lease): the others
+ * may have swept it meanwhile.
  */
 import type { Namespace } from 'etcd3';
 import { describeError, VmlinkError } from '../errors.js';
