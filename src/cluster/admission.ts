@@ -19,7 +19,9 @@
  * when another host wrote first, its `else` branch returns the new value and
  * the change is decided again (at most {@link ROUNDS} times). On one host the
  * changes waiting for the same key go together in one transaction, so a burst
- * of requests costs a few round trips and hosts only race each other.
+ * of requests costs a few round trips and hosts only race each other; after
+ * its own write a host waits a random 0-{@link TURN_MS} ms before its next
+ * transaction on that key, so a host that lost a race wins the next one.
  *
  * A refusal is a QosAdmissionError (ERR_QOS_ADMISSION) naming the link, its
  * capacity, the sum reserved fabric-wide and by whom. etcd away, an operation
@@ -28,21 +30,23 @@
  * changed. A corrupt value is never read as "nothing reserved": that link
  * admits nothing until the key is fixed or deleted (logged once per
  * revision). The key changing under every one of {@link ROUNDS}
- * transactions: QosAdmissionError saying "not decided ... try again".
+ * transactions: ClusterConflictError (ERR_CLUSTER_CONFLICT, 409), ask again.
  *
  * A host that dies leaves its reservations behind: whoever sees its
  * `alive/<host>` key go (the membership watch) calls {@link
  * FabricAdmission.sweep} with the hosts still alive, which removes the dead
  * hosts' reservations and stated capacities in the same kind of transaction.
- * A host that comes back admits its ports again (its own entries are
- * replaced, not added to).
+ * A host that comes back prunes its entries of ports it no longer has
+ * ({@link FabricAdmission.prune}) and admits its ports again (its own
+ * entries are replaced, not added to). So does a host whose alive key was
+ * lost and written again (an etcd outage longer than the lease): the others
+ * may have swept it meanwhile.
  */
 import type { Namespace } from 'etcd3';
-import { formatRate } from '../config/qos-schema.js';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { QosAdmissionError } from '../qos/errors.js';
-import { ClusterRecordCorruptError, ClusterUnavailableError } from './errors.js';
+import { type AdmissionRecord, type Change, decide, hostOf, parseRecord, sum } from './admission-record.js';
+import { ClusterConflictError, ClusterRecordCorruptError, ClusterUnavailableError } from './errors.js';
 
 /** Transactions tried per batch of changes before giving up (the key changed under us each time). */
 const ROUNDS = 20;
@@ -50,13 +54,6 @@ const DIR = 'admission/';
 /** After writing a key, this host waits up to this long (random) before its next transaction on it. */
 const TURN_MS = 10;
 const KEY_RE = /^[A-Za-z0-9_.~:-]{1,200}$/;
-
-/** One shared capacity as stored in etcd (rates in bits per second). */
-export interface AdmissionRecord {
-  capacity_bps: number;
-  capacities: Record<string, number>;
-  reservations: Record<string, number>;
-}
 
 /** One key of `view()`: the record, or why it cannot be used. */
 export interface AdmissionKeyView {
@@ -92,6 +89,13 @@ export interface FabricAdmission {
    * such failure thrown after the others were tried.
    */
   sweep(alive: ReadonlySet<string>): Promise<number>;
+  /**
+   * Removes this host's reservations that `keep` (link key -> port names)
+   * does not hold: run at start-up, before the ports admit again, so a port
+   * deleted while the daemon was down leaves nothing reserved. Answers how
+   * many went; failures as {@link sweep}.
+   */
+  prune(keep: ReadonlyMap<string, ReadonlySet<string>>): Promise<number>;
 }
 
 export interface FabricAdmissionOptions {
@@ -110,11 +114,6 @@ export interface FabricAdmissionOptions {
 export function pairKey(a: string, b: string): string {
   return a < b ? `${a}~${b}` : `${b}~${a}`;
 }
-
-/** A change waiting for its key's next transaction. */
-type Change =
-  | { kind: 'set'; who: string; bps: number; capacity: number; previous?: number | undefined }
-  | { kind: 'sweep'; alive: ReadonlySet<string>; removed?: number };
 
 interface Pending {
   change: Change;
@@ -196,23 +195,43 @@ class EtcdAdmission implements FabricAdmission {
   }
 
   async sweep(alive: ReadonlySet<string>): Promise<number> {
-    const links = (await this.view()).filter((v) => {
-      if (!v.record) return false;
-      const hosts = [...Object.keys(v.record.reservations).map(hostOf), ...Object.keys(v.record.capacities)];
-      return hosts.some((h) => !alive.has(h));
-    });
+    const gone = (h: string) => !alive.has(h);
+    const removed = await this.#drop('sweep', (who) => gone(hostOf(who)), gone);
+    if (removed) this.#log.info({ removed }, `admission: removed ${removed} reservations of hosts that are gone`);
+    return removed;
+  }
+
+  async prune(keep: ReadonlyMap<string, ReadonlySet<string>>): Promise<number> {
+    const mine = `${this.#host}/`;
+    return this.#drop(
+      'prune',
+      (who, link) => who.startsWith(mine) && !keep.get(link)?.has(who.slice(mine.length)),
+      () => false,
+    );
+  }
+
+  /** Drops the reservations and capacities picked on every link that has some; answers how many reservations went. */
+  async #drop(
+    what: string,
+    reservation: (who: string, link: string) => boolean,
+    capacity: (host: string) => boolean,
+  ): Promise<number> {
+    const links = (await this.view()).filter(
+      ({ link, record: r }) =>
+        r &&
+        (Object.keys(r.reservations).some((w) => reservation(w, link)) || Object.keys(r.capacities).some(capacity)),
+    );
     let removed = 0;
     let first: unknown;
-    for (const v of links) {
+    for (const { link } of links) {
       try {
-        const c = await this.#enqueue(v.link, { kind: 'sweep', alive });
-        if (c.kind === 'sweep') removed += c.removed ?? 0;
+        const c = await this.#enqueue(link, { kind: 'drop', reservation: (w) => reservation(w, link), capacity });
+        if (c.kind === 'drop') removed += c.removed ?? 0;
       } catch (err) {
         first ??= err;
-        this.#log.warn({ link: v.link, err: describeError(err) }, `admission sweep of link "${v.link}" failed`);
+        this.#log.warn({ link, err: describeError(err) }, `admission ${what} of link "${link}" failed`);
       }
     }
-    if (removed) this.#log.info({ removed }, `admission: removed ${removed} reservations of hosts that are gone`);
     if (first !== undefined) throw first;
     return removed;
   }
@@ -276,7 +295,12 @@ class EtcdAdmission implements FabricAdmission {
           for (const p of batch) p.reject(err);
           return undefined;
         }
-        const { record, outcomes } = decide(link, cur.record, batch, this.#host);
+        const { record, outcomes } = decide(
+          link,
+          cur.record,
+          batch.map((p) => p.change),
+          this.#host,
+        );
         const write =
           record === undefined ? this.#kv.delete().key(key) : this.#kv.put(key).value(JSON.stringify(record));
         const changed = JSON.stringify(record) !== JSON.stringify(cur.record);
@@ -299,10 +323,9 @@ class EtcdAdmission implements FabricAdmission {
         }
         cur = this.#current(link, res.responses[0]?.response_range?.kvs[0]);
         if (round >= ROUNDS) {
-          const err = new QosAdmissionError(
-            link,
-            `not decided: the admission record of link "${link}" changed under every one of ${ROUNDS} transactions ` +
-              `(other hosts admitting on it at once); nothing was changed, try again`,
+          const err = new ClusterConflictError(
+            `the admission record of link "${link}" changed under every one of ${ROUNDS} transactions (other hosts admitting on it at once)`,
+            'ask again',
           );
           for (const p of batch) p.reject(err);
           return cur;
@@ -371,101 +394,3 @@ class EtcdAdmission implements FabricAdmission {
     }
   }
 }
-
-/**
- * The record after the batch's changes, in order, and each change's outcome:
- * the change (with what it replaced or removed) or the refusal.
- */
-function decide(
-  link: string,
-  before: AdmissionRecord | undefined,
-  batch: readonly Pending[],
-  host: string,
-): { record: AdmissionRecord | undefined; outcomes: (Change | Error)[] } {
-  const reservations = { ...before?.reservations };
-  const capacities = { ...before?.capacities };
-  const outcomes = batch.map((p): Change | Error => {
-    const c = p.change;
-    if (c.kind === 'sweep') {
-      let removed = 0;
-      for (const who of Object.keys(reservations))
-        if (!c.alive.has(hostOf(who))) {
-          delete reservations[who];
-          removed++;
-        }
-      for (const h of Object.keys(capacities)) if (!c.alive.has(h)) delete capacities[h];
-      return { ...c, removed };
-    }
-    const previous = reservations[c.who] ?? 0;
-    if (c.bps === 0) {
-      delete reservations[c.who];
-      return { ...c, previous };
-    }
-    const stated = { ...capacities, [host]: c.capacity };
-    const capacity = Math.min(...Object.values(stated));
-    const others = sum(reservations) - previous;
-    if (others + c.bps > capacity) return refusal(link, capacity, stated, reservations, c.who, c.bps);
-    reservations[c.who] = c.bps;
-    capacities[host] = c.capacity;
-    return { ...c, previous };
-  });
-  if (!Object.keys(reservations).length) return { record: undefined, outcomes };
-  const capacity_bps = Object.keys(capacities).length ? Math.min(...Object.values(capacities)) : 0;
-  return { record: { capacity_bps, capacities, reservations }, outcomes };
-}
-
-function refusal(
-  link: string,
-  capacity: number,
-  stated: Record<string, number>,
-  reservations: Record<string, number>,
-  who: string,
-  bps: number,
-): QosAdmissionError {
-  const mine = reservations[who] ?? 0;
-  const held = Object.entries(reservations).filter(([w]) => w !== who);
-  const total = sum(reservations) - mine + bps;
-  const list = [...held, [who, bps] as const].map(([w, b]) => `${w} ${formatRate(b)}`).join(', ');
-  const by = Object.entries(stated)
-    .filter(([, b]) => b === capacity)
-    .map(([h]) => h)
-    .join(', ');
-  const room = Math.max(0, capacity - (total - bps));
-  const port = `port "${who.slice(who.indexOf('/') + 1)}" of host "${hostOf(who)}"`;
-  return new QosAdmissionError(
-    link,
-    `refused: link "${link}" has capacity ${formatRate(capacity)} (as stated by ${by}) but the reservations across the fabric ` +
-      `would total ${formatRate(total)} (${list}); ${port} can reserve at most ${formatRate(room)} there, nothing was changed`,
-  );
-}
-
-/** The record in `value`, or why it is not one. */
-function parseRecord(value: Buffer): AdmissionRecord | string {
-  let v: unknown;
-  try {
-    v = JSON.parse(value.toString('utf8'));
-  } catch (err) {
-    return `not JSON (${describeError(err)})`;
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
-  const o = v as Record<string, unknown>;
-  if (!isRate(o['capacity_bps']))
-    return `capacity_bps ${JSON.stringify(o['capacity_bps'])} is not a rate in bits per second`;
-  const capacities = rates(o['capacities'] ?? {}, 'capacities');
-  if (typeof capacities === 'string') return capacities;
-  const reservations = rates(o['reservations'], 'reservations');
-  if (typeof reservations === 'string') return reservations;
-  for (const w of Object.keys(reservations))
-    if (!w.includes('/')) return `reservation "${w}" is not named "<host>/<port>"`;
-  return { capacity_bps: o['capacity_bps'], capacities, reservations };
-}
-
-function rates(v: unknown, field: string): Record<string, number> | string {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return `${field} is not an object of rates`;
-  for (const [k, r] of Object.entries(v)) if (!isRate(r)) return `${field}["${k}"] ${JSON.stringify(r)} is not a rate`;
-  return v as Record<string, number>;
-}
-
-const isRate = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
-const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
-const hostOf = (who: string) => who.slice(0, who.indexOf('/'));

@@ -31,9 +31,8 @@ const KINDS = ['networks', 'ports', 'exports', 'links'] as const;
 type Kind = (typeof KINDS)[number];
 const SINGULAR: Record<Kind, string> = { networks: 'network', ports: 'port', exports: 'export', links: 'link' };
 
-/** Networks per import transaction: two comparisons and two puts each stay under etcd's --max-txn-ops (128). */
+/** Items per import transaction (networks: two comparisons and two puts each), under etcd's --max-txn-ops (128). */
 const IMPORT_CHUNK = 50;
-/** Host items (ports, exports, links) per import transaction. */
 const PUT_CHUNK = 100;
 /** Attempts of a compare-and-swap write before giving up on a key that keeps changing. */
 const CAS_ATTEMPTS = 5;
@@ -47,8 +46,8 @@ export interface EtcdStoreOptions {
   debounceMs?: number;
 }
 
+/** A skipped value: its key relative to the prefix (e.g. `networks/lan`) and why. */
 export interface CorruptValue {
-  /** The key relative to the prefix, e.g. `networks/lan`. */
   key: string;
   reason: string;
 }
@@ -72,11 +71,8 @@ export interface EtcdStore extends StateStore {
   readonly corrupt: readonly CorruptValue[];
 }
 
-interface Entry {
-  item: StoredItem;
-  /** Create revision: sorting by it gives the order items were first stored. */
-  rev: bigint;
-}
+/** An item and its create revision (sorting by it gives the order items were first stored). */
+type Entry = { item: StoredItem; rev: bigint };
 
 type Maps = Record<Kind, Map<string, Entry>>;
 
