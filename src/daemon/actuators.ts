@@ -91,13 +91,19 @@ export class PortActuator implements Actuator {
 
   async create(item: DesiredItem, strict: boolean): Promise<void> {
     const spec = item.spec as PortConfig;
-    // The config's ports were admitted together with the config (QosService.checkConfig).
-    if (item.source === 'api') this.#qos.admit(spec);
+    // The config's ports were admitted together with the config (QosService.checkConfig). A port
+    // added through the API is admitted across the fabric too; one restored from the store was.
+    if (item.source === 'api') {
+      if (strict) await this.#qos.admitInFabric(spec);
+      else this.#qos.admit(spec);
+    }
     await this.#ports.add(spec, item.raw, item.source, strict);
   }
 
-  destroy(name: string): Promise<void> {
-    return this.#ports.remove(name);
+  async destroy(name: string): Promise<void> {
+    // Its fabric-wide reservation goes with it; etcd being away does not keep a port from going.
+    await this.#qos.releaseInFabric(name).catch(() => undefined);
+    await this.#ports.remove(name);
   }
 }
 

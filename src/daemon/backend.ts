@@ -229,7 +229,7 @@ export class DaemonBackend implements ControlBackend {
       const { qos, ports, store, reconciler } = this.#o;
       const e = ports.entry(name);
       const before = qos.policy(name);
-      const view = qos.request(name, body);
+      const view = await qos.requestInFabric(name, body);
       // A port added over the API keeps what it was granted across restarts; a config port's policy is the file's.
       if (e.source === 'api') {
         const raw: Record<string, unknown> = { ...e.raw, qos: qos.policy(name) };

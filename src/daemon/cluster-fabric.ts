@@ -13,6 +13,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { ClusterHostView, ClusterTokenView } from '../api/views.js';
+import { createFabricAdmission, pairKey } from '../cluster/admission.js';
 import { ClusterAgent } from '../cluster/agent.js';
 import type { EtcdConnection } from '../cluster/etcd.js';
 import { type JoinServer, startJoinServer } from '../cluster/join.js';
@@ -29,6 +30,7 @@ import type { Switch } from '../net/switch/switch.js';
 import { formatAddress } from '../util/address.js';
 import type { OverlayService } from './overlay.js';
 import type { PortManager } from './port-manager.js';
+import type { QosService } from './qos.js';
 
 /** The daemon's parts the fabric works with. */
 export interface FabricParts {
@@ -36,6 +38,7 @@ export interface FabricParts {
   switch: Switch;
   overlay: OverlayService;
   ports: PortManager;
+  qos: QosService;
 }
 
 export interface FabricContext {
@@ -107,12 +110,36 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
     ...(joinAddress ? { join: joinAddress } : {}),
     joined: new Date().toISOString(),
   };
+  // QoS reservations sharing a link's capacity are admitted fabric-wide (cluster/admission.ts).
+  const admission = createFabricAdmission({
+    kv: conn.kv,
+    host: self,
+    logger: log,
+    run: (what, op) => conn.run(what, op),
+  });
+  const peerOf = (link: string) => overlay.links().find((l) => l.name === link)?.peer ?? link;
+  parts.qos.setFabricAdmission((port, bps, links) =>
+    admission.reserve(
+      links.map((l) => ({ key: pairKey(self, peerOf(l.name)), capacityBps: l.capacity })),
+      port,
+      bps,
+    ),
+  );
+  let down = new Set<string>();
   let replanning = false;
   const replan = (hosts: HostView[]) => {
     if (replanning) return;
     replanning = true;
     queueMicrotask(() => {
       replanning = false;
+      // A host that went down leaves reservations behind: whoever sees it go sweeps them (a transaction, idempotent).
+      const nowDown = new Set(hosts.filter((h) => h.state === 'down').map((h) => h.id));
+      if ([...nowDown].some((h) => !down.has(h))) {
+        const alive = new Set(hosts.filter((h) => h.state === 'up').map((h) => h.id));
+        alive.add(self);
+        admission.sweep(alive).catch((err) => log.debug({ err }, `admission sweep: ${describeError(err)}`));
+      }
+      down = nowDown;
       const members = hosts.flatMap((h) => (h.member ? [h.member] : []));
       const alive = new Map(hosts.filter((h) => h.state === 'up').map((h) => [h.id, { networks: h.networks }]));
       const plan = planLinks(self, members, alive);
@@ -219,6 +246,7 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
       return { token: t.token, expires: t.expires.toISOString(), join: issuers.slice(0, 8) };
     },
     stop: async () => {
+      parts.qos.setFabricAdmission(undefined);
       clearInterval(sweep);
       stopPorts();
       await join?.close().catch(() => undefined);

@@ -91,7 +91,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
       links,
     },
   });
-  const cluster = new ClusterService({ config, logger, store, reconciler, switch: sw, overlay, ports });
+  const cluster = new ClusterService({ config, logger, store, reconciler, switch: sw, overlay, ports, qos });
   const processStats = startProcessStats();
   const version = packageVersion();
   let api: ApiServer | undefined;

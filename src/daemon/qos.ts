@@ -181,6 +181,13 @@ export class QosService {
     await this.#fabric?.(spec.name, spec.qos?.min ?? 0, this.#fabricLinks(networksOf(spec)));
   }
 
+  /** In a cluster: gives back a port's fabric-wide reservations before it goes (nothing to do without a step or a reservation). */
+  async releaseInFabric(name: string): Promise<void> {
+    const e = this.#entries.get(name);
+    if (!e || !this.#fabric || !e.qos?.min) return;
+    await this.#fabric(name, 0, this.#fabricLinks(e.networks));
+  }
+
   #prepare(name: string, body: unknown): { e: Entry; next: PortQosConfig } {
     const e = this.#entries.get(name);
     if (!e) throw new Error(`port "${name}" has no QoS entry`); // the caller checked the port exists
