@@ -14,6 +14,7 @@ import * as apiErrors from '../../src/api/errors.js';
 import * as cliArgs from '../../src/cli/args.js';
 import * as cliCaptureFile from '../../src/cli/capture-file.js';
 import * as cliPcap from '../../src/cli/pcap.js';
+import * as clusterErrors from '../../src/cluster/errors.js';
 import * as clusterJoinErrors from '../../src/cluster/join-errors.js';
 import * as configErrors from '../../src/config/errors.js';
 import * as controlErrors from '../../src/control/errors.js';
@@ -44,6 +45,7 @@ const MODULES: Record<string, unknown>[] = [
   cliArgs,
   cliCaptureFile,
   cliPcap,
+  clusterErrors,
   clusterJoinErrors,
   configErrors,
   controlErrors,
@@ -80,6 +82,7 @@ const INTERNAL = new Set([
   'VhostError',
   'OverlayError',
   'QosError',
+  'ClusterError',
   // Start-up failures of the control socket (mode, owner, path): the daemon does not start.
   'ControlSocketError',
   'ControlPathError',
@@ -119,6 +122,10 @@ const ARGS: Record<string, unknown[]> = {
   UsageError: ['unknown flag --frob'],
   CaptureWriteError: ['cannot write /tmp/x.pcap: ENOSPC'],
   PcapStreamError: ['bad magic 0x00000000'],
+  ClusterError: ['ERR_SOMETHING', 'something failed'],
+  ClusterUnavailableError: ['create network "lan"', 'connect ECONNREFUSED 10.0.0.1:2379'],
+  ClusterConflictError: ['network "lan" has VNI 10 on this host but VNI 20 in the fabric'],
+  ClusterTlsConfigError: ['the client key', '/etc/vmlink/etcd-key.pem', 'ENOENT'],
   ConfigError: ['vmlink.yaml', [{ path: 'ports[0].listen', message: 'required field is missing' }]],
   ControlError: ['ERR_SOMETHING', 'something failed'],
   StateCorruptError: ['/var/lib/vmlink/state.json', 'not JSON'],
