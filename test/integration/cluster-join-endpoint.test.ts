@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { joinFabric } from '../../src/cluster/join-client.js';
 import { parseToken } from '../../src/cluster/token.js';
+import { hasCode } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { caInit, hostCert } from '../../src/pki/ca.js';
 import { createKeyAndCsr } from '../../src/pki/csr.js';
@@ -194,6 +195,34 @@ describe('cluster join endpoint', () => {
       }
     } finally {
       await strict.close();
+    }
+  });
+  it('answers ERR_JOIN_UNAVAILABLE while etcd is away, without spending the token, and joins once it is back', async () => {
+    const server = await rig.startServer({ limits: { joinTimeoutMs: 3000 } });
+    try {
+      const t = await rig.token({ join: [server.address] });
+      await rig.etcd.killAll();
+      const err = await refusedWith(
+        joinFabric({ token: t.token, hostId: 'n', keyDir: rig.keyDir() }),
+        'ERR_JOIN_UNAVAILABLE',
+      );
+      assert.equal(err.status, 503);
+      await rig.etcd.startAll();
+      // The etcd client takes a while to trust etcd again (its circuit breaker): retry while unavailable.
+      const d = rig.keyDir();
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        try {
+          const r = await joinFabric({ token: t.token, hostId: 'n', keyDir: d });
+          assert.ok(r.certPath);
+          break;
+        } catch (e) {
+          if (!hasCode(e, 'ERR_JOIN_UNAVAILABLE') || Date.now() > deadline) throw e;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    } finally {
+      await server.close();
     }
   });
 });
