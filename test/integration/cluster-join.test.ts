@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Etcd3 } from 'etcd3';
 import { joinFabric } from '../../src/cluster/join-client.js';
-import { parseToken } from '../../src/cluster/token.js';
+import { listTokens, parseToken, revokeToken } from '../../src/cluster/token.js';
 import { hasCode } from '../../src/errors.js';
 import { csrPublicKey, publicKeyFingerprint } from '../../src/pki/csr.js';
 import { type JoinRig, refusedWith, startJoinRig } from '../helpers/join-rig.js';
@@ -149,6 +149,9 @@ describe('cluster join', () => {
       'ERR_JOIN_TOKEN_USED',
     );
     assert.match(err.message, /already used by host "c"/);
+    // The used token's tombstone stays under the token's lease (it goes away with it).
+    const stored = (await rig.kv.get(`tokens/${t.id}`).exec()).kvs[0];
+    assert.ok(stored && stored.lease !== '0', 'the tombstone is leased');
     assert.equal((err as Error & { status: number }).status, 409);
   });
 
@@ -255,5 +258,23 @@ describe('cluster join', () => {
     const j = rig.joined.filter((x) => x.host === 'j').at(-1);
     assert.equal(j?.replaced, true);
     assert.equal(j?.key, publicKeyFingerprint(await readFile(join(d, 'j.key'), 'utf8')));
+  });
+  it('lists tokens without their secrets, used or not, and revokes one before its time', async () => {
+    const live = await rig.token({ rejoin: 'x' });
+    const used = await rig.token();
+    await joinFabric({ token: used.token, hostId: 'o', keyDir: rig.keyDir() });
+    const list = await listTokens(rig.kv);
+    const mine = list.find((x) => x.id === live.id);
+    assert.ok(mine && !Number.isNaN(Date.parse(mine.created)));
+    assert.deepEqual(
+      { ...mine, created: '' },
+      { id: live.id, created: '', expires: live.expires.toISOString(), rejoin: 'x' },
+    );
+    assert.equal(list.find((x) => x.id === used.id)?.used?.host, 'o');
+    assert.ok(!JSON.stringify(list).includes(parseToken(live.token).secret));
+    assert.equal(await revokeToken(rig.kv, live.id), true);
+    assert.equal(await revokeToken(rig.kv, live.id), false);
+    await refusedWith(joinFabric({ token: live.token, hostId: 'o2', keyDir: rig.keyDir() }), 'ERR_JOIN_TOKEN_INVALID');
+    await refusedWith(revokeToken(rig.kv, 'NOPE'), 'ERR_JOIN_BAD_REQUEST');
   });
 });
