@@ -2,15 +2,17 @@
  * Errors of join tokens and of joining a fabric (`vmlink cluster token`,
  * `vmlink cluster join`, the issuer's join endpoint). The issuer answers a
  * refused join with `{error: {code, message}}` and the status below; the
- * joining host raises the same class again from the code (join-client.ts),
- * so both ends name a failure alike.
+ * joining host raises it as a JoinRefusedError with that code and status
+ * (join-client.ts), so both ends name a failure by the same code. Kept apart
+ * from errors.ts (the etcd errors) as the join's own area; all extend
+ * ClusterError.
  */
-import { VmlinkError } from '../errors.js';
+import { ClusterError } from './errors.js';
 
 const MAKE_ONE = 'make a new one on a fabric host with `vmlink cluster token`';
 
 /** A join token that is not one: bad format, an id the fabric does not know, or a secret that does not match. */
-export class JoinTokenInvalidError extends VmlinkError {
+export class JoinTokenInvalidError extends ClusterError {
   override readonly status = 400;
   constructor(reason: string) {
     super('ERR_JOIN_TOKEN_INVALID', `join token refused: ${reason}; ${MAKE_ONE}`);
@@ -18,7 +20,7 @@ export class JoinTokenInvalidError extends VmlinkError {
 }
 
 /** A join token past its lifetime. */
-export class JoinTokenExpiredError extends VmlinkError {
+export class JoinTokenExpiredError extends ClusterError {
   override readonly status = 400;
   constructor(id: string, expired: string) {
     super('ERR_JOIN_TOKEN_EXPIRED', `join token ${id} expired at ${expired}; ${MAKE_ONE} (--ttl sets its lifetime)`);
@@ -26,7 +28,7 @@ export class JoinTokenExpiredError extends VmlinkError {
 }
 
 /** A join token that a host already used (tokens are single-use). */
-export class JoinTokenUsedError extends VmlinkError {
+export class JoinTokenUsedError extends ClusterError {
   override readonly status = 409;
   constructor(id: string, by: string, at: string) {
     super('ERR_JOIN_TOKEN_USED', `join token ${id} was already used by host "${by}" at ${at}; ${MAKE_ONE}`);
@@ -34,7 +36,7 @@ export class JoinTokenUsedError extends VmlinkError {
 }
 
 /** The host id is a member of the fabric already, with another key; only a token made for its rejoin may replace it. */
-export class JoinHostExistsError extends VmlinkError {
+export class JoinHostExistsError extends ClusterError {
   override readonly status = 409;
   constructor(host: string) {
     super(
@@ -46,7 +48,7 @@ export class JoinHostExistsError extends VmlinkError {
 }
 
 /** A join request or a token option that is not valid (the field, the value, what is expected). */
-export class JoinBadRequestError extends VmlinkError {
+export class JoinBadRequestError extends ClusterError {
   override readonly status = 400;
   constructor(reason: string) {
     super('ERR_JOIN_BAD_REQUEST', reason);
@@ -54,7 +56,7 @@ export class JoinBadRequestError extends VmlinkError {
 }
 
 /** A join request body above the endpoint's limit. */
-export class JoinBodyTooLargeError extends VmlinkError {
+export class JoinBodyTooLargeError extends ClusterError {
   override readonly status = 413;
   constructor(limit: number) {
     super('ERR_JOIN_BODY_TOO_LARGE', `the join request body is larger than ${limit} bytes`);
@@ -62,7 +64,7 @@ export class JoinBodyTooLargeError extends VmlinkError {
 }
 
 /** The join endpoint is busy (joins in flight at its limit) or this source failed too often lately: retry later. */
-export class JoinBusyError extends VmlinkError {
+export class JoinBusyError extends ClusterError {
   override readonly status = 503;
   constructor(reason: string) {
     super('ERR_JOIN_BUSY', `the join endpoint refused the request: ${reason}; retry later`);
@@ -70,7 +72,7 @@ export class JoinBusyError extends VmlinkError {
 }
 
 /** No issuer could be reached, or the issuer cannot reach the fabric's store or CA. */
-export class JoinUnavailableError extends VmlinkError {
+export class JoinUnavailableError extends ClusterError {
   override readonly status = 503;
   constructor(reason: string, options?: ErrorOptions) {
     super('ERR_JOIN_UNAVAILABLE', reason, options);
@@ -78,7 +80,7 @@ export class JoinUnavailableError extends VmlinkError {
 }
 
 /** The issuer's CA is not the one the token pins (another fabric, or someone in between): nothing was sent. */
-export class JoinCaMismatchError extends VmlinkError {
+export class JoinCaMismatchError extends ClusterError {
   override readonly status = 422;
   constructor(addresses: string[], pinned: string, reasons: string[]) {
     super(
@@ -91,7 +93,7 @@ export class JoinCaMismatchError extends VmlinkError {
 }
 
 /** The join endpoint cannot start: its certificate files or its listen address. */
-export class JoinServerError extends VmlinkError {
+export class JoinServerError extends ClusterError {
   constructor(reason: string, options?: ErrorOptions) {
     super('ERR_JOIN_SERVER', reason, options);
   }
@@ -101,7 +103,7 @@ export class JoinServerError extends VmlinkError {
  * The issuer refused the join: its code, message and status as it answered
  * them (one of the codes above; the caller matches the code).
  */
-export class JoinRefusedError extends VmlinkError {
+export class JoinRefusedError extends ClusterError {
   override readonly status: number;
   constructor(code: string, message: string, status: number) {
     super(code, message);

@@ -16,6 +16,8 @@ export interface JoinLimits {
   maxBodyBytes: number;
   /** Joins being checked and signed at once; more are refused with ERR_JOIN_BUSY; default 4. */
   maxInFlight: number;
+  /** Time allowed to check, sign and record one join, ms; longer is answered ERR_JOIN_UNAVAILABLE; default 10000. */
+  joinTimeoutMs: number;
   /** Refused requests from one source per minute before it is refused outright for the rest of it; default 10. */
   maxFailuresPerMinute: number;
 }
@@ -26,6 +28,7 @@ export const DEFAULT_LIMITS: JoinLimits = {
   maxBodyBytes: 16_384,
   maxInFlight: 4,
   maxFailuresPerMinute: 10,
+  joinTimeoutMs: 10_000,
 };
 /** Sources whose failures are remembered at once. */
 const MAX_TRACKED_SOURCES = 1024;

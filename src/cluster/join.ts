@@ -24,7 +24,8 @@
  *
  * It faces the network, so everything is bounded: connections (32, 4 per
  * source, each closed after one request and within 20 s, util/admission.ts),
- * header and body sizes (8 KiB, 16 KiB), joins in flight (4), and failures
+ * header and body sizes (8 KiB, 16 KiB), joins in flight (4, each answered
+ * within 10 s even when etcd hangs), and failures
  * per source (10 a minute, then the source is refused for the rest of the
  * minute). Bad input never throws out of the handler: a TLS or HTTP parse
  * failure is counted, a bad request answered with its error.
@@ -130,6 +131,27 @@ function checkMaterial(caPem: string, caKeyPem: string, serverPem: string, opts:
   } catch (err) {
     throw new JoinServerError(`join endpoint: ${describeError(err)}`, { cause: err });
   }
+}
+
+/**
+ * `p`, or a JoinUnavailableError after `ms`: a join waiting on an etcd that
+ * does not answer must not hold its in-flight place for ever.
+ */
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new JoinUnavailableError(
+            `the issuer could not complete the join within ${ms} ms (etcd or openssl did not answer)`,
+          ),
+        ),
+      ms,
+    );
+  });
+  p.catch(() => undefined); // settled late: nobody waits for it any more
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 function answer(res: ServerResponse, status: number, body: unknown): void {
@@ -261,7 +283,7 @@ export async function startJoinServer(opts: JoinServerOptions): Promise<JoinServ
       if (inFlight >= limits.maxInFlight) throw new JoinBusyError(`${inFlight} joins are in progress`);
       inFlight++;
       try {
-        answer(res, 200, await join(req, remote));
+        answer(res, 200, await withDeadline(join(req, remote), limits.joinTimeoutMs));
       } finally {
         inFlight--;
       }

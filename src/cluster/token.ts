@@ -14,7 +14,7 @@
  *   `--discovery-token-ca-cert-hash`), which the joining host pins before it
  *   sends anything (join-client.ts).
  *
- * Record in etcd, under the fabric prefix: `tokens/<id>` =
+ * Record in etcd, under the fabric prefix (listTokens, revokeToken): `tokens/<id>` =
  * `{v: 1, hash: sha256hex(secret), created, expires: ISO, rejoin?: host}`,
  * attached to a lease of the token's lifetime plus {@link AFTERLIFE_SEC}.
  * Expiry is decided by `expires`; the lease only removes the record later,
@@ -282,4 +282,40 @@ export async function consumeToken(
   const again = await checkToken(kv, credential);
   if (!again.raw.equals(checked.raw)) throw new JoinTokenInvalidError(`token ${checked.id} changed while it was used`);
   return false;
+}
+
+/** A token as `vmlink cluster token --list` shows it (never its secret). */
+export interface TokenInfo {
+  id: string;
+  created: string;
+  expires: string;
+  /** The host whose key it may replace, if any. */
+  rejoin?: string;
+  /** When and by which host it was used, if it was. */
+  used?: { at: string; host: string };
+}
+
+/** The tokens whose records are still stored (live, and expired or used ones within their afterlife), by id. */
+export async function listTokens(kv: Namespace): Promise<TokenInfo[]> {
+  const all = await kv.getAll().prefix('tokens/').buffers();
+  const out: TokenInfo[] = [];
+  for (const [key, raw] of Object.entries(all)) {
+    const r = readRecord(raw);
+    if (!r) continue;
+    out.push({
+      id: key.slice('tokens/'.length),
+      created: r.created,
+      expires: r.expires,
+      ...(r.rejoin !== undefined ? { rejoin: r.rejoin } : {}),
+      ...(r.used !== undefined ? { used: { at: r.used, host: r.host ?? '?' } } : {}),
+    });
+  }
+  return out.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/** Deletes token `id` before its time (`vmlink cluster token --delete ID`); false when there was none. */
+export async function revokeToken(kv: Namespace, id: string): Promise<boolean> {
+  if (!/^[a-z2-7]{8}$/.test(id)) throw new JoinBadRequestError(`"${id}" is not a token id (8 of a-z2-7)`);
+  const r = await kv.delete().key(tokenKey(id)).exec();
+  return Number(r.deleted) > 0;
 }
