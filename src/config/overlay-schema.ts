@@ -41,8 +41,16 @@ export const overlaySchema = z
   .strictObject({
     /** Where peers connect: `tcp:HOST:PORT`; absent: this host only dials out (a spoke behind a firewall). */
     listen: tcpAddress.optional(),
-    /** TLS 1.3 with mutual authentication: the fabric CA and this host's certificate and key (PEM files). */
-    tls: z.strictObject({ ca: absPath('tls.ca'), cert: absPath('tls.cert'), key: absPath('tls.key') }).optional(),
+    /**
+     * TLS 1.3 with mutual authentication: the fabric CA and this host's certificate and key (PEM files),
+     * or "fabric": the CA and certificate this host gets from `vmlink cluster init` or `join` (links wait until then).
+     */
+    tls: z
+      .union([
+        z.literal('fabric'),
+        z.strictObject({ ca: absPath('tls.ca'), cert: absPath('tls.cert'), key: absPath('tls.key') }),
+      ])
+      .optional(),
     /** Plain TCP without authentication or encryption: trusted lab networks only. Default false. */
     plain: z.boolean().default(false),
     /** This host relays frames between its links (the hub of a star). Default false. */

@@ -195,7 +195,8 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
       etcd: {
         endpoints: settings.etcd,
         prefix: settings.prefix,
-        ...(settings.etcd_tls ? { tls: { ca: settings.etcd_tls.ca } } : {}),
+        // Joining hosts get this host's etcd client certificate too: etcd's own PKI need not know the fabric CA.
+        ...(settings.etcd_tls ? { tls: settings.etcd_tls } : {}),
       },
       logger: log.child({ component: 'join' }),
       onJoined: (j) => log.info({ joined: j.host, from: j.remote }, `host "${j.host}" joined the fabric`),

@@ -131,6 +131,13 @@ export class ClusterService {
     return this.#conn !== undefined;
   }
 
+  /** The fabric CA and this host's certificate and key (for `overlay.tls: fabric`), once a member. */
+  tlsFiles(): { ca: string; cert: string; key: string } | undefined {
+    const s = this.#settings;
+    if (!s?.ca || !s.host_cert) return undefined;
+    return { ca: s.ca.cert, cert: s.host_cert.cert, key: s.host_cert.key };
+  }
+
   /** At start, before the store is loaded: connects to the fabric when this host is a member. */
   async open(): Promise<void> {
     const s = await loadClusterSettings(this.#o.config);
@@ -221,6 +228,8 @@ export class ClusterService {
     await (this.#etcd as EtcdStore).importState(local);
     await saveClusterSettings(this.#stateDir, s);
     this.#log.info({ etcd: s.etcd, prefix: s.prefix }, `host "${this.#hostId}" is now a member of the fabric`);
+    // overlay.tls: fabric: the links start now, with the certificate just issued.
+    if (this.#o.overlay.waitingForFabric) await this.#o.overlay.start();
     await this.start();
     this.#resync();
   }

@@ -78,6 +78,8 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     hostId: config.host.id,
     config: config.overlay,
     admitLink: (name, q, networks) => qos.admitLink(name, q, networks),
+    // overlay.tls: fabric takes the certificate this host got from cluster init or join.
+    fabricTls: () => cluster.tlsFiles(),
   });
   qos.setLinks(() => overlay.shapedLinks());
   const networks = new NetworkActuator({ switch: sw, overlay, ports, cap: config.limits.networks });
@@ -91,7 +93,16 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
       links,
     },
   });
-  const cluster = new ClusterService({ config, logger, store, reconciler, switch: sw, overlay, ports, qos });
+  const cluster: ClusterService = new ClusterService({
+    config,
+    logger,
+    store,
+    reconciler,
+    switch: sw,
+    overlay,
+    ports,
+    qos,
+  });
   const processStats = startProcessStats();
   const version = packageVersion();
   let api: ApiServer | undefined;

@@ -59,7 +59,7 @@ function linkSpec(l: LinkConfig): LinkSpec {
   };
 }
 
-async function readTls(tls: NonNullable<OverlayConfig['tls']>): Promise<TlsMaterial> {
+async function readTls(tls: { ca: string; cert: string; key: string }): Promise<TlsMaterial> {
   const read = async (what: string, path: string) => {
     try {
       return await readFile(path, 'utf8');
@@ -77,12 +77,15 @@ export interface OverlayServiceOptions {
   config: OverlayConfig | undefined;
   /** Admission of a link's QoS before it is added over the API (throws to refuse). */
   admitLink?: ((name: string, qos: LinkQosConfig | undefined, networks?: string[]) => void) | undefined;
+  /** With `overlay.tls: fabric`: the fabric CA and this host's certificate and key, once it is a member. */
+  fabricTls?: (() => { ca: string; cert: string; key: string } | undefined) | undefined;
 }
 
 export class OverlayService {
   readonly #o: OverlayServiceOptions;
   #overlay: Overlay | undefined;
   #transport: TcpTransport | undefined;
+  #waiting = false;
 
   constructor(opts: OverlayServiceOptions) {
     this.#o = opts;
@@ -91,10 +94,18 @@ export class OverlayService {
   /** Starts the listener (links come from the reconciler); rejects when the TLS material cannot be used. */
   async start(): Promise<void> {
     const cfg = this.#o.config;
-    if (!cfg) return;
+    if (!cfg || this.#overlay) return;
     const log = this.#o.logger.child({ area: 'overlay' });
     let tls: TlsMaterial | undefined;
-    if (cfg.tls) {
+    if (cfg.tls === 'fabric') {
+      const files = this.#o.fabricTls?.();
+      this.#waiting = files === undefined;
+      if (!files) {
+        log.info('overlay.tls is "fabric": links start once this host inits or joins a fabric (vmlink cluster init/join)');
+        return;
+      }
+      tls = await readTls(files);
+    } else if (cfg.tls) {
       tls = await readTls(cfg.tls);
     } else {
       log.warn(
@@ -152,6 +163,11 @@ export class OverlayService {
     await overlay.start(listen);
     if (overlay.listening)
       log.info({ listen: overlay.listening, transport: transport.kind }, 'overlay listening for links');
+  }
+
+  /** True while `overlay.tls: fabric` waits for this host's certificate from the fabric (call {@link start} again then). */
+  get waitingForFabric(): boolean {
+    return this.#waiting;
   }
 
   /** Call after a network was added or deleted: links carry it (or stop) and tell their peers. */

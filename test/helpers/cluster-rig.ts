@@ -2,7 +2,8 @@
  * The rig of the cluster end-to-end test: four hosts in four network
  * namespaces on one LAN segment (veths to a bridge in a fifth), 192.0.2.N/24,
  * a 3-member etcd cluster running in the namespaces of h1-h3, and a vmlink
- * daemon per host with no `cluster:` section and no links in its config.
+ * daemon per host with no `cluster:` section and no links in its config
+ * (`overlay.tls: fabric`: its links start with the certificate from init or join).
  * h1 (relay) and h2 listen for links; h3 and h4 only dial out. The test
  * builds the fabric through the CLI (`cluster init`, `token`, `join`).
  */
@@ -78,8 +79,9 @@ export class ClusterRig {
     });
     for (let n = 1; n <= 4; n++) {
       const reachable = n <= 2;
+      // TLS links with the certificates the fabric issues at init and join: nothing made or copied by hand.
       const overlay = {
-        plain: true,
+        tls: 'fabric',
         ...(reachable ? { listen: `tcp:0.0.0.0:${LINK_PORT}` } : {}),
         ...(n === 1 ? { relay: true, direct_threshold_bps: 0 } : {}),
       };
