@@ -158,11 +158,7 @@ export class EtcdConnection {
         try {
           return await Promise.race([op(), limit.promise]);
         } catch (err) {
-          if (err instanceof VmlinkError) throw err;
-          if (!this.#available || !retryable(err) || Date.now() + pause >= end) {
-            this.suspect();
-            throw new ClusterUnavailableError(what, describeError(err), { cause: err });
-          }
+          if (!this.#available || !retryable(err) || Date.now() + pause >= end) throw err;
         }
         await Promise.race([new Promise((r) => setTimeout(r, pause)), limit.promise]);
       }
@@ -202,6 +198,8 @@ export class EtcdConnection {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Watches not closed first see a connection that is down for good, and wait instead of retrying.
+    this.#available = false;
     clearTimeout(this.#timer);
     for (const k of this.#keepers) k.stop();
     this.#listeners.clear();

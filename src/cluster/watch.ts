@@ -164,6 +164,7 @@ class PrefixWatcher implements PrefixWatch {
     const seen = this.#lastRev;
     let last = seen;
     for (const ev of res.events) {
+      if (this.#closed) return;
       const rev = BigInt(ev.kv.mod_revision);
       if (rev <= seen) continue;
       if (rev > last) last = rev;

@@ -105,9 +105,11 @@ function vniOf(value: Buffer | StoredItem | undefined): number | undefined {
   return typeof vni === 'number' ? vni : undefined;
 }
 
+/** Items in the order first stored; those of one transaction (an import) in name order. */
 function toState(maps: Maps): StoredState {
-  const list = (m: Map<string, Entry>) =>
-    [...m.values()].sort((a, b) => (a.rev < b.rev ? -1 : a.rev > b.rev ? 1 : 0)).map((e) => e.item);
+  const order = (a: Entry, b: Entry) =>
+    a.rev !== b.rev ? (a.rev < b.rev ? -1 : 1) : a.item.name < b.item.name ? -1 : a.item.name > b.item.name ? 1 : 0;
+  const list = (m: Map<string, Entry>) => [...m.values()].sort(order).map((e) => e.item);
   const state: StoredState = { networks: list(maps.networks), ports: list(maps.ports), exports: list(maps.exports) };
   const links = list(maps.links);
   if (links.length > 0) state.links = links;

@@ -117,6 +117,27 @@ describe('cluster etcd store', () => {
     await b.putNetwork(net('dmz', 10));
   });
 
+  it('lets only one of two hosts racing for one VNI under different names have it', async () => {
+    const a = storeFor('a', '/race/');
+    const b = storeFor('b', '/race/');
+    for (let vni = 1; vni <= 10; vni++) {
+      const results = await Promise.allSettled([a.putNetwork(net(`a${vni}`, vni)), b.putNetwork(net(`b${vni}`, vni))]);
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1, `vni ${vni}: ${JSON.stringify(results)}`);
+    }
+    assert.equal((await a.load()).networks.length, 10);
+  });
+
+  it('imports a state larger than one etcd transaction may hold', async () => {
+    const s = storeFor('big', '/big/');
+    const networks = Array.from({ length: 120 }, (_, i) => net(`n${i}`, 1000 + i));
+    const ports = Array.from({ length: 250 }, (_, i) => port(`p${i}`, `n${i % 120}`));
+    await s.importState({ networks, ports, exports: [] });
+    const state = await s.load();
+    // Several transactions; the items of one share a revision and come back in name order.
+    assert.deepEqual(names(state.networks).sort(), names(networks).sort());
+    assert.deepEqual(names(state.ports).sort(), names(ports).sort());
+  });
+
   it("watch() sees another host's network created and deleted, and a batch of changes as one call", async () => {
     const a = storeFor('a', '/w/');
     const b = storeFor('b', '/w/');
