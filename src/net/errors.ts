@@ -102,3 +102,11 @@ export class PortNotInNetworkError extends NetError {
     );
   }
 }
+
+/** An address given to the switch (ARP suppression) is not an IPv4 address. */
+export class IpAddressError extends NetError {
+  override readonly status = 400;
+  constructor(text: string) {
+    super('ERR_IP_ADDRESS', `"${text}" is not an IPv4 address; write it as 10.0.0.5`);
+  }
+}

@@ -162,6 +162,7 @@ const ARGS: Record<string, unknown[]> = {
   PortAddressError: ['vm1', 'tcp:127.0.0.1:1', 'EADDRINUSE'],
   PortOpenError: ['ERR_PORT_OPEN', 'port "vm1": cannot open its transport'],
   MacAddressError: ['52:54:zz:00:00:01'],
+  IpAddressError: ['10.0.0.300'],
   PortNotInNetworkError: ['link/to-b/lan', 'dmz', ['lan']],
   HostPortError: ['ERR_HOST_PERMISSION', 'port "h1": needs CAP_NET_RAW'],
   TapError: ['ERR_TAP_NOT_FOUND', 'port "t1": no tap device tap9'],

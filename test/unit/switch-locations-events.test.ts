@@ -140,6 +140,6 @@ describe('Switch MAC events', () => {
     await turn();
     assert.deepEqual(brief(events), [`learned ${TEXT(1)} vm1`]);
     await turn();
-    assert.deepEqual(brief(events), [`learned ${TEXT(1)} vm1`, `forgotten ${TEXT(1)} vm1`]);
+    assert.deepEqual(brief(events), [`learned ${TEXT(1)} vm1`, `moved ${TEXT(1)} l1 (link)`]);
   });
 });

@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import { setImmediate as turn } from 'node:timers/promises';
 import { silentLogger } from '../../src/log.js';
 import { type MacEvent, type PortBinding, Switch, type SwitchPort } from '../../src/net/switch/switch.js';
+import { prng } from '../helpers/prng.js';
 import { RecPort } from '../helpers/rec-port.js';
 
 const MAC = (n: number) => `5254000000${n.toString(16).padStart(2, '0')}`;
@@ -111,7 +112,7 @@ describe('Switch locations', () => {
     assert.deepEqual(taken(), { vm1: 0, vm2: 0, l1: 0, l2: 1 });
   });
 
-  test('replaces a MAC learned on a local port and reports it forgotten there', async () => {
+  test('replaces a MAC learned on a local port and reports it moved to the link', async () => {
     const { sw, rx, taken, events, sps } = rig();
     rx('vm2', eth(BCAST, MAC(9)));
     sw.setLocation('lab', TEXT(9), 'l1');
@@ -121,8 +122,8 @@ describe('Switch locations', () => {
     assert.deepEqual(taken(), { vm1: 0, vm2: 0, l1: 1, l2: 0 });
     await turn();
     assert.deepEqual(
-      events.filter((e) => e.mac === TEXT(9)).map((e) => `${e.type} ${e.port}`),
-      ['learned vm2', 'forgotten vm2'],
+      events.filter((e) => e.mac === TEXT(9)).map((e) => `${e.type} ${e.port} ${e.local}`),
+      ['learned vm2 true', 'moved l1 false'],
     );
   });
 
@@ -188,6 +189,59 @@ describe('Switch locations', () => {
     const out = ports.t1?.take() ?? [];
     assert.equal(out.length, 1);
     assert.equal(out[0]?.slice(24, 32), '81000007', 'tagged with VLAN 7');
+  });
+
+  test('keeps every port learned count and every installed location right through random operations (seeded)', async () => {
+    const { sw, rx, clock, sps, add, events } = rig();
+    const rand = prng(14);
+    const int = (n: number) => Math.floor(rand() * n);
+    const names = ['vm1', 'vm2', 'l1', 'l2'];
+    /** The model: MAC number -> port of its installed location. */
+    const pinned = new Map<number, string>();
+    /** What the MAC events said: MAC -> local port. */
+    const known = new Map<string, string>();
+    for (let op = 0; op < 3000; op++) {
+      const mac = 1 + int(12);
+      const port = names[int(4)] as string;
+      const r = rand();
+      if (r < 0.5) {
+        rx(port, eth(BCAST, MAC(mac)));
+        // A local port takes over a location toward another port; one toward itself stays installed.
+        if (sps[port]?.local && pinned.get(mac) !== port) pinned.delete(mac);
+      } else if (r < 0.75) {
+        sw.setLocation('lab', TEXT(mac), port);
+        pinned.set(mac, port);
+      } else if (r < 0.85) {
+        sw.setLocation('lab', TEXT(mac), undefined);
+        pinned.delete(mac);
+      } else if (r < 0.92) {
+        clock.now += int(400_000);
+        sw.sweep();
+      } else if (r < 0.97) {
+        sw.portState(sps[port] as SwitchPort, 'down');
+        sw.portState(sps[port] as SwitchPort, 'up');
+      } else {
+        await sw.removePort(port);
+        add(port, { network: 'lab', link: port.startsWith('l') ? 'link' : undefined });
+        for (const [m, p] of pinned) if (p === port) pinned.delete(m);
+      }
+      await turn();
+      // The events, replayed, give what localMacs() lists.
+      for (const e of events.splice(0)) {
+        if (e.type === 'forgotten' || !e.local) known.delete(e.mac);
+        else known.set(e.mac, e.port);
+      }
+      const local = new Map(sw.localMacs().map((e) => [e.mac, e.port]));
+      assert.deepEqual(new Map([...known].sort()), new Map([...local].sort()), `op ${op}: events against localMacs()`);
+      const rows = sw.fdb('lab');
+      for (const [m, p] of pinned) assert.equal(rows.find((e) => e.mac === TEXT(m))?.port, p, `op ${op}: ${TEXT(m)}`);
+      for (const name of names) {
+        const learned = rows.filter(
+          (e) => e.port === name && pinned.get(Number.parseInt(e.mac.slice(-2), 16)) !== name,
+        );
+        assert.equal(sps[name]?.learned, learned.length, `op ${op}: learned count of ${name}`);
+      }
+    }
   });
 
   test('lists the MACs of local ports, learned or installed, and none behind links', () => {

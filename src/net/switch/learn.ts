@@ -6,8 +6,9 @@
  * A location installed by the control plane (a pinned entry, locations.ts)
  * is not moved by a copy of the MAC's frames from an overlay link, only by a
  * local port: the VM moved here. A change that concerns a local port (new,
- * moved to or from it, forgotten) is recorded as a MAC event (mac-events.ts);
- * a refresh records nothing.
+ * moved to or from it, forgotten) is recorded as a MAC event (mac-events.ts),
+ * so the events follow exactly what `Switch.localMacs` lists; a refresh
+ * records nothing.
  */
 import { formatMac } from '../../util/mac.js';
 import { type FdbRemoved, LEARN_FULL, LEARN_NEW } from './fdb.js';
@@ -80,8 +81,8 @@ export class Learner {
   /** Bound once: an FDB entry of port `portId` in the network being swept went away (aging, flush, removal). */
   readonly unlearn: FdbRemoved = (portId, hi, lo, pinned) => {
     const sp = this.byId[portId];
-    if (!sp || pinned) return;
-    if (this.#count) sp.learned--;
+    if (!sp) return;
+    if (this.#count && !pinned) sp.learned--;
     if (sp.local && this.events.on && this.#sweeping) this.events.record(EV_FORGOTTEN, this.#sweeping, sp, hi, lo);
   };
 

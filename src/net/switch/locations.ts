@@ -11,8 +11,8 @@
 import type { Logger } from '../../log.js';
 import { formatMac, isGroupMac, parseMac } from '../../util/mac.js';
 import { MacAddressError, PortNotInNetworkError } from '../errors.js';
-import { LEARN_FULL } from './fdb.js';
-import { EV_FORGOTTEN, type MacEvents } from './mac-events.js';
+import { LEARN_FULL, LEARN_NEW } from './fdb.js';
+import { EV_FORGOTTEN, EV_LEARNED, EV_MOVED, type MacEvents } from './mac-events.js';
 import type { Network } from './network.js';
 import type { SwitchPort } from './switch-port.js';
 
@@ -46,15 +46,18 @@ export class Locations {
   /**
    * Installs `mac` in `net` toward `sp`, or removes its installed location
    * (`sp` undefined; a MAC learned meanwhile stays). An entry learned on
-   * another port is replaced (a local one is reported 'forgotten'). Returns
-   * false when the network's table is full (nothing installed; logged).
+   * another port is replaced. Changes to the MACs behind local ports are
+   * MAC events as learning's are. Returns false when the network's table is
+   * full (nothing installed; logged).
    */
   set(net: Network, mac: number, sp: SwitchPort | undefined, now: number): boolean {
     const hi = Math.floor(mac / TWO32);
     const lo = (mac % TWO32) | 0;
     const fdb = net.fdb;
+    const ev = this.events;
     if (sp === undefined) {
-      fdb.unpin(hi, lo);
+      const gone = this.byId[fdb.unpin(hi, lo)];
+      if (gone?.local && ev.on) ev.record(EV_FORGOTTEN, net, gone, hi, lo);
       return true;
     }
     if (!sp.memberOf().has(net)) throw new PortNotInNetworkError(sp.name, net.spec.name, sp.networks());
@@ -71,13 +74,13 @@ export class Locations {
       }
       return false;
     }
-    if (learned) {
-      const old = this.byId[r];
-      if (old) {
-        old.learned--;
-        if (old !== sp && old.local && this.events.on) this.events.record(EV_FORGOTTEN, net, old, hi, lo);
-      }
+    if (r === LEARN_NEW) {
+      if (sp.local && ev.on) ev.record(EV_LEARNED, net, sp, hi, lo);
+      return true;
     }
+    const old = this.byId[r];
+    if (old && learned) old.learned--;
+    if (old !== sp && (sp.local || old?.local === true) && ev.on) ev.record(EV_MOVED, net, sp, hi, lo);
     return true;
   }
 

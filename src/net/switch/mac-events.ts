@@ -1,11 +1,16 @@
 /**
  * MAC events for the control plane (a cluster publishes the MACs of its
- * local ports): learned, moved, forgotten. The learn stage only records an
- * event, as numbers and references into a bounded ring allocated once, and
- * only when a MAC is new or changes port; the ring is drained once per turn
- * of the event loop into the listeners, off the data path. When it is full,
- * further events are dropped and counted, and the listeners are told once, so
- * they resync from `Switch.localMacs()`.
+ * local ports): every change to the set `Switch.localMacs()` lists, as
+ * learned (new behind a local port), moved (behind another port now; `local`
+ * false: it left this host's ports) and forgotten (aged, flushed, its port
+ * removed, its installed location removed). Replayed in order, the events
+ * give that set. MACs only ever behind links make none.
+ *
+ * The learn stage only records an event, as numbers and references into a
+ * bounded ring allocated once, and only when a MAC is new or changes port;
+ * the ring is drained once per turn of the event loop into the listeners,
+ * off the data path. When it is full, further events are dropped and
+ * counted, and the listeners are told once, so they resync from localMacs().
  */
 import type { Logger } from '../../log.js';
 import { formatMac } from '../../util/mac.js';

@@ -36,6 +36,8 @@ export class Network {
    * flood loop). Rebuilt by {@link join} and {@link leave}.
    */
   flood: Member[][] = floodLists<Member>([]);
+  /** ARP suppression (arp-proxy.ts): guest IPv4 address (as int32) -> MAC; undefined when it has none. */
+  arp: Map<number, number> | undefined;
 
   constructor(
     readonly spec: NetworkSpec,

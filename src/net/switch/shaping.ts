@@ -7,18 +7,25 @@
 import { CLASS_BEST_EFFORT } from '../../qos/classes.js';
 import { defaultPoliceBurst, type PortQosPolicy } from '../../qos/policy.js';
 import { TokenBucket } from '../../qos/token-bucket.js';
+import type { IngressChecks } from './checks.js';
 import type { Egress } from './egress.js';
 import { QosEgress } from './qos-egress.js';
 import type { SwitchPort } from './switch-port.js';
 
 export class Shaping {
-  /** Ports with a shaped egress (own or shared). */
-  count = 0;
+  /** Ports with a shaped egress (own or shared): while there are any, the ingress checks classify frames. */
+  #count = 0;
 
   constructor(
     readonly egress: Egress,
     readonly clock: () => number,
+    readonly checks: IngressChecks,
   ) {}
+
+  #counted(by: number): void {
+    this.#count += by;
+    this.checks.classify = this.#count > 0;
+  }
 
   /** See Switch.setPortQos. `ports`: every port of the switch. */
   setPortQos(sp: SwitchPort, p: PortQosPolicy | undefined, ports: Iterable<SwitchPort>): void {
@@ -45,7 +52,7 @@ export class Shaping {
         latencyCap: p.latencyCap,
         clock: this.clock,
       });
-      this.count++;
+      this.#counted(1);
       this.#addSources(sp.egress, sp, ports);
     }
     for (const o of ports)
@@ -59,7 +66,7 @@ export class Shaping {
     sp.egress = egress;
     sp.egressShared = true;
     sp.egressTag = tag;
-    this.count++;
+    this.#counted(1);
     this.#addSources(egress, sp, ports);
   }
 
@@ -68,7 +75,7 @@ export class Shaping {
     if (!sp.egressShared) sp.egress?.close();
     sp.egress = undefined;
     sp.egressShared = false;
-    this.count--;
+    this.#counted(-1);
   }
 
   #addSources(egress: QosEgress, sp: SwitchPort, ports: Iterable<SwitchPort>): void {

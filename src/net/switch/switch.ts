@@ -33,6 +33,7 @@ import { VLAN_HLEN } from '../frame/vlan.js';
 import { Segmenter } from '../offload/segmenter.js';
 import type { OffloadMeta } from '../offload/vnet-hdr.js';
 import { type FrameSink, MAX_FRAME_LEN, type Port, type PortState, type WriteResult } from '../port.js';
+import { ArpProxy } from './arp-proxy.js';
 import { Capture } from './capture.js';
 import { FrameCursor, IngressChecks } from './checks.js';
 import { Egress } from './egress.js';
@@ -87,6 +88,7 @@ export class Switch {
   readonly #shaping: Shaping;
   readonly #events: MacEvents;
   readonly #locations: Locations;
+  readonly #arp: ArpProxy;
   /** Backpressure: holds senders whose frames all went to full ports (hold.ts). */
   readonly hold = new Hold();
 
@@ -105,7 +107,8 @@ export class Switch {
     this.#learn.now = this.#clock();
     this.#egress = new Egress(this.#cur, seg, capture, this.#clock, this.#log, this.hold);
     this.#forward = new Forward(this.#byId, this.#egress);
-    this.#shaping = new Shaping(this.#egress, this.#clock);
+    this.#arp = new ArpProxy(this.#egress);
+    this.#shaping = new Shaping(this.#egress, this.#clock, this.#checks);
   }
 
   /** Starts the one periodic sweep (clock refresh every 250 ms, aging sweep every second). */
@@ -217,7 +220,7 @@ export class Switch {
     this.#byId[sp.id] = undefined;
     this.hold.forget(sp);
     sp.taps = [];
-    if (sp.egress) this.#unshape(sp);
+    if (sp.egress) this.#shaping.unshape(sp);
     for (const o of this.#ports.values()) o.egress?.removeSource(sp.id);
     await sp.port.close();
   }
@@ -274,6 +277,11 @@ export class Switch {
     return this.#locations.localMacs(this.#networks.values());
   }
 
+  /** ARP suppression: answers local ports' ARP requests for `ip` in `network` with `mac` (undefined: stops). See arp-proxy.ts. */
+  setArpProxy(network: string, ip: string, mac: string | undefined): boolean {
+    return this.#arp.set(this.#network(network), ip, mac, this.#maxMacsPerNetwork);
+  }
+
   /** The name of the port with id `id`, if it exists. */
   portName(id: number): string | undefined {
     return this.#byId[id]?.name;
@@ -288,7 +296,6 @@ export class Switch {
    */
   setPortQos(name: string, p: PortQosPolicy | undefined): void {
     this.#shaping.setPortQos(this.port(name), p, this.#ports.values());
-    this.#checks.classify = this.#shaping.count > 0;
   }
 
   /**
@@ -301,12 +308,6 @@ export class Switch {
    */
   shareEgress(name: string, egress: QosEgress | undefined, tag = 0): void {
     this.#shaping.shareEgress(this.port(name), egress, tag, this.#ports.values());
-    this.#checks.classify = this.#shaping.count > 0;
-  }
-
-  #unshape(sp: SwitchPort): void {
-    this.#shaping.unshape(sp);
-    this.#checks.classify = this.#shaping.count > 0;
   }
 
   /** Counts a frame that a shared egress's target handed to `sp`'s transport (tx counters, capture). */
@@ -357,6 +358,7 @@ export class Switch {
     const fwd = this.#forward;
     const cur = this.#cur;
     const eg = this.#egress;
+    const arp = this.#arp;
     let sNet: Network | undefined;
     let sHi = -1;
     let sLo = -1;
@@ -391,7 +393,8 @@ export class Switch {
         sNet = net;
       }
       if (isGroupDst(buf, off)) {
-        if (checks.storm(sp)) fwd.flood(sp, net, buf, off, len, m);
+        if (checks.storm(sp) && (net.arp === undefined || !arp.answer(sp, net, buf, off, len)))
+          fwd.flood(sp, net, buf, off, len, m);
         continue;
       }
       const h = dstHi(buf, off);
