@@ -47,7 +47,11 @@ export function formatClusterHosts(c: ClusterView): string {
       h.id === c.host ? `${h.id} (this host)` : h.id,
       h.state,
       h.address ?? (h.reachable ? '-' : 'dial-out'),
-      h.lease_age_s === undefined ? '-' : `${h.lease_age_s.toFixed(1)}s`,
+      h.lease_age_s === undefined
+        ? '-'
+        : h.lease_age_s < 60
+          ? `${h.lease_age_s.toFixed(1)}s`
+          : formatDuration(h.lease_age_s),
       h.networks.length ? h.networks.join(',') : '-',
       h.links.length ? h.links.map((l) => `${l.peer ?? l.name}:${l.state}`).join(' ') : '-',
     ]),

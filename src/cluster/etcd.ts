@@ -54,6 +54,13 @@ export class Backoff {
 
 type StateListener = (up: boolean, reason: string) => void;
 
+/** Why etcd did not answer, for people: the client's own wording where it means "no member answered". */
+function etcdReason(err: unknown): string {
+  const text = describeError(err);
+  if (/circuit breaker is open/i.test(text)) return 'no etcd member answered the last attempts';
+  return text;
+}
+
 function readPem(field: string, file: string): Buffer {
   try {
     return readFileSync(file);
@@ -165,7 +172,7 @@ export class EtcdConnection {
     } catch (err) {
       if (err instanceof VmlinkError) throw err;
       this.suspect();
-      throw new ClusterUnavailableError(what, describeError(err), { cause: err });
+      throw new ClusterUnavailableError(what, etcdReason(err), { cause: err });
     } finally {
       limit.clear();
     }
@@ -221,7 +228,7 @@ export class EtcdConnection {
     try {
       await Promise.race([this.kv.get('fabric').exec(), limit.promise]);
     } catch (err) {
-      reason = describeError(err);
+      reason = etcdReason(err);
     } finally {
       limit.clear();
       this.#probing = false;

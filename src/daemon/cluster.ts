@@ -159,19 +159,29 @@ export class ClusterService {
     });
   }
 
-  async #connect(s: ClusterConfig): Promise<void> {
+  async #connect(s: ClusterConfig, importing?: StoredState): Promise<void> {
     const conn = new EtcdConnection({
       endpoints: s.etcd,
       prefix: s.prefix,
       ...(s.etcd_tls ? { tls: s.etcd_tls } : {}),
       logger: this.#log.child({ component: 'etcd' }),
     });
+    const etcd = createEtcdStore({ conn, host: this.#hostId, logger: this.#log });
+    if (importing) {
+      // Before anything changes here: a clash (a network of the same name with another VNI) leaves the host as it was.
+      try {
+        await etcd.importState(importing);
+      } catch (err) {
+        await etcd.close().catch(() => undefined);
+        await conn.close().catch(() => undefined);
+        throw err;
+      }
+    }
     conn.onState((up, reason) => {
       this.#stateSince = Date.now();
       this.#stateReason = up ? undefined : reason;
       if (up) this.#resync();
     });
-    const etcd = createEtcdStore({ conn, host: this.#hostId, logger: this.#log });
     this.#conn = conn;
     this.#etcd = etcd;
     this.#settings = s;
@@ -223,9 +233,7 @@ export class ClusterService {
 
   /** A running single host becomes a member: its stored items move to etcd, then it runs as one. */
   async #become(s: ClusterConfig): Promise<void> {
-    const local = await this.#o.store.load();
-    await this.#connect(s);
-    await (this.#etcd as EtcdStore).importState(local);
+    await this.#connect(s, await this.#o.store.load());
     await saveClusterSettings(this.#stateDir, s);
     this.#log.info({ etcd: s.etcd, prefix: s.prefix }, `host "${this.#hostId}" is now a member of the fabric`);
     // overlay.tls: fabric: the links start now, with the certificate just issued.

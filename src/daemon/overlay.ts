@@ -101,7 +101,9 @@ export class OverlayService {
       const files = this.#o.fabricTls?.();
       this.#waiting = files === undefined;
       if (!files) {
-        log.info('overlay.tls is "fabric": links start once this host inits or joins a fabric (vmlink cluster init/join)');
+        log.info(
+          'overlay.tls is "fabric": links start once this host inits or joins a fabric (vmlink cluster init/join)',
+        );
         return;
       }
       tls = await readTls(files);

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Etcd3 } from 'etcd3';
-import type { ClusterView, LinkView } from '../../src/api/client.js';
+import { ApiError, type ClusterView, ControlClient, type LinkView } from '../../src/api/client.js';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { type EtcdCluster, startEtcd } from '../helpers/etcd.js';
 import { freeTcpPort } from '../helpers/host-net.js';
@@ -40,11 +40,15 @@ describe('a daemon as a member of a fabric on etcd', { timeout: 300_000 }, () =>
     // a's link toward b is shaped to 10 Mbit/s, and so is b's side of it: one capacity seen from both ends.
     a = await startDaemon({
       hostId: 'a',
-      extra: () => ({ overlay: { listen: `tcp:127.0.0.1:${pa}`, plain: true, peer_qos: { b: { capacity: '10mbit' } } } }),
+      extra: () => ({
+        overlay: { listen: `tcp:127.0.0.1:${pa}`, plain: true, peer_qos: { b: { capacity: '10mbit' } } },
+      }),
     });
     b = await startDaemon({
       hostId: 'b',
-      extra: () => ({ overlay: { listen: `tcp:127.0.0.1:${pb}`, plain: true, peer_qos: { a: { capacity: '10mbit' } } } }),
+      extra: () => ({
+        overlay: { listen: `tcp:127.0.0.1:${pb}`, plain: true, peer_qos: { a: { capacity: '10mbit' } } },
+      }),
     });
   });
 
@@ -74,7 +78,17 @@ describe('a daemon as a member of a fabric on etcd', { timeout: 300_000 }, () =>
 
   test('init moves the host into etcd with what it had; join brings the other host in with one token', async () => {
     await ok(a, ['network', 'create', 'lab', '--vni', '100']);
-    await ok(a, ['port', 'add', 'vm1', '--kind', 'stream', '--network', 'lab', '--listen', `unix:${a.path('vm1.sock')}`]);
+    await ok(a, [
+      'port',
+      'add',
+      'vm1',
+      '--kind',
+      'stream',
+      '--network',
+      'lab',
+      '--listen',
+      `unix:${a.path('vm1.sock')}`,
+    ]);
     await ok(a, ['cluster', 'init', '--etcd', etcd.endpoints.join(',')]);
     assert.equal((await kv.get('/vmlink/networks/lab').string()) !== null, true);
     assert.ok(await kv.get('/vmlink/ports/a/vm1').string());
@@ -98,7 +112,17 @@ describe('a daemon as a member of a fabric on etcd', { timeout: 300_000 }, () =>
   });
 
   test('a port on the second host makes the fabric link, with no link added by hand', async () => {
-    await ok(b, ['port', 'add', 'vm2', '--kind', 'stream', '--network', 'lab', '--listen', `unix:${b.path('vm2.sock')}`]);
+    await ok(b, [
+      'port',
+      'add',
+      'vm2',
+      '--kind',
+      'stream',
+      '--network',
+      'lab',
+      '--listen',
+      `unix:${b.path('vm2.sock')}`,
+    ]);
     // The smaller id dials: a's link to b is the fabric's; b accepted it.
     await untilAsync('a link between a and b is up', async () =>
       (await links(a)).some((l) => l.peer === 'b' && l.state === 'up' && l.source === 'cluster'),
@@ -139,7 +163,17 @@ describe('a daemon as a member of a fabric on etcd', { timeout: 300_000 }, () =>
         [b, 'b'],
       ] as const) {
         const name = `q${h}${i}`;
-        await ok(d, ['port', 'add', name, '--kind', 'stream', '--network', 'lab', '--listen', `unix:${d.path(`${name}.sock`)}`]);
+        await ok(d, [
+          'port',
+          'add',
+          name,
+          '--kind',
+          'stream',
+          '--network',
+          'lab',
+          '--listen',
+          `unix:${d.path(`${name}.sock`)}`,
+        ]);
         ports.push([d, name]);
       }
     }
@@ -163,6 +197,18 @@ describe('a daemon as a member of a fabric on etcd', { timeout: 300_000 }, () =>
       assert.equal(r.code, 1);
       assert.match(r.stderr, /etcd endpoints are unreachable/);
       assert.ok(!(await networks(b)).includes('nope'), 'a refused network stays out');
+      // Through the API: the code and the status a client matches.
+      const client = new ControlClient({ socketPath: b.control });
+      try {
+        await assert.rejects(client.createNetwork({ name: 'nope2', vni: 104 }), (err: unknown) => {
+          assert.ok(err instanceof ApiError);
+          assert.equal(err.code, 'ERR_CLUSTER_UNAVAILABLE');
+          assert.equal(err.status, 503);
+          return true;
+        });
+      } finally {
+        await client.close();
+      }
       // A member restarted while etcd is away comes back from its cached state.
       await a.stop();
       await a.start();
