@@ -1,28 +1,28 @@
 /**
- * A StateStore that forwards to another one, which can be replaced while
- * the daemon runs: `vmlink cluster init` and `join` move a running host from
- * its embedded store to the fabric's etcd store without a restart. Callers
- * keep one reference; every call goes to the store in use at that moment.
+ * Stores that stand in front of another one. {@link ForwardingStore} sends
+ * every call on; {@link StoreSwitch} is one whose target can be replaced
+ * while the daemon runs: `vmlink cluster init` and `join` move a running
+ * host from its embedded store to the fabric's etcd store without a
+ * restart. Callers keep one reference; every call goes to the store in use
+ * at that moment.
  */
 import type { StateStore, StoredItem, StoredState } from './store.js';
 
-export class StoreSwitch implements StateStore {
+/** Sends every call to `target`; subclasses override what they change. */
+export class ForwardingStore implements StateStore {
   #target: StateStore;
 
   constructor(target: StateStore) {
     this.#target = target;
   }
 
-  /** The store in use. */
-  get target(): StateStore {
-    return this.#target;
+  protected set target(next: StateStore) {
+    this.#target = next;
   }
 
-  /** Uses `next` from now on; the previous store is returned, still open (the caller closes it). */
-  replace(next: StateStore): StateStore {
-    const prev = this.#target;
-    this.#target = next;
-    return prev;
+  /** The store calls go to. */
+  get target(): StateStore {
+    return this.#target;
   }
 
   load(): Promise<StoredState> {
@@ -54,5 +54,15 @@ export class StoreSwitch implements StateStore {
   }
   close(): Promise<void> {
     return this.#target.close();
+  }
+}
+
+/** A forwarding store whose target can be replaced. */
+export class StoreSwitch extends ForwardingStore {
+  /** Uses `next` from now on; the previous store is returned, still open (the caller closes it). */
+  replace(next: StateStore): StateStore {
+    const prev = this.target;
+    this.target = next;
+    return prev;
   }
 }

@@ -21,8 +21,8 @@ import { type ClusterConfig, clusterSchema } from '../config/cluster-schema.js';
 import { parseWith } from '../config/parse.js';
 import { createEtcdStore, type EtcdStore } from '../control/etcd-store.js';
 import { writeAtomically } from '../control/snapshot.js';
-import type { StateStore, StoredItem, StoredState } from '../control/store.js';
-import type { StoreSwitch } from '../control/store-switch.js';
+import type { StoredState } from '../control/store.js';
+import { ForwardingStore, type StoreSwitch } from '../control/store-switch.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Reconciler } from '../reconcile/reconciler.js';
@@ -45,55 +45,32 @@ const CACHE_FILE = 'cluster-cache.json';
  * cached copy in the state directory, and when etcd is unreachable the load
  * answers from that copy (a restart during an outage brings everything up).
  */
-class CachedStore implements StateStore {
+class CachedStore extends ForwardingStore {
+  readonly #etcd: EtcdStore;
+  readonly #dir: string;
   readonly #file: string;
-  constructor(
-    readonly etcd: EtcdStore,
-    readonly dir: string,
-    readonly log: Logger,
-  ) {
+  readonly #log: Logger;
+
+  constructor(etcd: EtcdStore, dir: string, log: Logger) {
+    super(etcd);
+    this.#etcd = etcd;
+    this.#dir = dir;
     this.#file = join(dir, CACHE_FILE);
+    this.#log = log;
   }
 
-  async load(): Promise<StoredState> {
+  override async load(): Promise<StoredState> {
     try {
-      const state = await this.etcd.load();
-      await writeAtomically(this.dir, this.#file, JSON.stringify(state)).catch(() => undefined);
+      const state = await this.#etcd.load();
+      await writeAtomically(this.#dir, this.#file, JSON.stringify(state)).catch(() => undefined);
       return state;
     } catch (err) {
       if (!(err instanceof ClusterUnavailableError)) throw err;
       const text = await readFile(this.#file, 'utf8').catch(() => undefined);
       if (text === undefined) throw err;
-      this.log.warn(`etcd is unreachable: using the state cached in ${this.#file} until it is back`);
+      this.#log.warn(`etcd is unreachable: using the state cached in ${this.#file} until it is back`);
       return JSON.parse(text) as StoredState;
     }
-  }
-  putNetwork(item: StoredItem): Promise<void> {
-    return this.etcd.putNetwork(item);
-  }
-  deleteNetwork(name: string): Promise<void> {
-    return this.etcd.deleteNetwork(name);
-  }
-  putPort(item: StoredItem): Promise<void> {
-    return this.etcd.putPort(item);
-  }
-  deletePort(name: string): Promise<void> {
-    return this.etcd.deletePort(name);
-  }
-  putExport(item: StoredItem): Promise<void> {
-    return this.etcd.putExport(item);
-  }
-  deleteExport(name: string): Promise<void> {
-    return this.etcd.deleteExport(name);
-  }
-  putLink(item: StoredItem): Promise<void> {
-    return this.etcd.putLink(item);
-  }
-  deleteLink(name: string): Promise<void> {
-    return this.etcd.deleteLink(name);
-  }
-  close(): Promise<void> {
-    return this.etcd.close();
   }
 }
 

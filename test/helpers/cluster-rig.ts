@@ -11,7 +11,7 @@ import type { ClusterView, LinkView } from '../../src/api/client.js';
 import { startDaemon, type TestDaemon } from './daemon.js';
 import { diagnoseOnFailure } from './e2e.js';
 import { type EtcdCluster, startEtcd } from './etcd.js';
-import { ip, Netns, uniqueIfname } from './netns.js';
+import { joinLan, Netns } from './netns.js';
 import type { Vm } from './vm.js';
 
 /** TCP port of the link listeners. */
@@ -58,13 +58,7 @@ export class ClusterRig {
   async #lanHost(tag: string, n: number): Promise<Netns> {
     const ns = await Netns.create(tag);
     this.hosts.push(ns);
-    const inner = uniqueIfname('clh');
-    const outer = uniqueIfname('clb');
-    await ip('link', 'add', inner, 'type', 'veth', 'peer', 'name', outer);
-    await ns.adopt(inner, `${lanAddr(n)}/24`);
-    const lan = this.#lan as Netns;
-    await lan.adopt(outer);
-    await lan.ip('link', 'set', outer, 'master', 'br0');
+    await joinLan(this.#lan as Netns, ns, `${lanAddr(n)}/24`, 'cl');
     return ns;
   }
 

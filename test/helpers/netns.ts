@@ -83,3 +83,17 @@ export class Netns {
     await ip('netns', 'del', this.name);
   }
 }
+
+/**
+ * Puts `ns` on the LAN bridge `br0` of namespace `lan` with a veth pair:
+ * the inner end gets `cidr` inside `ns`. Returns the inner interface's name.
+ */
+export async function joinLan(lan: Netns, ns: Netns, cidr: string, tag = 'ln'): Promise<string> {
+  const inner = uniqueIfname(`${tag}h`);
+  const outer = uniqueIfname(`${tag}b`);
+  await ip('link', 'add', inner, 'type', 'veth', 'peer', 'name', outer);
+  await ns.adopt(inner, cidr);
+  await lan.adopt(outer);
+  await lan.ip('link', 'set', outer, 'master', 'br0');
+  return inner;
+}

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { LinkView } from '../../src/api/client.js';
 import { runCli, startDaemon, type TestDaemon } from './daemon.js';
 import { attachVms, diagnoseOnFailure } from './e2e.js';
-import { ip, Netns, uniqueIfname } from './netns.js';
+import { joinLan, Netns } from './netns.js';
 import { untilAsync } from './overlay-rig.js';
 import type { Vm } from './vm.js';
 
@@ -72,14 +72,7 @@ export class OverlayStar {
   async lanHost(tag: string, n: number): Promise<Netns> {
     const ns = await Netns.create(tag);
     this.hosts.push(ns);
-    const inner = uniqueIfname('ovh');
-    const outer = uniqueIfname('ovb');
-    await ip('link', 'add', inner, 'type', 'veth', 'peer', 'name', outer);
-    await ns.adopt(inner, `${lanAddr(n)}/24`);
-    const lan = this.#lan as Netns;
-    await lan.adopt(outer);
-    await lan.ip('link', 'set', outer, 'master', 'br0');
-    this.ifs.push(inner);
+    this.ifs.push(await joinLan(this.#lan as Netns, ns, `${lanAddr(n)}/24`, 'ov'));
     return ns;
   }
 

@@ -16,7 +16,10 @@ const config = (overlay: Record<string, unknown> | undefined, stateDir = '/var/l
 describe('the address a member advertises for its links', () => {
   test('is cluster.address when given', () => {
     const c = config({ listen: 'tcp:0.0.0.0:7400', plain: true });
-    assert.equal(advertisedAddress(settings({ address: 'tcp:198.51.100.1:7400' }), c, '192.0.2.1'), 'tcp:198.51.100.1:7400');
+    assert.equal(
+      advertisedAddress(settings({ address: 'tcp:198.51.100.1:7400' }), c, '192.0.2.1'),
+      'tcp:198.51.100.1:7400',
+    );
   });
 
   test('is overlay.listen when it names an address', () => {
