@@ -184,6 +184,8 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
   // Registered within a few seconds when etcd answers (so init and join show this host); never blocks longer.
   const started = agent.start().catch((err) => log.error({ err }, `cluster agent: ${describeError(err)}`));
   await Promise.race([started, new Promise((r) => setTimeout(r, REGISTER_WAIT_MS).unref())]);
+  // Reservations made before this start (or swept while this host was away) are stated again.
+  void started.then(() => parts.qos.reassertInFabric());
 
   let join: JoinServer | undefined;
   if (member.issuer && settings.ca?.key && settings.host_cert && joinAddress) {

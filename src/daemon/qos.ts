@@ -181,6 +181,24 @@ export class QosService {
     await this.#fabric?.(spec.name, spec.qos?.min ?? 0, this.#fabricLinks(networksOf(spec)));
   }
 
+  /**
+   * In a cluster: states every port's reservation to the fabric again (after a start, or when the host
+   * was down long enough for others to sweep its reservations). A refusal is logged; the port keeps running.
+   */
+  async reassertInFabric(): Promise<void> {
+    const step = this.#fabric;
+    if (!step) return;
+    for (const e of this.#entries.values()) {
+      if (!e.qos?.min) continue;
+      await step(e.name, e.qos.min, this.#fabricLinks(e.networks)).catch((err) =>
+        this.#log.warn(
+          { port: e.name, code: (err as { code?: unknown }).code },
+          `the fabric did not take back port "${e.name}"'s reservation: ${(err as Error).message}`,
+        ),
+      );
+    }
+  }
+
   /** In a cluster: gives back a port's fabric-wide reservations before it goes (nothing to do without a step or a reservation). */
   async releaseInFabric(name: string): Promise<void> {
     const e = this.#entries.get(name);
