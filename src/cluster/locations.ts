@@ -22,8 +22,8 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Backoff } from '../util/backoff.js';
 import type { EtcdConnection } from './etcd.js';
-import { watchPrefix } from './watch.js';
 import type { Clock } from './membership.js';
+import { watchPrefix } from './watch.js';
 
 /** Where other hosts' MACs go (the switch's static locations toward link ports). */
 export interface LocationSink {
@@ -168,9 +168,22 @@ export class Locations {
     return [...this.#corrupt];
   }
 
-  /** Counts for metrics and the bench. */
-  stats(): { local: number; known: number; frozen: number; corrupt: number } {
-    return { local: this.#local.size, known: this.#entries.size, frozen: this.#frozen.size, corrupt: this.#corrupt.size };
+  /**
+   * Counts for metrics and the bench: local MACs (unwritten: not yet written
+   * under the current lease), MACs known from the store, frozen MACs, corrupt
+   * values skipped.
+   */
+  stats(): { local: number; unwritten: number; known: number; frozen: number; corrupt: number } {
+    const lease = this.#o.leaseId();
+    let unwritten = 0;
+    for (const l of this.#local.values()) if (!l.wrote.startsWith(`${lease}|`)) unwritten++;
+    return {
+      local: this.#local.size,
+      unwritten,
+      known: this.#entries.size,
+      frozen: this.#frozen.size,
+      corrupt: this.#corrupt.size,
+    };
   }
 
   /**
@@ -245,9 +258,15 @@ export class Locations {
 
   #put(key: string, value: Buffer, modRevision: string): void {
     const i = key.lastIndexOf('/');
-    if (i <= 0 || !MAC_RE.test(key.slice(i + 1))) return this.#report(key, 'key is not <network>/<mac>');
+    if (i <= 0 || !MAC_RE.test(key.slice(i + 1))) {
+      this.#report(key, 'key is not <network>/<mac>');
+      return;
+    }
     const v = parseValue(value);
-    if (typeof v === 'string') return this.#report(key, v);
+    if (typeof v === 'string') {
+      this.#report(key, v);
+      return;
+    }
     const rev = Number(modRevision);
     const old = this.#entries.get(key);
     const prev = old && { host: old.host, seq: old.seq };
@@ -373,7 +392,9 @@ export class Locations {
     if (!l) {
       const rev = this.#withdrawals.get(key);
       if (rev === undefined) return;
-      await conn.run('withdraw a location', () => conn.kv.if(k, 'Mod', '==', rev).then(conn.kv.delete().key(k)).commit());
+      await conn.run('withdraw a location', () =>
+        conn.kv.if(k, 'Mod', '==', rev).then(conn.kv.delete().key(k)).commit(),
+      );
       this.#withdrawals.delete(key);
       return;
     }

@@ -331,7 +331,9 @@ export class Membership {
           this.#since = new Date(this.#o.clock.now()).toISOString();
           if (this.#o.member) {
             const rec: MemberRecord = { id: host, ...this.#o.member };
-            await conn.run('put the host record', () => conn.kv.put(`members/${host}`).value(JSON.stringify(rec)).exec());
+            await conn.run('put the host record', () =>
+              conn.kv.put(`members/${host}`).value(JSON.stringify(rec)).exec(),
+            );
           }
           const value = this.#aliveValue();
           await conn.run('put the alive record', () => conn.kv.put(`alive/${host}`).value(value).lease(id).exec());

@@ -54,7 +54,11 @@ interface Host {
 /** Polls `ok` (an error counts as not yet: etcd3's circuit breaker refuses calls for a while after an outage). */
 async function until(what: string, ok: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
-  while (!(await Promise.resolve().then(ok).catch(() => false))) {
+  while (
+    !(await Promise.resolve()
+      .then(ok)
+      .catch(() => false))
+  ) {
     if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -77,7 +81,13 @@ describe('cluster agent', () => {
       logger: silentLogger(),
       sink,
       macs,
-      member: { overlay: `tcp:127.0.0.1:${7000 + hosts.length}`, reachable: true, relay: false, issuer: false, joined: new Date().toISOString() },
+      member: {
+        overlay: `tcp:127.0.0.1:${7000 + hosts.length}`,
+        reachable: true,
+        relay: false,
+        issuer: false,
+        joined: new Date().toISOString(),
+      },
       hostsChanged: (v) => views.push(v),
       ...opts,
     });
@@ -156,8 +166,7 @@ describe('cluster agent', () => {
   test('a MAC moved to B gets seq 2 and A and C point at B', async () => {
     const r0 = await revision();
     b.macs.emit('moved', 'lan', MAC1, 'vm1-dst');
-    for (const h of [a, c])
-      await until(`${h.id} points at b`, () => h.sink.at.get(`lan/${MAC1}`)?.host === 'b');
+    for (const h of [a, c]) await until(`${h.id} points at b`, () => h.sink.at.get(`lan/${MAC1}`)?.host === 'b');
     assert.deepEqual(a.sink.at.get(`lan/${MAC1}`), { host: 'b', seq: 2 });
     assert.deepEqual(c.sink.at.get(`lan/${MAC1}`), { host: 'b', seq: 2 });
     assert.deepEqual(await stored(`locations/lan/${MAC1}`), { host: 'b', port: 'vm1-dst', seq: 2 });
@@ -246,7 +255,10 @@ describe('cluster agent', () => {
       const l = await current('alive/o');
       return l !== undefined && l !== lease0;
     });
-    await until('o’s MAC is under the new lease', async () => (await current(`locations/lan/${mac}`)) === (await current('alive/o')));
+    await until(
+      'o’s MAC is under the new lease',
+      async () => (await current(`locations/lan/${mac}`)) === (await current('alive/o')),
+    );
     for (const h of [a, b]) {
       await until(`${h.id} sees o up`, () => h.agent.hosts().find((x) => x.id === 'o')?.state === 'up', 60_000);
       await until(`${h.id} has o’s MAC`, () => h.sink.at.get(`lan/${mac}`)?.host === 'o', 60_000);
