@@ -12,7 +12,19 @@ import { benchMac } from './util.js';
 
 /** Messages from the parent. */
 export type ToWorker =
-  | { op: 'start'; endpoints: string[]; prefix: string; hosts: string[]; ports: number; base: number; ttlSec: number }
+  | {
+      op: 'start';
+      endpoints: string[];
+      prefix: string;
+      hosts: string[];
+      ports: number;
+      base: number;
+      ttlSec: number;
+      /** Agents per shared connection. */
+      perConn: number;
+      /** MACs published per second by this worker at start-up. */
+      rate: number;
+    }
   | { op: 'learn'; id: number; host: string; mac: string; port: string }
   | { op: 'expect'; id: number; tag: string; count: number }
   | { op: 'synced'; id: number; up: number; known: number }
@@ -34,7 +46,7 @@ const agents = new Map<string, ClusterAgent>();
 /** Installs per `mac|host|seq` over every agent of this worker, and when the last one came. */
 const installs = new Map<string, number>();
 const waiting = new Map<string, { id: number; count: number }>();
-let conn: EtcdConnection | undefined;
+const conns: EtcdConnection[] = [];
 
 const sink: LocationSink = {
   install(_network, mac, host, seq) {
@@ -51,23 +63,44 @@ const sink: LocationSink = {
 };
 
 async function start(m: Extract<ToWorker, { op: 'start' }>): Promise<void> {
-  conn = new EtcdConnection({ endpoints: m.endpoints, prefix: m.prefix, logger: silentLogger(), opTimeoutMs: 10_000 });
-  const c = conn;
   global.gc?.();
   send({ op: 'started', rssBase: process.memoryUsage().rss });
-  // Start in small groups: a thousand grants and watch creations at once only measure etcd's queue.
+  // Agents share a connection in groups of `perConn` (one HTTP/2 connection each group).
+  let c: EtcdConnection | undefined;
+  // Start in small groups, each registered and read before the next: a thousand grants, reads and watch
+  // creations at once only measure etcd's queue.
   const group = 10;
   for (let i = 0; i < m.hosts.length; i += group) {
     await Promise.all(
       m.hosts.slice(i, i + group).map(async (host, j) => {
+        if ((i + j) % m.perConn === 0 || !c) {
+          c = new EtcdConnection({
+            endpoints: m.endpoints,
+            prefix: m.prefix,
+            logger: silentLogger(),
+            opTimeoutMs: 10_000,
+          });
+          conns.push(c);
+        }
         const agent = new ClusterAgent({ conn: c, host, logger: silentLogger(), sink, ttlSec: m.ttlSec });
         agents.set(host, agent);
         agent.setNetworks(['net0']);
-        const first = (m.base + i + j) * m.ports;
-        for (let p = 0; p < m.ports; p++) agent.learn('net0', benchMac(first + p), `p${p}`);
         await agent.start();
+        await agent.ready();
       }),
     );
+  }
+  // Then the MACs, at `rate` per second from this worker: a watcher that falls behind costs etcd far more
+  // (it replays history for it) than one that keeps up.
+  const hosts = [...agents.keys()];
+  const per = Math.max(1, Math.round(m.rate / 10));
+  for (let k = 0; k < hosts.length * m.ports; k += per) {
+    for (let x = k; x < Math.min(k + per, hosts.length * m.ports); x++) {
+      const h = Math.floor(x / m.ports);
+      const p = x % m.ports;
+      agents.get(hosts[h] as string)?.learn('net0', benchMac((m.base + h) * m.ports + p), `p${p}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
@@ -115,7 +148,7 @@ process.on('message', (m: ToWorker) => {
     case 'exit':
       void (async () => {
         await Promise.all([...agents.values()].map((a) => a.close({ revoke: false }).catch(() => {})));
-        await conn?.close();
+        await Promise.all(conns.map((c) => c.close()));
         process.exit(0);
       })();
       break;

@@ -19,7 +19,12 @@
  *   new lease and every MAC known again; CPU per agent during the outage.
  *
  *   node dist/bench/cluster.js [--hosts 10,100,1000] [--ports 10] [--workers 4] [--samples 100]
- *        [--burst 1000] [--rest-s 10] [--outage-s 30] [--outage-hosts 100] [--ttl 10] [--json FILE]
+ *        [--burst 1000] [--rest-s 10] [--outage-s 30] [--outage-hosts 100] [--ttl 10]
+ *        [--per-conn 50] [--load-rate 200] [--json FILE]
+ *
+ * Start-up: the agents start (register, read, watch) in groups of 10 per
+ * worker, then publish their MACs at `--load-rate` per second in all; the
+ * agents of a worker share one EtcdConnection per `--per-conn` agents.
  *
  * Outside the test run; no result here is a pass/fail threshold.
  */
@@ -44,6 +49,8 @@ const { values: args } = parseArgs({
     'outage-s': { type: 'string', default: '30' },
     'outage-hosts': { type: 'string', default: '100' },
     ttl: { type: 'string', default: '10' },
+    'per-conn': { type: 'string', default: '50' },
+    'load-rate': { type: 'string', default: '200' },
     json: { type: 'string' },
   },
 });
@@ -171,7 +178,7 @@ async function runN(n: number): Promise<Record<string, unknown>> {
     workers.push(new Worker(ids.slice(from, Math.floor(((w + 1) * n) / wn)), from));
   }
   const workerOf = (host: string) => workers.find((w) => w.hosts.includes(host)) as Worker;
-  const out: Record<string, unknown> = { hosts: n, ports: n * PORTS, workers: wn };
+  const out: Record<string, unknown> = { hosts: n, ports: n * PORTS, workers: wn, ttlSec: TTL };
   try {
     // Initial sync.
     const t0 = now();
@@ -186,6 +193,8 @@ async function runN(n: number): Promise<Record<string, unknown>> {
           ports: PORTS,
           base: w.base,
           ttlSec: TTL,
+          perConn: Number(args['per-conn']),
+          rate: Number(args['load-rate']) / wn,
         });
         w.rssBase = (await p).rssBase;
       }),
