@@ -29,6 +29,7 @@ export type ToWorker =
   | { op: 'expect'; id: number; tag: string; count: number }
   | { op: 'synced'; id: number; up: number; known: number }
   | { op: 'usage' }
+  | { op: 'join'; id: number; host: string; endpoints: string[]; prefix: string; ttlSec: number }
   | { op: 'exit' };
 
 /** Messages to the parent. */
@@ -37,7 +38,8 @@ export type FromWorker =
   | { op: 'learned'; id: number; at: number }
   | { op: 'reached'; id: number; at: number }
   | { op: 'synced'; id: number; at: number }
-  | { op: 'usage'; cpuMs: number; rss: number; agents: number };
+  | { op: 'usage'; cpuMs: number; rss: number; agents: number }
+  | { op: 'joined'; id: number; ms: number };
 
 const now = () => performance.timeOrigin + performance.now();
 const send = (m: FromWorker) => process.send?.(m);
@@ -145,6 +147,19 @@ process.on('message', (m: ToWorker) => {
       send({ op: 'usage', cpuMs: (cpu.user + cpu.system) / 1000, rss: process.memoryUsage().rss, agents: agents.size });
       break;
     }
+    case 'join':
+      void (async () => {
+        // One more host joining the populated fabric, on its own connection: registered, read, installed.
+        const t0 = now();
+        const c = new EtcdConnection({ endpoints: m.endpoints, prefix: m.prefix, logger: silentLogger() });
+        conns.push(c);
+        const agent = new ClusterAgent({ conn: c, host: m.host, logger: silentLogger(), sink, ttlSec: m.ttlSec });
+        agents.set(m.host, agent);
+        await agent.start();
+        await agent.ready();
+        send({ op: 'joined', id: m.id, ms: now() - t0 });
+      })();
+      break;
     case 'exit':
       void (async () => {
         await Promise.all([...agents.values()].map((a) => a.close({ revoke: false }).catch(() => {})));

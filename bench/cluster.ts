@@ -14,6 +14,7 @@
  * - etcd writes per change: the revision delta over those changes;
  * - CPU and RSS per agent at rest and during a burst of `--burst` new MACs
  *   (all at once; their convergence p50/p99 too);
+ * - join: one more host (its own connection) from start to every MAC installed;
  * - with N = `--outage-hosts`: etcd killed for `--outage-s`, then the time
  *   until every agent is registered again with all its MACs written under its
  *   new lease and every MAC known again; CPU per agent during the outage.
@@ -166,7 +167,8 @@ async function usage(workers: Worker[], ms: number): Promise<{ cpuPct: number; r
   };
 }
 
-async function runN(n: number): Promise<Record<string, unknown>> {
+async function runN(hosts: number): Promise<Record<string, unknown>> {
+  let n = hosts;
   const etcd = await startEtcd({ extraArgs: ['--quota-backend-bytes', String(4 * 2 ** 30)] });
   const raw = new EtcdConnection({ endpoints: etcd.endpoints, prefix: PREFIX, logger: silentLogger() });
   const revision = async () => Number((await raw.kv.get('fabric').exec()).header.revision);
@@ -275,7 +277,17 @@ async function runN(n: number): Promise<Record<string, unknown>> {
     };
     console.log(`N=${n}: burst`, out['burst']);
 
-    if (n === Number(args['outage-hosts'])) {
+    // One more host joins the populated fabric: start to every MAC installed.
+    const j = workers[0] as Worker;
+    const jid = nextId++;
+    const joined = j.wait<Extract<FromWorker, { op: 'joined' }>>(`joined:${jid}`);
+    j.send({ op: 'join', id: jid, host: 'joiner', endpoints: etcd.endpoints, prefix: PREFIX, ttlSec: TTL });
+    out['join'] = { macs: known, ms: r1((await joined).ms) };
+    console.log(`N=${n}: a host joins`, out['join']);
+    j.hosts.push('joiner');
+    n += 1;
+
+    if (n - 1 === Number(args['outage-hosts'])) {
       const outMs = Number(args['outage-s']) * 1000;
       await usage(workers, 1);
       await etcd.killAll();
