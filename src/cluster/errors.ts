@@ -39,16 +39,19 @@ export class ClusterTlsConfigError extends ClusterError {
   }
 }
 
-/** Moving a host's state into the fabric would contradict what the fabric already holds. Nothing was written. */
+/**
+ * A change contradicts what the fabric holds (a network's VNI differs between
+ * this host and the fabric), or the keys it compares kept changing. Nothing
+ * was written.
+ */
 export class ClusterConflictError extends ClusterError {
   override readonly status = 409;
 
-  constructor(detail: string, options?: ErrorOptions) {
-    super(
-      'ERR_CLUSTER_CONFLICT',
-      `${detail}; nothing was written: rename or renumber the network on this host (delete it and create it ` +
-        `again), or change it in the fabric, then retry`,
-      options,
-    );
+  constructor(
+    detail: string,
+    advice = 'rename or renumber the network on this host (delete it and create it again), or change it in the fabric, then retry',
+    options?: ErrorOptions,
+  ) {
+    super('ERR_CLUSTER_CONFLICT', `${detail}; nothing was written: ${advice}`, options);
   }
 }

@@ -10,7 +10,7 @@
  * fast: a refused connection fails at once, a silent one at the deadline.
  */
 import { readFileSync } from 'node:fs';
-import { Etcd3, type IOptions, type Lease, type Namespace } from 'etcd3';
+import { Etcd3, type IOptions, isRecoverableError, type Lease, type Namespace } from 'etcd3';
 import { describeError, VmlinkError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { ClusterTlsConfigError, ClusterUnavailableError } from './errors.js';
@@ -62,6 +62,14 @@ function readPem(field: string, file: string): Buffer {
   }
 }
 
+/**
+ * A failure worth another attempt: the network or the server (not the request) failed. An open circuit
+ * breaker (every member failed its last calls) is not: the call rejects at once.
+ */
+function retryable(err: unknown): boolean {
+  return err instanceof Error && isRecoverableError(err);
+}
+
 /** Rejects after `ms` with a timeout error; the timer is cleared by `clear()`. */
 function deadline(ms: number): { promise: Promise<never>; clear: () => void } {
   let timer: NodeJS.Timeout | undefined;
@@ -82,6 +90,7 @@ export class EtcdConnection {
   readonly #probeIntervalMs: number;
   readonly #listeners = new Set<StateListener>();
   readonly #backoff = new Backoff();
+  readonly #keepers = new Set<LeaseKeeper>();
   #available = false;
   #known = false;
   #downSince = 0;
@@ -95,11 +104,13 @@ export class EtcdConnection {
     this.logger = opts.logger;
     this.#opTimeoutMs = opts.opTimeoutMs ?? 3000;
     this.#probeIntervalMs = opts.probeIntervalMs ?? 5000;
-    const timeout = this.#opTimeoutMs;
+    // Each attempt of a unary call gets a third of the operation's deadline: a request lost with a killed
+    // leader fails its attempt and the client's retry (another member) still fits. Streams (watch, lease
+    // keep-alive) get no deadline; keep-alive pings find a silent peer.
+    const attemptMs = Math.max(250, Math.floor(this.#opTimeoutMs / 3));
     const options: IOptions = {
       hosts: this.endpoints as string[],
-      // Unary calls get a deadline; streams (watch, lease keep-alive) do not. Keep-alive pings find a silent peer.
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + attemptMs }),
       grpcOptions: {
         'grpc.keepalive_time_ms': 10_000,
         'grpc.keepalive_timeout_ms': 5000,
@@ -129,16 +140,28 @@ export class EtcdConnection {
   }
 
   /**
-   * Runs `op` with the operation deadline. A VmlinkError thrown by `op` passes
-   * through; any other failure (refused, timed out, no quorum) becomes a
-   * ClusterUnavailableError saying `cannot <what>`, and makes the health loop
-   * probe at once.
+   * Runs `op` within the operation deadline. A VmlinkError thrown by `op`
+   * passes through; any other failure (refused, timed out, no quorum) becomes
+   * a ClusterUnavailableError saying `cannot <what>`, and makes the health
+   * loop probe at once. While etcd is believed up, a failure the client
+   * calls recoverable (a leader election, a member just killed) is retried
+   * within the deadline; while it is known to be down, the first failure
+   * rejects. `op` may run more than once: make it idempotent (a put, or a
+   * transaction guarded by comparisons).
    */
   async run<T>(what: string, op: () => Promise<T>): Promise<T> {
     if (this.#closed) throw new ClusterUnavailableError(what, 'the etcd connection is closed');
+    const end = Date.now() + this.#opTimeoutMs;
     const limit = deadline(this.#opTimeoutMs);
     try {
-      return await Promise.race([op(), limit.promise]);
+      for (let pause = 50; ; pause *= 2) {
+        try {
+          return await Promise.race([op(), limit.promise]);
+        } catch (err) {
+          if (!this.#available || !retryable(err) || Date.now() + pause >= end) throw err;
+        }
+        await Promise.race([new Promise((r) => setTimeout(r, pause)), limit.promise]);
+      }
     } catch (err) {
       if (err instanceof VmlinkError) throw err;
       this.suspect();
@@ -148,9 +171,21 @@ export class EtcdConnection {
     }
   }
 
-  /** A lease of `ttlSec` seconds on this connection, kept alive by the client until revoked or lost. */
+  /**
+   * A lease of `ttlSec` seconds (the etcd3 Lease: `put(key)` binds a key to
+   * it, `grant()` gives its id, `revoke()`/`release()` end it, 'lost' fires
+   * when etcd says it is gone). Its keep-alives are driven here, not by
+   * etcd3's loop (which retries every 100 ms during an outage and gives the
+   * lease up locally after 2 TTLs): one every TTL/3, a bounded backoff after
+   * a failure, none while etcd is known down, one at once when it is back.
+   * etcd itself decides whether the lease survived (its leader renews leases
+   * after an election); 'lost' follows its answer.
+   */
   lease(ttlSec: number): Lease {
-    return this.kv.lease(ttlSec);
+    const lease = this.kv.lease(ttlSec, { autoKeepAlive: false });
+    const keeper = new LeaseKeeper(this, lease, ttlSec, this.#opTimeoutMs, () => this.#keepers.delete(keeper));
+    this.#keepers.add(keeper);
+    return lease;
   }
 
   /** An operation or a watch failed: probe now (when etcd is believed up) instead of at the next interval. */
@@ -163,7 +198,10 @@ export class EtcdConnection {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Watches not closed first see a connection that is down for good, and wait instead of retrying.
+    this.#available = false;
     clearTimeout(this.#timer);
+    for (const k of this.#keepers) k.stop();
     this.#listeners.clear();
     this.#client.close();
   }
@@ -216,6 +254,72 @@ export class EtcdConnection {
       } catch (err) {
         this.logger.error({ err: describeError(err) }, 'etcd state listener failed');
       }
+    }
+  }
+}
+
+/** Drives the keep-alives of one lease (see EtcdConnection.lease). */
+class LeaseKeeper {
+  readonly #backoff: Backoff;
+  readonly #intervalMs: number;
+  readonly #offState: () => void;
+  #timer: NodeJS.Timeout | undefined;
+  #waiting = false;
+  #stopped = false;
+
+  constructor(
+    readonly conn: EtcdConnection,
+    readonly lease: Lease,
+    ttlSec: number,
+    readonly timeoutMs: number,
+    readonly onStop: () => void,
+  ) {
+    this.#intervalMs = (ttlSec * 1000) / 3;
+    this.#backoff = new Backoff(250, Math.max(250, this.#intervalMs));
+    this.#offState = conn.onState((up) => {
+      if (up && this.#waiting) {
+        this.#waiting = false;
+        this.#schedule(0);
+      }
+    });
+    // A failed grant is reported by etcd3 as 'lost'.
+    lease.grant().then(
+      () => this.#schedule(this.#intervalMs),
+      () => this.stop(),
+    );
+  }
+
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#offState();
+    this.onStop();
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.#beat(), ms);
+  }
+
+  async #beat(): Promise<void> {
+    if (this.lease.revoked()) return this.stop();
+    const limit = deadline(this.timeoutMs);
+    try {
+      const res = await Promise.race([this.lease.keepaliveOnce(), limit.promise]);
+      this.#backoff.reset();
+      this.lease.emit('keepaliveSucceeded', res);
+      this.#schedule(this.#intervalMs);
+    } catch (err) {
+      // etcd said the lease is gone: etcd3 has emitted 'lost' and closed it.
+      if (this.lease.revoked()) return this.stop();
+      this.lease.emit('keepaliveFailed', err);
+      this.conn.suspect();
+      if (this.conn.available) this.#schedule(this.#backoff.next());
+      else this.#waiting = true;
+    } finally {
+      limit.clear();
     }
   }
 }

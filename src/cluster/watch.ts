@@ -141,7 +141,9 @@ class PrefixWatcher implements PrefixWatch {
     w.on('error', (err) => {
       if (gen !== this.#gen) return;
       // etcd cancelled the watch: its start revision was compacted away (or another server-side reason).
-      this.#detach(w);
+      // The manager has dropped the watcher already; a cancel request would name an id etcd no longer knows.
+      this.#gen++;
+      this.#watcher = undefined;
       this.#needRead = true;
       this.conn.logger.info(
         { prefix: this.prefix, from: from.toString(), reason: describeError(err) },
@@ -162,6 +164,7 @@ class PrefixWatcher implements PrefixWatch {
     const seen = this.#lastRev;
     let last = seen;
     for (const ev of res.events) {
+      if (this.#closed) return;
       const rev = BigInt(ev.kv.mod_revision);
       if (rev <= seen) continue;
       if (rev > last) last = rev;
