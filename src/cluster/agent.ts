@@ -123,6 +123,11 @@ export class ClusterAgent {
     return this.#membership.leaseId !== undefined;
   }
 
+  /** The host's current lease id (decimal string), undefined while not registered. */
+  get leaseId(): string | undefined {
+    return this.#membership.leaseId;
+  }
+
   /** Counts: hosts up, local MACs (and those not yet written under the current lease), known MACs, frozen MACs, corrupt values skipped. */
   stats(): { up: number; local: number; unwritten: number; known: number; frozen: number; corrupt: number } {
     return { up: this.#membership.upCount, ...this.#locations.stats() };
