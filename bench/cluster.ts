@@ -16,8 +16,10 @@
  *   (all at once; their convergence p50/p99 too);
  * - join: one more host (its own connection) from start to every MAC installed;
  * - with N = `--outage-hosts`: etcd killed for `--outage-s`, then the time
- *   until every agent is registered again with all its MACs written under its
- *   new lease and every MAC known again; CPU per agent during the outage.
+ *   until every agent is registered with all its MACs written under its
+ *   current lease and every MAC known, and until a MAC learned at that moment
+ *   is installed by all the other agents (their watches resumed); CPU per
+ *   agent during the outage.
  *
  *   node dist/bench/cluster.js [--hosts 10,100,1000] [--ports 10] [--workers 4] [--samples 100]
  *        [--burst 1000] [--rest-s 10] [--outage-s 30] [--outage-hosts 100] [--ttl 10]
@@ -296,7 +298,20 @@ async function runN(hosts: number): Promise<Record<string, unknown>> {
       await etcd.startAll();
       const back = now();
       const at = await allSynced(workers, n, known);
-      out['outage'] = { outageS: outMs / 1000, resyncS: Math.round(at - back) / 1000, cpuPctDuring: during.cpuPct };
+      // A change right after etcd is back: it converges once the publisher's write gets through and
+      // every agent's watch has resumed.
+      const host = ids[0] as string;
+      const mac = benchMac(30_000_000);
+      const first = await converge(workers, `${mac}|${host}|1`, host, async () => {
+        await learn(workerOf(host), host, mac, 'after');
+        return back;
+      });
+      out['outage'] = {
+        outageS: outMs / 1000,
+        resyncS: Math.round(at - back) / 1000,
+        firstChangeConvergedS: Math.round(first) / 1000,
+        cpuPctDuring: during.cpuPct,
+      };
       console.log(`N=${n}: outage`, out['outage']);
     }
   } finally {
