@@ -13,6 +13,12 @@ export function parseMacOrThrow(text: string | undefined): number {
   return mac;
 }
 
+/** The n-th MAC of a benchmark as text: 52:54 followed by the 32 bits of n. */
+export function benchMac(n: number): string {
+  const b = [0x52, 0x54, (n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

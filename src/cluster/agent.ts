@@ -42,6 +42,7 @@ export class ClusterAgent {
   readonly #locations: Locations;
   readonly #macs: MacSource | undefined;
   #unsubscribe: (() => void) | undefined;
+  #started: Promise<void> | undefined;
 
   constructor(opts: ClusterAgentOptions) {
     this.host = opts.host;
@@ -71,9 +72,14 @@ export class ClusterAgent {
   /**
    * Starts the watches, subscribes to the MAC source, publishes its current
    * local MACs and registers the host; resolves when registered the first
-   * time (it keeps trying while etcd is away).
+   * time (it keeps trying while etcd is away). Calling it again returns the same promise.
    */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    this.#started ??= this.#start();
+    return this.#started;
+  }
+
+  async #start(): Promise<void> {
     this.#locations.start();
     if (this.#macs) {
       this.#unsubscribe = this.#macs.onMacEvent((ev) => this.#onMacEvent(ev));
@@ -122,8 +128,13 @@ export class ClusterAgent {
     return this.#membership.leaseId !== undefined;
   }
 
-  /** Counts: hosts up, local and known MACs, frozen MACs, corrupt values skipped. */
-  stats(): { up: number; local: number; known: number; frozen: number; corrupt: number } {
+  /** The host's current lease id (decimal string), undefined while not registered. */
+  get leaseId(): string | undefined {
+    return this.#membership.leaseId;
+  }
+
+  /** Counts: hosts up, local MACs (and those not yet written under the current lease), known MACs, frozen MACs, corrupt values skipped. */
+  stats(): { up: number; local: number; unwritten: number; known: number; frozen: number; corrupt: number } {
     return { up: this.#membership.upCount, ...this.#locations.stats() };
   }
 

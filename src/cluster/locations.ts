@@ -174,10 +174,18 @@ export class Locations {
     return e ? { host: e.host, seq: e.seq } : undefined;
   }
 
-  /** Counts for metrics and the bench. */
-  stats(): { local: number; known: number; frozen: number; corrupt: number } {
+  /**
+   * Counts for metrics and the bench: local MACs (unwritten: not yet written
+   * under the current lease), MACs known from the store, frozen MACs, corrupt
+   * values skipped.
+   */
+  stats(): { local: number; unwritten: number; known: number; frozen: number; corrupt: number } {
+    const lease = this.#o.leaseId();
+    let unwritten = 0;
+    for (const l of this.#local.values()) if (!l.wrote.startsWith(`${lease}|`)) unwritten++;
     return {
       local: this.#local.size,
+      unwritten,
       known: this.#entries.size,
       frozen: this.#frozen.size,
       corrupt: this.#corrupt.size,
@@ -256,9 +264,15 @@ export class Locations {
 
   #put(key: string, value: Buffer, modRevision: string): void {
     const i = key.lastIndexOf('/');
-    if (i <= 0 || !MAC_RE.test(key.slice(i + 1))) return this.#report(key, 'key is not <network>/<mac>');
+    if (i <= 0 || !MAC_RE.test(key.slice(i + 1))) {
+      this.#report(key, 'key is not <network>/<mac>');
+      return;
+    }
     const v = parseValue(value);
-    if (typeof v === 'string') return this.#report(key, v);
+    if (typeof v === 'string') {
+      this.#report(key, v);
+      return;
+    }
     const rev = Number(modRevision);
     const old = this.#entries.get(key);
     const prev = old && { host: old.host, seq: old.seq };

@@ -152,6 +152,7 @@ export class Membership {
   #retry: NodeJS.Timeout | undefined;
   #aliveRetry: NodeJS.Timeout | undefined;
   #wake: (() => void) | undefined;
+  #offState: (() => void) | undefined;
   readonly #backoff = new Backoff(500, 5000);
   readonly #members = new Map<string, MemberRecord>();
   readonly #alive = new Map<string, AliveRecord>();
@@ -177,6 +178,10 @@ export class Membership {
 
   /** Starts the hosts watches and registers; resolves when registered the first time. */
   start(): Promise<void> {
+    // A registration waiting out its backoff tries at once when the connection finds etcd again.
+    this.#offState = this.#o.conn.onState((up) => {
+      if (up) this.#wake?.();
+    });
     this.#watches.push(
       watchPrefix(this.#o.conn, 'members/', {
         reset: (items) => {
@@ -259,6 +264,7 @@ export class Membership {
     this.#closed = true;
     clearTimeout(this.#retry);
     this.#wake?.();
+    this.#offState?.();
     clearTimeout(this.#aliveRetry);
     clearTimeout(this.#notify);
     const lease = this.#lease;
@@ -346,7 +352,8 @@ export class Membership {
           this.#o.onLease?.(id);
           return;
         } catch (err) {
-          lease?.release();
+          // Revoke, not just release: a grant or put that answers late must not leave records behind.
+          if (lease) void lease.revoke().catch(() => undefined);
           if (!this.#lostLogged) {
             this.#lostLogged = true;
             logger.warn({ host, err: describeError(err) }, 'cluster: cannot register the host; retrying with backoff');
@@ -355,6 +362,8 @@ export class Membership {
             this.#wake = r;
             this.#retry = setTimeout(r, this.#backoff.next());
           });
+          clearTimeout(this.#retry);
+          this.#wake = undefined;
         }
       }
     })().finally(() => {
