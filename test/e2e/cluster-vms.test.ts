@@ -177,8 +177,9 @@ describe('a fabric of four hosts on etcd with real VMs', { timeout: 900_000 }, (
       };
       const before = (await fabricEntry(3))?.seq ?? 0;
       assert.ok(before >= 1, 'h3 knew the MAC at h4 before the move');
-      // The VM "moves" as a live migration does it: it appears on h2 (a port with the same MAC whose
-      // guest announces itself) while its source on h4 still exists; then the source is released.
+      // The VM "moves" as a live migration does it: its source on h4 is stopped (connected, silent), it
+      // appears on h2 (a port with the same MAC whose guest announces itself), then the source is released.
+      v4.pause();
       const d2 = rig.d(2);
       await ok(d2, [
         'port',

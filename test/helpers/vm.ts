@@ -255,10 +255,19 @@ export class Vm {
   }
 
   /** Stops QEMU (SIGTERM, then SIGKILL after 5 s) and waits until it is reaped. Idempotent. */
+  /**
+   * Freezes the VM's QEMU (SIGSTOP): the guest sends nothing and its sockets stay open, as a live
+   * migration's source is stopped for the switch-over. {@link close} ends it either way.
+   */
+  pause(): void {
+    this.#proc.kill('SIGSTOP');
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#exitCode === undefined) {
       this.#proc.kill('SIGTERM');
+      this.#proc.kill('SIGCONT'); // a paused VM handles its SIGTERM once it runs again
       const timer = setTimeout(() => this.#proc.kill('SIGKILL'), 5000);
       await this.#exited;
       clearTimeout(timer);
