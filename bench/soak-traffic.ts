@@ -215,7 +215,9 @@ const SPAN = 4 << 20;
 /**
  * NBD traffic: one client writes a 64 KiB pattern at a random offset (in the first 4 MiB), reads it
  * back and compares, `opsPerSec` times a second; with `churn`, every op runs
- * on a fresh connection (connect, negotiate, op, disconnect).
+ * on a fresh connection (connect, negotiate, op, disconnect). The steady source uses the first half
+ * of that span and the churning one the second: two sources on one region would overwrite each
+ * other's pattern between a write and its read-back, a mismatch that is no fault of the server.
  */
 export async function nbdSource(name: string, socketPath: string, opsPerSec: number, churn: boolean): Promise<Source> {
   const counts = newCounts();
@@ -228,7 +230,8 @@ export async function nbdSource(name: string, socketPath: string, opsPerSec: num
       const len = 65536;
       // Within the first 4 MiB: the memory export's pages are all touched during the warm-up,
       // so its growth does not pass for a leak of the daemon.
-      const off = Math.floor(Math.random() * ((Math.min(c.size, SPAN) - len) / 4096)) * 4096;
+      const half = Math.min(c.size, SPAN) / 2;
+      const off = (churn ? half : 0) + Math.floor(Math.random() * ((half - len) / 4096)) * 4096;
       const data = Buffer.alloc(len, seq++ & 0xff);
       await c.write(off, data);
       counts.sent++;
