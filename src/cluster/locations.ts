@@ -22,6 +22,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Backoff } from '../util/backoff.js';
 import type { EtcdConnection } from './etcd.js';
+import { jsonObject } from './json-record.js';
 import type { Clock } from './membership.js';
 import { watchPrefix } from './watch.js';
 
@@ -96,13 +97,8 @@ const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const ATTEMPTS = 5;
 
 function parseValue(buf: Buffer): { host: string; port: string; seq: number } | string {
-  let v: Record<string, unknown>;
-  try {
-    v = JSON.parse(buf.toString());
-  } catch {
-    return 'not JSON';
-  }
-  if (!v || typeof v !== 'object') return 'not an object';
+  const v = jsonObject(buf);
+  if (typeof v === 'string') return v;
   const { host, port, seq } = v;
   if (typeof host !== 'string' || host === '') return 'host is not a name';
   if (typeof port !== 'string') return 'port is not a string';

@@ -20,6 +20,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { Backoff } from '../util/backoff.js';
 import type { EtcdConnection } from './etcd.js';
+import { jsonObject } from './json-record.js';
 import { watchPrefix } from './watch.js';
 
 /** The persistent host record at `members/<host>`. */
@@ -106,13 +107,8 @@ function parseLinks(v: unknown): LinkState[] | undefined {
 
 /** A parsed alive record, or a reason it is not one. */
 function parseAlive(host: string, buf: Buffer): AliveRecord | string {
-  let v: Record<string, unknown>;
-  try {
-    v = JSON.parse(buf.toString());
-  } catch {
-    return 'not JSON';
-  }
-  if (!v || typeof v !== 'object') return 'not an object';
+  const v = jsonObject(buf);
+  if (typeof v === 'string') return v;
   if (v['id'] !== host) return `id ${JSON.stringify(v['id'])} is not the key's host`;
   if (!str(v['since'])) return 'since is not a string';
   const nets = v['networks'];
@@ -123,13 +119,8 @@ function parseAlive(host: string, buf: Buffer): AliveRecord | string {
 }
 
 function parseMember(host: string, buf: Buffer): MemberRecord | string {
-  let v: Record<string, unknown>;
-  try {
-    v = JSON.parse(buf.toString());
-  } catch {
-    return 'not JSON';
-  }
-  if (!v || typeof v !== 'object') return 'not an object';
+  const v = jsonObject(buf);
+  if (typeof v === 'string') return v;
   if (v['id'] !== host) return `id ${JSON.stringify(v['id'])} is not the key's host`;
   if (v['overlay'] !== null && !str(v['overlay'])) return 'overlay is neither a string nor null';
   if (typeof v['reachable'] !== 'boolean') return 'reachable is not a boolean';
