@@ -52,3 +52,14 @@ export class ControlPathError extends ApiServerError {
     );
   }
 }
+
+/** A request that would change something reached the read-only HTTP endpoint. */
+export class HttpReadOnlyError extends ApiServerError {
+  override readonly status = 405;
+  constructor(method: string, url: string) {
+    super(
+      'ERR_HTTP_READ_ONLY',
+      `${method} ${url}: the HTTP endpoint (http.listen) is read-only; make changes through the control socket (the vmlink command, or docs/api.md)`,
+    );
+  }
+}

@@ -32,6 +32,7 @@ import {
   ControlSocketError,
   RouteNotFoundError,
 } from './errors.js';
+import { nameParam, queryParam, registerReadRoutes } from './read-routes.js';
 
 export interface ApiServerOptions {
   backend: ControlBackend;
@@ -67,14 +68,6 @@ export function errorReply(err: unknown): { status: number; body: ErrorBody } {
     return { status, body: { error: { code: 'ERR_BAD_REQUEST', message: describeError(err) } } };
   }
   return { status: 500, body: { error: { code: 'ERR_INTERNAL', message: describeError(err) } } };
-}
-
-/** A single string query parameter, or undefined; repeated parameters are refused. */
-function queryParam(req: FastifyRequest, key: string): string | undefined {
-  const v = (req.query as Record<string, unknown>)[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string') throw new BadRequestError(`query parameter "${key}" must be given once`);
-  return v;
 }
 
 function countParam(req: FastifyRequest): number | undefined {
@@ -219,35 +212,29 @@ export class ApiServer {
 
   #routes(app: FastifyInstance): void {
     const b = this.#backend;
-    const name = (req: FastifyRequest): string => (req.params as { name: string }).name;
+    const name = nameParam;
 
     app.setErrorHandler((err, req, reply) => this.#fail(err, req, reply));
     app.setNotFoundHandler((req, reply) => this.#fail(new RouteNotFoundError(req.method, req.url), req, reply));
 
-    app.get('/v1/status', async () => b.status());
+    registerReadRoutes(app, b);
     app.post('/v1/reload', async () => ({ reload: await b.reload() }));
-    app.get('/v1/cluster', async () => ({ cluster: await b.cluster() }));
     app.post('/v1/cluster/init', async (req) => ({ cluster: await b.clusterInit(req.body) }));
     app.post('/v1/cluster/token', async (req, reply) =>
       reply.code(201).send({ token: await b.clusterToken(req.body ?? {}) }),
     );
     app.post('/v1/cluster/join', async (req) => ({ cluster: await b.clusterJoin(req.body) }));
-    app.get('/v1/networks', async () => ({ networks: b.networks() }));
     app.post('/v1/networks', async (req, reply) => reply.code(201).send({ network: await b.addNetwork(req.body) }));
     app.delete('/v1/networks/:name', async (req, reply) => {
       await b.deleteNetwork(name(req));
       return reply.code(204).send();
     });
-    app.get('/v1/ports', async () => ({ ports: b.ports() }));
     app.post('/v1/ports', async (req, reply) => reply.code(201).send({ port: await b.addPort(req.body) }));
-    app.get('/v1/ports/:name', async (req) => ({ port: b.port(name(req)) }));
     app.delete('/v1/ports/:name', async (req, reply) => {
       await b.deletePort(name(req));
       return reply.code(204).send();
     });
-    app.get('/v1/exports', async () => ({ exports: b.exports() }));
     app.post('/v1/exports', async (req, reply) => reply.code(201).send({ export: await b.addExport(req.body) }));
-    app.get('/v1/exports/:name', async (req) => ({ export: b.export(name(req)) }));
     app.delete('/v1/exports/:name', async (req, reply) => {
       await b.deleteExport(name(req));
       return reply.code(204).send();
@@ -261,18 +248,14 @@ export class ApiServer {
       }
       return b.diskArgs(name(req), id);
     });
-    app.get('/v1/qos', async () => b.qos());
     app.post('/v1/ports/:name/qos', async (req) => ({ port: await b.qosRequest(name(req), req.body) }));
-    app.get('/v1/links', async () => ({ links: b.links(), listener: b.linkListener() }));
     app.post('/v1/links', async (req, reply) => reply.code(201).send({ link: await b.addLink(req.body) }));
-    app.get('/v1/links/:name', async (req) => ({ link: b.link(name(req)) }));
     app.post('/v1/links/:name/qos', async (req) => ({ link: await b.setLinkQos(name(req), req.body ?? {}) }));
     app.delete('/v1/links/:name/qos', async (req) => ({ link: await b.setLinkQos(name(req), undefined) }));
     app.delete('/v1/links/:name', async (req, reply) => {
       await b.deleteLink(name(req));
       return reply.code(204).send();
     });
-    app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
     app.get('/v1/ports/:name/qemu-args', async (req) => {
       const id = queryParam(req, 'id');
       if (id !== undefined && !NETDEV_ID_RE.test(id)) {

@@ -34,6 +34,16 @@ export interface StatusView {
   overlay?: { listener: ListenerView };
   /** The daemon process's resources and responsiveness. */
   process: ProcessStatusView;
+  /** The read-only HTTP endpoint (`http:`), when configured. */
+  http?: HttpStatusView;
+}
+
+/** What `GET /v1/status` shows of the HTTP endpoint. */
+export interface HttpStatusView {
+  /** Bound address (`tcp:127.0.0.1:9470`, port 0 resolved) while listening; empty otherwise. */
+  listen: string[];
+  /** Why it is not listening, when it failed to start. */
+  reason?: string;
 }
 
 /** The process part of `GET /v1/status`. */

@@ -8,6 +8,7 @@ import { type Address, parseAddress } from '../util/address.js';
 import { parseMac } from '../util/mac.js';
 import { limitSchema } from './admission-schema.js';
 import { clusterSchema } from './cluster-schema.js';
+import { httpSchema } from './http-schema.js';
 import { linkSchema, overlaySchema } from './overlay-schema.js';
 import { portQosSchema } from './qos-schema.js';
 import { socketAccessSchema } from './socket-schema.js';
@@ -280,6 +281,8 @@ export const configSchema = z
     links: z.array(linkSchema).default([]),
     /** Membership of a fabric whose state lives in etcd (docs/cluster.md); absent: a single host. */
     cluster: clusterSchema.optional(),
+    /** The read-only HTTP endpoint: metrics, events, the dashboard (docs/observe.md); absent: off. */
+    http: httpSchema.optional(),
     log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']) }).optional(),
   })
   .superRefine((c, ctx) => {

@@ -11,6 +11,7 @@ import type {
   ControlBackend,
   DiskArgsView,
   ExportView,
+  HttpStatusView,
   NetworkView,
   PortViewOut,
   QemuArgsView,
@@ -63,6 +64,8 @@ export interface DaemonBackendOptions {
   reload: () => Promise<ReloadView>;
   /** The fabric membership (`vmlink cluster ...`). */
   cluster?: ClusterService | undefined;
+  /** The HTTP endpoint's state, when `http:` is configured (the server is built after the backend). */
+  httpStatus?: (() => HttpStatusView | undefined) | undefined;
 }
 
 export class DaemonBackend implements ControlBackend {
@@ -80,6 +83,7 @@ export class DaemonBackend implements ControlBackend {
     const all = ports.entries();
     const nbd = storage.admission();
     const links = overlay.admission();
+    const http = this.#o.httpStatus?.();
     return {
       host: {
         id: this.#o.hostId,
@@ -95,6 +99,7 @@ export class DaemonBackend implements ControlBackend {
       admission: { control: this.#o.controlAdmission(), ...(nbd ? { nbd } : {}), ...(links ? { links } : {}) },
       process: this.#o.processStats.view(),
       overlay: { listener: overlay.listener() },
+      ...(http ? { http } : {}),
     };
   }
 

@@ -7,6 +7,7 @@
  */
 
 import type { ReloadView } from '../api/backend.js';
+import { HttpServer } from '../api/http-server.js';
 import { ApiServer } from '../api/server.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
@@ -55,6 +56,8 @@ export interface Collaborators {
   reconciler: Reconciler;
   processStats: ProcessStats;
   api: ApiServer;
+  /** The read-only HTTP endpoint (metrics, events, dashboard), when `http:` is configured. */
+  http: HttpServer | undefined;
 }
 
 /** The daemon's collaborators for `opts`; `reload` is what `POST /v1/reload` runs. */
@@ -106,6 +109,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
   const processStats = startProcessStats();
   const version = packageVersion();
   let api: ApiServer | undefined;
+  let http: HttpServer | undefined;
   const backend = new DaemonBackend({
     hostId: config.host.id,
     stateDir: config.host.state_dir,
@@ -126,6 +130,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     controlAdmission: () => (api as ApiServer).admission(),
     reload,
     cluster,
+    httpStatus: () => http?.status(),
   });
   api = new ApiServer({
     backend,
@@ -135,6 +140,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     headersTimeoutMs: config.host.control_headers_timeout_ms,
     socket: config.host.control_socket,
   });
+  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [] });
   return {
     logger,
     controlPath,
@@ -151,5 +157,6 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     reconciler,
     processStats,
     api,
+    http,
   };
 }

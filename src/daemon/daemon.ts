@@ -76,6 +76,7 @@ export class Daemon {
       await this.#converge(desired, ['links']);
       await c.cluster.start();
       await c.api.listen();
+      await c.http?.listen();
     } catch (err) {
       await this.stop();
       throw err;
@@ -146,6 +147,7 @@ export class Daemon {
     // Captures end first: their streaming answers would keep the API from closing.
     c.ports.endCaptures('the daemon is stopping');
     await c.api.close().catch((err) => log.error({ err }, `closing the control API: ${describeError(err)}`));
+    await c.http?.close().catch((err) => log.error({ err }, `closing the HTTP endpoint: ${describeError(err)}`));
     // The lease is revoked first: other hosts see this one go at once, not after its TTL.
     await c.cluster.stop().catch((err) => log.error({ err }, `leaving the fabric: ${describeError(err)}`));
     await c.overlay.stop().catch((err) => log.error({ err }, `stopping the overlay: ${describeError(err)}`));

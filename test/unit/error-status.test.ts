@@ -67,7 +67,8 @@ const MODULES: Record<string, unknown>[] = [
   nbdTls,
 ];
 
-const ALLOWED = new Set([400, 403, 404, 409, 413, 422, 500, 503]);
+// 405: the read-only HTTP endpoint refuses a change (docs/api.md, docs/daemon.md `http`).
+const ALLOWED = new Set([400, 403, 404, 405, 409, 413, 422, 500, 503]);
 
 /**
  * The only classes that may answer 500, each a failure of the daemon or of
@@ -113,6 +114,7 @@ const ARGS: Record<string, unknown[]> = {
   ApiServerError: ['ERR_SOMETHING', 'something failed'],
   BadRequestError: ['query parameter "count" must be given once'],
   RouteNotFoundError: ['GET', '/v1/nothing'],
+  HttpReadOnlyError: ['POST', '/v1/reload'],
   ControlInUseError: ['/run/vmlink/control.sock'],
   ControlSocketError: ['/run/vmlink/control.sock', 'unknown group "kvm"'],
   ControlPathError: ['/run/vmlink/control.sock', 'not a socket'],
