@@ -9,6 +9,7 @@
 import type { ReloadView } from '../api/backend.js';
 import { HttpServer } from '../api/http-server.js';
 import { ApiServer } from '../api/server.js';
+import { WEB_ROOT, webRoutes } from '../api/web-routes.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
 import type { StateStore } from '../control/store.js';
@@ -140,7 +141,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     headersTimeoutMs: config.host.control_headers_timeout_ms,
     socket: config.host.control_socket,
   });
-  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [] });
+  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [webRoutes(WEB_ROOT)] });
   return {
     logger,
     controlPath,
