@@ -9,16 +9,30 @@ import { bits, type PortRow, perSec, si } from './model.js';
 
 const PAGE = 50;
 
-type SortKey = 'rate' | 'name' | 'host' | 'network' | 'state' | 'drops' | 'qos';
+type SortKey = 'rate' | 'rx' | 'tx' | 'name' | 'host' | 'network' | 'state' | 'drops' | 'qos';
 
 const SORTS: Record<SortKey, (a: PortRow, b: PortRow) => number> = {
   rate: (a, b) => b.rx_bps + b.tx_bps - (a.rx_bps + a.tx_bps) || a.key.localeCompare(b.key),
+  rx: (a, b) => b.rx_bps - a.rx_bps || a.key.localeCompare(b.key),
+  tx: (a, b) => b.tx_bps - a.tx_bps || a.key.localeCompare(b.key),
   name: (a, b) => a.name.localeCompare(b.name) || a.host.localeCompare(b.host),
   host: (a, b) => a.host.localeCompare(b.host) || a.name.localeCompare(b.name),
   network: (a, b) => (a.network ?? '').localeCompare(b.network ?? '') || a.key.localeCompare(b.key),
   state: (a, b) => a.state.localeCompare(b.state) || a.key.localeCompare(b.key),
   drops: (a, b) => b.drops_ps - a.drops_ps || b.drops_total - a.drops_total || a.key.localeCompare(b.key),
   qos: (a, b) => use(b) - use(a) || a.key.localeCompare(b.key),
+};
+
+const SORT_NAMES: Record<SortKey, string> = {
+  rate: 'rate (rx + tx)',
+  rx: 'rx rate',
+  tx: 'tx rate',
+  drops: 'drops',
+  qos: 'QoS use',
+  name: 'name',
+  host: 'host',
+  network: 'network',
+  state: 'state',
 };
 
 /** The share of its cap (else of its reservation) a port uses, 0 without QoS. */
@@ -160,6 +174,20 @@ export function PortTable(props: { ports: PortRow[]; selected?: string | undefin
             setPage(0);
           }}
         />
+        <label>
+          sort by{' '}
+          <select
+            value={sort}
+            data-testid="port-sort"
+            onChange={(e) => setSort((e.target as HTMLSelectElement).value as SortKey)}
+          >
+            {Object.entries(SORT_NAMES).map(([k, label]) => (
+              <option key={k} value={k}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </label>
         <span class="count" data-testid="port-count">
           {found.length === props.ports.length
             ? `${props.ports.length} ports`
@@ -185,9 +213,9 @@ export function PortTable(props: { ports: PortRow[]; selected?: string | undefin
             {h('network', 'network')}
             {h('state', 'state')}
             <th>MACs</th>
-            {h('rate', 'rx')}
-            <th>tx</th>
-            <th>frames/s</th>
+            {h('rx', 'rx')}
+            {h('tx', 'tx')}
+            {h('rate', 'frames/s')}
             {h('drops', 'drops')}
             {h('qos', 'QoS use')}
           </tr>

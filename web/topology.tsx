@@ -10,7 +10,9 @@ import type { OverviewHost, OverviewLink, OverviewView } from './overview.js';
 const W = 300;
 const ROW = 18;
 const PORTS_SHOWN = 6;
-const GAP_X = 160;
+const GAP_X = 220;
+/** Where a host's first network line sits below its top. */
+const HEAD = 58;
 const GAP_Y = 60;
 
 interface Box {
@@ -48,7 +50,7 @@ function layout(view: OverviewView, ports: PortRow[]): { boxes: Box[]; width: nu
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([name, ps]) => ({ name, vni: view.networks.find((n) => n.name === name)?.vni, ports: ps }));
     const lines = list.reduce((n, net) => n + 1 + Math.min(net.ports.length, PORTS_SHOWN + 1), 0);
-    const h = 44 + Math.max(1, lines) * ROW;
+    const h = HEAD + Math.max(1, lines) * ROW - 6;
     const r = Math.floor(i / cols);
     rowHeights[r] = Math.max(rowHeights[r] ?? 0, h);
     boxes.push({ host, x: (i % cols) * (W + GAP_X), y: r, h, nets: list });
@@ -104,12 +106,20 @@ export function Topology(props: { view: OverviewView; ports: PortRow[]; onSelect
         const up = p.links.every((x) => x.state === 'up');
         const rtt = p.links.find((x) => x.rtt_ms !== undefined)?.rtt_ms;
         const bps = Math.max(...p.links.map((x) => x.tx_bps + x.rx_bps));
-        const label = `${l.path}${rtt !== undefined ? ` · ${rtt.toFixed(rtt < 10 ? 2 : 0)} ms` : ''} · ${bits(bps)}`;
+        const how = `${l.path}${rtt !== undefined ? ` · RTT ${rtt.toFixed(rtt < 10 ? 2 : 0)} ms` : ''}`;
+        const mx = (ca.x + cb.x) / 2;
+        const my = (ca.y + cb.y) / 2;
         return (
           <g class={`link ${up ? 'ok' : 'bad'} ${l.path}`} data-link={`${p.a}|${p.b}`} key={`${p.a}|${p.b}`}>
             <line x1={ca.x} y1={ca.y} x2={cb.x} y2={cb.y} />
-            <text x={(ca.x + cb.x) / 2} y={(ca.y + cb.y) / 2 - 8} text-anchor="middle">
-              {p.links.map((x) => x.name).join(' / ')}: {up ? label : p.links.map((x) => x.state).join('/')}
+            <text x={mx} y={my - 24} text-anchor="middle">
+              {p.links.map((x) => x.name).join(' / ')}
+            </text>
+            <text x={mx} y={my - 10} text-anchor="middle">
+              {up ? how : p.links.map((x) => x.state).join(' / ')}
+            </text>
+            <text x={mx} y={my + 16} text-anchor="middle" class="rate">
+              {up ? bits(bps) : ''}
             </text>
           </g>
         );
@@ -124,7 +134,7 @@ export function Topology(props: { view: OverviewView; ports: PortRow[]; onSelect
 function HostBox(props: { box: Box; local: boolean; onSelect: (key: string) => void }) {
   const { box } = props;
   const { host } = box;
-  let y = box.y + 44;
+  let y = box.y + HEAD;
   const rows = [];
   for (const net of box.nets) {
     rows.push(
@@ -170,11 +180,11 @@ function HostBox(props: { box: Box; local: boolean; onSelect: (key: string) => v
   return (
     <g class={`host ${stateClass(host.state)}`} data-host={host.id}>
       <rect x={box.x} y={box.y} width={W} height={box.h} rx={8} />
-      <text class="host-name" x={box.x + 10} y={box.y + 20}>
+      <text class="host-name" x={box.x + 10} y={box.y + 22}>
         {host.id}
         {props.local ? ' (this host)' : ''}
       </text>
-      <text class="dim" x={box.x + 10} y={box.y + 34}>
+      <text class="dim" x={box.x + 10} y={box.y + 38}>
         {host.state}
         {host.address ? ` · ${host.address}` : ''}
         {host.reason ? ` · ${host.reason}` : ''}
