@@ -24,7 +24,7 @@ describe('the dashboard files', () => {
     const dir = newDir();
     const r = await startDaemon({ ...twoPortConfig(dir), http: { listen: 'tcp:127.0.0.1:0' } }, dir);
     after(() => stopDaemon(r));
-    const base = `http://${((await r.client.status()).http?.listen[0] as string).slice(4)}`;
+    const base = `http://${String((await r.client.status()).http?.listen[0]).slice(4)}`;
     const index = await request(`${base}/`);
     const html = await index.body.text();
     assert.equal(index.statusCode, 200);
