@@ -116,24 +116,15 @@ export function PortDetail(props: { port: PortRow; reasons: string[]; onClose: (
           QoS: <QosBar qos={p.qos} /> reserved {bits(p.qos.min)}
         </p>
       )}
-      <table class="drops">
-        <thead>
-          <tr>
-            <th>drop reason</th>
-            <th>total</th>
-            <th>now</th>
-          </tr>
-        </thead>
-        <tbody>
-          {reasons.map((r) => (
-            <tr key={r} class={p.drop_rates[r] ? 'bad' : (p.drops[r] ?? 0) > 0 ? '' : 'dim'} data-reason={r}>
-              <td>{r}</td>
-              <td>{p.drops[r] ?? 0}</td>
-              <td>{p.drop_rates[r] ? perSec(p.drop_rates[r], '') : ''}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <div class="drops" data-testid="drops">
+        <b>drops by reason</b>
+        {reasons.map((r) => (
+          <span key={r} class={p.drop_rates[r] ? 'bad' : (p.drops[r] ?? 0) > 0 ? '' : 'dim'} data-reason={r}>
+            {r} {p.drops[r] ?? 0}
+            {p.drop_rates[r] ? ` (+${perSec(p.drop_rates[r], '')})` : ''}
+          </span>
+        ))}
+      </div>
     </section>
   );
 }

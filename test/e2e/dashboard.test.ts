@@ -1,36 +1,28 @@
 /**
  * The web dashboard in a real browser (Debian's chromium driven by
- * playwright-core): two daemons joined by a link, each with a TAP port whose
- * far end sits in a network namespace. The topology shows both hosts, the link
- * and the ports; a ping flood between the namespaces makes the port's rate
- * rise on screen; a port deleted through the CLI disappears; with 1,000 ports
- * the table pages and search finds one. Screenshots go to test-artifacts/.
+ * playwright-core). Two daemons in a cluster (a real etcd on loopback), each
+ * with a TAP port whose far end sits in a network namespace: one daemon's
+ * dashboard shows the whole fabric, both hosts, the link between them and
+ * both hosts' ports; a ping flood between the namespaces makes the ports'
+ * rates rise on screen; a port deleted through the CLI on the other host
+ * disappears. With 1,000 ports the table pages and search finds one.
+ * Screenshots go to test-artifacts/ (one of them is docs/images/dashboard.png).
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { type EtcdCluster, startEtcd } from '../helpers/etcd.js';
+import { freeTcpPort } from '../helpers/host-net.js';
 import { Netns, uniqueIfname } from '../helpers/netns.js';
 import { REPO_ROOT } from '../helpers/vm.js';
 
 const ARTIFACTS = join(REPO_ROOT, 'test-artifacts');
 /** Generous: the machine is shared; nothing here measures time. */
 const WAIT = 90_000;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** The dashboard's address: the daemon's http.listen as `GET /v1/status` reports it. */
 async function dashboardUrl(d: TestDaemon): Promise<string> {
@@ -43,11 +35,17 @@ async function dashboardUrl(d: TestDaemon): Promise<string> {
 async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
   const end = Date.now() + WAIT;
   for (;;) {
-    const v = await fn();
+    const v = await fn().catch(() => undefined);
     if (v !== undefined) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+async function ok(d: TestDaemon, args: string[]): Promise<string> {
+  const r = await d.cli(args, 60_000);
+  assert.equal(r.code, 0, `vmlink ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
 }
 
 async function openPage(browser: Browser, url: string): Promise<Page> {
@@ -66,9 +64,10 @@ const rxBps = (page: Page, key: string): Promise<number> =>
     .getAttribute('data-bps', { timeout: WAIT })
     .then((v) => Number(v));
 
-describe('the web dashboard', { timeout: 600_000 }, () => {
+describe('the web dashboard of a two-host fabric', { timeout: 600_000 }, () => {
   const ifA = uniqueIfname('vda');
   const ifB = uniqueIfname('vdb');
+  let etcd: EtcdCluster;
   let a: TestDaemon;
   let b: TestDaemon;
   let ns1: Netns;
@@ -79,45 +78,36 @@ describe('the web dashboard', { timeout: 600_000 }, () => {
 
   before(async () => {
     await mkdir(ARTIFACTS, { recursive: true });
-    const linkPort = await freePort();
-    const http = { listen: 'tcp:127.0.0.1:0' };
-    const networks = [
-      { name: 'lab', vni: 100, mtu: 1500 },
-      { name: 'dmz', vni: 200, mtu: 1500 },
-    ];
-    b = await startDaemon({
-      hostId: 'dash-b',
-      logLevel: 'warn',
-      networks,
-      ports: (dir) => [
-        { name: 'vm-b', network: 'lab', kind: 'tap', ifname: ifB },
-        { name: 'web-b', network: 'dmz', kind: 'stream', listen: `unix:${join(dir, 'web-b.sock')}` },
-      ],
-      extra: () => ({ overlay: { listen: `tcp:127.0.0.1:${linkPort}`, plain: true }, http }),
+    etcd = await startEtcd();
+    const extra = (port: number) => () => ({
+      overlay: { listen: `tcp:127.0.0.1:${port}`, plain: true },
+      http: { listen: 'tcp:127.0.0.1:0' },
     });
-    a = await startDaemon({
-      hostId: 'dash-a',
-      logLevel: 'warn',
-      networks,
-      ports: (dir) => [
-        { name: 'vm-a', network: 'lab', kind: 'tap', ifname: ifA },
-        { name: 'db-a', network: 'dmz', kind: 'stream', listen: `unix:${join(dir, 'db-a.sock')}` },
-      ],
-      extra: () => ({
-        overlay: { plain: true },
-        links: [{ name: 'dash-b', connect: `tcp:127.0.0.1:${linkPort}` }],
-        http,
-      }),
+    a = await startDaemon({ hostId: 'dash-a', logLevel: 'warn', extra: extra(await freeTcpPort()) });
+    b = await startDaemon({ hostId: 'dash-b', logLevel: 'warn', extra: extra(await freeTcpPort()) });
+    await ok(a, ['network', 'create', 'lab', '--vni', '100']);
+    await ok(a, ['network', 'create', 'dmz', '--vni', '200']);
+    const joinAt = `tcp:127.0.0.1:${await freeTcpPort()}`;
+    await ok(a, ['cluster', 'init', '--etcd', etcd.endpoints.join(','), '--join-listen', joinAt]);
+    const token = (await ok(a, ['cluster', 'token'])).trim();
+    await ok(b, ['cluster', 'join', token]);
+    await until('network dmz on dash-b', async () => {
+      const { networks } = await b.json<{ networks: { name: string }[] }>(['network', 'list']);
+      return networks.find((n) => n.name === 'dmz');
     });
+    const add = (d: TestDaemon, name: string, net: string, how: string[]) =>
+      ok(d, ['port', 'add', name, '--network', net, ...how]);
+    await add(a, 'vm-a', 'lab', ['--kind', 'tap', '--ifname', ifA]);
+    await add(a, 'db-a', 'dmz', ['--kind', 'stream', '--listen', `unix:${a.path('db-a.sock')}`]);
+    await add(b, 'vm-b', 'lab', ['--kind', 'tap', '--ifname', ifB]);
+    await add(b, 'web-b', 'dmz', ['--kind', 'stream', '--listen', `unix:${b.path('web-b.sock')}`]);
+    await ok(a, ['qos', 'request', 'vm-a', '--min', '2mbit', '--max', '50mbit']);
+    await ok(b, ['export', 'add', 'disk-b', '--backend', 'memory', '--size', '64M']);
     ns1 = await Netns.create('dash1');
     ns2 = await Netns.create('dash2');
     await ns1.adopt(ifA, '10.77.0.1/24');
     await ns2.adopt(ifB, '10.77.0.2/24');
-    await until('the link up', async () => {
-      const { links } = await a.json<{ links: { name: string; state: string }[] }>(['link', 'list']);
-      return links.find((l) => l.name === 'dash-b' && l.state === 'up');
-    });
-    await ns1.exec('ping', '-c', '3', '-W', '5', '10.77.0.2');
+    await until('a ping across the fabric', () => ns1.exec('ping', '-c', '1', '-W', '2', '10.77.0.2'));
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ['--no-sandbox'] });
     pageA = await openPage(browser, await dashboardUrl(a));
   });
@@ -129,66 +119,80 @@ describe('the web dashboard', { timeout: 600_000 }, () => {
     await b?.cleanup();
     await ns1?.delete();
     await ns2?.delete();
+    await etcd?.stop();
   });
 
-  test('the topology shows both hosts, the link and the ports', async () => {
+  test("the topology shows both hosts, the link and both hosts' ports; QoS use and exports are listed", async () => {
     const topo = pageA.locator('[data-testid=topology]');
     await topo.locator('[data-host="dash-a"]').waitFor({ timeout: WAIT });
     await topo.locator('[data-host="dash-b"]').waitFor({ timeout: WAIT });
     const link = topo.locator('[data-link="dash-a|dash-b"]');
     await link.waitFor({ timeout: WAIT });
-    assert.match((await link.textContent()) ?? '', /direct/);
-    await topo.locator('[data-port="dash-a/vm-a"]').waitFor({ timeout: WAIT });
-    await topo.locator('[data-port="dash-a/db-a"]').waitFor({ timeout: WAIT });
-    await pageA.locator('tr[data-link="dash-a/dash-b"]').waitFor({ timeout: WAIT });
-    // The other host's own dashboard shows its ports (without a cluster each daemon knows its own).
+    await until(
+      'the link up on screen',
+      async () => ((await link.textContent()) ?? '').match(/direct|relay/) ?? undefined,
+    );
+    for (const port of ['dash-a/vm-a', 'dash-a/db-a', 'dash-b/vm-b', 'dash-b/web-b']) {
+      await topo.locator(`[data-port="${port}"]`).waitFor({ timeout: WAIT });
+      await pageA.locator(`tr[data-port="${port}"]`).waitFor({ timeout: WAIT });
+    }
+    await pageA.locator('tr[data-port="dash-a/vm-a"] .qos').waitFor({ timeout: WAIT });
+    await pageA.locator('tr[data-export="dash-b/disk-b"]').waitFor({ timeout: WAIT });
+    await pageA.locator('tr[data-link^="dash-a/"]').first().waitFor({ timeout: WAIT });
+    await pageA.locator('tr[data-link^="dash-b/"]').first().waitFor({ timeout: WAIT });
+    // The other daemon's dashboard shows the same fabric.
     const pageB = await openPage(browser, await dashboardUrl(b));
+    await pageB.locator('[data-testid=topology] [data-port="dash-a/vm-a"]').waitFor({ timeout: WAIT });
     await pageB.locator('[data-testid=topology] [data-port="dash-b/vm-b"]').waitFor({ timeout: WAIT });
-    await pageB.locator('[data-testid=topology] [data-host="dash-a"]').waitFor({ timeout: WAIT });
     await pageA.screenshot({ path: join(ARTIFACTS, 'dashboard-topology.png'), fullPage: true });
     await pageB.screenshot({ path: join(ARTIFACTS, 'dashboard-peer.png'), fullPage: true });
     await pageB.close();
   });
 
-  test('a ping flood between the namespaces makes the port rate rise on screen', async () => {
-    const before = await rxBps(pageA, 'dash-a/vm-a');
+  test("a ping flood between the namespaces makes the ports' rates rise on screen", async () => {
+    const beforeA = await rxBps(pageA, 'dash-a/vm-a');
+    const beforeB = await rxBps(pageA, 'dash-b/vm-b');
     flood = ns1.spawn('ping', '-f', '-s', '1000', '-w', '300', '10.77.0.2');
-    // About 8 kbit per echo request: a flood shows hundreds of kbit/s; a quiet TAP a few bits.
-    const during = await until('the flood on screen', async () => {
-      const v = await rxBps(pageA, 'dash-a/vm-a');
-      return v > Math.max(100_000, before * 10) ? v : undefined;
-    });
+    // About 8 kbit per echo: a flood shows hundreds of kbit/s; a quiet TAP a few bits.
+    const rose = (before: number) => (v: number) => (v > Math.max(100_000, before * 10) ? v : undefined);
+    const duringA = await until('the flood on screen, local port', async () =>
+      rose(beforeA)(await rxBps(pageA, 'dash-a/vm-a')),
+    );
+    const duringB = await until("the flood on screen, the other host's port", async () =>
+      rose(beforeB)(await rxBps(pageA, 'dash-b/vm-b')),
+    );
     await pageA.locator('tr[data-port="dash-a/vm-a"]').click();
     await pageA.locator('[data-testid=port-detail][data-port="dash-a/vm-a"]').waitFor({ timeout: WAIT });
+    await until('a few seconds of rate history', async () =>
+      (await pageA.locator('[data-testid=port-detail] svg.spark').count()) > 0 ? true : undefined,
+    );
     await pageA.screenshot({ path: join(ARTIFACTS, 'dashboard-flood.png'), fullPage: true });
     flood.kill('SIGINT');
     flood = undefined;
-    assert.ok(during > before, `rx rate of vm-a rose from ${before} to ${during} bit/s on screen`);
+    assert.ok(duringA > beforeA, `rx rate of dash-a/vm-a rose from ${beforeA} to ${duringA} bit/s on screen`);
+    assert.ok(duringB > beforeB, `rx rate of dash-b/vm-b rose from ${beforeB} to ${duringB} bit/s on screen`);
   });
 
-  test('a port deleted through the CLI disappears', async () => {
-    const sock = a.path('tmp-a.sock');
-    const added = await a.cli([
+  test('a port deleted through the CLI on the other host disappears', async () => {
+    await ok(b, [
       'port',
       'add',
-      'tmp-a',
+      'tmp-b',
       '--kind',
       'stream',
       '--network',
       'lab',
       '--listen',
-      `unix:${sock}`,
+      `unix:${b.path('t.sock')}`,
     ]);
-    assert.equal(added.code, 0, added.stderr);
-    const row = pageA.locator('tr[data-port="dash-a/tmp-a"]');
-    const node = pageA.locator('[data-testid=topology] [data-port="dash-a/tmp-a"]');
+    const row = pageA.locator('tr[data-port="dash-b/tmp-b"]');
+    const node = pageA.locator('[data-testid=topology] [data-port="dash-b/tmp-b"]');
     await row.waitFor({ timeout: WAIT });
     await node.waitFor({ timeout: WAIT });
-    const deleted = await a.cli(['port', 'delete', 'tmp-a']);
-    assert.equal(deleted.code, 0, deleted.stderr);
+    await ok(b, ['port', 'delete', 'tmp-b']);
     await row.waitFor({ state: 'detached', timeout: WAIT });
     await node.waitFor({ state: 'detached', timeout: WAIT });
-    await pageA.locator('tr[data-port="dash-a/vm-a"]').waitFor({ timeout: WAIT });
+    await pageA.locator('tr[data-port="dash-b/vm-b"]').waitFor({ timeout: WAIT });
   });
 });
 
