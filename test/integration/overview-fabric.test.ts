@@ -91,7 +91,9 @@ describe('the overview of a fabric of two daemons', { timeout: 300_000 }, () => 
       '--listen',
       `unix:${a.path('vm1.sock')}`,
     ]);
-    await ok(a, ['cluster', 'init', '--etcd', etcd.endpoints.join(',')]);
+    // A free join port: the default (7401) may be taken by another fabric on this machine.
+    const join = await freeTcpPort();
+    await ok(a, ['cluster', 'init', '--etcd', etcd.endpoints.join(','), '--join-listen', `tcp:127.0.0.1:${join}`]);
     const token = (await ok(a, ['cluster', 'token'])).trim();
     await ok(b, ['cluster', 'join', token]);
     await untilAsync('b has network lab', async () => (await cb.listNetworks()).some((n) => n.name === 'lab'));
