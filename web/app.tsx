@@ -5,8 +5,9 @@
  * the RateTracker derives from successive counters.
  */
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { bits, bytes, type ExportRow, type Model, perSec, RateTracker, sum } from './model.js';
-import type { OverviewLink, OverviewView } from './overview.js';
+import { type ExportRow, type Model, RateTracker, sum } from '../src/api/overview-rates.js';
+import type { OverviewLink, OverviewView } from '../src/api/views.js';
+import { bits, bytes, perSec } from './model.js';
 import { PortDetail, PortTable } from './ports.js';
 import { Topology } from './topology.js';
 

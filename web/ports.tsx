@@ -5,7 +5,8 @@
  * selected port's detail: drops by reason and its QoS against reservation/cap.
  */
 import { useMemo, useState } from 'preact/hooks';
-import { bits, type PortRow, perSec, si } from './model.js';
+import type { PortRow } from '../src/api/overview-rates.js';
+import { bits, perSec, si } from './model.js';
 
 const PAGE = 50;
 

@@ -4,8 +4,9 @@
  * more ports than fit is drawn as a count, not as a thousand nodes.
  */
 
-import { bits, keyOf, type PortRow } from './model.js';
-import type { OverviewHost, OverviewLink, OverviewView } from './overview.js';
+import { keyOf, type PortRow } from '../src/api/overview-rates.js';
+import type { OverviewHost, OverviewLink, OverviewView } from '../src/api/views.js';
+import { bits } from './model.js';
 
 const W = 300;
 const ROW = 18;
