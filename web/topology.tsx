@@ -126,13 +126,19 @@ export function Topology(props: { view: OverviewView; ports: PortRow[]; onSelect
         );
       })}
       {boxes.map((b) => (
-        <HostBox box={b} key={b.host.id} local={b.host.id === props.view.host} onSelect={props.onSelect} />
+        <HostBox
+          box={b}
+          key={b.host.id}
+          local={b.host.id === props.view.host}
+          now={props.view.at}
+          onSelect={props.onSelect}
+        />
       ))}
     </svg>
   );
 }
 
-function HostBox(props: { box: Box; local: boolean; onSelect: (key: string) => void }) {
+function HostBox(props: { box: Box; local: boolean; now: number; onSelect: (key: string) => void }) {
   const { box } = props;
   const { host } = box;
   let y = box.y + HEAD;
@@ -178,6 +184,11 @@ function HostBox(props: { box: Box; local: boolean; onSelect: (key: string) => v
       y += ROW;
     }
   }
+  // A fabric's other hosts answer from a cache of about a second; older numbers are said to be.
+  const age = host.at !== undefined ? Math.round((props.now - host.at) / 1000) : 0;
+  const line = [host.state, host.address, host.reason, age >= 3 ? `numbers ${age} s old` : undefined]
+    .filter(Boolean)
+    .join(' · ');
   return (
     <g class={`host ${stateClass(host.state)}`} data-host={host.id}>
       <rect x={box.x} y={box.y} width={W} height={box.h} rx={8} />
@@ -185,10 +196,9 @@ function HostBox(props: { box: Box; local: boolean; onSelect: (key: string) => v
         {host.id}
         {props.local ? ' (this host)' : ''}
       </text>
-      <text class="dim" x={box.x + 10} y={box.y + 38}>
-        {host.state}
-        {host.address ? ` · ${host.address}` : ''}
-        {host.reason ? ` · ${host.reason}` : ''}
+      <text class={host.state === 'up' ? 'dim' : 'bad'} x={box.x + 10} y={box.y + 38}>
+        <title>{line}</title>
+        {line.length > 46 ? `${line.slice(0, 45)}…` : line}
       </text>
       {rows}
     </g>
