@@ -41,7 +41,7 @@ export interface OverviewOptions {
   /** A port's QoS policy in force, rates in bits/s (QosService.policy). */
   qosPolicy: (port: string) => { min?: number | undefined; max?: number | undefined } | undefined;
   /** Fetches the other hosts' overviews (fabric scope on a member). */
-  peers: PeerOverviews;
+  peers: Pick<PeerOverviews, 'get'>;
 }
 
 /** `http://HOST:PORT` of a bound `tcp:HOST:PORT`, or undefined. */
@@ -226,8 +226,9 @@ function linkPeers(links: LinkView[], self: string): OverviewHost[] {
   for (const l of links) {
     if (!l.peer || l.peer === self) continue;
     const h = byId.get(l.peer);
-    if (h?.state === 'up') continue;
     const up = l.state === 'up';
+    // Up wins; among down links the first one's reason is kept.
+    if (h && (h.state === 'up' || !up)) continue;
     byId.set(l.peer, {
       id: l.peer,
       state: up ? 'up' : 'down',
@@ -243,8 +244,9 @@ function linkPeers(links: LinkView[], self: string): OverviewHost[] {
 function outsiders(links: OverviewLink[], known: Set<string>): OverviewHost[] {
   const byId = new Map<string, OverviewHost>();
   for (const l of links) {
-    if (!l.peer || known.has(l.peer) || byId.get(l.peer)?.state === 'up') continue;
+    const h = l.peer ? byId.get(l.peer) : undefined;
     const up = l.state === 'up';
+    if (!l.peer || known.has(l.peer) || (h && (h.state === 'up' || !up))) continue;
     byId.set(l.peer, {
       id: l.peer,
       state: up ? 'up' : 'down',
