@@ -173,6 +173,8 @@ function table(head: string[], rows: string[][]): string[] {
   return [line(head), ...rows.map(line)];
 }
 
+const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+
 export interface FrameOptions {
   /** Terminal rows and columns the frame must fit. */
   rows: number;
@@ -199,7 +201,7 @@ export interface FrameOptions {
 export function renderFrame(data: { ports: TopRow[]; links: TopRow[] }, o: FrameOptions): string[] {
   const cut = (s: string) => (s.length > o.cols ? s.slice(0, Math.max(0, o.cols)) : s);
   const head = [
-    `vmlink top - host ${o.host} - ${data.ports.length} ports, ${data.links.length} links - every ${o.interval}s, by ${o.sort}${o.live ? ' - q quits' : ''}   ${o.time}`,
+    `vmlink top - host ${o.host} - ${count(data.ports.length, 'port')}, ${count(data.links.length, 'link')} - every ${o.interval}s, by ${o.sort}${o.live ? ' - q quits' : ''}   ${o.time}`,
     o.error === undefined ? '' : `! ${o.error}`,
   ];
   const ports = sortRows(data.ports, o.sort);
