@@ -23,6 +23,8 @@ import type {
   LibvirtXmlView,
   NetworkBody,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortBody,
   PortView,
   QemuArgsView,
@@ -43,6 +45,12 @@ export type {
   LibvirtXmlView,
   NetworkBody,
   NetworkView,
+  OverviewExport,
+  OverviewHost,
+  OverviewLink,
+  OverviewPort,
+  OverviewScope,
+  OverviewView,
   PortBody,
   PortView,
   ProcessStatusView,
@@ -301,6 +309,11 @@ export class ControlClient {
   async fdb(network?: string): Promise<FdbEntryView[]> {
     const q = network === undefined ? '' : `?network=${encodeURIComponent(network)}`;
     return (await this.#json<{ entries: FdbEntryView[] }>('GET', `/v1/fdb${q}`)).entries;
+  }
+
+  /** `GET /v1/overview`: the dashboard's one answer; `scope` default: the fabric on a member, this host otherwise. */
+  overview(scope?: OverviewScope): Promise<OverviewView> {
+    return this.#json('GET', `/v1/overview${scope ? `?scope=${scope}` : ''}`);
   }
 
   /** `GET /v1/qos`: per port and class, configured versus measured rates and drops. */
