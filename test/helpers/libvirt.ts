@@ -38,3 +38,23 @@ export async function validateDomain(x: DeviceXml, dir: string, name: string): P
     });
   });
 }
+
+/**
+ * libvirt's own parser on the domain around `x`: `virsh -c test:///default`
+ * (libvirt's in-process test driver, no libvirtd) defines it and dumps it
+ * back; resolves with the exit status and the XML libvirt kept (or its error).
+ */
+export async function defineInLibvirt(x: DeviceXml, dir: string, name: string): Promise<{ code: number; out: string }> {
+  const file = join(dir, `${name}-define.xml`);
+  await writeFile(file, domainXml(x));
+  return new Promise((resolve) => {
+    execFile(
+      'virsh',
+      ['-q', '-c', 'test:///default', `define ${file}; dumpxml vmlink-test`],
+      { timeout: 30_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: stdout + stderr });
+      },
+    );
+  });
+}

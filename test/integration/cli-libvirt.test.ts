@@ -3,7 +3,8 @@
  * against a running daemon: for every port kind and NBD transport libvirt
  * can express, the printed XML (the device, and the domain elements it needs,
  * printed as a comment) wrapped in a minimal `<domain>` passes libvirt's own
- * schema (`virt-xml-validate`); notes go to stderr; kinds libvirt cannot
+ * schema (`virt-xml-validate`) and libvirt's own parser (`virsh -c test:///default
+ * define`); notes go to stderr; kinds libvirt cannot
  * express fail with status 1 and what to use instead.
  */
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Running, startDaemon, stopDaemon } from '../helpers/api-daemon.js';
 import { freeUdpPorts, type Run, run } from '../helpers/cli-daemon.js';
-import { validateDomain } from '../helpers/libvirt.js';
+import { defineInLibvirt, validateDomain } from '../helpers/libvirt.js';
 import { makeCerts } from '../helpers/tls-certs.js';
 
 /** A TCP port free right now on loopback. */
@@ -99,6 +100,11 @@ describe('vmlink qemu-args/disk-args --libvirt', () => {
     const x = parsed(r.stdout);
     const v = await validateDomain(x, dir, name);
     assert.equal(v.code, 0, `${name}: virt-xml-validate refused:\n${v.out}\n${r.stdout}`);
+    // libvirt's own parser takes it too and keeps the device (its alias survives the round trip).
+    const d = await defineInLibvirt(x, dir, name);
+    assert.equal(d.code, 0, `${name}: libvirt refused:\n${d.out}`);
+    const alias = /<alias name='(ua-[^']+)'\/>/.exec(x.xml)?.[1] ?? '';
+    assert.ok(alias !== '' && d.out.includes(`<alias name='${alias}'/>`), d.out);
     return x;
   };
 
