@@ -10,7 +10,7 @@ import { once } from 'node:events';
 
 /**
  * Driver: argv[1] rows, argv[2] cols, argv[3:] the command. stdin: JSON lines
- * `{"write": "q"}` or `{"resize": [rows, cols]}`. stdout: the terminal output
+ * `{"write": "q"}`, `{"resize": [rows, cols]}` or `{"signal": "SIGTERM"}`. stdout: the terminal output
  * as is. At the end one JSON line on stderr: exit code, whether the modes
  * (termios) afterwards equal those before, whether raw mode (no ECHO, no
  * ICANON) was seen while it ran.
@@ -53,6 +53,8 @@ while True:
                 os.write(master, cmd['write'].encode('latin1'))
             if 'resize' in cmd:
                 size(*cmd['resize'])
+            if 'signal' in cmd:
+                os.kill(p.pid, getattr(signal, cmd['signal']))
     if p.poll() is not None:
         # Drain what it wrote last.
         while select.select([master], [], [], 0.2)[0]:
@@ -113,6 +115,11 @@ export class PtyCommand {
   /** Types `keys` into the terminal. */
   type(keys: string): void {
     this.#child.stdin?.write(`${JSON.stringify({ write: keys })}\n`);
+  }
+
+  /** Sends the command a signal, e.g. `SIGTERM`. */
+  signal(name: NodeJS.Signals): void {
+    this.#child.stdin?.write(`${JSON.stringify({ signal: name })}\n`);
   }
 
   /** Resizes the window (the command gets SIGWINCH). */

@@ -116,6 +116,15 @@ describe('vmlink top', () => {
     assert.ok(p.output.endsWith(LEAVE));
   });
 
+  test('ends on SIGTERM with status 0 and the terminal restored', async () => {
+    const p = top();
+    await p.waitFor((o) => frames(o).some((f) => firstPortRow(f) !== undefined));
+    p.signal('SIGTERM');
+    const r = await p.ended();
+    assert.deepEqual(r, { code: 0, restored: true, rawSeen: true });
+    assert.ok(p.output.endsWith(LEAVE));
+  });
+
   test('--once to a pipe prints one plain frame with the busy port first', async () => {
     const r = await cli('top', '--once', '--interval', '0.5');
     assert.equal(r.code, 0, r.stderr);
