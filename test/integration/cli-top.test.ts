@@ -8,8 +8,12 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { LinkView } from '../../src/api/client.js';
 import { BIN, broadcastFrame, cliOf, StreamPeer, suiteDaemon } from '../helpers/cli-daemon.js';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { untilAsync } from '../helpers/overlay-rig.js';
 import { frames, PtyCommand } from '../helpers/pty.js';
+import { freeTcpPort } from '../helpers/vm.js';
 
 const LEAVE = '\x1b[?25h\x1b[?1049l';
 const ENTER = '\x1b[?1049h\x1b[?25l';
@@ -144,5 +148,63 @@ describe('vmlink top', () => {
     const b = await cli('top', '--sort', 'speed');
     assert.equal(b.code, 2);
     assert.match(b.stderr, /--sort "speed" is not one of: rate, rx, tx, frames, drops, name/);
+  });
+});
+
+describe('vmlink top with a link to a second daemon', { timeout: 180_000 }, () => {
+  let a: TestDaemon;
+  let b: TestDaemon;
+  let peer: StreamPeer | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let p: PtyCommand | undefined;
+
+  before(async () => {
+    const bPort = await freeTcpPort();
+    const net = [{ name: 'lab', vni: 100 }];
+    b = await startDaemon({
+      hostId: 'b',
+      networks: net,
+      extra: () => ({ overlay: { listen: `tcp:127.0.0.1:${bPort}`, plain: true } }),
+    });
+    a = await startDaemon({
+      hostId: 'a',
+      networks: net,
+      ports: (dir) => [{ name: 'vm1', network: 'lab', kind: 'stream', listen: `unix:${join(dir, 'vm1.sock')}` }],
+      extra: () => ({ overlay: { plain: true }, links: [{ name: 'to-b', connect: `tcp:127.0.0.1:${bPort}` }] }),
+    });
+    await untilAsync('link to-b up', async () =>
+      (await a.json<{ links: LinkView[] }>(['link', 'list'])).links.some((l) => l.name === 'to-b' && l.state === 'up'),
+    );
+    peer = await StreamPeer.connect(a.path('vm1.sock'));
+    const frame = broadcastFrame('02000000000d');
+    const from = peer;
+    timer = setInterval(() => {
+      for (let i = 0; i < 10; i++) from.send(frame);
+    }, 10);
+  });
+
+  after(async () => {
+    if (timer) clearInterval(timer);
+    peer?.close();
+    p?.kill();
+    await a?.cleanup();
+    await b?.cleanup();
+  });
+
+  test('shows the link with its peer, transmit rate and RTT, and carries on saying why when the daemon goes away', async () => {
+    p = new PtyCommand([process.execPath, BIN, '--control', a.control, 'top', '--interval', '0.5'], {
+      rows: 24,
+      cols: 140,
+    });
+    const linkRow = (f: string[]) => f[f.findIndex((l) => l.startsWith('LINK ')) + 1] ?? '';
+    // A flood from vm1 crosses the link: to-b transmits (TX bit/s, the 6th column, not 0).
+    await p.waitFor((o) => frames(o).some((f) => /^to-b\s+tcp\s+b\s+up\s+\S+\s+(?!0\s)\S+\s.*ms$/.test(linkRow(f))));
+    assert.match(frames(p.output).at(-1)?.[0] ?? '', /^vmlink top - host a - 1 port, 1 link /);
+
+    await a.stop();
+    await p.waitFor((o) => frames(o).some((f) => /^! cannot read the daemon: /.test(f[1] ?? '')));
+    p.type('q');
+    const r = await p.ended();
+    assert.deepEqual(r, { code: 0, restored: true, rawSeen: true });
   });
 });
