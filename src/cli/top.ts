@@ -44,7 +44,7 @@ async function once(client: ControlClient, host: string, o: TopOptions): Promise
   const rows = topRows(first, await sample(client));
   const opts = { rows: Number.MAX_SAFE_INTEGER, cols: Number.MAX_SAFE_INTEGER, sort: o.sort, interval: o.interval };
   const lines = renderFrame(rows, { ...opts, host, time: clock(), live: false });
-  print(`${lines.filter((l, i) => i !== 1 || l !== '').join('\n')}\n`);
+  print(`${lines.join('\n')}\n`);
   return 0;
 }
 
