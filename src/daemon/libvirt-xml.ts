@@ -70,9 +70,10 @@ function dialable(host: string): string {
 export function libvirtInterface(spec: PortConfig, opts: { mac: string; id: string }): LibvirtXml {
   const what = `port "${spec.name}"`;
   const mac = `  <mac address='${attr(opts.mac.toLowerCase())}'/>`;
-  const tail = ["  <model type='virtio'/>", alias(what, opts.id)];
-  const wrap = (type: string, source: string[], extra: string[] = []) =>
-    `<interface type='${type}'>\n${[mac, ...source, ...tail.slice(0, 1), ...extra, ...tail.slice(1)].join('\n')}\n</interface>\n`;
+  const model = "  <model type='virtio'/>";
+  const name = alias(what, opts.id);
+  const wrap = (type: string, source: string[], driver: string[] = []) =>
+    `${[`<interface type='${type}'>`, mac, ...source, model, ...driver, name, '</interface>'].join('\n')}\n`;
   switch (spec.kind) {
     case 'vhost-user': {
       const listening = spec.listen !== undefined;
