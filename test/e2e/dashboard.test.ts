@@ -42,6 +42,21 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise
   }
 }
 
+/**
+ * Stops a ping flood: SIGKILL (a flood blocked in a full send queue does not act on SIGINT), and
+ * waits for it, its output pipes closed, so nothing keeps the test process alive.
+ */
+async function stopFlood(p: ChildProcess | undefined): Promise<void> {
+  if (!p) return;
+  p.stdout?.destroy();
+  p.stderr?.destroy();
+  if (p.exitCode === null && p.signalCode === null) {
+    const exited = new Promise((resolve) => p.once('exit', resolve));
+    p.kill('SIGKILL');
+    await exited;
+  }
+}
+
 async function ok(d: TestDaemon, args: string[]): Promise<string> {
   const r = await d.cli(args, 60_000);
   assert.equal(r.code, 0, `vmlink ${args.join(' ')}: ${r.stderr}`);
@@ -113,7 +128,7 @@ describe('the web dashboard of a two-host fabric', { timeout: 600_000 }, () => {
   });
 
   after(async () => {
-    flood?.kill('SIGKILL');
+    await stopFlood(flood);
     await browser?.close();
     await a?.cleanup();
     await b?.cleanup();
@@ -167,8 +182,7 @@ describe('the web dashboard of a two-host fabric', { timeout: 600_000 }, () => {
       (await pageA.locator('[data-testid=port-detail] svg.spark').count()) > 0 ? true : undefined,
     );
     await pageA.screenshot({ path: join(ARTIFACTS, 'dashboard-flood.png'), fullPage: true });
-    flood.kill('SIGINT');
-    flood = undefined;
+    await stopFlood(flood);
     assert.ok(duringA > beforeA, `rx rate of dash-a/vm-a rose from ${beforeA} to ${duringA} bit/s on screen`);
     assert.ok(duringB > beforeB, `rx rate of dash-b/vm-b rose from ${beforeB} to ${duringB} bit/s on screen`);
   });
