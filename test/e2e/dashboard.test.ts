@@ -269,4 +269,14 @@ describe('the web dashboard with 1,000 ports', { timeout: 600_000 }, () => {
     await page.locator('[data-testid=port-page]', { hasText: 'page 2 of 10' }).waitFor({ timeout: WAIT });
     await page.close();
   });
+
+  test('says it is not updating when the daemon goes away, and keeps the last numbers', async () => {
+    const page = await openPage(browser, await dashboardUrl(d));
+    await page.locator('[data-testid=port-count]', { hasText: /^1000 ports$/ }).waitFor({ timeout: WAIT });
+    await d.stop();
+    await page.locator('[data-testid=live]', { hasText: 'not updating' }).waitFor({ timeout: WAIT });
+    assert.equal(await page.locator('[data-testid=port-count]').textContent(), '1000 ports');
+    assert.equal(await page.locator('[data-testid=port-table] tbody tr').count(), 50);
+    await page.close();
+  });
 });
