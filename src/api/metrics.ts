@@ -299,8 +299,6 @@ function families(opts: { host: string; version: string }): Family[] {
   ];
 }
 
-const isCounter = (m: Metric): boolean => (m as unknown as { type?: string }).type === 'counter';
-
 /** A family as prom-client's registry reads it: `get()` returns the samples of this scrape. */
 function asMetric(f: Family, scrape: () => Scrape): Metric {
   return {
@@ -347,8 +345,8 @@ export function createMetrics(backend: ControlBackend, opts: { host: string; ver
   // requests, resources now) break the naming rules and repeat the sums of the per-type families: dropped too.
   collectDefaultMetrics({ register: registry, prefix: 'vmlink_', eventLoopMonitoringPrecision: 1000 });
   for (const m of registry.getMetricsAsArray()) {
-    const name = (m as unknown as { name: string }).name;
-    if (name.startsWith('vmlink_nodejs_eventloop_lag') || (name.endsWith('_total') && !isCounter(m))) {
+    const { name, type } = m as unknown as { name: string; type: string };
+    if (name.startsWith('vmlink_nodejs_eventloop_lag') || (name.endsWith('_total') && type !== 'counter')) {
       registry.removeSingleMetric(name);
     }
   }
