@@ -137,7 +137,9 @@ describe('GET /metrics', () => {
   before(async () => {
     const dir = newDir();
     r = await startDaemon(config(dir), dir);
-    base = `http://${((await r.client.status()).http?.listen[0] as string).slice(4)}`;
+    const at = (await r.client.status()).http?.listen[0];
+    assert.ok(at, 'the HTTP endpoint listens');
+    base = `http://${at.slice(4)}`;
 
     // Traffic on lan: a -> b flooded (b unknown), then b -> a to the learned a.
     const a = await attach(r, 'a');
