@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import parse, { type PromFamily, type PromSample } from 'parse-prometheus-text-format';
 import { request } from 'undici';
 import { DROP_REASONS } from '../../src/net/switch/counters.js';
 import {
@@ -23,18 +23,6 @@ import {
   stopDaemon,
   tempDirs,
 } from '../helpers/api-daemon.js';
-
-interface PromSample {
-  value: string;
-  labels?: Record<string, string>;
-}
-interface PromFamily {
-  name: string;
-  help: string;
-  type: string;
-  metrics: PromSample[];
-}
-const parse = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => PromFamily[];
 
 const newDir = await tempDirs('vmlink-metrics-');
 
