@@ -105,6 +105,14 @@ function value(fams: PromFamily[], name: string, labels: Record<string, string> 
   return Number((hits[0] as PromSample).value);
 }
 
+/** `promtool check metrics` over `text` reports no problem. */
+function promtoolFindsNothing(text: string): void {
+  const res = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  assert.equal(res.error, undefined, 'promtool runs');
+  assert.equal(`${res.stdout}${res.stderr}`.trim(), '', 'promtool finds nothing');
+  assert.equal(res.status, 0);
+}
+
 /** Polls `f` until it returns true (generous deadline, no fixed sleep). */
 async function until(what: string, f: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 20_000;
@@ -274,10 +282,7 @@ describe('GET /metrics', () => {
   });
 
   it('passes promtool check metrics', () => {
-    const res = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
-    assert.equal(res.error, undefined, 'promtool runs');
-    assert.equal(`${res.stdout}${res.stderr}`.trim(), '', 'promtool finds nothing');
-    assert.equal(res.status, 0);
+    promtoolFindsNothing(text);
   });
 
   it('reads the counters at scrape time: the next scrape shows new traffic', async () => {
@@ -287,5 +292,71 @@ describe('GET /metrics', () => {
     await lan.b.reader.next();
     const now = parse((await scrape(base)).text);
     assert.equal(value(now, 'vmlink_port_receive_frames_total', labels), before + 1);
+  });
+});
+
+describe('GET /metrics on two daemons joined by a link', () => {
+  it('shows the link up with its peer, path and RTT, and its counters equal to the link listing', async () => {
+    const d1 = newDir();
+    const h1 = await startDaemon(
+      {
+        ...hostConfig(d1, { networks: [{ name: 'lan', vni: 10 }] }),
+        overlay: { listen: 'tcp:127.0.0.1:0', plain: true },
+      },
+      d1,
+    );
+    after(() => stopDaemon(h1));
+    const listen = (await h1.client.status()).overlay?.listener.address;
+    assert.ok(listen, 'h1 listens for links');
+    const d2 = newDir();
+    const doc = hostConfig(d2, {
+      http: { listen: 'tcp:127.0.0.1:0' },
+      networks: [{ name: 'lan', vni: 10 }],
+      ports: [{ name: 'a', kind: 'stream', network: 'lan', listen: `unix:${join(d2, 'a.sock')}` }],
+      overlay: { plain: true, reconnect: { min_ms: 50, max_ms: 200 } },
+      links: [{ name: 'to-h1', connect: `tcp:${listen}` }],
+    });
+    (doc['host'] as { id: string }).id = 'h2';
+    const h2 = await startDaemon(doc, d2);
+    after(() => stopDaemon(h2));
+    const at = (await h2.client.status()).http?.listen[0];
+    assert.ok(at, 'the HTTP endpoint listens');
+    const base = `http://${at.slice(4)}`;
+    await until('the link to be up with an RTT', async () => {
+      const l = (await h2.client.listLinks()).find((x) => x.name === 'to-h1');
+      return l?.state === 'up' && l.rtt_ms !== undefined && l.networks.includes('lan');
+    });
+
+    const a = await attach(h2, 'a');
+    after(() => a.sock.destroy());
+    const N = 6;
+    a.sock.write(Buffer.concat(Array.from({ length: N }, () => framed(frame(BCAST, '02000000000a', 100)))));
+    // The broadcasts cross the link; read the metrics once the link's counters hold still at their listing's value.
+    let text = '';
+    let fams: PromFamily[] = [];
+    let link: Awaited<ReturnType<typeof h2.client.listLinks>>[number] | undefined;
+    await until('the link counters in /metrics to equal the listing', async () => {
+      link = (await h2.client.listLinks()).find((x) => x.name === 'to-h1');
+      if (link === undefined || link.tx_frames < N) return false;
+      text = (await scrape(base)).text;
+      fams = parse(text);
+      return value(fams, 'vmlink_link_transmit_frames_total', { link: 'to-h1' }) === link.tx_frames;
+    });
+    assert.ok(link);
+    assert.equal(value(fams, 'vmlink_link_transmit_bytes_total', { link: 'to-h1' }), link.tx_bytes);
+    assert.equal(value(fams, 'vmlink_link_transmit_records_total', { link: 'to-h1' }), link.tx_writes);
+    assert.equal(value(fams, 'vmlink_link_connects_total', { link: 'to-h1' }), 1);
+    assert.equal(value(fams, 'vmlink_link_state', { link: 'to-h1', state: 'up' }), 1);
+    assert.equal(value(fams, 'vmlink_link_state', { link: 'to-h1', state: 'down' }), 0);
+    assert.equal(value(fams, 'vmlink_link_info', { link: 'to-h1', peer: 'h1', path: 'direct', mode: 'dial' }), 1);
+    assert.ok(value(fams, 'vmlink_link_rtt_seconds', { link: 'to-h1', path: 'direct' }) >= 0);
+    for (const reason of ['queue_full', 'too_big', 'unknown_vni', 'down', 'split_horizon']) {
+      assert.equal(
+        value(fams, 'vmlink_link_drops_total', { link: 'to-h1', reason }),
+        (link.drops as Record<string, number>)[reason],
+      );
+    }
+    assert.equal(value(fams, 'vmlink_port_receive_frames_total', { port: 'a', network: 'lan', kind: 'stream' }), N);
+    promtoolFindsNothing(text);
   });
 });
