@@ -73,25 +73,25 @@ function perLink(f: (l: LinkView) => number | undefined) {
   };
 }
 
-/** Bytes per second from a policy rate as the views write it (`200mbit`), or undefined when absent or unreadable. */
+/**
+ * Bytes per second from a policy rate as the QoS view writes it (`200mbit`, three significant decimals of its unit),
+ * or undefined when absent or unreadable.
+ */
 function policyRate(v: string | number | boolean | undefined): number | undefined {
   if (v === undefined || typeof v === 'boolean') return undefined;
   const bits = parseRate(v);
   return typeof bits === 'number' ? bits / 8 : undefined;
 }
 
-/** The QoS view of each port that has a policy or a shaped egress, by name. */
-function qosPorts(s: Scrape, f: (p: QosView['ports'][number]) => number | undefined, extra?: Labels): Sample[] {
+/** One sample per port of the QoS view; `value` undefined leaves the port out. */
+function qosPorts(s: Scrape, f: (p: QosView['ports'][number]) => number | undefined): Sample[] {
   const out: Sample[] = [];
   for (const p of s.qos().ports) {
     const value = f(p);
-    if (value !== undefined) out.push({ labels: { port: p.name, ...extra }, value });
+    if (value !== undefined) out.push({ labels: { port: p.name }, value });
   }
   return out;
 }
-
-/** Link path label: `relay` when the peer is a hub relaying toward other hosts, `direct` otherwise. */
-const linkPath = (l: LinkView): string => l.path;
 
 function families(opts: { host: string; version: string }): Family[] {
   const counter = (name: string, help: string, samples: Family['samples']): Family => ({
@@ -201,7 +201,7 @@ function families(opts: { host: string; version: string }): Family[] {
     // Links to other hosts.
     gauge('vmlink_link_info', 'A link: its peer host, transport, mode and path (value 1).', (s) =>
       s.links().map((l) => ({
-        labels: { link: l.name, peer: l.peer ?? '', transport: l.transport, mode: l.mode, path: linkPath(l) },
+        labels: { link: l.name, peer: l.peer ?? '', transport: l.transport, mode: l.mode, path: l.path },
         value: 1,
       })),
     ),
@@ -216,7 +216,7 @@ function families(opts: { host: string; version: string }): Family[] {
     gauge('vmlink_link_rtt_seconds', 'Round-trip time to the peer over the link (while it is up).', (s) => {
       const out: Sample[] = [];
       for (const l of s.links()) {
-        if (l.rtt_ms !== undefined) out.push({ labels: { link: l.name, path: linkPath(l) }, value: l.rtt_ms / 1000 });
+        if (l.rtt_ms !== undefined) out.push({ labels: { link: l.name, path: l.path }, value: l.rtt_ms / 1000 });
       }
       return out;
     }),
