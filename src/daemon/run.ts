@@ -115,7 +115,7 @@ function readyStatus(daemon: Daemon): string {
   const counts = [...by].map(([state, n]) => `${n} ${state}`).join(', ');
   const down = ports.filter((p) => p.state === 'down').map((p) => `${p.name}: ${p.reason}`);
   return (
-    `ready; control ${daemon.controlPath}; ${ports.length} ports${counts ? `: ${counts}` : ''}` +
+    `ready; control ${daemon.controlPath}; ${ports.length} port${ports.length === 1 ? '' : 's'}${counts ? `: ${counts}` : ''}` +
     (down.length ? ` (${down.slice(0, 3).join('; ')}${down.length > 3 ? '; ...' : ''})` : '')
   );
 }
