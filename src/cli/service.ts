@@ -22,7 +22,7 @@ import type { Config } from '../config/schema.js';
 import { UsageError } from './args.js';
 import { defineAction } from './context.js';
 import { print } from './output.js';
-import { DEFAULT_CONFIG, renderUnit, unitWord } from './service-unit.js';
+import { DEFAULT_CONFIG, DEFAULT_EXEC, renderUnit, unitWord } from './service-unit.js';
 
 /** Where units for the local administrator go. */
 const UNIT_DIR = '/etc/systemd/system';
@@ -71,7 +71,7 @@ export function writableDirs(config: Config): string[] {
 /** The program that runs this CLI: this node and this script (resolved), quoted for a unit file. */
 function thisProgram(): string {
   const script = process.argv[1];
-  if (script === undefined) return '/usr/local/bin/vmlink';
+  if (script === undefined) return DEFAULT_EXEC;
   return `${unitWord(process.execPath)} ${unitWord(realpathSync(script))}`;
 }
 
