@@ -51,11 +51,13 @@ async function start(
   names: readonly string[],
   env: NodeJS.ProcessEnv = {},
   onMessage?: (m: Notification, r: Run) => void,
+  prepare?: (dir: string) => Promise<void>,
 ): Promise<Run> {
   const dir = await mkdtemp(join(tmpdir(), 'vmlink-sd-'));
   const control = join(dir, 'ctl.sock');
   const config = join(dir, 'vmlink.yaml');
   await writeFile(config, configText(dir, control, names));
+  await prepare?.(dir);
   const notify = await NotifySocket.open();
   const r = { dir, config, control, notify, client: new ControlClient({ socketPath: control }) } as Run;
   if (onMessage) notify.onMessage = (m) => onMessage(m, r);
@@ -176,6 +178,23 @@ describe('vmlink daemon under a service manager (sd_notify)', { timeout: 180_000
       assert.match(line, /ports\[1\]/);
       assert.equal(r.child.exitCode, null, 'the daemon runs on');
     });
+  });
+
+  test('says why in STATUS when it cannot start, sends no READY=1, and exits 1', async () => {
+    // The state directory is a file: the state store cannot open, the daemon cannot start.
+    const r = await start(['x'], {}, undefined, (dir) => writeFile(join(dir, 'state'), 'not a directory'));
+    try {
+      const [code] = await once(r.child, 'exit');
+      assert.equal(code, 1, r.stderr());
+      const last = r.notify.messages.at(-1);
+      assert.match(last?.fields.get('STATUS') ?? '', /^cannot start: /, r.notify.dump());
+      assert.equal(
+        r.notify.messages.some((m) => m.fields.has('READY')),
+        false,
+      );
+    } finally {
+      await stop(r);
+    }
   });
 
   test('sends WATCHDOG=1 keep-alives at half of WATCHDOG_USEC when systemd asks for them', async () => {
