@@ -7,6 +7,7 @@
  */
 
 import type { ReloadView } from '../api/backend.js';
+import { eventRoutes } from '../api/events.js';
 import { HttpServer } from '../api/http-server.js';
 import { ApiServer } from '../api/server.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
@@ -19,6 +20,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { ExportActuator, LinkActuator, NetworkActuator, PortActuator } from './actuators.js';
 import { DaemonBackend } from './backend.js';
 import { ClusterService } from './cluster.js';
+import { DaemonEvents } from './events.js';
 import { OverlayService } from './overlay.js';
 import { PortManager } from './port-manager.js';
 import { type ProcessStats, startProcessStats } from './process-stats.js';
@@ -58,6 +60,8 @@ export interface Collaborators {
   api: ApiServer;
   /** The read-only HTTP endpoint (metrics, events, dashboard), when `http:` is configured. */
   http: HttpServer | undefined;
+  /** The event stream and its sources. */
+  events: DaemonEvents;
 }
 
 /** The daemon's collaborators for `opts`; `reload` is what `POST /v1/reload` runs. */
@@ -69,6 +73,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
   const sw = new Switch({ logger, agingSec: config.host.aging_sec });
   const qos = new QosService({ switch: sw, logger });
   const ports = new PortManager({ switch: sw, qos, logger });
+  const events = new DaemonEvents({ hostId: config.host.id, logger, switch: sw, ports, qos });
   const storage = new StorageService({
     logger,
     config: config.storage,
@@ -139,8 +144,10 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     maxConnections: config.host.control_max_connections,
     headersTimeoutMs: config.host.control_headers_timeout_ms,
     socket: config.host.control_socket,
+    events: events.hub,
   });
-  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [] });
+  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [eventRoutes(events.hub)] });
+  events.start(backend);
   return {
     logger,
     controlPath,
@@ -158,5 +165,6 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     processStats,
     api,
     http,
+    events,
   };
 }
