@@ -283,7 +283,8 @@ export function streamEvents(res: ServerResponse, hub: EventHub, q: EventQuery, 
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
     'cache-control': 'no-cache',
-    connection: 'keep-alive',
+    // The connection is the stream's: closed with it (a cut-off client then sees the end at once).
+    connection: 'close',
     'x-accel-buffering': 'no',
   });
   // Tells the client the stream is open (and which id it starts after), before any event.
