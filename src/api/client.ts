@@ -375,10 +375,10 @@ export class ControlClient {
         }
       },
     });
-    res.body.setEncoding('utf8');
+    const text = new TextDecoder();
     try {
       for await (const chunk of res.body) {
-        parser.feed(chunk as string);
+        parser.feed(text.decode(chunk as Buffer, { stream: true }));
         while (ready.length > 0) yield ready.shift() as VmlinkEvent;
       }
     } catch (err) {
