@@ -177,6 +177,8 @@ export class ControlClient {
   readonly socketPath: string;
   readonly #agent: Agent;
   readonly #timeoutMs: number;
+  /** Open event streams, ended by close(). */
+  readonly #streams = new Set<AbortController>();
 
   constructor(opts: ControlClientOptions = {}) {
     this.socketPath = opts.socketPath ?? DEFAULT_CONTROL;
@@ -342,13 +344,28 @@ export class ControlClient {
    * `GET /v1/events`: the daemon's events as they happen (server-sent
    * events), until the daemon ends the stream or `signal` aborts. Rejects
    * (ApiError 400) for a bad type; a `stream.lost` event is the last one.
+   * {@link close} ends it too.
    */
   async *events(opts: EventsOptions = {}): AsyncGenerator<VmlinkEvent> {
     const q = opts.types && opts.types.length > 0 ? `?types=${encodeURIComponent(opts.types.join(','))}` : '';
+    const ac = new AbortController();
+    const abort = () => ac.abort();
+    opts.signal?.addEventListener('abort', abort, { once: true });
+    if (opts.signal?.aborted) return;
+    this.#streams.add(ac);
+    try {
+      yield* this.#events(q, ac.signal, opts);
+    } finally {
+      this.#streams.delete(ac);
+      opts.signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  async *#events(q: string, signal: AbortSignal, opts: EventsOptions): AsyncGenerator<VmlinkEvent> {
     let res: Dispatcher.ResponseData;
     try {
       res = await this.#request('GET', `/v1/events${q}`, undefined, {
-        signal: opts.signal,
+        signal,
         bodyTimeout: 0,
         headers: {
           accept: 'text/event-stream',
@@ -356,7 +373,7 @@ export class ControlClient {
         },
       });
     } catch (err) {
-      if (opts.signal?.aborted) return;
+      if (signal.aborted) return;
       throw err;
     }
     if (res.statusCode >= 400) throw apiErrorFrom(res.statusCode, await res.body.text());
@@ -382,15 +399,16 @@ export class ControlClient {
         while (ready.length > 0) yield ready.shift() as VmlinkEvent;
       }
     } catch (err) {
-      if (opts.signal?.aborted) return;
+      if (signal.aborted) return;
       throw err;
     } finally {
       res.body.destroy();
     }
   }
 
-  /** Closes the connection pool. Idempotent. */
+  /** Ends open event streams and closes the connection pool. Idempotent. */
   async close(): Promise<void> {
+    for (const ac of this.#streams) ac.abort();
     if (!this.#agent.closed) await this.#agent.close();
   }
 
