@@ -160,6 +160,31 @@ describe('the event query', () => {
 });
 
 describe('the SSE stream', () => {
+  it('opens with a comment naming the host and the last id, and sends heartbeat comments on a quiet stream', async () => {
+    const hub = hubAt();
+    hub.publish('reload', { ok: true });
+    const app = fastify();
+    eventRoutes(hub, { heartbeatMs: 50 })(app);
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (app.server.address() as { port: number }).port;
+    const sock = connect(port, '127.0.0.1');
+    after(async () => {
+      sock.destroy();
+      await app.close();
+    });
+    sock.setEncoding('utf8');
+    let text = '';
+    sock.write('GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n');
+    while (!text.includes(': heartbeat\n\n')) {
+      const [chunk] = (await once(sock, 'data')) as [string];
+      text += chunk;
+    }
+    assert.match(text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(text, /content-type: text\/event-stream/i);
+    assert.match(text, /: vmlink events of host h1, last id 1\n\n/);
+    assert.doesNotMatch(text, /data:/, 'no replay without since');
+  });
+
   it('cuts off a client that stops reading once its bound is full, and ends with stream.lost', async () => {
     const hub = hubAt();
     const app = fastify();
