@@ -21,9 +21,11 @@ import type {
   ExportBody,
   ExportView,
   FdbEntryView,
-  HttpStatusView,
+  LibvirtXmlView,
   NetworkBody,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortBody,
   PortView,
   QemuArgsView,
@@ -43,8 +45,15 @@ export type {
   ExportView,
   FdbEntryView,
   HttpStatusView,
+  LibvirtXmlView,
   NetworkBody,
   NetworkView,
+  OverviewExport,
+  OverviewHost,
+  OverviewLink,
+  OverviewPort,
+  OverviewScope,
+  OverviewView,
   PortBody,
   PortView,
   ProcessStatusView,
@@ -266,6 +275,15 @@ export class ControlClient {
     return (await this.#json<{ export: ExportView }>('POST', '/v1/exports', body)).export;
   }
 
+  /** `GET /v1/exports/:name/libvirt-xml`: the `<disk>`; `id` the alias `ua-ID`, `dev` the virtio target (default vda). */
+  exportLibvirtXml(name: string, id?: string, dev?: string): Promise<LibvirtXmlView> {
+    const q = new URLSearchParams();
+    if (id !== undefined) q.set('id', id);
+    if (dev !== undefined) q.set('dev', dev);
+    const qs = q.size > 0 ? `?${q}` : '';
+    return this.#json('GET', `/v1/exports/${encodeURIComponent(name)}/libvirt-xml${qs}`);
+  }
+
   /** `DELETE /v1/exports/:name`. */
   async deleteExport(name: string): Promise<void> {
     await this.#json('DELETE', `/v1/exports/${encodeURIComponent(name)}`);
@@ -309,6 +327,11 @@ export class ControlClient {
     return (await this.#json<{ entries: FdbEntryView[] }>('GET', `/v1/fdb${q}`)).entries;
   }
 
+  /** `GET /v1/overview`: the dashboard's one answer; `scope` default: the fabric on a member, this host otherwise. */
+  overview(scope?: OverviewScope): Promise<OverviewView> {
+    return this.#json('GET', `/v1/overview${scope ? `?scope=${scope}` : ''}`);
+  }
+
   /** `GET /v1/qos`: per port and class, configured versus measured rates and drops. */
   qos(): Promise<QosView> {
     return this.#json('GET', '/v1/qos');
@@ -317,6 +340,12 @@ export class ControlClient {
   /** `POST /v1/ports/:name/qos`: resolves with the port's QoS once admitted; rejects (ERR_QOS_ADMISSION, ...) with nothing changed. */
   async qosRequest(port: string, body: Record<string, unknown>): Promise<QosPortView> {
     return (await this.#json<{ port: QosPortView }>('POST', `/v1/ports/${encodeURIComponent(port)}/qos`, body)).port;
+  }
+
+  /** `GET /v1/ports/:name/libvirt-xml`: the `<interface>`; `id` is the device alias `ua-ID` (default: the port name). */
+  portLibvirtXml(port: string, id?: string): Promise<LibvirtXmlView> {
+    const q = id === undefined ? '' : `?id=${encodeURIComponent(id)}`;
+    return this.#json('GET', `/v1/ports/${encodeURIComponent(port)}/libvirt-xml${q}`);
   }
 
   /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default: the port name). */

@@ -21,6 +21,8 @@ import { addManCommand } from './man.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
 import { addQosCommands } from './qos.js';
+import { addServiceCommand } from './service.js';
+import { addTopCommand } from './top.js';
 
 function version(): string {
   try {
@@ -61,9 +63,11 @@ export function buildProgram(done: (code: number) => void): Command {
   addEventsCommand(program, done);
   addQosCommands(program, done);
   addLinkCommands(program, done);
+  addTopCommand(program, done);
   addCaCommands(program, done);
   addClusterCommands(program, done);
   addGuestImageCommand(program, done);
+  addServiceCommand(program, done);
   addCompletionCommand(program, done);
   addManCommand(program, done, version());
   configure(program);

@@ -12,7 +12,10 @@ import type {
   DiskArgsView,
   ExportView,
   HttpStatusView,
+  LibvirtXmlView,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortViewOut,
   QemuArgsView,
   ReloadView,
@@ -33,8 +36,11 @@ import type { AdmissionStatus } from '../util/admission.js';
 import type { LinkActuator, NetworkActuator } from './actuators.js';
 import type { ClusterService } from './cluster.js';
 import { ClusterNotMemberError, ExportExistsError, ExportInUseError } from './errors.js';
-import { diskArgs, exportView } from './export-specs.js';
+import { defaultDiskId, diskArgs, exportView } from './export-specs.js';
+import { libvirtDisk, libvirtInterface } from './libvirt-xml.js';
 import type { OverlayService } from './overlay.js';
+import { OverviewService } from './overview.js';
+import { PeerOverviews } from './overview-peers.js';
 import type { PortManager } from './port-manager.js';
 import type { ProcessStats } from './process-stats.js';
 import { defaultMac, qemuArgs, shellQuote } from './qemu-args.js';
@@ -72,10 +78,19 @@ export class DaemonBackend implements ControlBackend {
   readonly #o: DaemonBackendOptions;
   readonly #log: Logger;
   readonly #startedAt = performance.now();
+  readonly #overview: OverviewService;
 
   constructor(opts: DaemonBackendOptions) {
     this.#o = opts;
     this.#log = opts.logger;
+    this.#overview = new OverviewService({
+      host: opts.hostId,
+      views: this,
+      fdb: () => opts.switch.fdb(),
+      qosPolicy: (port) => opts.qos.policy(port),
+      cluster: () => this.cluster(),
+      peers: new PeerOverviews({ logger: opts.logger.child({ component: 'overview' }) }),
+    });
   }
 
   status(): StatusView {
@@ -129,6 +144,10 @@ export class DaemonBackend implements ControlBackend {
 
   clusterJoin(body: unknown): Promise<ClusterView> {
     return this.#o.reconciler.serial(() => this.#cluster().join(body));
+  }
+
+  overview(scope?: OverviewScope): Promise<OverviewView> {
+    return this.#overview.view(scope);
   }
 
   // ---- networks ----------------------------------------------------------------
@@ -221,6 +240,12 @@ export class DaemonBackend implements ControlBackend {
     return { args, mac, command: shellQuote(args) };
   }
 
+  portLibvirtXml(name: string, id?: string): LibvirtXmlView {
+    const { spec } = this.#o.ports.entry(name);
+    const mac = spec.mac ?? spec.allowed_macs?.[0] ?? defaultMac(name);
+    return libvirtInterface(spec, { mac, id: id ?? name });
+  }
+
   capture(name: string, tap: CaptureTap): () => void {
     return this.#o.ports.capture(name, tap);
   }
@@ -290,6 +315,19 @@ export class DaemonBackend implements ControlBackend {
 
   diskArgs(name: string, id?: string): DiskArgsView {
     return diskArgs(this.#o.storage.entry(name), this.#o.storage, id);
+  }
+
+  exportLibvirtXml(name: string, id?: string, dev?: string): LibvirtXmlView {
+    const s = this.#o.storage;
+    const e = s.entry(name);
+    const target = {
+      name: e.name,
+      readOnly: e.exp ? e.exp.readOnly : e.spec.read_only,
+      unix: s.unixSocket(),
+      tcp: s.tcpAddress(),
+      tls: s.tlsClient(e.spec.tls_only ?? false),
+    };
+    return libvirtDisk(target, { id: id ?? defaultDiskId(name), ...(dev === undefined ? {} : { dev }) });
   }
 
   // ---- links -------------------------------------------------------------------

@@ -9,6 +9,7 @@
 import type { ReloadView } from '../api/backend.js';
 import { eventRoutes } from '../api/events.js';
 import { HttpServer } from '../api/http-server.js';
+import { createMetrics, metricsRoutes } from '../api/metrics.js';
 import { ApiServer } from '../api/server.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
@@ -101,6 +102,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
       links,
     },
   });
+  let http: HttpServer | undefined;
   const cluster: ClusterService = new ClusterService({
     config,
     logger,
@@ -110,11 +112,11 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     overlay,
     ports,
     qos,
+    httpListen: () => http?.status().listen[0],
   });
   const processStats = startProcessStats();
   const version = packageVersion();
   let api: ApiServer | undefined;
-  let http: HttpServer | undefined;
   const backend = new DaemonBackend({
     hostId: config.host.id,
     stateDir: config.host.state_dir,
@@ -146,7 +148,15 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     socket: config.host.control_socket,
     events: events.hub,
   });
-  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [eventRoutes(events.hub)] });
+  if (config.http) {
+    const metrics = createMetrics(backend, { host: config.host.id, version });
+    http = new HttpServer({
+      config: config.http,
+      backend,
+      logger,
+      routes: [metricsRoutes(metrics), eventRoutes(events.hub)],
+    });
+  }
   events.start(backend);
   return {
     logger,

@@ -74,9 +74,10 @@ export class Daemon {
       await this.#ensureStorage();
       await c.overlay.start();
       await this.#converge(desired, ['links']);
+      // The HTTP endpoint first: the fabric's member record publishes its address.
+      await c.http?.listen();
       await c.cluster.start();
       await c.api.listen();
-      await c.http?.listen();
     } catch (err) {
       await this.stop();
       throw err;
@@ -94,6 +95,11 @@ export class Daemon {
       },
       'vmlink daemon started',
     );
+  }
+
+  /** Each port's name, state and the reason of its last change (the service manager's STATUS line). */
+  portStates(): { name: string; state: string; reason: string }[] {
+    return this.#c.ports.entries().map((e) => ({ name: e.sp.name, state: e.sp.state, reason: e.reason }));
   }
 
   /** The desired state of `config` plus what the store holds. */
