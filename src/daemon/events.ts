@@ -141,6 +141,7 @@ export class DaemonEvents {
           link: l.name,
           peer: l.peer,
           transport: l.transport,
+          path: l.path,
           address: l.address,
           source: l.source,
           reason: l.reason,
