@@ -166,6 +166,22 @@ describe('vmlink events', () => {
     assert.equal((await once(f, 'exit'))[0], 0);
   });
 
+  it('exits 0 when the reader of its output goes away (EPIPE at the next event)', async () => {
+    const f = spawn(process.execPath, [BIN, '--control', d.control, 'events', '--json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    after(() => f.kill('SIGKILL'));
+    let err = '';
+    f.stderr.setEncoding('utf8');
+    while (!err.includes('following the events')) err += ((await once(f.stderr, 'data')) as [string])[0];
+    f.stdout.destroy(); // the reader is gone
+    const exited = once(f, 'exit');
+    // An event to print: a peer connects to the config port and leaves.
+    const p = await StreamPeer.connect(join(d.dir, 'cfg.sock'));
+    p.close();
+    assert.equal(((await exited) as [number])[0], 0, err);
+  });
+
   it('refuses an unknown type with exit status 2', async () => {
     const r = await cli('events', '--type', 'ports');
     assert.equal(r.code, 2);
