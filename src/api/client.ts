@@ -7,11 +7,13 @@
  * answers on the socket.
  */
 import type { Readable } from 'node:stream';
-import { Agent } from 'undici';
+import { createParser } from 'eventsource-parser';
+import { Agent, type Dispatcher } from 'undici';
 import { VmlinkError } from '../errors.js';
 import type { LinkView, ListenerView } from '../net/overlay/overlay.js';
 import type { QosPortView, QosView } from '../qos/view.js';
 import type { AdmissionStatus } from '../util/admission.js';
+import type { VmlinkEvent } from './events.js';
 import type {
   ClusterTokenView,
   ClusterView,
@@ -31,6 +33,8 @@ import type {
   StatusView,
 } from './views.js';
 
+export type { EventType, VmlinkEvent } from './events.js';
+export { EVENT_TYPES } from './events.js';
 export type {
   ClusterHostView,
   ClusterTokenView,
@@ -165,12 +169,25 @@ export interface CaptureOptions {
   signal?: AbortSignal;
 }
 
+export interface EventsOptions {
+  /** Types (`port.up`) or categories (`port`, `mac`); default all. */
+  types?: readonly string[];
+  /** Replay the events the daemon holds after this id first (sent as Last-Event-ID); 0: all it holds. */
+  since?: number;
+  /** Aborting ends the iteration (cleanly: the loop just ends). */
+  signal?: AbortSignal;
+  /** Called once the daemon accepted the stream, before any event. */
+  onOpen?: () => void;
+}
+
 /** Client for one daemon. Call {@link close} when done (it keeps a connection pool). */
 export class ControlClient {
   /** The control socket this client talks to. */
   readonly socketPath: string;
   readonly #agent: Agent;
   readonly #timeoutMs: number;
+  /** Open event streams, ended by close(). */
+  readonly #streams = new Set<AbortController>();
 
   constructor(opts: ControlClientOptions = {}) {
     this.socketPath = opts.socketPath ?? DEFAULT_CONTROL;
@@ -352,8 +369,75 @@ export class ControlClient {
     return res.body;
   }
 
-  /** Closes the connection pool. Idempotent. */
+  /**
+   * `GET /v1/events`: the daemon's events as they happen (server-sent
+   * events), until the daemon ends the stream or `signal` aborts. Rejects
+   * (ApiError 400) for a bad type; a `stream.lost` event is the last one.
+   * {@link close} ends it too.
+   */
+  async *events(opts: EventsOptions = {}): AsyncGenerator<VmlinkEvent> {
+    const q = opts.types && opts.types.length > 0 ? `?types=${encodeURIComponent(opts.types.join(','))}` : '';
+    const ac = new AbortController();
+    const abort = () => ac.abort();
+    opts.signal?.addEventListener('abort', abort, { once: true });
+    if (opts.signal?.aborted) return;
+    this.#streams.add(ac);
+    try {
+      yield* this.#events(q, ac.signal, opts);
+    } finally {
+      this.#streams.delete(ac);
+      opts.signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  async *#events(q: string, signal: AbortSignal, opts: EventsOptions): AsyncGenerator<VmlinkEvent> {
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.#request('GET', `/v1/events${q}`, undefined, {
+        signal,
+        bodyTimeout: 0,
+        headers: {
+          accept: 'text/event-stream',
+          ...(opts.since === undefined ? {} : { 'last-event-id': String(opts.since) }),
+        },
+      });
+    } catch (err) {
+      if (signal.aborted) return;
+      throw err;
+    }
+    if (res.statusCode >= 400) throw apiErrorFrom(res.statusCode, await res.body.text());
+    opts.onOpen?.();
+    const ready: VmlinkEvent[] = [];
+    const parser = createParser({
+      onEvent: (m) => {
+        try {
+          ready.push(JSON.parse(m.data) as VmlinkEvent);
+        } catch {
+          throw new ApiError(
+            200,
+            'ERR_API_RESPONSE',
+            `the daemon sent an event that is not JSON: ${m.data.slice(0, 200)}`,
+          );
+        }
+      },
+    });
+    const text = new TextDecoder();
+    try {
+      for await (const chunk of res.body) {
+        parser.feed(text.decode(chunk as Buffer, { stream: true }));
+        while (ready.length > 0) yield ready.shift() as VmlinkEvent;
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      throw err;
+    } finally {
+      res.body.destroy();
+    }
+  }
+
+  /** Ends open event streams and closes the connection pool. Idempotent. */
   async close(): Promise<void> {
+    for (const ac of this.#streams) ac.abort();
     if (!this.#agent.closed) await this.#agent.close();
   }
 
@@ -373,9 +457,9 @@ export class ControlClient {
     method: string,
     path: string,
     body: unknown,
-    extra: { signal?: AbortSignal | undefined; bodyTimeout?: number } = {},
+    extra: { signal?: AbortSignal | undefined; bodyTimeout?: number; headers?: Record<string, string> } = {},
   ) {
-    const headers: Record<string, string> = { accept: 'application/json' };
+    const headers: Record<string, string> = { accept: 'application/json', ...extra.headers };
     if (body !== undefined) headers['content-type'] = 'application/json';
     try {
       return await this.#agent.request({

@@ -32,6 +32,7 @@ import {
   ControlSocketError,
   RouteNotFoundError,
 } from './errors.js';
+import { type EventHub, eventRoutes } from './events.js';
 import { nameParam, queryParam, registerReadRoutes } from './read-routes.js';
 
 export interface ApiServerOptions {
@@ -48,6 +49,8 @@ export interface ApiServerOptions {
   headersTimeoutMs?: number | undefined;
   /** Mode, owner and group of the socket (`host.control_socket`); default mode 0600. */
   socket?: SocketAccessSpec | undefined;
+  /** The event stream served at `GET /v1/events`; none: that route answers 404. */
+  events?: EventHub | undefined;
 }
 
 export interface ErrorBody {
@@ -99,6 +102,7 @@ export class ApiServer {
   readonly #socket: SocketAccessSpec | undefined;
   readonly #backend: ControlBackend;
   readonly #log: Logger;
+  readonly #events: EventHub | undefined;
   readonly #app: FastifyInstance;
   #server: Server | undefined;
   readonly #gate: AdmissionGate;
@@ -110,6 +114,7 @@ export class ApiServer {
     this.#socket = opts.socket;
     this.#backend = opts.backend;
     this.#log = opts.logger;
+    this.#events = opts.events;
     const headersTimeoutMs = opts.headersTimeoutMs ?? 10_000;
     this.#app = fastify({
       logger: false,
@@ -229,6 +234,7 @@ export class ApiServer {
     app.setNotFoundHandler((req, reply) => this.#fail(new RouteNotFoundError(req.method, req.url), req, reply));
 
     registerReadRoutes(app, b);
+    if (this.#events) eventRoutes(this.#events)(app);
     app.post('/v1/reload', async () => ({ reload: await b.reload() }));
     app.post('/v1/cluster/init', async (req) => ({ cluster: await b.clusterInit(req.body) }));
     app.post('/v1/cluster/token', async (req, reply) =>

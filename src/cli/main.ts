@@ -12,6 +12,7 @@ import { addClusterCommands } from './cluster.js';
 import { addCompletionCommand } from './completion.js';
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, reportError, usageHint } from './context.js';
 import { addDaemonCommand, addReloadCommand } from './daemon.js';
+import { addEventsCommand } from './events.js';
 import { addExportCommands } from './export.js';
 import { addFdbCommands, addQemuArgsCommand } from './fdb.js';
 import { addGuestImageCommand } from './guest.js';
@@ -59,6 +60,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addQemuArgsCommand(program, done);
   addExportCommands(program, done);
   addCaptureCommand(program, done);
+  addEventsCommand(program, done);
   addQosCommands(program, done);
   addLinkCommands(program, done);
   addTopCommand(program, done);

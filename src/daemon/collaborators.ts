@@ -7,6 +7,7 @@
  */
 
 import type { ReloadView } from '../api/backend.js';
+import { eventRoutes } from '../api/events.js';
 import { HttpServer } from '../api/http-server.js';
 import { createMetrics, metricsRoutes } from '../api/metrics.js';
 import { ApiServer } from '../api/server.js';
@@ -21,6 +22,7 @@ import { Reconciler } from '../reconcile/reconciler.js';
 import { ExportActuator, LinkActuator, NetworkActuator, PortActuator } from './actuators.js';
 import { DaemonBackend } from './backend.js';
 import { ClusterService } from './cluster.js';
+import { DaemonEvents } from './events.js';
 import { OverlayService } from './overlay.js';
 import { PortManager } from './port-manager.js';
 import { type ProcessStats, startProcessStats } from './process-stats.js';
@@ -60,6 +62,8 @@ export interface Collaborators {
   api: ApiServer;
   /** The read-only HTTP endpoint (metrics, events, dashboard), when `http:` is configured. */
   http: HttpServer | undefined;
+  /** The event stream and its sources. */
+  events: DaemonEvents;
 }
 
 /** The daemon's collaborators for `opts`; `reload` is what `POST /v1/reload` runs. */
@@ -71,6 +75,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
   const sw = new Switch({ logger, agingSec: config.host.aging_sec });
   const qos = new QosService({ switch: sw, logger });
   const ports = new PortManager({ switch: sw, qos, logger });
+  const events = new DaemonEvents({ hostId: config.host.id, logger, switch: sw, ports, qos });
   const storage = new StorageService({
     logger,
     config: config.storage,
@@ -142,6 +147,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     maxConnections: config.host.control_max_connections,
     headersTimeoutMs: config.host.control_headers_timeout_ms,
     socket: config.host.control_socket,
+    events: events.hub,
   });
   if (config.http) {
     const metrics = createMetrics(backend, { host: config.host.id, version });
@@ -149,9 +155,10 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
       config: config.http,
       backend,
       logger,
-      routes: [metricsRoutes(metrics), webRoutes(WEB_ROOT)],
+      routes: [metricsRoutes(metrics), eventRoutes(events.hub), webRoutes(WEB_ROOT)],
     });
   }
+  events.start(backend);
   return {
     logger,
     controlPath,
@@ -169,5 +176,6 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     processStats,
     api,
     http,
+    events,
   };
 }

@@ -134,9 +134,13 @@ export class Daemon {
         configPath: this.#configPath,
         collaborators: this.#c,
         desired: (next, stored, onSkip) => this.#desired(next, stored, onSkip),
+      }).catch((err: unknown) => {
+        this.#c.events.reloaded(undefined, err);
+        throw err;
       });
       await this.#ensureStorage();
       this.#config = config;
+      this.#c.events.reloaded(view);
       return view;
     });
   }
@@ -165,6 +169,7 @@ export class Daemon {
     await c.storage.close();
     await c.store.close().catch((err) => log.error({ err }, describeError(err)));
     c.processStats.stop();
+    c.events.stop();
     if (this.#started) log.info('vmlink daemon stopped');
   }
 }

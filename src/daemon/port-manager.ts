@@ -32,6 +32,16 @@ export interface PortEntry {
   taps: Set<CaptureTap>;
 }
 
+/** A change of a port for the event stream (daemon/events.ts): added, removed, up or down (with the state it is in and why). */
+export interface PortChange {
+  change: 'added' | 'removed' | 'up' | 'down';
+  port: string;
+  kind: string;
+  network?: string | undefined;
+  state: PortState;
+  reason: string;
+}
+
 export interface PortManagerOptions {
   switch: Switch;
   qos: QosService;
@@ -43,11 +53,37 @@ export class PortManager {
   readonly #qos: QosService;
   readonly #log: Logger;
   readonly #ports = new Map<string, PortEntry>();
+  readonly #watchers = new Set<(c: PortChange) => void>();
 
   constructor(opts: PortManagerOptions) {
     this.#sw = opts.switch;
     this.#qos = opts.qos;
     this.#log = opts.logger;
+  }
+
+  /** Tells `fn` of ports added, removed, up and down; returns the function that stops it. */
+  watch(fn: (c: PortChange) => void): () => void {
+    this.#watchers.add(fn);
+    return () => this.#watchers.delete(fn);
+  }
+
+  #tell(change: PortChange['change'], e: PortEntry): void {
+    if (this.#watchers.size === 0) return;
+    const c: PortChange = {
+      change,
+      port: e.spec.name,
+      kind: e.spec.kind,
+      network: e.spec.network,
+      state: e.sp.state,
+      reason: e.reason,
+    };
+    for (const fn of this.#watchers) {
+      try {
+        fn(c);
+      } catch (err) {
+        this.#log.warn({ err }, 'a port watcher threw; the port manager goes on');
+      }
+    }
   }
 
   /** The port's entry, or undefined. */
@@ -108,9 +144,12 @@ export class PortManager {
         sink,
         sinkBatch: sp.ingressBatch,
         onState: (state: PortState, reason: string) => {
+          const was = sp.state;
           this.#sw.portState(sp, state);
           entry.reason = reason;
           log.info({ state, reason }, `port ${state}: ${reason}`);
+          if (state === 'up') this.#tell('up', entry);
+          else if (was === 'up' || state === 'down') this.#tell('down', entry);
         },
         onMalformed: (reason: string) => this.#sw.malformed(sp, reason),
         onRoom: sp.onRoom,
@@ -127,6 +166,7 @@ export class PortManager {
     });
     this.#ports.set(spec.name, entry);
     this.#qos.attach(spec);
+    this.#tell('added', entry);
     return entry;
   }
 
@@ -136,6 +176,7 @@ export class PortManager {
     } catch (err) {
       e.reason = `cannot open: ${describeError(err)}`;
       this.#sw.portState(e.sp, 'down');
+      this.#tell('down', e);
       this.#log.error({ port: e.sp.name, code: (err as { code?: unknown }).code }, `port "${e.sp.name}" ${e.reason}`);
     }
   }
@@ -149,6 +190,8 @@ export class PortManager {
     for (const t of e.taps) t.end(why);
     e.taps.clear();
     await this.#sw.removePort(name);
+    e.reason = why;
+    this.#tell('removed', e);
   }
 
   /** Attaches a capture tap; returns the function that detaches it. ERR_PORT_NOT_FOUND when there is no such port. */

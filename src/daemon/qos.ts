@@ -60,7 +60,23 @@ interface Sample {
   flows: Map<string, number>;
 }
 
+/** An admission decision for the event stream (daemon/events.ts): a port's or link's reservation accepted or refused. */
+export interface AdmissionDecision {
+  accepted: boolean;
+  kind: 'port' | 'link';
+  name: string;
+  /** What was asked: the port's reservation (min) and cap (max), or the link's capacity, bits/s. */
+  min?: number | undefined;
+  max?: number | undefined;
+  capacity?: number | undefined;
+  /** Refused: the error code and message. */
+  code?: string | undefined;
+  reason?: string | undefined;
+}
+
 export class QosService {
+  /** Told of every admission decision on a QoS request, a port with QoS or a link with a capacity. */
+  onAdmission: ((d: AdmissionDecision) => void) | undefined;
   readonly #sw: Switch;
   readonly #log: Logger;
   readonly #entries = new Map<string, Entry>();
@@ -147,6 +163,10 @@ export class QosService {
 
   /** Admission of a port about to be added with `spec` (API): throws and changes nothing when refused. */
   admit(spec: PortConfig): void {
+    this.#decide({ kind: 'port', name: spec.name, ...spec.qos }, spec.qos !== undefined, () => this.#admitLocal(spec));
+  }
+
+  #admitLocal(spec: PortConfig): void {
     const proposed = [
       ...this.#admissionPorts().filter((p) => p.kind === 'link' || p.name !== spec.name),
       admissionPort({ name: spec.name, networks: networksOf(spec), qos: spec.qos }),
@@ -170,15 +190,76 @@ export class QosService {
    * set), then applied. Refused by either: nothing changed here.
    */
   async requestInFabric(name: string, body: unknown): Promise<QosPortView> {
-    const { e, next } = this.#prepare(name, body);
-    await this.#fabric?.(name, next.min ?? 0, this.#fabricLinks(e.networks));
-    return this.#apply(e, next);
+    let asked: PortQosConfig | undefined;
+    return this.#decide(
+      () => ({ kind: 'port', name, ...asked }),
+      true,
+      async () => {
+        const { e, next } = this.#prepare(name, body);
+        asked = next;
+        await this.#fabric?.(name, next.min ?? 0, this.#fabricLinks(e.networks));
+        return this.#apply(e, next);
+      },
+    );
   }
 
   /** {@link admit} in a cluster: the local check, then the fabric's for the new port's reservation. */
   async admitInFabric(spec: PortConfig): Promise<void> {
-    this.admit(spec);
-    await this.#fabric?.(spec.name, spec.qos?.min ?? 0, this.#fabricLinks(networksOf(spec)));
+    await this.#decide({ kind: 'port', name: spec.name, ...spec.qos }, spec.qos !== undefined, async () => {
+      this.#admitLocal(spec);
+      await this.#fabric?.(spec.name, spec.qos?.min ?? 0, this.#fabricLinks(networksOf(spec)));
+    });
+  }
+
+  /**
+   * Runs an admission step and tells {@link onAdmission} how it went (when `tell`); the step's result or error passes through.
+   * `what` is the request (a function: known only once the step parsed it).
+   */
+  #decide<T>(
+    what: Omit<AdmissionDecision, 'accepted'> | (() => Omit<AdmissionDecision, 'accepted'>),
+    tell: boolean,
+    step: () => T,
+  ): T {
+    const report = (accepted: boolean, err?: unknown) => {
+      const fn = this.onAdmission;
+      if (!fn || !tell) return;
+      const d = typeof what === 'function' ? what() : what;
+      const e = err as { code?: unknown; message?: unknown } | undefined;
+      try {
+        fn({
+          accepted,
+          kind: d.kind,
+          name: d.name,
+          ...(d.min === undefined ? {} : { min: d.min }),
+          ...(d.max === undefined ? {} : { max: d.max }),
+          ...(d.capacity === undefined ? {} : { capacity: d.capacity }),
+          ...(e ? { code: typeof e.code === 'string' ? e.code : undefined, reason: String(e.message) } : {}),
+        });
+      } catch (x) {
+        this.#log.warn({ err: x }, 'an admission watcher threw; QoS goes on');
+      }
+    };
+    let r: T;
+    try {
+      r = step();
+    } catch (err) {
+      report(false, err);
+      throw err;
+    }
+    if (r instanceof Promise) {
+      return r.then(
+        (v) => {
+          report(true);
+          return v;
+        },
+        (err: unknown) => {
+          report(false, err);
+          throw err;
+        },
+      ) as T;
+    }
+    report(true);
+    return r;
   }
 
   /**
@@ -245,6 +326,10 @@ export class QosService {
    */
   admitLink(name: string, qos: LinkQosConfig | undefined, networks?: string[]): void {
     if (!qos) return;
+    this.#decide({ kind: 'link', name, capacity: qos.capacity }, true, () => this.#admitLink(name, qos, networks));
+  }
+
+  #admitLink(name: string, qos: LinkQosConfig, networks?: string[]): void {
     const nets = networks ?? this.#sw.networks().map((n) => n.name);
     const proposed = [
       ...this.#admissionPorts().filter((p) => p.kind !== 'link' || p.name !== name),
