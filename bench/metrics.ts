@@ -1,0 +1,251 @@
+/**
+ * `npm run bench:metrics`: what `/metrics` costs.
+ *
+ * (a) 64-byte frames between two stream ports of one daemon (bench/stream's
+ *     generator and sink), with `/metrics` scraped every 100 ms and without,
+ *     on the same daemon in the same run, interleaved (off/on, then on/off,
+ *     ...): the ratio of frames/s.
+ * (b) The time to scrape `/metrics` and its size with 100 and 1,000 ports.
+ *
+ * The daemon is started as a user starts it: `vmlink daemon --config FILE`
+ * with default settings and an `http:` section.
+ *
+ *   node dist/bench/metrics.js [--seconds S] [--repeat N] [--pin] [--ports 100,1000] [--scrapes N]
+ */
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { run as streamRun } from './stream.js';
+import type { Measure, RateOpts, ScenarioResult } from './types.js';
+import { fmtM, machineInfo, median, startBenchDaemon, writeResult } from './util.js';
+
+const root = new URL('../..', import.meta.url).pathname;
+const SCRAPE_INTERVAL_MS = 100;
+const HTTP_LINE = 'http: { listen: "tcp:127.0.0.1:0" }';
+
+/** GET on the control socket, JSON. */
+function controlGet(sock: string, path: string): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: sock, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        body += d;
+      });
+      res.on('end', () => resolve(JSON.parse(body)));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The daemon's HTTP base URL from `GET /v1/status` (port 0 resolved). */
+async function httpBase(control: string): Promise<string> {
+  const s = (await controlGet(control, '/v1/status')) as { http?: { listen: string[]; reason?: string } };
+  const listen = s.http?.listen[0];
+  if (!listen) throw new Error(`the daemon's HTTP endpoint is not listening: ${s.http?.reason ?? 'no http in status'}`);
+  return `http://${listen.replace(/^tcp:/, '')}`;
+}
+
+interface Scrape {
+  ms: number;
+  bytes: number;
+}
+
+/** One scrape of `/metrics` (a kept-alive connection, as Prometheus keeps one); fails unless 200. */
+async function scrape(base: string): Promise<Scrape> {
+  const t0 = performance.now();
+  const res = await fetch(`${base}/metrics`);
+  const body = await res.arrayBuffer();
+  const ms = performance.now() - t0;
+  if (res.status !== 200)
+    throw new Error(`GET /metrics answered ${res.status}: ${Buffer.from(body).toString().slice(0, 200)}`);
+  return { ms, bytes: body.byteLength };
+}
+
+/** Scrapes every `intervalMs` (start to start) until stopped; resolves with every scrape's time. */
+function scraper(base: string, intervalMs: number): { stop: () => Promise<Scrape[]> } {
+  const done: Scrape[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const t0 = performance.now();
+      done.push(await scrape(base));
+      const wait = intervalMs - (performance.now() - t0);
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
+  })();
+  return {
+    stop: async () => {
+      stopped = true;
+      await loop;
+      return done;
+    },
+  };
+}
+
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))] as number;
+}
+
+/** (a): interleaved pairs of 64 B runs through one daemon, scraped and not. */
+async function throughput(o: RateOpts): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-metrics-'));
+  const off: Measure[] = [];
+  const on: Measure[] = [];
+  const scrapes: Scrape[] = [];
+  try {
+    const d = await startBenchDaemon(
+      o.root,
+      dir,
+      ['a', 'b'].map((n) => `{ name: ${n}, network: bench, kind: stream, listen: "unix:${join(dir, `${n}.sock`)}" }`),
+      o.pin ? '0-1' : undefined,
+      1500,
+      [HTTP_LINE],
+    );
+    try {
+      const base = await httpBase(d.control);
+      await scrape(base);
+      const measure = async (scraped: boolean): Promise<void> => {
+        const s = scraped ? scraper(base, SCRAPE_INTERVAL_MS) : undefined;
+        const m = await streamRun(o, 64, join(dir, 'b.sock'), 'connect', join(dir, 'a.sock'));
+        if (s) scrapes.push(...(await s.stop()));
+        (scraped ? on : off).push(m);
+      };
+      for (let i = 0; i < o.repeat; i++) {
+        // Alternate the order (off, on / on, off) so a drift of the machine's load favours neither.
+        const order = i % 2 === 0 ? [false, true] : [true, false];
+        for (const scraped of order) await measure(scraped);
+        console.log(
+          `metrics (a) pair ${i + 1}: not scraped ${fmtM(off.at(-1)?.fps ?? 0)} f/s, scraped ${fmtM(on.at(-1)?.fps ?? 0)} f/s`,
+        );
+      }
+    } finally {
+      d.proc.kill('SIGTERM');
+      await once(d.proc, 'close');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const offFps = median(off.map((m) => m.fps));
+  const onFps = median(on.map((m) => m.fps));
+  const pairs = off.map((m, i) => (on[i] as Measure).fps / m.fps);
+  return {
+    frame_bytes: 64,
+    pairs: o.repeat,
+    seconds: o.seconds,
+    not_scraped_fps: Math.round(offFps),
+    scraped_fps: Math.round(onFps),
+    ratio: +(onFps / offFps).toFixed(4),
+    median_pair_ratio: +median(pairs).toFixed(4),
+    pair_ratios: pairs.map((r) => +r.toFixed(4)),
+    not_scraped_runs_fps: off.map((m) => Math.round(m.fps)),
+    scraped_runs_fps: on.map((m) => Math.round(m.fps)),
+    scrapes: scrapes.length,
+    scrape_ms_median: +median(scrapes.map((s) => s.ms)).toFixed(2),
+    scrape_bytes: scrapes.at(-1)?.bytes ?? 0,
+  };
+}
+
+/** (b): a daemon with `n` listening stream ports; `count` scrapes one after another. */
+async function scrapeCost(o: RateOpts, n: number, count: number): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), 'vmlink-bench-metrics-'));
+  try {
+    const lines = Array.from(
+      { length: n },
+      (_, i) => `{ name: p${i}, network: bench, kind: stream, listen: "unix:${join(dir, `p${i}.sock`)}" }`,
+    );
+    const d = await startBenchDaemon(o.root, dir, lines, o.pin ? '0-1' : undefined, 1500, [HTTP_LINE]);
+    try {
+      const base = await httpBase(d.control);
+      for (let i = 0; i < 3; i++) await scrape(base); // warm up (JIT, connection)
+      const runs: Scrape[] = [];
+      for (let i = 0; i < count; i++) runs.push(await scrape(base));
+      const text = await (await fetch(`${base}/metrics`)).text();
+      const samples = text.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length;
+      const families = text.split('\n').filter((l) => l.startsWith('# TYPE ')).length;
+      const ms = runs.map((r) => r.ms);
+      console.log(`metrics (b) ${n} ports: median ${median(ms).toFixed(1)} ms, ${runs.at(-1)?.bytes} bytes`);
+      return {
+        ports: n,
+        scrapes: count,
+        ms_median: +median(ms).toFixed(2),
+        ms_p90: +pct(ms, 0.9).toFixed(2),
+        ms_max: +Math.max(...ms).toFixed(2),
+        bytes: runs.at(-1)?.bytes ?? 0,
+        samples,
+        families,
+      };
+    } finally {
+      d.proc.kill('SIGTERM');
+      await once(d.proc, 'close');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function markdown(a: Record<string, unknown>, b: Record<string, unknown>[], o: RateOpts): string {
+  const kib = (x: unknown) => `${((x as number) / 1024).toFixed(0)} KiB`;
+  return [
+    '## Metrics: the cost of `/metrics` (`npm run bench:metrics`)',
+    '',
+    `(a) 64 B frames, generator -> port a -> switch -> port b -> sink (bench/stream's peers), one daemon started with defaults and \`${HTTP_LINE}\`; ${o.repeat} pairs of ${o.seconds} s runs, each pair one run with \`/metrics\` scraped every ${SCRAPE_INTERVAL_MS} ms (start to start, one kept-alive connection) and one without, order alternating; ${o.pin ? 'pinned' : 'unpinned'}, ${cpus().length} cores.`,
+    '',
+    '| not scraped frames/s | scraped frames/s | scraped/not (medians) | median of pair ratios | scrapes | scrape time (median) | body |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| ${fmtM(a['not_scraped_fps'] as number)} | ${fmtM(a['scraped_fps'] as number)} | ${a['ratio']} | ${a['median_pair_ratio']} | ${a['scrapes']} | ${a['scrape_ms_median']} ms | ${kib(a['scrape_bytes'])} |`,
+    '',
+    `Pair ratios (scraped/not): ${(a['pair_ratios'] as number[]).join(', ')}. Target (issue 15): at most 2% fewer frames/s when scraped (ratio >= 0.98).`,
+    '',
+    '(b) Scrape time (client side: request to last byte over loopback) and body size, a daemon with N listening stream ports (no peers), scrapes one after another:',
+    '',
+    '| ports | scrapes | median | p90 | max | body | samples | families |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...b.map(
+      (r) =>
+        `| ${r['ports']} | ${r['scrapes']} | ${r['ms_median']} ms | ${r['ms_p90']} ms | ${r['ms_max']} ms | ${kib(r['bytes'])} | ${r['samples']} | ${r['families']} |`,
+    ),
+  ].join('\n');
+}
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '3' },
+    repeat: { type: 'string', default: '5' },
+    pin: { type: 'boolean', default: false },
+    ports: { type: 'string', default: '100,1000' },
+    scrapes: { type: 'string', default: '30' },
+  },
+});
+const seconds = Number(values.seconds);
+const repeat = Number(values.repeat);
+const scrapes = Number(values.scrapes);
+const portCounts = values.ports.split(',').map(Number);
+if (
+  !(seconds > 0) ||
+  !Number.isInteger(repeat) ||
+  repeat < 1 ||
+  !Number.isInteger(scrapes) ||
+  scrapes < 1 ||
+  !portCounts.every((n) => Number.isInteger(n) && n >= 2)
+) {
+  console.error('usage: metrics.js [--seconds S>0] [--repeat N>=1] [--pin] [--ports N,N...] [--scrapes N>=1]');
+  process.exit(2);
+}
+const o: RateOpts = { root, seconds, repeat, pin: values.pin === true };
+const a = await throughput(o);
+const b: Record<string, unknown>[] = [];
+for (const n of portCounts) b.push(await scrapeCost(o, n, scrapes));
+const result: ScenarioResult = {
+  scenario: 'metrics',
+  when: new Date().toISOString(),
+  machine: machineInfo(),
+  rows: [{ part: 'throughput', ...a }, ...b.map((r) => ({ part: 'scrape', ...r }))],
+  markdown: markdown(a, b, o),
+};
+writeResult(root, result, new Date().toISOString().replace(/[:.]/g, '-'));
