@@ -14,6 +14,8 @@ import type {
   ExportView,
   HttpStatusView,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortView,
   QemuArgsView,
   ReloadView,
@@ -27,6 +29,8 @@ export type {
   ExportView,
   HttpStatusView,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortView,
   QemuArgsView,
   ReloadView,
@@ -60,6 +64,8 @@ export interface ControlBackend {
   clusterJoin(body: unknown): Promise<ClusterView>;
   /** `GET /v1/networks`. */
   networks(): NetworkView[];
+  /** `GET /v1/overview`: ports, links, exports and hosts in one answer; default scope: the fabric on a member, else this host. */
+  overview(scope?: OverviewScope): Promise<OverviewView>;
   /** `POST /v1/networks`: validates, creates, persists. */
   addNetwork(body: unknown): Promise<NetworkView>;
   /** `DELETE /v1/networks/:name`. */

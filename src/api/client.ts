@@ -22,6 +22,8 @@ import type {
   HttpStatusView,
   NetworkBody,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortBody,
   PortView,
   QemuArgsView,
@@ -41,6 +43,12 @@ export type {
   HttpStatusView,
   NetworkBody,
   NetworkView,
+  OverviewExport,
+  OverviewHost,
+  OverviewLink,
+  OverviewPort,
+  OverviewScope,
+  OverviewView,
   PortBody,
   PortView,
   ProcessStatusView,
@@ -290,6 +298,11 @@ export class ControlClient {
   async fdb(network?: string): Promise<FdbEntryView[]> {
     const q = network === undefined ? '' : `?network=${encodeURIComponent(network)}`;
     return (await this.#json<{ entries: FdbEntryView[] }>('GET', `/v1/fdb${q}`)).entries;
+  }
+
+  /** `GET /v1/overview`: the dashboard's one answer; `scope` default: the fabric on a member, this host otherwise. */
+  overview(scope?: OverviewScope): Promise<OverviewView> {
+    return this.#json('GET', `/v1/overview${scope ? `?scope=${scope}` : ''}`);
   }
 
   /** `GET /v1/qos`: per port and class, configured versus measured rates and drops. */

@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ControlBackend } from './backend.js';
 import { BadRequestError } from './errors.js';
+import type { OverviewScope } from './views.js';
 
 /** A single string query parameter, or undefined; repeated parameters are refused. */
 export function queryParam(req: FastifyRequest, key: string): string | undefined {
@@ -31,5 +32,12 @@ export function registerReadRoutes(app: FastifyInstance, b: ControlBackend): voi
   app.get('/v1/qos', async () => b.qos());
   app.get('/v1/links', async () => ({ links: b.links(), listener: b.linkListener() }));
   app.get('/v1/links/:name', async (req) => ({ link: b.link(nameParam(req)) }));
+  app.get('/v1/overview', async (req) => b.overview(parseScope(queryParam(req, 'scope'))));
   app.get('/v1/fdb', async (req) => ({ entries: b.fdb(queryParam(req, 'network')) }));
+}
+
+/** The `scope` query parameter of `GET /v1/overview`: absent, `host` or `fabric`; anything else is a 400. */
+function parseScope(v: string | undefined): OverviewScope | undefined {
+  if (v === undefined || v === 'host' || v === 'fabric') return v;
+  throw new BadRequestError(`scope must be "host" or "fabric", not ${JSON.stringify(v)}`);
 }

@@ -202,6 +202,8 @@ export interface ClusterHostView {
   state: 'up' | 'down';
   /** Where its links are dialled, `tcp:IP:PORT`; undefined for a dial-out host without a listener. */
   address?: string | undefined;
+  /** Its read-only HTTP endpoint (`http://IP:PORT`), when it has an `http:` section (`GET /v1/overview` fetches from it). */
+  http?: string | undefined;
   /** Other hosts can dial it. */
   reachable: boolean;
   /** It relays between its links (a hub). */
@@ -248,4 +250,108 @@ export interface ClusterTokenView {
   expires: string;
   /** Where the joining host will be served. */
   join: string[];
+}
+
+/** `GET /v1/overview?scope=`: this host only, or every host of the fabric (the default on a member). */
+export type OverviewScope = 'host' | 'fabric';
+
+/**
+ * `GET /v1/overview`: one answer with everything the dashboard draws. Counters
+ * are totals since the port, link or export started; a viewer computes rates
+ * from two answers and their `at` (the daemon keeps no sampler for it).
+ */
+export interface OverviewView {
+  /** When the answer was put together, ms since the epoch. */
+  at: number;
+  /** The answering host's id. */
+  host: string;
+  scope: OverviewScope;
+  hosts: OverviewHost[];
+  /** Networks, each with the hosts that have local ports on it. */
+  networks: { name: string; vni: number; mtu: number; hosts: string[] }[];
+  ports: OverviewPort[];
+  links: OverviewLink[];
+  exports: OverviewExport[];
+}
+
+/** A host in {@link OverviewView}. */
+export interface OverviewHost {
+  id: string;
+  /**
+   * `up`: a member whose lease is renewed, or the peer of an up link; `down`: its lease lapsed or its link is
+   * down; `unreachable`: up in the fabric but its HTTP endpoint did not answer (see `reason`): its ports,
+   * links and exports are missing from the answer.
+   */
+  state: 'up' | 'down' | 'unreachable';
+  /** The answering host. */
+  local: boolean;
+  /** Where its links are dialled (`tcp:IP:PORT`), when known. */
+  address?: string;
+  /** Its HTTP endpoint (`http://IP:PORT`), when it publishes one. */
+  http?: string;
+  /** Why it is down or unreachable, or why its numbers are missing. */
+  reason?: string;
+  /** When its numbers were taken, ms since the epoch (absent when there are none). */
+  at?: number;
+}
+
+/** A port in {@link OverviewView}: the counters of `GET /v1/ports`. */
+export interface OverviewPort {
+  /** The host it runs on. */
+  host: string;
+  name: string;
+  kind: string;
+  network?: string;
+  state: string;
+  /** Up to 8 MACs learned on it (`mac_count` says how many there are). */
+  macs: string[];
+  mac_count: number;
+  /** The transport's peer (the connected or configured remote address), when known. */
+  peer?: string;
+  rx_bytes: number;
+  rx_frames: number;
+  tx_bytes: number;
+  tx_frames: number;
+  /** Drops by reason (every reason the switch knows, 0 included). */
+  drops: Record<string, number>;
+  /** Its QoS, when it has a policy, bits/s: reservation (0: none), cap (0: none), what it sent over the last second. */
+  qos?: { min: number; max: number; rate: number };
+}
+
+/** A link in {@link OverviewView}. */
+export interface OverviewLink {
+  /** The host the link is seen from (a link between two hosts appears once from each side). */
+  host: string;
+  name: string;
+  /** The peer host id, once known. */
+  peer?: string;
+  state: string;
+  /** `relay`: the peer is a relaying hub (traffic to other hosts goes through it); `direct` otherwise. */
+  path: 'direct' | 'relay';
+  transport: string;
+  /** Round-trip time while the link is up, ms. */
+  rtt_ms?: number;
+  /** Throughput over the last second, bits/s. */
+  tx_bps: number;
+  rx_bps: number;
+  tx_bytes: number;
+  rx_bytes: number;
+  /** Drops by reason. */
+  drops: Record<string, number>;
+}
+
+/** An NBD export in {@link OverviewView}: the counters of `GET /v1/exports`. */
+export interface OverviewExport {
+  host: string;
+  name: string;
+  /** `up` (served) or `down`. */
+  state: string;
+  /** Device size, bytes; null while down. */
+  size: number | null;
+  /** NBD clients connected now. */
+  clients: number;
+  requests: number;
+  errors: number;
+  bytes_read: number;
+  bytes_written: number;
 }

@@ -33,6 +33,8 @@ export interface MemberRecord {
   relay: boolean;
   issuer: boolean;
   join?: string;
+  /** Its read-only HTTP endpoint, `http://IP:PORT` (`GET /v1/overview` of the fabric fetches from it); absent without one. */
+  http?: string;
   /** ISO time the host joined. */
   joined: string;
 }
@@ -124,6 +126,8 @@ function parseMember(host: string, buf: Buffer): MemberRecord | string {
   if (v['id'] !== host) return `id ${JSON.stringify(v['id'])} is not the key's host`;
   if (v['overlay'] !== null && !str(v['overlay'])) return 'overlay is neither a string nor null';
   if (typeof v['reachable'] !== 'boolean') return 'reachable is not a boolean';
+  // A bad endpoint costs only the overview of that host: the field is dropped, the record kept.
+  if (v['http'] !== undefined && !str(v['http'])) delete v['http'];
   return v as unknown as MemberRecord;
 }
 

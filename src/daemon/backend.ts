@@ -13,6 +13,8 @@ import type {
   ExportView,
   HttpStatusView,
   NetworkView,
+  OverviewScope,
+  OverviewView,
   PortViewOut,
   QemuArgsView,
   ReloadView,
@@ -35,6 +37,8 @@ import type { ClusterService } from './cluster.js';
 import { ClusterNotMemberError, ExportExistsError, ExportInUseError } from './errors.js';
 import { diskArgs, exportView } from './export-specs.js';
 import type { OverlayService } from './overlay.js';
+import { OverviewService } from './overview.js';
+import { PeerOverviews } from './overview-peers.js';
 import type { PortManager } from './port-manager.js';
 import type { ProcessStats } from './process-stats.js';
 import { defaultMac, qemuArgs, shellQuote } from './qemu-args.js';
@@ -72,10 +76,19 @@ export class DaemonBackend implements ControlBackend {
   readonly #o: DaemonBackendOptions;
   readonly #log: Logger;
   readonly #startedAt = performance.now();
+  readonly #overview: OverviewService;
 
   constructor(opts: DaemonBackendOptions) {
     this.#o = opts;
     this.#log = opts.logger;
+    this.#overview = new OverviewService({
+      host: opts.hostId,
+      views: this,
+      fdb: () => opts.switch.fdb(),
+      qosPolicy: (port) => opts.qos.policy(port),
+      cluster: () => this.cluster(),
+      peers: new PeerOverviews({ logger: opts.logger.child({ component: 'overview' }) }),
+    });
   }
 
   status(): StatusView {
@@ -129,6 +142,10 @@ export class DaemonBackend implements ControlBackend {
 
   clusterJoin(body: unknown): Promise<ClusterView> {
     return this.#o.reconciler.serial(() => this.#cluster().join(body));
+  }
+
+  overview(scope?: OverviewScope): Promise<OverviewView> {
+    return this.#overview.view(scope);
   }
 
   // ---- networks ----------------------------------------------------------------

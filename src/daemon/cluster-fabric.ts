@@ -27,7 +27,7 @@ import { type Config, portNetworkRefs } from '../config/schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Switch } from '../net/switch/switch.js';
-import { formatAddress } from '../util/address.js';
+import { formatAddress, parseAddress } from '../util/address.js';
 import type { OverlayService } from './overlay.js';
 import type { PortManager } from './port-manager.js';
 import type { QosService } from './qos.js';
@@ -47,6 +47,8 @@ export interface FabricContext {
   logger: Logger;
   /** The address other hosts dial this host's links on, `tcp:IP:PORT`; none for a dial-out host. */
   address: string | undefined;
+  /** This host's HTTP endpoint as the others reach it, `http://IP:PORT`; none without an `http:` section. */
+  http?: string | undefined;
 }
 
 /** A running membership: see {@link startFabric}. */
@@ -108,6 +110,7 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
     relay: config.overlay?.relay ?? false,
     issuer: Boolean(settings.ca?.key && joinAddress),
     ...(joinAddress ? { join: joinAddress } : {}),
+    ...(ctx.http ? { http: ctx.http } : {}),
     joined: new Date().toISOString(),
   };
   // QoS reservations sharing a link's capacity are admitted fabric-wide (cluster/admission.ts).
@@ -213,6 +216,7 @@ export async function startFabric(parts: FabricParts, ctx: FabricContext): Promi
         id: h.id,
         state: h.state,
         ...(h.member?.overlay ? { address: h.member.overlay } : {}),
+        ...(h.member?.http ? { http: h.member.http } : {}),
         reachable: h.member?.reachable ?? false,
         relay: h.member?.relay ?? false,
         issuer: h.member?.issuer ?? false,
@@ -270,4 +274,27 @@ export function advertisedAddress(
   const wildcard = l.host === '0.0.0.0' || l.host === '::' || l.host === '';
   if (!wildcard) return formatAddress(l);
   return local ? formatAddress({ type: 'tcp', host: local, port: l.port }) : undefined;
+}
+
+/**
+ * The HTTP endpoint other hosts fetch overviews from: `http://IP:PORT` of the
+ * bound `tcp:HOST:PORT`, a wildcard host replaced by the IP of this host's
+ * advertised address, else `local` (the address toward etcd); undefined
+ * without an endpoint.
+ */
+export function publishedHttp(
+  bound: string | undefined,
+  advertised: string | undefined,
+  local: string | undefined,
+): string | undefined {
+  const a = bound === undefined ? undefined : parseAddress(bound, ['tcp']);
+  if (!a || typeof a === 'string' || a.type !== 'tcp') return undefined;
+  let host = a.host;
+  if (host === '0.0.0.0' || host === '::' || host === '') {
+    const adv = advertised === undefined ? undefined : parseAddress(advertised, ['tcp']);
+    const ip = adv && typeof adv !== 'string' && adv.type === 'tcp' ? adv.host : local;
+    if (!ip) return undefined;
+    host = ip;
+  }
+  return `http://${host.includes(':') ? `[${host}]` : host}:${a.port}`;
 }

@@ -27,7 +27,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Reconciler } from '../reconcile/reconciler.js';
 import type { DesiredState } from '../reconcile/state.js';
-import { advertisedAddress, type Fabric, type FabricParts, startFabric } from './cluster-fabric.js';
+import { advertisedAddress, type Fabric, type FabricParts, publishedHttp, startFabric } from './cluster-fabric.js';
 import { clusterDir, loadClusterSettings, localAddressToward, saveClusterSettings } from './cluster-settings.js';
 import { joinAsHost, setUpFabric } from './cluster-setup.js';
 import { ClusterMemberError, ClusterNotMemberError } from './errors.js';
@@ -36,6 +36,8 @@ export interface ClusterServiceOptions extends FabricParts {
   logger: Logger;
   store: StoreSwitch;
   reconciler: Reconciler;
+  /** The HTTP endpoint's bound address (`tcp:HOST:PORT`), published in the member record; none without one. */
+  httpListen?: (() => string | undefined) | undefined;
 }
 
 const CACHE_FILE = 'cluster-cache.json';
@@ -128,11 +130,13 @@ export class ClusterService {
     this.#unwatch = etcd.watch(() => this.#resync());
     const s = this.#settings;
     const local = await localAddressToward(s.etcd[0] as string);
+    const address = advertisedAddress(s, this.#o.config, local);
     this.#fabric = await startFabric(this.#o, {
       conn: this.#conn,
       settings: s,
       logger: this.#log,
-      address: advertisedAddress(s, this.#o.config, local),
+      address,
+      http: publishedHttp(this.#o.httpListen?.(), address, local),
     });
   }
 

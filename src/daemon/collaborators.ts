@@ -96,6 +96,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
       links,
     },
   });
+  let http: HttpServer | undefined;
   const cluster: ClusterService = new ClusterService({
     config,
     logger,
@@ -105,11 +106,11 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     overlay,
     ports,
     qos,
+    httpListen: () => http?.status().listen[0],
   });
   const processStats = startProcessStats();
   const version = packageVersion();
   let api: ApiServer | undefined;
-  let http: HttpServer | undefined;
   const backend = new DaemonBackend({
     hostId: config.host.id,
     stateDir: config.host.state_dir,

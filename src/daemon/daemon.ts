@@ -74,9 +74,10 @@ export class Daemon {
       await this.#ensureStorage();
       await c.overlay.start();
       await this.#converge(desired, ['links']);
+      // The HTTP endpoint first: the fabric's member record publishes its address.
+      await c.http?.listen();
       await c.cluster.start();
       await c.api.listen();
-      await c.http?.listen();
     } catch (err) {
       await this.stop();
       throw err;

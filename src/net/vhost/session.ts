@@ -136,13 +136,10 @@ export class VhostSession {
         return;
       }
       const err = this.#reader.feed(this.#buf, 0, r.bytes, r.fds, (m) => this.#message(m));
-      if (err) {
-        this.close('', err);
-        return;
-      }
+      if (err) this.close('', err);
       if (this.#closed) {
-        // Closed by a message of this chunk: fds that came with the chunk for a later message reached the
-        // reader after close() emptied it (found by a property test: they leaked).
+        // Closed by a message of this chunk (and perhaps a bad header after it): fds that came with the
+        // chunk reached the reader after close() emptied it (found by a property test: they leaked).
         for (const fd of this.#reader.takeFds()) closeQuietly(fd);
         return;
       }
