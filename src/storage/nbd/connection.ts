@@ -67,6 +67,12 @@ export class NbdConnection {
   #exp: NbdExport | undefined;
   #inFlight = 0;
   #inFlightBytes = 0;
+  /**
+   * When the chunk being parsed arrived (performance.now()), read at its
+   * first request: the requests of one chunk share one clock read; 0 until
+   * read. Requests left buffered and delivered later keep their chunk's time.
+   */
+  #arrival = 0;
   #writeBlocked = false;
   #paused = false;
   #corked = false;
@@ -165,6 +171,7 @@ export class NbdConnection {
 
   #onData = (chunk: Buffer): void => {
     if (this.#parser) {
+      this.#arrival = 0;
       this.#parser.feed(chunk);
       return;
     }
@@ -236,7 +243,8 @@ export class NbdConnection {
       return;
     }
     exp.stats.requests++;
-    const t0 = performance.now();
+    if (this.#arrival === 0) this.#arrival = performance.now();
+    const t0 = this.#arrival;
     const io = exp.stats.io;
     io.begin();
     const bad = validateRequest(r, exp, this.#neg);
