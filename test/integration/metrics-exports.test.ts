@@ -9,17 +9,18 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Registry } from 'prom-client';
 import type { ExportView } from '../../src/api/client.js';
 import { registerExportMetrics } from '../../src/api/metrics-exports.js';
+import { MemoryBackend } from '../../src/storage/backends/memory.js';
 import { IO_OPS, type IoOp } from '../../src/storage/io-stats.js';
 import { NbdClient } from '../../src/storage/nbd/client.js';
 import { hostConfig, type Running, startDaemon, stopDaemon, tempDirs } from '../helpers/api-daemon.js';
-import { runOk } from '../helpers/nbd-peer.js';
+import { runOk, startServer } from '../helpers/nbd-peer.js';
 
 /** One family as parse-prometheus-text-format returns it (the package ships no types). */
 interface Family {
@@ -235,5 +236,56 @@ describe('export metrics after real NBD I/O', { timeout: 180_000 }, () => {
     const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
     assert.equal(r.status, 0, `promtool: ${r.stdout}${r.stderr}`);
     assert.equal(`${r.stdout}${r.stderr}`.trim(), '');
+  });
+});
+
+/** A memory backend whose reads wait until released. */
+class GatedBackend extends MemoryBackend {
+  #gate: Promise<void>;
+  release: () => void = () => {};
+
+  constructor(size: number) {
+    super({ size });
+    this.#gate = new Promise((resolve) => {
+      this.release = resolve;
+    });
+  }
+
+  override async read(offset: number, length: number): Promise<Buffer> {
+    await this.#gate;
+    return super.read(offset, length);
+  }
+}
+
+describe('requests in flight', { timeout: 60_000 }, () => {
+  test('counts the requests a backend holds as in flight, and keeps the most at once after they are answered', async () => {
+    const dir = dirFor();
+    await mkdir(dir, { recursive: true });
+    const backend = new GatedBackend(1 * MiB);
+    const server = await startServer(dir, 'gated', [{ name: 'gated', backend }]);
+    after(() => server.close());
+    const exp = server.exports.get('gated');
+    assert.ok(exp);
+    // Simple replies: every read goes to the backend (structured ones would answer the unwritten range as a hole).
+    const c = await NbdClient.connect({ address: server.address, export: 'gated', structuredReplies: false });
+    after(() => c.destroy());
+    const reads = Array.from({ length: 5 }, (_, i) => c.read(i * 4 * KiB, 4 * KiB));
+    const deadline = Date.now() + 30_000;
+    while (exp.stats.io.inFlight < 5) {
+      assert.ok(Date.now() < deadline, `only ${exp.stats.io.inFlight} of 5 reads in flight after 30 s`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(exp.stats.io.view().in_flight, 5);
+    backend.release();
+    await Promise.all(reads);
+    const v = exp.stats.io.view();
+    assert.equal(v.in_flight, 0);
+    assert.equal(v.max_in_flight, 5);
+    assert.equal(v.ops.read.requests, 5);
+    assert.equal(
+      v.ops.read.buckets.reduce((a, b) => a + b, 0),
+      5,
+    );
+    await c.disconnect();
   });
 });
