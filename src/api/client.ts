@@ -19,7 +19,6 @@ import type {
   ExportBody,
   ExportView,
   FdbEntryView,
-  HttpStatusView,
   NetworkBody,
   NetworkView,
   OverviewScope,

@@ -5,7 +5,8 @@
  * (default 1.5 s), its body read up to a limit (default 16 MiB) and checked
  * field by field before it is used. Answers are kept for a short while
  * (default 1 s) and a fetch in flight is shared, so many viewers polling
- * every second cost each peer one request a second.
+ * every second cost each peer one request a second. While a new fetch is
+ * slow (over 300 ms), viewers get the host's previous answer.
  *
  * A peer that does not answer, answers with an error status, too much or
  * something that is not an overview gives an `error` (the host is shown
@@ -27,6 +28,19 @@ export interface PeerOverviewOptions {
   cacheMs?: number;
   /** Largest body accepted, bytes; default 16 MiB. */
   maxBytes?: number;
+  /** How long a viewer waits for a new answer before it gets the host's previous one, ms; default 300. */
+  staleMs?: number;
+}
+
+interface CacheEntry {
+  url: string;
+  /** When the fetch started (performance.now()). */
+  at: number;
+  answer: Promise<PeerAnswer>;
+  /** The answer, once it came. */
+  settled: PeerAnswer | undefined;
+  /** The answer before (same endpoint), given while this one is slow. */
+  last: PeerAnswer | undefined;
 }
 
 /** Thrown inside a fetch when an answer is refused; becomes the peer's `error`. */
@@ -37,7 +51,8 @@ export class PeerOverviews {
   readonly #timeoutMs: number;
   readonly #cacheMs: number;
   readonly #maxBytes: number;
-  readonly #cache = new Map<string, { url: string; at: number; answer: Promise<PeerAnswer> }>();
+  readonly #staleMs: number;
+  readonly #cache = new Map<string, CacheEntry>();
   /** The last reason logged per host (a reason is logged once, until it changes or the host answers). */
   readonly #logged = new Map<string, string>();
   /** Answers refused (no answer, error status, too big, not an overview) since start. */
@@ -48,19 +63,39 @@ export class PeerOverviews {
     this.#timeoutMs = opts.timeoutMs ?? 1500;
     this.#cacheMs = opts.cacheMs ?? 1000;
     this.#maxBytes = opts.maxBytes ?? 16 * 1024 * 1024;
+    this.#staleMs = opts.staleMs ?? 300;
   }
 
-  /** Host `id`'s overview from its endpoint `base` (`http://IP:PORT`), fresh within the cache time. */
+  /**
+   * Host `id`'s overview from its endpoint `base` (`http://IP:PORT`), fresh
+   * within the cache time. While a new fetch is slower than the stale time,
+   * the host's previous answer is given instead (its `at` says how old its
+   * numbers are): a host that hangs does not hold every viewer up for the
+   * whole timeout at each poll.
+   */
   get(id: string, base: string): Promise<PeerAnswer> {
     const now = performance.now();
-    const c = this.#cache.get(id);
-    if (c && c.url === base && now - c.at < this.#cacheMs) return c.answer;
-    const answer = this.#fetch(id, base);
-    this.#cache.set(id, { url: base, at: now, answer });
-    // Forget hosts that left: the cache holds only what the last fabric listed plus this one.
-    if (this.#cache.size > 4096)
-      for (const [k, v] of this.#cache) if (now - v.at > this.#cacheMs) this.#cache.delete(k);
-    return answer;
+    let e = this.#cache.get(id);
+    // A fetch in flight is shared however long it takes (at most the timeout): one request per host at a time.
+    if (!e || e.url !== base || (e.settled && now - e.at >= this.#cacheMs)) {
+      const last = e?.url === base ? e.settled : undefined;
+      const entry: CacheEntry = { url: base, at: now, answer: this.#fetch(id, base), settled: undefined, last };
+      void entry.answer.then((a) => {
+        entry.settled = a;
+      });
+      this.#cache.set(id, entry);
+      e = entry;
+      // Hosts that left the fabric: dropped once they are many (the map is keyed by host id).
+      if (this.#cache.size > 4096)
+        for (const [k, v] of this.#cache) if (now - v.at > this.#cacheMs) this.#cache.delete(k);
+    }
+    if (e.settled || !e.last) return e.answer;
+    const last = e.last;
+    let timer: NodeJS.Timeout | undefined;
+    const stale = new Promise<PeerAnswer>((resolve) => {
+      timer = setTimeout(() => resolve(last), this.#staleMs);
+    });
+    return Promise.race([e.answer, stale]).finally(() => clearTimeout(timer));
   }
 
   async #fetch(id: string, base: string): Promise<PeerAnswer> {

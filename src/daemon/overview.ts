@@ -41,7 +41,7 @@ export interface OverviewOptions {
   /** A port's QoS policy in force, rates in bits/s (QosService.policy). */
   qosPolicy: (port: string) => { min?: number | undefined; max?: number | undefined } | undefined;
   /** Fetches the other hosts' overviews (fabric scope on a member). */
-  peers: PeerOverviews;
+  peers: Pick<PeerOverviews, 'get'>;
 }
 
 /** `http://HOST:PORT` of a bound `tcp:HOST:PORT`, or undefined. */
@@ -180,14 +180,15 @@ export class OverviewService {
         parts.push(a.view);
       }
     });
+    const links = parts.flatMap((p) => p.links);
     return {
       at: local.at,
       host,
       scope: 'fabric',
-      hosts,
+      hosts: [...hosts, ...outsiders(links, new Set(hosts.map((h) => h.id)))],
       networks: mergeNetworks(parts),
       ports: parts.flatMap((p) => p.ports),
-      links: parts.flatMap((p) => p.links),
+      links,
       exports: parts.flatMap((p) => p.exports),
     };
   }
@@ -225,14 +226,32 @@ function linkPeers(links: LinkView[], self: string): OverviewHost[] {
   for (const l of links) {
     if (!l.peer || l.peer === self) continue;
     const h = byId.get(l.peer);
-    if (h?.state === 'up') continue;
     const up = l.state === 'up';
+    // Up wins; among down links the first one's reason is kept.
+    if (h && (h.state === 'up' || !up)) continue;
     byId.set(l.peer, {
       id: l.peer,
       state: up ? 'up' : 'down',
       local: false,
       ...(l.address ? { address: `tcp:${l.address}` } : {}),
       ...(up ? {} : { reason: `link "${l.name}" is ${l.state}: ${l.reason}` }),
+    });
+  }
+  return [...byId.values()];
+}
+
+/** Peers of links (hand links to hosts outside the fabric) that are not in `known`: up while a link to them is up. */
+function outsiders(links: OverviewLink[], known: Set<string>): OverviewHost[] {
+  const byId = new Map<string, OverviewHost>();
+  for (const l of links) {
+    const h = l.peer ? byId.get(l.peer) : undefined;
+    const up = l.state === 'up';
+    if (!l.peer || known.has(l.peer) || (h && (h.state === 'up' || !up))) continue;
+    byId.set(l.peer, {
+      id: l.peer,
+      state: up ? 'up' : 'down',
+      local: false,
+      reason: `not a member of the fabric: the peer of link "${l.name}" of host "${l.host}"${up ? '' : `, which is ${l.state}`}`,
     });
   }
   return [...byId.values()];

@@ -48,7 +48,7 @@ describe('the HTTP endpoint', () => {
     const dir = newDir();
     const r = await startDaemon({ ...twoPortConfig(dir), http: { listen: 'tcp:127.0.0.1:0' } }, dir);
     after(() => stopDaemon(r));
-    const base = `http://${((await r.client.status()).http?.listen[0] as string).slice(4)}`;
+    const base = `http://${((await r.client.status()).http?.listen[0] ?? '').slice(4)}`;
     for (const [method, path] of [
       ['DELETE', '/v1/ports/a'],
       ['POST', '/v1/reload'],
@@ -67,7 +67,7 @@ describe('the HTTP endpoint', () => {
     const dir = newDir();
     const r = await startDaemon({ ...twoPortConfig(dir), http: { listen: 'tcp:127.0.0.1:0' } }, dir);
     after(() => stopDaemon(r));
-    const base = `http://${((await r.client.status()).http?.listen[0] as string).slice(4)}`;
+    const base = `http://${((await r.client.status()).http?.listen[0] ?? '').slice(4)}`;
     const res = await get(base, '/nothing/here');
     assert.equal(res.status, 404);
     assert.equal((res.json as { error: { code: string } }).error.code, 'ERR_ROUTE_NOT_FOUND');

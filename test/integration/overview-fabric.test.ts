@@ -229,6 +229,25 @@ describe('the overview of a fabric of two daemons', { timeout: 300_000 }, () => 
     assert.equal((await ca.status()).host.id, 'a', 'the daemon answers');
   });
 
+  test("a hand link's peer outside the fabric is a host of the overview, said not to be a member", async () => {
+    const px = await freeTcpPort();
+    const x = await startDaemon({
+      hostId: 'x',
+      extra: () => ({ overlay: { listen: `tcp:127.0.0.1:${px}`, plain: true } }),
+    });
+    try {
+      await ca.addLink({ name: 'out', connect: `tcp:127.0.0.1:${px}` });
+      await untilAsync('x up through the link', async () => host(await ca.overview(), 'x')?.state === 'up');
+      const o = await ca.overview();
+      assert.equal(host(o, 'x')?.local, false);
+      assert.match(host(o, 'x')?.reason ?? '', /not a member of the fabric: the peer of link "out" of host "a"/);
+      assert.ok(o.links.some((l) => l.host === 'a' && l.name === 'out' && l.peer === 'x'));
+      await ca.deleteLink('out');
+    } finally {
+      await x.cleanup();
+    }
+  });
+
   test('a stopped daemon is unreachable within the timeout, and back once it runs again', async () => {
     const pid = b.pid as number;
     process.kill(pid, 'SIGSTOP');

@@ -13,6 +13,7 @@ import type { OverviewView } from '../../src/api/client.js';
 import { publishedHttp } from '../../src/daemon/cluster-fabric.js';
 import { PeerOverviews } from '../../src/daemon/overview-peers.js';
 import { recordingLogger } from '../helpers/api-daemon.js';
+import { untilAsync } from '../helpers/overlay-rig.js';
 
 const GOOD: OverviewView = {
   at: 1_700_000_000_000,
@@ -117,6 +118,30 @@ describe('the overviews of other hosts', () => {
     await peers.get('p', srv.url);
     await peers.get('p', srv.url);
     assert.equal(srv.requests(), 2);
+  });
+
+  test('while a new answer is slow, viewers get the previous one (one request in flight), then the new one', async () => {
+    let n = 0;
+    let release: (() => void) | undefined;
+    const srv = await serve((req, res) => {
+      n++;
+      const body = { ...GOOD, at: GOOD.at + n };
+      if (n === 2) release = () => json(body)(req, res);
+      else json(body)(req, res);
+    });
+    const peers = new PeerOverviews({ logger: recordingLogger().logger, cacheMs: 0, staleMs: 50 });
+    const first = await peers.get('p', srv.url);
+    assert.ok('view' in first && first.view.at === GOOD.at + 1);
+    const slow = await peers.get('p', srv.url);
+    assert.deepEqual(slow, first, 'the previous answer while the second hangs');
+    await untilAsync('the second request arrived', async () => release !== undefined);
+    assert.deepEqual(await peers.get('p', srv.url), first);
+    assert.equal(n, 2, 'no second request to a host while one is in flight');
+    release?.();
+    await untilAsync('the answer after it', async () => {
+      const a = await peers.get('p', srv.url);
+      return 'view' in a && a.view.at > GOOD.at + 1;
+    });
   });
 
   test('a host that never answers is refused at the timeout', async () => {
