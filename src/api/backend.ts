@@ -13,6 +13,7 @@ import type {
   DiskArgsView,
   ExportView,
   HttpStatusView,
+  LibvirtXmlView,
   NetworkView,
   OverviewScope,
   OverviewView,
@@ -28,6 +29,7 @@ export type {
   DiskArgsView,
   ExportView,
   HttpStatusView,
+  LibvirtXmlView,
   NetworkView,
   OverviewScope,
   OverviewView,
@@ -82,6 +84,8 @@ export interface ControlBackend {
   fdb(network?: string): (FdbRow & { host?: string; seq?: number })[];
   /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default the port name). */
   qemuArgs(name: string, id?: string): QemuArgsView;
+  /** `GET /v1/ports/:name/libvirt-xml`: the `<interface>`; `id` is the device alias `ua-ID` (default the port name). */
+  portLibvirtXml(name: string, id?: string): LibvirtXmlView;
   /** `GET /v1/exports`. */
   exports(): ExportView[];
   /** `GET /v1/exports/:name`. */
@@ -92,6 +96,8 @@ export interface ControlBackend {
   deleteExport(name: string): Promise<void>;
   /** `GET /v1/exports/:name/disk-args`; `id` is the QEMU node/device id (default from the export name). */
   diskArgs(name: string, id?: string): DiskArgsView;
+  /** `GET /v1/exports/:name/libvirt-xml`: the `<disk>`; `id` as for diskArgs (alias `ua-ID`), `dev` the target (default vda). */
+  exportLibvirtXml(name: string, id?: string, dev?: string): LibvirtXmlView;
   /** `GET /v1/qos`: per port and class, configured versus measured rates and drops. */
   qos(): QosView;
   /** `POST /v1/ports/:name/qos`: admits and applies the request, or refuses it with nothing changed. */

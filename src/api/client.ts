@@ -19,6 +19,7 @@ import type {
   ExportBody,
   ExportView,
   FdbEntryView,
+  LibvirtXmlView,
   NetworkBody,
   NetworkView,
   OverviewScope,
@@ -40,6 +41,7 @@ export type {
   ExportView,
   FdbEntryView,
   HttpStatusView,
+  LibvirtXmlView,
   NetworkBody,
   NetworkView,
   OverviewExport,
@@ -256,6 +258,15 @@ export class ControlClient {
     return (await this.#json<{ export: ExportView }>('POST', '/v1/exports', body)).export;
   }
 
+  /** `GET /v1/exports/:name/libvirt-xml`: the `<disk>`; `id` the alias `ua-ID`, `dev` the virtio target (default vda). */
+  exportLibvirtXml(name: string, id?: string, dev?: string): Promise<LibvirtXmlView> {
+    const q = new URLSearchParams();
+    if (id !== undefined) q.set('id', id);
+    if (dev !== undefined) q.set('dev', dev);
+    const qs = q.size > 0 ? `?${q}` : '';
+    return this.#json('GET', `/v1/exports/${encodeURIComponent(name)}/libvirt-xml${qs}`);
+  }
+
   /** `DELETE /v1/exports/:name`. */
   async deleteExport(name: string): Promise<void> {
     await this.#json('DELETE', `/v1/exports/${encodeURIComponent(name)}`);
@@ -312,6 +323,12 @@ export class ControlClient {
   /** `POST /v1/ports/:name/qos`: resolves with the port's QoS once admitted; rejects (ERR_QOS_ADMISSION, ...) with nothing changed. */
   async qosRequest(port: string, body: Record<string, unknown>): Promise<QosPortView> {
     return (await this.#json<{ port: QosPortView }>('POST', `/v1/ports/${encodeURIComponent(port)}/qos`, body)).port;
+  }
+
+  /** `GET /v1/ports/:name/libvirt-xml`: the `<interface>`; `id` is the device alias `ua-ID` (default: the port name). */
+  portLibvirtXml(port: string, id?: string): Promise<LibvirtXmlView> {
+    const q = id === undefined ? '' : `?id=${encodeURIComponent(id)}`;
+    return this.#json('GET', `/v1/ports/${encodeURIComponent(port)}/libvirt-xml${q}`);
   }
 
   /** `GET /v1/ports/:name/qemu-args`; `id` is the netdev id (default: the port name). */

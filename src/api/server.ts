@@ -81,6 +81,17 @@ function countParam(req: FastifyRequest): number | undefined {
 }
 
 const NETDEV_ID_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,127}$/;
+const DISK_DEV_RE = /^vd[a-z]{1,3}$/;
+
+/** `?id=` of the libvirt-xml views: a libvirt alias (`ua-` is prepended). */
+function aliasParam(req: FastifyRequest): string | undefined {
+  const id = queryParam(req, 'id');
+  if (id !== undefined && !NETDEV_ID_RE.test(id))
+    throw new BadRequestError(
+      `id "${id}" is not a valid device alias: start with a letter, then letters, digits, '_', '.', '-' (at most 128)`,
+    );
+  return id;
+}
 
 /** The control API on a unix socket. */
 export class ApiServer {
@@ -264,6 +275,13 @@ export class ApiServer {
         );
       }
       return b.qemuArgs(name(req), id);
+    });
+    app.get('/v1/ports/:name/libvirt-xml', async (req) => b.portLibvirtXml(name(req), aliasParam(req)));
+    app.get('/v1/exports/:name/libvirt-xml', async (req) => {
+      const dev = queryParam(req, 'dev');
+      if (dev !== undefined && !DISK_DEV_RE.test(dev))
+        throw new BadRequestError(`dev "${dev}" is not a virtio disk name like vda or vdb`);
+      return b.exportLibvirtXml(name(req), aliasParam(req), dev);
     });
     app.get('/v1/ports/:name/capture', async (req, reply) => {
       const port = name(req);

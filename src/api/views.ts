@@ -116,6 +116,16 @@ export interface DiskArgsView {
   command: string;
 }
 
+/** `GET /v1/ports/:name/libvirt-xml` and `GET /v1/exports/:name/libvirt-xml`: libvirt domain XML. */
+export interface LibvirtXmlView {
+  /** The device element (`<interface>` or `<disk>`) for the domain's `<devices>` or `virsh attach-device`. */
+  xml: string;
+  /** Elements the `<domain>` itself needs for the device (vhost-user: `<memory>` and shared `<memoryBacking>`). */
+  domain?: string;
+  /** What the XML cannot say and the operator has to do, one sentence each. */
+  notes: string[];
+}
+
 /** Where an item was declared: the config file, or added through the API. */
 export type Source = 'config' | 'api';
 

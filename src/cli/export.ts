@@ -4,7 +4,16 @@ import type { ExportBody, ExportView } from '../api/client.js';
 import { parseSize } from '../config/schema.js';
 import { addressArg, choiceArg, numberArg, UsageError } from './args.js';
 import { defineAction, type Opts } from './context.js';
-import { displayValue, flatten, formatJson, formatPairs, formatTable, print, styleState } from './output.js';
+import {
+  displayValue,
+  flatten,
+  formatJson,
+  formatPairs,
+  formatTable,
+  print,
+  printLibvirt,
+  styleState,
+} from './output.js';
 
 /** Backend types the CLI can add (cow: through the config file or the API). */
 export const BACKEND_TYPES = ['file', 'memory', 'remote'] as const;
@@ -230,9 +239,21 @@ export function addExportCommands(program: Command, done: (code: number) => void
     .command('disk-args')
     .description('print the QEMU arguments for a virtio-blk disk served by an export (one shell-quoted line)')
     .argument('<export>', 'export name')
-    .option('--id <node-id>', 'the -blockdev node name and device id prefix (default: the export name)')
-    .option('--json', 'print {args, command} as JSON');
+    .option(
+      '--id <node-id>',
+      'the -blockdev node name and device id prefix (default: the export name); with --libvirt the device alias ua-ID',
+    )
+    .option('--libvirt', "print libvirt's <disk type='network'> element instead (domain XML)")
+    .option('--dev <vdX>', 'with --libvirt: the virtio target device (default vda)')
+    .option('--json', 'print {args, command} (with --libvirt: {xml, notes}) as JSON');
   defineAction(args, done, async ([name], opts, cli) => {
+    if (opts['dev'] !== undefined && !opts['libvirt']) throw new UsageError('--dev goes with --libvirt');
+    if (opts['libvirt']) {
+      const dev = opts['dev'] as string | undefined;
+      const x = await cli.client.exportLibvirtXml(name as string, opts['id'] as string | undefined, dev);
+      printLibvirt(x, opts['json'] === true);
+      return 0;
+    }
     const d = await cli.client.diskArgs(name as string, opts['id'] as string | undefined);
     print(opts['json'] ? formatJson(d) : `${d.command}\n`);
     return 0;

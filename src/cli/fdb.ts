@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { FdbEntryView } from '../api/client.js';
 import { defineAction } from './context.js';
-import { formatJson, formatTable, print } from './output.js';
+import { formatJson, formatTable, print, printLibvirt } from './output.js';
 
 /** The forwarding database as a table, sorted by network then MAC. */
 export function formatFdb(entries: readonly FdbEntryView[]): string {
@@ -48,9 +48,15 @@ export function addQemuArgsCommand(program: Command, done: (code: number) => voi
     .command('qemu-args')
     .description('print the QEMU arguments that attach a VM to a port (one shell-quoted line)')
     .argument('<port>', 'port name')
-    .option('--id <netdev-id>', 'the -netdev id (default: the port name)')
-    .option('--json', 'print {args, mac, command} as JSON');
+    .option('--id <netdev-id>', 'the -netdev id (default: the port name); with --libvirt the device alias ua-ID')
+    .option('--libvirt', "print libvirt's <interface> element instead (domain XML)")
+    .option('--json', 'print {args, mac, command} (with --libvirt: {xml, domain, notes}) as JSON');
   defineAction(cmd, done, async ([port], opts, cli) => {
+    if (opts['libvirt']) {
+      const x = await cli.client.portLibvirtXml(port as string, opts['id'] as string | undefined);
+      printLibvirt(x, opts['json'] === true);
+      return 0;
+    }
     const q = await cli.client.qemuArgs(port as string, opts['id'] as string | undefined);
     print(opts['json'] ? formatJson(q) : `${q.command}\n`);
     return 0;

@@ -20,6 +20,7 @@ import { addManCommand } from './man.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
 import { addQosCommands } from './qos.js';
+import { addTopCommand } from './top.js';
 
 function version(): string {
   try {
@@ -59,6 +60,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addCaptureCommand(program, done);
   addQosCommands(program, done);
   addLinkCommands(program, done);
+  addTopCommand(program, done);
   addCaCommands(program, done);
   addClusterCommands(program, done);
   addGuestImageCommand(program, done);

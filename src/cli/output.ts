@@ -115,3 +115,18 @@ export function formatJson(value: unknown): string {
 export function print(text: string): void {
   process.stdout.write(text);
 }
+
+/**
+ * `--libvirt` output: the elements the domain needs (vhost-user's shared
+ * memory) as an XML comment, then the device element, on stdout; each note on
+ * stderr. `json`: the API answer as JSON instead.
+ */
+export function printLibvirt(x: { xml: string; domain?: string; notes: string[] }, json: boolean): void {
+  if (json) {
+    print(formatJson(x));
+    return;
+  }
+  const head = x.domain ? `<!-- the <domain> needs:\n${x.domain}-->\n` : '';
+  print(`${head}${x.xml}`);
+  for (const n of x.notes) process.stderr.write(`note: ${n}\n`);
+}

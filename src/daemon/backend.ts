@@ -12,6 +12,7 @@ import type {
   DiskArgsView,
   ExportView,
   HttpStatusView,
+  LibvirtXmlView,
   NetworkView,
   OverviewScope,
   OverviewView,
@@ -35,7 +36,8 @@ import type { AdmissionStatus } from '../util/admission.js';
 import type { LinkActuator, NetworkActuator } from './actuators.js';
 import type { ClusterService } from './cluster.js';
 import { ClusterNotMemberError, ExportExistsError, ExportInUseError } from './errors.js';
-import { diskArgs, exportView } from './export-specs.js';
+import { defaultDiskId, diskArgs, exportView } from './export-specs.js';
+import { libvirtDisk, libvirtInterface } from './libvirt-xml.js';
 import type { OverlayService } from './overlay.js';
 import { OverviewService } from './overview.js';
 import { PeerOverviews } from './overview-peers.js';
@@ -238,6 +240,12 @@ export class DaemonBackend implements ControlBackend {
     return { args, mac, command: shellQuote(args) };
   }
 
+  portLibvirtXml(name: string, id?: string): LibvirtXmlView {
+    const { spec } = this.#o.ports.entry(name);
+    const mac = spec.mac ?? spec.allowed_macs?.[0] ?? defaultMac(name);
+    return libvirtInterface(spec, { mac, id: id ?? name });
+  }
+
   capture(name: string, tap: CaptureTap): () => void {
     return this.#o.ports.capture(name, tap);
   }
@@ -307,6 +315,19 @@ export class DaemonBackend implements ControlBackend {
 
   diskArgs(name: string, id?: string): DiskArgsView {
     return diskArgs(this.#o.storage.entry(name), this.#o.storage, id);
+  }
+
+  exportLibvirtXml(name: string, id?: string, dev?: string): LibvirtXmlView {
+    const s = this.#o.storage;
+    const e = s.entry(name);
+    const target = {
+      name: e.name,
+      readOnly: e.exp ? e.exp.readOnly : e.spec.read_only,
+      unix: s.unixSocket(),
+      tcp: s.tcpAddress(),
+      tls: s.tlsClient(e.spec.tls_only ?? false),
+    };
+    return libvirtDisk(target, { id: id ?? defaultDiskId(name), ...(dev === undefined ? {} : { dev }) });
   }
 
   // ---- links -------------------------------------------------------------------

@@ -19,6 +19,7 @@ import * as clusterJoinErrors from '../../src/cluster/join-errors.js';
 import * as configErrors from '../../src/config/errors.js';
 import * as controlErrors from '../../src/control/errors.js';
 import * as daemonErrors from '../../src/daemon/errors.js';
+import * as libvirtXml from '../../src/daemon/libvirt-xml.js';
 import * as daemonOverlay from '../../src/daemon/overlay.js';
 import * as qemuArgs from '../../src/daemon/qemu-args.js';
 import * as rootErrors from '../../src/errors.js';
@@ -57,6 +58,7 @@ const MODULES: Record<string, unknown>[] = [
   overlayErrors,
   pkiErrors,
   hostPort,
+  libvirtXml,
   qemuArgs,
   tapPort,
   qosErrors,
@@ -169,6 +171,7 @@ const ARGS: Record<string, unknown[]> = {
   HostPortError: ['ERR_HOST_PERMISSION', 'port "h1": needs CAP_NET_RAW'],
   TapError: ['ERR_TAP_NOT_FOUND', 'port "t1": no tap device tap9'],
   QemuArgsError: ['vm1', 'kind "host" has no QEMU netdev'],
+  LibvirtXmlError: ['port "vm1"', 'libvirt has no VDE interface'],
   OverlayError: ['ERR_SOMETHING', 'something failed'],
   LinkProtocolError: ['10.0.0.2:7000', 'bad hello'],
   LinkDialError: ['tcp:10.0.0.2:7000', 'ECONNREFUSED'],
