@@ -147,7 +147,8 @@ async function throughput(o: RateOpts): Promise<Record<string, unknown>> {
       await scrape(base);
       const phases = BLOCK.length * o.repeat;
       const traffic = streamRun(
-        { ...o, seconds: WARM_S + phases * o.seconds + 2 },
+        // Phases run a little longer than o.seconds (the counter reads, the scraper's stop): a margin of 20% and 5 s.
+        { ...o, seconds: WARM_S + phases * o.seconds * 1.2 + 5 },
         64,
         join(dir, 'b.sock'),
         'connect',
