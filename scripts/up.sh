@@ -11,6 +11,7 @@
 #   VMLINK_DEMO_CONTROL    control socket [/run/vmlink/vmlink.sock]
 #   VMLINK_DEMO_STATE_DIR  state dir [/var/lib/vmlink/demo]
 #   VMLINK_DEMO_RUN_DIR    port sockets, demo.yaml, demo-daemon.log [/run/vmlink]
+#   VMLINK_DEMO_HTTP       the read-only HTTP endpoint: metrics, dashboard [tcp:127.0.0.1:9470]
 #   VMLINK_DEMO_SKIP_SETUP=1  do not run scripts/setup.sh (already done)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ environment (default):
   VMLINK_DEMO_CONTROL       control socket (/run/vmlink/vmlink.sock)
   VMLINK_DEMO_STATE_DIR     state dir (/var/lib/vmlink/demo)
   VMLINK_DEMO_RUN_DIR       port sockets, demo.yaml, demo-daemon.log (/run/vmlink)
+  VMLINK_DEMO_HTTP          the HTTP endpoint: metrics and the dashboard (tcp:127.0.0.1:9470)
   VMLINK_DEMO_SKIP_SETUP=1  do not run scripts/setup.sh (already done)
 
 A guest of your own: `vmlink guest-image --out DIR --port PORT` writes a kernel
@@ -69,6 +71,7 @@ done
 control="${VMLINK_DEMO_CONTROL:-/run/vmlink/vmlink.sock}"
 state_dir="${VMLINK_DEMO_STATE_DIR:-/var/lib/vmlink/demo}"
 run_dir="${VMLINK_DEMO_RUN_DIR:-/run/vmlink}"
+http="${VMLINK_DEMO_HTTP:-tcp:127.0.0.1:9470}"
 config="$run_dir/demo.yaml"
 daemon_log="$run_dir/demo-daemon.log"
 vmlink() { node "$root/bin/vmlink.js" --control "$control" "$@"; }
@@ -94,6 +97,8 @@ networks:
 ports:
   - { name: vm1, network: demo, kind: stream, listen: "unix:$run_dir/vm1.sock" }
   - { name: vm2, network: demo, kind: stream, listen: "unix:$run_dir/vm2.sock" }
+http:
+  listen: "$http"
 YAML
 echo "up.sh: config $config"
 
@@ -130,6 +135,9 @@ for _ in $(seq 1 300); do
 done
 vmlink status >/dev/null || { echo "up.sh: the daemon does not answer on $control; log: $daemon_log" >&2; exit 1; }
 echo "up.sh: daemon running (pid $daemon_pid, control $control, log $daemon_log)"
+# The HTTP endpoint does not keep the daemon from starting when its address is taken: say where it is, or why not.
+http_at="$(vmlink status --json | node -e 'const s=JSON.parse(require("fs").readFileSync(0,"utf8")).http; process.stdout.write(s?.listen[0] ? "http://" + s.listen[0].slice(4) + "/" : "not listening: " + (s?.reason ?? "off"))')"
+echo "up.sh: dashboard and metrics: $http_at (metrics at /metrics; docs/observe.md)"
 
 if command -v qemu-system-x86_64 >/dev/null; then
   demo_args=(demo --control "$control" --vm vm1=10.0.0.1/24 --vm vm2=10.0.0.2/24)

@@ -20,6 +20,7 @@ import { addManCommand } from './man.js';
 import { addNetworkCommands, addStatusCommand } from './network.js';
 import { addPortCommands } from './port.js';
 import { addQosCommands } from './qos.js';
+import { addServiceCommand } from './service.js';
 import { addTopCommand } from './top.js';
 
 function version(): string {
@@ -64,6 +65,7 @@ export function buildProgram(done: (code: number) => void): Command {
   addCaCommands(program, done);
   addClusterCommands(program, done);
   addGuestImageCommand(program, done);
+  addServiceCommand(program, done);
   addCompletionCommand(program, done);
   addManCommand(program, done, version());
   configure(program);

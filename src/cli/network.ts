@@ -4,6 +4,7 @@ import {
   type AdmissionStatus,
   type ControlClient,
   DaemonUnreachableError,
+  type HttpStatusView,
   type ListenerView,
   type NetworkBody,
   type NetworkView,
@@ -73,7 +74,14 @@ export function formatStatus(s: StatusView): string {
     ['storage', storageLine(s)],
     ...(s.overlay ? [['link listener', listenerLine(s.overlay.listener)] as [string, string]] : []),
     ...(s.admission ? [['admission', admissionLine(s.admission)] as [string, string]] : []),
+    ...(s.http ? [['http', httpLine(s.http)] as [string, string]] : []),
   ]);
+}
+
+/** `http://127.0.0.1:9470/ (metrics, events, dashboard)` or `down: cannot listen on ...`. */
+function httpLine(h: HttpStatusView): string {
+  const at = h.listen[0];
+  return at ? `http://${at.slice(4)}/ (metrics, events, dashboard)` : `down: ${h.reason ?? 'not listening'}`;
 }
 
 /**

@@ -8,6 +8,7 @@
 
 import type { ReloadView } from '../api/backend.js';
 import { HttpServer } from '../api/http-server.js';
+import { createMetrics, metricsRoutes } from '../api/metrics.js';
 import { ApiServer } from '../api/server.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
@@ -141,7 +142,10 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     headersTimeoutMs: config.host.control_headers_timeout_ms,
     socket: config.host.control_socket,
   });
-  if (config.http) http = new HttpServer({ config: config.http, backend, logger, routes: [] });
+  if (config.http) {
+    const metrics = createMetrics(backend, { host: config.host.id, version });
+    http = new HttpServer({ config: config.http, backend, logger, routes: [metricsRoutes(metrics)] });
+  }
   return {
     logger,
     controlPath,

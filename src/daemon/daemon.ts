@@ -97,6 +97,11 @@ export class Daemon {
     );
   }
 
+  /** Each port's name, state and the reason of its last change (the service manager's STATUS line). */
+  portStates(): { name: string; state: string; reason: string }[] {
+    return this.#c.ports.entries().map((e) => ({ name: e.sp.name, state: e.sp.state, reason: e.reason }));
+  }
+
   /** The desired state of `config` plus what the store holds. */
   #desired(
     config: Config,

@@ -6,6 +6,14 @@
  *
  * Exit codes: 0 after a graceful stop, 1 when the daemon could not start
  * (control socket in use, state file corrupt, ...), 2 for an invalid config.
+ *
+ * Under systemd (`Type=notify`, packaging/vmlink.service) it tells the
+ * manager how it goes (daemon/sd-notify.ts): `READY=1` once start() is over,
+ * that is when every configured port is open (a listening port listens, a
+ * connecting one dials, the others are up; one that cannot open is named in
+ * `STATUS=`) and the control socket and the HTTP endpoint serve;
+ * `RELOADING=1` ... `READY=1` around a SIGHUP reload, applied or refused;
+ * `STOPPING=1` at SIGTERM or SIGINT.
  */
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
@@ -13,6 +21,7 @@ import type { Config } from '../config/schema.js';
 import { describeError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { Daemon } from './daemon.js';
+import { sdNotifier } from './sd-notify.js';
 
 export interface RunDaemonOptions {
   /** YAML configuration file. */
@@ -36,6 +45,8 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
   }
   const logger = createLogger({ level: opts.logLevel ?? config.log?.level, base: { host: config.host.id } });
   const daemon = new Daemon({ config, configPath: opts.configPath, control: opts.control, logger });
+  const notify = sdNotifier({ logger });
+  notify.status(`starting: ${config.ports.length} configured ports`);
 
   let signalled: (sig: string) => void = () => undefined;
   const stopRequested = new Promise<string>((resolve) => {
@@ -49,6 +60,7 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
       process.exit(1);
     }
     stopping = true;
+    notify.stopping(`stopping (${sig})`);
     signalled(sig);
   };
   for (const s of SIGNALS) process.on(s, onSignal);
@@ -60,7 +72,16 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
       return;
     }
     logger.info('SIGHUP received: reloading the config');
-    daemon.reload().catch(() => undefined);
+    notify.reloading(`reloading ${opts.configPath}`);
+    daemon.reload().then(
+      (r) =>
+        notify.ready(
+          `${readyStatus(daemon)}; reloaded: ${r.created.length} created, ${r.removed.length} removed, ${r.failed.length} failed`,
+        ),
+      // The reload logged why; the state is what it was.
+      (err: unknown) =>
+        notify.ready(`${readyStatus(daemon)}; reload refused, previous config kept: ${describeError(err)}`),
+    );
   };
   process.on('SIGHUP', onHup);
   try {
@@ -68,9 +89,11 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
       await daemon.start();
     } catch (err) {
       logger.fatal({ code: (err as { code?: unknown }).code }, `cannot start: ${describeError(err)}`);
+      notify.status(`cannot start: ${describeError(err)}`);
       return 1;
     }
     ready = true;
+    notify.ready(readyStatus(daemon));
     const sig = await stopRequested;
     ready = false;
     logger.info({ signal: sig }, `${sig} received: stopping`);
@@ -79,8 +102,22 @@ export async function runDaemon(opts: RunDaemonOptions): Promise<number> {
   } finally {
     for (const s of SIGNALS) process.removeListener(s, onSignal);
     process.removeListener('SIGHUP', onHup);
+    notify.close();
     await flush(logger);
   }
+}
+
+/** `ready; control /run/vmlink/vmlink.sock; 3 ports: 2 listening, 1 down (p3: cannot open: ...)`. */
+function readyStatus(daemon: Daemon): string {
+  const ports = daemon.portStates();
+  const by = new Map<string, number>();
+  for (const p of ports) by.set(p.state, (by.get(p.state) ?? 0) + 1);
+  const counts = [...by].map(([state, n]) => `${n} ${state}`).join(', ');
+  const down = ports.filter((p) => p.state === 'down').map((p) => `${p.name}: ${p.reason}`);
+  return (
+    `ready; control ${daemon.controlPath}; ${ports.length} port${ports.length === 1 ? '' : 's'}${counts ? `: ${counts}` : ''}` +
+    (down.length ? ` (${down.slice(0, 3).join('; ')}${down.length > 3 ? '; ...' : ''})` : '')
+  );
 }
 
 function flush(logger: Logger): Promise<void> {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { request } from 'undici';
+import { formatStatus } from '../../src/cli/network.js';
 import { startDaemon, stopDaemon, tempDirs, twoPortConfig } from '../helpers/api-daemon.js';
 
 const newDir = await tempDirs('vmlink-http-');
@@ -40,6 +41,7 @@ describe('the HTTP endpoint', () => {
       (ports.json as { ports: { name: string }[] }).ports.map((p) => p.name),
       ['a', 'b'],
     );
+    assert.match(formatStatus(st), new RegExp(`http +${base.replace(/\./g, '\\.')}/ \\(metrics, events, dashboard\\)`));
     const status = await get(base, '/v1/status');
     assert.equal((status.json as { host: { id: string } }).host.id, 'h1');
   });

@@ -153,6 +153,9 @@ describe('hub and spokes with adaptive direct links', { timeout: 90_000 }, () =>
     const d = y.overlay.view('direct-x');
     assert.equal(d.source, 'direct');
     assert.equal(d.peer, 'x');
+    // The spoke's link to the hub is its relay path; the new one is direct.
+    assert.equal(y.overlay.view('hub').path, 'relay');
+    assert.equal(d.path, 'direct');
     // x accepted it; the hub hears of it from both spokes and stops relaying between them.
     await until('x accepted y', () => x.overlay.list().some((l) => l.peer === 'y' && l.state === 'up'));
     await until(

@@ -153,6 +153,7 @@ test('hold() stops reading until release(), and a datagram that arrived meanwhil
     tx_batches: 0,
     read_held: false,
     read_holds: 1,
+    queued: 0,
   });
 });
 

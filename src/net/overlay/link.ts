@@ -47,6 +47,8 @@ export interface LinkView {
   /** Networks the link carries now. */
   networks: string[];
   rtt_ms: number | undefined;
+  /** `relay`: the peer is a hub that relays this host's traffic toward other hosts; `direct`: the peer is the other end. */
+  path: 'direct' | 'relay';
   /** Throughput over the last second, bits per second. */
   tx_bps: number;
   rx_bps: number;
@@ -172,6 +174,7 @@ export class Link {
       peer: this.peer,
       networks: [...this.ports.values()].map((p) => p.sp.networks()[0] as string),
       rtt_ms: this.channel ? t.rtt_ms : undefined,
+      path: this.peerRelays ? 'relay' : 'direct',
       tx_bps: this.txBps,
       rx_bps: this.rxBps,
       tx_frames: t.tx_frames,

@@ -275,6 +275,7 @@ export class FdPortCore {
       tx_batches: this.txBatches,
       read_held: this.#held,
       read_holds: this.#holds,
+      queued: this.tx.queued,
     };
   }
 

@@ -310,6 +310,7 @@ export class VhostUserPort implements Port {
       mrg_rxbuf: s ? s.mrg : undefined,
       offloads: d ? d.offloads.describe() : undefined,
       offload_frames: this.#offloadCounters(d),
+      queued: this.queued,
       mtu: s?.mtu || undefined,
       guest_memory_bytes: s?.mem?.bytes,
       guest_memory_sealed: s?.mem ? s.mem.allSealed : undefined,
