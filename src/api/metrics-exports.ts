@@ -55,7 +55,7 @@ class SnapshotHistogram extends Histogram<'export' | 'op'> {
 
 /**
  * Registers the `vmlink_export_*` families on `registry`; `exports` is read
- * once per scrape. Exports that are down show `vmlink_export_up 0` only.
+ * once per scrape. An export that is down has only `vmlink_export_state`.
  */
 export function registerExportMetrics(registry: Registry, exports: () => ExportView[]): void {
   // One snapshot per scrape: every family's collect() runs in the same tick, the cache is dropped after it.
@@ -82,11 +82,11 @@ export function registerExportMetrics(registry: Registry, exports: () => ExportV
       },
     });
   };
-  const gauge = (name: string, help: string, fill: (g: Gauge) => void): void => {
+  const gauge = (name: string, help: string, fill: (g: Gauge) => void, labelNames = ['export']): void => {
     new Gauge({
       name,
       help,
-      labelNames: ['export'],
+      labelNames,
       registers: [registry],
       collect() {
         this.reset();
@@ -96,11 +96,13 @@ export function registerExportMetrics(registry: Registry, exports: () => ExportV
   };
 
   gauge(
-    'vmlink_export_up',
-    'Whether the export is served (1) or down because its backend could not be opened (0).',
+    'vmlink_export_state',
+    'The export state: 1 for the state it is in (up: served; down: its backend could not be opened), 0 for the other.',
     (g) => {
-      for (const e of views()) g.set({ export: e.name }, e.state === 'up' ? 1 : 0);
+      for (const e of views())
+        for (const state of ['up', 'down']) g.set({ export: e.name, state }, e.state === state ? 1 : 0);
     },
+    ['export', 'state'],
   );
   gauge('vmlink_export_size_bytes', 'Size of the export in bytes.', (g) => {
     for (const e of up()) g.set({ export: e.name }, e.size ?? 0);
@@ -109,13 +111,13 @@ export function registerExportMetrics(registry: Registry, exports: () => ExportV
     for (const e of up()) g.set({ export: e.name }, e.clients);
   });
   gauge(
-    'vmlink_export_in_flight',
+    'vmlink_export_in_flight_requests',
     'Requests received and not yet answered (queued or in the backend), all clients of the export.',
     (g) => {
       for (const e of up()) g.set({ export: e.name }, e.io.in_flight);
     },
   );
-  gauge('vmlink_export_in_flight_max', 'Most requests in flight at once since the export was added.', (g) => {
+  gauge('vmlink_export_max_in_flight_requests', 'Most requests in flight at once since the export was added.', (g) => {
     for (const e of up()) g.set({ export: e.name }, e.io.max_in_flight);
   });
   counter('vmlink_export_read_bytes_total', 'Bytes read by clients (successful reads).', ['export'], (c) => {

@@ -10,9 +10,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import parse, { type PromFamily } from 'parse-prometheus-text-format';
 import { Registry } from 'prom-client';
 import type { ExportView } from '../../src/api/client.js';
 import { registerExportMetrics } from '../../src/api/metrics-exports.js';
@@ -22,18 +22,7 @@ import { NbdClient } from '../../src/storage/nbd/client.js';
 import { hostConfig, type Running, startDaemon, stopDaemon, tempDirs } from '../helpers/api-daemon.js';
 import { runOk, startServer } from '../helpers/nbd-peer.js';
 
-/** One family as parse-prometheus-text-format returns it (the package ships no types). */
-interface Family {
-  name: string;
-  type: string;
-  metrics: {
-    labels?: Record<string, string>;
-    value?: string;
-    buckets?: Record<string, string>;
-    count?: string;
-    sum?: string;
-  }[];
-}
+type Family = PromFamily;
 /**
  * The text format's histogram samples by `export/op` (parse-prometheus-text-format merges the series of a
  * labelled histogram into one, so these lines are read here).
@@ -58,7 +47,6 @@ function histograms(
   }
   return out;
 }
-const parse = createRequire(import.meta.url)('parse-prometheus-text-format') as (text: string) => Family[];
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -77,6 +65,7 @@ describe('export metrics after real NBD I/O', { timeout: 180_000 }, () => {
     r = await startDaemon(
       hostConfig(dir, {
         storage: { listen: [`unix:${sock}`] },
+        http: { listen: 'tcp:127.0.0.1:0' },
         exports: [
           { name: 'qio', backend: { type: 'memory', size: '32M' } },
           { name: 'copy', backend: { type: 'memory', size: COPY_SIZE } },
@@ -105,7 +94,7 @@ describe('export metrics after real NBD I/O', { timeout: 180_000 }, () => {
     assert.ok(f, `family ${name} is missing`);
     const m = f.metrics.find((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
     assert.ok(m, `${name}${JSON.stringify(labels)} is missing`);
-    return Number(m.value ?? m.count);
+    return Number(m.value);
   }
 
   test('counts the bytes and requests of qemu-io and nbdcopy exactly, per operation', async () => {
@@ -149,12 +138,12 @@ describe('export metrics after real NBD I/O', { timeout: 180_000 }, () => {
       assert.equal(sum, v.counters.requests, `${name}: requests by operation`);
       assert.equal(get('vmlink_export_errors_total', { export: name, op: 'read' }), 0);
       assert.equal(get('vmlink_export_errors_total', { export: name, op: 'write' }), 0);
-      assert.equal(get('vmlink_export_in_flight', { export: name }), 0);
-      assert.ok(get('vmlink_export_in_flight_max', { export: name }) >= 1);
+      assert.equal(get('vmlink_export_in_flight_requests', { export: name }), 0);
+      assert.ok(get('vmlink_export_max_in_flight_requests', { export: name }) >= 1);
       assert.equal(get('vmlink_export_clients', { export: name }), 0);
     }
     // nbdcopy keeps several requests in flight at once (its default is 16 per connection).
-    assert.ok(get('vmlink_export_in_flight_max', { export: 'copy' }) > 1);
+    assert.ok(get('vmlink_export_max_in_flight_requests', { export: 'copy' }) > 1);
   });
 
   test('counts refused requests as errors of their operation: a write to a read-only export, a read past the end, an unknown command', async () => {
@@ -227,6 +216,28 @@ describe('export metrics after real NBD I/O', { timeout: 180_000 }, () => {
       );
     }
     assert.equal(v.io.ops.write.requests, 2);
+  });
+
+  test("the daemon's GET /metrics carries the export families with the numbers of the export view", async () => {
+    const listen = (await r.client.status()).http?.listen[0];
+    assert.ok(listen, 'the HTTP endpoint listens');
+    const res = await fetch(`http://${listen.slice('tcp:'.length)}/metrics`);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    const families = new Map(parse(text).map((f) => [f.name, f]));
+    for (const v of await r.client.listExports()) {
+      assert.equal(value(families, 'vmlink_export_state', { export: v.name, state: 'up' }), 1);
+      assert.equal(value(families, 'vmlink_export_state', { export: v.name, state: 'down' }), 0);
+      assert.equal(value(families, 'vmlink_export_size_bytes', { export: v.name }), v.size);
+      assert.equal(value(families, 'vmlink_export_read_bytes_total', { export: v.name }), v.counters.bytes_read);
+      assert.equal(value(families, 'vmlink_export_write_bytes_total', { export: v.name }), v.counters.bytes_written);
+      for (const op of IO_OPS) {
+        assert.equal(value(families, 'vmlink_export_requests_total', { export: v.name, op }), v.io.ops[op].requests);
+        assert.equal(value(families, 'vmlink_export_errors_total', { export: v.name, op }), v.io.ops[op].errors);
+      }
+      const h = histograms(text, 'vmlink_export_request_duration_seconds');
+      assert.equal(h.get(`${v.name}/read`)?.count, v.io.ops.read.requests);
+    }
   });
 
   test('promtool check metrics finds no problem in the export families', async () => {
