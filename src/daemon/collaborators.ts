@@ -10,6 +10,7 @@ import type { ReloadView } from '../api/backend.js';
 import { HttpServer } from '../api/http-server.js';
 import { createMetrics, metricsRoutes } from '../api/metrics.js';
 import { ApiServer } from '../api/server.js';
+import { WEB_ROOT, webRoutes } from '../api/web-routes.js';
 import { type Config, defaultNbdSocket } from '../config/schema.js';
 import { createEmbeddedStore } from '../control/embedded-store.js';
 import type { StateStore } from '../control/store.js';
@@ -144,7 +145,12 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
   });
   if (config.http) {
     const metrics = createMetrics(backend, { host: config.host.id, version });
-    http = new HttpServer({ config: config.http, backend, logger, routes: [metricsRoutes(metrics)] });
+    http = new HttpServer({
+      config: config.http,
+      backend,
+      logger,
+      routes: [metricsRoutes(metrics), webRoutes(WEB_ROOT)],
+    });
   }
   return {
     logger,

@@ -233,7 +233,8 @@ function linkPeers(links: LinkView[], self: string): OverviewHost[] {
       id: l.peer,
       state: up ? 'up' : 'down',
       local: false,
-      ...(l.address ? { address: `tcp:${l.address}` } : {}),
+      // A dialled link's address has its scheme (`tcp:` or `udp:`); an accepted one is the peer's `IP:PORT`.
+      ...(l.address ? { address: /^(tcp|udp):/.test(l.address) ? l.address : `tcp:${l.address}` } : {}),
       ...(up ? {} : { reason: `link "${l.name}" is ${l.state}: ${l.reason}` }),
     });
   }

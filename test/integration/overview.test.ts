@@ -34,6 +34,8 @@ describe('the overview of a single host', { timeout: 120_000 }, () => {
   let h1: Running;
   let h2: Running;
   let base: string;
+  /** h2's link listener, `IP:PORT`. */
+  let listen: string;
   const peers: Socket[] = [];
 
   before(async () => {
@@ -44,7 +46,7 @@ describe('the overview of a single host', { timeout: 120_000 }, () => {
     });
     (c2['host'] as { id: string }).id = 'h2';
     h2 = await startDaemon(c2, d2);
-    const listen = (await h2.client.status()).overlay?.listener.address as string;
+    listen = (await h2.client.status()).overlay?.listener.address as string;
     const d1 = newDir();
     h1 = await startDaemon(
       {
@@ -137,6 +139,8 @@ describe('the overview of a single host', { timeout: 120_000 }, () => {
       ],
     );
     assert.equal(o.hosts[0]?.http, base);
+    // The peer's address as dialled (scheme once).
+    assert.equal(o.hosts[1]?.address, `tcp:${listen}`);
     assert.deepEqual(o.networks, [{ name: 'lan', vni: 10, mtu: 1500, hosts: ['h1'] }]);
   });
 

@@ -1,0 +1,9 @@
+/** Entry of the dashboard bundle (scripts/build-web.js): mounts the app on #app. */
+import { render } from 'preact';
+import { App } from './app.js';
+
+const root = document.getElementById('app');
+if (root) {
+  root.textContent = '';
+  render(<App />, root);
+}
