@@ -149,9 +149,9 @@ export function formatExport(e: ExportView): string {
   return formatPairs(pairs);
 }
 
-/** One line per operation used: requests, errors, mean and the bucket bounds of the median and 99th percentile. */
+/** Under `operations`, one line per operation used: requests, errors, mean and the bucket bounds of the median and 99th percentile. */
 function ioLines(io: ExportView['io']): [string, string][] {
-  const out: [string, string][] = [];
+  const out: [string, string][] = [['operations', Object.values(io.ops).some((v) => v.requests > 0) ? '' : 'none yet']];
   for (const [op, v] of Object.entries(io.ops)) {
     if (v.requests === 0) continue;
     const mean = formatSeconds(v.seconds / v.requests);
