@@ -5,8 +5,6 @@
  *
  *   node dist/bench/run.js [--seconds S] [--repeat N] [--pin] [--only stream,vde,tap,vhost,nbd,qos,linkqos,overlay,latency]
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { latencyScenario } from './latency.js';
 import { linkQosScenario } from './link-qos.js';
@@ -16,6 +14,7 @@ import { qosScenario } from './qos.js';
 import { streamScenario } from './stream.js';
 import { tapScenario } from './tap.js';
 import type { ScenarioResult } from './types.js';
+import { writeResult } from './util.js';
 import { vdeScenario } from './vde.js';
 import { vhostScenario } from './vhost.js';
 
@@ -52,28 +51,4 @@ if (only.has('overlay')) results.push(await overlayScenario({ root, seconds, rep
 if (only.has('latency')) results.push(await latencyScenario({ root, count: 2000 }));
 
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-for (const r of results) {
-  const file = join(root, 'bench', 'results', `${r.scenario}-${stamp}.json`);
-  writeFileSync(file, `${JSON.stringify(r, null, 2)}\n`);
-  console.log(`wrote ${file}`);
-  updateBenchmarksMd(r);
-}
-
-function updateBenchmarksMd(r: ScenarioResult): void {
-  const file = join(root, 'BENCHMARKS.md');
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch {
-    text = '# Benchmarks\n\nProduced by `npm run bench`; raw results are in bench/results/.\n';
-  }
-  const begin = `<!-- bench:${r.scenario}:begin -->`;
-  const end = `<!-- bench:${r.scenario}:end -->`;
-  const section = `${begin}\n${r.markdown}\n${end}`;
-  const i = text.indexOf(begin);
-  const j = text.indexOf(end);
-  text =
-    i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
-  writeFileSync(file, text);
-}
+for (const r of results) writeResult(root, r, stamp);

@@ -1,11 +1,12 @@
 /** Small helpers shared by benchmark scenarios. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseMac } from '../src/util/mac.js';
+import type { ScenarioResult } from './types.js';
 
 export function parseMacOrThrow(text: string | undefined): number {
   const mac = parseMac(text ?? '');
@@ -55,7 +56,8 @@ export async function waitListening(path: string): Promise<void> {
 /**
  * Writes a one-network config with the given `ports:` lines into `dir` and
  * starts `vmlink daemon` on it (under `taskset -c CPUS` when given); resolves
- * once its control socket answers.
+ * once its control socket answers. `extraLines` are appended to the config
+ * (other top-level sections, e.g. `http:`).
  */
 export async function startBenchDaemon(
   root: string,
@@ -63,6 +65,7 @@ export async function startBenchDaemon(
   portLines: string[],
   cpuList?: string,
   mtu = 1500,
+  extraLines: string[] = [],
 ): Promise<{ proc: ChildProcess; control: string }> {
   const control = join(dir, 'control.sock');
   const config = join(dir, 'vmlink.yaml');
@@ -74,6 +77,7 @@ export async function startBenchDaemon(
       `  - { name: bench, vni: 1, mtu: ${mtu} }`,
       'ports:',
       ...portLines.map((l) => `  - ${l}`),
+      ...extraLines,
       '',
     ].join('\n'),
   );
@@ -145,4 +149,31 @@ export function iperfServerRateMbps(json: string, seconds: number): number {
     .slice(0, seconds);
   if (iv.length < seconds) throw new Error(`iperf3 server reported ${iv.length} steady intervals, wanted ${seconds}`);
   return iv.reduce((a, x) => a + x.bps * x.secs, 0) / iv.reduce((a, x) => a + x.secs, 0) / 1e6;
+}
+
+/**
+ * Writes `r` to bench/results/<scenario>-<stamp>.json and its markdown into
+ * BENCHMARKS.md between `<!-- bench:<scenario>:begin/end -->` (appended the
+ * first time).
+ */
+export function writeResult(root: string, r: ScenarioResult, stamp: string): void {
+  mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+  const json = join(root, 'bench', 'results', `${r.scenario}-${stamp}.json`);
+  writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
+  console.log(`wrote ${json}`);
+  const file = join(root, 'BENCHMARKS.md');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    text = '# Benchmarks\n\nProduced by `npm run bench`; raw results are in bench/results/.\n';
+  }
+  const begin = `<!-- bench:${r.scenario}:begin -->`;
+  const end = `<!-- bench:${r.scenario}:end -->`;
+  const section = `${begin}\n${r.markdown}\n${end}`;
+  const i = text.indexOf(begin);
+  const j = text.indexOf(end);
+  text =
+    i >= 0 && j > i ? text.slice(0, i) + section + text.slice(j + end.length) : `${text.trimEnd()}\n\n${section}\n`;
+  writeFileSync(file, text);
 }

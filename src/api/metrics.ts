@@ -17,6 +17,7 @@ import type { LinkView } from '../net/overlay/link.js';
 import type { QosView } from '../qos/view.js';
 import type { ControlBackend, NetworkView, PortViewOut, StatusView } from './backend.js';
 import type { HttpRoutes } from './http-server.js';
+import { registerExportMetrics } from './metrics-exports.js';
 
 type Labels = Record<string, string>;
 interface Sample {
@@ -386,7 +387,7 @@ export function createMetrics(backend: ControlBackend, opts: { host: string; ver
     return current;
   };
   for (const f of families(opts)) registry.registerMetric(asMetric(f, scrape));
-  // Export families (vmlink_export_*) are added here by metrics-exports.ts: registerExportMetrics(registry, () => backend.exports()).
+  registerExportMetrics(registry, () => backend.exports());
   // The event loop's delay is vmlink_daemon_event_loop_delay_seconds (the daemon's own 20 ms probe): prom-client's
   // families of it are dropped and its probe kept to one wake-up a second. Its `_total` gauges (counts of handles,
   // requests, resources now) break the naming rules and repeat the sums of the per-type families: dropped too.

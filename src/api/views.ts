@@ -4,6 +4,7 @@
  */
 
 import type { ListenerView } from '../net/overlay/overlay.js';
+import type { IoStatsView } from '../storage/io-stats.js';
 import type { AdmissionStatus } from '../util/admission.js';
 
 /** `POST /v1/reload`: what a config reload changed. */
@@ -96,6 +97,8 @@ export interface ExportView {
   /** Clients connected to this export now. */
   clients: number;
   counters: { requests: number; errors: number; bytes_read: number; bytes_written: number };
+  /** Requests, errors and latency histogram per operation; requests in flight (zeros while down). */
+  io: IoStatsView;
   /** `nbd+unix:///NAME?socket=PATH` (or `nbd://HOST:PORT/NAME`) while the server listens; null otherwise. */
   uri: string | null;
   /** The export as given (config entry or API body). */

@@ -143,8 +143,40 @@ export function formatExport(e: ExportView): string {
     ['  errors', String(e.counters.errors)],
     ['  read', `${e.counters.bytes_read} bytes`],
     ['  written', `${e.counters.bytes_written} bytes`],
+    ['  in flight', `${e.io.in_flight} (max ${e.io.max_in_flight})`],
+    ...ioLines(e.io),
   ];
   return formatPairs(pairs);
+}
+
+/** Under `operations`, one line per operation used: requests, errors, mean and the bucket bounds of the median and 99th percentile. */
+function ioLines(io: ExportView['io']): [string, string][] {
+  const out: [string, string][] = [['operations', Object.values(io.ops).some((v) => v.requests > 0) ? '' : 'none yet']];
+  for (const [op, v] of Object.entries(io.ops)) {
+    if (v.requests === 0) continue;
+    const mean = formatSeconds(v.seconds / v.requests);
+    const p50 = quantileBound(v.buckets, io.latency_bounds_seconds, 0.5);
+    const p99 = quantileBound(v.buckets, io.latency_bounds_seconds, 0.99);
+    out.push([`  ${op}`, `${v.requests} requests, ${v.errors} errors, mean ${mean}, p50 <= ${p50}, p99 <= ${p99}`]);
+  }
+  return out;
+}
+
+/** The upper bound of the bucket holding quantile `q` (a histogram only knows that much). */
+function quantileBound(buckets: readonly number[], bounds: readonly number[], q: number): string {
+  const total = buckets.reduce((a, b) => a + b, 0);
+  let seen = 0;
+  for (let i = 0; i < buckets.length; i++) {
+    seen += buckets[i] as number;
+    if (seen >= q * total) return i < bounds.length ? formatSeconds(bounds[i] as number) : 'inf';
+  }
+  return 'inf';
+}
+
+function formatSeconds(s: number): string {
+  if (s >= 1) return `${Number(s.toPrecision(3))}s`;
+  if (s >= 0.001) return `${Number((s * 1000).toPrecision(3))}ms`;
+  return `${Number((s * 1e6).toPrecision(3))}us`;
 }
 
 export function addExportCommands(program: Command, done: (code: number) => void): void {

@@ -8,6 +8,7 @@ import type { DiskArgsView, ExportView, StorageStatusView } from '../api/client.
 import type { BackendConfig, ExportConfig } from '../config/schema.js';
 import type { BackendSpec } from '../storage/backends/index.js';
 import type { NbdExport } from '../storage/exports.js';
+import { IoStats } from '../storage/io-stats.js';
 import { formatAddress } from '../util/address.js';
 import { StorageUnavailableError } from './errors.js';
 import { shellQuote } from './qemu-args.js';
@@ -97,6 +98,9 @@ export function defaultDiskId(name: string): string {
   return /^[A-Za-z]/.test(name) ? name : `nbd-${name}`;
 }
 
+/** The I/O statistics shown for an export that is down: all zeros. */
+const IDLE = new IoStats();
+
 /** The API view of an export. */
 export function exportView(e: ExportEntry, service: ExportServer): ExportView {
   const s = e.exp?.stats;
@@ -120,6 +124,7 @@ export function exportView(e: ExportEntry, service: ExportServer): ExportView {
       bytes_read: s?.bytesRead ?? 0,
       bytes_written: s?.bytesWritten ?? 0,
     },
+    io: (s?.io ?? IDLE).view(),
     uri,
     spec: e.raw,
   };

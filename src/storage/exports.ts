@@ -4,6 +4,7 @@
  */
 import type { BlockBackend } from './backend.js';
 import { ExportError } from './errors.js';
+import { IoStats } from './io-stats.js';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -41,6 +42,8 @@ export interface ExportStats {
   errors: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Per-operation requests, errors and latency; requests in flight. */
+  readonly io: IoStats;
 }
 
 export interface NbdExport {
@@ -96,7 +99,7 @@ export class ExportRegistry {
       weight,
       allowClient: spec.allowClient,
       tlsOnly: spec.tlsOnly ?? false,
-      stats: { clients: 0, requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0 },
+      stats: { clients: 0, requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, io: new IoStats() },
     };
     this.#exports.set(spec.name, exp);
     return exp;

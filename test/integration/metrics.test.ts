@@ -275,7 +275,7 @@ describe('GET /metrics', () => {
 
   it('follows the naming rules: one prefix, base units, _total on counters only, bounded labels', () => {
     const units =
-      /_(bytes|seconds|frames|bytes_per_second|entries|segments|checksums|records|info|total|macs|ports|state)$/;
+      /_(bytes|seconds|frames|bytes_per_second|entries|segments|checksums|records|info|total|macs|ports|state|clients|requests)$/;
     // `_state`: a state set (1 for the current state), dimensionless.
     const seen = new Set<string>();
     for (const f of fams) {

@@ -66,7 +66,7 @@ function link(extra: Partial<LinkView>): LinkView {
 
 /** A backend with these views that counts how often each is read. */
 function fake(views: { ports?: PortViewOut[]; links?: LinkView[]; qos?: QosView }) {
-  const calls = { status: 0, ports: 0, networks: 0, links: 0, qos: 0 };
+  const calls = { status: 0, ports: 0, networks: 0, links: 0, qos: 0, exports: 0 };
   const backend = {
     status: () => {
       calls.status++;
@@ -91,6 +91,10 @@ function fake(views: { ports?: PortViewOut[]; links?: LinkView[]; qos?: QosView 
       calls.qos++;
       return views.qos ?? { ports: [] };
     },
+    exports: () => {
+      calls.exports++;
+      return [];
+    },
   } as unknown as ControlBackend;
   return { backend, calls };
 }
@@ -109,10 +113,10 @@ describe('the metrics registry', () => {
     const { backend, calls } = fake({ ports: [port('a'), port('b')], links: [link({})] });
     const reg = createMetrics(backend, { host: 'h1', version: '1.2.3' });
     await reg.metrics();
-    assert.deepEqual(calls, { status: 1, ports: 1, networks: 1, links: 1, qos: 1 });
+    assert.deepEqual(calls, { status: 1, ports: 1, networks: 1, links: 1, qos: 1, exports: 1 });
     await new Promise((r) => setImmediate(r));
     await reg.metrics();
-    assert.deepEqual(calls, { status: 2, ports: 2, networks: 2, links: 2, qos: 2 });
+    assert.deepEqual(calls, { status: 2, ports: 2, networks: 2, links: 2, qos: 2, exports: 2 });
   });
 
   it('writes the counters, states and queues of each port, with an empty network on a trunk port', async () => {

@@ -7,10 +7,12 @@
  * our replies are not draining.
  */
 import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from '../../log.js';
 import { payloadPool } from '../buffer-pool.js';
 import { errnoOf } from '../errors.js';
 import type { ExportRegistry, NbdExport } from '../exports.js';
+import { opIndex } from '../io-stats.js';
 import type { IoScheduler } from '../scheduler.js';
 import { type CommandSink, runCommand } from './commands.js';
 import { CMD, NBD_ERR } from './constants.js';
@@ -65,6 +67,12 @@ export class NbdConnection {
   #exp: NbdExport | undefined;
   #inFlight = 0;
   #inFlightBytes = 0;
+  /**
+   * When the chunk being parsed arrived (performance.now()), read at its
+   * first request: the requests of one chunk share one clock read; 0 until
+   * read. Requests left buffered and delivered later keep their chunk's time.
+   */
+  #arrival = 0;
   #writeBlocked = false;
   #paused = false;
   #corked = false;
@@ -163,6 +171,7 @@ export class NbdConnection {
 
   #onData = (chunk: Buffer): void => {
     if (this.#parser) {
+      this.#arrival = 0;
       this.#parser.feed(chunk);
       return;
     }
@@ -234,28 +243,36 @@ export class NbdConnection {
       return;
     }
     exp.stats.requests++;
+    if (this.#arrival === 0) this.#arrival = performance.now();
+    const t0 = this.#arrival;
+    const io = exp.stats.io;
+    io.begin();
     const bad = validateRequest(r, exp, this.#neg);
     if (bad !== 0) {
       this.#replyError(r, bad, `request refused (NBD error ${bad})`);
+      io.end(opIndex(r.type), performance.now() - t0, true);
       return;
     }
     const cost = r.type === CMD.READ || r.type === CMD.WRITE ? r.length : 0;
     this.#inFlight++;
     this.#inFlightBytes += cost;
     this.#updateFlow();
-    this.#o.scheduler.submit(exp, { run: () => this.#execute(r, exp, cost) }, cost);
+    this.#o.scheduler.submit(exp, { run: () => this.#execute(r, exp, cost, t0) }, cost);
   }
 
-  /** Runs one request against the backend and replies. Never rejects. */
-  async #execute(r: NbdRequest, exp: NbdExport, cost: number): Promise<void> {
+  /** Runs one request against the backend and replies (`t0`: its arrival, performance.now()). Never rejects. */
+  async #execute(r: NbdRequest, exp: NbdExport, cost: number, t0: number): Promise<void> {
+    let failed = false;
     try {
       await runCommand(r, exp, this.#sink);
     } catch (err) {
+      failed = true;
       const errno = errnoOf(err);
       if (errno !== NBD_ERR.ENOTSUP)
         this.#o.logger.debug({ peer: this.peer, export: exp.name, err }, 'NBD request failed');
       this.#replyError(r, errno, err instanceof Error ? err.message : String(err));
     } finally {
+      exp.stats.io.end(opIndex(r.type), performance.now() - t0, failed);
       this.#inFlight--;
       this.#inFlightBytes -= cost;
       if (this.#ending && this.#inFlight === 0) this.#closeSocket();
