@@ -10,8 +10,10 @@
  * metadata, and only bounded labels (names of ports, networks, links; drop
  * reasons and states from fixed lists; never a MAC).
  */
+
+import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import { collectDefaultMetrics, type Metric, Registry } from 'prom-client';
+import { type Metric, Registry } from 'prom-client';
 import { parseRate } from '../config/qos-schema.js';
 import type { LinkView } from '../net/overlay/link.js';
 import type { QosView } from '../qos/view.js';
@@ -20,6 +22,19 @@ import type { HttpRoutes } from './http-server.js';
 import { registerExportMetrics } from './metrics-exports.js';
 
 type Labels = Record<string, string>;
+
+/** When this process started, seconds since the epoch. */
+const START_TIME_S = Math.round(Date.now() / 1000 - process.uptime());
+
+/** The soft RLIMIT_NOFILE, read once; undefined where /proc/self/limits cannot be read. */
+const MAX_FDS = ((): number | undefined => {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+})();
 interface Sample {
   labels: Labels;
   value: number;
@@ -124,6 +139,28 @@ function families(opts: { host: string; version: string }): Family[] {
           value: d[stat] / 1000,
         }));
       },
+    ),
+    // The process, named as Prometheus' client libraries name it; read from what the daemon keeps or from cheap
+    // calls (prom-client's default collectors read several /proc files per scrape, most of a small scrape's cost).
+    counter('vmlink_process_cpu_seconds_total', 'CPU time the daemon used, user and system, in seconds.', () => {
+      const c = process.cpuUsage();
+      return [{ labels: {}, value: (c.user + c.system) / 1e6 }];
+    }),
+    gauge('vmlink_process_start_time_seconds', 'When the daemon process started, seconds since the Unix epoch.', () => [
+      { labels: {}, value: START_TIME_S },
+    ]),
+    gauge('vmlink_process_resident_memory_bytes', 'Resident memory of the daemon, bytes.', (s) => [
+      { labels: {}, value: s.status().process.rss_bytes },
+    ]),
+    gauge('vmlink_process_heap_bytes', 'JavaScript heap in use (V8 heapUsed), bytes.', (s) => [
+      { labels: {}, value: s.status().process.heap_used_bytes },
+    ]),
+    gauge('vmlink_process_open_fds', 'Open file descriptors of the daemon.', (s) => {
+      const fds = s.status().process.fds;
+      return fds < 0 ? [] : [{ labels: {}, value: fds }];
+    }),
+    gauge('vmlink_process_max_fds', 'The most file descriptors the daemon may open (RLIMIT_NOFILE).', () =>
+      MAX_FDS === undefined ? [] : [{ labels: {}, value: MAX_FDS }],
     ),
     // Ports: traffic (frames the switch took from the port: receive; handed to it: transmit).
     counter(
@@ -388,16 +425,6 @@ export function createMetrics(backend: ControlBackend, opts: { host: string; ver
   };
   for (const f of families(opts)) registry.registerMetric(asMetric(f, scrape));
   registerExportMetrics(registry, () => backend.exports());
-  // The event loop's delay is vmlink_daemon_event_loop_delay_seconds (the daemon's own 20 ms probe): prom-client's
-  // families of it are dropped and its probe kept to one wake-up a second. Its `_total` gauges (counts of handles,
-  // requests, resources now) break the naming rules and repeat the sums of the per-type families: dropped too.
-  collectDefaultMetrics({ register: registry, prefix: 'vmlink_', eventLoopMonitoringPrecision: 1000 });
-  for (const m of registry.getMetricsAsArray()) {
-    const { name, type } = m as unknown as { name: string; type: string };
-    if (name.startsWith('vmlink_nodejs_eventloop_lag') || (name.endsWith('_total') && type !== 'counter')) {
-      registry.removeSingleMetric(name);
-    }
-  }
   return registry;
 }
 
