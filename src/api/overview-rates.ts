@@ -6,7 +6,7 @@
  * `at`). A counter that went down (the port was deleted and made again under
  * the same name) starts over. Pure: no DOM, no Node.js.
  */
-import type { OverviewExport, OverviewPort, OverviewView } from './views.js';
+import type { OverviewExport, OverviewLink, OverviewPort, OverviewView } from './views.js';
 
 /** A port with its rates (bits/s, frames/s, drops/s) and a short rate history. */
 export interface PortRow extends OverviewPort {
@@ -31,6 +31,7 @@ export interface ExportRow extends OverviewExport {
 }
 
 export interface Model {
+  /** The answer, its links' `tx_bps`/`rx_bps` taken from their byte counters (see {@link RateTracker}). */
   view: OverviewView;
   ports: PortRow[];
   exports: ExportRow[];
@@ -42,6 +43,13 @@ interface PortSample {
   at: number;
   p: OverviewPort;
   row: PortRow;
+}
+
+interface LinkSample {
+  at: number;
+  l: OverviewLink;
+  /** The link as shown, its rates from the counters. */
+  shown: OverviewLink;
 }
 
 interface ExportSample {
@@ -62,6 +70,7 @@ function per(now: number, before: number, dt: number): number | undefined {
 
 export class RateTracker {
   #ports = new Map<string, PortSample>();
+  #links = new Map<string, LinkSample>();
   #exports = new Map<string, ExportSample>();
 
   update(view: OverviewView): Model {
@@ -82,8 +91,17 @@ export class RateTracker {
       exports.set(key, { at, e, row: exportRow(key, e, at, this.#exports.get(key)) });
     }
     this.#exports = exports;
+    // A link's own tx_bps/rx_bps is a one-second window each host samples at its own phase; from the byte counters
+    // and the host's sample time, two hosts' links (and ports) are rated over the same kind of interval.
+    const links = new Map<string, LinkSample>();
+    for (const l of view.links) {
+      const key = keyOf(l.host, l.name);
+      const at = when(l.host);
+      links.set(key, { at, l, shown: linkShown(l, at, this.#links.get(key)) });
+    }
+    this.#links = links;
     return {
-      view,
+      view: { ...view, links: [...links.values()].map((s) => s.shown) },
       ports: [...ports.values()].map((s) => s.row),
       exports: [...exports.values()].map((s) => s.row),
     };
@@ -129,6 +147,18 @@ export class RateTracker {
     row.history = [...prev.row.history, row.rx_bps + row.tx_bps].slice(-HISTORY);
     return row;
   }
+}
+
+function linkShown(l: OverviewLink, at: number, prev: LinkSample | undefined): OverviewLink {
+  if (!prev) return l;
+  const dt = (at - prev.at) / 1000;
+  // The same numbers again (a cached remote sample): keep the rates shown.
+  if (dt <= 0) return { ...l, tx_bps: prev.shown.tx_bps, rx_bps: prev.shown.rx_bps };
+  const tx = per(l.tx_bytes, prev.l.tx_bytes, dt);
+  const rx = per(l.rx_bytes, prev.l.rx_bytes, dt);
+  // A counter that went back (the link was made again): the daemon's own window until the next sample.
+  if (tx === undefined || rx === undefined) return l;
+  return { ...l, tx_bps: tx * 8, rx_bps: rx * 8 };
 }
 
 function exportRow(key: string, e: OverviewExport, at: number, prev: ExportSample | undefined): ExportRow {

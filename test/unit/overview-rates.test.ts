@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RateTracker } from '../../src/api/overview-rates.js';
-import type { OverviewExport, OverviewPort, OverviewView } from '../../src/api/views.js';
+import type { OverviewExport, OverviewLink, OverviewPort, OverviewView } from '../../src/api/views.js';
 
 function port(host: string, name: string, c: Partial<OverviewPort> = {}): OverviewPort {
   return {
@@ -40,7 +40,7 @@ function exp(host: string, name: string, c: Partial<OverviewExport> = {}): Overv
 function view(
   at: number,
   ports: OverviewPort[],
-  opts: { at2?: number; exports?: OverviewExport[] } = {},
+  opts: { at2?: number; exports?: OverviewExport[]; links?: OverviewLink[] } = {},
 ): OverviewView {
   return {
     at,
@@ -52,7 +52,7 @@ function view(
     ],
     networks: [{ name: 'lab', vni: 100, mtu: 1500, hosts: ['h1', 'h2'] }],
     ports,
-    links: [],
+    links: opts.links ?? [],
     exports: opts.exports ?? [],
   };
 }
@@ -139,6 +139,51 @@ describe('rates from successive overviews', () => {
     assert.deepEqual(
       [m.exports[0]?.read_Bps, m.exports[0]?.write_Bps, m.exports[0]?.req_ps, m.exports[0]?.key],
       [8192, 1024, 100, 'h2/d'],
+    );
+  });
+
+  it("rates each link from its byte counters and its host's sample time, not the daemon's one-second window", () => {
+    const link = (host: string, tx: number, rx: number, bps: number): OverviewLink => ({
+      host,
+      name: host === 'h1' ? 'h2' : 'h1',
+      peer: host === 'h1' ? 'h2' : 'h1',
+      state: 'up',
+      path: 'direct',
+      transport: 'tcp',
+      tx_bps: bps,
+      rx_bps: bps,
+      tx_bytes: tx,
+      rx_bytes: rx,
+      drops: {},
+    });
+    const t = new RateTracker();
+    const first = t.update(view(1000, [], { at2: 900, links: [link('h1', 0, 0, 5), link('h2', 0, 0, 0)] }));
+    // The first sample shows the daemon's own rate.
+    assert.deepEqual(
+      first.view.links.map((l) => l.tx_bps),
+      [5, 0],
+    );
+    // h2's own window said 0 (sampled between bursts); its counters grew by 250,000 bytes in 2 s.
+    const m = t.update(
+      view(3000, [], { at2: 2900, links: [link('h1', 250_000, 250_000, 7), link('h2', 250_000, 125_000, 0)] }),
+    );
+    assert.deepEqual(
+      m.view.links.map((l) => [l.host, l.tx_bps, l.rx_bps]),
+      [
+        ['h1', 1_000_000, 1_000_000],
+        ['h2', 1_000_000, 500_000],
+      ],
+    );
+    // A cached answer for h2 (same sample time): its shown rates stay.
+    const again = t.update(
+      view(4000, [], { at2: 2900, links: [link('h1', 250_000, 250_000, 0), link('h2', 250_000, 125_000, 0)] }),
+    );
+    assert.deepEqual(
+      again.view.links.map((l) => [l.host, l.tx_bps, l.rx_bps]),
+      [
+        ['h1', 0, 0],
+        ['h2', 1_000_000, 500_000],
+      ],
     );
   });
 });
