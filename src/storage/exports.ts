@@ -121,13 +121,19 @@ export class ExportRegistry {
   }
 
   /** Removes an export (open connections keep using its backend until they close). */
-  remove(name: string, reason = 'the export was removed'): NbdExport {
+  remove(name: string): NbdExport {
     const exp = this.#exports.get(name);
     if (!exp)
       throw new ExportError('ERR_EXPORT_NOT_FOUND', `export "${name}" does not exist (known: ${this.names()})`, 404);
     this.#exports.delete(name);
     for (const fn of this.#onRemove) fn(exp);
-    this.#tell({ export: name, subject: 'export', open: false, clients: exp.stats.clients, reason });
+    this.#tell({
+      export: name,
+      subject: 'export',
+      open: false,
+      clients: exp.stats.clients,
+      reason: 'the export was removed',
+    });
     return exp;
   }
 
