@@ -75,7 +75,6 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
   const sw = new Switch({ logger, agingSec: config.host.aging_sec });
   const qos = new QosService({ switch: sw, logger });
   const ports = new PortManager({ switch: sw, qos, logger });
-  const events = new DaemonEvents({ hostId: config.host.id, logger, switch: sw, ports, qos });
   const storage = new StorageService({
     logger,
     config: config.storage,
@@ -92,6 +91,7 @@ export function buildCollaborators(opts: CollaboratorOptions, reload: () => Prom
     fabricTls: () => cluster.tlsFiles(),
   });
   qos.setLinks(() => overlay.shapedLinks());
+  const events = new DaemonEvents({ hostId: config.host.id, logger, switch: sw, ports, qos, overlay, storage });
   const networks = new NetworkActuator({ switch: sw, overlay, ports, cap: config.limits.networks });
   const links = new LinkActuator({ overlay });
   const reconciler = new Reconciler({

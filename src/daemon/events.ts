@@ -6,15 +6,20 @@
  *   per turn of the event loop from the ring the learn stage records into;
  * - admission decisions: told by the QoS service as it decides;
  * - reloads: published by the daemon (daemon.ts);
- * - links (up, down, path), exports (up, down, clients) and cluster hosts:
- *   their views compared once a second ({@link DaemonEvents.poll}); a change
- *   that comes and goes within that second is not seen.
+ * - links up and down (and the path to a peer host): told by the overlay as
+ *   a link's channel comes up or goes (OverlayService.onLinkState);
+ * - exports served and removed, NBD clients coming and going: told by the
+ *   export registry as it happens (StorageService.onExportChange);
+ * - cluster hosts: their view compared once a second ({@link DaemonEvents.poll});
+ *   a lease that lapses and is renewed within that second is not seen.
  */
 import type { ControlBackend } from '../api/backend.js';
 import { EventHub } from '../api/events.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { LinkStateChange } from '../net/overlay/overlay.js';
 import type { Switch } from '../net/switch/switch.js';
+import type { ExportChange } from '../storage/exports.js';
 import type { PortManager } from './port-manager.js';
 import type { QosService } from './qos.js';
 
@@ -24,19 +29,17 @@ export interface DaemonEventsOptions {
   switch: Switch;
   ports: PortManager;
   qos: QosService;
-  /** How often link, export and host views are compared, ms; default 1000. */
+  /** The overlay's links, told as they come up and go (OverlayService.onLinkState). */
+  overlay: { onLinkState(fn: (change: LinkStateChange) => void): () => void };
+  /** Exports and their NBD clients, told as they change (StorageService.onExportChange). */
+  storage: { onExportChange(fn: (change: ExportChange) => void): () => void };
+  /** How often the cluster hosts' view is compared, ms; default 1000. */
   pollMs?: number | undefined;
 }
 
 interface LinkSeen {
-  state: string;
   peer: string | undefined;
   direct: boolean;
-}
-
-interface ExportSeen {
-  state: string;
-  clients: number;
 }
 
 export class DaemonEvents {
@@ -47,8 +50,8 @@ export class DaemonEvents {
   #backend: ControlBackend | undefined;
   #timer: NodeJS.Timeout | undefined;
   #polling = false;
-  #links = new Map<string, LinkSeen>();
-  #exports = new Map<string, ExportSeen>();
+  /** The links told up and not yet down: each up and down is published once. */
+  readonly #links = new Map<string, LinkSeen>();
   #hosts = new Map<string, string>();
 
   constructor(opts: DaemonEventsOptions) {
@@ -65,6 +68,11 @@ export class DaemonEvents {
         const { type, ...rest } = ev;
         hub.publish(`mac.${type}`, rest);
       }),
+      opts.overlay.onLinkState((c) => this.#link(c)),
+      opts.storage.onExportChange((c) => {
+        const { open, ...rest } = c;
+        hub.publish(open ? 'export.open' : 'export.close', rest);
+      }),
     );
     opts.qos.onAdmission = (d) => {
       const { accepted, ...rest } = d;
@@ -75,7 +83,7 @@ export class DaemonEvents {
     });
   }
 
-  /** Starts comparing the link, export and host views of `backend` once a second. */
+  /** Starts comparing the cluster hosts' view of `backend` once a second. */
   start(backend: ControlBackend): void {
     this.#backend = backend;
     if (this.#timer) return;
@@ -118,8 +126,6 @@ export class DaemonEvents {
     if (!b || this.#polling) return;
     this.#polling = true;
     try {
-      this.#pollLinks(b);
-      this.#pollExports(b);
       const cluster = await b.cluster();
       this.#pollHosts(cluster.mode === 'member' ? cluster.hosts : []);
     } catch (err) {
@@ -129,60 +135,30 @@ export class DaemonEvents {
     }
   }
 
-  #pollLinks(b: ControlBackend): void {
-    const hub = this.hub;
-    const now = new Map<string, LinkSeen>();
-    for (const l of b.links()) {
-      const seen: LinkSeen = { state: l.state, peer: l.peer, direct: l.source === 'direct' };
-      now.set(l.name, seen);
-      const was = this.#links.get(l.name);
-      if (l.state === 'up' && was?.state !== 'up') {
-        hub.publish('link.up', {
-          link: l.name,
-          peer: l.peer,
-          transport: l.transport,
-          path: l.path,
-          address: l.address,
-          source: l.source,
-          reason: l.reason,
-        });
-        if (seen.direct) hub.publish('link.path', { peer: l.peer, path: 'direct', link: l.name });
-      } else if (l.state !== 'up' && was?.state === 'up') {
-        hub.publish('link.down', { link: l.name, peer: l.peer, state: l.state, reason: l.reason });
-        if (was.direct) hub.publish('link.path', { peer: l.peer, path: 'relay', link: l.name });
-      }
+  /** A link came up or lost its channel: link.up or link.down (once each), and link.path for a direct link. */
+  #link(c: LinkStateChange): void {
+    const l = c.link;
+    const was = this.#links.get(l.name);
+    if (c.up) {
+      if (was) return;
+      const direct = l.source === 'direct';
+      this.#links.set(l.name, { peer: l.peer, direct });
+      this.hub.publish('link.up', {
+        link: l.name,
+        peer: l.peer,
+        transport: l.transport,
+        path: l.path,
+        address: l.address,
+        source: l.source,
+        reason: l.reason,
+      });
+      if (direct) this.hub.publish('link.path', { peer: l.peer, path: 'direct', link: l.name });
+      return;
     }
-    for (const [name, was] of this.#links) {
-      if (now.has(name) || was.state !== 'up') continue;
-      hub.publish('link.down', { link: name, peer: was.peer, state: 'closed', reason: 'the link is gone' });
-      if (was.direct) hub.publish('link.path', { peer: was.peer, path: 'relay', link: name });
-    }
-    this.#links = now;
-  }
-
-  #pollExports(b: ControlBackend): void {
-    const hub = this.hub;
-    const now = new Map<string, ExportSeen>();
-    for (const e of b.exports()) {
-      now.set(e.name, { state: e.state, clients: e.clients });
-      const was = this.#exports.get(e.name);
-      if (e.state === 'up' && was?.state !== 'up') {
-        hub.publish('export.open', { export: e.name, subject: 'export', clients: e.clients, reason: 'served' });
-      } else if (e.state !== 'up' && was?.state === 'up') {
-        hub.publish('export.close', { export: e.name, subject: 'export', clients: e.clients, reason: e.reason });
-      }
-      const before = was?.clients ?? 0;
-      if (e.clients > before) {
-        hub.publish('export.open', { export: e.name, subject: 'client', clients: e.clients });
-      } else if (e.clients < before) {
-        hub.publish('export.close', { export: e.name, subject: 'client', clients: e.clients });
-      }
-    }
-    for (const [name, was] of this.#exports) {
-      if (now.has(name) || was.state !== 'up') continue;
-      hub.publish('export.close', { export: name, subject: 'export', clients: 0, reason: 'the export was removed' });
-    }
-    this.#exports = now;
+    if (!was) return;
+    this.#links.delete(l.name);
+    this.hub.publish('link.down', { link: l.name, peer: l.peer ?? was.peer, state: l.state, reason: l.reason });
+    if (was.direct) this.hub.publish('link.path', { peer: was.peer, path: 'relay', link: l.name });
   }
 
   #pollHosts(hosts: readonly { id: string; state: string; address?: string | undefined }[]): void {

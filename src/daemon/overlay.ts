@@ -23,6 +23,7 @@ import {
   type FabricConflict,
   type FabricPlan,
   type LinkSpec,
+  type LinkStateChange,
   type LinkView,
   type ListenerView,
   Overlay,
@@ -86,6 +87,8 @@ export class OverlayService {
   #overlay: Overlay | undefined;
   #transport: TcpTransport | undefined;
   #waiting = false;
+  /** Listeners of link states, kept across a start that waits for the fabric. */
+  readonly #stateFns = new Set<(change: LinkStateChange) => void>();
 
   constructor(opts: OverlayServiceOptions) {
     this.#o = opts;
@@ -160,6 +163,9 @@ export class OverlayService {
       peerQos: new Map(Object.entries(cfg.peer_qos ?? {}).map(([host, q]) => [host, toLinkPolicy(q)])),
     });
     this.#overlay = overlay;
+    overlay.onLinkState((c) => {
+      for (const fn of this.#stateFns) fn(c);
+    });
     const listen = cfg.listen ? { host: cfg.listen.host, port: cfg.listen.port } : undefined;
     // A listener that cannot bind is down (with the reason, retried), not fatal: like a port or NBD address.
     await overlay.start(listen);
@@ -317,6 +323,15 @@ export class OverlayService {
   /** Calls `fn(host)` when the link ports toward that host changed (resolve its locations again); returns the stop function. */
   onPortsChanged(fn: (host: string) => void): () => void {
     return this.#overlay?.onPortsChanged(fn) ?? (() => undefined);
+  }
+
+  /**
+   * Calls `fn` as a link comes up or loses its channel (Overlay.onLinkState),
+   * also for links of an overlay started later; returns the stop function.
+   */
+  onLinkState(fn: (change: LinkStateChange) => void): () => void {
+    this.#stateFns.add(fn);
+    return () => this.#stateFns.delete(fn);
   }
 
   /** Closes a link and forgets it (the caller checked it may go). */

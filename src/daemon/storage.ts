@@ -15,7 +15,7 @@ import type { ExportConfig, StorageConfig } from '../config/schema.js';
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BlockBackend } from '../storage/backend.js';
-import { ExportRegistry } from '../storage/exports.js';
+import { type ExportChange, ExportRegistry } from '../storage/exports.js';
 import { createNbdServer, type NbdServer } from '../storage/nbd/server.js';
 import { loadNbdTls } from '../storage/nbd/tls.js';
 import { type Address, formatAddress } from '../util/address.js';
@@ -236,6 +236,11 @@ export class StorageService {
       { export: spec.name, backend: backend.kind, size: backend.size, read_only: entry.exp.readOnly },
       `export "${spec.name}" ready (${backend.kind}, ${backend.size} bytes${entry.exp.readOnly ? ', read-only' : ''})`,
     );
+  }
+
+  /** Calls `fn` as exports are served and removed and NBD clients come and go (ExportRegistry.onChange); returns the stop function. */
+  onExportChange(fn: (change: ExportChange) => void): () => void {
+    return this.#registry.onChange(fn);
   }
 
   /** Stops serving an export and closes its backend (flushing it). Refused while clients are connected. */

@@ -60,6 +60,19 @@ export interface NbdExport {
   readonly stats: ExportStats;
 }
 
+/**
+ * An export served (`subject: "export"`, `open`) or removed, or a client
+ * that entered transmission on it or left (`subject: "client"`); `clients`:
+ * connected now.
+ */
+export interface ExportChange {
+  export: string;
+  subject: 'export' | 'client';
+  open: boolean;
+  clients: number;
+  reason?: string | undefined;
+}
+
 export interface ExportRegistryOptions {
   /** Export served for the empty name (the NBD "default export"); default: the only export, if there is one. */
   defaultExport?: string;
@@ -69,6 +82,7 @@ export class ExportRegistry {
   #exports = new Map<string, NbdExport>();
   #default: string | undefined;
   #onRemove: ((exp: NbdExport) => void)[] = [];
+  readonly #watchers = new Set<(change: ExportChange) => void>();
 
   constructor(opts: ExportRegistryOptions = {}) {
     this.#default = opts.defaultExport;
@@ -102,6 +116,7 @@ export class ExportRegistry {
       stats: { clients: 0, requests: 0, errors: 0, bytesRead: 0, bytesWritten: 0, io: new IoStats() },
     };
     this.#exports.set(spec.name, exp);
+    this.#tell({ export: exp.name, subject: 'export', open: true, clients: 0, reason: 'served' });
     return exp;
   }
 
@@ -112,7 +127,43 @@ export class ExportRegistry {
       throw new ExportError('ERR_EXPORT_NOT_FOUND', `export "${name}" does not exist (known: ${this.names()})`, 404);
     this.#exports.delete(name);
     for (const fn of this.#onRemove) fn(exp);
+    this.#tell({
+      export: name,
+      subject: 'export',
+      open: false,
+      clients: exp.stats.clients,
+      reason: 'the export was removed',
+    });
     return exp;
+  }
+
+  /** A client entered transmission on `exp`: counted and told; returns what to call when it leaves (once). */
+  clientJoined(exp: NbdExport): () => void {
+    exp.stats.clients++;
+    this.#tell({ export: exp.name, subject: 'client', open: true, clients: exp.stats.clients });
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      exp.stats.clients--;
+      this.#tell({ export: exp.name, subject: 'client', open: false, clients: exp.stats.clients });
+    };
+  }
+
+  /** Calls `fn` as exports are served and removed and clients come and go; returns the stop function. */
+  onChange(fn: (change: ExportChange) => void): () => void {
+    this.#watchers.add(fn);
+    return () => this.#watchers.delete(fn);
+  }
+
+  #tell(change: ExportChange): void {
+    for (const fn of this.#watchers) {
+      try {
+        fn(change);
+      } catch {
+        // A watcher's failure is its own (DaemonEvents logs its own errors); the export goes on.
+      }
+    }
   }
 
   /** Calls `fn` with each export removed from now on (the I/O scheduler forgets its queue). */

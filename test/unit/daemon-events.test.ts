@@ -1,8 +1,7 @@
 /**
- * The event sources (daemon/events.ts) with fakes: port changes, MAC events
- * and admission decisions become events as they are told; links, exports
- * and cluster hosts become events from the differences between two looks at
- * their views.
+ * The event sources (daemon/events.ts) with fakes: port changes, MAC events,
+ * admission decisions, link states and export changes become events as they
+ * are told; cluster hosts from the differences between two looks at their view.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -12,12 +11,12 @@ import { DaemonEvents } from '../../src/daemon/events.js';
 import type { PortChange, PortManager } from '../../src/daemon/port-manager.js';
 import type { AdmissionDecision, QosService } from '../../src/daemon/qos.js';
 import { silentLogger } from '../../src/log.js';
+import type { LinkStateChange, LinkView } from '../../src/net/overlay/overlay.js';
 import type { MacEvent } from '../../src/net/switch/mac-events.js';
 import type { Switch } from '../../src/net/switch/switch.js';
+import type { ExportChange } from '../../src/storage/exports.js';
 
 interface View {
-  links: { name: string; state: string; peer?: string; source: string; reason: string; transport: string }[];
-  exports: { name: string; state: string; clients: number; reason: string }[];
   hosts: { id: string; state: string; address?: string }[];
 }
 
@@ -25,10 +24,12 @@ function rig() {
   let portFn: ((c: PortChange) => void) | undefined;
   let macFn: ((e: MacEvent) => void) | undefined;
   const qos = { onAdmission: undefined } as unknown as QosService;
-  const view: View = { links: [], exports: [], hosts: [] };
+  let linkFn: ((c: LinkStateChange) => void) | undefined;
+  let exportFn: ((c: ExportChange) => void) | undefined;
+  const view: View = { hosts: [] };
   const backend = {
-    links: () => view.links,
-    exports: () => view.exports,
+    links: () => assert.fail('links are told, not polled'),
+    exports: () => assert.fail('exports are told, not polled'),
     cluster: async () => ({ mode: view.hosts.length > 0 ? 'member' : 'single', hosts: view.hosts }),
   } as unknown as ControlBackend;
   const ev = new DaemonEvents({
@@ -47,6 +48,22 @@ function rig() {
       },
     } as unknown as PortManager,
     qos,
+    overlay: {
+      onLinkState: (fn: (c: LinkStateChange) => void) => {
+        linkFn = fn;
+        return () => {
+          linkFn = undefined;
+        };
+      },
+    },
+    storage: {
+      onExportChange: (fn: (c: ExportChange) => void) => {
+        exportFn = fn;
+        return () => {
+          exportFn = undefined;
+        };
+      },
+    },
     pollMs: 3_600_000,
   });
   ev.start(backend);
@@ -56,7 +73,18 @@ function rig() {
     return true;
   });
   const types = () => got.splice(0).map((e) => `${e.type}${e['subject'] ? `/${e['subject']}` : ''}`);
-  return { ev, view, got, types, port: (c: PortChange) => portFn?.(c), mac: (e: MacEvent) => macFn?.(e), qos };
+  return {
+    ev,
+    view,
+    got,
+    types,
+    port: (c: PortChange) => portFn?.(c),
+    mac: (e: MacEvent) => macFn?.(e),
+    link: (c: LinkStateChange) => linkFn?.(c),
+    exp: (c: ExportChange) => exportFn?.(c),
+    hooked: () => linkFn !== undefined && exportFn !== undefined,
+    qos,
+  };
 }
 
 describe('the event sources', () => {
@@ -89,47 +117,63 @@ describe('the event sources', () => {
     assert.equal((r.qos as unknown as { onAdmission: unknown }).onAdmission, undefined, 'stop() unhooks');
   });
 
-  it('sees a link come up, a direct link change the path, and links go down or away', async () => {
+  it('publishes a link going down and up again at once, each change once, and the path of a direct link', async () => {
     const r = rig();
-    const link = (name: string, state: string, source = 'config') => ({
-      name,
-      state,
-      peer: name === 'hub' ? 'h0' : 'h2',
-      source,
-      reason: state,
-      transport: 'tcp',
+    const link = (name: string, up: boolean, state: string, source = 'config'): LinkStateChange => ({
+      up,
+      link: {
+        name,
+        state,
+        peer: name === 'hub' ? 'h0' : 'h2',
+        source,
+        reason: state,
+        transport: 'tcp',
+        path: 'direct',
+        address: 'tcp:10.0.0.2:7000',
+      } as LinkView,
     });
-    r.view.links = [link('hub', 'connecting')];
-    await r.ev.poll();
-    assert.deepEqual(r.types(), []);
-    r.view.links = [link('hub', 'up'), link('to-h2', 'up', 'direct')];
-    await r.ev.poll();
-    assert.deepEqual(r.types(), ['link.up', 'link.up', 'link.path']);
-    await r.ev.poll();
-    assert.deepEqual(r.types(), [], 'nothing changed, nothing told');
-    r.view.links = [link('hub', 'down')];
-    await r.ev.poll();
+    r.link(link('hub', true, 'up'));
+    r.link(link('hub', true, 'up'));
+    r.link(link('to-h2', true, 'up', 'direct'));
+    assert.deepEqual(r.types(), ['link.up', 'link.up', 'link.path'], 'an up told twice is published once');
+    r.link(link('hub', false, 'down'));
+    r.link(link('hub', false, 'down'));
+    r.link(link('hub', true, 'up'));
+    r.link(link('to-h2', false, 'closed', 'direct'));
     const last = r.got.slice();
-    assert.deepEqual(r.types(), ['link.down', 'link.down', 'link.path']);
-    assert.equal(last[2]?.['path'], 'relay');
-    assert.equal(last[2]?.['peer'], 'h2');
+    assert.deepEqual(r.types(), ['link.down', 'link.up', 'link.down', 'link.path']);
+    assert.deepEqual([last[0]?.['link'], last[0]?.['peer'], last[0]?.['state']], ['hub', 'h0', 'down']);
+    assert.equal(last[3]?.['path'], 'relay');
+    assert.equal(last[3]?.['peer'], 'h2');
+    r.link(link('never-up', false, 'down'));
+    await r.ev.poll();
+    assert.deepEqual(r.types(), [], 'a link never told up is not told down; the poll tells nothing of links');
     r.ev.stop();
+    assert.equal(r.hooked(), false, 'stop() unhooks');
   });
 
-  it('sees exports served and removed and their clients come and go', async () => {
+  it('publishes exports served and removed and each client coming and going, with their fields', () => {
     const r = rig();
-    r.view.exports = [{ name: 'disk', state: 'up', clients: 0, reason: 'served' }];
-    await r.ev.poll();
-    assert.deepEqual(r.types(), ['export.open/export']);
-    r.view.exports = [{ name: 'disk', state: 'up', clients: 2, reason: 'served' }];
-    await r.ev.poll();
-    assert.deepEqual(r.types(), ['export.open/client']);
-    r.view.exports = [{ name: 'disk', state: 'up', clients: 1, reason: 'served' }];
-    await r.ev.poll();
-    assert.deepEqual(r.types(), ['export.close/client']);
-    r.view.exports = [];
-    await r.ev.poll();
-    assert.deepEqual(r.types(), ['export.close/export']);
+    r.exp({ export: 'disk', subject: 'export', open: true, clients: 0, reason: 'served' });
+    r.exp({ export: 'disk', subject: 'client', open: true, clients: 1 });
+    r.exp({ export: 'disk', subject: 'client', open: false, clients: 0 });
+    r.exp({ export: 'disk', subject: 'export', open: false, clients: 0, reason: 'the export was removed' });
+    const got = r.got.slice();
+    assert.deepEqual(r.types(), [
+      'export.open/export',
+      'export.open/client',
+      'export.close/client',
+      'export.close/export',
+    ]);
+    assert.deepEqual(
+      got.map((e) => [e['export'], e['clients'], e['reason'], e['open']]),
+      [
+        ['disk', 0, 'served', undefined],
+        ['disk', 1, undefined, undefined],
+        ['disk', 0, undefined, undefined],
+        ['disk', 0, 'the export was removed', undefined],
+      ],
+    );
     r.ev.stop();
   });
 

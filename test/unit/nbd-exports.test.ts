@@ -16,6 +16,25 @@ describe('NBD export registry', () => {
     assert.equal(r.resolve('b')?.name, 'b');
   });
 
+  it('tells its watchers of exports served and removed and of each client joining and leaving once', () => {
+    const r = new ExportRegistry();
+    const seen: string[] = [];
+    const stop = r.onChange((c) => seen.push(`${c.open ? 'open' : 'close'}/${c.subject}/${c.export}/${c.clients}`));
+    r.onChange(() => {
+      throw new Error('a broken watcher');
+    });
+    const exp = r.add({ name: 'a', backend: mem() });
+    const leave = r.clientJoined(exp);
+    assert.equal(exp.stats.clients, 1);
+    leave();
+    leave();
+    assert.equal(exp.stats.clients, 0, 'a client leaves once');
+    r.remove('a');
+    stop();
+    r.add({ name: 'b', backend: mem() });
+    assert.deepEqual(seen, ['open/export/a/0', 'open/client/a/1', 'close/client/a/0', 'close/export/a/0']);
+  });
+
   it('serves the configured default export for the empty name', () => {
     const r = new ExportRegistry({ defaultExport: 'b' });
     r.add({ name: 'a', backend: mem() });

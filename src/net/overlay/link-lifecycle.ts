@@ -256,6 +256,11 @@ export class LinkLifecycle {
     if (!ch) return;
     link.channel = undefined;
     clearTimeout(link.syncTimer);
+    if (link.state === 'up') {
+      // Told now, before the close is awaited: a channel that comes back at once is seen going too.
+      const gone = link.closed || ctx.stopped || !link.spec || link.source === 'direct';
+      ctx.linkState(link, false, gone ? 'closed' : 'down', reason);
+    }
     if (link.peer !== undefined && ctx.byPeer.get(link.peer) === link) ctx.byPeer.delete(link.peer);
     if (performance.now() - link.upSince >= stableMs(ctx.o.reconnect?.max_ms)) link.backoff.reset();
     link.accumulate(ch);
@@ -298,5 +303,6 @@ export class LinkLifecycle {
     link.state = state;
     link.reason = reason;
     if (changed) this.#ctx.log.info({ link: link.name, state, reason }, `link "${link.name}" ${state}: ${reason}`);
+    if (state === 'up') this.#ctx.linkState(link, true, state, reason);
   }
 }

@@ -26,6 +26,12 @@ export interface LinkSpec {
   qos?: LinkQosPolicy | undefined;
 }
 
+/** A link came up (`up`) or lost its channel: its listing, with the state it goes to and why (Overlay.onLinkState). */
+export interface LinkStateChange {
+  up: boolean;
+  link: LinkView;
+}
+
 /** One link as listed by `vmlink link list --json`. */
 export interface LinkView {
   name: string;

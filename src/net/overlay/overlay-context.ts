@@ -9,7 +9,7 @@
 import type { Logger } from '../../log.js';
 import { Backoff } from '../../util/backoff.js';
 import type { Switch } from '../switch/switch.js';
-import type { Link, LinkSpec } from './link.js';
+import type { Link, LinkSpec, LinkState } from './link.js';
 import type { LinkQosPolicy } from './link-qos.js';
 import type { LinkTransport } from './transport.js';
 
@@ -56,6 +56,8 @@ export class OverlayContext {
   readonly byPeer = new Map<string, Link>();
   /** Told the peer host whose link ports were added or removed (Overlay.onPortsChanged). */
   readonly portWatchers = new Set<(host: string) => void>();
+  /** Told when a link comes up or its channel goes (Overlay.onLinkState). */
+  readonly stateWatchers = new Set<(link: Link, up: boolean, state: LinkState, reason: string) => void>();
   stopped = false;
 
   constructor(opts: OverlayOptions) {
@@ -79,6 +81,17 @@ export class OverlayContext {
         fn(host);
       } catch (err) {
         this.log.error({ err, host }, 'a watcher of link ports failed');
+      }
+    }
+  }
+
+  /** Tells the state watchers that `link` came up (`up`) or lost its channel; a watcher that throws is logged. */
+  linkState(link: Link, up: boolean, state: LinkState, reason: string): void {
+    for (const fn of this.stateWatchers) {
+      try {
+        fn(link, up, state, reason);
+      } catch (err) {
+        this.log.error({ err, link: link.name }, 'a watcher of link states failed');
       }
     }
   }

@@ -11,7 +11,15 @@
  */
 import { LinkExistsError, LinkNotFoundError } from './errors.js';
 import { type FabricConflict, FabricLinks, type FabricPlan } from './fabric-links.js';
-import { addr, type Link, type LinkSource, type LinkSpec, type LinkView } from './link.js';
+import {
+  addr,
+  type Link,
+  type LinkSource,
+  type LinkSpec,
+  type LinkState,
+  type LinkStateChange,
+  type LinkView,
+} from './link.js';
 import { LinkLifecycle } from './link-lifecycle.js';
 import { LinkNetworks } from './link-networks.js';
 import type { LinkQosPolicy } from './link-qos.js';
@@ -21,7 +29,16 @@ import { OverlayContext, type OverlayOptions } from './overlay-context.js';
 import { RelayTopology } from './relay-topology.js';
 import type { ControlMessage, PeerHello, TransportAddress } from './transport.js';
 
-export type { FabricConflict, FabricPlan, LinkSource, LinkSpec, LinkView, ListenerView, OverlayOptions };
+export type {
+  FabricConflict,
+  FabricPlan,
+  LinkSource,
+  LinkSpec,
+  LinkStateChange,
+  LinkView,
+  ListenerView,
+  OverlayOptions,
+};
 
 export class Overlay {
   readonly #ctx: OverlayContext;
@@ -185,6 +202,18 @@ export class Overlay {
   onPortsChanged(fn: (host: string) => void): () => void {
     this.#ctx.portWatchers.add(fn);
     return () => this.#ctx.portWatchers.delete(fn);
+  }
+
+  /**
+   * Calls `fn` when a link comes up (a new channel carrying networks) and
+   * when a link that was up loses its channel (`state`: `down`, or `closed`
+   * when the link goes with it), as it happens; returns the stop function.
+   */
+  onLinkState(fn: (change: LinkStateChange) => void): () => void {
+    const watcher = (link: Link, up: boolean, state: LinkState, reason: string): void =>
+      fn({ up, link: { ...this.#viewOf(link), state, reason } });
+    this.#ctx.stateWatchers.add(watcher);
+    return () => this.#ctx.stateWatchers.delete(watcher);
   }
 
   list(): LinkView[] {

@@ -194,8 +194,7 @@ export class NbdConnection {
       const exp = hs.result.export;
       this.#exp = exp;
       this.#hs = undefined;
-      exp.stats.clients++;
-      void this.#closed.then(() => exp.stats.clients--);
+      void this.#closed.then(this.#o.exports.clientJoined(exp));
       this.#o.logger.debug({ peer: this.peer, export: this.#exp.name }, 'NBD client entered transmission');
       this.#parser = new RequestParser(
         (r) => this.#onRequest(r),
