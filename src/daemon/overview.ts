@@ -67,13 +67,12 @@ export class OverviewService {
     return this.#fabric(local, cluster);
   }
 
-  /** This host's overview; `cluster` (when a member) supplies addresses and which peers relay. */
+  /** This host's overview; `cluster` (when a member) supplies addresses. */
   local(scope: OverviewScope, cluster?: ClusterView): OverviewView {
     const { host, views } = this.#o;
     const at = Date.now();
     const ports = views.ports();
     const links = views.links();
-    const relays = new Set(cluster?.hosts.filter((h) => h.relay).map((h) => h.id) ?? []);
     const self = cluster?.hosts.find((h) => h.id === host);
     const listener = views.linkListener();
     const http = self?.http ?? httpUrl(views.status().http?.listen[0]);
@@ -100,7 +99,7 @@ export class OverviewService {
         hosts: n.ports.some((p) => localNames.has(p)) ? [host] : [],
       })),
       ports: this.#ports(ports),
-      links: links.map((l) => overviewLink(host, l, relays)),
+      links: links.map((l) => overviewLink(host, l)),
       exports: views.exports().map(
         (e): OverviewExport => ({
           host,
@@ -203,13 +202,13 @@ function transportPeer(t: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
-function overviewLink(host: string, l: LinkView, relays: Set<string>): OverviewLink {
+function overviewLink(host: string, l: LinkView): OverviewLink {
   return {
     host,
     name: l.name,
     ...(l.peer ? { peer: l.peer } : {}),
     state: l.state,
-    path: l.peer && relays.has(l.peer) ? 'relay' : 'direct',
+    path: l.path,
     transport: l.transport,
     ...(l.rtt_ms === undefined ? {} : { rtt_ms: l.rtt_ms }),
     tx_bps: l.tx_bps,

@@ -24,10 +24,11 @@ const port = (name: string, extra: Record<string, unknown> = {}) => ({
   macs: 10,
   ...extra,
 });
-const link = (name: string, peer: string, state = 'up') => ({
+const link = (name: string, peer: string, state = 'up', path: 'direct' | 'relay' = 'direct') => ({
   name,
   peer,
   state,
+  path,
   reason: state === 'up' ? 'up' : 'connection refused',
   address: '192.0.2.2:4789',
   transport: 'tcp',
@@ -206,7 +207,12 @@ describe('the overview of a fabric', () => {
   };
 
   test('is the default on a member: every other up host with an endpoint is asked, and merged', async () => {
-    const { s, asked } = service({ cluster, peers: { h2: { view: peerView('h2') }, h5: { error: 'timed out' } } });
+    // The link to h2 as the overlay lists it: its peer said it relays.
+    const { s, asked } = service({
+      cluster,
+      links: [link('wan', 'h2', 'up', 'relay')],
+      peers: { h2: { view: peerView('h2') }, h5: { error: 'timed out' } },
+    });
     const o = await s.view();
     assert.equal(o.scope, 'fabric');
     assert.deepEqual(asked, ['h2', 'h5']);
